@@ -1,0 +1,1 @@
+//! Userspace iSCSI initiator library and verifying workload.

@@ -1,0 +1,1 @@
+//! iSNS protocol core (RFC 4171), sans-IO: PDU header, TLV attributes, messages.

@@ -1,0 +1,1 @@
+//! Multi-portal iSCSI target: one processor (OS thread + event loop) per portal.
