@@ -1,3 +1,52 @@
-fn main() {
-    println!("portshift");
+//! `portshift`: the one binary. Each subcommand lives in its own module under `cmd/`.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// iSCSI port load balancing with iSNS (patent JP4675664B2), real on the wire.
+#[derive(Parser, Debug)]
+#[command(name = "portshift", version, about)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `target=debug`.
+    #[arg(long, global = true, env = "PORTSHIFT_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the iSNS server (RFC 4171).
+    Isns(cmd::isns::Args),
+    /// Run the multi-portal iSCSI target (RFC 7143), optionally with the balancer.
+    Target(cmd::target::Args),
+    /// Run a verifying I/O workload through portshift's own initiator.
+    Io(cmd::io::Args),
+    /// Print a target's configuration table, iSNS registrations and events.
+    Status(cmd::status::Args),
+    /// Run the whole system on loopback and show a real rebalance.
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Isns(a) => cmd::isns::run(a),
+        Command::Target(a) => cmd::target::run(a),
+        Command::Io(a) => cmd::io::run(a),
+        Command::Status(a) => cmd::status::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portshift: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

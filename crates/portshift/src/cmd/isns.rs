@@ -1,0 +1,10 @@
+//! `portshift isns`.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`portshift isns` is not built yet")
+}
