@@ -1,1 +1,19 @@
 //! Balancer policy (patent JP4675664B2): configuration table and loads in, decisions out. No I/O.
+//!
+//! The target feeds a [`ConfigTable`] (the patent's FIG. 2: per portal, its processor, its load,
+//! and the sessions logged in through it) to [`Balancer::step`], which returns [`Decision`]s
+//! (FIG. 5 steps 101–112: delete a registration and request a logout; restore registrations once
+//! the load has fallen). The target's I/O shell carries them out and records [`Event`]s.
+//! [`AdminSnapshot`] is the JSON shape of the admin endpoint that `portshift status` prints.
+
+pub mod event;
+pub mod metric;
+pub mod policy;
+pub mod snapshot;
+pub mod table;
+
+pub use event::{Event, EventKind};
+pub use metric::{BalanceSpec, Metric, ParseSpecError, Thresholds};
+pub use policy::{Balancer, Decision};
+pub use snapshot::{AdminSnapshot, RegistrationRow};
+pub use table::{ConfigTable, PortalId, PortalRow, SessionEntry};

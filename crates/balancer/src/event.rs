@@ -1,0 +1,69 @@
+//! Events: what the balancer decided and what the target did, with the reason and the figures.
+
+use serde::{Deserialize, Serialize};
+
+use crate::table::PortalId;
+
+/// One thing that happened, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the target's event log, from 1.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub kind: EventKind,
+    /// Why, in words, with the figures that led to it.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A session completed login through a portal.
+    Login {
+        initiator: String,
+        target: String,
+        portal: PortalId,
+    },
+    /// A session ended (logout or connection loss).
+    Logout {
+        initiator: String,
+        target: String,
+        portal: PortalId,
+    },
+    /// The (target, portal) Portal Group was deregistered in iSNS (patent step 108).
+    RegistrationDeleted { target: String, portal: PortalId },
+    /// An Async Message "logout requested" was sent (patent step 109).
+    LogoutRequested {
+        initiator: String,
+        target: String,
+        from: PortalId,
+        to: PortalId,
+    },
+    /// A login to a portal was answered "target moved temporarily" (status 0x0101).
+    Redirected {
+        initiator: String,
+        target: String,
+        from: PortalId,
+        to: PortalId,
+    },
+    /// The (target, portal) Portal Group was registered again (patent step 112).
+    RegistrationRestored { target: String, portal: PortalId },
+    /// A decision could not be carried out (for example iSNS was unreachable).
+    Failed { what: String },
+}
+
+impl EventKind {
+    /// A short label for tables and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EventKind::Login { .. } => "login",
+            EventKind::Logout { .. } => "logout",
+            EventKind::RegistrationDeleted { .. } => "registration-deleted",
+            EventKind::LogoutRequested { .. } => "logout-requested",
+            EventKind::Redirected { .. } => "redirected",
+            EventKind::RegistrationRestored { .. } => "registration-restored",
+            EventKind::Failed { .. } => "failed",
+        }
+    }
+}

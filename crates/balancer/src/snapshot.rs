@@ -1,0 +1,34 @@
+//! The admin endpoint's JSON document: the configuration table (patent FIG. 2), the iSNS
+//! registrations the target holds (FIG. 3), and the recent events.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::metric::BalanceSpec;
+use crate::table::{ConfigTable, PortalId};
+
+/// One (target, portal) Portal Group as the target registered it in iSNS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationRow {
+    pub target: String,
+    pub portal: PortalId,
+    /// `IP:PORT` of the portal.
+    pub address: String,
+    /// Portal Group Tag.
+    pub tag: u16,
+    /// False while the balancer holds this registration deleted.
+    pub registered: bool,
+}
+
+/// Everything `portshift status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminSnapshot {
+    /// The iSNS server the target registers with, if any.
+    pub isns: Option<String>,
+    /// The balancing policy, if balancing is on.
+    pub balance: Option<BalanceSpec>,
+    pub table: ConfigTable,
+    pub registrations: Vec<RegistrationRow>,
+    /// The most recent events, oldest first.
+    pub events: Vec<Event>,
+}
