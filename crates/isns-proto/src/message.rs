@@ -1,0 +1,280 @@
+//! iSNSP messages, RFC 4171 §5.6.1 (requests) and §5.7.1 (responses).
+//!
+//! A request payload is `Source attribute, Message Key attributes, Delimiter,
+//! Operating attributes`; a response payload is `Status code, Message Key
+//! attributes, Delimiter, Operating attributes`. [`Message`] keeps the payload
+//! attributes in wire order and offers those views.
+
+use crate::attr::{self, Attribute};
+use crate::header::{Flags, Header, ISNSP_VERSION};
+use crate::tag::DELIMITER;
+use crate::{Error, FunctionId, MAX_PDU_PAYLOAD, Status};
+
+/// One iSNSP message (possibly spanning several PDUs on the wire).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub function: FunctionId,
+    /// Sender, replace and authentication flags; first/last PDU flags are set by [`Message::encode`].
+    pub flags: Flags,
+    pub xid: u16,
+    /// Status code; present exactly when `function` is a response.
+    pub status: Option<Status>,
+    /// Payload attributes in wire order, including source and delimiter.
+    pub attrs: Vec<Attribute>,
+}
+
+impl Message {
+    /// A client request: `source`, `key`, delimiter, `operating` (§5.6.1).
+    pub fn request(
+        function: FunctionId,
+        xid: u16,
+        source: Attribute,
+        key: Vec<Attribute>,
+        operating: Vec<Attribute>,
+    ) -> Message {
+        let mut attrs = Vec::with_capacity(key.len() + operating.len() + 2);
+        attrs.push(source);
+        attrs.extend(key);
+        attrs.push(Attribute::nil(DELIMITER));
+        attrs.extend(operating);
+        Message {
+            function,
+            flags: Flags::CLIENT,
+            xid,
+            status: None,
+            attrs,
+        }
+    }
+
+    /// A server response to `request`: status, `key`, delimiter, `operating` (§5.7.1).
+    pub fn response(
+        request: &Message,
+        status: Status,
+        key: Vec<Attribute>,
+        operating: Vec<Attribute>,
+    ) -> Message {
+        let mut attrs = key;
+        attrs.push(Attribute::nil(DELIMITER));
+        attrs.extend(operating);
+        Message {
+            function: request.function.response(),
+            flags: Flags::SERVER,
+            xid: request.xid,
+            status: Some(status),
+            attrs,
+        }
+    }
+
+    /// An error response carrying only the status code (as open-isns sends).
+    pub fn error_response(function: FunctionId, xid: u16, status: Status) -> Message {
+        Message {
+            function: function.response(),
+            flags: Flags::SERVER,
+            xid,
+            status: Some(status),
+            attrs: Vec::new(),
+        }
+    }
+
+    fn delimiter_pos(&self) -> Option<usize> {
+        self.attrs.iter().position(|a| a.tag == DELIMITER)
+    }
+
+    fn key_start(&self) -> usize {
+        // Requests start with the source attribute unless the payload opens with the delimiter.
+        match self.attrs.first() {
+            Some(first) if self.status.is_none() && first.tag != DELIMITER => 1,
+            _ => 0,
+        }
+    }
+
+    /// The source attribute of a request (§5.6.1), if any.
+    pub fn source(&self) -> Option<&Attribute> {
+        if self.key_start() == 1 {
+            self.attrs.first()
+        } else {
+            None
+        }
+    }
+
+    /// Message key attributes (between source and delimiter).
+    pub fn key(&self) -> &[Attribute] {
+        let start = self.key_start();
+        let end = self.delimiter_pos().unwrap_or(self.attrs.len()).max(start);
+        self.attrs.get(start..end).unwrap_or_default()
+    }
+
+    /// Operating attributes (after the delimiter).
+    pub fn operating(&self) -> &[Attribute] {
+        match self.delimiter_pos() {
+            Some(p) => self.attrs.get(p + 1..).unwrap_or_default(),
+            None => &[],
+        }
+    }
+
+    /// The payload bytes: status (responses) then the attributes.
+    pub fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(s) = self.status {
+            out.extend_from_slice(&s.0.to_be_bytes());
+        }
+        for a in &self.attrs {
+            a.encode(&mut out);
+        }
+        out
+    }
+
+    /// Encode into one or more PDUs (header + payload each), splitting the
+    /// payload at `MAX_PDU_PAYLOAD` and numbering sequence IDs from 0 (§5.1.6).
+    pub fn encode(&self) -> Vec<Vec<u8>> {
+        let payload = self.payload();
+        let chunks: Vec<&[u8]> = if payload.is_empty() {
+            vec![&[]]
+        } else {
+            payload.chunks(MAX_PDU_PAYLOAD).collect()
+        };
+        let last = chunks.len().saturating_sub(1);
+        let base = Flags(self.flags.0 & !(Flags::FIRST_PDU.0 | Flags::LAST_PDU.0));
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut flags = base;
+                if i == 0 {
+                    flags = flags | Flags::FIRST_PDU;
+                }
+                if i == last {
+                    flags = flags | Flags::LAST_PDU;
+                }
+                let header = Header {
+                    version: ISNSP_VERSION,
+                    function: self.function,
+                    // chunks are at most MAX_PDU_PAYLOAD (< 65536) long
+                    pdu_length: u16::try_from(chunk.len()).unwrap_or(u16::MAX),
+                    flags,
+                    xid: self.xid,
+                    seq: u16::try_from(i).unwrap_or(u16::MAX),
+                };
+                let mut pdu = header.encode().to_vec();
+                pdu.extend_from_slice(chunk);
+                pdu
+            })
+            .collect()
+    }
+
+    /// Encode into one contiguous buffer of PDUs.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode().concat()
+    }
+
+    /// Decode a complete (reassembled) payload.
+    pub fn decode(
+        function: FunctionId,
+        flags: Flags,
+        xid: u16,
+        payload: &[u8],
+    ) -> Result<Message, Error> {
+        let (status, rest) = if function.is_response() {
+            let (s, rest) = payload
+                .split_first_chunk::<4>()
+                .ok_or(Error::MissingStatus)?;
+            (Some(Status(u32::from_be_bytes(*s))), rest)
+        } else {
+            (None, payload)
+        };
+        let attrs = attr::decode_attrs(rest)?;
+        Ok(Message {
+            function,
+            flags,
+            xid,
+            status,
+            attrs,
+        })
+    }
+
+    /// First attribute with `tag` among `attrs`.
+    pub fn find(attrs: &[Attribute], tag: u32) -> Option<&Attribute> {
+        attrs.iter().find(|a| a.tag == tag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Reassembler, tag};
+    use proptest::prelude::*;
+
+    fn decode_all(bytes: &[u8]) -> Message {
+        let mut r = Reassembler::default();
+        let mut rest = bytes;
+        loop {
+            let h = Header::decode(rest).unwrap();
+            let end = crate::HEADER_LEN + usize::from(h.pdu_length);
+            let out = r.push(&h, &rest[crate::HEADER_LEN..end]).unwrap();
+            rest = &rest[end..];
+            if let Some(m) = out {
+                assert!(rest.is_empty());
+                return m;
+            }
+        }
+    }
+
+    #[test]
+    fn request_views() {
+        let m = Message::request(
+            FunctionId::DEV_ATTR_QRY,
+            3,
+            Attribute::string(tag::ISCSI_NAME, "iqn.i"),
+            vec![Attribute::string(tag::ISCSI_NAME, "iqn.t")],
+            vec![Attribute::nil(tag::PG_TAG)],
+        );
+        assert_eq!(m.source().and_then(|a| a.as_str()), Some("iqn.i"));
+        assert_eq!(m.key().len(), 1);
+        assert_eq!(m.operating(), &[Attribute::nil(tag::PG_TAG)]);
+        assert_eq!(decode_all(&m.to_bytes()), m);
+        let r = Message::response(&m, Status::NO_SUCH_ENTRY, m.key().to_vec(), vec![]);
+        assert!(r.source().is_none());
+        assert_eq!(r.key().len(), 1);
+        assert_eq!(decode_all(&r.to_bytes()), r);
+    }
+
+    #[test]
+    fn large_message_spans_pdus() {
+        let ops: Vec<Attribute> = (0..3000)
+            .map(|i| Attribute::string(tag::ISCSI_ALIAS, &format!("alias-{i:020}")))
+            .collect();
+        let m = Message::request(
+            FunctionId::DEV_ATTR_REG,
+            9,
+            Attribute::string(tag::ISCSI_NAME, "iqn.x"),
+            vec![],
+            ops,
+        );
+        let pdus = m.encode();
+        assert!(pdus.len() > 1);
+        assert_eq!(decode_all(&pdus.concat()), m);
+    }
+
+    proptest! {
+        #[test]
+        fn message_round_trip(
+            response in any::<bool>(),
+            func in 1u16..0x20,
+            xid in any::<u16>(),
+            status in any::<u32>(),
+            attrs in proptest::collection::vec(
+                (1u32..3000, proptest::collection::vec(any::<[u8; 4]>(), 0..6)), 0..40),
+        ) {
+            let attrs: Vec<Attribute> =
+                attrs.into_iter().map(|(tag, w)| Attribute { tag, value: w.concat() }).collect();
+            let m = Message {
+                function: if response { FunctionId(func).response() } else { FunctionId(func) },
+                flags: if response { Flags::SERVER } else { Flags::CLIENT },
+                xid,
+                status: response.then_some(Status(status)),
+                attrs,
+            };
+            prop_assert_eq!(decode_all(&m.to_bytes()), m);
+        }
+    }
+}
