@@ -1,1 +1,14 @@
 //! iSCSI protocol core (RFC 7143), sans-IO: PDU codec, text keys, login negotiation, serial-number arithmetic.
+
+pub mod bhs;
+pub mod codec;
+pub mod error;
+pub mod pdu;
+pub mod serial;
+pub mod text;
+
+pub use bhs::{BHS_LEN, Opcode, RESERVED_TAG};
+pub use codec::{Digests, Limits, Payload, PduDecoder, Trailer};
+pub use error::{DecodeError, EncodeError, LoginError, TextError};
+pub use pdu::*;
+pub use serial::SerialNumber;
