@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod render;
 
 /// iSCSI port load balancing with iSNS (patent JP4675664B2), real on the wire.
 #[derive(Parser, Debug)]

@@ -1,1 +1,8 @@
 //! Multi-portal iSCSI target: one processor (OS thread + event loop) per portal.
+//!
+//! Layout: [`control`] is the configuration table and the seam to the balancer; [`events`] the
+//! event log; [`admin`] the JSON admin endpoint.
+
+pub mod admin;
+pub mod control;
+pub mod events;

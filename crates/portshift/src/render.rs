@@ -1,0 +1,255 @@
+//! Text rendering of the admin snapshot: the patent's FIG. 2 (configuration table) and FIG. 3
+//! (iSNS registrations) side by side, and the events below.
+
+use std::fmt::Write;
+
+use balancer::{AdminSnapshot, Event, EventKind};
+
+/// A plain text table: header, rows, columns padded to the widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.push(line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for r in rows {
+        out.push(line(r.clone()));
+    }
+    out
+}
+
+/// FIG. 2: per portal, its processor, load, and the sessions logged in through it.
+pub fn config_table(s: &AdminSnapshot) -> Vec<String> {
+    let mut rows = Vec::new();
+    for p in &s.table.portals {
+        let load = format!("{} sess {:.0} iops", p.sessions.len(), p.iops);
+        if p.sessions.is_empty() {
+            rows.push(vec![
+                p.id.to_string(),
+                p.address.clone(),
+                format!("cpu{}", p.processor),
+                load.clone(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for (i, sess) in p.sessions.iter().enumerate() {
+            let first = i == 0;
+            rows.push(vec![
+                if first {
+                    p.id.to_string()
+                } else {
+                    String::new()
+                },
+                if first {
+                    p.address.clone()
+                } else {
+                    String::new()
+                },
+                if first {
+                    format!("cpu{}", p.processor)
+                } else {
+                    String::new()
+                },
+                if first { load.clone() } else { String::new() },
+                sess.initiator.clone(),
+                sess.target.clone(),
+            ]);
+        }
+    }
+    let mut out = vec!["Configuration table (FIG. 2)".to_string()];
+    out.extend(table(
+        &["portal", "address", "proc", "load", "initiator", "target"],
+        &rows,
+    ));
+    out
+}
+
+/// FIG. 3: the (target, portal) registrations the target holds in iSNS.
+pub fn registrations(s: &AdminSnapshot) -> Vec<String> {
+    let rows: Vec<Vec<String>> = s
+        .registrations
+        .iter()
+        .map(|r| {
+            vec![
+                r.target.clone(),
+                r.portal.to_string(),
+                r.address.clone(),
+                r.tag.to_string(),
+                if r.registered {
+                    "registered"
+                } else {
+                    "DELETED"
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    let title = match &s.isns {
+        Some(a) => format!("iSNS registrations (FIG. 3) at {a}"),
+        None => "Portal groups (FIG. 3; no iSNS server)".to_string(),
+    };
+    let mut out = vec![title];
+    out.extend(table(
+        &["target", "portal", "address", "pgt", "state"],
+        &rows,
+    ));
+    out
+}
+
+/// One event as a line.
+pub fn event_line(e: &Event) -> String {
+    let what = match &e.kind {
+        EventKind::Login {
+            initiator,
+            target,
+            portal,
+        } => format!("login            {initiator} -> {target} via {portal}"),
+        EventKind::Logout {
+            initiator,
+            target,
+            portal,
+        } => format!("logout           {initiator} -> {target} via {portal}"),
+        EventKind::RegistrationDeleted { target, portal } => {
+            format!("registration deleted   ({target}, {portal})")
+        }
+        EventKind::LogoutRequested {
+            initiator,
+            target,
+            from,
+            to,
+        } => format!("logout requested {initiator} -> {target}: {from} => {to}"),
+        EventKind::Redirected {
+            initiator,
+            target,
+            from,
+            to,
+        } => format!("login redirected {initiator} -> {target}: {from} => {to}"),
+        EventKind::RegistrationRestored { target, portal } => {
+            format!("registration restored  ({target}, {portal})")
+        }
+        EventKind::Failed { what } => format!("FAILED           {what}"),
+    };
+    format!("#{:<4} {what}  [{}]", e.seq, e.reason)
+}
+
+/// The whole status screen.
+pub fn status(s: &AdminSnapshot, max_events: usize) -> String {
+    let left = config_table(s);
+    let right = registrations(s);
+    let width = left.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    if let Some(b) = &s.balance {
+        let _ = writeln!(
+            out,
+            "balance: {} high {} low {}",
+            b.metric.name(),
+            b.thresholds.high,
+            b.thresholds.low
+        );
+    } else {
+        let _ = writeln!(out, "balance: off");
+    }
+    for i in 0..left.len().max(right.len()) {
+        let l = left.get(i).map(String::as_str).unwrap_or("");
+        let r = right.get(i).map(String::as_str).unwrap_or("");
+        let _ = writeln!(out, "{l:<width$}    {r}").map(|_| ());
+    }
+    let skip = s.events.len().saturating_sub(max_events);
+    let _ = writeln!(
+        out,
+        "\nEvents ({} shown of {}):",
+        s.events.len() - skip,
+        s.events.len()
+    );
+    for e in &s.events[skip..] {
+        let _ = writeln!(out, "{}", event_line(e));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use balancer::{ConfigTable, PortalId, PortalRow, RegistrationRow, SessionEntry};
+
+    #[test]
+    fn shows_sessions_registrations_and_events() {
+        let s = AdminSnapshot {
+            isns: Some("127.0.0.1:3205".into()),
+            balance: Some("sessions:2".parse().unwrap()),
+            table: ConfigTable {
+                portals: vec![
+                    PortalRow {
+                        id: PortalId(0),
+                        address: "127.0.0.1:3260".into(),
+                        processor: 0,
+                        sessions: vec![SessionEntry {
+                            session_id: 1,
+                            initiator: "iqn.i1".into(),
+                            target: "iqn.t1".into(),
+                            login_ms: 0,
+                            iops: 10.0,
+                            commands: 5,
+                        }],
+                        iops: 10.0,
+                    },
+                    PortalRow {
+                        id: PortalId(1),
+                        address: "127.0.0.2:3260".into(),
+                        processor: 1,
+                        sessions: vec![],
+                        iops: 0.0,
+                    },
+                ],
+                served: vec![],
+            },
+            registrations: vec![RegistrationRow {
+                target: "iqn.t1".into(),
+                portal: PortalId(0),
+                address: "127.0.0.1:3260".into(),
+                tag: 1,
+                registered: false,
+            }],
+            events: vec![Event {
+                seq: 7,
+                at_ms: 0,
+                kind: EventKind::RegistrationDeleted {
+                    target: "iqn.t1".into(),
+                    portal: PortalId(0),
+                },
+                reason: "sessions load 3 >= high 2".into(),
+            }],
+        };
+        let text = status(&s, 10);
+        assert!(text.contains("balance: sessions high 2 low 1"));
+        let row = text.lines().find(|l| l.contains("iqn.i1")).unwrap();
+        assert!(row.contains("127.0.0.1:3260") && row.contains("cpu0"));
+        assert!(
+            text.lines()
+                .any(|l| l.contains("iqn.t1") && l.contains("DELETED"))
+        );
+        assert!(
+            text.contains("#7    registration deleted   (iqn.t1, P0)  [sessions load 3 >= high 2]")
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("P1") && l.contains("cpu1"))
+        );
+    }
+}
