@@ -1,1 +1,26 @@
-//! SCSI command handling (SPC-4, SBC-3) over a block-device trait, with a file-backed device.
+//! SCSI command handling (SPC-4, SBC-3) over a block-device trait, with a
+//! file-backed device.
+//!
+//! The transport hands each command to [`LunTable::execute`] (or
+//! [`LogicalUnit::execute`]) with its data-out; data-in is appended to a
+//! caller-owned buffer. CDB parsing ([`cdb`]) and response building are
+//! sans-IO; only [`device`] touches storage.
+
+pub mod cdb;
+pub mod device;
+pub mod identity;
+pub mod inquiry;
+pub mod lu;
+pub mod lun;
+pub mod mode;
+pub mod opcodes;
+pub mod sense;
+pub mod task;
+
+pub use cdb::{Command, data_out_length};
+pub use device::{BLOCK_SIZE, BlockDevice, DeviceError, FileDevice, MemDevice, NullDevice};
+pub use identity::{Identity, IdentityError};
+pub use lu::{Limits, LogicalUnit};
+pub use lun::{LunTable, decode_lun, encode_lun};
+pub use sense::{Asc, FIXED_SENSE_LEN, Sense, SenseKey};
+pub use task::{Residual, ScsiOutcome, ScsiStatus, ScsiTask};

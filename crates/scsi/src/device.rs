@@ -1,0 +1,297 @@
+//! Block storage behind a logical unit: the [`BlockDevice`] trait and its
+//! implementations (file-backed, in-memory, null).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+/// Logical block size used by every device in this crate.
+pub const BLOCK_SIZE: u32 = 512;
+
+/// Largest zero-filled chunk written at once by [`BlockDevice::write_zeroes`].
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// Byte-addressed storage with positional I/O. Callers (the SCSI layer)
+/// only issue block-aligned, in-range requests; implementations must be
+/// safe to call from many threads at once.
+pub trait BlockDevice: Send + Sync {
+    /// Logical block size in bytes.
+    fn block_size(&self) -> u32 {
+        BLOCK_SIZE
+    }
+    /// Capacity in logical blocks.
+    fn num_blocks(&self) -> u64;
+    /// Fill `buf` from byte `offset`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Write all of `buf` at byte `offset`.
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Make every completed write durable (fdatasync).
+    fn flush(&self) -> io::Result<()>;
+    /// Make `len` bytes at `offset` read back as zeros (UNMAP, WRITE SAME
+    /// with zeros). The default writes zero-filled chunks.
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; ZERO_CHUNK.min(usize::try_from(len).unwrap_or(ZERO_CHUNK))];
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            self.write_at(offset + done, &zeros[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Errors opening a [`FileDevice`].
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cannot open backing file {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot size backing file {path} to {size} bytes: {source}")]
+    SetLen {
+        path: PathBuf,
+        size: u64,
+        source: io::Error,
+    },
+    #[error("backing file {path} is {size} bytes, not a multiple of the {block} byte block size")]
+    Unaligned {
+        path: PathBuf,
+        size: u64,
+        block: u32,
+    },
+    #[error("backing file {path} is empty")]
+    Empty { path: PathBuf },
+}
+
+/// A regular file used as a disk, accessed with pread/pwrite (no lock).
+#[derive(Debug)]
+pub struct FileDevice {
+    file: File,
+    num_blocks: u64,
+}
+
+impl FileDevice {
+    /// Open `path`. With `create_with_size`, the file is created if missing
+    /// and (re)sized sparsely to that many bytes; without it the file must
+    /// already exist and its length gives the capacity.
+    pub fn open(path: &Path, create_with_size: Option<u64>) -> Result<FileDevice, DeviceError> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        if create_with_size.is_some() {
+            opts.create(true);
+        }
+        let file = opts.open(path).map_err(|source| DeviceError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let size = match create_with_size {
+            Some(size) => {
+                check_size(path, size)?;
+                file.set_len(size).map_err(|source| DeviceError::SetLen {
+                    path: path.to_owned(),
+                    size,
+                    source,
+                })?;
+                size
+            }
+            None => {
+                let size = file
+                    .metadata()
+                    .map_err(|source| DeviceError::Open {
+                        path: path.to_owned(),
+                        source,
+                    })?
+                    .len();
+                check_size(path, size)?;
+                size
+            }
+        };
+        Ok(FileDevice {
+            file,
+            num_blocks: size / u64::from(BLOCK_SIZE),
+        })
+    }
+}
+
+fn check_size(path: &Path, size: u64) -> Result<(), DeviceError> {
+    if size == 0 {
+        return Err(DeviceError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    if !size.is_multiple_of(u64::from(BLOCK_SIZE)) {
+        return Err(DeviceError::Unaligned {
+            path: path.to_owned(),
+            size,
+            block: BLOCK_SIZE,
+        });
+    }
+    Ok(())
+}
+
+impl BlockDevice for FileDevice {
+    fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// An in-memory disk (tests, benchmarks of the protocol path).
+#[derive(Debug)]
+pub struct MemDevice {
+    data: RwLock<Vec<u8>>,
+}
+
+impl MemDevice {
+    /// A zero-filled device of `num_blocks` blocks.
+    pub fn new(num_blocks: u64) -> MemDevice {
+        let len = usize::try_from(num_blocks * u64::from(BLOCK_SIZE))
+            .expect("MemDevice size fits in memory");
+        MemDevice {
+            data: RwLock::new(vec![0; len]),
+        }
+    }
+}
+
+fn range(offset: u64, len: usize, total: usize) -> io::Result<std::ops::Range<usize>> {
+    let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let end = start.checked_add(len).ok_or(io::ErrorKind::InvalidInput)?;
+    if end > total {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "access beyond end of device",
+        ));
+    }
+    Ok(start..end)
+}
+
+impl BlockDevice for MemDevice {
+    fn num_blocks(&self) -> u64 {
+        let data = self.data.read().unwrap_or_else(|e| e.into_inner());
+        data.len() as u64 / u64::from(BLOCK_SIZE)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let data = self.data.read().unwrap_or_else(|e| e.into_inner());
+        let r = range(offset, buf.len(), data.len())?;
+        buf.copy_from_slice(&data[r]);
+        Ok(())
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut data = self.data.write().unwrap_or_else(|e| e.into_inner());
+        let r = range(offset, buf.len(), data.len())?;
+        data[r].copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A device that reads zeros and discards writes, like tgtd's null
+/// backing store: measures the protocol path without storage cost.
+#[derive(Debug, Clone, Copy)]
+pub struct NullDevice {
+    num_blocks: u64,
+}
+
+impl NullDevice {
+    pub fn new(num_blocks: u64) -> NullDevice {
+        NullDevice { num_blocks }
+    }
+}
+
+impl BlockDevice for NullDevice {
+    fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+    fn read_at(&self, _offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_at(&self, _offset: u64, _buf: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_create_then_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk.img");
+        let d = FileDevice::open(&p, Some(1 << 20)).unwrap();
+        assert_eq!(d.num_blocks(), 2048);
+        d.write_at(512, b"hello").unwrap();
+        d.flush().unwrap();
+        drop(d);
+        let d = FileDevice::open(&p, None).unwrap();
+        assert_eq!(d.num_blocks(), 2048);
+        let mut buf = [0u8; 5];
+        d.read_at(512, &mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+    }
+
+    #[test]
+    fn file_errors_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.img");
+        let e = FileDevice::open(&missing, None).unwrap_err();
+        assert!(matches!(e, DeviceError::Open { .. }), "{e}");
+        let odd = dir.path().join("odd.img");
+        std::fs::write(&odd, [0u8; 700]).unwrap();
+        let e = FileDevice::open(&odd, None).unwrap_err();
+        assert!(e.to_string().contains("not a multiple"), "{e}");
+        let e = FileDevice::open(&odd, Some(1000)).unwrap_err();
+        assert!(matches!(e, DeviceError::Unaligned { .. }));
+        let e = FileDevice::open(&dir.path().join("z.img"), Some(0)).unwrap_err();
+        assert!(matches!(e, DeviceError::Empty { .. }));
+    }
+
+    #[test]
+    fn file_read_past_end_is_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FileDevice::open(&dir.path().join("d.img"), Some(4096)).unwrap();
+        let mut buf = [0u8; 512];
+        assert!(d.read_at(4096, &mut buf).is_err());
+    }
+
+    #[test]
+    fn mem_bounds_and_zeroes() {
+        let d = MemDevice::new(4);
+        d.write_at(0, &[7u8; 2048]).unwrap();
+        d.write_zeroes(512, 1024).unwrap();
+        let mut buf = [1u8; 2048];
+        d.read_at(0, &mut buf).unwrap();
+        assert!(buf[..512].iter().all(|&b| b == 7));
+        assert!(buf[512..1536].iter().all(|&b| b == 0));
+        assert!(buf[1536..].iter().all(|&b| b == 7));
+        assert!(d.write_at(2047, &[0, 0]).is_err());
+        assert!(d.read_at(u64::MAX, &mut buf).is_err());
+    }
+
+    #[test]
+    fn null_reads_zero() {
+        let d = NullDevice::new(8);
+        d.write_at(0, &[9u8; 512]).unwrap();
+        let mut buf = [9u8; 512];
+        d.read_at(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
+    }
+}

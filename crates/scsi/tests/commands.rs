@@ -1,0 +1,615 @@
+//! Command-level tests of LogicalUnit / LunTable against MemDevice and a
+//! real file, checking the exact bytes SPC-4 / SBC-3 require.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::BytesMut;
+use scsi::*;
+
+const IQN: &str = "iqn.2024-01.org.portshift:test";
+const BLOCKS: u64 = 1024;
+
+fn lu_with(dev: Arc<dyn BlockDevice>) -> LogicalUnit {
+    LogicalUnit::new(dev, Identity::new(IQN, 0).unwrap())
+}
+
+fn mem_lu() -> LogicalUnit {
+    lu_with(Arc::new(MemDevice::new(BLOCKS)))
+}
+
+struct Run {
+    out: ScsiOutcome,
+    data: Vec<u8>,
+}
+
+fn run_edtl(lu: &LogicalUnit, cdb: &[u8], edtl: u32, data_out: &[u8]) -> Run {
+    let task = ScsiTask {
+        cdb,
+        lun: 0,
+        expected_data_transfer_length: edtl,
+        tpgt: 1,
+    };
+    let mut buf = BytesMut::new();
+    let out = lu.execute(&task, data_out, &mut buf);
+    assert_eq!(out.data_in_len as usize, buf.len());
+    Run {
+        out,
+        data: buf.to_vec(),
+    }
+}
+
+fn run(lu: &LogicalUnit, cdb: &[u8], data_out: &[u8]) -> Run {
+    run_edtl(lu, cdb, 1 << 24, data_out)
+}
+
+fn good(r: &Run) {
+    assert_eq!(r.out.status, ScsiStatus::Good, "sense {:?}", r.out.sense);
+}
+
+fn sense_of(r: &Run) -> Sense {
+    assert_eq!(r.out.status, ScsiStatus::CheckCondition);
+    assert_eq!(r.out.data_in_len, 0);
+    r.out.sense.expect("check condition carries sense")
+}
+
+fn cdb10(op: u8, flags: u8, lba: u32, len: u16) -> [u8; 10] {
+    let mut c = [0u8; 10];
+    c[0] = op;
+    c[1] = flags;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[7..9].copy_from_slice(&len.to_be_bytes());
+    c
+}
+
+fn cdb16(op: u8, flags: u8, lba: u64, len: u32) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = op;
+    c[1] = flags;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&len.to_be_bytes());
+    c
+}
+
+fn cdb12(op: u8, flags: u8, lba: u32, len: u32) -> [u8; 12] {
+    let mut c = [0u8; 12];
+    c[0] = op;
+    c[1] = flags;
+    c[2..6].copy_from_slice(&lba.to_be_bytes());
+    c[6..10].copy_from_slice(&len.to_be_bytes());
+    c
+}
+
+#[test]
+fn write_then_read_back_all_sizes() {
+    let lu = mem_lu();
+    let pattern: Vec<u8> = (0..3 * 512).map(|i| (i % 251) as u8).collect();
+    good(&run(&lu, &cdb10(0x2A, 0, 10, 3), &pattern));
+    let r = run(&lu, &cdb10(0x28, 0, 10, 3), &[]);
+    good(&r);
+    assert_eq!(r.data, pattern);
+    let r = run(&lu, &cdb12(0xA8, 0, 11, 1), &[]);
+    assert_eq!(r.data, pattern[512..1024]);
+    let r = run(&lu, &cdb16(0x88, 0, 12, 1), &[]);
+    assert_eq!(r.data, pattern[1024..]);
+    let r = run(&lu, &[0x08, 0, 0, 10, 2, 0], &[]);
+    assert_eq!(r.data, pattern[..1024]);
+    good(&run(&lu, &cdb16(0x8A, 0, 20, 1), &pattern[..512]));
+    good(&run(&lu, &cdb12(0xAA, 0, 21, 1), &pattern[512..1024]));
+    good(&run(&lu, &[0x0A, 0, 0, 22, 1, 0], &pattern[1024..]));
+    let r = run(&lu, &cdb10(0x28, 0, 20, 3), &[]);
+    assert_eq!(r.data, pattern);
+}
+
+#[test]
+fn read6_length_zero_is_256_blocks() {
+    let lu = mem_lu();
+    let r = run(&lu, &[0x08, 0, 0, 0, 0, 0], &[]);
+    good(&r);
+    assert_eq!(r.data.len(), 256 * 512);
+    assert_eq!(r.out.data_in_wanted, 256 * 512);
+    // WRITE(6) with 0 also means 256 blocks of data-out.
+    assert_eq!(lu.data_out_length(&[0x0A, 0, 0, 0, 0, 0]), Ok(256 * 512));
+}
+
+#[test]
+fn out_of_range_lbas() {
+    let lu = mem_lu();
+    let n = BLOCKS as u32;
+    for (lba, len) in [
+        (n, 1),
+        (n - 1, 2),
+        (n + 1, 0),
+        (0x8000_0000, 1),
+        (u32::MAX, 1),
+    ] {
+        let s = sense_of(&run(&lu, &cdb10(0x28, 0, lba, len), &[]));
+        assert_eq!(
+            (s.key, s.asc),
+            (SenseKey::IllegalRequest, Asc::LBA_OUT_OF_RANGE)
+        );
+        let s = sense_of(&run(
+            &lu,
+            &cdb10(0x2A, 0, lba, len),
+            &vec![0; 512 * len as usize],
+        ));
+        assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    }
+    for lba in [BLOCKS + 1, 1 << 63, u64::MAX] {
+        let s = sense_of(&run(&lu, &cdb16(0x88, 0, lba, 0), &[]));
+        assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    }
+    let s = sense_of(&run(&lu, &cdb16(0x88, 0, u64::MAX, 1), &[]));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    // READ(6) beyond the end.
+    let s = sense_of(&run(&lu, &[0x08, 0x1F, 0xFF, 0xFF, 1, 0], &[]));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    // Last block and zero-length are fine.
+    good(&run(&lu, &cdb10(0x28, 0, n - 1, 1), &[]));
+    good(&run(&lu, &cdb10(0x28, 0, 0, 0), &[]));
+}
+
+#[test]
+fn sense_bytes_exact_for_lba_out_of_range() {
+    let lu = mem_lu();
+    let s = sense_of(&run(&lu, &cdb10(0x28, 0, 5000, 1), &[]));
+    assert_eq!(
+        s.to_fixed(),
+        [
+            0x70, 0, 0x05, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, 0x21, 0, 0, 0, 0, 0
+        ]
+    );
+}
+
+#[test]
+fn max_transfer_length_enforced() {
+    let lu = mem_lu().with_limits(Limits {
+        max_transfer_blocks: 8,
+        ..Limits::default()
+    });
+    let s = sense_of(&run(&lu, &cdb16(0x88, 0, 0, 9), &[]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+    assert_eq!(s.field_pointer.map(|f| f.byte), Some(10));
+    good(&run(&lu, &cdb16(0x88, 0, 0, 8), &[]));
+}
+
+#[test]
+fn protect_and_dpo_fua_flags() {
+    let lu = mem_lu();
+    for p in 1..8u8 {
+        let s = sense_of(&run(&lu, &cdb10(0x28, p << 5, 0, 1), &[]));
+        assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+    }
+    for flags in [0x08, 0x10, 0x18, 0x02, 0x1A] {
+        good(&run(&lu, &cdb10(0x28, flags, 0, 1), &[]));
+        good(&run(&lu, &cdb10(0x2A, flags, 0, 1), &[0xA6; 512]));
+    }
+}
+
+/// A device that records flushes and can fail every I/O.
+struct Probe {
+    inner: MemDevice,
+    flushed: AtomicBool,
+    fail: AtomicBool,
+}
+
+impl Probe {
+    fn check(&self) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            Err(io::Error::other("injected"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl BlockDevice for Probe {
+    fn num_blocks(&self) -> u64 {
+        self.inner.num_blocks()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.check()?;
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.check()?;
+        self.inner.write_at(offset, buf)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.check()?;
+        self.flushed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn probe() -> Arc<Probe> {
+    Arc::new(Probe {
+        inner: MemDevice::new(BLOCKS),
+        flushed: AtomicBool::new(false),
+        fail: AtomicBool::new(false),
+    })
+}
+
+#[test]
+fn fua_and_sync_cache_flush() {
+    let dev = probe();
+    let lu = lu_with(dev.clone());
+    good(&run(&lu, &cdb10(0x2A, 0, 0, 1), &[1; 512]));
+    assert!(!dev.flushed.load(Ordering::SeqCst));
+    good(&run(&lu, &cdb10(0x2A, 0x08, 0, 1), &[1; 512]));
+    assert!(dev.flushed.swap(false, Ordering::SeqCst));
+    good(&run(&lu, &cdb16(0x8A, 0x08, 0, 1), &[1; 512]));
+    assert!(dev.flushed.swap(false, Ordering::SeqCst));
+    good(&run(&lu, &cdb10(0x35, 0, 0, 0), &[]));
+    assert!(dev.flushed.swap(false, Ordering::SeqCst));
+    good(&run(&lu, &cdb16(0x91, 0, 0, 0), &[]));
+    assert!(dev.flushed.swap(false, Ordering::SeqCst));
+    let s = sense_of(&run(&lu, &cdb10(0x35, 0, BLOCKS as u32 + 1, 0), &[]));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+}
+
+#[test]
+fn io_failures_are_medium_errors() {
+    let dev = probe();
+    let lu = lu_with(dev.clone());
+    dev.fail.store(true, Ordering::SeqCst);
+    let s = sense_of(&run(&lu, &cdb10(0x28, 0, 7, 1), &[]));
+    assert_eq!(
+        (s.key, s.asc),
+        (SenseKey::MediumError, Asc::UNRECOVERED_READ_ERROR)
+    );
+    assert_eq!(s.information, Some(7));
+    assert_eq!(s.to_fixed()[0], 0xF0);
+    let s = sense_of(&run(&lu, &cdb10(0x2A, 0, 7, 1), &[0; 512]));
+    assert_eq!((s.key, s.asc), (SenseKey::MediumError, Asc::WRITE_ERROR));
+    let s = sense_of(&run(&lu, &cdb10(0x35, 0, 0, 0), &[]));
+    assert_eq!(s.key, SenseKey::MediumError);
+}
+
+#[test]
+fn residual_shapes_for_reads() {
+    let lu = mem_lu();
+    // EDTL 200 < one block: only 200 bytes, residual overflow 312.
+    let r = run_edtl(&lu, &cdb10(0x28, 0, 0, 1), 200, &[]);
+    good(&r);
+    assert_eq!(r.data.len(), 200);
+    assert_eq!(
+        Residual::compute(200, r.out.data_in_wanted),
+        Residual::Overflow(312)
+    );
+    // EDTL 0.
+    let r = run_edtl(&lu, &cdb10(0x28, 0, 0, 1), 0, &[]);
+    good(&r);
+    assert_eq!(
+        Residual::compute(0, r.out.data_in_wanted),
+        Residual::Overflow(512)
+    );
+    // EDTL 10000 > one block: underflow.
+    let r = run_edtl(&lu, &cdb10(0x28, 0, 0, 1), 10000, &[]);
+    assert_eq!(r.data.len(), 512);
+    assert_eq!(
+        Residual::compute(10000, r.out.data_in_wanted),
+        Residual::Underflow(9488)
+    );
+}
+
+#[test]
+fn short_data_out_writes_nothing() {
+    let lu = mem_lu();
+    good(&run(&lu, &cdb10(0x2A, 0, 0, 2), &[b'a'; 1024]));
+    let s = sense_of(&run(&lu, &cdb10(0x2A, 0, 0, 2), &[b'b'; 512]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+    let r = run(&lu, &cdb10(0x28, 0, 0, 2), &[]);
+    assert!(r.data.iter().all(|&b| b == b'a'));
+    // Extra data-out (EDTL > transfer length) is ignored beyond the blocks.
+    good(&run(&lu, &cdb10(0x2A, 0, 0, 1), &[b'c'; 2048]));
+    let r = run(&lu, &cdb10(0x28, 0, 0, 2), &[]);
+    assert!(r.data[..512].iter().all(|&b| b == b'c'));
+    assert!(r.data[512..].iter().all(|&b| b == b'a'));
+}
+
+#[test]
+fn inquiry_standard_and_truncation() {
+    let lu = mem_lu();
+    let full = run(&lu, &[0x12, 0, 0, 1, 4, 0], &[]);
+    good(&full);
+    assert_eq!(full.data.len(), 96);
+    assert_eq!(&full.data[8..16], b"PORTSHFT");
+    assert_eq!(&full.data[16..32], b"portshift disk  ");
+    for alloc in [0u16, 5, 36, 95, 255, 511, 512] {
+        let r = run(&lu, &[0x12, 0, 0, (alloc >> 8) as u8, alloc as u8, 0], &[]);
+        good(&r);
+        let n = usize::from(alloc).min(96);
+        assert_eq!(r.data, full.data[..n]);
+        assert_eq!(r.out.data_in_wanted as usize, n);
+    }
+    let s = sense_of(&run(&lu, &[0x12, 0, 0x83, 0, 255, 0], &[]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+}
+
+#[test]
+fn inquiry_vpd_pages() {
+    let lu = mem_lu();
+    let r = run(&lu, &[0x12, 1, 0x00, 0, 255, 0], &[]);
+    good(&r);
+    assert_eq!(&r.data[..4], &[0, 0, 0, 6]);
+    for &page in &r.data[4..] {
+        let p = run(&lu, &[0x12, 1, page, 0, 255, 0], &[]);
+        good(&p);
+        assert_eq!(p.data[1], page);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([p.data[2], p.data[3]])) + 4,
+            p.data.len()
+        );
+    }
+    let serial = run(&lu, &[0x12, 1, 0x80, 0, 255, 0], &[]);
+    assert_eq!(&serial.data[4..], lu.identity().serial.as_bytes());
+    let id = run(&lu, &[0x12, 1, 0x83, 1, 0, 0], &[]);
+    let text = String::from_utf8_lossy(&id.data);
+    assert!(text.contains("iqn.2024-01.org.portshift:test,t,0x0001"));
+    let s = sense_of(&run(&lu, &[0x12, 1, 0x99, 0, 255, 0], &[]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+}
+
+#[test]
+fn read_capacity_10_and_16() {
+    let lu = mem_lu();
+    let r = run(&lu, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+    good(&r);
+    assert_eq!(r.data, [0, 0, 0x03, 0xFF, 0, 0, 0x02, 0x00]);
+    let s = sense_of(&run(&lu, &[0x25, 0, 0, 0, 0, 1, 0, 0, 0, 0], &[]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+    let mut c = [0u8; 16];
+    c[0] = 0x9E;
+    c[1] = 0x10;
+    c[13] = 32;
+    let r = run(&lu, &c, &[]);
+    good(&r);
+    assert_eq!(r.data.len(), 32);
+    assert_eq!(&r.data[0..8], &(BLOCKS - 1).to_be_bytes());
+    assert_eq!(&r.data[8..12], &512u32.to_be_bytes());
+    assert_eq!(r.data[12], 0); // no protection
+    assert_eq!(r.data[14] & 0x80, 0x80); // LBPME
+    for alloc in 0..16u8 {
+        c[13] = alloc;
+        let r = run(&lu, &c, &[]);
+        good(&r);
+        assert_eq!(r.data.len(), usize::from(alloc));
+    }
+}
+
+#[test]
+fn read_capacity_10_saturates_for_huge_devices() {
+    let lu = lu_with(Arc::new(NullDevice::new(1 << 33)));
+    let r = run(&lu, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(&r.data[0..4], &[0xFF; 4]);
+}
+
+#[test]
+fn mode_sense_dpofua_and_allocation() {
+    let lu = mem_lu();
+    let r = run(&lu, &[0x1A, 0, 0x3F, 0, 255, 0], &[]);
+    good(&r);
+    assert_eq!(usize::from(r.data[0]) + 1, r.data.len());
+    assert_eq!(r.data[2] & 0x10, 0x10);
+    let r4 = run_edtl(&lu, &[0x1A, 0, 0x3F, 0, 4, 0], 4, &[]);
+    assert_eq!(r4.data, r.data[..4]);
+    assert_eq!(Residual::compute(4, r4.out.data_in_wanted), Residual::None);
+    let r255 = run_edtl(&lu, &[0x1A, 0, 0x3F, 0, 255, 0], 255, &[]);
+    assert!(matches!(
+        Residual::compute(255, r255.out.data_in_wanted),
+        Residual::Underflow(_)
+    ));
+    let r10 = run(&lu, &[0x5A, 0, 0x0A, 0, 0, 0, 0, 0, 255, 0], &[]);
+    good(&r10);
+    assert_eq!(
+        usize::from(u16::from_be_bytes([r10.data[0], r10.data[1]])) + 2,
+        r10.data.len()
+    );
+    let s = sense_of(&run(&lu, &[0x1A, 0, 0xC8, 0, 255, 0], &[]));
+    assert_eq!(s.asc, Asc::SAVING_PARAMETERS_NOT_SUPPORTED);
+}
+
+#[test]
+fn unknown_opcode_and_simple_commands() {
+    let lu = mem_lu();
+    let s = sense_of(&run(
+        &lu,
+        &[0xC1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        &[],
+    ));
+    assert_eq!(s.to_fixed()[2], 0x05);
+    assert_eq!((s.to_fixed()[12], s.to_fixed()[13]), (0x20, 0x00));
+    for cdb in [
+        &[0x00u8, 0, 0, 0, 0, 0][..],
+        &[0x1B, 0, 0, 0, 1, 0],
+        &[0x1E, 0, 0, 0, 1, 0],
+        &[0x16, 0, 0, 0, 0, 0],
+        &[0x17, 0, 0, 0, 0, 0],
+        &cdb10(0x34, 0, 0, 8),
+    ] {
+        good(&run(&lu, cdb, &[]));
+    }
+    let r = run(&lu, &[0x03, 0, 0, 0, 252, 0], &[]);
+    good(&r);
+    assert_eq!(r.data.len(), 18);
+    assert_eq!((r.data[0], r.data[2], r.data[12]), (0x70, 0, 0));
+    let r = run(&lu, &[0x03, 1, 0, 0, 252, 0], &[]);
+    assert_eq!(r.data[0], 0x72);
+}
+
+#[test]
+fn report_supported_opcodes_read10() {
+    let lu = mem_lu();
+    let r = run(
+        &lu,
+        &[0xA3, 0x0C, 0x01, 0x28, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0],
+        &[],
+    );
+    good(&r);
+    assert_eq!(r.data[1] & 7, 3);
+    assert_eq!(r.data[5] & 0x18, 0x18);
+    let r = run(
+        &lu,
+        &[0xA3, 0x0C, 0x80, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0],
+        &[],
+    );
+    good(&r);
+    assert_eq!(
+        u32::from_be_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as usize + 4,
+        r.data.len()
+    );
+}
+
+#[test]
+fn verify_compares() {
+    let lu = mem_lu();
+    let block: Vec<u8> = (0..512).map(|i| i as u8).collect();
+    good(&run(&lu, &cdb10(0x2A, 0, 4, 1), &block));
+    good(&run(&lu, &cdb10(0x2F, 0, 4, 1), &[]));
+    good(&run(&lu, &cdb10(0x2F, 0x02, 4, 1), &block));
+    let mut bad = block.clone();
+    bad[100] ^= 1;
+    let s = sense_of(&run(&lu, &cdb10(0x2F, 0x02, 4, 1), &bad));
+    assert_eq!(
+        (s.key, s.asc, s.information),
+        (
+            SenseKey::Miscompare,
+            Asc::MISCOMPARE_DURING_VERIFY,
+            Some(100)
+        )
+    );
+    // BYTCHK=3: one block compared against each of 2 blocks.
+    good(&run(
+        &lu,
+        &cdb10(0x2A, 0, 8, 2),
+        &[block.clone(), block.clone()].concat(),
+    ));
+    good(&run(&lu, &cdb16(0x8F, 0x06, 8, 2), &block));
+    let s = sense_of(&run(&lu, &cdb10(0x2F, 0x04, 4, 1), &block));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+    let s = sense_of(&run(&lu, &cdb12(0xAF, 0, BLOCKS as u32, 1), &[]));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+}
+
+#[test]
+fn write_same_and_unmap() {
+    let lu = mem_lu();
+    let pat = [0x5Au8; 512];
+    good(&run(&lu, &cdb10(0x41, 0, 100, 10), &pat));
+    let r = run(&lu, &cdb10(0x28, 0, 99, 12), &[]);
+    assert!(r.data[..512].iter().all(|&b| b == 0));
+    assert!(r.data[512..512 * 11].iter().all(|&b| b == 0x5A));
+    assert!(r.data[512 * 11..].iter().all(|&b| b == 0));
+    // UNMAP blocks 102..104.
+    let mut p = vec![0u8; 24];
+    p[0..2].copy_from_slice(&22u16.to_be_bytes());
+    p[2..4].copy_from_slice(&16u16.to_be_bytes());
+    p[8..16].copy_from_slice(&102u64.to_be_bytes());
+    p[16..20].copy_from_slice(&2u32.to_be_bytes());
+    good(&run(&lu, &cdb10(0x42, 0, 0, 24), &p));
+    let r = run(&lu, &cdb10(0x28, 0, 100, 4), &[]);
+    assert!(r.data[..1024].iter().all(|&b| b == 0x5A));
+    assert!(r.data[1024..].iter().all(|&b| b == 0));
+    // WRITE SAME(16) NDOB + UNMAP zeroes without data-out.
+    good(&run(&lu, &cdb16(0x93, 0x09, 100, 2), &[]));
+    let r = run(&lu, &cdb10(0x28, 0, 100, 2), &[]);
+    assert!(r.data.iter().all(|&b| b == 0));
+    // Errors.
+    let s = sense_of(&run(&lu, &cdb10(0x41, 0, 0, 0), &pat));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+    let s = sense_of(&run(&lu, &cdb10(0x42, 0, 0, 4), &p[..4]));
+    assert_eq!(s.asc, Asc::PARAMETER_LIST_LENGTH_ERROR);
+    p[8..16].copy_from_slice(&(BLOCKS - 1).to_be_bytes());
+    let s = sense_of(&run(&lu, &cdb10(0x42, 0, 0, 24), &p));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    p[8..16].copy_from_slice(&0u64.to_be_bytes());
+    p[16..20].copy_from_slice(&8u32.to_be_bytes());
+    let small = mem_lu().with_limits(Limits {
+        max_unmap_blocks: 4,
+        ..Limits::default()
+    });
+    let s = sense_of(&run(&small, &cdb10(0x42, 0, 0, 24), &p));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_PARAMETER_LIST);
+    good(&run(&lu, &cdb10(0x42, 0, 0, 0), &[]));
+}
+
+#[test]
+fn file_device_round_trip_and_persistence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lun0.img");
+    let data: Vec<u8> = (0..4096).map(|i| (i * 7 % 256) as u8).collect();
+    {
+        let dev = FileDevice::open(&path, Some(BLOCKS * 512)).unwrap();
+        let lu = lu_with(Arc::new(dev));
+        good(&run(&lu, &cdb16(0x8A, 0x08, BLOCKS - 8, 8), &data));
+        good(&run(&lu, &cdb10(0x35, 0, 0, 0), &[]));
+        let s = sense_of(&run(&lu, &cdb16(0x88, 0, BLOCKS - 7, 8), &[]));
+        assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    }
+    let raw = std::fs::read(&path).unwrap();
+    assert_eq!(&raw[raw.len() - 4096..], &data[..]);
+    let lu = lu_with(Arc::new(FileDevice::open(&path, None).unwrap()));
+    assert_eq!(lu.num_blocks(), BLOCKS);
+    let r = run(&lu, &cdb16(0x88, 0, BLOCKS - 8, 8), &[]);
+    assert_eq!(r.data, data);
+}
+
+#[test]
+fn data_in_is_appended_after_existing_bytes() {
+    let lu = mem_lu();
+    good(&run(&lu, &cdb10(0x2A, 0, 0, 1), &[9; 512]));
+    let mut buf = BytesMut::from(&b"hdr"[..]);
+    let task = ScsiTask {
+        cdb: &cdb10(0x28, 0, 0, 1),
+        lun: 0,
+        expected_data_transfer_length: 512,
+        tpgt: 1,
+    };
+    let out = lu.execute(&task, &[], &mut buf);
+    assert_eq!(out.data_in_len, 512);
+    assert_eq!(&buf[..3], b"hdr");
+    assert!(buf[3..].iter().all(|&b| b == 9));
+    // A failing command leaves the buffer as it was.
+    let bad = ScsiTask {
+        cdb: &cdb10(0x28, 0, 5000, 1),
+        ..task
+    };
+    let out = lu.execute(&bad, &[], &mut buf);
+    assert_eq!(out.status, ScsiStatus::CheckCondition);
+    assert_eq!(buf.len(), 515);
+}
+
+#[test]
+fn lun_table_routes_and_reports() {
+    let mut t = LunTable::new();
+    t.insert(0, Arc::new(mem_lu())).unwrap();
+    let lu1 = LogicalUnit::new(Arc::new(MemDevice::new(8)), Identity::new(IQN, 1).unwrap());
+    t.insert(1, Arc::new(lu1)).unwrap();
+    let exec = |lun: u16, cdb: &[u8]| {
+        let task = ScsiTask {
+            cdb,
+            lun: encode_lun(lun).unwrap(),
+            expected_data_transfer_length: 4096,
+            tpgt: 1,
+        };
+        let mut buf = BytesMut::new();
+        let out = t.execute(&task, &[], &mut buf);
+        (out, buf.to_vec())
+    };
+    let (out, data) = exec(7, &[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(out.status, ScsiStatus::Good);
+    assert_eq!(&data[..4], &16u32.to_be_bytes());
+    assert_eq!(&data[16..18], &[0, 1]);
+    let (_, data) = exec(1, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&data[..4], &7u32.to_be_bytes());
+    let (out, data) = exec(7, &[0x12, 0, 0, 0, 96, 0]);
+    assert_eq!(out.status, ScsiStatus::Good);
+    assert_eq!(data[0], 0x7F);
+    let (out, _) = exec(7, &[0x00, 0, 0, 0, 0, 0]);
+    assert_eq!(out.sense.unwrap().asc, Asc::LOGICAL_UNIT_NOT_SUPPORTED);
+    let (out, data) = exec(7, &[0x03, 0, 0, 0, 18, 0]);
+    assert_eq!(out.status, ScsiStatus::Good);
+    assert_eq!((data[2], data[12]), (0x05, 0x25));
+}
