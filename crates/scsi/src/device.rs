@@ -60,6 +60,12 @@ pub enum DeviceError {
         size: u64,
         block: u32,
     },
+    #[error("backing file {path} is {existing} bytes; refusing to shrink it to {size}")]
+    WouldTruncate {
+        path: PathBuf,
+        existing: u64,
+        size: u64,
+    },
     #[error("backing file {path} is empty")]
     Empty { path: PathBuf },
 }
@@ -73,8 +79,9 @@ pub struct FileDevice {
 
 impl FileDevice {
     /// Open `path`. With `create_with_size`, the file is created if missing
-    /// and (re)sized sparsely to that many bytes; without it the file must
-    /// already exist and its length gives the capacity.
+    /// and grown sparsely to that many bytes (never shrunk: a larger file is
+    /// an error); without it the file must already exist and its length
+    /// gives the capacity.
     pub fn open(path: &Path, create_with_size: Option<u64>) -> Result<FileDevice, DeviceError> {
         let mut opts = OpenOptions::new();
         opts.read(true).write(true);
@@ -85,26 +92,36 @@ impl FileDevice {
             path: path.to_owned(),
             source,
         })?;
+        let existing = file
+            .metadata()
+            .map_err(|source| DeviceError::Open {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
         let size = match create_with_size {
             Some(size) => {
                 check_size(path, size)?;
-                file.set_len(size).map_err(|source| DeviceError::SetLen {
-                    path: path.to_owned(),
-                    size,
-                    source,
-                })?;
+                if existing > size {
+                    // Shrinking would silently drop data.
+                    return Err(DeviceError::WouldTruncate {
+                        path: path.to_owned(),
+                        existing,
+                        size,
+                    });
+                }
+                if existing < size {
+                    file.set_len(size).map_err(|source| DeviceError::SetLen {
+                        path: path.to_owned(),
+                        size,
+                        source,
+                    })?;
+                }
                 size
             }
             None => {
-                let size = file
-                    .metadata()
-                    .map_err(|source| DeviceError::Open {
-                        path: path.to_owned(),
-                        source,
-                    })?
-                    .len();
-                check_size(path, size)?;
-                size
+                check_size(path, existing)?;
+                existing
             }
         };
         Ok(FileDevice {
@@ -262,6 +279,24 @@ mod tests {
         assert!(matches!(e, DeviceError::Unaligned { .. }));
         let e = FileDevice::open(&dir.path().join("z.img"), Some(0)).unwrap_err();
         assert!(matches!(e, DeviceError::Empty { .. }));
+    }
+
+    #[test]
+    fn file_grows_but_never_shrinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.img");
+        let d = FileDevice::open(&p, Some(4096)).unwrap();
+        d.write_at(4095, &[1]).unwrap();
+        drop(d);
+        let d = FileDevice::open(&p, Some(8192)).unwrap();
+        assert_eq!(d.num_blocks(), 16);
+        let mut b = [0u8; 1];
+        d.read_at(4095, &mut b).unwrap();
+        assert_eq!(b, [1]);
+        drop(d);
+        let e = FileDevice::open(&p, Some(4096)).unwrap_err();
+        assert!(matches!(e, DeviceError::WouldTruncate { .. }), "{e}");
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 8192);
     }
 
     #[test]
