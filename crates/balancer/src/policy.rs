@@ -148,7 +148,7 @@ impl Balancer {
                 continue;
             }
             // Switch priority: the least disturbing move first — the quietest session, then the
-            // most recently logged in, then the lowest id for a stable order.
+            // most recently logged in, then the newest session id.
             let mut candidates: Vec<&SessionEntry> = row
                 .sessions
                 .iter()
@@ -163,7 +163,7 @@ impl Balancer {
                 a.iops
                     .total_cmp(&b.iops)
                     .then(b.login_ms.cmp(&a.login_ms))
-                    .then(a.session_id.cmp(&b.session_id))
+                    .then(b.session_id.cmp(&a.session_id))
             });
             for s in candidates {
                 let add = metric.session_load(s);

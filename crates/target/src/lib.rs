@@ -4,5 +4,7 @@
 //! event log; [`admin`] the JSON admin endpoint.
 
 pub mod admin;
+pub mod balance;
 pub mod control;
 pub mod events;
+pub mod registration;
