@@ -3,6 +3,8 @@
 pub mod bhs;
 pub mod codec;
 pub mod error;
+pub mod login;
+pub mod params;
 pub mod pdu;
 pub mod serial;
 pub mod text;
