@@ -1,1 +1,25 @@
-//! iSNS server (crash-safe registry, SCN) and async client (RFC 4171).
+//! iSNS server and client (RFC 4171) over the sans-IO codec in `isns-proto`.
+//!
+//! * [`object`]: registry objects (Network Entity, Portal, iSCSI Storage Node,
+//!   Portal Group, §4) with their attributes.
+//! * [`registry`]: the sans-IO registry: DevAttrReg, DevAttrQry, DevGetNext,
+//!   DevDereg, SCNReg, SCNDereg handling (§5.6.5), answers in registration order.
+//! * [`store`]: crash-safe persistence of the registry in redb.
+//! * [`server`]: the tokio TCP server.
+//! * [`client`]: the async client used by the target and initiator.
+
+pub mod client;
+pub mod object;
+pub mod registry;
+pub mod server;
+pub mod store;
+
+pub use client::{
+    Client, ClientError, NodeRegistration, NodeType, PortalGroupRegistration, Registration,
+};
+pub use registry::Registry;
+pub use server::{Server, ServerConfig};
+pub use store::Store;
+
+/// Default iSNS TCP port (RFC 4171 §5.1, IANA).
+pub const ISNS_PORT: u16 = 3205;

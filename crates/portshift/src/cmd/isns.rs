@@ -1,10 +1,53 @@
-//! `portshift isns`.
+//! `portshift isns`: run the iSNS server (RFC 4171) until SIGINT/SIGTERM.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+use anyhow::Context;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`portshift isns` is not built yet")
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3205")]
+    pub listen: SocketAddr,
+    /// redb database file holding the registry (created if missing).
+    #[arg(long, default_value = "portshift-isns.redb")]
+    pub db: PathBuf,
+    /// Maximum simultaneous client connections.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting tokio runtime")?;
+    rt.block_on(async {
+        let mut config = isns::ServerConfig::new(args.listen, args.db.clone());
+        config.max_connections = args.max_connections;
+        let server = isns::Server::bind(config).await.with_context(|| {
+            format!(
+                "starting iSNS server on {} with {}",
+                args.listen,
+                args.db.display()
+            )
+        })?;
+        let addr = server.local_addr()?;
+        tracing::info!(%addr, db = %args.db.display(), "iSNS server listening");
+        eprintln!("portshift isns: listening on {addr}");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing SIGTERM handler")?;
+        server
+            .run(async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            })
+            .await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -1,0 +1,409 @@
+//! Async iSNS client (RFC 4171) for targets and initiators: registration,
+//! portal-group changes for load balancing, portal discovery.
+//!
+//! One TCP connection, one outstanding request at a time; a broken connection
+//! is re-established once per call (all requests sent here are idempotent).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use isns_proto::attr::socket_addr;
+use isns_proto::tag::{self, node_type};
+use isns_proto::{Attribute, Flags, FunctionId, HEADER_LEN, Header, Message, Reassembler, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("i/o with iSNS server: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed iSNS reply: {0}")]
+    Proto(#[from] isns_proto::Error),
+    #[error("iSNS server answered {function} with status {status}")]
+    Status {
+        function: &'static str,
+        status: Status,
+    },
+    #[error("iSNS server did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("registration needs at least one node or an entity identifier")]
+    NoSource,
+}
+
+/// iSCSI Node Type (§6.4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeType {
+    Target,
+    Initiator,
+    Control,
+}
+
+impl NodeType {
+    fn bits(self) -> u32 {
+        match self {
+            NodeType::Target => node_type::TARGET,
+            NodeType::Initiator => node_type::INITIATOR,
+            NodeType::Control => node_type::CONTROL,
+        }
+    }
+}
+
+/// An iSCSI Storage Node to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRegistration {
+    pub name: String,
+    pub node_type: NodeType,
+    pub alias: Option<String>,
+}
+
+/// An explicit Portal Group: `node` reachable through `portal` with `tag` (PGT, §6.5.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalGroupRegistration {
+    pub node: String,
+    pub portal: SocketAddr,
+    pub tag: u32,
+}
+
+/// One DevAttrReg (§5.6.5.1): a Network Entity with portals, nodes and PGs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registration {
+    /// Entity Identifier; empty lets the server choose one.
+    pub entity: String,
+    pub portals: Vec<SocketAddr>,
+    pub nodes: Vec<NodeRegistration>,
+    /// Explicit PGs; portals/nodes without one get PGT 1 from the server.
+    pub portal_groups: Vec<PortalGroupRegistration>,
+    /// Registration period in seconds (§6.2.6); `None` uses the server default.
+    pub registration_period: Option<u32>,
+    /// Set the Replace flag: drop the entity's previous objects first.
+    pub replace: bool,
+}
+
+/// A connection to an iSNS server.
+pub struct Client {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    next_xid: u16,
+    timeout: Duration,
+}
+
+fn portal_attrs(tag_ip: u32, tag_port: u32, p: SocketAddr) -> [Attribute; 2] {
+    [
+        Attribute::ip(tag_ip, p.ip()),
+        Attribute::tcp_port(tag_port, p.port()),
+    ]
+}
+
+impl Client {
+    /// Connect to the server at `addr`.
+    pub async fn connect(addr: SocketAddr) -> Result<Client, ClientError> {
+        let mut c = Client {
+            addr,
+            stream: None,
+            next_xid: 1,
+            timeout: Duration::from_secs(10),
+        };
+        c.reconnect().await?;
+        Ok(c)
+    }
+
+    /// The server address.
+    pub fn server(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Change the per-call timeout (default 10 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    async fn reconnect(&mut self) -> Result<(), ClientError> {
+        let s = tokio::time::timeout(self.timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))??;
+        let _ = s.set_nodelay(true);
+        self.stream = Some(s);
+        Ok(())
+    }
+
+    /// Send a request and return the response, whatever its status. The
+    /// transaction ID is assigned here.
+    pub async fn call(&mut self, mut req: Message) -> Result<Message, ClientError> {
+        req.xid = self.next_xid;
+        self.next_xid = self.next_xid.wrapping_add(1).max(1);
+        let timeout = self.timeout;
+        for attempt in 0..2 {
+            if self.stream.is_none() {
+                self.reconnect().await?;
+            }
+            let result = match tokio::time::timeout(timeout, self.exchange(&req)).await {
+                Ok(r) => r,
+                Err(_) => Err(ClientError::Timeout(timeout)),
+            };
+            match result {
+                Err(ClientError::Io(e)) if attempt == 0 => {
+                    tracing::debug!("iSNS connection lost ({e}), reconnecting");
+                    self.stream = None;
+                }
+                Err(e) => {
+                    self.stream = None;
+                    return Err(e);
+                }
+                Ok(m) => return Ok(m),
+            }
+        }
+        Err(ClientError::Timeout(timeout))
+    }
+
+    async fn exchange(&mut self, req: &Message) -> Result<Message, ClientError> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+        stream.write_all(&req.to_bytes()).await?;
+        let mut reasm = Reassembler::default();
+        loop {
+            let mut head = [0u8; HEADER_LEN];
+            stream.read_exact(&mut head).await?;
+            let h = Header::decode(&head)?;
+            let mut payload = vec![0u8; usize::from(h.pdu_length)];
+            stream.read_exact(&mut payload).await?;
+            let Some(m) = reasm.push(&h, &payload)? else {
+                continue;
+            };
+            if m.function == req.function.response() && m.xid == req.xid {
+                return Ok(m);
+            }
+            if m.function == FunctionId::SCN {
+                // Acknowledge notifications pushed on this connection (§5.7.5.8).
+                let ack = Message::response(
+                    &m,
+                    Status::SUCCESS,
+                    m.key().first().cloned().into_iter().collect(),
+                    vec![],
+                );
+                let mut ack = ack;
+                ack.flags = Flags::CLIENT;
+                stream.write_all(&ack.to_bytes()).await?;
+            }
+        }
+    }
+
+    /// `call`, turning a non-success status into an error.
+    pub async fn call_ok(&mut self, req: Message) -> Result<Message, ClientError> {
+        let function = req.function.name();
+        let resp = self.call(req).await?;
+        match resp.status {
+            Some(Status::SUCCESS) => Ok(resp),
+            Some(status) => Err(ClientError::Status { function, status }),
+            None => Err(ClientError::Proto(isns_proto::Error::MissingStatus)),
+        }
+    }
+
+    /// DevAttrReg of an entity with its portals, nodes and portal groups
+    /// (§5.6.5.1). The source is the first node's name. Returns the Entity
+    /// Identifier the server registered.
+    pub async fn register(&mut self, reg: &Registration) -> Result<String, ClientError> {
+        let source = reg
+            .nodes
+            .first()
+            .map(|n| n.name.as_str())
+            .ok_or(ClientError::NoSource)?;
+        let mut ops = vec![
+            Attribute::string(tag::ENTITY_IDENTIFIER, &reg.entity),
+            Attribute::u32(tag::ENTITY_PROTOCOL, 2),
+        ];
+        if let Some(p) = reg.registration_period {
+            ops.push(Attribute::u32(tag::REGISTRATION_PERIOD, p));
+        }
+        for p in &reg.portals {
+            ops.extend(portal_attrs(tag::PORTAL_IP_ADDRESS, tag::PORTAL_PORT, *p));
+        }
+        for n in &reg.nodes {
+            ops.push(Attribute::string(tag::ISCSI_NAME, &n.name));
+            ops.push(Attribute::u32(tag::ISCSI_NODE_TYPE, n.node_type.bits()));
+            if let Some(a) = &n.alias {
+                ops.push(Attribute::string(tag::ISCSI_ALIAS, a));
+            }
+        }
+        for pg in &reg.portal_groups {
+            ops.extend(pg_attrs(&pg.node, pg.portal, Some(pg.tag)));
+        }
+        let key = vec![Attribute::string(tag::ENTITY_IDENTIFIER, &reg.entity)];
+        let mut req = Message::request(
+            FunctionId::DEV_ATTR_REG,
+            0,
+            Attribute::string(tag::ISCSI_NAME, source),
+            key,
+            ops,
+        );
+        if reg.replace {
+            req.flags = req.flags | Flags::REPLACE;
+        }
+        let resp = self.call_ok(req).await?;
+        Ok(resp
+            .key()
+            .iter()
+            .find(|a| a.tag == tag::ENTITY_IDENTIFIER)
+            .and_then(Attribute::as_str)
+            .unwrap_or(&reg.entity)
+            .to_string())
+    }
+
+    async fn set_pg_tag(
+        &mut self,
+        target: &str,
+        portal: SocketAddr,
+        pgt: Option<u32>,
+    ) -> Result<(), ClientError> {
+        let key = vec![Attribute::string(tag::ISCSI_NAME, target)];
+        let req = Message::request(
+            FunctionId::DEV_ATTR_REG,
+            0,
+            Attribute::string(tag::ISCSI_NAME, target),
+            key,
+            pg_attrs(target, portal, pgt).to_vec(),
+        );
+        self.call_ok(req).await.map(|_| ())
+    }
+
+    /// Make `portal` unusable for `target` by registering its Portal Group with
+    /// a NIL PGT (RFC 4171 §3.4, §6.5.4): queries stop returning the portal
+    /// for that target, while the portal and the PG keep their place in
+    /// registration order.
+    pub async fn deregister_portal_group(
+        &mut self,
+        target: &str,
+        portal: SocketAddr,
+    ) -> Result<(), ClientError> {
+        self.set_pg_tag(target, portal, None).await
+    }
+
+    /// Undo [`Client::deregister_portal_group`]: register the PG with `pgt` again.
+    pub async fn restore_portal_group(
+        &mut self,
+        target: &str,
+        portal: SocketAddr,
+        pgt: u32,
+    ) -> Result<(), ClientError> {
+        self.set_pg_tag(target, portal, Some(pgt)).await
+    }
+
+    /// What an initiator asks (§5.6.5.2): DevAttrQry keyed by the target's
+    /// iSCSI Name for its portal groups; returns the portals with a usable
+    /// PGT in registration order. An unknown target gives an empty list.
+    pub async fn query_target_portals(
+        &mut self,
+        source_initiator: &str,
+        target: &str,
+    ) -> Result<Vec<SocketAddr>, ClientError> {
+        let req = Message::request(
+            FunctionId::DEV_ATTR_QRY,
+            0,
+            Attribute::string(tag::ISCSI_NAME, source_initiator),
+            vec![Attribute::string(tag::ISCSI_NAME, target)],
+            [
+                tag::ISCSI_NAME,
+                tag::ISCSI_NODE_TYPE,
+                tag::PORTAL_IP_ADDRESS,
+                tag::PORTAL_PORT,
+                tag::PG_ISCSI_NAME,
+                tag::PG_PORTAL_IP_ADDR,
+                tag::PG_PORTAL_PORT,
+                tag::PG_TAG,
+            ]
+            .into_iter()
+            .map(Attribute::nil)
+            .collect(),
+        );
+        let resp = self.call(req).await?;
+        match resp.status {
+            Some(Status::SUCCESS) => Ok(portals_from_pgs(resp.operating(), target)),
+            Some(Status::NO_SUCH_ENTRY) => Ok(Vec::new()),
+            Some(status) => Err(ClientError::Status {
+                function: "DevAttrQry",
+                status,
+            }),
+            None => Err(ClientError::Proto(isns_proto::Error::MissingStatus)),
+        }
+    }
+
+    /// DevDereg of a whole Network Entity (§5.6.5.4).
+    pub async fn deregister_entity(
+        &mut self,
+        source: &str,
+        entity: &str,
+    ) -> Result<(), ClientError> {
+        let req = Message::request(
+            FunctionId::DEV_DEREG,
+            0,
+            Attribute::string(tag::ISCSI_NAME, source),
+            vec![],
+            vec![Attribute::string(tag::ENTITY_IDENTIFIER, entity)],
+        );
+        self.call_ok(req).await.map(|_| ())
+    }
+
+    /// SCNReg for `node` with an SCN bitmap (§5.6.5.5, bits in `tag::scn`).
+    /// Notifications arrive on the node's portal SCN port if registered,
+    /// otherwise on this connection (acknowledged and dropped by [`Client::call`]).
+    pub async fn register_scn(&mut self, node: &str, bitmap: u32) -> Result<(), ClientError> {
+        let req = Message::request(
+            FunctionId::SCN_REG,
+            0,
+            Attribute::string(tag::ISCSI_NAME, node),
+            vec![Attribute::string(tag::ISCSI_NAME, node)],
+            vec![Attribute::u32(tag::ISCSI_SCN_BITMAP, bitmap)],
+        );
+        self.call_ok(req).await.map(|_| ())
+    }
+}
+
+/// Attributes of a Portal Group object (§6.5); `None` as PGT registers NIL.
+fn pg_attrs(node: &str, portal: SocketAddr, pgt: Option<u32>) -> [Attribute; 4] {
+    let [ip, port] = portal_attrs(tag::PG_PORTAL_IP_ADDR, tag::PG_PORTAL_PORT, portal);
+    [
+        Attribute::string(tag::PG_ISCSI_NAME, node),
+        ip,
+        port,
+        pgt.map_or_else(
+            || Attribute::nil(tag::PG_TAG),
+            |t| Attribute::u32(tag::PG_TAG, t),
+        ),
+    ]
+}
+
+/// Portals of `target` from the PG records (48, 49, 50, 51) of a query answer,
+/// keeping answer order and dropping PGs with a NIL or zero PGT.
+pub fn portals_from_pgs(attrs: &[Attribute], target: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(a) = attrs.get(i) {
+        i += 1;
+        if a.tag != tag::PG_ISCSI_NAME || a.as_str() != Some(target) {
+            continue;
+        }
+        let rest = attrs.get(i..).unwrap_or_default();
+        let end = rest
+            .iter()
+            .position(|x| x.tag == tag::PG_ISCSI_NAME || !(49..=63).contains(&x.tag))
+            .unwrap_or(rest.len());
+        let pg = rest.get(..end).unwrap_or_default();
+        let find = |t: u32| pg.iter().find(|x| x.tag == t);
+        let usable = find(tag::PG_TAG)
+            .and_then(Attribute::as_u32)
+            .is_some_and(|t| t != 0);
+        if let (true, Some(ip), Some(port)) = (
+            usable,
+            find(tag::PG_PORTAL_IP_ADDR),
+            find(tag::PG_PORTAL_PORT),
+        ) && let Some(addr) = socket_addr(ip, port)
+            && !out.contains(&addr)
+        {
+            out.push(addr);
+        }
+        i += end;
+    }
+    out
+}

@@ -1,0 +1,185 @@
+//! Crash-safe persistence of the [`Registry`] in a redb database.
+//!
+//! One row per Network Entity keyed by its registration sequence number, so
+//! iterating the table gives registration order; counters live in a meta
+//! table. [`Store::commit`] writes the entities a request changed in one
+//! durable redb transaction; the server calls it before sending the response.
+//! Rows are encoded with the iSNS TLV codec itself: a list of records
+//! `kind (u8), index (u32), length (u32), TLV attributes`.
+
+use std::path::Path;
+
+use isns_proto::Attribute;
+use isns_proto::attr::decode_attrs;
+use isns_proto::tag::{self, ObjectType};
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::object::Object;
+use crate::registry::{Changes, Entity, Registry};
+
+const ENTITIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entities");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Persistence errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(String),
+    #[error("corrupt entity row {seq}: {why}")]
+    Corrupt { seq: u64, why: String },
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The registry database.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Open (or create) the database file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(ENTITIES)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Load the registry: entities in registration order, counters.
+    pub fn load(&self) -> Result<Registry, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let get = |k: &str, default: u64| -> Result<u64, StoreError> {
+            Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(default))
+        };
+        let mut reg = Registry::new();
+        reg.next_index = u32::try_from(get("next_index", 1)?).unwrap_or(1);
+        reg.next_seq = get("next_seq", 1)?;
+        reg.next_auto_eid = u32::try_from(get("next_auto_eid", 1)?).unwrap_or(1);
+        let table = txn.open_table(ENTITIES)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            reg.entities.push(decode_entity(k.value(), v.value())?);
+        }
+        Ok(reg)
+    }
+
+    /// Durably write the entities named in `changes` and the counters.
+    pub fn commit(&self, reg: &Registry, changes: &Changes) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(ENTITIES)?;
+            for seq in &changes.removed {
+                table.remove(*seq)?;
+            }
+            for e in reg
+                .entities
+                .iter()
+                .filter(|e| changes.upserted.contains(&e.seq))
+            {
+                table.insert(e.seq, encode_entity(e).as_slice())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert("next_index", u64::from(reg.next_index))?;
+            meta.insert("next_seq", reg.next_seq)?;
+            meta.insert("next_auto_eid", u64::from(reg.next_auto_eid))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn kind_code(k: ObjectType) -> u8 {
+    match k {
+        ObjectType::Entity => 1,
+        ObjectType::Portal => 2,
+        ObjectType::IscsiNode => 3,
+        ObjectType::PortalGroup => 4,
+    }
+}
+
+fn encode_object(o: &Object, extra: Option<Attribute>, out: &mut Vec<u8>) {
+    let mut tlv = Vec::new();
+    for a in o.attrs.iter().chain(extra.as_ref()) {
+        a.encode(&mut tlv);
+    }
+    out.push(kind_code(o.kind));
+    out.extend_from_slice(&o.index.to_be_bytes());
+    out.extend_from_slice(&u32::try_from(tlv.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&tlv);
+}
+
+/// Encode one entity row.
+pub fn encode_entity(e: &Entity) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_object(
+        &e.object,
+        Some(Attribute::u64(tag::TIMESTAMP, e.timestamp)),
+        &mut out,
+    );
+    for c in &e.children {
+        encode_object(c, None, &mut out);
+    }
+    out
+}
+
+/// Decode one entity row.
+pub fn decode_entity(seq: u64, mut buf: &[u8]) -> Result<Entity, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt {
+        seq,
+        why: why.to_string(),
+    };
+    let mut objects = Vec::new();
+    while !buf.is_empty() {
+        let (head, rest) = buf
+            .split_first_chunk::<9>()
+            .ok_or_else(|| corrupt("truncated record"))?;
+        let kind = match head[0] {
+            1 => ObjectType::Entity,
+            2 => ObjectType::Portal,
+            3 => ObjectType::IscsiNode,
+            4 => ObjectType::PortalGroup,
+            _ => return Err(corrupt("unknown object kind")),
+        };
+        let index = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+        let len = usize::try_from(u32::from_be_bytes([head[5], head[6], head[7], head[8]]))
+            .unwrap_or(usize::MAX);
+        let tlv = rest
+            .get(..len)
+            .ok_or_else(|| corrupt("truncated attributes"))?;
+        let attrs = decode_attrs(tlv).map_err(|e| corrupt(&e.to_string()))?;
+        objects.push(Object::new(kind, index, attrs));
+        buf = rest.get(len..).unwrap_or_default();
+    }
+    let mut it = objects.into_iter();
+    let mut object = it
+        .next()
+        .filter(|o| o.kind == ObjectType::Entity)
+        .ok_or_else(|| corrupt("no entity record"))?;
+    let timestamp = object
+        .get(tag::TIMESTAMP)
+        .and_then(Attribute::as_u64)
+        .unwrap_or(0);
+    object.unset(tag::TIMESTAMP);
+    Ok(Entity {
+        seq,
+        object,
+        timestamp,
+        children: it.collect(),
+    })
+}
