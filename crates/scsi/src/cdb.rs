@@ -375,6 +375,10 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
         MAINTENANCE_IN => return Err(Sense::invalid_field_in_cdb(1, Some(4))),
         _ => return Err(Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE)),
     };
+    // CONTROL byte NACA bit (SAM-5 §5.2): NormACA is not supported.
+    if c[len - 1] & 0x04 != 0 {
+        return Err(Sense::invalid_field_in_cdb((len - 1) as u16, Some(2)));
+    }
     Ok(cmd)
 }
 
@@ -459,6 +463,14 @@ mod tests {
             parse(&[0x04; 6]).unwrap_err().asc,
             Asc::INVALID_COMMAND_OPERATION_CODE
         );
+    }
+
+    #[test]
+    fn naca_rejected() {
+        let e = parse(&[0x00, 0, 0, 0, 0, 0x04]).unwrap_err();
+        assert_eq!(e.asc, Asc::INVALID_FIELD_IN_CDB);
+        assert_eq!(e.field_pointer.map(|f| (f.byte, f.bit)), Some((5, Some(2))));
+        assert!(parse(&[0x00, 0, 0, 0, 0, 0x03]).is_ok());
     }
 
     #[test]
