@@ -2,31 +2,189 @@
 //! the balancer steers initiators that ask iSNS where to log in (patent steps 108 and 112).
 //!
 //! [`Registrar::Local`] keeps the registration table in the target only (no iSNS server
-//! configured: only login redirects steer initiators). The iSNS-backed registrar lives beside it.
+//! configured: only login redirects steer initiators). [`Registrar::Isns`] registers the target's
+//! Network Entity, its portals (in portal order, so "the first portal" is portal 0), every target
+//! node and one Portal Group per (target, portal) with the portal's tag; a deleted registration
+//! is its Portal Group with a NIL tag (RFC 4171 §6.5.4: not reachable through that portal).
 
-use balancer::PortalId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Carries out registration changes. Cheap to share: the iSNS variant holds its own connection.
-#[derive(Debug)]
+use balancer::{EventKind, PortalId};
+use isns::client::{Client, NodeRegistration, NodeType, PortalGroupRegistration, Registration};
+
+use crate::control::Control;
+
+/// How often the full registration is sent again (and re-established after an iSNS restart).
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(20);
+/// Registration period asked of the server (RFC 4171 §6.2.6), well above the refresh interval.
+pub const REGISTRATION_PERIOD: u32 = 120;
+
+/// Carries out registration changes.
 pub enum Registrar {
     /// No iSNS server: changes are recorded in the target's table only.
     Local,
+    /// Registrations live in an iSNS server.
+    Isns(IsnsRegistrar),
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Registrar::Local => write!(f, "Registrar::Local"),
+            Registrar::Isns(r) => write!(f, "Registrar::Isns({})", r.server),
+        }
+    }
 }
 
 /// Why a registration change failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
-    #[error("iSNS: {0}")]
-    Isns(String),
+    #[error("iSNS server {server}: {source}")]
+    Isns {
+        server: SocketAddr,
+        source: isns::client::ClientError,
+    },
+    #[error("unknown portal {0}")]
+    UnknownPortal(PortalId),
+}
+
+/// The iSNS side: one client connection, serialised by a mutex (registration changes are rare).
+pub struct IsnsRegistrar {
+    server: SocketAddr,
+    entity: String,
+    control: Arc<Control>,
+    client: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl IsnsRegistrar {
+    /// A registrar for the portals and targets of `control` at iSNS `server`. Nothing is sent
+    /// until [`IsnsRegistrar::register_all`].
+    pub fn new(server: SocketAddr, control: Arc<Control>) -> Self {
+        let entity = format!(
+            "portshift:{}",
+            control
+                .portals()
+                .first()
+                .map(|p| p.address.to_string())
+                .unwrap_or_default()
+        );
+        IsnsRegistrar {
+            server,
+            entity,
+            control,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn entity(&self) -> &str {
+        &self.entity
+    }
+
+    fn err(&self, source: isns::client::ClientError) -> RegistrationError {
+        RegistrationError::Isns {
+            server: self.server,
+            source,
+        }
+    }
+
+    /// Runs `f` on a connected client, connecting (again) when needed; a failed call drops the
+    /// connection so the next one starts afresh.
+    async fn with_client<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, isns::client::ClientError>,
+    ) -> Result<T, RegistrationError> {
+        let mut guard = self.client.lock().await;
+        if guard.is_none() {
+            let mut c = Client::connect(self.server)
+                .await
+                .map_err(|e| self.err(e))?;
+            c.set_timeout(Duration::from_secs(5));
+            *guard = Some(c);
+        }
+        let Some(client) = guard.as_mut() else {
+            unreachable!("client set above")
+        };
+        match f(client).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                *guard = None;
+                Err(self.err(e))
+            }
+        }
+    }
+
+    /// Registers the entity, portals, target nodes and Portal Groups as the control plane's
+    /// registration table has them now (deleted ones with a NIL tag).
+    pub async fn register_all(&self) -> Result<(), RegistrationError> {
+        let snapshot = self.control.snapshot();
+        let reg = Registration {
+            entity: self.entity.clone(),
+            portals: self.control.portals().iter().map(|p| p.address).collect(),
+            nodes: self
+                .control
+                .targets()
+                .iter()
+                .map(|t| NodeRegistration {
+                    name: t.clone(),
+                    node_type: NodeType::Target,
+                    alias: None,
+                })
+                .collect(),
+            portal_groups: snapshot
+                .registrations
+                .iter()
+                .filter(|r| r.registered)
+                .filter_map(|r| {
+                    Some(PortalGroupRegistration {
+                        node: r.target.clone(),
+                        portal: self.control.portal(r.portal)?.address,
+                        tag: u32::from(r.tag),
+                    })
+                })
+                .collect(),
+            registration_period: Some(REGISTRATION_PERIOD),
+            replace: false,
+        };
+        let deleted: Vec<(String, SocketAddr)> = snapshot
+            .registrations
+            .iter()
+            .filter(|r| !r.registered)
+            .filter_map(|r| Some((r.target.clone(), self.control.portal(r.portal)?.address)))
+            .collect();
+        self.with_client(async |c| {
+            c.register(&reg).await?;
+            for (target, portal) in &deleted {
+                c.deregister_portal_group(target, *portal).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deregisters the whole entity (at shutdown).
+    pub async fn deregister_all(&self) -> Result<(), RegistrationError> {
+        let source = self.control.targets().first().cloned().unwrap_or_default();
+        let entity = self.entity.clone();
+        self.with_client(async |c| c.deregister_entity(&source, &entity).await)
+            .await
+    }
 }
 
 impl Registrar {
     /// Deregisters (target, portal) so that queries for `target` no longer return `portal`.
     pub async fn delete(&self, target: &str, portal: PortalId) -> Result<(), RegistrationError> {
         match self {
-            Registrar::Local => {
-                tracing::debug!(target, %portal, "registration deleted locally");
-                Ok(())
+            Registrar::Local => Ok(()),
+            Registrar::Isns(r) => {
+                let addr = r
+                    .control
+                    .portal(portal)
+                    .ok_or(RegistrationError::UnknownPortal(portal))?
+                    .address;
+                r.with_client(async |c| c.deregister_portal_group(target, addr).await)
+                    .await
             }
         }
     }
@@ -34,9 +192,61 @@ impl Registrar {
     /// Registers (target, portal) again.
     pub async fn restore(&self, target: &str, portal: PortalId) -> Result<(), RegistrationError> {
         match self {
-            Registrar::Local => {
-                tracing::debug!(target, %portal, "registration restored locally");
-                Ok(())
+            Registrar::Local => Ok(()),
+            Registrar::Isns(r) => {
+                let p = r
+                    .control
+                    .portal(portal)
+                    .ok_or(RegistrationError::UnknownPortal(portal))?;
+                let (addr, tag) = (p.address, u32::from(p.tag));
+                r.with_client(async |c| c.restore_portal_group(target, addr, tag).await)
+                    .await
+            }
+        }
+    }
+}
+
+/// Keeps the registration alive: registers at start, then again every [`REFRESH_INTERVAL`]
+/// (which also re-creates it after an iSNS server restart). Failures become events, and the
+/// keeper retries every few seconds until it succeeds.
+pub async fn keep_registered(
+    registrar: Arc<Registrar>,
+    control: Arc<Control>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let Registrar::Isns(r) = registrar.as_ref() else {
+        return;
+    };
+    let mut failing = false;
+    loop {
+        let wait = match r.register_all().await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("iSNS registration with {} re-established", r.server);
+                }
+                failing = false;
+                REFRESH_INTERVAL
+            }
+            Err(e) => {
+                if !failing {
+                    control.events.push(
+                        EventKind::Failed {
+                            what: format!("registering with iSNS: {e}"),
+                        },
+                        "will retry every 2 s",
+                    );
+                }
+                failing = true;
+                Duration::from_secs(2)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    let _ = r.deregister_all().await;
+                    return;
+                }
             }
         }
     }
