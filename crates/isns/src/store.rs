@@ -183,3 +183,59 @@ pub fn decode_entity(seq: u64, mut buf: &[u8]) -> Result<Entity, StoreError> {
         children: it.collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isns_proto::{FunctionId, Message};
+
+    #[test]
+    fn commit_and_reload_keeps_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reg.redb");
+        let mut reg = Registry::new();
+        {
+            let store = Store::open(&path).unwrap();
+            for (eid, name, addr) in [
+                ("b", "iqn.b", "127.0.0.2"),
+                ("a", "iqn.a", "127.0.0.1"),
+                ("c", "iqn.c", "127.0.0.3"),
+            ] {
+                let m = Message::request(
+                    FunctionId::DEV_ATTR_REG,
+                    1,
+                    Attribute::string(tag::ISCSI_NAME, name),
+                    vec![Attribute::string(tag::ENTITY_IDENTIFIER, eid)],
+                    vec![
+                        Attribute::ip(tag::PORTAL_IP_ADDRESS, addr.parse().unwrap()),
+                        Attribute::tcp_port(tag::PORTAL_PORT, 3260),
+                        Attribute::string(tag::ISCSI_NAME, name),
+                    ],
+                );
+                let (resp, ch) = reg.handle(&m, 42);
+                assert_eq!(resp.unwrap().status, Some(isns_proto::Status::SUCCESS));
+                store.commit(&reg, &ch).unwrap();
+            }
+            let m = Message::request(
+                FunctionId::DEV_DEREG,
+                2,
+                Attribute::string(tag::ISCSI_NAME, "iqn.a"),
+                vec![],
+                vec![Attribute::string(tag::ENTITY_IDENTIFIER, "a")],
+            );
+            let (_, ch) = reg.handle(&m, 43);
+            store.commit(&reg, &ch).unwrap();
+        }
+        let loaded = Store::open(&path).unwrap().load().unwrap();
+        assert_eq!(loaded, reg);
+        let ids: Vec<_> = loaded.entities.iter().map(Entity::id).collect();
+        assert_eq!(ids, ["b", "c"]);
+    }
+
+    #[test]
+    fn corrupt_rows_are_errors() {
+        assert!(decode_entity(1, &[9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(decode_entity(1, &[1, 0, 0, 0, 0, 0, 0, 0, 8]).is_err());
+        assert!(decode_entity(1, &[]).is_err());
+    }
+}
