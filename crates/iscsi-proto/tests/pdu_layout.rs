@@ -20,7 +20,7 @@ fn bhs(op0: u8, flags: u8, dsl: u32, itt: u32) -> Vec<u8> {
 
 fn with_data(mut h: Vec<u8>, data: &[u8]) -> Vec<u8> {
     h.extend_from_slice(data);
-    while h.len() % 4 != 0 {
+    while !h.len().is_multiple_of(4) {
         h.push(0);
     }
     h
