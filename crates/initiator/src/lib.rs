@@ -1,1 +1,18 @@
-//! Userspace iSCSI initiator library and verifying workload.
+//! Userspace iSCSI initiator library (RFC 7143) and verifying workload.
+//!
+//! * [`login`]: sans-IO initiator login (security + operational stages, redirects).
+//! * [`core`]: sans-IO full feature phase: commands, Data-In/Out, R2T, NOP, Async, Logout.
+//! * [`cdb`], [`sense`]: the SCSI commands issued and their results.
+//! * [`session`]: the tokio shell: one connection, a reader task and a batching writer.
+//! * [`discovery`]: SendTargets discovery sessions and iSNS portal queries.
+//! * [`balanced`]: [`BalancedInitiator`], which follows the target's logout requests to the
+//!   portal iSNS now lists first and re-issues unfinished I/O.
+//! * [`workload`]: the bounded, verifying I/O loop.
+
+pub mod cdb;
+pub mod core;
+pub mod error;
+pub mod login;
+pub mod sense;
+
+pub use error::{Error, TaskError};
