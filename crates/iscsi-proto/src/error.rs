@@ -129,6 +129,12 @@ pub enum TextError {
     /// More pairs than allowed.
     #[error("too many key=value pairs")]
     TooManyPairs,
+    /// Keys in an order the RFC does not allow (e.g. TargetAddress before TargetName).
+    #[error("bad key sequence: {0}")]
+    Sequence(&'static str),
+    /// A value that does not parse for its key.
+    #[error("bad value for key {0}")]
+    BadValue(String),
     /// The same key appears twice in one negotiation (§6.2).
     #[error("key {0} sent twice")]
     DuplicateKey(String),

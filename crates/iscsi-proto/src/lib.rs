@@ -6,11 +6,18 @@ pub mod error;
 pub mod login;
 pub mod params;
 pub mod pdu;
+pub mod sendtargets;
 pub mod serial;
 pub mod text;
 
 pub use bhs::{BHS_LEN, Opcode, RESERVED_TAG};
 pub use codec::{Digests, Limits, Payload, PduDecoder, Trailer};
 pub use error::{DecodeError, EncodeError, LoginError, TextError};
+pub use login::{
+    InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginOutcome, LoginStatus, LoginStep,
+    TargetDecision, TargetLogin, TargetLoginConfig,
+};
+pub use params::{Prefs, SessionParams, SessionType};
 pub use pdu::*;
 pub use serial::SerialNumber;
+pub use text::{TextAssembler, TextPairs};
