@@ -5,6 +5,12 @@
 
 pub mod admin;
 pub mod balance;
+pub mod connection;
 pub mod control;
+pub mod discovery;
 pub mod events;
+pub mod portal;
 pub mod registration;
+mod start;
+
+pub use start::{LunConfig, Target, TargetConfig, TargetHandle};

@@ -1,10 +1,134 @@
-//! `portshift target`.
+//! `portshift target`: the multi-portal iSCSI target.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+use target::{LunConfig, Target, TargetConfig};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`portshift target` is not built yet")
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A portal to listen on, IP:PORT (repeat for several portals).
+    #[arg(long = "portal", required = true)]
+    portals: Vec<SocketAddr>,
+    /// IQN=FILE: serve FILE as a LUN of target IQN through every portal (repeatable).
+    #[arg(long = "lun", required = true, value_parser = parse_lun)]
+    luns: Vec<(String, PathBuf)>,
+    /// Create missing backing files with this size (e.g. 1G, 64M, 4096).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u64>,
+    /// iSNS server to register with, HOST:PORT.
+    #[arg(long)]
+    isns: Option<SocketAddr>,
+    /// Balancing rule METRIC:HIGH[:LOW], e.g. sessions:2.
+    #[arg(long)]
+    balance: Option<balancer::BalanceSpec>,
+    /// Seconds before a moved initiator may be moved again.
+    #[arg(long, default_value_t = 10)]
+    cooldown: u64,
+    /// Admin endpoint (GET /status).
+    #[arg(long, default_value = target::admin::DEFAULT_ADMIN)]
+    admin: SocketAddr,
+}
+
+fn parse_lun(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((iqn, file)) if !iqn.is_empty() && !file.is_empty() => {
+            Ok((iqn.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!("expected IQN=FILE, got {s:?}")),
+    }
+}
+
+/// A byte count with an optional K/M/G/T suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("invalid size {s:?}"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = TargetConfig {
+        portals: args.portals,
+        luns: args
+            .luns
+            .into_iter()
+            .map(|(iqn, path)| LunConfig {
+                iqn,
+                path,
+                size: args.size,
+            })
+            .collect(),
+        isns: args.isns,
+        balance: args.balance,
+        cooldown_ms: args.cooldown.saturating_mul(1000),
+        admin: Some(args.admin),
+    };
+    let lun_files: Vec<String> = cfg
+        .luns
+        .iter()
+        .map(|l| format!("{}={}", l.iqn, l.path.display()))
+        .collect();
+    let handle = Target::start(cfg)?;
+    for p in handle.portals() {
+        println!("portal {p}");
+    }
+    for (name, luns) in handle.targets() {
+        println!("target {name} luns {luns:?}");
+    }
+    for f in &lun_files {
+        println!("lun {f}");
+    }
+    if let Some(a) = handle.admin() {
+        println!("admin http://{a}/status");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    handle.shutdown();
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_luns() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("G").is_err());
+        assert_eq!(
+            parse_lun("iqn.a:b=/tmp/x"),
+            Ok(("iqn.a:b".into(), PathBuf::from("/tmp/x")))
+        );
+        assert!(parse_lun("nofile").is_err());
+    }
 }

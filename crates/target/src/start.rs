@@ -1,0 +1,246 @@
+//! Starting and stopping a target: opens the backing files, binds every portal, creates the
+//! [`Control`] plane, one processor thread per portal ([`crate::portal`]) and a control thread
+//! (tokio runtime) serving the admin endpoint and the balancer loop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use balancer::{BalanceSpec, PortalId};
+use scsi::{FileDevice, Identity, LogicalUnit, LunTable};
+use tokio::sync::watch;
+
+use crate::connection::Shared;
+use crate::control::{Control, PortalInfo};
+
+/// Largest number of portals and of logical units a target serves.
+pub const MAX_PORTALS: usize = 64;
+pub const MAX_LUNS: usize = 256;
+
+/// One `--lun IQN=FILE`: the file is served as the next LUN (0 first) of target `iqn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunConfig {
+    pub iqn: String,
+    pub path: PathBuf,
+    /// Create (sparse) with this many bytes when the file is missing.
+    pub size: Option<u64>,
+}
+
+/// Everything `portshift target` is told.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    /// Portals to listen on (port 0 picks a free port).
+    pub portals: Vec<SocketAddr>,
+    pub luns: Vec<LunConfig>,
+    pub isns: Option<SocketAddr>,
+    pub balance: Option<BalanceSpec>,
+    pub cooldown_ms: u64,
+    /// Admin endpoint address; None to run without it.
+    pub admin: Option<SocketAddr>,
+}
+
+/// The entry point.
+#[derive(Debug)]
+pub struct Target;
+
+/// A running target.
+#[derive(Debug)]
+pub struct TargetHandle {
+    control: Arc<Control>,
+    portals: Vec<SocketAddr>,
+    targets: Vec<(String, Vec<u16>)>,
+    admin: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Target {
+    /// Opens the LUNs, binds the portals and starts the processors.
+    pub fn start(cfg: TargetConfig) -> anyhow::Result<TargetHandle> {
+        if cfg.portals.is_empty() {
+            anyhow::bail!("at least one portal is needed");
+        }
+        if cfg.portals.len() > MAX_PORTALS {
+            anyhow::bail!("at most {MAX_PORTALS} portals");
+        }
+        if cfg.luns.is_empty() {
+            anyhow::bail!("at least one --lun IQN=FILE is needed");
+        }
+        if cfg.luns.len() > MAX_LUNS {
+            anyhow::bail!("at most {MAX_LUNS} LUNs");
+        }
+        let mut tables: Vec<(String, LunTable)> = Vec::new();
+        for l in &cfg.luns {
+            if l.size.is_none() && !l.path.exists() {
+                anyhow::bail!(
+                    "backing file {} does not exist; pass --size to create it",
+                    l.path.display()
+                );
+            }
+            let dev =
+                FileDevice::open(&l.path, l.size).with_context(|| format!("LUN of {}", l.iqn))?;
+            let idx = match tables.iter().position(|(n, _)| *n == l.iqn) {
+                Some(i) => i,
+                None => {
+                    tables.push((l.iqn.clone(), LunTable::new()));
+                    tables.len() - 1
+                }
+            };
+            let (_, table) = &mut tables[idx];
+            let lun = table.luns().len() as u16;
+            let identity =
+                Identity::new(&l.iqn, lun).with_context(|| format!("target {}", l.iqn))?;
+            table
+                .insert(lun, Arc::new(LogicalUnit::new(Arc::new(dev), identity)))
+                .map_err(|_| anyhow::anyhow!("too many LUNs for {}", l.iqn))?;
+        }
+
+        let mut listeners = Vec::new();
+        let mut infos = Vec::new();
+        for (i, addr) in cfg.portals.iter().enumerate() {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on portal {addr}"))?;
+            let local = l.local_addr()?;
+            infos.push(PortalInfo {
+                id: PortalId(i as u16),
+                address: local,
+                tag: i as u16 + 1,
+            });
+            listeners.push(l);
+        }
+        let names: Vec<String> = tables.iter().map(|(n, _)| n.clone()).collect();
+        let control = Arc::new(Control::new(
+            infos.clone(),
+            names,
+            cfg.isns.map(|a| a.to_string()),
+            cfg.balance,
+        ));
+        let targets_summary = tables.iter().map(|(n, t)| (n.clone(), t.luns())).collect();
+        let shared = Arc::new(Shared::new(
+            control.clone(),
+            tables
+                .into_iter()
+                .map(|(n, t)| (n, Arc::new(t)))
+                .collect::<HashMap<_, _>>(),
+        ));
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut threads = Vec::new();
+        let (admin_tx, admin_rx) = std::sync::mpsc::channel();
+        threads.push(spawn_control_thread(
+            control.clone(),
+            cfg.clone(),
+            shutdown_rx.clone(),
+            admin_tx,
+        )?);
+        let admin = admin_rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("the control thread did not start")?
+            .context("admin endpoint")?;
+        for (i, (l, info)) in listeners.into_iter().zip(&infos).enumerate() {
+            threads.push(crate::portal::spawn(
+                i,
+                info.id,
+                l,
+                shared.clone(),
+                shutdown_rx.clone(),
+            )?);
+        }
+        Ok(TargetHandle {
+            control,
+            portals: infos.iter().map(|p| p.address).collect(),
+            targets: targets_summary,
+            admin,
+            shutdown,
+            threads,
+        })
+    }
+}
+
+/// The control thread: admin endpoint, and the balancer loop when `--balance` is given.
+fn spawn_control_thread(
+    control: Arc<Control>,
+    cfg: TargetConfig,
+    mut shutdown: watch::Receiver<bool>,
+    ready: std::sync::mpsc::Sender<anyhow::Result<Option<SocketAddr>>>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let rt = match crate::portal::current_thread_runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(e.into()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let admin = match cfg.admin {
+                    Some(a) => match crate::admin::serve(a, control.clone()).await {
+                        Ok((addr, _task)) => Some(addr),
+                        Err(e) => {
+                            let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {a}: {e}")));
+                            return;
+                        }
+                    },
+                    None => None,
+                };
+                let _ = ready.send(Ok(admin));
+                // iSNS registration and the balancer loop. Without an iSNS server the
+                // registrar only records changes in the target's own table.
+                let registrar = Arc::new(crate::registration::Registrar::Local);
+                if let Some(spec) = cfg.balance {
+                    let settings = crate::balance::BalanceSettings {
+                        spec,
+                        cooldown: Duration::from_millis(cfg.cooldown_ms),
+                        interval: Duration::from_secs(1),
+                    };
+                    tokio::spawn(crate::balance::run(
+                        control.clone(),
+                        registrar,
+                        settings,
+                        shutdown.clone(),
+                    ));
+                }
+                while !*shutdown.borrow() {
+                    if shutdown.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        })
+}
+
+impl TargetHandle {
+    /// The control plane (configuration table, placements, events).
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Bound portal addresses, in `--portal` order.
+    pub fn portals(&self) -> &[SocketAddr] {
+        &self.portals
+    }
+
+    /// Served targets and their LUNs.
+    pub fn targets(&self) -> &[(String, Vec<u16>)] {
+        &self.targets
+    }
+
+    /// Bound admin endpoint address.
+    pub fn admin(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Stops every processor and waits for their threads.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
