@@ -4,6 +4,7 @@
 //! One TCP connection, one outstanding request at a time; a broken connection
 //! is re-established once per call (all requests sent here are idempotent).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -86,6 +87,8 @@ pub struct Client {
     stream: Option<TcpStream>,
     next_xid: u16,
     timeout: Duration,
+    /// Entity Identifier of each node this client registered or looked up.
+    entities: HashMap<String, String>,
 }
 
 fn portal_attrs(tag_ip: u32, tag_port: u32, p: SocketAddr) -> [Attribute; 2] {
@@ -103,6 +106,7 @@ impl Client {
             stream: None,
             next_xid: 1,
             timeout: Duration::from_secs(10),
+            entities: HashMap::new(),
         };
         c.reconnect().await?;
         Ok(c)
@@ -242,30 +246,60 @@ impl Client {
             req.flags = req.flags | Flags::REPLACE;
         }
         let resp = self.call_ok(req).await?;
-        Ok(resp
-            .key()
-            .iter()
-            .find(|a| a.tag == tag::ENTITY_IDENTIFIER)
-            .and_then(Attribute::as_str)
+        let eid = find_str(resp.key(), tag::ENTITY_IDENTIFIER)
             .unwrap_or(&reg.entity)
-            .to_string())
+            .to_string();
+        for n in &reg.nodes {
+            self.entities.insert(n.name.clone(), eid.clone());
+        }
+        Ok(eid)
     }
 
+    /// Entity Identifier of the entity holding node `name`: remembered from
+    /// [`Client::register`], otherwise asked with DevAttrQry (§5.6.5.2).
+    async fn entity_of(&mut self, name: &str) -> Result<String, ClientError> {
+        if let Some(eid) = self.entities.get(name) {
+            return Ok(eid.clone());
+        }
+        let req = Message::request(
+            FunctionId::DEV_ATTR_QRY,
+            0,
+            Attribute::string(tag::ISCSI_NAME, name),
+            vec![Attribute::string(tag::ISCSI_NAME, name)],
+            vec![Attribute::nil(tag::ENTITY_IDENTIFIER)],
+        );
+        let resp = self.call_ok(req).await?;
+        let eid = find_str(resp.operating(), tag::ENTITY_IDENTIFIER)
+            .ok_or(ClientError::Status {
+                function: "DevAttrQry",
+                status: Status::NO_SUCH_ENTRY,
+            })?
+            .to_string();
+        self.entities.insert(name.to_string(), eid.clone());
+        Ok(eid)
+    }
+
+    /// DevAttrReg of one Portal Group keyed by the node's entity (§5.6.5.1).
     async fn set_pg_tag(
         &mut self,
         target: &str,
         portal: SocketAddr,
         pgt: Option<u32>,
     ) -> Result<(), ClientError> {
-        let key = vec![Attribute::string(tag::ISCSI_NAME, target)];
+        let eid = self.entity_of(target).await?;
         let req = Message::request(
             FunctionId::DEV_ATTR_REG,
             0,
             Attribute::string(tag::ISCSI_NAME, target),
-            key,
+            vec![Attribute::string(tag::ENTITY_IDENTIFIER, &eid)],
             pg_attrs(target, portal, pgt).to_vec(),
         );
-        self.call_ok(req).await.map(|_| ())
+        let result = self.call_ok(req).await.map(|_| ());
+        if result.is_err() {
+            // The entity may have been re-registered under another identifier.
+            self.entities.remove(target);
+        }
+        result
     }
 
     /// Make `portal` unusable for `target` by registering its Portal Group with
@@ -358,6 +392,14 @@ impl Client {
         );
         self.call_ok(req).await.map(|_| ())
     }
+}
+
+/// String value of the first attribute with `tag`.
+fn find_str(attrs: &[Attribute], tag: u32) -> Option<&str> {
+    attrs
+        .iter()
+        .find(|a| a.tag == tag)
+        .and_then(Attribute::as_str)
 }
 
 /// Attributes of a Portal Group object (§6.5); `None` as PGT registers NIL.

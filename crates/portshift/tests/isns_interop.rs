@@ -1,0 +1,425 @@
+//! `portshift isns` against Debian's open-isns (isnsadm, isnsd) and tgt (tgtd).
+//!
+//! These tests need the packages `open-isns-utils`, `open-isns-server` and
+//! `tgt`; they fail (not skip) when a tool is missing. Everything listens on
+//! loopback ports picked free at run time.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use isns::{Client, NodeRegistration, NodeType, Registration};
+
+/// A child process killed (SIGKILL) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tool(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{name}` not found: install it with `apt-get install -y {package}`");
+}
+
+fn free_addr(ip: &str) -> SocketAddr {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+fn wait_listening(addr: SocketAddr, proc: &mut Proc, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = proc.0.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within 15 s");
+}
+
+/// Spawn `cmd` with output discarded and wait until it listens on `addr`.
+fn spawn_server(cmd: &mut Command, addr: SocketAddr, what: &str) -> Proc {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut p = Proc(child);
+    wait_listening(addr, &mut p, what);
+    p
+}
+
+fn portshift_isns(addr: SocketAddr, db: &Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portshift"));
+    cmd.args(["isns", "--listen", &addr.to_string(), "--db"])
+        .arg(db);
+    spawn_server(&mut cmd, addr, "portshift isns")
+}
+
+fn isnsd(dir: &Path, addr: SocketAddr) -> Proc {
+    let isnsd = tool("isnsd", "open-isns-server");
+    let db = dir.join("isnsd-db");
+    std::fs::create_dir_all(&db).unwrap();
+    let conf = dir.join("isnsd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Security = 0\nBindAddress = {addr}\nDatabase = {}\nPIDFile = {}\nControlSocket = {}\nSourceName = iqn.2024-01.test:isnsd\nDefaultDiscoveryDomain = 1\n",
+            db.display(),
+            dir.join("isnsd.pid").display(),
+            dir.join("isnsctl").display()
+        ),
+    )
+    .unwrap();
+    spawn_server(
+        Command::new(isnsd).arg("-f").arg("-c").arg(&conf),
+        addr,
+        "isnsd",
+    )
+}
+
+fn adm_conf(dir: &Path, name: &str, server: SocketAddr) -> PathBuf {
+    let conf = dir.join(name);
+    std::fs::write(
+        &conf,
+        format!("Security = 0\nServerAddress = {server}\nSourceName = iqn.2024-01.test:adm\n"),
+    )
+    .unwrap();
+    conf
+}
+
+/// Run isnsadm; returns (success, stdout).
+fn isnsadm(conf: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(tool("isnsadm", "open-isns-utils"))
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// isnsadm output as objects, without indices and timestamps; optionally sorted.
+fn objects(out: &str, sort: bool) -> Vec<String> {
+    let mut blocks: Vec<String> = Vec::new();
+    for line in out.lines() {
+        if line.contains("index =") || line.contains("Timestamp =") {
+            continue;
+        }
+        if line.starts_with("Object ") || line.starts_with("object[") || blocks.is_empty() {
+            let head = line
+                .split(['=', ':'])
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            blocks.push(head);
+            if line.starts_with("Object ") || line.starts_with("object[") {
+                continue;
+            }
+        }
+        if let Some(b) = blocks.last_mut() {
+            b.push('\n');
+            b.push_str(line.trim());
+        }
+    }
+    if sort {
+        blocks.sort();
+    }
+    blocks
+}
+
+const T1: &str = "iqn.2024-01.test:disk1";
+const T2: &str = "iqn.2024-01.test:disk2";
+const H1: &str = "iqn.2024-01.test:host1";
+
+/// The isnsadm sequence; returns normalized outputs of every step.
+fn adm_sequence(conf: &Path) -> Vec<(String, bool, Vec<String>)> {
+    let reg_storage = format!(
+        "--register entity=stor1 target={T1} portal=127.0.0.1:3260 portal=127.0.0.2:3260 target={T2}"
+    );
+    let query = format!("--query iscsi-name={T1}");
+    let reg_ini = format!("--register initiator={H1}");
+    let dereg_node = format!("--deregister iscsi-name={T2}");
+    let steps = [
+        reg_storage.as_str(),
+        "--list entities",
+        "--list nodes",
+        "--list portals",
+        "--list portal-groups",
+        query.as_str(),
+        reg_ini.as_str(),
+        "--list entities",
+        dereg_node.as_str(),
+        "--list nodes",
+        "--list portal-groups",
+        query.as_str(),
+        "--deregister eid=stor1",
+        "--list entities",
+        "--list nodes",
+        "--list portals",
+    ];
+    steps
+        .iter()
+        .map(|step| {
+            let args: Vec<&str> = step.split(' ').collect();
+            let (ok, out) = isnsadm(conf, &args);
+            // isnsd lists in its own order; ours is registration order. Compare lists as sets.
+            let sort = step.starts_with("--list");
+            (step.to_string(), ok, objects(&out, sort))
+        })
+        .collect()
+}
+
+/// The balancer's use of the client library: returns what an initiator sees at each step.
+async fn client_sequence(server: SocketAddr, conf: &Path) -> Vec<Vec<String>> {
+    let t3 = "iqn.2024-01.test:lb";
+    let p5: SocketAddr = "127.0.0.5:3260".parse().unwrap();
+    let p6: SocketAddr = "127.0.0.6:3260".parse().unwrap();
+    let mut c = Client::connect(server).await.unwrap();
+    c.register(&Registration {
+        entity: "lb".into(),
+        portals: vec![p5, p6],
+        nodes: vec![NodeRegistration {
+            name: t3.into(),
+            node_type: NodeType::Target,
+            alias: None,
+        }],
+        ..Registration::default()
+    })
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let show = |v: Vec<SocketAddr>| v.iter().map(SocketAddr::to_string).collect::<Vec<_>>();
+    seen.push(show(c.query_target_portals(H1, t3).await.unwrap()));
+    c.deregister_portal_group(t3, p5).await.unwrap();
+    seen.push(show(c.query_target_portals(H1, t3).await.unwrap()));
+    seen.push(objects(
+        &isnsadm(conf, &["--query", &format!("iscsi-name={t3}")]).1,
+        false,
+    ));
+    c.restore_portal_group(t3, p5, 1).await.unwrap();
+    seen.push(show(c.query_target_portals(H1, t3).await.unwrap()));
+    c.deregister_entity(t3, "lb").await.unwrap();
+    seen.push(show(c.query_target_portals(H1, t3).await.unwrap()));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isnsadm_sees_the_same_as_with_isnsd() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs_addr = free_addr("127.0.0.1");
+    let ours_addr = free_addr("127.0.0.1");
+    let _isnsd = isnsd(dir.path(), theirs_addr);
+    let _ours = portshift_isns(ours_addr, &dir.path().join("ours.redb"));
+    let theirs_conf = adm_conf(dir.path(), "theirs.conf", theirs_addr);
+    let ours_conf = adm_conf(dir.path(), "ours.conf", ours_addr);
+
+    let theirs = adm_sequence(&theirs_conf);
+    let ours = adm_sequence(&ours_conf);
+    for (t, o) in theirs.iter().zip(&ours) {
+        assert_eq!(
+            t, o,
+            "isnsadm {} differs (left isnsd, right portshift)",
+            t.0
+        );
+    }
+    // Sanity: the sequence did observe the objects.
+    assert!(theirs[5].2.len() >= 5, "query returned {:?}", theirs[5]);
+
+    let theirs = client_sequence(theirs_addr, &theirs_conf).await;
+    let ours = client_sequence(ours_addr, &ours_conf).await;
+    assert_eq!(
+        theirs, ours,
+        "client library behaves differently (left isnsd, right portshift)"
+    );
+    assert_eq!(ours[0], ["127.0.0.5:3260", "127.0.0.6:3260"]);
+    assert_eq!(ours[1], ["127.0.0.6:3260"]);
+    assert_eq!(ours[3], ["127.0.0.5:3260", "127.0.0.6:3260"]);
+    assert!(ours[4].is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_survive_sigkill_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("isns.redb");
+    let addr = free_addr("127.0.0.1");
+    let conf = adm_conf(dir.path(), "adm.conf", addr);
+    let server = portshift_isns(addr, &db);
+    let mut c = Client::connect(addr).await.unwrap();
+    for (i, eid) in ["zz", "aa", "mm"].iter().enumerate() {
+        c.register(&Registration {
+            entity: eid.to_string(),
+            portals: vec![
+                format!("127.0.0.{}:3260", 20 + i).parse().unwrap(),
+                format!("127.0.0.{}:3260", 10 + i).parse().unwrap(),
+            ],
+            nodes: vec![NodeRegistration {
+                name: format!("iqn.2024-01.test:{eid}"),
+                node_type: NodeType::Target,
+                alias: None,
+            }],
+            ..Registration::default()
+        })
+        .await
+        .unwrap();
+    }
+    c.deregister_portal_group("iqn.2024-01.test:aa", "127.0.0.21:3260".parse().unwrap())
+        .await
+        .unwrap();
+    let lists = ["entities", "nodes", "portals", "portal-groups"];
+    let before: Vec<Vec<String>> = lists
+        .iter()
+        .map(|l| objects(&isnsadm(&conf, &["--list", l]).1, false))
+        .collect();
+    let eids: Vec<&str> = before[0]
+        .iter()
+        .filter_map(|b| {
+            b.lines()
+                .find(|l| l.contains("Entity identifier"))
+                .and_then(|l| l.split('"').nth(1))
+        })
+        .collect();
+    assert_eq!(eids, ["zz", "aa", "mm"]);
+    let portals_aa = c
+        .query_target_portals(H1, "iqn.2024-01.test:aa")
+        .await
+        .unwrap();
+    assert_eq!(
+        portals_aa,
+        ["127.0.0.11:3260".parse::<SocketAddr>().unwrap()]
+    );
+    drop(c);
+    drop(server); // SIGKILL
+
+    let _server = portshift_isns(addr, &db);
+    let after: Vec<Vec<String>> = lists
+        .iter()
+        .map(|l| objects(&isnsadm(&conf, &["--list", l]).1, false))
+        .collect();
+    assert_eq!(before, after);
+    let mut c = Client::connect(addr).await.unwrap();
+    assert_eq!(
+        c.query_target_portals(H1, "iqn.2024-01.test:aa")
+            .await
+            .unwrap(),
+        portals_aa
+    );
+    assert_eq!(
+        c.query_target_portals(H1, "iqn.2024-01.test:zz")
+            .await
+            .unwrap(),
+        [
+            "127.0.0.20:3260".parse::<SocketAddr>().unwrap(),
+            "127.0.0.10:3260".parse().unwrap()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tgtd_registers_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr("127.0.0.1");
+    let _server = portshift_isns(addr, &dir.path().join("isns.redb"));
+    let portal = free_addr("127.0.0.9");
+    let tgtadm = tool("tgtadm", "tgt");
+    let adm = |control: &str, args: &[&str]| -> bool {
+        Command::new(&tgtadm)
+            .args(["-C", control])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    // Start tgtd on a private control port; retry with another one if it dies
+    // (e.g. the port's socket is held by another tgtd on this machine).
+    let mut started = None;
+    for attempt in 0..3u32 {
+        let control = (10_000 + (std::process::id() + attempt * 7919) % 50_000).to_string();
+        let log = dir.path().join(format!("tgtd-{attempt}.log"));
+        let tgtd = Command::new(tool("tgtd", "tgt"))
+            .args(["-f", "-C", &control, "--iscsi", &format!("portal={portal}")])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut tgtd = Proc(tgtd);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let ready = loop {
+            if adm(&control, &["--op", "show", "--mode", "sys"]) {
+                break true;
+            }
+            if Instant::now() > deadline || tgtd.0.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if ready {
+            started = Some((tgtd, control));
+            break;
+        }
+        eprintln!(
+            "tgtd attempt {attempt} failed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let (_tgtd, control) = started.expect("tgtd did not start (see logs above)");
+    let adm = |args: &[&str]| adm(&control, args);
+    let port = addr.port().to_string();
+    for (name, value) in [
+        ("iSNSServerIP", "127.0.0.1"),
+        ("iSNSServerPort", port.as_str()),
+        ("iSNSAccessControl", "Off"),
+        ("iSNS", "On"),
+    ] {
+        assert!(
+            adm(&[
+                "--op", "update", "--mode", "sys", "--name", name, "--value", value
+            ]),
+            "tgtadm {name}"
+        );
+    }
+    let target = "iqn.2024-01.test:tgtd-disk";
+    assert!(adm(&[
+        "--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", "1", "-T", target
+    ]));
+
+    let mut c = Client::connect(addr).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let portals = loop {
+        let p = c.query_target_portals(H1, target).await.unwrap();
+        if !p.is_empty() || Instant::now() > deadline {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        portals,
+        [portal],
+        "tgtd's target and portal in our registry"
+    );
+    let conf = adm_conf(dir.path(), "adm.conf", addr);
+    let nodes = isnsadm(&conf, &["--list", "nodes"]).1;
+    assert!(
+        nodes.contains(target) && nodes.contains("Target"),
+        "{nodes}"
+    );
+    // tgtd ignores SIGTERM while it has targets: the Proc guard sends SIGKILL.
+}
