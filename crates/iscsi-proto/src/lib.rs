@@ -1,5 +1,7 @@
 //! iSCSI protocol core (RFC 7143), sans-IO: PDU codec, text keys, login negotiation, serial-number arithmetic.
 
+pub use bytes;
+
 pub mod bhs;
 pub mod codec;
 pub mod error;
