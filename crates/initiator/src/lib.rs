@@ -16,3 +16,8 @@ pub mod login;
 pub mod sense;
 
 pub use error::{Error, TaskError};
+pub mod discovery;
+pub mod session;
+pub mod transport;
+
+pub use session::{LoginInfo, Session, SessionConfig, SessionEvent, SessionHandle};

@@ -1,0 +1,396 @@
+//! The tokio shell around [`SessionCore`]: login (following redirects), then one
+//! driver task that feeds received PDUs to the core, hands completions to
+//! waiting callers and writes all pending PDUs in one batch per wake-up.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use iscsi_proto::params::SessionParams;
+use iscsi_proto::{Limits, Pdu, PduDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cdb::{self, Capacity, InquiryData, ScsiRequest};
+use crate::core::{Completion, CoreEvent, Phase, ScsiResult, SessionCore};
+use crate::error::{Error, TaskError};
+use crate::login::{InitiatorLogin, LoggedIn, LoginConfig, LoginStep};
+use crate::transport::Transport;
+
+/// Most login redirects followed in a row.
+pub const MAX_REDIRECTS: usize = 4;
+/// ITT of login requests.
+const LOGIN_ITT: u32 = 0;
+/// Depth of the reader → driver PDU channel.
+const PDU_CHANNEL: usize = 256;
+
+/// How to open a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Names, ISID and operational preferences.
+    pub login: LoginConfig,
+    /// Outstanding task bound (further bounded by the target's MaxCmdSN).
+    pub queue_depth: usize,
+    /// Timeout of connect and of each login/discovery round trip.
+    pub timeout: Duration,
+}
+
+impl SessionConfig {
+    /// Normal session with default preferences, queue depth 32, 10 s timeout.
+    pub fn new(initiator_name: &str, target: &str) -> Self {
+        SessionConfig {
+            login: LoginConfig::normal(initiator_name, target),
+            queue_depth: 32,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a login ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginInfo {
+    /// The portal the session is on.
+    pub portal: SocketAddr,
+    /// The portal first tried, when the target redirected us.
+    pub redirected_from: Option<SocketAddr>,
+    /// Negotiated parameters.
+    pub params: SessionParams,
+    /// TSIH.
+    pub tsih: u16,
+}
+
+/// Something that happened to a running session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// An event from the protocol core (logout requested, drop announced, logged out...).
+    Core(CoreEvent),
+    /// The connection failed (I/O or protocol error); outstanding tasks became `Unfinished`.
+    ConnectionLost(String),
+    /// The driver ended; nothing more will come.
+    Closed,
+}
+
+enum Request {
+    Scsi(ScsiRequest, oneshot::Sender<Result<ScsiResult, TaskError>>),
+    Logout,
+}
+
+/// A cloneable handle to issue commands on a session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    tx: mpsc::UnboundedSender<Request>,
+    portal: SocketAddr,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Scsi(r, _) => write!(f, "Scsi({:?})", r.cdb.first()),
+            Request::Logout => write!(f, "Logout"),
+        }
+    }
+}
+
+impl SessionHandle {
+    /// The portal of the session.
+    pub fn portal(&self) -> SocketAddr {
+        self.portal
+    }
+
+    /// True once the session's driver has ended.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Run one SCSI command. A closed session answers [`TaskError::Unfinished`].
+    pub async fn execute(&self, req: ScsiRequest) -> Result<ScsiResult, TaskError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Request::Scsi(req, tx)).is_err() {
+            return Err(TaskError::Unfinished);
+        }
+        rx.await.unwrap_or(Err(TaskError::Unfinished))
+    }
+
+    /// Ask for a graceful logout (drain, Logout, close); watch the events for `LoggedOut`.
+    pub fn logout(&self) {
+        let _ = self.tx.send(Request::Logout);
+    }
+
+    /// TEST UNIT READY.
+    pub async fn test_unit_ready(&self, lun: u16) -> Result<(), TaskError> {
+        self.execute(cdb::test_unit_ready(lun)).await.map(|_| ())
+    }
+
+    /// Standard INQUIRY.
+    pub async fn inquiry(&self, lun: u16) -> Result<InquiryData, TaskError> {
+        let r = self.execute(cdb::inquiry(lun, 96)).await?;
+        cdb::parse_inquiry(&r.data).ok_or(TaskError::Protocol("short INQUIRY data"))
+    }
+
+    /// READ CAPACITY (16).
+    pub async fn read_capacity(&self, lun: u16) -> Result<Capacity, TaskError> {
+        let r = self.execute(cdb::read_capacity16(lun)).await?;
+        cdb::parse_capacity16(&r.data).ok_or(TaskError::Protocol("short READ CAPACITY data"))
+    }
+
+    /// REPORT LUNS.
+    pub async fn report_luns(&self) -> Result<Vec<u16>, TaskError> {
+        let r = self.execute(cdb::report_luns(4096)).await?;
+        Ok(cdb::parse_report_luns(&r.data))
+    }
+}
+
+/// An open session: the handle plus its event stream.
+#[derive(Debug)]
+pub struct Session {
+    /// Issue commands here (cloneable).
+    pub handle: SessionHandle,
+    /// Session events, ending with [`SessionEvent::Closed`].
+    pub events: mpsc::UnboundedReceiver<SessionEvent>,
+    /// Where and how the login went.
+    pub info: LoginInfo,
+}
+
+impl Session {
+    /// Log in at `portal` (following up to [`MAX_REDIRECTS`] redirects) and start the driver.
+    pub async fn login(portal: SocketAddr, config: &SessionConfig) -> Result<Session, Error> {
+        let (t, logged, info) = login_following_redirects(portal, config).await?;
+        Ok(start(t, &logged, info, config.queue_depth))
+    }
+
+    /// Log out gracefully and wait (bounded by `timeout`) until the session is closed.
+    pub async fn logout(mut self, timeout: Duration) -> Result<(), Error> {
+        self.handle.logout();
+        let wait = async {
+            while let Some(e) = self.events.recv().await {
+                match e {
+                    SessionEvent::Core(CoreEvent::LoggedOut { .. }) => return Ok(()),
+                    SessionEvent::ConnectionLost(why) => return Err(Error::Protocol(why)),
+                    _ => {}
+                }
+            }
+            Err(Error::Closed)
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout("logout"))?
+    }
+}
+
+/// Run the login exchange on a connected transport.
+pub async fn login_on(t: &mut Transport, config: &LoginConfig) -> Result<LoginStep, Error> {
+    let mut login = InitiatorLogin::new(config.clone(), LOGIN_ITT, 1);
+    let mut req = login.start()?;
+    loop {
+        t.send(&Pdu::LoginRequest(req)).await?;
+        let resp = match t.recv().await? {
+            Pdu::LoginResponse(r) => r,
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected Login Response, got {:?}",
+                    other.opcode()
+                )));
+            }
+        };
+        match login.on_response(&resp)? {
+            LoginStep::Send(next) => req = next,
+            done => return Ok(done),
+        }
+    }
+}
+
+/// Connect and log in at `portal`, following redirects (at most [`MAX_REDIRECTS`]).
+pub async fn login_following_redirects(
+    portal: SocketAddr,
+    config: &SessionConfig,
+) -> Result<(Transport, LoggedIn, LoginInfo), Error> {
+    let mut addr = portal;
+    let mut redirected_from = None;
+    for _ in 0..=MAX_REDIRECTS {
+        let mut t = Transport::connect(addr, config.timeout).await?;
+        match login_on(&mut t, &config.login).await? {
+            LoginStep::Done(logged) => {
+                let info = LoginInfo {
+                    portal: addr,
+                    redirected_from,
+                    params: logged.params.clone(),
+                    tsih: logged.tsih,
+                };
+                t.decoder.set_limits(Limits {
+                    max_recv_data_segment_length: logged
+                        .params
+                        .initiator_max_recv_data_segment_length,
+                });
+                t.decoder.set_digests(logged.params.digests());
+                t.digests = logged.params.digests();
+                return Ok((t, *logged, info));
+            }
+            LoginStep::Redirect { address, .. } => {
+                tracing::info!(from = %addr, to = %address, "login redirected");
+                redirected_from.get_or_insert(addr);
+                addr = address;
+            }
+            LoginStep::Send(_) => return Err(Error::Protocol("login ended early".into())),
+        }
+    }
+    Err(Error::TooManyRedirects(addr))
+}
+
+fn start(t: Transport, logged: &LoggedIn, info: LoginInfo, queue_depth: usize) -> Session {
+    let (req_tx, req_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let core = SessionCore::new(logged, queue_depth);
+    let portal = info.portal;
+    tokio::spawn(drive(core, t, req_rx, ev_tx));
+    Session {
+        handle: SessionHandle { tx: req_tx, portal },
+        events: ev_rx,
+        info,
+    }
+}
+
+async fn read_pdus(
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    mut decoder: PduDecoder,
+    tx: mpsc::Sender<Result<Pdu, Error>>,
+    portal: SocketAddr,
+) {
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(p)) => {
+                if tx.send(Ok(p)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        }
+        buf.reserve(64 * 1024);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => {
+                let eof = std::io::ErrorKind::UnexpectedEof.into();
+                let _ = tx
+                    .send(Err(Error::Io {
+                        portal,
+                        source: eof,
+                    }))
+                    .await;
+                return;
+            }
+            Ok(_) => {}
+            Err(source) => {
+                let _ = tx.send(Err(Error::Io { portal, source })).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn write_batches(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<BytesMut>) {
+    while let Some(b) = rx.recv().await {
+        if wr.write_all(&b).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Encode everything the core wants sent into one buffer.
+fn batch(core: &mut SessionCore, digests: iscsi_proto::Digests) -> Result<BytesMut, Error> {
+    let mut out = BytesMut::new();
+    while let Some(p) = core.poll_transmit() {
+        p.encode(&mut out, digests)?;
+    }
+    Ok(out)
+}
+
+async fn drive(
+    mut core: SessionCore,
+    t: Transport,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+) {
+    let Transport {
+        stream,
+        rbuf,
+        decoder,
+        digests,
+        portal,
+        ..
+    } = t;
+    let (rd, wr) = stream.into_split();
+    let (pdu_tx, mut pdus) = mpsc::channel(PDU_CHANNEL);
+    let reader = tokio::spawn(read_pdus(rd, rbuf, decoder, pdu_tx, portal));
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_batches(wr, out_rx));
+    let mut waiters: HashMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>> = HashMap::new();
+    let mut next_id = 0u64;
+    let mut requests_open = true;
+    loop {
+        tokio::select! {
+            p = pdus.recv() => match p {
+                Some(Ok(pdu)) => {
+                    if let Err(e) = core.receive(pdu) {
+                        lost(&mut core, &events, e);
+                    }
+                }
+                Some(Err(e)) => lost(&mut core, &events, e),
+                None => lost(&mut core, &events, Error::Closed),
+            },
+            r = requests.recv(), if requests_open => match r {
+                Some(Request::Scsi(req, tx)) => {
+                    next_id += 1;
+                    waiters.insert(next_id, tx);
+                    core.submit(next_id, req);
+                }
+                Some(Request::Logout) => core.logout(),
+                // Every handle is gone: log out.
+                None => { requests_open = false; core.logout(); }
+            },
+        }
+        match batch(&mut core, digests) {
+            Ok(b) if !b.is_empty() => {
+                let _ = out_tx.send(b);
+            }
+            Ok(_) => {}
+            Err(e) => lost(&mut core, &events, e),
+        }
+        while let Some(Completion { id, result }) = core.poll_completion() {
+            if let Some(w) = waiters.remove(&id) {
+                let _ = w.send(result);
+            }
+        }
+        while let Some(e) = core.poll_event() {
+            let _ = events.send(SessionEvent::Core(e));
+        }
+        if core.phase() == Phase::Closed {
+            break;
+        }
+    }
+    requests.close();
+    while let Ok(r) = requests.try_recv() {
+        if let Request::Scsi(_, tx) = r {
+            let _ = tx.send(Err(TaskError::Unfinished));
+        }
+    }
+    drop(out_tx);
+    // Let the writer flush (the Logout Response already arrived, so this is short).
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    reader.abort();
+    let _ = events.send(SessionEvent::Closed);
+}
+
+fn lost(core: &mut SessionCore, events: &mpsc::UnboundedSender<SessionEvent>, e: Error) {
+    if core.phase() != Phase::Closed {
+        tracing::warn!(error = %e, "iSCSI connection lost");
+        let _ = events.send(SessionEvent::ConnectionLost(e.to_string()));
+    }
+    core.connection_lost();
+}
