@@ -192,7 +192,17 @@ fn spawn_control_thread(
                 let _ = ready.send(Ok(admin));
                 // iSNS registration and the balancer loop. Without an iSNS server the
                 // registrar only records changes in the target's own table.
-                let registrar = Arc::new(crate::registration::Registrar::Local);
+                let registrar = Arc::new(match cfg.isns {
+                    Some(server) => crate::registration::Registrar::Isns(
+                        crate::registration::IsnsRegistrar::new(server, control.clone()),
+                    ),
+                    None => crate::registration::Registrar::Local,
+                });
+                let keeper = tokio::spawn(crate::registration::keep_registered(
+                    registrar.clone(),
+                    control.clone(),
+                    shutdown.clone(),
+                ));
                 if let Some(spec) = cfg.balance {
                     let settings = crate::balance::BalanceSettings {
                         spec,
@@ -211,6 +221,8 @@ fn spawn_control_thread(
                         break;
                     }
                 }
+                // Let the keeper deregister the entity from iSNS before the runtime stops.
+                let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
             });
         })
 }
