@@ -157,6 +157,7 @@ impl Registry {
         } else if req.source().is_none() {
             Err(Status::SOURCE_ABSENT)
         } else {
+            self.touch_source(req, now);
             match f {
                 FunctionId::DEV_ATTR_REG => self.dev_attr_reg(req, now, &mut changes),
                 FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req, now),
@@ -175,6 +176,50 @@ impl Registry {
             }
         };
         (Some(resp), changes)
+    }
+
+    /// Contact from a registered node keeps its entity registered (§6.2.6):
+    /// the entity's timestamp is refreshed in memory (not persisted; loading
+    /// the store grants a fresh period instead).
+    fn touch_source(&mut self, req: &Message, now: u64) {
+        let Some(src) = req.source().filter(|a| a.tag == tag::ISCSI_NAME) else {
+            return;
+        };
+        if let Some(p) = self.entity_of_node(src)
+            && let Some(e) = self.entities.get_mut(p)
+        {
+            e.timestamp = e.timestamp.max(now);
+        }
+    }
+
+    /// Remove entities not refreshed within their Registration Period
+    /// (§6.2.6; a period of 0 never expires). Returns the changes to persist.
+    pub fn expire(&mut self, now: u64) -> Changes {
+        let mut ch = Changes::default();
+        self.entities.retain(|e| {
+            let period = e
+                .object
+                .get(tag::REGISTRATION_PERIOD)
+                .and_then(Attribute::as_u32)
+                .unwrap_or(0);
+            let alive = period == 0 || now <= e.timestamp.saturating_add(u64::from(period));
+            if !alive {
+                ch.removed.insert(e.seq);
+                ch.scn.push(ScnEvent {
+                    event: tag::scn::OBJECT_REMOVED,
+                    object_key: e.object.key(),
+                });
+            }
+            alive
+        });
+        ch
+    }
+
+    /// Give every entity a fresh registration period from `now` (after loading from disk).
+    pub fn grant_grace(&mut self, now: u64) {
+        for e in &mut self.entities {
+            e.timestamp = e.timestamp.max(now);
+        }
     }
 
     /// All objects of `kind` in registration order, with their entity.
@@ -1070,6 +1115,47 @@ mod tests {
         let mut s = storage();
         s.next_auto_eid = r.next_auto_eid;
         s
+    }
+
+    #[test]
+    fn entities_expire_unless_refreshed() {
+        let mut reg = Registry::new();
+        let with_period = |eid: &str, name: &str, period: u32| {
+            req(
+                FunctionId::DEV_ATTR_REG,
+                vec![s(tag::ENTITY_IDENTIFIER, eid)],
+                [
+                    vec![Attribute::u32(tag::REGISTRATION_PERIOD, period)],
+                    node(name, 1),
+                ]
+                .concat(),
+            )
+        };
+        for (eid, name, period) in [
+            ("old", "iqn.old", 60),
+            ("kept", "iqn.kept", 60),
+            ("forever", "iqn.forever", 0),
+        ] {
+            ok(&mut reg, &with_period(eid, name, period));
+        }
+        // `kept` keeps talking (a query with itself as source) at t=1050.
+        let mut q = req(
+            FunctionId::DEV_ATTR_QRY,
+            vec![s(tag::ISCSI_NAME, "iqn.kept")],
+            vec![],
+        );
+        q.attrs[0] = s(tag::ISCSI_NAME, "iqn.kept");
+        reg.handle(&q, 1050);
+        assert!(reg.expire(1060).is_empty());
+        let ch = reg.expire(1061);
+        assert_eq!(ch.removed.into_iter().collect::<Vec<_>>(), vec![1]);
+        let ids: Vec<_> = reg.entities.iter().map(Entity::id).collect();
+        assert_eq!(ids, ["kept", "forever"]);
+        assert!(!reg.expire(5000).is_empty());
+        assert_eq!(
+            reg.entities.iter().map(Entity::id).collect::<Vec<_>>(),
+            ["forever"]
+        );
     }
 
     #[test]

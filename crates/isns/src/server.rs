@@ -34,6 +34,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Source name the server uses in messages it originates (SCN).
     pub source_name: String,
+    /// How often entities past their Registration Period are removed.
+    pub expiry_check: Duration,
 }
 
 impl ServerConfig {
@@ -45,6 +47,7 @@ impl ServerConfig {
             max_connections: 256,
             idle_timeout: Duration::from_secs(600),
             source_name: "iqn.2024-01.portshift:isns-server".into(),
+            expiry_check: Duration::from_secs(10),
         }
     }
 }
@@ -93,7 +96,8 @@ impl Server {
     /// Open the database, load the registry and bind the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let store = Store::open(&config.db)?;
-        let registry = store.load()?;
+        let mut registry = store.load()?;
+        registry.grant_grace(now());
         let listener = TcpListener::bind(config.listen).await?;
         let state = State {
             registry,
@@ -124,6 +128,8 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let sweeper = tokio::spawn(sweep_expired(self.state.clone(), self.config.clone()));
+        let _abort_sweeper = AbortOnDrop(sweeper);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -152,6 +158,43 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Periodically deregister entities whose Registration Period ran out (§6.2.6).
+async fn sweep_expired(state: Arc<Mutex<State>>, config: ServerConfig) {
+    let mut tick = tokio::time::interval(config.expiry_check);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        let source = config.source_name.clone();
+        let scns = tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&st);
+            let st = &mut *guard;
+            let backup = st.registry.clone();
+            let changes = st.registry.expire(now());
+            if changes.is_empty() {
+                return Vec::new();
+            }
+            tracing::info!(count = changes.removed.len(), "entities expired");
+            if let Err(e) = st.store.commit(&st.registry, &changes) {
+                tracing::error!("persisting expiry: {e}");
+                st.registry = backup;
+                return Vec::new();
+            }
+            build_scns(st, &changes, &source)
+        })
+        .await
+        .unwrap_or_default();
+        deliver_scns(scns).await;
     }
 }
 
