@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use balancer::PortalId;
@@ -26,7 +26,7 @@ use iscsi_proto::{
     TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse, async_event, logout_reason,
     reject_reason,
 };
-use scsi::{LunTable, Residual, ScsiStatus, ScsiTask};
+use scsi::{Asc, LunTable, Residual, ScsiStatus, ScsiTask, Sense, SenseKey};
 
 use crate::control::{Control, LoginDecision, SessionCommand, SessionHandle, SessionStats};
 use crate::discovery;
@@ -49,6 +49,9 @@ const MAX_TEXT_RESPONSE: usize = 1 << 20;
 pub struct Shared {
     pub control: Arc<Control>,
     pub targets: HashMap<String, Arc<LunTable>>,
+    /// Per target: LOGICAL UNIT RESETs and target resets so far; every session that has not
+    /// seen the latest one gets a UNIT ATTENTION (SAM-5 §5.12, §7.6).
+    resets: HashMap<String, Arc<AtomicU64>>,
     next_tsih: AtomicU16,
 }
 
@@ -56,6 +59,10 @@ impl Shared {
     pub fn new(control: Arc<Control>, targets: HashMap<String, Arc<LunTable>>) -> Self {
         Shared {
             control,
+            resets: targets
+                .keys()
+                .map(|k| (k.clone(), Arc::new(AtomicU64::new(0))))
+                .collect(),
             targets,
             next_tsih: AtomicU16::new(1),
         }
@@ -120,6 +127,9 @@ struct Session {
     params: SessionParams,
     digests: Digests,
     luns: Option<Arc<LunTable>>,
+    /// Reset counter of the target, and its value when this I_T nexus last saw a reset.
+    reset: Arc<AtomicU64>,
+    reset_seen: u64,
     session_id: Option<u64>,
     stats: Arc<SessionStats>,
     exp_cmd_sn: u32,
@@ -449,10 +459,18 @@ impl Connection {
                     }
                     _ => (None, Arc::new(SessionStats::default())),
                 };
+                let reset = params
+                    .target_name
+                    .as_ref()
+                    .and_then(|t| self.shared.resets.get(t).cloned())
+                    .unwrap_or_default();
+                let reset_seen = reset.load(Ordering::Relaxed);
                 self.phase = Phase::Full(Box::new(Session {
                     digests: params.digests(),
                     params,
                     luns,
+                    reset,
+                    reset_seen,
                     session_id,
                     stats,
                     exp_cmd_sn,
@@ -685,12 +703,12 @@ impl Connection {
                 if s.writes.remove(&t.referenced_task_tag).is_some() {
                     COMPLETE
                 } else {
-                    // The task is done or never arrived: complete if RefCmdSN is in the window
-                    // and before this request, else "task does not exist".
+                    // Not found: "function complete" only when RefCmdSN is in the valid
+                    // window [ExpCmdSN, MaxCmdSN] and before this request (the command never
+                    // arrived); a task already answered is outside it: "task does not exist".
                     let r = SerialNumber(t.ref_cmd_sn);
                     let here = SerialNumber(t.cmd_sn);
-                    let low = SerialNumber(s.exp_cmd_sn.wrapping_sub(CMD_WINDOW));
-                    if r.lt(here) && r.ge(low) {
+                    if r.ge(SerialNumber(s.exp_cmd_sn)) && r.lt(here) {
                         COMPLETE
                     } else {
                         NO_TASK
@@ -701,6 +719,9 @@ impl Connection {
             2..=5 => {
                 if lun_ok {
                     s.writes.retain(|_, w| w.cmd.lun != t.lun);
+                    if t.function == 5 {
+                        s.reset.fetch_add(1, Ordering::Relaxed);
+                    }
                     COMPLETE
                 } else {
                     NO_LUN
@@ -709,6 +730,7 @@ impl Connection {
             // TARGET WARM RESET, TARGET COLD RESET (the latter also drops the connection).
             6 | 7 => {
                 s.writes.clear();
+                s.reset.fetch_add(1, Ordering::Relaxed);
                 close = t.function == 7;
                 COMPLETE
             }
@@ -735,6 +757,14 @@ impl Connection {
         let Some(s) = self.session() else { return };
         if s.writes.contains_key(&c.itt) {
             return self.reject(reject_reason::TASK_IN_PROGRESS, &Pdu::ScsiCommand(c));
+        }
+        let resets = s.reset.load(Ordering::Relaxed);
+        if resets != s.reset_seen && !matches!(c.cdb[0], 0x12 | 0xa0 | 0x03) {
+            // SPC-4 §5.14: one UNIT ATTENTION per reset, except for INQUIRY, REPORT LUNS
+            // and REQUEST SENSE.
+            s.reset_seen = resets;
+            let ua = Sense::new(SenseKey::UnitAttention, Asc::new(0x29, 0x00));
+            return self.respond_sense(c.itt, ua, 0);
         }
         let mut cdb = c.cdb.to_vec();
         if let Some(ext) = &c.ext_cdb {
@@ -867,11 +897,16 @@ impl Connection {
             }
         };
         if !ok {
-            // ERL 0: a sequence error is a connection failure (§7.1.4, §6.1.1).
-            return self.fail(&format!(
-                "Data-Out out of sequence (itt {:#x}, DataSN {}, offset {offset})",
-                d.itt, d.data_sn
-            ));
+            // Without SNACK (ERL 0) the data cannot be recovered: the task ends with CHECK
+            // CONDITION, ABORTED COMMAND / DATA PHASE ERROR; its further Data-Out is ignored.
+            tracing::debug!(
+                itt = d.itt,
+                data_sn = d.data_sn,
+                offset,
+                "Data-Out out of sequence; task aborted"
+            );
+            let sense = Sense::new(SenseKey::AbortedCommand, Asc::new(0x4b, 0x00));
+            return self.respond_sense(d.itt, sense, task.r2t_sn);
         }
         if let Some(dst) = task
             .buf
@@ -952,6 +987,22 @@ impl Connection {
                 .sense
                 .map(|x| Bytes::copy_from_slice(&x.to_fixed()))
                 .unwrap_or_default(),
+            ..ScsiResponse::default()
+        };
+        self.push(r);
+    }
+
+    /// A SCSI Response with CHECK CONDITION and `sense`.
+    fn respond_sense(&mut self, itt: u32, sense: Sense, r2ts: u32) {
+        let Some(s) = self.session() else { return };
+        let r = ScsiResponse {
+            status: ScsiStatus::CheckCondition as u8,
+            itt,
+            stat_sn: s.next_stat_sn(),
+            exp_cmd_sn: s.exp_cmd_sn,
+            max_cmd_sn: s.max_cmd_sn(),
+            exp_data_sn: r2ts,
+            sense: Bytes::copy_from_slice(&sense.to_fixed()),
             ..ScsiResponse::default()
         };
         self.push(r);
