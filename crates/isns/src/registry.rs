@@ -534,9 +534,8 @@ impl Registry {
             found.push((e, o));
             related(e, o, &mut found);
         }
-        if found.is_empty() {
-            return Err(Status::NO_SUCH_ENTRY);
-        }
+        // No match: isnsd (open-isns 0.10x) answers Success with no operating
+        // attributes, which isnsadm shows as an empty list; do the same.
         let mut operating = Vec::new();
         for (e, o) in found {
             let attrs = o.attributes(e.timestamp);

@@ -169,6 +169,8 @@ fn adm_sequence(conf: &Path) -> Vec<(String, bool, Vec<String>)> {
         "--list nodes",
         "--list portal-groups",
         query.as_str(),
+        "--query iscsi-name=iqn.2024-01.test:nonexistent",
+        "--deregister eid=nonexistent",
         "--deregister eid=stor1",
         "--list entities",
         "--list nodes",
