@@ -8,7 +8,7 @@ use iscsi_proto::text::{TextAssembler, TextPairs};
 use iscsi_proto::{LogoutRequest, Pdu, RESERVED_TAG, TextRequest, logout_reason};
 
 use crate::error::Error;
-use crate::login::{LoginConfig, parse_target_address};
+use crate::login::LoginConfig;
 use crate::session::{SessionConfig, login_following_redirects};
 
 /// Bound on Text Response PDUs of one SendTargets exchange.
@@ -25,24 +25,17 @@ pub struct DiscoveredTarget {
     pub portals: Vec<SocketAddr>,
 }
 
-/// Group a SendTargets answer: each TargetName is followed by its TargetAddress keys (§12.3).
-pub fn parse_send_targets(pairs: &TextPairs) -> Vec<DiscoveredTarget> {
-    let mut out: Vec<DiscoveredTarget> = Vec::new();
-    for (k, v) in pairs.iter() {
-        match k {
-            "TargetName" => out.push(DiscoveredTarget {
-                name: v.to_string(),
-                portals: Vec::new(),
-            }),
-            "TargetAddress" => {
-                if let (Some(t), Some(a)) = (out.last_mut(), parse_target_address(v)) {
-                    t.portals.push(a);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
+/// A SendTargets answer (§12.3) as targets with the addresses that are IP literals.
+pub fn parse_send_targets(pairs: &TextPairs) -> Result<Vec<DiscoveredTarget>, Error> {
+    Ok(
+        iscsi_proto::sendtargets::parse_send_targets_response(pairs)?
+            .into_iter()
+            .map(|t| DiscoveredTarget {
+                name: t.name,
+                portals: t.addresses.iter().filter_map(|a| a.socket_addr()).collect(),
+            })
+            .collect(),
+    )
 }
 
 /// The Text Request carrying `SendTargets=All`, or an empty continuation with `ttt`.
@@ -115,7 +108,7 @@ pub async fn send_targets(
     .await?;
     // The answer is what matters; a target that closes instead of answering the Logout is tolerated.
     let _ = t.recv().await;
-    Ok(parse_send_targets(&pairs))
+    parse_send_targets(&pairs)
 }
 
 /// Ask the iSNS server at `server` for the portals of `target`, in the order it lists them.
@@ -152,15 +145,15 @@ mod tests {
         ] {
             p.push(k, v).unwrap();
         }
-        let t = parse_send_targets(&p);
+        let t = parse_send_targets(&p).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].portals.len(), 2);
         assert_eq!(t[1].name, "iqn.b");
         assert!(t[1].portals.is_empty());
-        // Address before any name is ignored.
+        // Address before any name is an error.
         let mut q = TextPairs::new();
         q.push("TargetAddress", "127.0.0.2:3260,1").unwrap();
-        assert!(parse_send_targets(&q).is_empty());
+        assert!(parse_send_targets(&q).is_err());
     }
 
     #[test]

@@ -21,3 +21,9 @@ pub mod session;
 pub mod transport;
 
 pub use session::{LoginInfo, Session, SessionConfig, SessionEvent, SessionHandle};
+pub mod balanced;
+
+pub use balanced::{BalancedConfig, BalancedInitiator, InitiatorEvent, MoveRecord, PortalSource};
+pub mod workload;
+
+pub use workload::{WorkloadConfig, WorkloadReport, run_workload};

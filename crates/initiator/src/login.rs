@@ -2,7 +2,7 @@
 //! feed it Login Responses, it gives the next Login Request, the negotiated
 //! parameters, or a redirect (Status-Class 1, §11.13.5 + TargetAddress §13.8).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use iscsi_proto::params::{Negotiator, Prefs, Role, SessionParams, SessionType};
 use iscsi_proto::text::{TextAssembler, TextPairs};
@@ -12,8 +12,6 @@ use crate::error::Error;
 
 /// Bound on login round trips before giving up.
 pub const MAX_LOGIN_ROUNDS: u32 = 16;
-/// Default iSCSI port (RFC 7143 §13.8 TargetAddress default).
-pub const ISCSI_PORT: u16 = 3260;
 
 /// Who logs in to what.
 #[derive(Debug, Clone)]
@@ -274,24 +272,12 @@ impl InitiatorLogin {
     }
 }
 
-/// Parse a TargetAddress value (§13.8): `domainname[:port][,tpgt]` where the
-/// domain name is an IPv4 address or a bracketed IPv6 address. Host names are not resolved.
+/// A TargetAddress value (§13.8) as a socket address; `None` for host names
+/// (not resolved) and malformed values.
 pub fn parse_target_address(v: &str) -> Option<SocketAddr> {
-    let host_port = v.split(',').next()?;
-    if let Some(rest) = host_port.strip_prefix('[') {
-        let (ip, tail) = rest.split_once(']')?;
-        let ip: IpAddr = ip.parse().ok()?;
-        let port = match tail.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if tail.is_empty() => ISCSI_PORT,
-            None => return None,
-        };
-        return Some(SocketAddr::new(ip, port));
-    }
-    match host_port.split_once(':') {
-        Some((ip, port)) => Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?)),
-        None => Some(SocketAddr::new(host_port.parse().ok()?, ISCSI_PORT)),
-    }
+    iscsi_proto::sendtargets::TargetAddress::parse(v)
+        .ok()?
+        .socket_addr()
 }
 
 #[cfg(test)]

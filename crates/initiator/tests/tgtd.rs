@@ -103,3 +103,37 @@ fn unknown_target_fails_login_cleanly() {
         "{e}"
     );
 }
+
+#[test]
+fn login_follows_a_tgtd_redirect() {
+    // Two tgtd instances with the same target name; the first redirects (RFC 7143
+    // §11.13.5 status 0x0101) to the second.
+    let real = common::Tgtd::start(IQN, 1 << 20);
+    let front = common::Tgtd::start(IQN, 1 << 20);
+    let port = real.portal.port().to_string();
+    for (k, v) in [
+        ("RedirectAddress", "127.0.0.9"),
+        ("RedirectPort", port.as_str()),
+        ("RedirectReason", "Temporary"),
+    ] {
+        assert!(
+            front.adm(&[
+                "--op", "update", "--mode", "target", "--tid", "1", "-n", k, "-v", v
+            ]),
+            "tgtadm could not set {k}"
+        );
+    }
+    rt().block_on(async {
+        let s = Session::login(front.portal, &SessionConfig::new(INITIATOR, IQN))
+            .await
+            .expect("login through the redirect");
+        assert_eq!(s.info.portal, real.portal);
+        assert_eq!(s.info.redirected_from, Some(front.portal));
+        s.handle.test_unit_ready(1).await.ok();
+        s.handle
+            .read_capacity(1)
+            .await
+            .expect("READ CAPACITY on the real target");
+        s.logout(Duration::from_secs(5)).await.expect("logout");
+    });
+}

@@ -1,0 +1,384 @@
+//! A bounded, verifying I/O loop over a [`BalancedInitiator`].
+//!
+//! With `verify`, every written block carries its LBA, a generation number, a
+//! hash of the initiator name, a filler derived from them and a CRC32C of the
+//! rest; every read is checked against the generation last written there. The
+//! LUN is cut into I/O-sized chunks and no two I/Os are in flight on the same
+//! chunk, so the expected generation is always known.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinSet;
+
+use crate::balanced::{BalancedInitiator, MoveRecord};
+use crate::cdb;
+use crate::error::{Error, TaskError};
+
+/// Bound on chunks tracked (memory: 8 bytes each).
+pub const MAX_CHUNKS: u64 = 1 << 22;
+/// Bound on error descriptions kept in a report.
+const MAX_ERROR_SAMPLES: usize = 16;
+/// Bytes of block header: LBA, generation, name hash.
+const HEADER: usize = 20;
+/// Generation meaning "content unknown" (after a failed write).
+const UNKNOWN: u64 = u64::MAX;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct WorkloadConfig {
+    /// LUN.
+    pub lun: u16,
+    /// Concurrent I/Os.
+    pub queue_depth: usize,
+    /// Expected logical block size; `None` takes READ CAPACITY's.
+    pub block_size: Option<u32>,
+    /// Blocks per I/O.
+    pub blocks_per_io: u32,
+    /// Percentage of reads (0-100).
+    pub read_percent: u8,
+    /// Stop issuing after this long.
+    pub duration: Duration,
+    /// Stop issuing after this many I/Os.
+    pub max_ios: Option<u64>,
+    /// Write checksummed patterns and check reads.
+    pub verify: bool,
+    /// Name hashed into each block (the initiator name).
+    pub initiator_name: String,
+    /// Limit the I/O region to the first N blocks.
+    pub region_blocks: Option<u64>,
+    /// RNG seed.
+    pub seed: u64,
+    /// Bound on one I/O including re-issues.
+    pub io_timeout: Duration,
+}
+
+impl WorkloadConfig {
+    /// Defaults: LUN 1, QD 8, 1 block per I/O, 50 % reads, 10 s, verify on.
+    pub fn new(initiator_name: &str) -> Self {
+        WorkloadConfig {
+            lun: 1,
+            queue_depth: 8,
+            block_size: None,
+            blocks_per_io: 1,
+            read_percent: 50,
+            duration: Duration::from_secs(10),
+            max_ios: None,
+            verify: true,
+            initiator_name: initiator_name.to_string(),
+            region_blocks: None,
+            seed: 1,
+            io_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Latency {
+    /// Mean.
+    pub mean_us: f64,
+    /// 50th percentile.
+    pub p50_us: u64,
+    /// 90th.
+    pub p90_us: u64,
+    /// 99th.
+    pub p99_us: u64,
+    /// 99.9th.
+    pub p999_us: u64,
+    /// Maximum.
+    pub max_us: u64,
+}
+
+/// The result of a workload run.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct WorkloadReport {
+    /// Target name.
+    pub target: String,
+    /// Completed I/Os (success or failure).
+    pub ios: u64,
+    /// Successful reads.
+    pub reads: u64,
+    /// Successful writes.
+    pub writes: u64,
+    /// Failed I/Os.
+    pub errors: u64,
+    /// Reads whose data did not match what was last written.
+    pub mismatches: u64,
+    /// Reads checked against a known generation.
+    pub verified_reads: u64,
+    /// Bytes transferred.
+    pub bytes: u64,
+    /// Portal moves with their pauses.
+    pub moves: Vec<MoveRecord>,
+    /// Wall-clock time of the I/O phase in milliseconds.
+    pub elapsed_ms: u64,
+    /// I/Os per second.
+    pub iops: f64,
+    /// Latency of successful I/Os (including any pause for a move).
+    pub latency: Latency,
+    /// Logical block size used.
+    pub block_size: u32,
+    /// Blocks in the region exercised.
+    pub region_blocks: u64,
+    /// The first few error descriptions.
+    pub error_samples: Vec<String>,
+}
+
+impl WorkloadReport {
+    /// True when there were no errors and no mismatches.
+    pub fn ok(&self) -> bool {
+        self.errors == 0 && self.mismatches == 0
+    }
+}
+
+/// FNV-1a hash of the initiator name (stored in every block).
+pub fn name_hash(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The pattern of one block: LBA, generation, name hash, filler, CRC32C (last 4 bytes).
+pub fn fill_block(out: &mut BytesMut, block_size: usize, lba: u64, generation: u64, hash: u32) {
+    let start = out.len();
+    out.put_u64(lba);
+    out.put_u64(generation);
+    out.put_u32(hash);
+    let mut x = lba ^ generation.rotate_left(32) ^ hash as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    while out.len() - start < block_size.saturating_sub(4) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.put_u8(x as u8);
+    }
+    let crc = crc32c::crc32c(out.get(start..).unwrap_or(&[]));
+    out.put_u32(crc);
+}
+
+/// Check one block against (lba, generation, hash); `Err` describes the first difference.
+pub fn check_block(block: &[u8], lba: u64, generation: u64, hash: u32) -> Result<(), String> {
+    let n = block.len();
+    if n < HEADER + 4 {
+        return Err(format!("block {lba}: {n} bytes is too short"));
+    }
+    let (body, tail) = block.split_at(n - 4);
+    let stored = u32::from_be_bytes(tail.try_into().map_err(|_| "tail")?);
+    if crc32c::crc32c(body) != stored {
+        return Err(format!(
+            "block {lba}: CRC32C mismatch (torn or foreign data)"
+        ));
+    }
+    let field = |r: std::ops::Range<usize>| body.get(r).unwrap_or(&[]).to_vec();
+    let got_lba = u64::from_be_bytes(field(0..8).try_into().unwrap_or([0; 8]));
+    let got_gen = u64::from_be_bytes(field(8..16).try_into().unwrap_or([0; 8]));
+    let got_hash = u32::from_be_bytes(field(16..20).try_into().unwrap_or([0; 4]));
+    if (got_lba, got_gen, got_hash) != (lba, generation, hash) {
+        return Err(format!(
+            "block {lba}: holds lba {got_lba} generation {got_gen} hash {got_hash:#x}, expected generation {generation} hash {hash:#x}"
+        ));
+    }
+    Ok(())
+}
+
+enum Kind {
+    Read,
+    Write(u64),
+}
+
+struct Done {
+    chunk: u64,
+    kind: Kind,
+    result: Result<Bytes, TaskError>,
+    latency: Duration,
+}
+
+/// Run the workload; errors only when the LUN cannot be sized.
+pub async fn run_workload(
+    init: &BalancedInitiator,
+    cfg: &WorkloadConfig,
+) -> Result<WorkloadReport, Error> {
+    let cap = init
+        .execute(cdb::read_capacity16(cfg.lun))
+        .await
+        .map_err(|e| Error::Protocol(format!("READ CAPACITY: {e}")))?;
+    let cap = cdb::parse_capacity16(&cap.data)
+        .ok_or_else(|| Error::Protocol("short READ CAPACITY data".into()))?;
+    let bs = cfg.block_size.unwrap_or(cap.block_size);
+    if bs != cap.block_size || (bs as usize) < HEADER + 4 {
+        return Err(Error::Protocol(format!(
+            "block size {bs} does not match the LUN's {} or is too small",
+            cap.block_size
+        )));
+    }
+    let per_io = cfg.blocks_per_io.max(1);
+    let region = cfg.region_blocks.unwrap_or(cap.blocks).min(cap.blocks);
+    let chunks = (region / per_io as u64).min(MAX_CHUNKS);
+    let qd = cfg
+        .queue_depth
+        .clamp(1, 1024)
+        .min((chunks / 2).max(1) as usize);
+    if chunks == 0 {
+        return Err(Error::Protocol("LUN smaller than one I/O".into()));
+    }
+    let hash = name_hash(&cfg.initiator_name);
+    let mut expected = vec![0u64; chunks as usize];
+    let mut in_flight: HashSet<u64> = HashSet::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+        .map_err(|e| Error::Protocol(format!("histogram: {e}")))?;
+    let mut report = WorkloadReport {
+        target: init.target().to_string(),
+        block_size: bs,
+        region_blocks: chunks * per_io as u64,
+        ..Default::default()
+    };
+    let mut set: JoinSet<Done> = JoinSet::new();
+    let start = Instant::now();
+    let mut issued = 0u64;
+    loop {
+        let may_issue = start.elapsed() < cfg.duration && cfg.max_ios.is_none_or(|m| issued < m);
+        while may_issue && set.len() < qd && cfg.max_ios.is_none_or(|m| issued < m) {
+            let mut chunk = rng.random_range(0..chunks);
+            let mut tries = 0;
+            while in_flight.contains(&chunk) && tries < 64 {
+                chunk = rng.random_range(0..chunks);
+                tries += 1;
+            }
+            if in_flight.contains(&chunk) {
+                break;
+            }
+            let lba = chunk * per_io as u64;
+            let read = rng.random_range(0..100u8) < cfg.read_percent;
+            let (req, kind) = if read {
+                (cdb::read16(cfg.lun, lba, per_io, bs), Kind::Read)
+            } else {
+                let prev = expected.get(chunk as usize).copied().unwrap_or(0);
+                let generation = if prev == UNKNOWN { 1 } else { prev + 1 };
+                let mut buf = BytesMut::with_capacity((bs * per_io) as usize);
+                for b in 0..per_io as u64 {
+                    fill_block(&mut buf, bs as usize, lba + b, generation, hash);
+                }
+                (
+                    cdb::write16(cfg.lun, lba, bs, buf.freeze()),
+                    Kind::Write(generation),
+                )
+            };
+            in_flight.insert(chunk);
+            issued += 1;
+            let init = init.clone();
+            let timeout = cfg.io_timeout;
+            set.spawn(async move {
+                let t0 = Instant::now();
+                let result = match tokio::time::timeout(timeout, init.execute(req)).await {
+                    Ok(r) => r.map(|r| r.data),
+                    Err(_) => Err(TaskError::Unfinished),
+                };
+                Done {
+                    chunk,
+                    kind,
+                    result,
+                    latency: t0.elapsed(),
+                }
+            });
+        }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        let Ok(done) = joined else {
+            report.errors += 1;
+            continue;
+        };
+        in_flight.remove(&done.chunk);
+        report.ios += 1;
+        let lba = done.chunk * per_io as u64;
+        let slot = expected.get_mut(done.chunk as usize);
+        match (done.kind, done.result) {
+            (kind, Err(e)) => {
+                report.errors += 1;
+                if report.error_samples.len() < MAX_ERROR_SAMPLES {
+                    report.error_samples.push(format!("lba {lba}: {e}"));
+                }
+                if let (Kind::Write(_), Some(s)) = (kind, slot) {
+                    *s = UNKNOWN;
+                }
+            }
+            (Kind::Write(generation), Ok(_)) => {
+                report.writes += 1;
+                report.bytes += (bs * per_io) as u64;
+                if let Some(s) = slot {
+                    *s = generation;
+                }
+                let _ = hist.record(done.latency.as_micros().max(1) as u64);
+            }
+            (Kind::Read, Ok(data)) => {
+                report.reads += 1;
+                report.bytes += data.len() as u64;
+                let _ = hist.record(done.latency.as_micros().max(1) as u64);
+                let generation = slot.map(|s| *s).unwrap_or(0);
+                if cfg.verify && generation != 0 && generation != UNKNOWN {
+                    report.verified_reads += 1;
+                    let bad = data
+                        .chunks(bs as usize)
+                        .enumerate()
+                        .find_map(|(i, b)| check_block(b, lba + i as u64, generation, hash).err())
+                        .or_else(|| {
+                            (data.len() != (bs * per_io) as usize)
+                                .then(|| format!("lba {lba}: short read of {} bytes", data.len()))
+                        });
+                    if let Some(why) = bad {
+                        report.mismatches += 1;
+                        if report.error_samples.len() < MAX_ERROR_SAMPLES {
+                            report.error_samples.push(why);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    report.elapsed_ms = elapsed.as_millis() as u64;
+    report.iops = report.ios as f64 / elapsed.as_secs_f64().max(1e-9);
+    report.moves = init.moves();
+    if !hist.is_empty() {
+        report.latency = Latency {
+            mean_us: hist.mean(),
+            p50_us: hist.value_at_quantile(0.5),
+            p90_us: hist.value_at_quantile(0.9),
+            p99_us: hist.value_at_quantile(0.99),
+            p999_us: hist.value_at_quantile(0.999),
+            max_us: hist.max(),
+        };
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_roundtrip_and_detection() {
+        let h = name_hash("iqn.x");
+        let mut b = BytesMut::new();
+        fill_block(&mut b, 512, 42, 7, h);
+        assert_eq!(b.len(), 512);
+        assert!(check_block(&b, 42, 7, h).is_ok());
+        assert!(
+            check_block(&b, 42, 6, h)
+                .unwrap_err()
+                .contains("generation 7")
+        );
+        assert!(check_block(&b, 43, 7, h).is_err());
+        assert!(check_block(&b, 42, 7, h ^ 1).is_err());
+        let mut torn = b.to_vec();
+        torn[300] ^= 1;
+        assert!(check_block(&torn, 42, 7, h).unwrap_err().contains("CRC32C"));
+        assert!(check_block(&[0u8; 512], 42, 7, h).is_err());
+        assert!(check_block(&[0u8; 8], 0, 1, h).is_err());
+        assert_ne!(name_hash("a"), name_hash("b"));
+    }
+}
