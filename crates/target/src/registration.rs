@@ -26,7 +26,7 @@ pub enum Registrar {
     /// No iSNS server: changes are recorded in the target's table only.
     Local,
     /// Registrations live in an iSNS server.
-    Isns(IsnsRegistrar),
+    Isns(Box<IsnsRegistrar>),
 }
 
 impl std::fmt::Debug for Registrar {

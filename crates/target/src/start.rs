@@ -193,9 +193,9 @@ fn spawn_control_thread(
                 // iSNS registration and the balancer loop. Without an iSNS server the
                 // registrar only records changes in the target's own table.
                 let registrar = Arc::new(match cfg.isns {
-                    Some(server) => crate::registration::Registrar::Isns(
+                    Some(server) => crate::registration::Registrar::Isns(Box::new(
                         crate::registration::IsnsRegistrar::new(server, control.clone()),
-                    ),
+                    )),
                     None => crate::registration::Registrar::Local,
                 });
                 let keeper = tokio::spawn(crate::registration::keep_registered(
