@@ -1,10 +1,211 @@
-//! `portshift io`.
+//! `portshift io`: a verifying I/O workload through portshift's own initiator,
+//! following the target's portal moves (iSNS or a fixed portal).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use initiator::{
+    BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, WorkloadConfig,
+    WorkloadReport, run_workload,
+};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(group(clap::ArgGroup::new("discovery").required(true).args(["isns", "portal"])))]
+pub struct Args {
+    /// iSNS server (HOST:PORT); log in through the first portal it lists for --target.
+    #[arg(long)]
+    isns: Option<SocketAddr>,
+    /// Fixed portal (IP:PORT); without --target the first SendTargets answer is used.
+    #[arg(long)]
+    portal: Option<SocketAddr>,
+    /// Target name (IQN); required with --isns.
+    #[arg(long)]
+    target: Option<String>,
+    /// With --portal and --target: skip SendTargets and log in directly.
+    #[arg(long)]
+    no_send_targets: bool,
+    /// Our iSCSI name.
+    #[arg(long, default_value = "iqn.2024-01.io.portshift:initiator")]
+    initiator_name: String,
+    /// LUN.
+    #[arg(long, default_value_t = 1)]
+    lun: u16,
+    /// Concurrent I/Os.
+    #[arg(long, default_value_t = 8)]
+    queue_depth: usize,
+    /// Logical block size expected (must match READ CAPACITY).
+    #[arg(long, default_value_t = 4096)]
+    block_size: u32,
+    /// Blocks per I/O.
+    #[arg(long, default_value_t = 1)]
+    blocks_per_io: u32,
+    /// Percentage of reads.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    read_percent: u8,
+    /// Run time, e.g. 10s, 500ms, 2m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Stop after this many I/Os.
+    #[arg(long)]
+    max_ios: Option<u64>,
+    /// Write checksummed patterns and verify every read.
+    #[arg(long)]
+    verify: bool,
+    /// Limit I/O to the first N blocks of the LUN.
+    #[arg(long)]
+    region_blocks: Option<u64>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`portshift io` is not built yet")
+/// Parse `10s`, `250ms`, `2m` or a plain number of seconds.
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {v:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {v:?} (use ms, s, m, h)")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("duration {v:?} out of range (at most 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args))
+}
+
+fn print_event(e: &InitiatorEvent) {
+    match e {
+        InitiatorEvent::Moved { from, to, pause_ms } => {
+            println!("moved: {from} -> {to} (pause {pause_ms} ms)")
+        }
+        InitiatorEvent::LoggedIn {
+            portal,
+            redirected_from: Some(r),
+        } => println!("logged in: {portal} (redirected from {r})"),
+        InitiatorEvent::LoggedIn { portal, .. } => println!("logged in: {portal}"),
+        InitiatorEvent::LogoutRequested { portal } => {
+            println!("logout requested by target on {portal}")
+        }
+        InitiatorEvent::IsnsQueried { portals } | InitiatorEvent::Discovered { portals } => {
+            let list: Vec<String> = portals.iter().map(|p| p.to_string()).collect();
+            println!("portals: [{}]", list.join(", "))
+        }
+        InitiatorEvent::ConnectionLost { portal, reason } => {
+            println!("connection lost on {portal}: {reason}")
+        }
+        InitiatorEvent::Reconnected { portal, pause_ms } => {
+            println!("reconnected: {portal} (pause {pause_ms} ms)")
+        }
+        InitiatorEvent::Failed { reason } => println!("recovery failed: {reason}"),
+        InitiatorEvent::LoggedOut { .. } => {}
+    }
+}
+
+fn print_summary(r: &WorkloadReport) {
+    println!(
+        "target {}: {} I/Os ({} reads, {} writes) in {} ms = {:.0} IOPS, {} errors, {} mismatches ({} reads verified)",
+        r.target,
+        r.ios,
+        r.reads,
+        r.writes,
+        r.elapsed_ms,
+        r.iops,
+        r.errors,
+        r.mismatches,
+        r.verified_reads
+    );
+    let l = &r.latency;
+    println!(
+        "latency us: mean {:.0} p50 {} p90 {} p99 {} p99.9 {} max {}",
+        l.mean_us, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+    );
+    println!("moves: {}", r.moves.len());
+    for m in &r.moves {
+        println!("  {} -> {} pause {} ms", m.from, m.to, m.pause_ms);
+    }
+    for e in &r.error_samples {
+        println!("  error: {e}");
+    }
+}
+
+async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
+    let source = match (args.isns, args.portal) {
+        (Some(server), _) => {
+            anyhow::ensure!(args.target.is_some(), "--isns needs --target IQN");
+            PortalSource::Isns(server)
+        }
+        (None, Some(portal)) => PortalSource::Fixed {
+            portal,
+            send_targets: !(args.no_send_targets && args.target.is_some()),
+        },
+        (None, None) => anyhow::bail!("give --isns HOST:PORT or --portal IP:PORT"),
+    };
+    let mut bc = BalancedConfig::new(&args.initiator_name, args.target.as_deref(), source);
+    bc.queue_depth = args.queue_depth.max(1);
+    let (init, mut events) = BalancedInitiator::connect(bc).await?;
+    let json = args.json;
+    let printer = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if !json {
+                print_event(&e);
+            }
+        }
+    });
+    let mut wc = WorkloadConfig::new(&args.initiator_name);
+    wc.lun = args.lun;
+    wc.queue_depth = args.queue_depth;
+    wc.block_size = Some(args.block_size);
+    wc.blocks_per_io = args.blocks_per_io;
+    wc.read_percent = args.read_percent;
+    wc.duration = args.duration;
+    wc.max_ios = args.max_ios;
+    wc.verify = args.verify;
+    wc.region_blocks = args.region_blocks;
+    wc.seed = std::process::id() as u64;
+    let report = run_workload(&init, &wc).await;
+    init.shutdown(Duration::from_secs(5)).await;
+    drop(init);
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("100h").is_err());
+    }
 }
