@@ -6,7 +6,10 @@
 //! through another portal whose load, with the session added, stays under the threshold. The
 //! decision is to delete the (target, hot portal) registration and request that initiator's
 //! logout. For every deleted registration whose portal's load has fallen to the low threshold,
-//! the decision is to restore it.
+//! the decision is to restore it — but not before the cooldown has passed since the deletion:
+//! a move off a portal at exactly the high mark lands it at the low mark (sessions:H has low
+//! H-1), and without this hold the registration would come back one step after it went, while
+//! the portal is still at the high mark as soon as one more initiator logs in.
 
 use std::collections::HashMap;
 
@@ -48,12 +51,16 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct Balancer {
     spec: BalanceSpec,
-    /// An initiator moved less than this long ago is not moved again.
+    /// An initiator moved less than this long ago is not moved again, and a registration
+    /// deleted less than this long ago is not restored.
     cooldown_ms: u64,
     /// A requested logout that has not happened after this long is forgotten.
     pending_timeout_ms: u64,
     /// (target, portal) registrations currently deleted, in deletion order.
     deleted: Vec<(String, PortalId)>,
+    /// When each registration in `deleted` was deleted (absent: restorable at once, e.g. after a
+    /// failed restore).
+    deleted_at: HashMap<(String, PortalId), u64>,
     /// Last move per (initiator, target).
     last_moved: HashMap<(String, String), u64>,
     /// Requested logouts by session id.
@@ -67,6 +74,7 @@ impl Balancer {
             cooldown_ms,
             pending_timeout_ms: 15_000,
             deleted: Vec::new(),
+            deleted_at: HashMap::new(),
             last_moved: HashMap::new(),
             pending: HashMap::new(),
         }
@@ -93,6 +101,7 @@ impl Balancer {
     pub fn registration_failed(&mut self, target: &str, portal: PortalId, was_delete: bool) {
         if was_delete {
             self.deleted.retain(|(t, p)| !(t == target && *p == portal));
+            self.deleted_at.remove(&(target.to_string(), portal));
         } else if !self.is_deleted(target, portal) {
             self.deleted.push((target.to_string(), portal));
         }
@@ -191,6 +200,7 @@ impl Balancer {
                 });
                 if delete_registration {
                     self.deleted.push((s.target.clone(), row.id));
+                    self.deleted_at.insert((s.target.clone(), row.id), now_ms);
                 }
                 self.pending.insert(
                     s.session_id,
@@ -209,19 +219,27 @@ impl Balancer {
             }
         }
 
-        // Restore registrations of portals whose load has fallen to the low threshold.
+        // Restore registrations of portals whose load has fallen to the low threshold, once they
+        // have been deleted for the cooldown.
         let mut kept = Vec::new();
         for (target, portal) in std::mem::take(&mut self.deleted) {
             let load = loads.get(&portal).copied().unwrap_or(0.0);
             let moving_out = self.pending.values().any(|p| p.from == portal);
-            if load <= low && !moving_out {
+            let key = (target, portal);
+            let held = self
+                .deleted_at
+                .get(&key)
+                .is_none_or(|at| now_ms.saturating_sub(*at) >= self.cooldown_ms);
+            if load <= low && !moving_out && held {
+                self.deleted_at.remove(&key);
+                let (target, portal) = key;
                 decisions.push(Decision::Restore {
                     reason: format!("{} load {load} <= low {low}", metric.name()),
                     target,
                     portal,
                 });
             } else {
-                kept.push((target, portal));
+                kept.push(key);
             }
         }
         self.deleted = kept;
@@ -331,6 +349,44 @@ mod tests {
             }]
         );
         assert!(b.deleted().is_empty());
+    }
+
+    #[test]
+    fn a_deleted_registration_is_held_for_the_cooldown() {
+        let mut b = Balancer::new(spec("sessions:2"), 5_000);
+        let t = table(
+            vec![session(1, "i1", "t1", 100), session(2, "i2", "t2", 200)],
+            vec![],
+            &["t1", "t2"],
+        );
+        assert!(matches!(
+            &b.step(&t, 1_000)[..],
+            [Decision::Move {
+                session_id: 2,
+                delete_registration: true,
+                ..
+            }]
+        ));
+        // The move landed P0 at the low mark at once: the registration stays deleted until the
+        // cooldown has passed, so the next initiator asking iSNS is not sent back to P0.
+        let moved = table(
+            vec![session(1, "i1", "t1", 100)],
+            vec![session(3, "i2", "t2", 1_100)],
+            &["t1", "t2"],
+        );
+        assert!(b.step(&moved, 2_000).is_empty());
+        assert!(b.step(&moved, 5_999).is_empty());
+        assert!(b.is_deleted("t2", PortalId(0)));
+        assert!(matches!(
+            &b.step(&moved, 6_000)[..],
+            [Decision::Restore {
+                portal: PortalId(0),
+                ..
+            }]
+        ));
+        // A failed restore is retried at the next step, without a new hold.
+        b.registration_failed("t2", PortalId(0), false);
+        assert_eq!(b.step(&moved, 6_100).len(), 1);
     }
 
     #[test]
