@@ -210,19 +210,20 @@ fn isnsadm_pgs(conf: &Path, target: &str) -> Vec<(String, String)> {
     pgs
 }
 
+/// Output lines with their arrival time (ms since the epoch), shared with a reader thread.
+type Lines = Arc<Mutex<Vec<(u64, String)>>>;
+
 /// An `iscsi-perf` run whose output lines are timestamped as they arrive.
 struct Perf {
     proc: Proc,
     initiator: String,
     /// (ms since the epoch, line) for every line on stdout ('\r' and '\n' both end a line).
-    lines: Arc<Mutex<Vec<(u64, String)>>>,
+    lines: Lines,
     readers: Vec<JoinHandle<()>>,
-    stderr: Arc<Mutex<Vec<(u64, String)>>>,
+    stderr: Lines,
 }
 
-fn collect_lines(
-    mut from: impl Read + Send + 'static,
-) -> (Arc<Mutex<Vec<(u64, String)>>>, JoinHandle<()>) {
+fn collect_lines(mut from: impl Read + Send + 'static) -> (Lines, JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     let h = std::thread::spawn(move || {
