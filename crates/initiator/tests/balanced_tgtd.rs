@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::rt;
+
 use std::time::Duration;
 
 use initiator::{
@@ -11,14 +13,6 @@ use initiator::{
 
 const IQN: &str = "iqn.2024-01.test.portshift:balanced";
 const INITIATOR: &str = "iqn.2024-01.test.portshift:bal-init";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 #[test]
 fn verified_workload_via_send_targets() {

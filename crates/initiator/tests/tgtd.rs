@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::rt;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,14 +13,6 @@ use initiator::{Session, SessionConfig, TaskError};
 
 const IQN: &str = "iqn.2024-01.test.portshift:tgtd";
 const INITIATOR: &str = "iqn.2024-01.test.portshift:initiator";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 #[test]
 fn send_targets_lists_the_target() {

@@ -114,3 +114,12 @@ impl Drop for Tgtd {
         let _ = self.child.wait();
     }
 }
+
+/// A two-worker tokio runtime for a test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

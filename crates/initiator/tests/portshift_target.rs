@@ -1,0 +1,143 @@
+//! The whole loop with portshift's own target: an in-process iSNS server, a target
+//! with two portals and `sessions:2` balancing, three BalancedInitiators (one per
+//! target) that find the target through iSNS. The balancer deletes the (target,
+//! first portal) registration and sends "logout requested"; the moved initiator
+//! must re-query iSNS, continue on the second portal, and see no I/O error or mismatch.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use initiator::discovery::isns_portals;
+use initiator::{
+    BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, WorkloadConfig, run_workload,
+};
+use target::{LunConfig, Target, TargetConfig};
+
+const TARGETS: [&str; 3] = [
+    "iqn.2024-01.test.h5:t1",
+    "iqn.2024-01.test.h5:t2",
+    "iqn.2024-01.test.h5:t3",
+];
+
+#[test]
+fn moved_by_the_balancer_without_io_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let isns_addr: SocketAddr = rt.block_on(async {
+        let cfg =
+            isns::ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("isns.redb"));
+        let server = isns::Server::bind(cfg).await.expect("iSNS server");
+        let addr = server.local_addr().expect("iSNS addr");
+        tokio::spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+        addr
+    });
+    let target = Target::start(TargetConfig {
+        portals: vec![
+            "127.0.0.2:0".parse().unwrap(),
+            "127.0.0.3:0".parse().unwrap(),
+        ],
+        luns: TARGETS
+            .iter()
+            .enumerate()
+            .map(|(i, t)| LunConfig {
+                iqn: t.to_string(),
+                path: dir.path().join(format!("lun{i}.img")),
+                size: Some(8 << 20),
+            })
+            .collect(),
+        isns: Some(isns_addr),
+        balance: Some("sessions:2".parse().expect("spec")),
+        cooldown_ms: 1000,
+        admin: None,
+    })
+    .expect("portshift target");
+    let first = target.portals()[0];
+    let second = target.portals()[1];
+    let outcome = rt.block_on(async {
+        // Wait until the target's registrations are visible in iSNS.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for t in TARGETS {
+            loop {
+                let p = isns_portals(
+                    isns_addr,
+                    "iqn.2024-01.test.h5:probe",
+                    t,
+                    Duration::from_secs(2),
+                )
+                .await
+                .unwrap_or_default();
+                if p.first() == Some(&first) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "target {t} never registered in iSNS: {p:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let mut runs = tokio::task::JoinSet::new();
+        for (i, t) in TARGETS.iter().enumerate() {
+            let name = format!("iqn.2024-01.test.h5:host{i}");
+            let cfg = BalancedConfig::new(&name, Some(t), PortalSource::Isns(isns_addr));
+            let (init, mut events) = BalancedInitiator::connect(cfg).await.expect("connect");
+            assert_eq!(
+                init.portal(),
+                Some(first),
+                "iSNS lists the first portal first"
+            );
+            let mut wc = WorkloadConfig::new(&name);
+            wc.block_size = None;
+            wc.lun = 0; // portshift target numbers LUNs from 0
+            wc.queue_depth = 4;
+            wc.duration = Duration::from_secs(6);
+            wc.seed = i as u64 + 1;
+            runs.spawn(async move {
+                let r = run_workload(&init, &wc).await.expect("workload");
+                init.shutdown(Duration::from_secs(5)).await;
+                drop(init);
+                let mut seen = Vec::new();
+                while let Some(e) = events.recv().await {
+                    seen.push(e);
+                }
+                (r, seen)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(j) = runs.join_next().await {
+            out.push(j.expect("join"));
+        }
+        out
+    });
+    target.shutdown();
+    let _ = stop_tx.send(());
+    let mut moved = 0;
+    for (r, seen) in &outcome {
+        assert!(r.ok(), "I/O errors or mismatches: {r:?}\nevents: {seen:?}");
+        assert!(r.ios > 100, "{r:?}");
+        for m in &r.moves {
+            eprintln!(
+                "{}: moved {} -> {} pause {} ms",
+                r.target, m.from, m.to, m.pause_ms
+            );
+            moved += 1;
+            assert_eq!((m.from, m.to), (first, second), "{seen:?}");
+            let pos = |f: &dyn Fn(&InitiatorEvent) -> bool| seen.iter().position(f);
+            let asked = pos(&|e| matches!(e, InitiatorEvent::LogoutRequested { .. }));
+            let queried = pos(&|e| matches!(e, InitiatorEvent::IsnsQueried { .. }));
+            let mv = pos(&|e| matches!(e, InitiatorEvent::Moved { .. }));
+            assert!(
+                asked < queried && queried < mv && asked.is_some(),
+                "{seen:?}"
+            );
+        }
+    }
+    assert!(moved >= 1, "the balancer moved nobody: {outcome:?}");
+}
