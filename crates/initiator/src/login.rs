@@ -1,17 +1,14 @@
-//! Initiator side of the login phase (RFC 7143 §6.3, §11.12, §11.13), sans-IO:
-//! feed it Login Responses, it gives the next Login Request, the negotiated
-//! parameters, or a redirect (Status-Class 1, §11.13.5 + TargetAddress §13.8).
+//! Initiator side of the login phase (RFC 7143 §6.3, §11.12, §11.13): a thin
+//! adapter over `iscsi_proto::InitiatorLogin` that turns its outcome into what
+//! the session needs: negotiated parameters and sequence numbers, a redirect
+//! to a socket address (Status-Class 1 + TargetAddress §13.8), or an error.
 
 use std::net::SocketAddr;
 
-use iscsi_proto::params::{Negotiator, Prefs, Role, SessionParams, SessionType};
-use iscsi_proto::text::{TextAssembler, TextPairs};
-use iscsi_proto::{LoginRequest, LoginResponse, Stage};
+use iscsi_proto::params::{Prefs, SessionParams, SessionType};
+use iscsi_proto::{InitiatorLoginConfig, InitiatorStep, LoginOutcome, LoginRequest, LoginResponse};
 
 use crate::error::Error;
-
-/// Bound on login round trips before giving up.
-pub const MAX_LOGIN_ROUNDS: u32 = 16;
 
 /// Who logs in to what.
 #[derive(Debug, Clone)]
@@ -42,14 +39,6 @@ impl LoginConfig {
         LoginConfig {
             target_name: None,
             ..LoginConfig::normal(initiator_name, "")
-        }
-    }
-
-    fn session_type(&self) -> SessionType {
-        if self.target_name.is_some() {
-            SessionType::Normal
-        } else {
-            SessionType::Discovery
         }
     }
 }
@@ -94,181 +83,65 @@ pub enum LoginStep {
 
 /// The initiator's login state machine.
 #[derive(Debug)]
-pub struct InitiatorLogin {
-    config: LoginConfig,
-    neg: Negotiator,
-    csg: Stage,
-    itt: u32,
-    cmd_sn: u32,
-    exp_stat_sn: u32,
-    tsih: u16,
-    rounds: u32,
-    offered: TextPairs,
-    text: TextAssembler,
-}
+pub struct InitiatorLogin(iscsi_proto::InitiatorLogin);
 
 impl InitiatorLogin {
     /// A new login; `cmd_sn` is the CmdSN carried by all login requests (§3.2.2.1).
     pub fn new(config: LoginConfig, itt: u32, cmd_sn: u32) -> Self {
-        let mut neg = Negotiator::new(config.prefs.clone(), Role::Initiator);
-        neg.params.session_type = config.session_type();
-        neg.params.initiator_name = config.initiator_name.clone();
-        neg.params.target_name = config.target_name.clone();
-        InitiatorLogin {
-            config,
-            neg,
-            csg: Stage::SecurityNegotiation,
+        let session_type = if config.target_name.is_some() {
+            SessionType::Normal
+        } else {
+            SessionType::Discovery
+        };
+        InitiatorLogin(iscsi_proto::InitiatorLogin::new(InitiatorLoginConfig {
+            initiator_name: config.initiator_name,
+            initiator_alias: None,
+            target_name: config.target_name,
+            session_type,
+            isid: config.isid,
+            cid: 0,
             itt,
             cmd_sn,
-            exp_stat_sn: 0,
-            tsih: 0,
-            rounds: 0,
-            offered: TextPairs::new(),
-            text: TextAssembler::new(iscsi_proto::text::DEFAULT_MAX_TEXT_LEN),
-        }
+            prefs: config.prefs,
+            skip_security: false,
+        }))
     }
 
-    /// The first request: security stage, AuthMethod=None, asking to go to operational.
+    /// The first request.
     pub fn start(&mut self) -> Result<LoginRequest, Error> {
-        let mut keys = TextPairs::new();
-        keys.push("InitiatorName", self.config.initiator_name.clone())?;
-        if let Some(t) = &self.config.target_name {
-            keys.push("TargetName", t.clone())?;
-        }
-        keys.push("SessionType", self.config.session_type().as_str())?;
-        keys.push("AuthMethod", "None")?;
-        Ok(self.request(
-            Stage::SecurityNegotiation,
-            Stage::LoginOperationalNegotiation,
-            keys,
-        ))
-    }
-
-    fn request(&mut self, csg: Stage, nsg: Stage, keys: TextPairs) -> LoginRequest {
-        self.csg = csg;
-        LoginRequest {
-            transit: true,
-            continue_: false,
-            csg,
-            nsg,
-            version_max: 0,
-            version_min: 0,
-            isid: self.config.isid,
-            tsih: self.tsih,
-            itt: self.itt,
-            cid: 0,
-            cmd_sn: self.cmd_sn,
-            exp_stat_sn: self.exp_stat_sn,
-            data: keys.to_bytes(),
-        }
-    }
-
-    fn operational_offers(&mut self) -> Result<TextPairs, Error> {
-        let mut keys = TextPairs::new();
-        let (k, v) = self.neg.declare_mrdsl();
-        if self.config.session_type() == SessionType::Normal {
-            for (k, v) in self.config.prefs.offers().iter() {
-                if k != "MaxRecvDataSegmentLength" {
-                    keys.push(k, v)?;
-                }
-            }
-        } else {
-            for k in ["HeaderDigest", "DataDigest"] {
-                keys.push(k, "None")?;
-            }
-        }
-        keys.push(k, v)?;
-        self.offered = keys.clone();
-        Ok(keys)
+        Ok(self.0.start())
     }
 
     /// Process one Login Response (§11.13).
     pub fn on_response(&mut self, resp: &LoginResponse) -> Result<LoginStep, Error> {
-        self.rounds += 1;
-        if self.rounds > MAX_LOGIN_ROUNDS {
-            return Err(iscsi_proto::LoginError::TooManyRoundTrips(MAX_LOGIN_ROUNDS).into());
-        }
-        if resp.itt != self.itt {
-            return Err(Error::Protocol("login response with a foreign ITT".into()));
-        }
-        match resp.status_class {
-            0 => {}
-            1 => {
-                let pairs = TextPairs::parse(&resp.data)?;
-                let addr = pairs.get("TargetAddress").unwrap_or("").to_string();
-                let address = parse_target_address(&addr).ok_or(Error::BadRedirect(addr))?;
-                return Ok(LoginStep::Redirect {
-                    address,
-                    permanent: resp.status_detail == 2,
-                });
+        Ok(match self.0.on_response(resp)? {
+            InitiatorStep::Send(r) => LoginStep::Send(r),
+            InitiatorStep::Done(LoginOutcome::Success {
+                params,
+                tsih,
+                cmd_sn,
+                exp_stat_sn,
+                max_cmd_sn,
+            }) => LoginStep::Done(Box::new(LoggedIn {
+                params,
+                tsih,
+                cmd_sn,
+                max_cmd_sn,
+                exp_stat_sn,
+            })),
+            InitiatorStep::Done(LoginOutcome::Redirected { address, permanent }) => {
+                LoginStep::Redirect {
+                    address: parse_target_address(&address).ok_or(Error::BadRedirect(address))?,
+                    permanent,
+                }
             }
-            class => {
+            InitiatorStep::Done(LoginOutcome::Failed { status }) => {
                 return Err(Error::LoginFailed {
-                    class,
-                    detail: resp.status_detail,
+                    class: status.class,
+                    detail: status.detail,
                 });
             }
-        }
-        self.exp_stat_sn = resp.stat_sn.wrapping_add(1);
-        self.tsih = resp.tsih;
-        let Some(pairs) = self.text.push(&resp.data, resp.continue_)? else {
-            // More text follows: acknowledge with an empty request in the same stage (§6.3).
-            let mut req = self.request(self.csg, resp.nsg, TextPairs::new());
-            req.transit = false;
-            return Ok(LoginStep::Send(req));
-        };
-        let mut answers = TextPairs::new();
-        for (k, v) in pairs.iter() {
-            match k {
-                "TargetAlias" => self.neg.params.target_alias = Some(v.to_string()),
-                "TargetPortalGroupTag" => {
-                    self.neg.params.target_portal_group_tag =
-                        iscsi_proto::params::parse_number(v, 0, 65535).map(|n| n as u16)
-                }
-                "AuthMethod" if v != "None" => {
-                    return Err(Error::Protocol(format!("target wants AuthMethod={v}")));
-                }
-                "AuthMethod" | "TargetAddress" | "TargetName" => {}
-                _ if self.offered.get(k).is_some() => self.neg.apply_answer(k, v)?,
-                _ => {
-                    if let iscsi_proto::params::KeyResponse::Answer(a) = self.neg.respond(k, v) {
-                        answers.push(k, a)?;
-                    }
-                }
-            }
-        }
-        if resp.transit && resp.nsg == Stage::FullFeaturePhase {
-            return Ok(LoginStep::Done(Box::new(LoggedIn {
-                params: self.neg.finish(),
-                tsih: resp.tsih,
-                cmd_sn: resp.exp_cmd_sn,
-                max_cmd_sn: resp.max_cmd_sn,
-                exp_stat_sn: self.exp_stat_sn,
-            })));
-        }
-        if resp.transit && resp.nsg == Stage::LoginOperationalNegotiation
-            || self.csg == Stage::LoginOperationalNegotiation
-        {
-            let mut keys = if self.csg == Stage::SecurityNegotiation {
-                self.operational_offers()?
-            } else {
-                TextPairs::new()
-            };
-            for (k, v) in answers.iter() {
-                keys.push(k, v)?;
-            }
-            return Ok(LoginStep::Send(self.request(
-                Stage::LoginOperationalNegotiation,
-                Stage::FullFeaturePhase,
-                keys,
-            )));
-        }
-        // Still in the security stage without transit: ask again.
-        Ok(LoginStep::Send(self.request(
-            Stage::SecurityNegotiation,
-            Stage::LoginOperationalNegotiation,
-            answers,
-        )))
+        })
     }
 }
 
@@ -283,6 +156,17 @@ pub fn parse_target_address(v: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iscsi_proto::Stage;
+    use iscsi_proto::text::TextPairs;
+    const MAX_LOGIN_ROUNDS: u32 = iscsi_proto::login::MAX_LOGIN_PDUS;
+    const ISID: [u8; 6] = [0x80, 0, 1, 2, 3, 4];
+
+    fn config() -> LoginConfig {
+        LoginConfig {
+            isid: ISID,
+            ..LoginConfig::normal("iqn.i", "iqn.t")
+        }
+    }
 
     fn resp(transit: bool, csg: Stage, nsg: Stage, keys: &[(&str, &str)]) -> LoginResponse {
         let mut p = TextPairs::new();
@@ -294,6 +178,7 @@ mod tests {
             csg,
             nsg,
             itt: 7,
+            isid: ISID,
             tsih: 0x11,
             stat_sn: 100,
             exp_cmd_sn: 5,
@@ -305,7 +190,7 @@ mod tests {
 
     #[test]
     fn security_then_operational_then_done() {
-        let mut l = InitiatorLogin::new(LoginConfig::normal("iqn.i", "iqn.t"), 7, 5);
+        let mut l = InitiatorLogin::new(config(), 7, 5);
         let first = l.start().unwrap();
         let keys = TextPairs::parse(&first.data).unwrap();
         assert_eq!(keys.get("TargetName"), Some("iqn.t"));
@@ -355,7 +240,7 @@ mod tests {
 
     #[test]
     fn redirect_and_failure() {
-        let mut l = InitiatorLogin::new(LoginConfig::normal("iqn.i", "iqn.t"), 7, 1);
+        let mut l = InitiatorLogin::new(config(), 7, 1);
         l.start().unwrap();
         let mut r = resp(
             false,
@@ -379,7 +264,17 @@ mod tests {
         ));
         r.status_class = 1;
         r.data = TextPairs::new().to_bytes();
-        assert!(matches!(l.on_response(&r), Err(Error::BadRedirect(_))));
+        assert!(l.on_response(&r).is_err(), "redirect without TargetAddress");
+        let mut l = InitiatorLogin::new(config(), 7, 1);
+        l.start().unwrap();
+        let mut host = resp(
+            false,
+            Stage::SecurityNegotiation,
+            Stage::SecurityNegotiation,
+            &[("TargetAddress", "storage.example:3260,1")],
+        );
+        host.status_class = 1;
+        assert!(matches!(l.on_response(&host), Err(Error::BadRedirect(_))));
     }
 
     #[test]
@@ -403,7 +298,7 @@ mod tests {
 
     #[test]
     fn bounded_rounds() {
-        let mut l = InitiatorLogin::new(LoginConfig::normal("iqn.i", "iqn.t"), 7, 1);
+        let mut l = InitiatorLogin::new(config(), 7, 1);
         l.start().unwrap();
         let r = resp(
             false,
