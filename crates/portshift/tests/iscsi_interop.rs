@@ -292,7 +292,7 @@ fn raw_login(addr: SocketAddr) -> TcpStream {
     pdu[8] = 0x80; // ISID type random
     pdu[16..20].copy_from_slice(&1u32.to_be_bytes());
     pdu.extend_from_slice(text.as_bytes());
-    while pdu.len() % 4 != 0 {
+    while !pdu.len().is_multiple_of(4) {
         pdu.push(0);
     }
     s.write_all(&pdu).unwrap();
