@@ -31,6 +31,7 @@ fn bench(name: &str, dev: Arc<dyn BlockDevice>, iterations: u32) {
             lun: 0,
             expected_data_transfer_length: 4096,
             tpgt: 1,
+            nexus: 1,
         };
         buf.clear();
         let out = lu.execute(&task, &[], &mut buf);

@@ -18,14 +18,20 @@ pub mod opcode {
     pub const READ_CAPACITY_10: u8 = 0x25;
     pub const READ_10: u8 = 0x28;
     pub const WRITE_10: u8 = 0x2A;
+    pub const WRITE_AND_VERIFY_10: u8 = 0x2E;
     pub const VERIFY_10: u8 = 0x2F;
     pub const PRE_FETCH_10: u8 = 0x34;
     pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
     pub const WRITE_SAME_10: u8 = 0x41;
     pub const UNMAP: u8 = 0x42;
     pub const MODE_SENSE_10: u8 = 0x5A;
+    pub const PERSISTENT_RESERVE_IN: u8 = 0x5E;
+    pub const PERSISTENT_RESERVE_OUT: u8 = 0x5F;
     pub const READ_16: u8 = 0x88;
+    pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8A;
+    pub const ORWRITE_16: u8 = 0x8B;
+    pub const WRITE_AND_VERIFY_16: u8 = 0x8E;
     pub const VERIFY_16: u8 = 0x8F;
     pub const PRE_FETCH_16: u8 = 0x90;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
@@ -35,6 +41,7 @@ pub mod opcode {
     pub const MAINTENANCE_IN: u8 = 0xA3;
     pub const READ_12: u8 = 0xA8;
     pub const WRITE_12: u8 = 0xAA;
+    pub const WRITE_AND_VERIFY_12: u8 = 0xAE;
     pub const VERIFY_12: u8 = 0xAF;
 }
 
@@ -64,6 +71,26 @@ pub struct Verify {
     /// 0: medium check only; 1: compare `blocks` blocks of data-out;
     /// 3: compare one data-out block against every block.
     pub bytchk: u8,
+}
+
+/// WRITE AND VERIFY (10/12/16) (SBC-3 §5.37–5.39): a write, then a check
+/// of the written blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteVerify {
+    pub lba: u64,
+    pub blocks: u32,
+    /// 0: verify the medium only; 1: compare the medium with the data-out.
+    pub bytchk: u8,
+}
+
+/// COMPARE AND WRITE (SBC-3 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompareAndWrite {
+    pub lba: u64,
+    /// NUMBER OF LOGICAL BLOCKS; the data-out is twice this many blocks
+    /// (verify data, then write data).
+    pub blocks: u8,
+    pub fua: bool,
 }
 
 /// WRITE SAME (10/16) (SBC-3 §5.40, §5.41).
@@ -117,6 +144,10 @@ pub enum Command {
     Read(Rw),
     Write(Rw),
     Verify(Verify),
+    WriteVerify(WriteVerify),
+    CompareAndWrite(CompareAndWrite),
+    /// ORWRITE (16) (SBC-3 §5.9): medium := medium OR data-out.
+    OrWrite(Rw),
     WriteSame(WriteSame),
     Unmap {
         param_len: u16,
@@ -135,6 +166,18 @@ pub enum Command {
     },
     Reserve6,
     Release6,
+    /// PERSISTENT RESERVE IN (SPC-4 §6.13).
+    PersistentReserveIn {
+        service_action: u8,
+        alloc_len: u16,
+    },
+    /// PERSISTENT RESERVE OUT (SPC-4 §6.14).
+    PersistentReserveOut {
+        service_action: u8,
+        scope: u8,
+        pr_type: u8,
+        param_len: u32,
+    },
     ReportLuns {
         select_report: u8,
         alloc_len: u32,
@@ -217,6 +260,19 @@ fn verify(cdb: &[u8], lba: u64, blocks: u32) -> Result<Verify, Sense> {
         return Err(Sense::invalid_field_in_cdb(1, Some(2)));
     }
     Ok(Verify {
+        lba,
+        blocks,
+        bytchk,
+    })
+}
+
+fn write_verify(cdb: &[u8], lba: u64, blocks: u32) -> Result<WriteVerify, Sense> {
+    no_protect(cdb)?;
+    let bytchk = (cdb[1] >> 1) & 0x03;
+    if bytchk > 1 {
+        return Err(Sense::invalid_field_in_cdb(1, Some(2)));
+    }
+    Ok(WriteVerify {
         lba,
         blocks,
         bytchk,
@@ -333,6 +389,22 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
             let (lba, n) = lba_and_length(c);
             Command::Verify(verify(c, lba, n)?)
         }
+        WRITE_AND_VERIFY_10 | WRITE_AND_VERIFY_12 | WRITE_AND_VERIFY_16 => {
+            let (lba, n) = lba_and_length(c);
+            Command::WriteVerify(write_verify(c, lba, n)?)
+        }
+        COMPARE_AND_WRITE => {
+            no_protect(c)?;
+            Command::CompareAndWrite(CompareAndWrite {
+                lba: be64(c, 2),
+                blocks: c[13],
+                fua: c[1] & 0x08 != 0,
+            })
+        }
+        ORWRITE_16 => {
+            let (lba, n) = lba_and_length(c);
+            Command::OrWrite(rw(c, lba, n)?)
+        }
         WRITE_SAME_10 | WRITE_SAME_16 => {
             let (lba, n) = lba_and_length(c);
             Command::WriteSame(write_same(c, lba, n, op == WRITE_SAME_16)?)
@@ -359,6 +431,16 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
         },
         RESERVE_6 => Command::Reserve6,
         RELEASE_6 => Command::Release6,
+        PERSISTENT_RESERVE_IN => Command::PersistentReserveIn {
+            service_action: c[1] & 0x1F,
+            alloc_len: be16(c, 7),
+        },
+        PERSISTENT_RESERVE_OUT => Command::PersistentReserveOut {
+            service_action: c[1] & 0x1F,
+            scope: c[2] >> 4,
+            pr_type: c[2] & 0x0F,
+            param_len: be32(c, 5),
+        },
         REPORT_LUNS => Command::ReportLuns {
             select_report: c[2],
             alloc_len: be32(c, 6),
@@ -388,7 +470,10 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
 pub fn data_out_length(cdb: &[u8], block_size: u32) -> Result<u32, Sense> {
     let bytes = |blocks: u32| u64::from(blocks) * u64::from(block_size);
     let n: u64 = match parse(cdb)? {
-        Command::Write(rw) => bytes(rw.blocks),
+        Command::Write(rw) | Command::OrWrite(rw) => bytes(rw.blocks),
+        Command::WriteVerify(wv) => bytes(wv.blocks),
+        Command::CompareAndWrite(caw) => 2 * bytes(u32::from(caw.blocks)),
+        Command::PersistentReserveOut { param_len, .. } => u64::from(param_len),
         Command::Verify(v) => match v.bytchk {
             0 => 0,
             3 => u64::from(block_size),

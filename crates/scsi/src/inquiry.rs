@@ -70,7 +70,7 @@ pub fn vpd(code: u8, id: &Identity, limits: &Limits, tpgt: u16) -> Result<Vec<u8
 fn block_limits(l: &Limits) -> [u8; 0x3C] {
     let mut b = [0u8; 0x3C];
     b[0] = 0x01; // WSNZ: WRITE SAME with 0 blocks is rejected
-    // b[1] MAXIMUM COMPARE AND WRITE LENGTH = 0: not supported.
+    b[1] = l.max_compare_and_write_blocks;
     b[2..4].copy_from_slice(&8u16.to_be_bytes()); // optimal granularity: 4 KiB
     b[4..8].copy_from_slice(&l.max_transfer_blocks.to_be_bytes());
     b[8..12].copy_from_slice(&l.max_transfer_blocks.to_be_bytes());

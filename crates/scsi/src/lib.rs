@@ -14,6 +14,8 @@ pub mod lu;
 pub mod lun;
 pub mod mode;
 pub mod opcodes;
+pub mod range_lock;
+pub mod reservation;
 pub mod sense;
 pub mod task;
 

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use crate::cdb::{self, Command, Rw, Verify, WriteSame};
+use crate::cdb::{self, Command, CompareAndWrite, Rw, Verify, WriteSame, WriteVerify};
 use crate::device::BlockDevice;
 use crate::identity::Identity;
 use crate::inquiry;
 use crate::lun;
 use crate::mode;
 use crate::opcodes;
+use crate::range_lock::RangeLocks;
+use crate::reservation::{self, Reply, Reservations};
 use crate::sense::{Asc, Sense, SenseKey};
 use crate::task::{ScsiOutcome, ScsiTask};
 
@@ -27,6 +29,8 @@ pub struct Limits {
     pub max_unmap_descriptors: u32,
     /// MAXIMUM WRITE SAME LENGTH in blocks.
     pub max_write_same_blocks: u32,
+    /// MAXIMUM COMPARE AND WRITE LENGTH in blocks (0: not supported).
+    pub max_compare_and_write_blocks: u8,
 }
 
 impl Default for Limits {
@@ -35,7 +39,10 @@ impl Default for Limits {
             max_transfer_blocks: 16384, // 8 MiB of 512-byte blocks
             max_unmap_blocks: 65536,
             max_unmap_descriptors: 64,
-            max_write_same_blocks: 65536,
+            // Not above the transfer limit: initiators (libiscsi's
+            // WriteSame16.Unmap) WRITE the whole range they then unmap.
+            max_write_same_blocks: 16384,
+            max_compare_and_write_blocks: 255,
         }
     }
 }
@@ -50,6 +57,9 @@ pub struct LogicalUnit {
     limits: Limits,
     block_size: u32,
     num_blocks: u64,
+    reservations: Reservations,
+    /// Serialises COMPARE AND WRITE and ORWRITE on overlapping blocks.
+    range_locks: RangeLocks,
 }
 
 impl std::fmt::Debug for LogicalUnit {
@@ -95,6 +105,28 @@ fn medium_error(asc: Asc, lba: u64) -> Sense {
 
 type Exec = Result<ScsiOutcome, Sense>;
 
+fn reply(r: Reply) -> ScsiOutcome {
+    match r {
+        Reply::Good => ScsiOutcome::good(0, 0),
+        Reply::Conflict => ScsiOutcome::reservation_conflict(),
+    }
+}
+
+/// MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION with the byte offset of
+/// the first difference in INFORMATION (SBC-3 §5.2, §5.29).
+fn miscompare(offset: usize) -> Sense {
+    let s = Sense::new(SenseKey::Miscompare, Asc::MISCOMPARE_DURING_VERIFY);
+    match u32::try_from(offset) {
+        Ok(info) => s.with_information(info),
+        Err(_) => s,
+    }
+}
+
+/// Offset of the first byte where `a` and `b` differ.
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
 impl LogicalUnit {
     /// A logical unit over `device` with the given identity and default limits.
     pub fn new(device: Arc<dyn BlockDevice>, identity: Identity) -> LogicalUnit {
@@ -106,6 +138,8 @@ impl LogicalUnit {
             limits: Limits::default(),
             block_size,
             num_blocks,
+            reservations: Reservations::new(),
+            range_locks: RangeLocks::new(),
         }
     }
 
@@ -129,6 +163,18 @@ impl LogicalUnit {
     }
     pub fn num_blocks(&self) -> u64 {
         self.num_blocks
+    }
+
+    /// The I_T nexus `nexus` is gone (logout, connection loss, session
+    /// reinstatement): release what it held (SPC-2 §5.5.1).
+    pub fn nexus_lost(&self, nexus: u64) {
+        self.reservations.nexus_lost(nexus);
+    }
+
+    /// LOGICAL UNIT RESET (or a target reset) reached this unit: SPC-2
+    /// reservations are released (SAM-5 §6.3.2).
+    pub fn reset(&self) {
+        self.reservations.reset();
     }
 
     /// Bytes of data-out the command in `cdb` transfers.
@@ -166,11 +212,16 @@ impl LogicalUnit {
         let edtl = task.expected_data_transfer_length;
         let bs = self.block_size;
         let op = task.cdb.first().copied().unwrap_or(0);
+        if self
+            .reservations
+            .conflicts(task.nexus, reservation::access(&cmd))
+        {
+            return Ok(ScsiOutcome::reservation_conflict());
+        }
         match cmd {
-            Command::TestUnitReady
-            | Command::StartStopUnit
-            | Command::Reserve6
-            | Command::Release6 => Ok(ScsiOutcome::good(0, 0)),
+            Command::TestUnitReady | Command::StartStopUnit => Ok(ScsiOutcome::good(0, 0)),
+            Command::Reserve6 => Ok(reply(self.reservations.reserve6(task.nexus))),
+            Command::Release6 => Ok(reply(self.reservations.release6(task.nexus))),
             Command::PreventAllowMediumRemoval { .. } => Ok(ScsiOutcome::good(0, 0)),
             Command::RequestSense { desc, alloc_len } => {
                 // Status is returned with each command (autosense), so no
@@ -244,6 +295,9 @@ impl LogicalUnit {
             Command::Read(rw) => self.read(op, rw, edtl, data_in),
             Command::Write(rw) => self.write(op, rw, data_out),
             Command::Verify(v) => self.verify(op, v, data_out),
+            Command::WriteVerify(wv) => self.write_and_verify(op, wv, data_out),
+            Command::CompareAndWrite(caw) => self.compare_and_write(caw, data_out),
+            Command::OrWrite(rw) => self.orwrite(op, rw, data_out),
             Command::WriteSame(ws) => self.write_same(op, ws, data_out),
             Command::Unmap { param_len } => self.unmap(param_len, data_out),
             Command::SynchronizeCache { lba, blocks } => {
@@ -252,6 +306,9 @@ impl LogicalUnit {
                     .flush()
                     .map_err(|_| medium_error(Asc::WRITE_ERROR, lba))?;
                 Ok(ScsiOutcome::good(0, 0))
+            }
+            Command::PersistentReserveIn { .. } | Command::PersistentReserveOut { .. } => {
+                Err(Sense::invalid_opcode())
             }
             Command::PreFetch { lba, blocks } => {
                 self.check_range(lba, blocks)?;
@@ -314,25 +371,14 @@ impl LogicalUnit {
     fn write(&self, op: u8, rw: Rw, data_out: &[u8]) -> Exec {
         self.check_transfer(op, rw.lba, rw.blocks)?;
         let data = Self::take(data_out, self.bytes(rw.blocks))?;
-        let werr = |_: io::Error| medium_error(Asc::WRITE_ERROR, rw.lba);
-        if !data.is_empty() {
-            self.device
-                .write_at(self.offset(rw.lba), data)
-                .map_err(werr)?;
-            if rw.fua {
-                self.device.flush().map_err(werr)?;
-            }
-        }
+        self.write_medium(rw.lba, data, rw.fua)?;
         Ok(ScsiOutcome::good(0, 0))
     }
 
     fn verify(&self, op: u8, v: Verify, data_out: &[u8]) -> Exec {
         self.check_transfer(op, v.lba, v.blocks)?;
         let bs = self.block_size as usize;
-        let mut medium = vec![0u8; self.bytes(v.blocks)];
-        self.device
-            .read_at(self.offset(v.lba), &mut medium)
-            .map_err(|_| medium_error(Asc::UNRECOVERED_READ_ERROR, v.lba))?;
+        let medium = self.read_medium(v.lba, v.blocks)?;
         let expected: Option<Box<dyn Fn(usize) -> u8 + '_>> = match v.bytchk {
             0 => None,
             3 => {
@@ -347,9 +393,85 @@ impl LogicalUnit {
         if let Some(expected) = expected
             && let Some(at) = (0..medium.len()).find(|&i| medium[i] != expected(i))
         {
-            let s = Sense::new(SenseKey::Miscompare, Asc::MISCOMPARE_DURING_VERIFY);
-            return Err(s.with_information(at as u32));
+            return Err(miscompare(at));
         }
+        Ok(ScsiOutcome::good(0, 0))
+    }
+
+    /// Read `blocks` blocks at `lba` into a fresh buffer.
+    fn read_medium(&self, lba: u64, blocks: u32) -> Result<Vec<u8>, Sense> {
+        let mut medium = vec![0u8; self.bytes(blocks)];
+        self.device
+            .read_at(self.offset(lba), &mut medium)
+            .map_err(|_| medium_error(Asc::UNRECOVERED_READ_ERROR, lba))?;
+        Ok(medium)
+    }
+
+    /// Write `data` at `lba`, then flush when `fua`.
+    fn write_medium(&self, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense> {
+        let werr = |_: io::Error| medium_error(Asc::WRITE_ERROR, lba);
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.device.write_at(self.offset(lba), data).map_err(werr)?;
+        if fua {
+            self.device.flush().map_err(werr)?;
+        }
+        Ok(())
+    }
+
+    /// WRITE AND VERIFY (SBC-3 §5.37): write, then read the blocks back;
+    /// with BYTCHK 1 they must equal the data-out, else MISCOMPARE.
+    fn write_and_verify(&self, op: u8, wv: WriteVerify, data_out: &[u8]) -> Exec {
+        self.check_transfer(op, wv.lba, wv.blocks)?;
+        let data = Self::take(data_out, self.bytes(wv.blocks))?;
+        // The verification reads the medium, so the data must be there.
+        self.write_medium(wv.lba, data, true)?;
+        let medium = self.read_medium(wv.lba, wv.blocks)?;
+        if wv.bytchk == 1
+            && let Some(at) = first_difference(&medium, data)
+        {
+            return Err(miscompare(at));
+        }
+        Ok(ScsiOutcome::good(0, 0))
+    }
+
+    /// COMPARE AND WRITE (SBC-3 §5.2): under the range lock, compare the
+    /// first half of the data-out with the medium and, only when equal,
+    /// write the second half.
+    fn compare_and_write(&self, caw: CompareAndWrite, data_out: &[u8]) -> Exec {
+        let blocks = u32::from(caw.blocks);
+        if caw.blocks > self.limits.max_compare_and_write_blocks {
+            return Err(Sense::invalid_field_in_cdb(13, None));
+        }
+        self.check_range(caw.lba, blocks)?;
+        let len = self.bytes(blocks);
+        let data = Self::take(data_out, 2 * len)?;
+        if blocks == 0 {
+            return Ok(ScsiOutcome::good(0, 0));
+        }
+        let (verify, write) = data.split_at(len);
+        let _guard = self.range_locks.lock(caw.lba, blocks);
+        let medium = self.read_medium(caw.lba, blocks)?;
+        if let Some(at) = first_difference(&medium, verify) {
+            return Err(miscompare(at));
+        }
+        self.write_medium(caw.lba, write, caw.fua)?;
+        Ok(ScsiOutcome::good(0, 0))
+    }
+
+    /// ORWRITE (16) (SBC-3 §5.9), as a read-modify-write under the range
+    /// lock: each medium byte becomes itself OR the data-out byte.
+    fn orwrite(&self, op: u8, rw: Rw, data_out: &[u8]) -> Exec {
+        self.check_transfer(op, rw.lba, rw.blocks)?;
+        let data = Self::take(data_out, self.bytes(rw.blocks))?;
+        if data.is_empty() {
+            return Ok(ScsiOutcome::good(0, 0));
+        }
+        let _guard = self.range_locks.lock(rw.lba, rw.blocks);
+        let mut medium = self.read_medium(rw.lba, rw.blocks)?;
+        medium.iter_mut().zip(data).for_each(|(m, d)| *m |= d);
+        self.write_medium(rw.lba, &medium, rw.fua)?;
         Ok(ScsiOutcome::good(0, 0))
     }
 

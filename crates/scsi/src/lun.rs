@@ -88,6 +88,24 @@ impl LunTable {
         self.units.keys().copied().collect()
     }
 
+    /// The I_T nexus `nexus` ended (logout, connection loss): every unit
+    /// releases what it held for it. Call once when a session ends.
+    pub fn nexus_lost(&self, nexus: u64) {
+        self.units.values().for_each(|u| u.nexus_lost(nexus));
+    }
+
+    /// LOGICAL UNIT RESET of the unit at `lun_field` (no-op if absent).
+    pub fn reset_lun(&self, lun_field: u64) {
+        if let Some(u) = self.get(lun_field) {
+            u.reset();
+        }
+    }
+
+    /// TARGET WARM/COLD RESET: every unit is reset.
+    pub fn reset_all(&self) {
+        self.units.values().for_each(|u| u.reset());
+    }
+
     /// Bytes of data-out the command transfers (see [`cdb::data_out_length`]),
     /// using the addressed unit's block size.
     pub fn data_out_length(&self, lun_field: u64, cdb_bytes: &[u8]) -> Result<u32, Sense> {

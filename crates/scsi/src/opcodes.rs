@@ -45,6 +45,7 @@ static TABLE: &[Supported] = &[
     s(op::READ_CAPACITY_10, &[op::READ_CAPACITY_10, 0, F, F, F, F, 0, 0, 0x01, 0]),
     s(op::READ_10, &[op::READ_10, 0xF8, F, F, F, F, 0, F, F, 0]),
     s(op::WRITE_10, &[op::WRITE_10, 0xF8, F, F, F, F, 0, F, F, 0]),
+    s(op::WRITE_AND_VERIFY_10, &[op::WRITE_AND_VERIFY_10, 0xF2, F, F, F, F, 0, F, F, 0]),
     s(op::VERIFY_10, &[op::VERIFY_10, 0xF6, F, F, F, F, 0, F, F, 0]),
     s(op::PRE_FETCH_10, &[op::PRE_FETCH_10, 0x02, F, F, F, F, 0, F, F, 0]),
     s(op::SYNCHRONIZE_CACHE_10, &[op::SYNCHRONIZE_CACHE_10, 0x02, F, F, F, F, 0, F, F, 0]),
@@ -52,7 +53,10 @@ static TABLE: &[Supported] = &[
     s(op::UNMAP, &[op::UNMAP, 0x01, 0, 0, 0, 0, 0, F, F, 0]),
     s(op::MODE_SENSE_10, &[op::MODE_SENSE_10, 0x18, F, F, 0, 0, 0, F, F, 0]),
     s(op::READ_16, &[op::READ_16, 0xF8, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0]),
+    s(op::COMPARE_AND_WRITE, &[op::COMPARE_AND_WRITE, 0xF8, F, F, F, F, F, F, F, F, 0, 0, 0, F, 0, 0]),
     s(op::WRITE_16, &[op::WRITE_16, 0xF8, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0]),
+    s(op::ORWRITE_16, &[op::ORWRITE_16, 0xF8, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0]),
+    s(op::WRITE_AND_VERIFY_16, &[op::WRITE_AND_VERIFY_16, 0xF2, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0]),
     s(op::VERIFY_16, &[op::VERIFY_16, 0xF6, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0]),
     s(op::PRE_FETCH_16, &[op::PRE_FETCH_16, 0x02, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0]),
     s(op::SYNCHRONIZE_CACHE_16, &[op::SYNCHRONIZE_CACHE_16, 0x02, F, F, F, F, F, F, F, F, F, F, F, F, 0, 0]),
@@ -66,6 +70,7 @@ static TABLE: &[Supported] = &[
         &[op::MAINTENANCE_IN, 0x1F, 0x87, F, F, F, F, F, F, F, 0, 0]),
     s(op::READ_12, &[op::READ_12, 0xF8, F, F, F, F, F, F, F, F, 0, 0]),
     s(op::WRITE_12, &[op::WRITE_12, 0xF8, F, F, F, F, F, F, F, F, 0, 0]),
+    s(op::WRITE_AND_VERIFY_12, &[op::WRITE_AND_VERIFY_12, 0xF2, F, F, F, F, F, F, F, F, 0, 0]),
     s(op::VERIFY_12, &[op::VERIFY_12, 0xF6, F, F, F, F, F, F, F, F, 0, 0]),
 ];
 

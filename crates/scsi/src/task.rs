@@ -15,6 +15,10 @@ pub struct ScsiTask<'a> {
     /// Target portal group tag the command arrived through; names the
     /// SCSI target port in VPD page 0x83 (RFC 7143 §4.4.1).
     pub tpgt: u16,
+    /// Identity of the I_T nexus (initiator port to target port) the
+    /// command came through (SAM-5 §4.6.4), e.g. the transport's session
+    /// id: reservations belong to a nexus. Distinct for every live nexus.
+    pub nexus: u64,
 }
 
 /// SCSI status (SAM-5 §5.3.1, table 28).
@@ -51,6 +55,16 @@ impl ScsiOutcome {
             sense: None,
             data_in_len,
             data_in_wanted,
+        }
+    }
+
+    /// RESERVATION CONFLICT (SPC-4 §5.9.1), no sense data.
+    pub fn reservation_conflict() -> ScsiOutcome {
+        ScsiOutcome {
+            status: ScsiStatus::ReservationConflict,
+            sense: None,
+            data_in_len: 0,
+            data_in_wanted: 0,
         }
     }
 

@@ -25,11 +25,17 @@ struct Run {
 }
 
 fn run_edtl(lu: &LogicalUnit, cdb: &[u8], edtl: u32, data_out: &[u8]) -> Run {
+    run_as(lu, 1, cdb, edtl, data_out)
+}
+
+/// Run a command from I_T nexus `nexus`.
+fn run_as(lu: &LogicalUnit, nexus: u64, cdb: &[u8], edtl: u32, data_out: &[u8]) -> Run {
     let task = ScsiTask {
         cdb,
         lun: 0,
         expected_data_transfer_length: edtl,
         tpgt: 1,
+        nexus,
     };
     let mut buf = BytesMut::new();
     let out = lu.execute(&task, data_out, &mut buf);
@@ -566,6 +572,7 @@ fn data_in_is_appended_after_existing_bytes() {
         lun: 0,
         expected_data_transfer_length: 512,
         tpgt: 1,
+        nexus: 1,
     };
     let out = lu.execute(&task, &[], &mut buf);
     assert_eq!(out.data_in_len, 512);
@@ -593,6 +600,7 @@ fn lun_table_routes_and_reports() {
             lun: encode_lun(lun).unwrap(),
             expected_data_transfer_length: 4096,
             tpgt: 1,
+            nexus: 1,
         };
         let mut buf = BytesMut::new();
         let out = t.execute(&task, &[], &mut buf);
@@ -612,4 +620,284 @@ fn lun_table_routes_and_reports() {
     let (out, data) = exec(7, &[0x03, 0, 0, 0, 18, 0]);
     assert_eq!(out.status, ScsiStatus::Good);
     assert_eq!((data[2], data[12]), (0x05, 0x25));
+}
+
+fn caw_cdb(lba: u64, blocks: u8, flags: u8) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c[0] = 0x89;
+    c[1] = flags;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[13] = blocks;
+    c
+}
+
+#[test]
+fn block_limits_consistent_with_accepted_lengths() {
+    let lu = mem_lu();
+    let r = run(&lu, &[0x12, 1, 0xB0, 0, 255, 0], &[]);
+    good(&r);
+    let b = &r.data[4..];
+    let be32 = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let max_xfer = be32(4);
+    let max_ws = u64::from_be_bytes(b[32..40].try_into().unwrap());
+    assert_eq!(b[1], lu.limits().max_compare_and_write_blocks);
+    assert!(b[1] > 0);
+    // Whatever may be written with WRITE SAME must also be writable and
+    // readable with one WRITE(16)/READ(16) (libiscsi WriteSame16.Unmap).
+    assert!(max_ws <= u64::from(max_xfer), "{max_ws} > {max_xfer}");
+    assert!(be32(8) <= max_xfer);
+    let big = Limits {
+        max_transfer_blocks: 64,
+        max_write_same_blocks: 64,
+        ..Limits::default()
+    };
+    let lu = mem_lu().with_limits(big);
+    good(&run(&lu, &cdb16(0x8A, 0, 0, 64), &[0xFF; 64 * 512]));
+    good(&run(&lu, &cdb16(0x93, 0x08, 0, 64), &[0; 512]));
+    let r = run(&lu, &cdb16(0x88, 0, 0, 64), &[]);
+    good(&r);
+    assert!(r.data.iter().all(|&x| x == 0));
+    let s = sense_of(&run(&lu, &cdb16(0x93, 0x08, 0, 65), &[0; 512]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+}
+
+#[test]
+fn compare_and_write_writes_only_on_match() {
+    let lu = mem_lu();
+    good(&run(&lu, &cdb16(0x8A, 0, 10, 2), &[b'A'; 1024]));
+    // Match: verify 'A', write 'B'.
+    let mut d = vec![b'A'; 1024];
+    d.extend_from_slice(&[b'B'; 1024]);
+    let r = run(&lu, &caw_cdb(10, 2, 0), &d);
+    good(&r);
+    assert_eq!(r.out.data_in_wanted, 0);
+    assert!(
+        run(&lu, &cdb16(0x88, 0, 10, 2), &[])
+            .data
+            .iter()
+            .all(|&x| x == b'B')
+    );
+    // Miscompare at byte 700: nothing written, offset in INFORMATION.
+    let mut d = vec![b'B'; 2048];
+    d[700] = b'Z';
+    d[1024..].fill(b'C');
+    let s = sense_of(&run(&lu, &caw_cdb(10, 2, 0x08), &d));
+    assert_eq!(s.key, SenseKey::Miscompare);
+    assert_eq!(s.asc, Asc::MISCOMPARE_DURING_VERIFY);
+    assert_eq!(s.information, Some(700));
+    assert_eq!(&s.to_fixed()[..7], &[0xF0, 0, 0x0E, 0, 0, 0x02, 0xBC]);
+    assert!(
+        run(&lu, &cdb16(0x88, 0, 10, 2), &[])
+            .data
+            .iter()
+            .all(|&x| x == b'B')
+    );
+}
+
+#[test]
+fn compare_and_write_limits_and_errors() {
+    let lu = mem_lu().with_limits(Limits {
+        max_compare_and_write_blocks: 4,
+        ..Limits::default()
+    });
+    let s = sense_of(&run(&lu, &caw_cdb(0, 5, 0), &[0; 5 * 1024]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+    assert_eq!(s.field_pointer.map(|f| f.byte), Some(13));
+    good(&run(&lu, &caw_cdb(0, 4, 0), &[0; 4 * 1024]));
+    good(&run(&lu, &caw_cdb(0, 0, 0), &[]));
+    let s = sense_of(&run(&lu, &caw_cdb(BLOCKS - 1, 2, 0), &[0; 2048]));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    let s = sense_of(&run(&lu, &caw_cdb(0, 1, 0x20), &[0; 1024]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
+    // Data-out shorter than 2 × NUMBER OF LOGICAL BLOCKS.
+    let s = sense_of(&run(&lu, &caw_cdb(0, 2, 0), &[0; 2047]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+    assert_eq!(data_out_length(&caw_cdb(0, 3, 0), 512), Ok(3072));
+    // Advertised with DPO/FUA usage bits.
+    let r = run(
+        &lu,
+        &[0xA3, 0x0C, 0x01, 0x89, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0],
+        &[],
+    );
+    good(&r);
+    assert_eq!(r.data[1] & 7, 3);
+    assert_eq!(r.data[5] & 0x18, 0x18);
+    assert_eq!(r.data[4 + 13], 0xFF);
+}
+
+/// Two threads (two portals) swap a block between their values with
+/// COMPARE AND WRITE; atomicity means exactly the successful ones changed
+/// it and the final value is the one the last success wrote.
+#[test]
+fn compare_and_write_is_atomic_across_threads() {
+    let lu = Arc::new(mem_lu());
+    good(&run(&lu, &cdb16(0x8A, 0, 0, 1), &[0; 512]));
+    let rounds = 3000;
+    let workers: Vec<_> = (0..2u8)
+        .map(|me| {
+            let lu = lu.clone();
+            std::thread::spawn(move || {
+                let mut d = vec![me; 512];
+                d.extend_from_slice(&[1 - me; 512]);
+                let mut ok = 0u32;
+                for _ in 0..rounds {
+                    let r = run_as(&lu, u64::from(me) + 1, &caw_cdb(0, 1, 0), 1024, &d);
+                    match r.out.status {
+                        ScsiStatus::Good => ok += 1,
+                        _ => assert_eq!(r.out.sense.unwrap().key, SenseKey::Miscompare),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let oks: Vec<u32> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    // Successes alternate 0→1 (thread 0) and 1→0 (thread 1).
+    assert!(oks[0] == oks[1] || oks[0] == oks[1] + 1, "{oks:?}");
+    let expect = if oks[0] == oks[1] { 0 } else { 1 };
+    let r = run(&lu, &cdb16(0x88, 0, 0, 1), &[]);
+    assert!(r.data.iter().all(|&x| x == expect));
+}
+
+#[test]
+fn write_and_verify_all_sizes() {
+    let lu = mem_lu();
+    let data: Vec<u8> = (0..4096).map(|i| (i * 7) as u8).collect();
+    for (op, c) in [
+        (0x2E, cdb10(0x2E, 0x02, 3, 8).to_vec()),
+        (0xAE, cdb12(0xAE, 0x12, 3, 8).to_vec()),
+        (0x8E, cdb16(0x8E, 0x00, 3, 8).to_vec()),
+    ] {
+        good(&run(&lu, &cdb16(0x8A, 0, 3, 8), &[0; 4096]));
+        let r = run(&lu, &c, &data);
+        good(&r);
+        assert_eq!(run(&lu, &cdb16(0x88, 0, 3, 8), &[]).data, data, "{op:#x}");
+        assert_eq!(data_out_length(&c, 512), Ok(4096));
+    }
+    good(&run(&lu, &cdb10(0x2E, 0x02, 0, 0), &[]));
+    let s = sense_of(&run(&lu, &cdb10(0x2E, 0, BLOCKS as u32 + 1, 0), &[]));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    let s = sense_of(&run(&lu, &cdb16(0x8E, 0, BLOCKS - 1, 2), &[0; 1024]));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    for bad in [0x04, 0x06, 0x20, 0xE0] {
+        let s = sense_of(&run(&lu, &cdb10(0x2E, bad, 0, 1), &[0; 512]));
+        assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB, "{bad:#x}");
+    }
+    let s = sense_of(&run(&lu, &cdb10(0x2E, 0x02, 0, 2), &[0; 512]));
+    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+}
+
+/// A device whose reads return what was written XOR 1 in the first byte:
+/// WRITE AND VERIFY with BYTCHK=1 must notice.
+#[test]
+fn write_and_verify_detects_a_bad_medium() {
+    struct Flaky(MemDevice);
+    impl BlockDevice for Flaky {
+        fn block_size(&self) -> u32 {
+            self.0.block_size()
+        }
+        fn num_blocks(&self) -> u64 {
+            self.0.num_blocks()
+        }
+        fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.0.read_at(off, buf)?;
+            if let Some(b) = buf.first_mut() {
+                *b ^= 1;
+            }
+            Ok(())
+        }
+        fn write_at(&self, off: u64, data: &[u8]) -> io::Result<()> {
+            self.0.write_at(off, data)
+        }
+        fn write_zeroes(&self, off: u64, len: u64) -> io::Result<()> {
+            self.0.write_zeroes(off, len)
+        }
+        fn flush(&self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let lu = lu_with(Arc::new(Flaky(MemDevice::new(BLOCKS))));
+    let s = sense_of(&run(&lu, &cdb10(0x2E, 0x02, 0, 1), &[5; 512]));
+    assert_eq!(s.key, SenseKey::Miscompare);
+    assert_eq!(s.information, Some(0));
+    // BYTCHK=0 only checks the medium can be read.
+    good(&run(&lu, &cdb10(0x2E, 0x00, 0, 1), &[5; 512]));
+}
+
+#[test]
+fn orwrite_ors_into_the_medium() {
+    let lu = mem_lu();
+    good(&run(&lu, &cdb16(0x8A, 0, 0, 2), &[0xA5; 1024]));
+    good(&run(&lu, &cdb16(0x8B, 0x08, 0, 2), &[0x5A; 1024]));
+    let r = run(&lu, &cdb16(0x88, 0, 0, 2), &[]);
+    assert!(r.data.iter().all(|&x| x == 0xFF));
+    good(&run(&lu, &cdb16(0x8B, 0, 0, 0), &[]));
+    let s = sense_of(&run(&lu, &cdb16(0x8B, 0, u64::MAX, 0), &[]));
+    assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
+    assert_eq!(data_out_length(&cdb16(0x8B, 0, 0, 3), 512), Ok(1536));
+}
+
+#[test]
+fn reserve6_conflicts_for_other_nexus() {
+    let lu = mem_lu();
+    let reserve = [0x16, 0, 0, 0, 0, 0];
+    let release = [0x17, 0, 0, 0, 0, 0];
+    let mode_sense = [0x1A, 0, 0x3F, 0, 255, 0];
+    let as2 = |cdb: &[u8], data: &[u8]| run_as(&lu, 2, cdb, 1 << 20, data).out.status;
+    good(&run(&lu, &reserve, &[]));
+    good(&run(&lu, &reserve, &[]));
+    assert_eq!(as2(&reserve, &[]), ScsiStatus::ReservationConflict);
+    assert_eq!(as2(&mode_sense, &[]), ScsiStatus::ReservationConflict);
+    assert_eq!(
+        as2(&cdb10(0x28, 0, 0, 1), &[]),
+        ScsiStatus::ReservationConflict
+    );
+    assert_eq!(
+        as2(&cdb10(0x2A, 0, 0, 1), &[1; 512]),
+        ScsiStatus::ReservationConflict
+    );
+    assert_eq!(as2(&[0x00; 6], &[]), ScsiStatus::ReservationConflict);
+    // Allowed from anyone: INQUIRY, REQUEST SENSE, REPORT LUNS, RELEASE.
+    assert_eq!(as2(&[0x12, 0, 0, 0, 96, 0], &[]), ScsiStatus::Good);
+    assert_eq!(as2(&[0x03, 0, 0, 0, 18, 0], &[]), ScsiStatus::Good);
+    assert_eq!(
+        as2(&[0xA0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], &[]),
+        ScsiStatus::Good
+    );
+    assert_eq!(as2(&release, &[]), ScsiStatus::Good);
+    // ...which did not release the holder's reservation.
+    assert_eq!(as2(&mode_sense, &[]), ScsiStatus::ReservationConflict);
+    good(&run(&lu, &mode_sense, &[]));
+    good(&run(&lu, &cdb10(0x2A, 0, 0, 1), &[1; 512]));
+    good(&run(&lu, &release, &[]));
+    assert_eq!(as2(&reserve, &[]), ScsiStatus::Good);
+    assert_eq!(as2(&release, &[]), ScsiStatus::Good);
+}
+
+#[test]
+fn reserve6_released_by_nexus_loss_and_reset() {
+    let mut t = LunTable::new();
+    t.insert(0, Arc::new(mem_lu())).unwrap();
+    let exec = |nexus: u64, cdb: &[u8]| {
+        let task = ScsiTask {
+            cdb,
+            lun: 0,
+            expected_data_transfer_length: 0,
+            tpgt: 1,
+            nexus,
+        };
+        t.execute(&task, &[], &mut BytesMut::new()).status
+    };
+    let reserve = [0x16, 0, 0, 0, 0, 0];
+    assert_eq!(exec(7, &reserve), ScsiStatus::Good);
+    assert_eq!(exec(8, &reserve), ScsiStatus::ReservationConflict);
+    t.nexus_lost(8);
+    assert_eq!(exec(8, &reserve), ScsiStatus::ReservationConflict);
+    t.nexus_lost(7);
+    assert_eq!(exec(8, &reserve), ScsiStatus::Good);
+    assert_eq!(exec(7, &[0x00; 6]), ScsiStatus::ReservationConflict);
+    t.reset_lun(encode_lun(0).unwrap());
+    assert_eq!(exec(7, &reserve), ScsiStatus::Good);
+    t.reset_all();
+    assert_eq!(exec(8, &[0x00; 6]), ScsiStatus::Good);
 }

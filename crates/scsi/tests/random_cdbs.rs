@@ -41,7 +41,7 @@ proptest! {
         let lu = LogicalUnit::new(Arc::new(MemDevice::new(64)), Identity::new("iqn.p:t", 0).unwrap())
             .with_limits(Limits { max_transfer_blocks: 16, ..Limits::default() });
         table.insert(0, Arc::new(lu)).unwrap();
-        let task = ScsiTask { cdb: &cdb, lun, expected_data_transfer_length: edtl, tpgt: 1 };
+        let task = ScsiTask { cdb: &cdb, lun, expected_data_transfer_length: edtl, tpgt: 1, nexus: 1 };
         let mut buf = BytesMut::new();
         let out = table.execute(&task, &data_out, &mut buf);
         prop_assert_eq!(out.data_in_len as usize, buf.len());
