@@ -267,6 +267,10 @@ impl Connection {
         if let Phase::Full(s) = &self.phase
             && let Some(id) = s.session_id
         {
+            // The I_T nexus is gone: its SPC-2 reservations are released.
+            if let Some(luns) = &s.luns {
+                luns.nexus_lost(id);
+            }
             self.shared.control.session_ended(id, why);
         }
     }
@@ -721,6 +725,9 @@ impl Connection {
                     s.writes.retain(|_, w| w.cmd.lun != t.lun);
                     if t.function == 5 {
                         s.reset.fetch_add(1, Ordering::Relaxed);
+                        if let Some(luns) = &s.luns {
+                            luns.reset_lun(t.lun);
+                        }
                     }
                     COMPLETE
                 } else {
@@ -731,6 +738,9 @@ impl Connection {
             6 | 7 => {
                 s.writes.clear();
                 s.reset.fetch_add(1, Ordering::Relaxed);
+                if let Some(luns) = &s.luns {
+                    luns.reset_all();
+                }
                 close = t.function == 7;
                 COMPLETE
             }
@@ -923,6 +933,7 @@ impl Connection {
         let tpgt = self.tpgt;
         let Some(s) = self.session() else { return };
         let Some(luns) = s.luns.clone() else { return };
+        let nexus = s.session_id.unwrap_or(0);
         let edtl = cmd.edtl;
         // A write whose EDTL is shorter than its SCSI transfer writes only the EDTL's whole
         // blocks and reports the overflow (RFC 7143 §11.4.5.1; libiscsi iSCSIResiduals).
@@ -942,6 +953,7 @@ impl Connection {
             lun: cmd.lun,
             expected_data_transfer_length: edtl,
             tpgt,
+            nexus,
         };
         let mut data_in = if cmd.read {
             BytesMut::with_capacity(edtl as usize)
