@@ -6,6 +6,11 @@
 //! logs out, asks iSNS again, logs in through the portal now listed first, and
 //! re-issues whatever did not complete: callers see a pause, not an error.
 //! Connection loss and AsyncEvent 2/3/4 are recovered the same way, bounded.
+//!
+//! With [`BalancedConfig::reconnect_every`] the host also leaves on its own, like real
+//! hosts that come and go: it drains, logs out (RFC 7143 §11.14, reason "close the
+//! session"), looks the portals up again and logs in through the first one. Those
+//! voluntary reconnects are recorded apart from the target-requested moves.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -53,10 +58,13 @@ pub struct BalancedConfig {
     pub max_retries: u32,
     /// Longest a command waits for a usable session.
     pub recovery_timeout: Duration,
+    /// Leave voluntarily this long after each login: drain, log out, look up, log in again.
+    pub reconnect_every: Option<Duration>,
 }
 
 impl BalancedConfig {
-    /// Defaults: queue depth 32, 5 s round trips, 30 login attempts, 16 re-issues, 60 s recovery bound.
+    /// Defaults: queue depth 32, 5 s round trips, 30 login attempts, 16 re-issues, 60 s recovery
+    /// bound, no voluntary reconnects.
     pub fn new(initiator_name: &str, target: Option<&str>, source: PortalSource) -> Self {
         BalancedConfig {
             initiator_name: initiator_name.to_string(),
@@ -67,6 +75,7 @@ impl BalancedConfig {
             max_reconnects: 30,
             max_retries: 16,
             recovery_timeout: Duration::from_secs(60),
+            reconnect_every: None,
         }
     }
 }
@@ -109,19 +118,28 @@ pub enum InitiatorEvent {
         /// Portals in the order given.
         portals: Vec<SocketAddr>,
     },
-    /// The session continues on another portal.
+    /// The host leaves voluntarily ([`BalancedConfig::reconnect_every`]): drain and log out.
+    Leaving {
+        /// The session's portal.
+        portal: SocketAddr,
+    },
+    /// After the target's logout request, the session continues here.
     Moved {
         /// Old portal.
         from: SocketAddr,
         /// New portal.
         to: SocketAddr,
-        /// Milliseconds between the logout request (or loss) and the new login.
+        /// Milliseconds between the logout request and the new login.
         pause_ms: u64,
     },
-    /// The session came back on the same portal.
+    /// After a voluntary logout or a connection loss, the session continues here.
     Reconnected {
-        /// Portal.
-        portal: SocketAddr,
+        /// Old portal.
+        from: SocketAddr,
+        /// New portal (the same or another).
+        to: SocketAddr,
+        /// Why the old session ended.
+        cause: ReconnectCause,
         /// Milliseconds of interruption.
         pause_ms: u64,
     },
@@ -132,15 +150,59 @@ pub enum InitiatorEvent {
     },
 }
 
-/// One portal change as recorded for reports.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One target-requested move (AsyncEvent 1 "logout requested", or 4), as recorded for reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MoveRecord {
+    /// When the logout request arrived, milliseconds since the Unix epoch.
+    pub at_ms: u64,
     /// Old portal.
     pub from: SocketAddr,
     /// New portal.
     pub to: SocketAddr,
-    /// Pause in milliseconds.
+    /// Milliseconds between the logout request and the new login.
     pub pause_ms: u64,
+}
+
+/// Why a session ended without a request from the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconnectCause {
+    /// The host left voluntarily ([`BalancedConfig::reconnect_every`]).
+    Voluntary,
+    /// The connection failed, or the target announced a drop (AsyncEvent 2/3).
+    ConnectionLost,
+}
+
+/// One reconnect the target did not ask for, as recorded for reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReconnectRecord {
+    /// When the old session started ending, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Old portal.
+    pub from: SocketAddr,
+    /// New portal (the same or another).
+    pub to: SocketAddr,
+    /// Why the old session ended.
+    pub cause: ReconnectCause,
+    /// Milliseconds between the end of the old session starting and the new login.
+    pub pause_ms: u64,
+}
+
+/// Why the manager is looking for a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The target asked for a logout (a move).
+    Requested,
+    /// Not asked for by the target.
+    Unrequested(ReconnectCause),
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +219,7 @@ struct Shared {
     target: String,
     current: watch::Receiver<Current>,
     moves: Mutex<Vec<MoveRecord>>,
+    reconnects: Mutex<Vec<ReconnectRecord>>,
     stop: mpsc::UnboundedSender<()>,
     manager: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -261,6 +324,7 @@ impl BalancedInitiator {
             target: target.clone(),
             current: cur_rx,
             moves: Mutex::new(Vec::new()),
+            reconnects: Mutex::new(Vec::new()),
             stop: stop_tx,
             manager: Mutex::new(None),
         });
@@ -299,10 +363,19 @@ impl BalancedInitiator {
         }
     }
 
-    /// Moves so far.
+    /// Target-requested moves so far.
     pub fn moves(&self) -> Vec<MoveRecord> {
         self.shared
             .moves
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Reconnects the target did not ask for (voluntary, connection loss) so far.
+    pub fn reconnects(&self) -> Vec<ReconnectRecord> {
+        self.shared
+            .reconnects
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default()
@@ -362,8 +435,20 @@ impl Manager {
         let mut stopping = false;
         loop {
             let portal = session.info.portal;
-            let mut since: Option<Instant> = None;
+            // When this session started ending (monotonic, and wall clock for reports).
+            let mut since: Option<(Instant, u64)> = None;
+            let mut requested = false;
+            let mut leaving = false;
             let mut wait = Duration::ZERO;
+            let leave_at = self
+                .config
+                .reconnect_every
+                .map(|d| tokio::time::Instant::now() + d);
+            let leave = tokio::time::sleep_until(
+                leave_at
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400)),
+            );
+            tokio::pin!(leave);
             // Follow this session until it is closed.
             loop {
                 let ev = tokio::select! {
@@ -374,19 +459,34 @@ impl Manager {
                         session.handle.logout();
                         continue;
                     }
+                    _ = &mut leave, if leave_at.is_some() && !leaving && !stopping && since.is_none() => {
+                        // Voluntary reconnect: new commands wait for the next session, the
+                        // session drains what it has in flight and logs out.
+                        leaving = true;
+                        since = Some((Instant::now(), unix_ms()));
+                        let _ = self.current.send(Current::Recovering);
+                        self.emit(InitiatorEvent::Leaving { portal });
+                        session.handle.logout();
+                        continue;
+                    }
                 };
                 match ev {
                     Some(SessionEvent::Core(
                         CoreEvent::LogoutRequested { .. } | CoreEvent::RenegotiationRequested,
                     )) => {
-                        since.get_or_insert_with(Instant::now);
+                        // A request that arrives while we are already leaving still ends this
+                        // session at the target's request: it is a move, with its own start.
+                        requested = true;
+                        if leaving || since.is_none() {
+                            since = Some((Instant::now(), unix_ms()));
+                        }
                         if !stopping {
                             let _ = self.current.send(Current::Recovering);
                         }
                         self.emit(InitiatorEvent::LogoutRequested { portal });
                     }
                     Some(SessionEvent::Core(CoreEvent::DropAnnounced { time2wait, .. })) => {
-                        since.get_or_insert_with(Instant::now);
+                        since.get_or_insert_with(|| (Instant::now(), unix_ms()));
                         wait = Duration::from_secs(time2wait.min(5) as u64);
                         self.emit(InitiatorEvent::ConnectionLost {
                             portal,
@@ -398,7 +498,7 @@ impl Manager {
                     }
                     Some(SessionEvent::Core(CoreEvent::ScsiEvent(_))) => {}
                     Some(SessionEvent::ConnectionLost(reason)) => {
-                        since.get_or_insert_with(Instant::now);
+                        since.get_or_insert_with(|| (Instant::now(), unix_ms()));
                         self.emit(InitiatorEvent::ConnectionLost { portal, reason });
                     }
                     Some(SessionEvent::Closed) | None => break,
@@ -407,12 +507,19 @@ impl Manager {
             if stopping {
                 return;
             }
-            let since = since.unwrap_or_else(Instant::now);
+            let since = since.unwrap_or_else(|| (Instant::now(), unix_ms()));
+            let ending = if requested {
+                Ending::Requested
+            } else if leaving {
+                Ending::Unrequested(ReconnectCause::Voluntary)
+            } else {
+                Ending::Unrequested(ReconnectCause::ConnectionLost)
+            };
             if !matches!(*self.current.borrow(), Current::Shutdown) {
                 let _ = self.current.send(Current::Recovering);
             }
             tokio::time::sleep(wait).await;
-            match self.recover(portal, since).await {
+            match self.recover(portal, since, ending).await {
                 Ok(s) => session = s,
                 Err(e) => {
                     let reason = e.to_string();
@@ -426,7 +533,48 @@ impl Manager {
         }
     }
 
-    async fn recover(&self, old: SocketAddr, since: Instant) -> Result<Session, Error> {
+    /// Records how the session continued and announces it.
+    fn record(&self, from: SocketAddr, to: SocketAddr, since: (Instant, u64), ending: Ending) {
+        let pause_ms = since.0.elapsed().as_millis() as u64;
+        let at_ms = since.1;
+        match ending {
+            Ending::Requested => {
+                if let Ok(mut m) = self.shared_moves.moves.lock() {
+                    m.push(MoveRecord {
+                        at_ms,
+                        from,
+                        to,
+                        pause_ms,
+                    });
+                }
+                self.emit(InitiatorEvent::Moved { from, to, pause_ms });
+            }
+            Ending::Unrequested(cause) => {
+                if let Ok(mut m) = self.shared_moves.reconnects.lock() {
+                    m.push(ReconnectRecord {
+                        at_ms,
+                        from,
+                        to,
+                        cause,
+                        pause_ms,
+                    });
+                }
+                self.emit(InitiatorEvent::Reconnected {
+                    from,
+                    to,
+                    cause,
+                    pause_ms,
+                });
+            }
+        }
+    }
+
+    async fn recover(
+        &self,
+        old: SocketAddr,
+        since: (Instant, u64),
+        ending: Ending,
+    ) -> Result<Session, Error> {
         let mut last = Error::Closed;
         for attempt in 0..self.config.max_reconnects.max(1) {
             if attempt > 0 {
@@ -450,31 +598,11 @@ impl Manager {
             });
             match login_first(&self.config, &self.target, &portals).await {
                 Ok(s) => {
-                    let to = s.info.portal;
-                    let pause_ms = since.elapsed().as_millis() as u64;
                     self.emit(InitiatorEvent::LoggedIn {
-                        portal: to,
+                        portal: s.info.portal,
                         redirected_from: s.info.redirected_from,
                     });
-                    if to != old {
-                        if let Ok(mut m) = self.shared_moves.moves.lock() {
-                            m.push(MoveRecord {
-                                from: old,
-                                to,
-                                pause_ms,
-                            });
-                        }
-                        self.emit(InitiatorEvent::Moved {
-                            from: old,
-                            to,
-                            pause_ms,
-                        });
-                    } else {
-                        self.emit(InitiatorEvent::Reconnected {
-                            portal: to,
-                            pause_ms,
-                        });
-                    }
+                    self.record(old, s.info.portal, since, ending);
                     let _ = self.current.send(Current::Ready(s.handle.clone()));
                     return Ok(s);
                 }

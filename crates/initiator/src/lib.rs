@@ -23,7 +23,10 @@ pub mod transport;
 pub use session::{LoginInfo, Session, SessionConfig, SessionEvent, SessionHandle};
 pub mod balanced;
 
-pub use balanced::{BalancedConfig, BalancedInitiator, InitiatorEvent, MoveRecord, PortalSource};
+pub use balanced::{
+    BalancedConfig, BalancedInitiator, InitiatorEvent, MoveRecord, PortalSource, ReconnectCause,
+    ReconnectRecord,
+};
 pub mod workload;
 
 pub use workload::{WorkloadConfig, WorkloadReport, run_workload};

@@ -7,6 +7,8 @@
 //! chunk, so the expected generation is always known.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -14,7 +16,7 @@ use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 
-use crate::balanced::{BalancedInitiator, MoveRecord};
+use crate::balanced::{BalancedInitiator, MoveRecord, ReconnectRecord, unix_ms};
 use crate::cdb;
 use crate::error::{Error, TaskError};
 
@@ -54,13 +56,16 @@ pub struct WorkloadConfig {
     pub seed: u64,
     /// Bound on one I/O including re-issues.
     pub io_timeout: Duration,
+    /// Stop issuing once this is set (e.g. on SIGINT); I/Os in flight still complete.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl WorkloadConfig {
-    /// Defaults: LUN 1, QD 8, 1 block per I/O, 50 % reads, 10 s, verify on.
+    /// Defaults: LUN 0 (portshift's target; tgtd's first LUN is 1), QD 8, 1 block per I/O,
+    /// 50 % reads, 10 s, verify on.
     pub fn new(initiator_name: &str) -> Self {
         WorkloadConfig {
-            lun: 1,
+            lun: 0,
             queue_depth: 8,
             block_size: None,
             blocks_per_io: 1,
@@ -72,12 +77,13 @@ impl WorkloadConfig {
             region_blocks: None,
             seed: 1,
             io_timeout: Duration::from_secs(90),
+            stop: None,
         }
     }
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
     /// Mean.
     pub mean_us: f64,
@@ -94,7 +100,7 @@ pub struct Latency {
 }
 
 /// The result of a workload run.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkloadReport {
     /// Target name.
     pub target: String,
@@ -112,8 +118,14 @@ pub struct WorkloadReport {
     pub verified_reads: u64,
     /// Bytes transferred.
     pub bytes: u64,
-    /// Portal moves with their pauses.
+    /// Moves the target asked for (logout requested), with their pauses.
     pub moves: Vec<MoveRecord>,
+    /// Reconnects it did not ask for (voluntary, connection loss), with their pauses.
+    pub reconnects: Vec<ReconnectRecord>,
+    /// When the I/O phase started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When the last I/O completed, milliseconds since the Unix epoch.
+    pub ended_at_ms: u64,
     /// Wall-clock time of the I/O phase in milliseconds.
     pub elapsed_ms: u64,
     /// I/Os per second.
@@ -238,9 +250,12 @@ pub async fn run_workload(
     };
     let mut set: JoinSet<Done> = JoinSet::new();
     let start = Instant::now();
+    report.started_at_ms = unix_ms();
     let mut issued = 0u64;
+    let stopped = || cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
     loop {
-        let may_issue = start.elapsed() < cfg.duration && cfg.max_ios.is_none_or(|m| issued < m);
+        let may_issue =
+            start.elapsed() < cfg.duration && cfg.max_ios.is_none_or(|m| issued < m) && !stopped();
         while may_issue && set.len() < qd && cfg.max_ios.is_none_or(|m| issued < m) {
             let mut chunk = rng.random_range(0..chunks);
             let mut tries = 0;
@@ -340,9 +355,11 @@ pub async fn run_workload(
         }
     }
     let elapsed = start.elapsed();
+    report.ended_at_ms = unix_ms();
     report.elapsed_ms = elapsed.as_millis() as u64;
     report.iops = report.ios as f64 / elapsed.as_secs_f64().max(1e-9);
     report.moves = init.moves();
+    report.reconnects = init.reconnects();
     if !hist.is_empty() {
         report.latency = Latency {
             mean_us: hist.mean(),

@@ -34,6 +34,7 @@ fn verified_workload_via_send_targets() {
             })
         );
         let mut cfg = WorkloadConfig::new(INITIATOR);
+        cfg.lun = 1; // tgtd's first data LUN (LUN 0 is its controller)
         cfg.queue_depth = 8;
         cfg.blocks_per_io = 2;
         cfg.max_ios = Some(3000);
@@ -61,6 +62,7 @@ fn connection_closed_by_target_is_recovered_without_errors() {
                 .await
                 .expect("connect");
         let mut cfg = WorkloadConfig::new(INITIATOR);
+        cfg.lun = 1; // tgtd's first data LUN (LUN 0 is its controller)
         cfg.duration = Duration::from_secs(3);
         cfg.queue_depth = 4;
         let work = {
@@ -92,6 +94,10 @@ fn connection_closed_by_target_is_recovered_without_errors() {
             seen.iter()
                 .any(|e| matches!(e, InitiatorEvent::Reconnected { .. })),
             "{seen:?}"
+        );
+        assert!(
+            r.moves.is_empty() && !r.reconnects.is_empty(),
+            "a connection loss is a reconnect, not a move: {r:?}"
         );
         init.shutdown(Duration::from_secs(5)).await;
     });

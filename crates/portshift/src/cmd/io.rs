@@ -1,8 +1,12 @@
 //! `portshift io`: a verifying I/O workload through portshift's own initiator,
-//! following the target's portal moves (iSNS or a fixed portal).
+//! following the target's portal moves (iSNS or a fixed portal). With
+//! `--reconnect-every` the host also comes and goes on its own. SIGINT or SIGTERM
+//! stops issuing I/O; the report is still printed.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use initiator::{
@@ -28,15 +32,15 @@ pub struct Args {
     /// Our iSCSI name.
     #[arg(long, default_value = "iqn.2024-01.io.portshift:initiator")]
     initiator_name: String,
-    /// LUN.
-    #[arg(long, default_value_t = 1)]
+    /// LUN (portshift's target serves LUN 0; tgtd's first data LUN is 1).
+    #[arg(long, default_value_t = 0)]
     lun: u16,
     /// Concurrent I/Os.
     #[arg(long, default_value_t = 8)]
     queue_depth: usize,
-    /// Logical block size expected (must match READ CAPACITY).
-    #[arg(long, default_value_t = 4096)]
-    block_size: u32,
+    /// Logical block size expected (must match READ CAPACITY); default: READ CAPACITY's.
+    #[arg(long)]
+    block_size: Option<u32>,
     /// Blocks per I/O.
     #[arg(long, default_value_t = 1)]
     blocks_per_io: u32,
@@ -58,6 +62,10 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Leave voluntarily this long after each login (drain, log out, look the portals up
+    /// again, log in through the first), e.g. 2s; reported as reconnects, not moves.
+    #[arg(long, value_parser = parse_duration)]
+    reconnect_every: Option<Duration>,
 }
 
 /// Parse `10s`, `250ms`, `2m` or a plain number of seconds.
@@ -108,9 +116,13 @@ fn print_event(e: &InitiatorEvent) {
         InitiatorEvent::ConnectionLost { portal, reason } => {
             println!("connection lost on {portal}: {reason}")
         }
-        InitiatorEvent::Reconnected { portal, pause_ms } => {
-            println!("reconnected: {portal} (pause {pause_ms} ms)")
-        }
+        InitiatorEvent::Reconnected {
+            from,
+            to,
+            cause,
+            pause_ms,
+        } => println!("reconnected ({cause:?}): {from} -> {to} (pause {pause_ms} ms)"),
+        InitiatorEvent::Leaving { portal } => println!("leaving {portal} (voluntary logout)"),
         InitiatorEvent::Failed { reason } => println!("recovery failed: {reason}"),
         InitiatorEvent::LoggedOut { .. } => {}
     }
@@ -134,13 +146,37 @@ fn print_summary(r: &WorkloadReport) {
         "latency us: mean {:.0} p50 {} p90 {} p99 {} p99.9 {} max {}",
         l.mean_us, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
     );
-    println!("moves: {}", r.moves.len());
+    println!("moves (requested by the target): {}", r.moves.len());
     for m in &r.moves {
         println!("  {} -> {} pause {} ms", m.from, m.to, m.pause_ms);
+    }
+    println!("reconnects (not requested): {}", r.reconnects.len());
+    for m in &r.reconnects {
+        println!(
+            "  {:?}: {} -> {} pause {} ms",
+            m.cause, m.from, m.to, m.pause_ms
+        );
     }
     for e in &r.error_samples {
         println!("  error: {e}");
     }
+}
+
+/// Sets `stop` on the first SIGINT or SIGTERM.
+async fn stop_on_signal(stop: Arc<AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot install SIGINT/SIGTERM handlers");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    stop.store(true, Ordering::Relaxed);
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
@@ -157,6 +193,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut bc = BalancedConfig::new(&args.initiator_name, args.target.as_deref(), source);
     bc.queue_depth = args.queue_depth.max(1);
+    bc.reconnect_every = args.reconnect_every.filter(|d| !d.is_zero());
     let (init, mut events) = BalancedInitiator::connect(bc).await?;
     let json = args.json;
     let printer = tokio::spawn(async move {
@@ -169,7 +206,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let mut wc = WorkloadConfig::new(&args.initiator_name);
     wc.lun = args.lun;
     wc.queue_depth = args.queue_depth;
-    wc.block_size = Some(args.block_size);
+    wc.block_size = args.block_size;
     wc.blocks_per_io = args.blocks_per_io;
     wc.read_percent = args.read_percent;
     wc.duration = args.duration;
@@ -177,8 +214,18 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     wc.verify = args.verify;
     wc.region_blocks = args.region_blocks;
     wc.seed = std::process::id() as u64;
+    let stop = Arc::new(AtomicBool::new(false));
+    wc.stop = Some(stop.clone());
+    let signals = tokio::spawn(stop_on_signal(stop));
     let report = run_workload(&init, &wc).await;
+    signals.abort();
     init.shutdown(Duration::from_secs(5)).await;
+    // A move that completed between the last I/O and the final logout belongs in the report.
+    let report = report.map(|mut r| {
+        r.moves = init.moves();
+        r.reconnects = init.reconnects();
+        r
+    });
     drop(init);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     let report = report?;
