@@ -1,0 +1,428 @@
+//! Acceptance: integrity under many moves.
+//!
+//! `portshift isns`, `portshift target` with two portals (127.0.0.1:P, 127.0.0.2:P),
+//! `--balance sessions:3 --cooldown 1`, and four `portshift io --verify` hosts that find their
+//! target through iSNS and leave voluntarily every second (`--reconnect-every 1s`), so they keep
+//! landing on the portal iSNS lists first and the balancer keeps moving them: Async Message
+//! "logout requested" (RFC 7143 §11.9.1) after deleting the (target, hot portal) Portal Group in
+//! iSNS (RFC 4171), restored once the portal's load is back at the low mark.
+//!
+//! Each host has its own target (t1..t4, one LUN each), as hosts with their own volumes do. That
+//! is what makes the moves separable: the balancer deletes the (target, portal) registration of
+//! the host it moves, so only that host is steered away from the hot portal. With one shared
+//! target, one deletion would steer every reconnecting host to the other portal at once and pile
+//! them up there, where no move is possible until the registration comes back.
+//!
+//! Once the target has requested at least [`STOP_AFTER`] logouts the hosts get SIGINT (bounded by
+//! [`RUN_LIMIT`] in any case). Then: every host exits 0 with zero I/O errors and zero mismatches,
+//! reads were verified, at least [`MIN_MOVES`] moves, and the target's `logout_requested` events
+//! and the hosts' reported moves correspond one for one (same host, same from → to portal).
+//!
+//! Loopback only, ports picked free at run time, files in a temporary directory.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use balancer::{AdminSnapshot, EventKind};
+use initiator::{ReconnectCause, WorkloadReport};
+
+const HOSTS: usize = 4;
+/// The acceptance point.
+const MIN_MOVES: usize = 20;
+/// Stop the hosts once the target has requested this many logouts (a margin over
+/// [`MIN_MOVES`] for requests a host could not see, see `match_moves`).
+const STOP_AFTER: usize = 24;
+/// Longest the hosts run before they are stopped regardless.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+/// Longest a host may take to finish after SIGINT (in-flight I/O, logout, report).
+const EXIT_LIMIT: Duration = Duration::from_secs(30);
+/// Slack between the target's and the hosts' millisecond timestamps (same clock; the target
+/// logs an event just after queuing the Async Message, so the host may see it a little earlier).
+const CLOCK_SLACK_MS: u64 = 5;
+/// A requested move must have been acted on within this long (Time2Logout is 2 s).
+const ACT_WITHIN_MS: u64 = 2_000;
+
+fn target_name(i: usize) -> String {
+    format!("iqn.2024-01.test.h7:t{}", i + 1)
+}
+
+fn host_name(i: usize) -> String {
+    format!("iqn.2024-01.test.h7:host{}", i + 1)
+}
+
+/// A child process, killed (SIGKILL) and reaped on drop if still running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free on both 127.0.0.1 and 127.0.0.2.
+fn free_port_on_both() -> u16 {
+    for _ in 0..50 {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = a.local_addr().expect("local addr").port();
+        if TcpListener::bind(("127.0.0.2", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2 after 50 tries");
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free loopback port")
+}
+
+fn portshift(args: &[String], out: &Path, err: &Path) -> Proc {
+    let file = |p: &Path| std::fs::File::create(p).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_portshift"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file(out))
+        .stderr(file(err))
+        .spawn()
+        .expect("spawn portshift");
+    Proc(child)
+}
+
+/// Starts a portshift server and waits (at most 15 s) until it accepts on `addr`.
+fn server(args: &[String], addr: SocketAddr, log: &Path) -> Proc {
+    let mut p = portshift(args, log, &log.with_extension("err"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = p.0.try_wait() {
+            panic!(
+                "portshift {} exited early ({status}): {}",
+                args[0],
+                std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "portshift {} never listened on {addr}",
+            args[0]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p
+}
+
+fn snapshot(admin: SocketAddr) -> AdminSnapshot {
+    let out = Command::new(env!("CARGO_BIN_EXE_portshift"))
+        .args(["status", "--json", "--admin", &admin.to_string()])
+        .output()
+        .expect("portshift status");
+    assert!(
+        out.status.success(),
+        "portshift status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("portshift status --json document")
+}
+
+/// (host, from, to, at_ms) of every `logout_requested` event, with portals as addresses.
+type Request = (String, String, String, u64);
+
+fn logout_requests(snap: &AdminSnapshot) -> Vec<Request> {
+    let address = |id| {
+        snap.table
+            .portal(id)
+            .map(|p| p.address.clone())
+            .unwrap_or_else(|| format!("unknown portal {id}"))
+    };
+    snap.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::LogoutRequested {
+                initiator,
+                from,
+                to,
+                ..
+            } => Some((initiator.clone(), address(*from), address(*to), e.at_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Matches the target's logout requests for one host against the host's report, in order.
+/// Returns the requests the host could not have seen (see the tolerance below); panics on
+/// anything else that does not correspond.
+fn match_moves(host: &str, requests: &[&Request], report: &WorkloadReport) -> Vec<Request> {
+    let mut moves = report.moves.iter().peekable();
+    let mut voluntary: Vec<_> = report
+        .reconnects
+        .iter()
+        .filter(|r| r.cause == ReconnectCause::Voluntary)
+        .collect();
+    let mut unseen = Vec::new();
+    for &req in requests {
+        let (_, from, to, at) = req;
+        let matches = moves.peek().is_some_and(|m| {
+            m.from.to_string() == *from
+                && m.to.to_string() == *to
+                && m.at_ms + CLOCK_SLACK_MS >= *at
+                && m.at_ms <= at + ACT_WITHIN_MS
+        });
+        if matches {
+            moves.next();
+            continue;
+        }
+        // Tolerance: the target queues "logout requested" for a session that is, at that very
+        // moment, already ending on the host's own initiative — a voluntary reconnect that had
+        // drained and sent its Logout, or the final logout after SIGINT. The target logs the
+        // request (its session was still in the table), but the Async Message never reaches the
+        // host, which closes on the Logout Response. (A request that does arrive while the host
+        // is draining is reported as a move, and matched above.) So a request is excused only
+        // when it falls inside one voluntary logout of this host from the same portal — between
+        // the logout's start and the next login — each logout excusing at most one request, or
+        // after the host's I/O phase ended.
+        let excused = voluntary.iter().position(|r| {
+            r.from.to_string() == *from
+                && r.at_ms <= at + CLOCK_SLACK_MS
+                && *at <= r.at_ms + r.pause_ms + CLOCK_SLACK_MS
+        });
+        if let Some(i) = excused {
+            voluntary.remove(i);
+        } else {
+            assert!(
+                *at + CLOCK_SLACK_MS >= report.ended_at_ms,
+                "{host}: the target requested a logout {from} -> {to} at {at} that the host \
+                 does not list as a move: moves {:?}, reconnects {:?}",
+                report.moves,
+                report.reconnects
+            );
+        }
+        unseen.push(req.clone());
+    }
+    let rest: Vec<_> = moves.collect();
+    assert!(
+        rest.is_empty(),
+        "{host}: moves the target never requested: {rest:?} (requests {requests:?})"
+    );
+    unseen
+}
+
+#[test]
+fn four_verifying_hosts_survive_many_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let port = free_port_on_both();
+    let portals = [format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}")];
+    let isns = free_addr();
+    let admin = free_addr();
+
+    let isns_args: Vec<String> = ["isns", "--listen", &isns.to_string(), "--db"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([path("isns.redb").display().to_string()])
+        .collect();
+    let _isns = server(&isns_args, isns, &path("isns.log"));
+
+    let mut args: Vec<String> = vec!["target".into()];
+    for p in &portals {
+        args.extend(["--portal".into(), p.clone()]);
+    }
+    for i in 0..HOSTS {
+        let lun = path(&format!("lun{i}.img"));
+        args.extend([
+            "--lun".into(),
+            format!("{}={}", target_name(i), lun.display()),
+        ]);
+    }
+    args.extend(
+        [
+            "--size",
+            "16M",
+            "--isns",
+            &isns.to_string(),
+            "--balance",
+            "sessions:3",
+            "--cooldown",
+            "1",
+            "--admin",
+            &admin.to_string(),
+        ]
+        .map(String::from),
+    );
+    let _target = server(&args, admin, &path("target.log"));
+
+    // Every target is listed by iSNS, through the first portal first.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for i in 0..HOSTS {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let listed = rt
+                .block_on(initiator::discovery::isns_portals(
+                    isns,
+                    "iqn.2024-01.test.h7:probe",
+                    &target_name(i),
+                    Duration::from_secs(2),
+                ))
+                .unwrap_or_default();
+            let listed: Vec<String> = listed.iter().map(|p| p.to_string()).collect();
+            if listed == portals {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "iSNS never listed {portals:?} for {}: {listed:?}",
+                target_name(i)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let started = Instant::now();
+    let mut hosts: Vec<Proc> = (0..HOSTS)
+        .map(|i| {
+            let args = [
+                "io",
+                "--isns",
+                &isns.to_string(),
+                "--target",
+                &target_name(i),
+                "--initiator-name",
+                &host_name(i),
+                "--verify",
+                "--json",
+                "--queue-depth",
+                "4",
+                "--duration",
+                &format!("{}s", RUN_LIMIT.as_secs()),
+                "--reconnect-every",
+                "1s",
+            ]
+            .map(String::from);
+            portshift(
+                &args,
+                &path(&format!("io{i}.json")),
+                &path(&format!("io{i}.err")),
+            )
+        })
+        .collect();
+
+    // Let them run until the target has requested enough logouts (or the time is up).
+    let mut requested = 0;
+    while started.elapsed() < RUN_LIMIT && requested < STOP_AFTER {
+        std::thread::sleep(Duration::from_millis(500));
+        for (i, h) in hosts.iter_mut().enumerate() {
+            if let Ok(Some(status)) = h.0.try_wait() {
+                panic!(
+                    "host {} exited early ({status}): {}",
+                    i + 1,
+                    std::fs::read_to_string(path(&format!("io{i}.err"))).unwrap_or_default()
+                );
+            }
+        }
+        requested = logout_requests(&snapshot(admin)).len();
+    }
+    let ran = started.elapsed();
+    for h in &hosts {
+        let pid = h.0.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -INT {pid} failed");
+    }
+    let deadline = Instant::now() + EXIT_LIMIT;
+    let mut reports = Vec::new();
+    for (i, h) in hosts.iter_mut().enumerate() {
+        let status = loop {
+            if let Some(s) = h.0.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host {} did not exit after SIGINT",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = std::fs::read_to_string(path(&format!("io{i}.json"))).unwrap_or_default();
+        let err = std::fs::read_to_string(path(&format!("io{i}.err"))).unwrap_or_default();
+        assert!(
+            status.success(),
+            "host {} exited with {status}:\n{out}\n{err}",
+            i + 1
+        );
+        let report: WorkloadReport = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("host {}: report is not JSON ({e}):\n{out}", i + 1));
+        reports.push(report);
+    }
+
+    let snap = snapshot(admin);
+    assert_eq!(
+        snap.events.first().map(|e| e.seq),
+        Some(1),
+        "the target's event log dropped events; the run was too long to compare"
+    );
+    let requests = logout_requests(&snap);
+    let mut by_host: HashMap<&str, Vec<&Request>> = HashMap::new();
+    for r in &requests {
+        by_host.entry(r.0.as_str()).or_default().push(r);
+    }
+
+    println!("host   from -> to                          pause");
+    let mut pauses = Vec::new();
+    let mut unseen = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        let host = host_name(i);
+        assert_eq!(r.errors, 0, "{host}: I/O errors: {:?}", r.error_samples);
+        assert_eq!(r.mismatches, 0, "{host}: mismatches: {:?}", r.error_samples);
+        assert!(r.verified_reads > 0, "{host}: no read was verified: {r:?}");
+        for m in &r.moves {
+            println!("host{} {} -> {}  {:>5} ms", i + 1, m.from, m.to, m.pause_ms);
+            assert_ne!(
+                m.from, m.to,
+                "{host}: a requested move that stayed put: {m:?}"
+            );
+            assert!(
+                portals.contains(&m.from.to_string()) && portals.contains(&m.to.to_string()),
+                "{host}: move between unknown portals: {m:?}"
+            );
+            pauses.push(m.pause_ms);
+        }
+        let mine = by_host.get(host.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        unseen.extend(match_moves(&host, mine, r));
+    }
+    let known: Vec<String> = (0..HOSTS).map(host_name).collect();
+    let strangers: Vec<_> = requests.iter().filter(|r| !known.contains(&r.0)).collect();
+    assert!(
+        strangers.is_empty(),
+        "logout requests for unknown hosts: {strangers:?}"
+    );
+
+    pauses.sort_unstable();
+    let moves = pauses.len();
+    let ios: u64 = reports.iter().map(|r| r.ios).sum();
+    let verified: u64 = reports.iter().map(|r| r.verified_reads).sum();
+    let voluntary: usize = reports.iter().map(|r| r.reconnects.len()).sum();
+    println!(
+        "{moves} moves in {:.1} s ({} logout requests, {} not seen by a host already leaving: \
+         {unseen:?}); pause min {} / median {} / max {} ms; {voluntary} reconnects not \
+         requested; {ios} I/Os, {verified} reads verified, 0 errors, 0 mismatches",
+        ran.as_secs_f64(),
+        requests.len(),
+        unseen.len(),
+        pauses.first().copied().unwrap_or(0),
+        pauses.get(moves / 2).copied().unwrap_or(0),
+        pauses.last().copied().unwrap_or(0),
+    );
+    assert!(
+        moves >= MIN_MOVES,
+        "only {moves} moves in {ran:?} (requests: {requests:?})"
+    );
+    assert!(
+        unseen.len() <= requests.len() / 4,
+        "too many logout requests unseen by the hosts: {unseen:?}"
+    );
+}
