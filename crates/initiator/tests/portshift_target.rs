@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use initiator::discovery::isns_portals;
 use initiator::{
-    BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, WorkloadConfig, run_workload,
+    BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, ReconnectCause,
+    WorkloadConfig, run_workload,
 };
 use target::{LunConfig, Target, TargetConfig};
 
@@ -140,4 +141,79 @@ fn moved_by_the_balancer_without_io_errors() {
         }
     }
     assert!(moved >= 1, "the balancer moved nobody: {outcome:?}");
+}
+
+/// `reconnect_every`: the host leaves on its own (drain, Logout, log in again) while the
+/// verifying workload runs; every reconnect is reported as voluntary, none as a move, and data
+/// written in one session is verified in the next ones (a small region, so reads hit it).
+#[test]
+fn voluntary_reconnects_keep_the_data_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let name = "iqn.2024-01.test.h7:t-voluntary";
+    let target = Target::start(TargetConfig {
+        portals: vec!["127.0.0.2:0".parse().unwrap()],
+        luns: vec![LunConfig {
+            iqn: name.to_string(),
+            path: dir.path().join("lun.img"),
+            size: Some(4 << 20),
+        }],
+        isns: None,
+        balance: None,
+        cooldown_ms: 1000,
+        admin: None,
+    })
+    .expect("portshift target");
+    let portal = target.portals()[0];
+    let (r, seen) = rt.block_on(async {
+        let host = "iqn.2024-01.test.h7:voluntary-host";
+        let src = PortalSource::Fixed {
+            portal,
+            send_targets: false,
+        };
+        let mut cfg = BalancedConfig::new(host, Some(name), src);
+        cfg.reconnect_every = Some(Duration::from_millis(300));
+        let (init, mut events) = BalancedInitiator::connect(cfg).await.expect("connect");
+        let mut wc = WorkloadConfig::new(host);
+        wc.queue_depth = 4;
+        wc.region_blocks = Some(64);
+        wc.duration = Duration::from_secs(3);
+        let r = run_workload(&init, &wc).await.expect("workload");
+        init.shutdown(Duration::from_secs(5)).await;
+        drop(init);
+        let mut seen = Vec::new();
+        while let Some(e) = events.recv().await {
+            seen.push(e);
+        }
+        (r, seen)
+    });
+    target.shutdown();
+    assert!(r.ok(), "{r:?}");
+    assert!(r.moves.is_empty(), "nobody asked for a move: {r:?}");
+    assert!(r.reconnects.len() >= 5, "{r:?}");
+    for c in &r.reconnects {
+        assert_eq!(c.cause, ReconnectCause::Voluntary, "{r:?}");
+        assert_eq!((c.from, c.to), (portal, portal));
+        assert!(
+            c.at_ms >= r.started_at_ms && c.at_ms <= r.ended_at_ms,
+            "{c:?}"
+        );
+    }
+    // Reads of chunks written before the last reconnect were checked after it.
+    assert!(r.verified_reads > 100, "{r:?}");
+    let leaving = seen
+        .iter()
+        .filter(|e| matches!(e, InitiatorEvent::Leaving { .. }))
+        .count();
+    let logged_out = seen
+        .iter()
+        .filter(|e| matches!(e, InitiatorEvent::LoggedOut { .. }))
+        .count();
+    // Every voluntary leave ends in a Logout Response (plus the final shutdown's).
+    assert!(leaving >= r.reconnects.len(), "{seen:?}");
+    assert!(logged_out > r.reconnects.len(), "{seen:?}");
 }
