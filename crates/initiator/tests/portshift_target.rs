@@ -3,6 +3,9 @@
 //! target) that find the target through iSNS. The balancer deletes the (target,
 //! first portal) registration and sends "logout requested"; the moved initiator
 //! must re-query iSNS, continue on the second portal, and see no I/O error or mismatch.
+//! Also: voluntary reconnects (`reconnect_every`) keep the verified data and are not moves.
+
+mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,11 +26,7 @@ const TARGETS: [&str; 3] = [
 #[test]
 fn moved_by_the_balancer_without_io_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::rt();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let isns_addr: SocketAddr = rt.block_on(async {
         let cfg =
@@ -149,11 +148,7 @@ fn moved_by_the_balancer_without_io_errors() {
 #[test]
 fn voluntary_reconnects_keep_the_data_verified() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::rt();
     let name = "iqn.2024-01.test.h7:t-voluntary";
     let target = Target::start(TargetConfig {
         portals: vec!["127.0.0.2:0".parse().unwrap()],
