@@ -26,7 +26,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use balancer::{AdminSnapshot, EventKind};
+use balancer::{AdminSnapshot, Event, EventKind, PortalId};
 use initiator::{ReconnectCause, WorkloadReport};
 
 const HOSTS: usize = 4;
@@ -128,28 +128,54 @@ fn snapshot(admin: SocketAddr) -> AdminSnapshot {
     serde_json::from_slice(&out.stdout).expect("portshift status --json document")
 }
 
-/// (host, from, to, at_ms) of every `logout_requested` event, with portals as addresses.
+/// (host, from, to, at_ms) of a `logout_requested` event, with portals as addresses.
 type Request = (String, String, String, u64);
 
-fn logout_requests(snap: &AdminSnapshot) -> Vec<Request> {
-    let address = |id| {
-        snap.table
-            .portal(id)
-            .map(|p| p.address.clone())
-            .unwrap_or_else(|| format!("unknown portal {id}"))
-    };
-    snap.events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::LogoutRequested {
-                initiator,
-                from,
-                to,
-                ..
-            } => Some((initiator.clone(), address(*from), address(*to), e.at_ms)),
-            _ => None,
-        })
-        .collect()
+/// The target's event log, gathered across polls: the target keeps only its most recent events
+/// (a bounded log), so the test reads it often and keeps every event once, in order.
+#[derive(Default)]
+struct EventTrail {
+    events: Vec<Event>,
+    portals: HashMap<PortalId, String>,
+}
+
+impl EventTrail {
+    /// Adds the events of `snap` not seen yet; panics on a gap (events dropped between polls).
+    fn add(&mut self, snap: &AdminSnapshot) {
+        for p in &snap.table.portals {
+            self.portals.insert(p.id, p.address.clone());
+        }
+        let last = self.events.last().map_or(0, |e| e.seq);
+        for e in snap.events.iter().filter(|e| e.seq > last) {
+            let expected = self.events.last().map_or(1, |l| l.seq + 1);
+            assert_eq!(
+                e.seq, expected,
+                "the target's event log dropped events between polls"
+            );
+            self.events.push(e.clone());
+        }
+    }
+
+    fn logout_requests(&self) -> Vec<Request> {
+        let address = |id| {
+            self.portals
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("unknown portal {id}"))
+        };
+        self.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::LogoutRequested {
+                    initiator,
+                    from,
+                    to,
+                    ..
+                } => Some((initiator.clone(), address(*from), address(*to), e.at_ms)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Matches the target's logout requests for one host against the host's report, in order.
@@ -313,6 +339,7 @@ fn four_verifying_hosts_survive_many_moves() {
         .collect();
 
     // Let them run until the target has requested enough logouts (or the time is up).
+    let mut trail = EventTrail::default();
     let mut requested = 0;
     while started.elapsed() < RUN_LIMIT && requested < STOP_AFTER {
         std::thread::sleep(Duration::from_millis(500));
@@ -325,7 +352,8 @@ fn four_verifying_hosts_survive_many_moves() {
                 );
             }
         }
-        requested = logout_requests(&snapshot(admin)).len();
+        trail.add(&snapshot(admin));
+        requested = trail.logout_requests().len();
     }
     let ran = started.elapsed();
     for h in &hosts {
@@ -359,13 +387,8 @@ fn four_verifying_hosts_survive_many_moves() {
         reports.push(report);
     }
 
-    let snap = snapshot(admin);
-    assert_eq!(
-        snap.events.first().map(|e| e.seq),
-        Some(1),
-        "the target's event log dropped events; the run was too long to compare"
-    );
-    let requests = logout_requests(&snap);
+    trail.add(&snapshot(admin));
+    let requests = trail.logout_requests();
     let mut by_host: HashMap<&str, Vec<&Request>> = HashMap::new();
     for r in &requests {
         by_host.entry(r.0.as_str()).or_default().push(r);
