@@ -182,6 +182,32 @@ impl Session {
     }
 }
 
+/// Why the target closes a connection, as recorded when its session ends
+/// ([`Control::session_ended`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The initiator sent a Logout Request and it was answered (§11.14, §11.15).
+    Logout,
+    /// The initiator asked for a TARGET COLD RESET, which drops the connection (§11.5.1).
+    ColdReset,
+    /// The login ended without reaching full feature phase (refused or redirected, §11.13.5).
+    LoginEnded,
+    /// The target gave up on the connection (protocol error, unanswered ping, ignored logout
+    /// request).
+    Failed(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Logout => f.write_str("logout requested by the initiator"),
+            CloseReason::ColdReset => f.write_str("target cold reset requested by the initiator"),
+            CloseReason::LoginEnded => f.write_str("login ended"),
+            CloseReason::Failed(why) => write!(f, "closed by the target: {why}"),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Phase {
     Login(Box<TargetLogin>),
@@ -197,7 +223,7 @@ pub struct Connection {
     handle: SessionHandle,
     phase: Phase,
     out: Vec<(Pdu, Digests)>,
-    closing: bool,
+    closing: Option<CloseReason>,
     last_rx: Instant,
     ping: Option<(u32, Instant)>,
     logout_deadline: Option<Instant>,
@@ -219,7 +245,7 @@ impl Connection {
                 ..TargetLoginConfig::default()
             }))),
             out: Vec::new(),
-            closing: false,
+            closing: None,
             last_rx: now,
             ping: None,
             logout_deadline: None,
@@ -229,7 +255,19 @@ impl Connection {
 
     /// True once the connection should be closed after the queued output is written.
     pub fn is_closing(&self) -> bool {
-        self.closing
+        self.closing.is_some()
+    }
+
+    /// Why the connection is closing, once [`Connection::is_closing`].
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.closing.as_ref()
+    }
+
+    /// Marks the connection as closing for `why`, keeping the first reason given.
+    fn close(&mut self, why: CloseReason) {
+        if self.closing.is_none() {
+            self.closing = Some(why);
+        }
     }
 
     /// True when any output is queued.
@@ -285,7 +323,7 @@ impl Connection {
 
     fn fail(&mut self, why: &str) {
         tracing::warn!(portal = %self.portal, "closing connection: {why}");
-        self.closing = true;
+        self.close(CloseReason::Failed(why.to_owned()));
     }
 
     /// A PDU the decoder could not turn into a [`Pdu`]: Reject it when the stream can go on,
@@ -307,7 +345,7 @@ impl Connection {
 
     /// One decoded PDU from the initiator.
     pub fn on_pdu(&mut self, pdu: Pdu, now: Instant) {
-        if self.closing {
+        if self.is_closing() {
             return;
         }
         self.last_rx = now;
@@ -323,7 +361,7 @@ impl Connection {
         let Phase::Full(s) = &mut self.phase else {
             return;
         };
-        if self.closing || self.logout_deadline.is_some() {
+        if self.closing.is_some() || self.logout_deadline.is_some() {
             return;
         }
         let msg = AsyncMessage {
@@ -341,7 +379,7 @@ impl Connection {
 
     /// Timers: idle pings and the logout deadline.
     pub fn on_tick(&mut self, now: Instant) {
-        if self.closing {
+        if self.is_closing() {
             return;
         }
         let Phase::Full(s) = &mut self.phase else {
@@ -435,7 +473,7 @@ impl Connection {
             LoginStep::Close { response, status } => {
                 tracing::info!(portal = %self.portal, "login ended with status {:#06x}", status.code());
                 self.push(response);
-                self.closing = true;
+                self.close(CloseReason::LoginEnded);
             }
             LoginStep::NeedTargetDecision { .. } => self.fail("login asked twice for a decision"),
             LoginStep::Complete {
@@ -582,7 +620,7 @@ impl Connection {
 
     fn reject_header(&mut self, reason: u8, header: Bytes) {
         let Some(s) = self.session() else {
-            self.closing = true;
+            self.close(CloseReason::Failed("unacceptable PDU during login".into()));
             return;
         };
         let r = Reject {
@@ -632,7 +670,7 @@ impl Connection {
         };
         self.push(r);
         if response == 0 {
-            self.closing = true;
+            self.close(CloseReason::Logout);
         }
     }
 
@@ -757,7 +795,7 @@ impl Connection {
         };
         self.push(r);
         if close {
-            self.closing = true;
+            self.close(CloseReason::ColdReset);
         }
     }
 

@@ -113,10 +113,10 @@ async fn serve(
     let mut tx_buf = TxBatch::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let why = loop {
+    let why: String = loop {
         tokio::select! {
             r = stream.read_buf(&mut rbuf) => match r {
-                Ok(0) => break "connection closed by the initiator",
+                Ok(0) => break "connection closed by the initiator".into(),
                 Ok(_) => {
                     let now = Instant::now();
                     decode_all(&mut conn, &mut decoder, &mut rbuf, now);
@@ -124,20 +124,20 @@ async fn serve(
                         rbuf.reserve(READ_CHUNK);
                     }
                 }
-                Err(_) => break "read error",
+                Err(e) => break format!("connection lost: read error: {e}"),
             },
             Some(cmd) = rx.recv() => conn.on_command(cmd, Instant::now()),
             _ = tick.tick() => conn.on_tick(Instant::now()),
-            _ = shutdown.changed() => break "target shutting down",
+            _ = shutdown.changed() => break "target shutting down".into(),
         }
         if conn.has_output() {
             conn.take_output(&mut out);
-            if tx_buf.write(&mut stream, &mut out).await.is_err() {
-                break "write error";
+            if let Err(e) = tx_buf.write(&mut stream, &mut out).await {
+                break format!("connection lost: write error: {e}");
             }
         }
-        if conn.is_closing() {
-            break "closed by the target";
+        if let Some(reason) = conn.close_reason() {
+            break reason.to_string();
         }
     };
     if conn.has_output() {
@@ -146,7 +146,7 @@ async fn serve(
     }
     let _ = stream.shutdown().await;
     tracing::debug!(%portal, %peer, "{why}");
-    conn.finish(why);
+    conn.finish(&why);
 }
 
 /// Decodes every whole PDU in `rbuf` and feeds them to the connection.

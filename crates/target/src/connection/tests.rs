@@ -186,7 +186,7 @@ fn unknown_target_and_redirect() {
     assert_eq!((r.status_class, r.status_detail), (1, 1));
     let text = TextPairs::parse(&r.data).unwrap();
     assert_eq!(text.get("TargetAddress"), Some("127.0.0.2:3260"));
-    assert!(c.is_closing());
+    assert_eq!(c.close_reason(), Some(&CloseReason::LoginEnded));
 }
 
 #[test]
@@ -366,7 +366,7 @@ fn async_logout_request_then_drop() {
         panic!("{o:?}")
     };
     assert_eq!(m.async_event, 2);
-    assert!(c.is_closing());
+    assert!(matches!(c.close_reason(), Some(CloseReason::Failed(_))));
 }
 
 #[test]
@@ -447,7 +447,23 @@ fn logout_nop_snack_and_tmf() {
         panic!()
     };
     assert_eq!(l.response, 0);
-    assert!(c.is_closing());
+    assert_eq!(c.close_reason(), Some(&CloseReason::Logout));
+    assert_eq!(
+        c.close_reason().map(ToString::to_string).as_deref(),
+        Some("logout requested by the initiator")
+    );
+    // The session's end is recorded with that reason.
+    let why = c.close_reason().unwrap().to_string();
+    let shared = c.shared.clone();
+    c.finish(&why);
+    let events = shared.control.events.snapshot();
+    let last = events.last().unwrap();
+    assert_eq!(last.kind.label(), "logout");
+    assert!(
+        last.reason.ends_with("logout requested by the initiator"),
+        "{}",
+        last.reason
+    );
 }
 
 #[test]
