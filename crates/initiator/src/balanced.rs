@@ -58,7 +58,8 @@ pub struct BalancedConfig {
     pub max_retries: u32,
     /// Longest a command waits for a usable session.
     pub recovery_timeout: Duration,
-    /// Leave voluntarily this long after each login: drain, log out, look up, log in again.
+    /// Leave voluntarily this long after each login: drain, log out, look up, log in again
+    /// (`None` or zero: never).
     pub reconnect_every: Option<Duration>,
 }
 
@@ -443,6 +444,7 @@ impl Manager {
             let leave_at = self
                 .config
                 .reconnect_every
+                .filter(|d| !d.is_zero())
                 .map(|d| tokio::time::Instant::now() + d);
             let leave = tokio::time::sleep_until(
                 leave_at

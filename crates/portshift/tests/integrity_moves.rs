@@ -324,8 +324,9 @@ fn four_verifying_hosts_survive_many_moves() {
                 "--json",
                 "--queue-depth",
                 "4",
+                // Longer than the run: SIGINT is what stops them.
                 "--duration",
-                &format!("{}s", RUN_LIMIT.as_secs()),
+                &format!("{}s", RUN_LIMIT.as_secs() + 60),
                 "--reconnect-every",
                 "1s",
             ]

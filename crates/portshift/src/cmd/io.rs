@@ -64,7 +64,7 @@ pub struct Args {
     json: bool,
     /// Leave voluntarily this long after each login (drain, log out, look the portals up
     /// again, log in through the first), e.g. 2s; reported as reconnects, not moves.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_reconnect_every)]
     reconnect_every: Option<Duration>,
 }
 
@@ -86,6 +86,21 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
         return Err(format!("duration {v:?} out of range (at most 24h)"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Shortest `--reconnect-every`: each reconnect re-issues what was queued, and a host that
+/// never stays long enough to finish an I/O would exhaust the re-issue bound.
+const MIN_RECONNECT_EVERY: Duration = Duration::from_millis(100);
+
+fn parse_reconnect_every(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d < MIN_RECONNECT_EVERY {
+        return Err(format!(
+            "--reconnect-every {v:?} is shorter than {} ms",
+            MIN_RECONNECT_EVERY.as_millis()
+        ));
+    }
+    Ok(d)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -193,7 +208,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut bc = BalancedConfig::new(&args.initiator_name, args.target.as_deref(), source);
     bc.queue_depth = args.queue_depth.max(1);
-    bc.reconnect_every = args.reconnect_every.filter(|d| !d.is_zero());
+    bc.reconnect_every = args.reconnect_every;
     let (init, mut events) = BalancedInitiator::connect(bc).await?;
     let json = args.json;
     let printer = tokio::spawn(async move {
@@ -254,5 +269,8 @@ mod tests {
         assert!(parse_duration("3d").is_err());
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("100h").is_err());
+        assert_eq!(parse_reconnect_every("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_reconnect_every("50ms").is_err());
+        assert!(parse_reconnect_every("0").is_err());
     }
 }
