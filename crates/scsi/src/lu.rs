@@ -296,7 +296,7 @@ impl LogicalUnit {
             Command::Write(rw) => self.write(op, rw, data_out),
             Command::Verify(v) => self.verify(op, v, data_out),
             Command::WriteVerify(wv) => self.write_and_verify(op, wv, data_out),
-            Command::CompareAndWrite(caw) => self.compare_and_write(caw, data_out),
+            Command::CompareAndWrite(caw) => self.compare_and_write(caw, edtl, data_out),
             Command::OrWrite(rw) => self.orwrite(op, rw, data_out),
             Command::WriteSame(ws) => self.write_same(op, ws, data_out),
             Command::Unmap { param_len } => self.unmap(param_len, data_out),
@@ -438,14 +438,17 @@ impl LogicalUnit {
 
     /// COMPARE AND WRITE (SBC-3 §5.2): under the range lock, compare the
     /// first half of the data-out with the medium and, only when equal,
-    /// write the second half.
-    fn compare_and_write(&self, caw: CompareAndWrite, data_out: &[u8]) -> Exec {
+    /// write the second half. The data-out must be exactly twice NUMBER OF
+    /// LOGICAL BLOCKS: a different EDTL means the initiator and the CDB
+    /// disagree on the halves (e.g. a block count that wrapped to 0 in the
+    /// one-byte field), so it is refused rather than split wrongly.
+    fn compare_and_write(&self, caw: CompareAndWrite, edtl: u32, data_out: &[u8]) -> Exec {
         let blocks = u32::from(caw.blocks);
-        if caw.blocks > self.limits.max_compare_and_write_blocks {
+        let len = self.bytes(blocks);
+        if caw.blocks > self.limits.max_compare_and_write_blocks || edtl as usize != 2 * len {
             return Err(Sense::invalid_field_in_cdb(13, None));
         }
         self.check_range(caw.lba, blocks)?;
-        let len = self.bytes(blocks);
         let data = Self::take(data_out, 2 * len)?;
         if blocks == 0 {
             return Ok(ScsiOutcome::good(0, 0));

@@ -668,7 +668,7 @@ fn compare_and_write_writes_only_on_match() {
     // Match: verify 'A', write 'B'.
     let mut d = vec![b'A'; 1024];
     d.extend_from_slice(&[b'B'; 1024]);
-    let r = run(&lu, &caw_cdb(10, 2, 0), &d);
+    let r = run_edtl(&lu, &caw_cdb(10, 2, 0), 2048, &d);
     good(&r);
     assert_eq!(r.out.data_in_wanted, 0);
     assert!(
@@ -681,7 +681,7 @@ fn compare_and_write_writes_only_on_match() {
     let mut d = vec![b'B'; 2048];
     d[700] = b'Z';
     d[1024..].fill(b'C');
-    let s = sense_of(&run(&lu, &caw_cdb(10, 2, 0x08), &d));
+    let s = sense_of(&run_edtl(&lu, &caw_cdb(10, 2, 0x08), 2048, &d));
     assert_eq!(s.key, SenseKey::Miscompare);
     assert_eq!(s.asc, Asc::MISCOMPARE_DURING_VERIFY);
     assert_eq!(s.information, Some(700));
@@ -700,18 +700,24 @@ fn compare_and_write_limits_and_errors() {
         max_compare_and_write_blocks: 4,
         ..Limits::default()
     });
-    let s = sense_of(&run(&lu, &caw_cdb(0, 5, 0), &[0; 5 * 1024]));
+    let s = sense_of(&run_edtl(&lu, &caw_cdb(0, 5, 0), 5 * 1024, &[0; 5 * 1024]));
     assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
     assert_eq!(s.field_pointer.map(|f| f.byte), Some(13));
-    good(&run(&lu, &caw_cdb(0, 4, 0), &[0; 4 * 1024]));
-    good(&run(&lu, &caw_cdb(0, 0, 0), &[]));
-    let s = sense_of(&run(&lu, &caw_cdb(BLOCKS - 1, 2, 0), &[0; 2048]));
+    let caw = |c: &[u8], data: &[u8]| run_edtl(&lu, c, data.len() as u32, data);
+    good(&caw(&caw_cdb(0, 4, 0), &[0; 4 * 1024]));
+    good(&caw(&caw_cdb(0, 0, 0), &[]));
+    let s = sense_of(&caw(&caw_cdb(BLOCKS - 1, 2, 0), &[0; 2048]));
     assert_eq!(s.asc, Asc::LBA_OUT_OF_RANGE);
-    let s = sense_of(&run(&lu, &caw_cdb(0, 1, 0x20), &[0; 1024]));
+    let s = sense_of(&caw(&caw_cdb(0, 1, 0x20), &[0; 1024]));
     assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
-    // Data-out shorter than 2 × NUMBER OF LOGICAL BLOCKS.
-    let s = sense_of(&run(&lu, &caw_cdb(0, 2, 0), &[0; 2047]));
-    assert_eq!(s.asc, Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+    // EDTL other than 2 × NUMBER OF LOGICAL BLOCKS (libiscsi sends 256
+    // blocks, which wraps to 0 in the CDB; InvalidDataOutSize sends 1 and 3
+    // blocks with 4 blocks of data): refused, nothing written.
+    for (n, len) in [(0u8, 256 * 1024), (1, 2048), (3, 2048), (2, 2047)] {
+        let s = sense_of(&caw(&caw_cdb(0, n, 0), &vec![0; len]));
+        assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB, "{n} {len}");
+        assert_eq!(s.field_pointer.map(|f| f.byte), Some(13));
+    }
     assert_eq!(data_out_length(&caw_cdb(0, 3, 0), 512), Ok(3072));
     // Advertised with DPO/FUA usage bits.
     let r = run(
