@@ -189,13 +189,17 @@ fn match_moves(host: &str, requests: &[&Request], report: &WorkloadReport) -> Ve
         .filter(|r| r.cause == ReconnectCause::Voluntary)
         .collect();
     let mut unseen = Vec::new();
-    for &req in requests {
+    for (k, &req) in requests.iter().enumerate() {
         let (_, from, to, at) = req;
+        // The next request is for a later session, so this one's move (the new login) is over
+        // by then.
+        let next = requests.get(k + 1).map_or(u64::MAX, |r| r.3);
         let matches = moves.peek().is_some_and(|m| {
             m.from.to_string() == *from
                 && m.to.to_string() == *to
                 && m.at_ms + CLOCK_SLACK_MS >= *at
                 && m.at_ms <= at + ACT_WITHIN_MS
+                && m.at_ms + m.pause_ms <= next.saturating_add(CLOCK_SLACK_MS)
         });
         if matches {
             moves.next();
@@ -449,4 +453,74 @@ fn four_verifying_hosts_survive_many_moves() {
         unseen.len() <= requests.len() / 4,
         "too many logout requests unseen by the hosts: {unseen:?}"
     );
+}
+
+/// The checker itself: what it accepts and what it rejects.
+mod checker {
+    use super::*;
+    use initiator::{MoveRecord, ReconnectRecord};
+
+    const A: &str = "127.0.0.1:3260";
+    const B: &str = "127.0.0.2:3260";
+
+    fn req(at: u64) -> Request {
+        ("h".into(), A.into(), B.into(), at)
+    }
+
+    fn report(moves: &[u64], voluntary: &[(u64, u64)], ended: u64) -> WorkloadReport {
+        WorkloadReport {
+            moves: moves
+                .iter()
+                .map(|&at_ms| MoveRecord {
+                    at_ms,
+                    from: A.parse().unwrap(),
+                    to: B.parse().unwrap(),
+                    pause_ms: 4,
+                })
+                .collect(),
+            reconnects: voluntary
+                .iter()
+                .map(|&(at_ms, pause_ms)| ReconnectRecord {
+                    at_ms,
+                    from: A.parse().unwrap(),
+                    to: B.parse().unwrap(),
+                    cause: ReconnectCause::Voluntary,
+                    pause_ms,
+                })
+                .collect(),
+            ended_at_ms: ended,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_for_one_and_the_two_excuses() {
+        let (r1, r2, r3, r4) = (req(1000), req(2000), req(3000), req(9000));
+        let reqs = [&r1, &r2, &r3, &r4];
+        // Moves for 1000 and 3000; 2000 fell inside a voluntary logout (1990 + 20 ms); 9000
+        // came after the I/O phase ended at 8000.
+        let unseen = match_moves("h", &reqs, &report(&[1001, 3002], &[(1990, 20)], 8000));
+        assert_eq!(unseen, vec![r2, r4]);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not list as a move")]
+    fn a_request_without_a_move_or_excuse_fails() {
+        let r = req(1000);
+        match_moves("h", &[&r], &report(&[], &[(1500, 20)], 8000));
+    }
+
+    #[test]
+    #[should_panic(expected = "never requested")]
+    fn a_move_without_a_request_fails() {
+        let r = req(1000);
+        match_moves("h", &[&r], &report(&[1001, 5000], &[], 8000));
+    }
+
+    #[test]
+    #[should_panic(expected = "does not list as a move")]
+    fn a_move_to_the_wrong_portal_fails() {
+        let r: Request = ("h".into(), A.into(), A.into(), 1000);
+        match_moves("h", &[&r], &report(&[1001], &[], 8000));
+    }
 }
