@@ -105,6 +105,18 @@ pub async fn execute(control: &Control, registrar: &Registrar, policy: &mut Bala
                     },
                     reason,
                 );
+            } else {
+                // The session ended between sampling and now. Its next login is steered all the
+                // same (iSNS no longer lists the hot portal; the placement redirects a stock
+                // initiator), so nothing is undone; the record says why no request was sent.
+                control.events.push(
+                    EventKind::Failed {
+                        what: format!(
+                            "logout request to {initiator} ({target}) not sent: the session on {from} had already ended"
+                        ),
+                    },
+                    reason,
+                );
             }
         }
         Decision::Restore {
