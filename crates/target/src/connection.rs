@@ -31,6 +31,9 @@ use scsi::{Asc, LunTable, Residual, ScsiStatus, ScsiTask, Sense, SenseKey};
 use crate::control::{Control, LoginDecision, SessionCommand, SessionHandle, SessionStats};
 use crate::discovery;
 
+mod buffers;
+use buffers::BufferPool;
+
 /// Commands the initiator may have outstanding: MaxCmdSN = ExpCmdSN + CMD_WINDOW - 1.
 pub const CMD_WINDOW: u32 = 128;
 /// Largest Expected Data Transfer Length accepted for a write (the buffer is allocated up front).
@@ -228,6 +231,8 @@ pub struct Connection {
     ping: Option<(u32, Instant)>,
     logout_deadline: Option<Instant>,
     ended: bool,
+    /// Large Data-In and write buffers, reused across commands.
+    pool: BufferPool,
 }
 
 impl Connection {
@@ -250,6 +255,7 @@ impl Connection {
             ping: None,
             logout_deadline: None,
             ended: false,
+            pool: BufferPool::default(),
         }
     }
 
@@ -847,10 +853,14 @@ impl Connection {
         } else {
             first_burst
         };
-        let mut buf = BytesMut::zeroed(c.edtl as usize);
-        if let Some(dst) = buf.get_mut(..c.data.len()) {
-            dst.copy_from_slice(&c.data);
+        if imm == c.edtl {
+            // All the data came with the command: no buffer to assemble.
+            return self.execute(cmd, &c.data, 0);
         }
+        // Data-Out is appended in order as it comes; only a gap (out-of-order R2T
+        // sequences) is zero-filled, to be overwritten when its data arrives.
+        let mut buf = self.pool.take(c.edtl as usize);
+        buf.extend_from_slice(&c.data);
         let task = WriteTask {
             cmd,
             buf,
@@ -868,9 +878,15 @@ impl Connection {
     /// Executes a write whose data is all in, or issues the R2Ts it may have outstanding.
     fn advance_write(&mut self, mut task: WriteTask) {
         if task.received >= task.cmd.edtl {
-            let r2ts = task.r2t_sn;
-            let data = task.buf.freeze();
-            return self.execute(task.cmd, &data, r2ts);
+            let WriteTask {
+                cmd,
+                mut buf,
+                r2t_sn,
+                ..
+            } = task;
+            buf.resize(cmd.edtl as usize, 0);
+            self.execute(cmd, &buf, r2t_sn);
+            return self.pool.give(buf);
         }
         let Some(s) = self.session() else { return };
         let max_out = usize::from(s.params.max_outstanding_r2t.max(1));
@@ -956,12 +972,7 @@ impl Connection {
             let sense = Sense::new(SenseKey::AbortedCommand, Asc::new(0x4b, 0x00));
             return self.respond_sense(d.itt, sense, task.r2t_sn);
         }
-        if let Some(dst) = task
-            .buf
-            .get_mut(offset as usize..offset as usize + len as usize)
-        {
-            dst.copy_from_slice(&d.data);
-        }
+        place(&mut task.buf, offset as usize, &d.data);
         task.received += len;
         self.advance_write(task);
     }
@@ -969,6 +980,11 @@ impl Connection {
     /// Runs a command on the target's logical units and queues Data-In and/or the response.
     fn execute(&mut self, mut cmd: CmdInfo, data_out: &[u8], r2ts: u32) {
         let tpgt = self.tpgt;
+        let mut data_in = if cmd.read {
+            self.pool.take(cmd.edtl as usize)
+        } else {
+            BytesMut::new()
+        };
         let Some(s) = self.session() else { return };
         let Some(luns) = s.luns.clone() else { return };
         let nexus = s.session_id.unwrap_or(0);
@@ -993,11 +1009,6 @@ impl Connection {
             tpgt,
             nexus,
         };
-        let mut data_in = if cmd.read {
-            BytesMut::with_capacity(edtl as usize)
-        } else {
-            BytesMut::new()
-        };
         let outcome = if skip {
             scsi::ScsiOutcome::good(0, 0)
         } else {
@@ -1018,8 +1029,11 @@ impl Connection {
         }
         let status = outcome.status as u8;
         if outcome.status == ScsiStatus::Good && !data_in.is_empty() {
-            return self.data_in(&cmd, data_in.freeze(), status, residual);
+            let data = data_in.freeze();
+            self.pool.lend(&data);
+            return self.data_in(&cmd, data, status, residual);
         }
+        self.pool.give(data_in);
         let Some(s) = self.session() else { return };
         let (o, u, count) = residual_fields(residual);
         let r = ScsiResponse {
@@ -1100,6 +1114,19 @@ impl Connection {
         }
         self.out.append(&mut pdus);
     }
+}
+
+/// Writes `data` at `offset` of `buf`, growing it (zero-filling any gap before `offset`).
+fn place(buf: &mut BytesMut, offset: usize, data: &[u8]) {
+    if buf.len() < offset {
+        buf.resize(offset, 0);
+    }
+    let inside = buf.len().saturating_sub(offset).min(data.len());
+    let (over, beyond) = data.split_at(inside);
+    if let Some(dst) = buf.get_mut(offset..offset + inside) {
+        dst.copy_from_slice(over);
+    }
+    buf.extend_from_slice(beyond);
 }
 
 /// (O, U, count) of a residual.

@@ -509,3 +509,15 @@ fn discovery_session_sends_targets_and_refuses_scsi() {
     c.on_pdu(Pdu::ScsiCommand(read10(3, 0, 0, 1)), now);
     assert!(matches!(out(&mut c)[0], Pdu::Reject(_)));
 }
+
+#[test]
+fn place_appends_overwrites_and_fills_gaps() {
+    let mut b = BytesMut::new();
+    place(&mut b, 0, b"ab");
+    place(&mut b, 4, b"ef");
+    assert_eq!(&b[..], b"ab\0\0ef");
+    // The gap, then a piece straddling the end.
+    place(&mut b, 2, b"cd");
+    place(&mut b, 5, b"FGH");
+    assert_eq!(&b[..], b"abcdeFGH");
+}
