@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use balancer::{BalanceSpec, PortalId};
-use scsi::{FileDevice, Identity, LogicalUnit, LunTable};
+use scsi::{BLOCK_SIZE, BlockDevice, FileDevice, Identity, LogicalUnit, LunTable, NullDevice};
 use tokio::sync::watch;
 
 use crate::connection::Shared;
@@ -22,6 +22,8 @@ pub const MAX_PORTALS: usize = 64;
 pub const MAX_LUNS: usize = 256;
 
 /// One `--lun IQN=FILE`: the file is served as the next LUN (0 first) of target `iqn`.
+/// A path `null:BYTES` serves a null store of that size instead (reads return zeros, writes
+/// are dropped): for measuring the protocol path without storage (bench/run.sh NULL=1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LunConfig {
     pub iqn: String,
@@ -41,6 +43,20 @@ pub struct TargetConfig {
     pub cooldown_ms: u64,
     /// Admin endpoint address; None to run without it.
     pub admin: Option<SocketAddr>,
+}
+
+/// Path prefix of a null store LUN: `null:BYTES`.
+pub const NULL_PREFIX: &str = "null:";
+
+/// The backing file of `l`, created when missing only if a size is given.
+fn open_file(l: &LunConfig) -> anyhow::Result<FileDevice> {
+    if l.size.is_none() && !l.path.exists() {
+        anyhow::bail!(
+            "backing file {} does not exist; pass --size to create it",
+            l.path.display()
+        );
+    }
+    FileDevice::open(&l.path, l.size).with_context(|| format!("LUN of {}", l.iqn))
 }
 
 /// The entry point.
@@ -75,14 +91,19 @@ impl Target {
         }
         let mut tables: Vec<(String, LunTable)> = Vec::new();
         for l in &cfg.luns {
-            if l.size.is_none() && !l.path.exists() {
-                anyhow::bail!(
-                    "backing file {} does not exist; pass --size to create it",
-                    l.path.display()
-                );
-            }
-            let dev =
-                FileDevice::open(&l.path, l.size).with_context(|| format!("LUN of {}", l.iqn))?;
+            let null_size = l.path.to_str().and_then(|p| p.strip_prefix(NULL_PREFIX));
+            let dev: Arc<dyn BlockDevice> = if let Some(size) = null_size {
+                let bytes: u64 = size
+                    .parse()
+                    .ok()
+                    .filter(|b| *b > 0 && b % u64::from(BLOCK_SIZE) == 0)
+                    .with_context(|| {
+                        format!("{NULL_PREFIX}{size}: a positive multiple of {BLOCK_SIZE} bytes is needed")
+                    })?;
+                Arc::new(NullDevice::new(bytes / u64::from(BLOCK_SIZE)))
+            } else {
+                Arc::new(open_file(l)?)
+            };
             let idx = match tables.iter().position(|(n, _)| *n == l.iqn) {
                 Some(i) => i,
                 None => {
@@ -95,7 +116,7 @@ impl Target {
             let identity =
                 Identity::new(&l.iqn, lun).with_context(|| format!("target {}", l.iqn))?;
             table
-                .insert(lun, Arc::new(LogicalUnit::new(Arc::new(dev), identity)))
+                .insert(lun, Arc::new(LogicalUnit::new(dev, identity)))
                 .map_err(|_| anyhow::anyhow!("too many LUNs for {}", l.iqn))?;
         }
 
@@ -254,5 +275,41 @@ impl TargetHandle {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(path: &str) -> TargetConfig {
+        TargetConfig {
+            portals: vec!["127.0.0.1:0".parse().unwrap()],
+            luns: vec![LunConfig {
+                iqn: "iqn.2024-01.test:null".into(),
+                path: PathBuf::from(path),
+                size: None,
+            }],
+            isns: None,
+            balance: None,
+            cooldown_ms: 0,
+            admin: None,
+        }
+    }
+
+    #[test]
+    fn null_store_luns() {
+        let t = Target::start(config("null:1048576")).unwrap();
+        assert_eq!(
+            t.targets(),
+            &[("iqn.2024-01.test:null".to_string(), vec![0])]
+        );
+        t.shutdown();
+        for bad in ["null:", "null:0", "null:1000", "null:x"] {
+            let e = Target::start(config(bad)).unwrap_err();
+            assert!(format!("{e:#}").contains("multiple of 512"), "{bad}: {e:#}");
+        }
+        let e = Target::start(config("/nonexistent/portshift-lun")).unwrap_err();
+        assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
     }
 }
