@@ -3,9 +3,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+
+use bytes::BytesMut;
 
 /// Logical block size used by every device in this crate.
 pub const BLOCK_SIZE: u32 = 512;
@@ -25,6 +28,18 @@ pub trait BlockDevice: Send + Sync {
     fn num_blocks(&self) -> u64;
     /// Fill `buf` from byte `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Append `len` bytes read from byte `offset` to `out` (READ data-in). The default
+    /// zero-fills the new bytes, then reads over them with [`BlockDevice::read_at`].
+    fn read_append(&self, offset: u64, len: usize, out: &mut BytesMut) -> io::Result<()> {
+        let start = out.len();
+        out.resize(start + len, 0);
+        let dst = out.get_mut(start..).unwrap_or_default();
+        let r = self.read_at(offset, dst);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
     /// Write all of `buf` at byte `offset`.
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// Make every completed write durable (fdatasync).
@@ -154,6 +169,49 @@ impl BlockDevice for FileDevice {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
     }
+    /// pread(2) straight into the spare capacity of `out`: no zero-fill first. For 1 MiB
+    /// READs from the page cache the zero-fill was 7.8% of the portal thread's CPU time
+    /// (perf, iscsi-perf -b 2048 -m 4); see BENCHMARKS.md.
+    fn read_append(&self, offset: u64, len: usize, out: &mut BytesMut) -> io::Result<()> {
+        out.reserve(len);
+        let start = out.len();
+        let dst = out
+            .spare_capacity_mut()
+            .get_mut(..len)
+            .ok_or(io::ErrorKind::OutOfMemory)?;
+        let mut done = 0usize;
+        while let Some(rest) = dst.get_mut(done..).filter(|r| !r.is_empty()) {
+            let at = offset
+                .checked_add(done as u64)
+                .and_then(|a| libc::off_t::try_from(a).ok())
+                .ok_or(io::ErrorKind::InvalidInput)?;
+            // SAFETY: `rest` is writable memory owned by `out` of `rest.len()` bytes (possibly
+            // uninitialised, which pread does not read); pread writes at most that many bytes
+            // and no `&[u8]` over uninitialised memory is ever made.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    rest.as_mut_ptr().cast(),
+                    rest.len(),
+                    at,
+                )
+            };
+            match n {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n if n < 0 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                n => done += n as usize,
+            }
+        }
+        // SAFETY: the loop ends only once pread has written all `len` bytes after `start`,
+        // which `reserve` made room for.
+        unsafe { out.set_len(start + len) };
+        Ok(())
+    }
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
     }
@@ -234,6 +292,10 @@ impl BlockDevice for NullDevice {
         buf.fill(0);
         Ok(())
     }
+    fn read_append(&self, _offset: u64, len: usize, out: &mut BytesMut) -> io::Result<()> {
+        out.resize(out.len() + len, 0);
+        Ok(())
+    }
     fn write_at(&self, _offset: u64, _buf: &[u8]) -> io::Result<()> {
         Ok(())
     }
@@ -263,6 +325,33 @@ mod tests {
         let mut buf = [0u8; 5];
         d.read_at(512, &mut buf).unwrap();
         assert_eq!(&buf, b"hello");
+    }
+
+    #[test]
+    fn read_append_reads_after_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ra.img");
+        let d = FileDevice::open(&p, Some(1 << 20)).unwrap();
+        let pattern: Vec<u8> = (0..3 * 65536u32).map(|i| (i % 251) as u8).collect();
+        d.write_at(4096, &pattern).unwrap();
+        let mut out = BytesMut::from(&b"head"[..]);
+        d.read_append(4096, pattern.len(), &mut out).unwrap();
+        assert_eq!(&out[..4], b"head");
+        assert_eq!(&out[4..], &pattern[..]);
+        // Past the end: an error, and nothing is appended.
+        let before = out.len();
+        let e = d.read_append((1 << 20) - 512, 1024, &mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(out.len(), before);
+        // The default (zero-fill, then read_at) and the null device agree on lengths.
+        let m = MemDevice::new(8);
+        m.write_at(0, b"abc").unwrap();
+        let mut out = BytesMut::new();
+        m.read_append(0, 512, &mut out).unwrap();
+        assert_eq!((&out[..3], out.len()), (&b"abc"[..], 512));
+        NullDevice::new(8).read_append(0, 512, &mut out).unwrap();
+        assert_eq!(out.len(), 1024);
+        assert!(out[512..].iter().all(|&b| b == 0));
     }
 
     #[test]

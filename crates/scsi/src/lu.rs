@@ -359,10 +359,8 @@ impl LogicalUnit {
         let wanted = self.bytes(rw.blocks);
         let len = wanted.min(edtl as usize);
         if len > 0 {
-            let start = data_in.len();
-            data_in.resize(start + len, 0);
             self.device
-                .read_at(self.offset(rw.lba), &mut data_in[start..])
+                .read_append(self.offset(rw.lba), len, data_in)
                 .map_err(|_| medium_error(Asc::UNRECOVERED_READ_ERROR, rw.lba))?;
         }
         Ok(ScsiOutcome::good(len as u32, wanted as u32))
