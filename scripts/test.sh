@@ -41,4 +41,4 @@ unset RUSTC_BOOTSTRAP
 
 echo "== cargo test"
 cargo build --release -p portshift
-cargo test --workspace --release 2>&1
+cargo test --workspace --release --no-fail-fast 2>&1
