@@ -354,7 +354,8 @@ async fn tgtd_registers_its_target() {
     // (e.g. the port's socket is held by another tgtd on this machine).
     let mut started = None;
     for attempt in 0..3u32 {
-        let control = (10_000 + (std::process::id() + attempt * 7919) % 50_000).to_string();
+        // tgtd accepts control ports up to 32767.
+        let control = (10_000 + (std::process::id() + attempt * 7919) % 20_000).to_string();
         let log = dir.path().join(format!("tgtd-{attempt}.log"));
         let tgtd = Command::new(tool("tgtd", "tgt"))
             .args(["-f", "-C", &control, "--iscsi", &format!("portal={portal}")])
