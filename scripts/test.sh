@@ -19,6 +19,17 @@ if [ "$missing" = 1 ]; then
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
+# qemu-img must have its iscsi:// driver (built in, or Debian's qemu-block-extra module).
+qemu_formats="$(qemu-img --help 2>/dev/null || true)"
+if ! grep -qw iscsi <<<"$qemu_formats"; then
+    codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+    echo "== qemu-img has no iscsi driver: installing qemu-block-extra with its matching qemu-utils"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --allow-downgrades \
+        "qemu-utils/$codename" "qemu-block-extra/$codename" >/dev/null
+fi
+
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"
     cargo install --locked cargo-fuzz
