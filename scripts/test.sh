@@ -52,4 +52,11 @@ unset RUSTC_BOOTSTRAP
 
 echo "== cargo test"
 cargo build --release -p portshift
-cargo test --workspace --release --no-fail-fast 2>&1
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --release --no-fail-fast 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (cargo's own last line is a crate's doc-tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
