@@ -146,26 +146,14 @@ pub async fn execute(control: &Control, registrar: &Registrar, policy: &mut Bala
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::PortalInfo;
+    use crate::control::two_portals;
     use balancer::PortalId;
 
     #[tokio::test]
     async fn moves_then_restores_through_the_control_plane() {
-        let portals = vec![
-            PortalInfo {
-                id: PortalId(0),
-                address: "127.0.0.1:3260".parse().unwrap(),
-                tag: 1,
-            },
-            PortalInfo {
-                id: PortalId(1),
-                address: "127.0.0.2:3260".parse().unwrap(),
-                tag: 2,
-            },
-        ];
         let targets: Vec<String> = (1..=3).map(|i| format!("iqn.t{i}")).collect();
         let spec: BalanceSpec = "sessions:2".parse().unwrap();
-        let control = Control::new(portals, targets, None, Some(spec));
+        let control = Control::new(two_portals(), targets, None, Some(spec));
         let registrar = Registrar::Local;
         let mut rxs = Vec::new();
         let mut ids = Vec::new();

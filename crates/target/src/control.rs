@@ -342,24 +342,29 @@ impl Control {
     }
 }
 
+/// Test fixture: portal 0 at 127.0.0.1:3260 (tag 1) and portal 1 at 127.0.0.2:3260 (tag 2).
+#[cfg(test)]
+pub(crate) fn two_portals() -> Vec<PortalInfo> {
+    vec![
+        PortalInfo {
+            id: PortalId(0),
+            address: "127.0.0.1:3260".parse().unwrap(),
+            tag: 1,
+        },
+        PortalInfo {
+            id: PortalId(1),
+            address: "127.0.0.2:3260".parse().unwrap(),
+            tag: 2,
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn control() -> Control {
-        let portals = vec![
-            PortalInfo {
-                id: PortalId(0),
-                address: "127.0.0.1:3260".parse().unwrap(),
-                tag: 1,
-            },
-            PortalInfo {
-                id: PortalId(1),
-                address: "127.0.0.2:3260".parse().unwrap(),
-                tag: 2,
-            },
-        ];
-        Control::new(portals, vec!["iqn.t1".into()], None, None)
+        Control::new(two_portals(), vec!["iqn.t1".into()], None, None)
     }
 
     #[test]

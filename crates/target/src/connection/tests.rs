@@ -1,7 +1,7 @@
 //! The connection core driven with PDUs only: no sockets.
 
 use super::*;
-use crate::control::PortalInfo;
+use crate::control::{PortalInfo, two_portals};
 use iscsi_proto::{LoginRequest, Stage};
 use scsi::{Identity, LogicalUnit, MemDevice};
 use tokio::sync::mpsc;
@@ -166,19 +166,7 @@ fn unknown_target_and_redirect() {
         (0, 0),
         "unknown portal: accepted"
     );
-    let portals = vec![
-        PortalInfo {
-            id: PortalId(0),
-            address: "127.0.0.1:3260".parse().unwrap(),
-            tag: 1,
-        },
-        PortalInfo {
-            id: PortalId(1),
-            address: "127.0.0.2:3260".parse().unwrap(),
-            tag: 2,
-        },
-    ];
-    let control = Arc::new(Control::new(portals, vec![TARGET.into()], None, None));
+    let control = Arc::new(Control::new(two_portals(), vec![TARGET.into()], None, None));
     control.place("iqn.i", TARGET, PortalId(1));
     let sh2 = Arc::new(Shared::new(control, sh.targets.clone()));
     let mut c = Connection::new(sh2, PortalId(0), tx, now);
