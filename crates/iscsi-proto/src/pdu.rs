@@ -658,11 +658,8 @@ impl Pdu {
             Pdu::NopOut(p) => {
                 let mut h = Bhs::new(Opcode::NopOut, p.immediate);
                 h.set_flags(FINAL_BIT);
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.ttt);
-                h.set_u32(24, p.cmd_sn);
-                h.set_u32(28, p.exp_stat_sn);
+                set_tags(&mut h, p.lun, p.itt, p.ttt);
+                set_cmd_sns(&mut h, p.cmd_sn, p.exp_stat_sn);
                 (h, p.data.clone())
             }
             Pdu::ScsiCommand(p) => {
@@ -673,8 +670,7 @@ impl Pdu {
                 h.set_u64(8, p.lun);
                 h.set_u32(16, p.itt);
                 h.set_u32(20, p.edtl);
-                h.set_u32(24, p.cmd_sn);
-                h.set_u32(28, p.exp_stat_sn);
+                set_cmd_sns(&mut h, p.cmd_sn, p.exp_stat_sn);
                 h.set_bytes(32, &p.cdb);
                 if let Some(ext) = &p.ext_cdb {
                     // AHSLength = CDB length - 15 = reserved byte + extension (§11.2.2.3).
@@ -699,11 +695,8 @@ impl Pdu {
             Pdu::TaskMgmtRequest(p) => {
                 let mut h = Bhs::new(Opcode::TaskMgmtRequest, p.immediate);
                 h.set_flags(FINAL_BIT | (p.function & 0x7f));
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.referenced_task_tag);
-                h.set_u32(24, p.cmd_sn);
-                h.set_u32(28, p.exp_stat_sn);
+                set_tags(&mut h, p.lun, p.itt, p.referenced_task_tag);
+                set_cmd_sns(&mut h, p.cmd_sn, p.exp_stat_sn);
                 h.set_u32(32, p.ref_cmd_sn);
                 h.set_u32(36, p.exp_data_sn);
                 (h, Bytes::new())
@@ -717,26 +710,20 @@ impl Pdu {
                 h.set_u16(14, p.tsih);
                 h.set_u32(16, p.itt);
                 h.set_u16(20, p.cid);
-                h.set_u32(24, p.cmd_sn);
-                h.set_u32(28, p.exp_stat_sn);
+                set_cmd_sns(&mut h, p.cmd_sn, p.exp_stat_sn);
                 (h, p.data.clone())
             }
             Pdu::TextRequest(p) => {
                 let mut h = Bhs::new(Opcode::TextRequest, p.immediate);
                 h.set_flags(flag(p.final_, 0x80) | flag(p.continue_, 0x40));
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.ttt);
-                h.set_u32(24, p.cmd_sn);
-                h.set_u32(28, p.exp_stat_sn);
+                set_tags(&mut h, p.lun, p.itt, p.ttt);
+                set_cmd_sns(&mut h, p.cmd_sn, p.exp_stat_sn);
                 (h, p.data.clone())
             }
             Pdu::DataOut(p) => {
                 let mut h = Bhs::new(Opcode::DataOut, false);
                 h.set_flags(flag(p.final_, 0x80));
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.ttt);
+                set_tags(&mut h, p.lun, p.itt, p.ttt);
                 h.set_u32(28, p.exp_stat_sn);
                 h.set_u32(36, p.data_sn);
                 h.set_u32(40, p.buffer_offset);
@@ -747,16 +734,13 @@ impl Pdu {
                 h.set_flags(FINAL_BIT | (p.reason_code & 0x7f));
                 h.set_u32(16, p.itt);
                 h.set_u16(20, p.cid);
-                h.set_u32(24, p.cmd_sn);
-                h.set_u32(28, p.exp_stat_sn);
+                set_cmd_sns(&mut h, p.cmd_sn, p.exp_stat_sn);
                 (h, Bytes::new())
             }
             Pdu::SnackRequest(p) => {
                 let mut h = Bhs::new(Opcode::SnackRequest, false);
                 h.set_flags(FINAL_BIT | (p.snack_type & 0x0f));
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.ttt);
+                set_tags(&mut h, p.lun, p.itt, p.ttt);
                 h.set_u32(28, p.exp_stat_sn);
                 h.set_u32(36, p.beg_run);
                 h.set_u32(40, p.run_length);
@@ -765,9 +749,7 @@ impl Pdu {
             Pdu::NopIn(p) => {
                 let mut h = Bhs::new(Opcode::NopIn, false);
                 h.set_flags(FINAL_BIT);
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.ttt);
+                set_tags(&mut h, p.lun, p.itt, p.ttt);
                 set_sns(&mut h, p.stat_sn, p.exp_cmd_sn, p.max_cmd_sn);
                 (h, p.data.clone())
             }
@@ -824,9 +806,7 @@ impl Pdu {
             Pdu::TextResponse(p) => {
                 let mut h = Bhs::new(Opcode::TextResponse, false);
                 h.set_flags(flag(p.final_, 0x80) | flag(p.continue_, 0x40));
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.ttt);
+                set_tags(&mut h, p.lun, p.itt, p.ttt);
                 set_sns(&mut h, p.stat_sn, p.exp_cmd_sn, p.max_cmd_sn);
                 (h, p.data.clone())
             }
@@ -840,9 +820,7 @@ impl Pdu {
                         | flag(p.status_present, 0x01),
                 );
                 h.set_u8(3, p.status);
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.ttt);
+                set_tags(&mut h, p.lun, p.itt, p.ttt);
                 set_sns(&mut h, p.stat_sn, p.exp_cmd_sn, p.max_cmd_sn);
                 h.set_u32(36, p.data_sn);
                 h.set_u32(40, p.buffer_offset);
@@ -862,9 +840,7 @@ impl Pdu {
             Pdu::R2t(p) => {
                 let mut h = Bhs::new(Opcode::R2t, false);
                 h.set_flags(FINAL_BIT);
-                h.set_u64(8, p.lun);
-                h.set_u32(16, p.itt);
-                h.set_u32(20, p.ttt);
+                set_tags(&mut h, p.lun, p.itt, p.ttt);
                 set_sns(&mut h, p.stat_sn, p.exp_cmd_sn, p.max_cmd_sn);
                 h.set_u32(36, p.r2t_sn);
                 h.set_u32(40, p.buffer_offset);
@@ -1159,6 +1135,21 @@ fn login_flags(transit: bool, cont: bool, csg: Stage, nsg: Stage) -> u8 {
     flag(transit, 0x80) | flag(cont, 0x40) | (csg.bits() << 2) | nsg.bits()
 }
 
+/// LUN (bytes 8-15), Initiator Task Tag (16-19) and the tag in bytes 20-23:
+/// Target Transfer Tag, or Referenced Task Tag (§11.2.1, §11.5.2).
+fn set_tags(h: &mut Bhs, lun: u64, itt: u32, tag20: u32) {
+    h.set_u64(8, lun);
+    h.set_u32(16, itt);
+    h.set_u32(20, tag20);
+}
+
+/// CmdSN and ExpStatSN, bytes 24-31 of initiator PDUs (§11.3, §11.10, §11.12).
+fn set_cmd_sns(h: &mut Bhs, cmd_sn: u32, exp_stat_sn: u32) {
+    h.set_u32(24, cmd_sn);
+    h.set_u32(28, exp_stat_sn);
+}
+
+/// StatSN, ExpCmdSN and MaxCmdSN, bytes 24-35 of target PDUs (§11.4, §11.7, §11.19).
 fn set_sns(h: &mut Bhs, stat_sn: u32, exp_cmd_sn: u32, max_cmd_sn: u32) {
     h.set_u32(24, stat_sn);
     h.set_u32(28, exp_cmd_sn);
