@@ -10,15 +10,20 @@
 //! Needs `libiscsi-bin` (iscsi-perf) and `open-isns-utils` (isnsadm); fails when they are
 //! missing. Everything listens on loopback, on ports picked free at run time.
 
+mod common;
+
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use balancer::{AdminSnapshot, Event, EventKind, PortalId};
+use balancer::{Event, EventKind, PortalId};
+use common::{
+    Proc, free_addr, free_port_on_both, isnsadm, isnsadm_conf, portshift_server, snapshot, status,
+    tool, wait_for,
+};
 
 /// Seconds each iscsi-perf runs.
 const PERF_SECONDS: u64 = 25;
@@ -36,114 +41,11 @@ fn initiator(i: usize) -> String {
     format!("iqn.2024-01.test.balance:host{}", i + 1)
 }
 
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tool(name: &str, package: &str) -> PathBuf {
-    ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!("`{name}` not found: install it with `apt-get install -y {package}`")
-        })
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// A port free on both 127.0.0.1 and 127.0.0.2.
-fn free_port_on_both() -> u16 {
-    for _ in 0..50 {
-        let a = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.2", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.1 and 127.0.0.2 after 50 tries");
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
-fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Spawns a portshift server (output to `log`) and waits until it listens on `addr`.
-fn spawn_listening(args: &[String], addr: SocketAddr, log: &Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_portshift"))
-        .args(args)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut p = Proc(child);
-    let up = wait_for(Duration::from_secs(15), || {
-        if let Ok(Some(status)) = p.0.try_wait() {
-            panic!(
-                "portshift {} exited early ({status}): {}",
-                args[0],
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            .ok()
-            .map(|_| ())
-    });
-    assert!(
-        up.is_some(),
-        "portshift {} did not listen on {addr}",
-        args[0]
-    );
-    p
-}
-
-/// `portshift status --admin ADMIN [--json]`.
-fn status(admin: SocketAddr, json: bool) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portshift"));
-    cmd.args(["status", "--admin", &admin.to_string(), "--events", "100"]);
-    if json {
-        cmd.arg("--json");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "portshift status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn snapshot(admin: SocketAddr) -> AdminSnapshot {
-    serde_json::from_str(&status(admin, true)).expect("portshift status --json")
 }
 
 /// The portal of each session line in `portshift status`'s configuration table (FIG. 2):
@@ -176,14 +78,8 @@ fn status_sessions(text: &str) -> Vec<(String, String)> {
 
 /// The Portal Group objects isnsadm prints for a query of `target`: (address, tag) in order.
 fn isnsadm_pgs(conf: &Path, target: &str) -> Vec<(String, String)> {
-    let out = Command::new(tool("isnsadm", "open-isns-utils"))
-        .arg("-c")
-        .arg(conf)
-        .args(["--query", &format!("iscsi-name={target}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "isnsadm --query {target} failed");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (ok, text) = isnsadm(conf, &["--query", &format!("iscsi-name={target}")]);
+    assert!(ok, "isnsadm --query {target} failed");
     let value = |l: &str| l.split_once('=').map(|(_, v)| v.trim().to_string());
     let mut pgs = Vec::new();
     let mut in_pg = false;
@@ -320,11 +216,11 @@ fn a_stock_initiator_follows_the_balancer() {
     let port = free_port_on_both();
     let p0 = format!("127.0.0.1:{port}");
     let p1 = format!("127.0.0.2:{port}");
-    let isns = free_addr();
-    let admin = free_addr();
+    let isns = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
 
     // 1. iSNS server and target.
-    let _isns = spawn_listening(
+    let _isns = portshift_server(
         &[
             "isns".into(),
             "--listen".into(),
@@ -361,17 +257,15 @@ fn a_stock_initiator_follows_the_balancer() {
         args.push(a.into());
     }
     let target_log = dir.path().join("target.log");
-    let _target = spawn_listening(&args, admin, &target_log);
+    let _target = portshift_server(&args, admin, &target_log);
 
     // What an initiator asking iSNS sees: every target through P0 first, then P1.
-    let conf = dir.path().join("isnsadm.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Security = 0\nServerAddress = {isns}\nSourceName = iqn.2024-01.test.balance:adm\n"
-        ),
-    )
-    .unwrap();
+    let conf = isnsadm_conf(
+        dir.path(),
+        "isnsadm.conf",
+        isns,
+        "iqn.2024-01.test.balance:adm",
+    );
     for t in TARGETS {
         let listed = wait_for(Duration::from_secs(10), || {
             let pgs = isnsadm_pgs(&conf, t);

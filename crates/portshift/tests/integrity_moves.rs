@@ -20,13 +20,14 @@
 //!
 //! Loopback only, ports picked free at run time, files in a temporary directory.
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use balancer::{AdminSnapshot, Event, EventKind, PortalId};
+use common::{Proc, free_addr, free_port_on_both, portshift, portshift_server, snapshot};
 use initiator::{ReconnectCause, WorkloadReport};
 
 const HOSTS: usize = 4;
@@ -51,81 +52,6 @@ fn target_name(i: usize) -> String {
 
 fn host_name(i: usize) -> String {
     format!("iqn.2024-01.test.h7:host{}", i + 1)
-}
-
-/// A child process, killed (SIGKILL) and reaped on drop if still running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port free on both 127.0.0.1 and 127.0.0.2.
-fn free_port_on_both() -> u16 {
-    for _ in 0..50 {
-        let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = a.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.2", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free on both 127.0.0.1 and 127.0.0.2 after 50 tries");
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free loopback port")
-}
-
-fn portshift(args: &[String], out: &Path, err: &Path) -> Proc {
-    let file = |p: &Path| std::fs::File::create(p).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_portshift"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file(out))
-        .stderr(file(err))
-        .spawn()
-        .expect("spawn portshift");
-    Proc(child)
-}
-
-/// Starts a portshift server and waits (at most 15 s) until it accepts on `addr`.
-fn server(args: &[String], addr: SocketAddr, log: &Path) -> Proc {
-    let mut p = portshift(args, log, &log.with_extension("err"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = p.0.try_wait() {
-            panic!(
-                "portshift {} exited early ({status}): {}",
-                args[0],
-                std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "portshift {} never listened on {addr}",
-            args[0]
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    p
-}
-
-fn snapshot(admin: SocketAddr) -> AdminSnapshot {
-    let out = Command::new(env!("CARGO_BIN_EXE_portshift"))
-        .args(["status", "--json", "--admin", &admin.to_string()])
-        .output()
-        .expect("portshift status");
-    assert!(
-        out.status.success(),
-        "portshift status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("portshift status --json document")
 }
 
 /// (host, from, to, at_ms) of a `logout_requested` event, with portals as addresses.
@@ -246,15 +172,15 @@ fn four_verifying_hosts_survive_many_moves() {
     let path = |name: &str| dir.path().join(name);
     let port = free_port_on_both();
     let portals = [format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}")];
-    let isns = free_addr();
-    let admin = free_addr();
+    let isns = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
 
     let isns_args: Vec<String> = ["isns", "--listen", &isns.to_string(), "--db"]
         .iter()
         .map(|s| s.to_string())
         .chain([path("isns.redb").display().to_string()])
         .collect();
-    let _isns = server(&isns_args, isns, &path("isns.log"));
+    let _isns = portshift_server(&isns_args, isns, &path("isns.log"));
 
     let mut args: Vec<String> = vec!["target".into()];
     for p in &portals {
@@ -282,7 +208,7 @@ fn four_verifying_hosts_survive_many_moves() {
         ]
         .map(String::from),
     );
-    let _target = server(&args, admin, &path("target.log"));
+    let _target = portshift_server(&args, admin, &path("target.log"));
 
     // Every target is listed by iSNS, through the first portal first.
     let rt = tokio::runtime::Builder::new_current_thread()

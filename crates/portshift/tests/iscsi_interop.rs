@@ -1,17 +1,21 @@
 //! `portshift target` against stock initiators: libiscsi's tools (libiscsi-bin) and qemu-img,
 //! plus malformed PDUs on a raw socket. Loopback only; each test uses its own ports.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{Proc, tool};
 
 const IQN: &str = "iqn.2024-01.org.portshift:interop";
 
 /// A `portshift target` child process, killed on drop.
 struct TargetProc {
-    child: Child,
+    child: Proc,
     portals: [SocketAddr; 2],
     _dir: tempfile::TempDir,
 }
@@ -36,7 +40,7 @@ impl TargetProc {
             .spawn()
             .expect("spawn portshift");
         let t = TargetProc {
-            child,
+            child: Proc(child),
             portals,
             _dir: dir,
         };
@@ -54,32 +58,22 @@ impl TargetProc {
 
     fn assert_alive(&mut self) {
         assert!(
-            self.child.try_wait().unwrap().is_none(),
+            self.child.0.try_wait().unwrap().is_none(),
             "portshift target exited"
         );
     }
 }
 
-impl Drop for TargetProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs a third-party tool; fails with the package to install when it is missing.
-fn tool(program: &str, package: &str, args: &[&str]) -> Output {
-    match Command::new(program).args(args).output() {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("{program} is missing: apt-get install -y {package}")
-        }
-        Err(e) => panic!("{program}: {e}"),
-    }
+fn run_tool(program: &str, package: &str, args: &[&str]) -> Output {
+    Command::new(tool(program, package))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
 fn ok_stdout(program: &str, package: &str, args: &[&str]) -> String {
-    let o = tool(program, package, args);
+    let o = run_tool(program, package, args);
     assert!(
         o.status.success(),
         "{program} {args:?} failed: {}\n{}",
@@ -232,7 +226,7 @@ fn recorded_passes() -> u32 {
 #[test]
 fn libiscsi_conformance_suite() {
     let t = TargetProc::start(24280, "256M");
-    let o = tool(
+    let o = run_tool(
         "iscsi-test-cu",
         "libiscsi-bin",
         &[

@@ -4,68 +4,26 @@
 //! `tgt`; they fail (not skip) when a tool is missing. Everything listens on
 //! loopback ports picked free at run time.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Proc, free_addr, isnsadm, isnsadm_conf, portshift_server, spawn_listening, tool};
 use isns::{Client, NodeRegistration, NodeType, Registration};
 
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tool(name: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("`{name}` not found: install it with `apt-get install -y {package}`");
-}
-
-fn free_addr(ip: &str) -> SocketAddr {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
-}
-
-fn wait_listening(addr: SocketAddr, proc: &mut Proc, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = proc.0.try_wait() {
-            panic!("{what} exited early: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on {addr} within 15 s");
-}
-
-/// Spawn `cmd` with output discarded and wait until it listens on `addr`.
-fn spawn_server(cmd: &mut Command, addr: SocketAddr, what: &str) -> Proc {
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut p = Proc(child);
-    wait_listening(addr, &mut p, what);
-    p
-}
-
+/// `portshift isns` on `addr` with its database at `db` (its output next to it, `.log`).
 fn portshift_isns(addr: SocketAddr, db: &Path) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portshift"));
-    cmd.args(["isns", "--listen", &addr.to_string(), "--db"])
-        .arg(db);
-    spawn_server(&mut cmd, addr, "portshift isns")
+    let args = [
+        "isns".to_string(),
+        "--listen".into(),
+        addr.to_string(),
+        "--db".into(),
+        db.display().to_string(),
+    ];
+    portshift_server(&args, addr, &db.with_extension("log"))
 }
 
 fn isnsd(dir: &Path, addr: SocketAddr) -> Proc {
@@ -83,35 +41,21 @@ fn isnsd(dir: &Path, addr: SocketAddr) -> Proc {
         ),
     )
     .unwrap();
-    spawn_server(
-        Command::new(isnsd).arg("-f").arg("-c").arg(&conf),
+    spawn_listening(
+        Command::new(isnsd)
+            .arg("-f")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
         addr,
         "isnsd",
+        None,
     )
 }
 
 fn adm_conf(dir: &Path, name: &str, server: SocketAddr) -> PathBuf {
-    let conf = dir.join(name);
-    std::fs::write(
-        &conf,
-        format!("Security = 0\nServerAddress = {server}\nSourceName = iqn.2024-01.test:adm\n"),
-    )
-    .unwrap();
-    conf
-}
-
-/// Run isnsadm; returns (success, stdout).
-fn isnsadm(conf: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool("isnsadm", "open-isns-utils"))
-        .arg("-c")
-        .arg(conf)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    isnsadm_conf(dir, name, server, "iqn.2024-01.test:adm")
 }
 
 /// isnsadm output as objects, without indices and timestamps; optionally sorted.

@@ -1,0 +1,182 @@
+//! Support shared by the portshift integration tests: child processes, free loopback ports,
+//! third-party tools (which must be installed: a missing one fails the test with the Debian
+//! package to install), `portshift` servers and `portshift status`, isnsadm.
+//!
+//! Each test file is its own crate and uses part of this module, hence the `dead_code` allows.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use balancer::AdminSnapshot;
+
+/// A child process, killed (SIGKILL) and reaped on drop if still running.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path of the installed tool `name`; panics naming the Debian `package` when it is missing.
+#[allow(dead_code)]
+pub fn tool(name: &str, package: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("`{name}` not found: install it with `apt-get install -y {package}`")
+        })
+}
+
+/// A loopback address `ip:PORT` with a port that was free a moment ago.
+#[allow(dead_code)]
+pub fn free_addr(ip: &str) -> SocketAddr {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("no free port on {ip}: {e}"))
+}
+
+/// A port free on both 127.0.0.1 and 127.0.0.2.
+#[allow(dead_code)]
+pub fn free_port_on_both() -> u16 {
+    for _ in 0..50 {
+        let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = a.local_addr().expect("local addr").port();
+        if TcpListener::bind(("127.0.0.2", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2 after 50 tries");
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
+#[allow(dead_code)]
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Spawns `cmd` and waits (at most 15 s) until something accepts on `addr`. Panics, naming
+/// `what` and showing `log` (when given), if the process exits first or never listens.
+#[allow(dead_code)]
+pub fn spawn_listening(
+    cmd: &mut Command,
+    addr: SocketAddr,
+    what: &str,
+    log: Option<&Path>,
+) -> Proc {
+    let mut p = Proc(cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}")));
+    let log_text = || {
+        log.map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let up = wait_for(Duration::from_secs(15), || {
+        if let Ok(Some(status)) = p.0.try_wait() {
+            panic!("{what} exited early ({status}): {}", log_text());
+        }
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .ok()
+            .map(|_| ())
+    });
+    assert!(up.is_some(), "{what} did not listen on {addr} within 15 s");
+    p
+}
+
+/// `portshift ARGS` with stdin closed, stdout to `out` and stderr to `err` (both may be the
+/// same file).
+#[allow(dead_code)]
+pub fn portshift(args: &[String], out: &Path, err: &Path) -> Proc {
+    let out_file = std::fs::File::create(out).expect("log file");
+    let err_file = if err == out {
+        out_file.try_clone().expect("log file")
+    } else {
+        std::fs::File::create(err).expect("log file")
+    };
+    let child = portshift_command(args)
+        .stdout(out_file)
+        .stderr(err_file)
+        .spawn()
+        .expect("spawn portshift");
+    Proc(child)
+}
+
+fn portshift_command(args: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portshift"));
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// Starts a portshift server (`args[0]` is the subcommand; stdout and stderr to `log`) and
+/// waits until it accepts on `addr`.
+#[allow(dead_code)]
+pub fn portshift_server(args: &[String], addr: SocketAddr, log: &Path) -> Proc {
+    let out = std::fs::File::create(log).expect("log file");
+    let mut cmd = portshift_command(args);
+    cmd.stdout(out.try_clone().expect("log file")).stderr(out);
+    let what = format!("portshift {}", args.first().map_or("", String::as_str));
+    spawn_listening(&mut cmd, addr, &what, Some(log))
+}
+
+/// `portshift status --admin ADMIN --events 100 [--json]`: its stdout.
+#[allow(dead_code)]
+pub fn status(admin: SocketAddr, json: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portshift"));
+    cmd.args(["status", "--admin", &admin.to_string(), "--events", "100"]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().expect("portshift status");
+    assert!(
+        out.status.success(),
+        "portshift status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("portshift status prints UTF-8")
+}
+
+/// The target's admin snapshot, through `portshift status --json`.
+#[allow(dead_code)]
+pub fn snapshot(admin: SocketAddr) -> AdminSnapshot {
+    serde_json::from_str(&status(admin, true)).expect("portshift status --json document")
+}
+
+/// Writes an isnsadm configuration `dir/name` for the iSNS server at `server`, speaking as
+/// `source`; returns its path.
+#[allow(dead_code)]
+pub fn isnsadm_conf(dir: &Path, name: &str, server: SocketAddr, source: &str) -> PathBuf {
+    let conf = dir.join(name);
+    std::fs::write(
+        &conf,
+        format!("Security = 0\nServerAddress = {server}\nSourceName = {source}\n"),
+    )
+    .expect("write isnsadm configuration");
+    conf
+}
+
+/// Runs isnsadm (open-isns-utils) with configuration `conf`; returns (success, stdout).
+#[allow(dead_code)]
+pub fn isnsadm(conf: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(tool("isnsadm", "open-isns-utils"))
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .expect("run isnsadm");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
