@@ -23,7 +23,8 @@ pub struct Args {
     /// Balancing rule METRIC:HIGH[:LOW], e.g. sessions:2.
     #[arg(long)]
     balance: Option<balancer::BalanceSpec>,
-    /// Seconds before a moved initiator may be moved again.
+    /// Seconds before a moved initiator may be moved again; also the least time a deleted
+    /// (target, portal) registration stays deleted before it may be restored.
     #[arg(long, default_value_t = 10)]
     cooldown: u64,
     /// Admin endpoint (GET /status).
