@@ -47,6 +47,15 @@ struct Pending {
     at_ms: u64,
 }
 
+/// A (target, portal) registration the balancer holds deleted.
+#[derive(Debug, Clone)]
+struct Deleted {
+    target: String,
+    portal: PortalId,
+    /// When it was deleted; `None` makes it restorable at once (after a failed restore).
+    at_ms: Option<u64>,
+}
+
 /// The balancer's memory between steps.
 #[derive(Debug, Clone)]
 pub struct Balancer {
@@ -57,10 +66,7 @@ pub struct Balancer {
     /// A requested logout that has not happened after this long is forgotten.
     pending_timeout_ms: u64,
     /// (target, portal) registrations currently deleted, in deletion order.
-    deleted: Vec<(String, PortalId)>,
-    /// When each registration in `deleted` was deleted (absent: restorable at once, e.g. after a
-    /// failed restore).
-    deleted_at: HashMap<(String, PortalId), u64>,
+    deleted: Vec<Deleted>,
     /// Last move per (initiator, target).
     last_moved: HashMap<(String, String), u64>,
     /// Requested logouts by session id.
@@ -74,7 +80,6 @@ impl Balancer {
             cooldown_ms,
             pending_timeout_ms: 15_000,
             deleted: Vec::new(),
-            deleted_at: HashMap::new(),
             last_moved: HashMap::new(),
             pending: HashMap::new(),
         }
@@ -84,26 +89,33 @@ impl Balancer {
         self.spec
     }
 
-    /// Registrations the balancer currently holds deleted.
-    pub fn deleted(&self) -> &[(String, PortalId)] {
-        &self.deleted
+    /// Registrations the balancer currently holds deleted, in deletion order.
+    pub fn deleted(&self) -> Vec<(String, PortalId)> {
+        self.deleted
+            .iter()
+            .map(|d| (d.target.clone(), d.portal))
+            .collect()
     }
 
     /// Whether (target, portal) is currently deleted by the balancer.
     pub fn is_deleted(&self, target: &str, portal: PortalId) -> bool {
         self.deleted
             .iter()
-            .any(|(t, p)| t == target && *p == portal)
+            .any(|d| d.target == target && d.portal == portal)
     }
 
     /// Tell the balancer that a registration it asked to delete could not be deleted (so it
     /// does not believe it is gone), or that a restore failed (so it tries again).
     pub fn registration_failed(&mut self, target: &str, portal: PortalId, was_delete: bool) {
         if was_delete {
-            self.deleted.retain(|(t, p)| !(t == target && *p == portal));
-            self.deleted_at.remove(&(target.to_string(), portal));
+            self.deleted
+                .retain(|d| !(d.target == target && d.portal == portal));
         } else if !self.is_deleted(target, portal) {
-            self.deleted.push((target.to_string(), portal));
+            self.deleted.push(Deleted {
+                target: target.to_string(),
+                portal,
+                at_ms: None,
+            });
         }
     }
 
@@ -131,20 +143,15 @@ impl Balancer {
     /// One pass of the procedure at time `now_ms` (milliseconds, any monotonic origin).
     pub fn step(&mut self, table: &ConfigTable, now_ms: u64) -> Vec<Decision> {
         let metric = self.spec.metric;
-        let Self {
-            pending,
-            pending_timeout_ms,
-            ..
-        } = self;
         // Forget requests whose session left (the move happened) or that timed out.
         let live: std::collections::HashSet<u64> = table
             .portals
             .iter()
             .flat_map(|p| p.sessions.iter().map(|s| s.session_id))
             .collect();
-        pending.retain(|id, p| {
-            live.contains(id) && now_ms.saturating_sub(p.at_ms) < *pending_timeout_ms
-        });
+        let timeout = self.pending_timeout_ms;
+        self.pending
+            .retain(|id, p| live.contains(id) && now_ms.saturating_sub(p.at_ms) < timeout);
 
         let mut decisions = Vec::new();
         let mut loads = self.projected(table);
@@ -199,8 +206,11 @@ impl Balancer {
                     ),
                 });
                 if delete_registration {
-                    self.deleted.push((s.target.clone(), row.id));
-                    self.deleted_at.insert((s.target.clone(), row.id), now_ms);
+                    self.deleted.push(Deleted {
+                        target: s.target.clone(),
+                        portal: row.id,
+                        at_ms: Some(now_ms),
+                    });
                 }
                 self.pending.insert(
                     s.session_id,
@@ -222,24 +232,20 @@ impl Balancer {
         // Restore registrations of portals whose load has fallen to the low threshold, once they
         // have been deleted for the cooldown.
         let mut kept = Vec::new();
-        for (target, portal) in std::mem::take(&mut self.deleted) {
-            let load = loads.get(&portal).copied().unwrap_or(0.0);
-            let moving_out = self.pending.values().any(|p| p.from == portal);
-            let key = (target, portal);
-            let held = self
-                .deleted_at
-                .get(&key)
-                .is_none_or(|at| now_ms.saturating_sub(*at) >= self.cooldown_ms);
+        for d in std::mem::take(&mut self.deleted) {
+            let load = loads.get(&d.portal).copied().unwrap_or(0.0);
+            let moving_out = self.pending.values().any(|p| p.from == d.portal);
+            let held = d
+                .at_ms
+                .is_none_or(|at| now_ms.saturating_sub(at) >= self.cooldown_ms);
             if load <= low && !moving_out && held {
-                self.deleted_at.remove(&key);
-                let (target, portal) = key;
                 decisions.push(Decision::Restore {
                     reason: format!("{} load {load} <= low {low}", metric.name()),
-                    target,
-                    portal,
+                    target: d.target,
+                    portal: d.portal,
                 });
             } else {
-                kept.push(key);
+                kept.push(d);
             }
         }
         self.deleted = kept;
