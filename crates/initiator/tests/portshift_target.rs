@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use initiator::discovery::isns_portals;
 use initiator::{
-    BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, ReconnectCause,
-    WorkloadConfig, run_workload,
+    BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, ReconnectCause, WorkloadConfig,
 };
 use target::{LunConfig, Target, TargetConfig};
 
@@ -87,7 +86,7 @@ fn moved_by_the_balancer_without_io_errors() {
         for (i, t) in TARGETS.iter().enumerate() {
             let name = format!("iqn.2024-01.test.h5:host{i}");
             let cfg = BalancedConfig::new(&name, Some(t), PortalSource::Isns(isns_addr));
-            let (init, mut events) = BalancedInitiator::connect(cfg).await.expect("connect");
+            let (init, events) = BalancedInitiator::connect(cfg).await.expect("connect");
             assert_eq!(
                 init.portal(),
                 Some(first),
@@ -99,16 +98,7 @@ fn moved_by_the_balancer_without_io_errors() {
             wc.queue_depth = 4;
             wc.duration = Duration::from_secs(6);
             wc.seed = i as u64 + 1;
-            runs.spawn(async move {
-                let r = run_workload(&init, &wc).await.expect("workload");
-                init.shutdown(Duration::from_secs(5)).await;
-                drop(init);
-                let mut seen = Vec::new();
-                while let Some(e) = events.recv().await {
-                    seen.push(e);
-                }
-                (r, seen)
-            });
+            runs.spawn(async move { common::run_to_end(init, events, &wc).await });
         }
         let mut out = Vec::new();
         while let Some(j) = runs.join_next().await {
@@ -172,19 +162,12 @@ fn voluntary_reconnects_keep_the_data_verified() {
         };
         let mut cfg = BalancedConfig::new(host, Some(name), src);
         cfg.reconnect_every = Some(Duration::from_millis(300));
-        let (init, mut events) = BalancedInitiator::connect(cfg).await.expect("connect");
+        let (init, events) = BalancedInitiator::connect(cfg).await.expect("connect");
         let mut wc = WorkloadConfig::new(host);
         wc.queue_depth = 4;
         wc.region_blocks = Some(64);
         wc.duration = Duration::from_secs(3);
-        let r = run_workload(&init, &wc).await.expect("workload");
-        init.shutdown(Duration::from_secs(5)).await;
-        drop(init);
-        let mut seen = Vec::new();
-        while let Some(e) = events.recv().await {
-            seen.push(e);
-        }
-        (r, seen)
+        common::run_to_end(init, events, &wc).await
     });
     target.shutdown();
     assert!(r.ok(), "{r:?}");

@@ -115,6 +115,23 @@ impl Drop for Tgtd {
     }
 }
 
+/// Run the verifying workload on `init`, shut it down, and collect every event it sent
+/// (the channel closes once the initiator and its manager task are gone).
+pub async fn run_to_end(
+    init: initiator::BalancedInitiator,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<initiator::InitiatorEvent>,
+    wc: &initiator::WorkloadConfig,
+) -> (initiator::WorkloadReport, Vec<initiator::InitiatorEvent>) {
+    let r = initiator::run_workload(&init, wc).await.expect("workload");
+    init.shutdown(Duration::from_secs(5)).await;
+    drop(init);
+    let mut seen = Vec::new();
+    while let Some(e) = events.recv().await {
+        seen.push(e);
+    }
+    (r, seen)
+}
+
 /// A two-worker tokio runtime for a test.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
