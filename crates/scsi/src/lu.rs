@@ -190,9 +190,19 @@ impl LogicalUnit {
         data_out: &[u8],
         data_in: &mut BytesMut,
     ) -> ScsiOutcome {
+        self.execute_parsed(cdb::parse(task.cdb), task, data_out, data_in)
+    }
+
+    /// [`LogicalUnit::execute`] with `task.cdb` already parsed into `cmd`.
+    pub(crate) fn execute_parsed(
+        &self,
+        cmd: Result<Command, Sense>,
+        task: &ScsiTask<'_>,
+        data_out: &[u8],
+        data_in: &mut BytesMut,
+    ) -> ScsiOutcome {
         let start = data_in.len();
-        let result =
-            cdb::parse(task.cdb).and_then(|cmd| self.dispatch(cmd, task, data_out, data_in));
+        let result = cmd.and_then(|cmd| self.dispatch(cmd, task, data_out, data_in));
         match result {
             Ok(outcome) => outcome,
             Err(sense) => {

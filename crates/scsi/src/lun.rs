@@ -137,7 +137,7 @@ impl LunTable {
             };
         }
         if let Some(unit) = self.get(task.lun) {
-            return unit.execute(task, data_out, data_in);
+            return unit.execute_parsed(cmd, task, data_out, data_in);
         }
         let not_supported = Sense::illegal_request(Asc::LOGICAL_UNIT_NOT_SUPPORTED);
         match cmd {
