@@ -146,6 +146,19 @@ impl Registry {
         i
     }
 
+    /// Whether [`Registry::handle`] can record persistent [`Changes`] for
+    /// `function` (the mutating requests of §5.6.5). Callers that persist the
+    /// changes need an undo copy of the registry only for these.
+    pub fn may_change(function: FunctionId) -> bool {
+        matches!(
+            function,
+            FunctionId::DEV_ATTR_REG
+                | FunctionId::DEV_DEREG
+                | FunctionId::SCN_REG
+                | FunctionId::SCN_DEREG
+        )
+    }
+
     /// Handle one request; `now` is seconds since the Unix epoch. Returns the
     /// response (if the function has one) and the state changes to persist.
     pub fn handle(&mut self, req: &Message, now: u64) -> (Option<Message>, Changes) {
@@ -1155,6 +1168,29 @@ mod tests {
             reg.entities.iter().map(Entity::id).collect::<Vec<_>>(),
             ["forever"]
         );
+    }
+
+    #[test]
+    fn only_may_change_functions_record_changes() {
+        for f in 0..=0x20u16 {
+            let f = FunctionId(f);
+            if Registry::may_change(f) {
+                continue;
+            }
+            for key in [vec![], vec![s(tag::ISCSI_NAME, "iqn.t1")]] {
+                let mut reg = storage();
+                let (_, ch) = reg.handle(&req(f, key, portal("127.0.0.9")), 2000);
+                assert!(ch.is_empty(), "{} recorded {ch:?}", f.name());
+            }
+        }
+        let mut reg = storage();
+        let m = req(
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+            portal("127.0.0.9"),
+        );
+        assert!(Registry::may_change(m.function));
+        assert!(!ok(&mut reg, &m).1.is_empty());
     }
 
     #[test]

@@ -308,23 +308,25 @@ fn process(
     let mut st = lock(state);
     let st = &mut *st;
     tracing::debug!(function = msg.function.name(), xid = msg.xid, "request");
-    let backup = st.registry.clone();
+    // Undo copy only for requests that can change persistent state: queries
+    // (the common case) must not clone the whole registry under the lock.
+    let backup = Registry::may_change(msg.function).then(|| st.registry.clone());
     let (resp, changes) = st.registry.handle(msg, now());
     if !changes.is_empty()
         && let Err(e) = st.store.commit(&st.registry, &changes)
     {
-        {
-            tracing::error!("persisting registry: {e}");
+        tracing::error!("persisting registry: {e}");
+        if let Some(backup) = backup {
             st.registry = backup;
-            return (
-                Some(Message::error_response(
-                    msg.function,
-                    msg.xid,
-                    Status::INTERNAL_ERROR,
-                )),
-                Vec::new(),
-            );
         }
+        return (
+            Some(Message::error_response(
+                msg.function,
+                msg.xid,
+                Status::INTERNAL_ERROR,
+            )),
+            Vec::new(),
+        );
     }
     let ok = resp
         .as_ref()
