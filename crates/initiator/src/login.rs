@@ -5,8 +5,11 @@
 
 use std::net::SocketAddr;
 
-use iscsi_proto::params::{Prefs, SessionParams, SessionType};
+use iscsi_proto::params::{Prefs, SessionType};
 use iscsi_proto::{InitiatorLoginConfig, InitiatorStep, LoginOutcome, LoginRequest, LoginResponse};
+
+/// Parameters and sequence numbers at the start of the full feature phase.
+pub use iscsi_proto::LoggedIn;
 
 use crate::error::Error;
 
@@ -48,21 +51,6 @@ pub fn isid_for(initiator_name: &str) -> [u8; 6] {
     let h = crc32c::crc32c(initiator_name.as_bytes()) ^ rand::random::<u32>();
     let b = h.to_be_bytes();
     [0x80, 0x00, b[0], b[1], b[2], b[3]]
-}
-
-/// Sequence numbers and parameters at the start of the full feature phase.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggedIn {
-    /// Negotiated parameters.
-    pub params: SessionParams,
-    /// TSIH assigned by the target.
-    pub tsih: u16,
-    /// CmdSN of the first command (the final response's ExpCmdSN).
-    pub cmd_sn: u32,
-    /// MaxCmdSN from the final response.
-    pub max_cmd_sn: u32,
-    /// ExpStatSN (final response's StatSN + 1).
-    pub exp_stat_sn: u32,
 }
 
 /// What to do after a Login Response.
@@ -116,19 +104,7 @@ impl InitiatorLogin {
     pub fn on_response(&mut self, resp: &LoginResponse) -> Result<LoginStep, Error> {
         Ok(match self.0.on_response(resp)? {
             InitiatorStep::Send(r) => LoginStep::Send(r),
-            InitiatorStep::Done(LoginOutcome::Success {
-                params,
-                tsih,
-                cmd_sn,
-                exp_stat_sn,
-                max_cmd_sn,
-            }) => LoginStep::Done(Box::new(LoggedIn {
-                params,
-                tsih,
-                cmd_sn,
-                max_cmd_sn,
-                exp_stat_sn,
-            })),
+            InitiatorStep::Done(LoginOutcome::Success(logged)) => LoginStep::Done(Box::new(logged)),
             InitiatorStep::Done(LoginOutcome::Redirected { address, permanent }) => {
                 LoginStep::Redirect {
                     address: parse_target_address(&address).ok_or(Error::BadRedirect(address))?,

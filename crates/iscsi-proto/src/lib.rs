@@ -16,8 +16,8 @@ pub use bhs::{BHS_LEN, Opcode, RESERVED_TAG};
 pub use codec::{Digests, Limits, Payload, PduDecoder, Trailer};
 pub use error::{DecodeError, EncodeError, LoginError, TextError};
 pub use login::{
-    InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoginOutcome, LoginStatus, LoginStep,
-    TargetDecision, TargetLogin, TargetLoginConfig,
+    InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoggedIn, LoginOutcome, LoginStatus,
+    LoginStep, TargetDecision, TargetLogin, TargetLoginConfig,
 };
 pub use params::{Prefs, SessionParams, SessionType};
 pub use pdu::*;

@@ -500,22 +500,27 @@ impl InitiatorLoginConfig {
     }
 }
 
+/// Negotiated parameters and sequence numbers at the start of the full
+/// feature phase (§6.3, §4.2.2), from the initiator's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedIn {
+    /// Negotiated parameters.
+    pub params: SessionParams,
+    /// TSIH assigned by the target.
+    pub tsih: u16,
+    /// CmdSN of the first non-immediate command.
+    pub cmd_sn: u32,
+    /// ExpStatSN to send next (final response's StatSN + 1).
+    pub exp_stat_sn: u32,
+    /// MaxCmdSN from the final response.
+    pub max_cmd_sn: u32,
+}
+
 /// How a login ended, from the initiator's view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginOutcome {
     /// Full feature phase reached.
-    Success {
-        /// Negotiated parameters.
-        params: SessionParams,
-        /// TSIH assigned by the target.
-        tsih: u16,
-        /// CmdSN of the first non-immediate command.
-        cmd_sn: u32,
-        /// ExpStatSN to send next.
-        exp_stat_sn: u32,
-        /// MaxCmdSN from the final response.
-        max_cmd_sn: u32,
-    },
+    Success(LoggedIn),
     /// The target redirected us (status class 1): reconnect to `address`.
     Redirected {
         /// TargetAddress value, "IP:PORT" or "IP:PORT,TPGT".
@@ -724,13 +729,13 @@ impl InitiatorLogin {
                     SessionType::Normal => self.cfg.target_name.clone(),
                     SessionType::Discovery => None,
                 };
-                return Ok(InitiatorStep::Done(LoginOutcome::Success {
+                return Ok(InitiatorStep::Done(LoginOutcome::Success(LoggedIn {
                     params,
                     tsih: resp.tsih,
                     cmd_sn: self.cfg.cmd_sn,
                     exp_stat_sn: self.exp_stat_sn,
                     max_cmd_sn: resp.max_cmd_sn,
-                }));
+                })));
             }
         }
         let text = self.stage_text(false);

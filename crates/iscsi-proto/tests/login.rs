@@ -87,13 +87,13 @@ fn normal_login_in_two_stages() {
     // StatSN increments per response; ExpCmdSN is the login CmdSN.
     assert_eq!(resps[1].stat_sn, resps[0].stat_sn + 1);
     assert_eq!(resps[1].exp_cmd_sn, 1);
-    let LoginOutcome::Success {
+    let LoginOutcome::Success(LoggedIn {
         params,
         tsih,
         cmd_sn,
         exp_stat_sn,
         ..
-    } = outcome
+    }) = outcome
     else {
         panic!("{outcome:?}")
     };
@@ -133,7 +133,7 @@ fn jump_to_operational() {
     assert_eq!(reqs.len(), 1);
     assert!(matches!(
         outcome,
-        LoginOutcome::Success { tsih: 0x1234, .. }
+        LoginOutcome::Success(LoggedIn { tsih: 0x1234, .. })
     ));
 }
 
@@ -154,7 +154,7 @@ fn discovery_session() {
             .get("TargetPortalGroupTag"),
         None
     );
-    let LoginOutcome::Success { params, .. } = outcome else {
+    let LoginOutcome::Success(LoggedIn { params, .. }) = outcome else {
         panic!()
     };
     assert_eq!(params.session_type, SessionType::Discovery);
