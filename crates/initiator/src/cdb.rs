@@ -25,21 +25,6 @@ pub struct ScsiRequest {
     pub transfer: Transfer,
 }
 
-/// Encode a LUN into the 8-byte iSCSI LUN field (SAM-5 §4.7: peripheral
-/// addressing below 256, flat space addressing above).
-pub fn encode_lun(lun: u16) -> u64 {
-    if lun < 256 {
-        (lun as u64) << 48
-    } else {
-        (0x4000 | (lun as u64 & 0x3fff)) << 48
-    }
-}
-
-/// Decode an 8-byte LUN as returned by REPORT LUNS (first level only).
-pub fn decode_lun(raw: u64) -> u16 {
-    ((raw >> 48) & 0x3fff) as u16
-}
-
 fn request(lun: u16, cdb: [u8; 16], transfer: Transfer) -> ScsiRequest {
     ScsiRequest { lun, cdb, transfer }
 }
@@ -139,7 +124,8 @@ pub fn parse_inquiry(d: &[u8]) -> Option<InquiryData> {
     })
 }
 
-/// Parse REPORT LUNS parameter data into LUN numbers (bounded by the list length).
+/// Parse REPORT LUNS parameter data into LUN numbers (bounded by the list length);
+/// entries in an addressing method other than peripheral or flat space are skipped.
 pub fn parse_report_luns(d: &[u8]) -> Vec<u16> {
     let Some(len) = d
         .get(0..4)
@@ -152,7 +138,7 @@ pub fn parse_report_luns(d: &[u8]) -> Vec<u16> {
     list.chunks_exact(8)
         .take(len as usize / 8)
         .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
-        .map(decode_lun)
+        .filter_map(scsi::decode_lun)
         .collect()
 }
 
@@ -170,9 +156,6 @@ mod tests {
         let w = write16(1, 9, 512, Bytes::from(vec![0u8; 1024]));
         assert_eq!(w.cdb[0], 0x8a);
         assert_eq!(&w.cdb[10..14], &[0, 0, 0, 2]);
-        assert_eq!(encode_lun(1), 0x0001_0000_0000_0000);
-        assert_eq!(decode_lun(encode_lun(1)), 1);
-        assert_eq!(decode_lun(encode_lun(300)), 300);
     }
 
     #[test]
@@ -199,8 +182,8 @@ mod tests {
         );
         assert_eq!(parse_inquiry(&inq[..20]), None);
         let mut rl = vec![0, 0, 0, 16, 0, 0, 0, 0];
-        rl.extend_from_slice(&encode_lun(0).to_be_bytes());
-        rl.extend_from_slice(&encode_lun(1).to_be_bytes());
+        rl.extend_from_slice(&0u64.to_be_bytes()); // LUN 0
+        rl.extend_from_slice(&0x0001_0000_0000_0000u64.to_be_bytes()); // LUN 1
         rl.extend_from_slice(&[0xff; 3]); // truncated garbage is ignored
         assert_eq!(parse_report_luns(&rl), vec![0, 1]);
         assert!(parse_report_luns(&[1]).is_empty());

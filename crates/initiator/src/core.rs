@@ -17,7 +17,7 @@ use iscsi_proto::{
     ScsiCommand, ScsiResponse, SerialNumber, async_event, logout_reason,
 };
 
-use crate::cdb::{ScsiRequest, Transfer, encode_lun};
+use crate::cdb::{ScsiRequest, Transfer};
 use crate::error::{Error, TaskError};
 use crate::login::LoggedIn;
 use crate::sense::Sense;
@@ -120,7 +120,8 @@ pub struct SessionCore {
     exp_stat_sn: SerialNumber,
     next_itt: u32,
     queue_depth: usize,
-    queue: VecDeque<(u64, ScsiRequest)>,
+    /// Waiting requests: caller's id, encoded LUN field, request.
+    queue: VecDeque<(u64, u64, ScsiRequest)>,
     tasks: HashMap<u32, Task>,
     out: VecDeque<Pdu>,
     completions: VecDeque<Completion>,
@@ -178,21 +179,17 @@ impl SessionCore {
             Transfer::Write(d) => d.len() > MAX_TRANSFER as usize,
             Transfer::None => false,
         };
-        if too_big {
-            self.completions.push_back(Completion {
-                id,
-                result: Err(TaskError::Protocol("transfer larger than MAX_TRANSFER")),
-            });
-            return;
-        }
+        let lun = match scsi::encode_lun(req.lun) {
+            _ if too_big => {
+                return self.fail(id, TaskError::Protocol("transfer larger than MAX_TRANSFER"));
+            }
+            None => return self.fail(id, TaskError::Protocol("LUN beyond flat space addressing")),
+            Some(lun) => lun,
+        };
         if self.phase == Phase::Closed {
-            self.completions.push_back(Completion {
-                id,
-                result: Err(TaskError::Unfinished),
-            });
-            return;
+            return self.fail(id, TaskError::Unfinished);
         }
-        self.queue.push_back((id, req));
+        self.queue.push_back((id, lun, req));
         self.pump();
     }
 
@@ -225,21 +222,21 @@ impl SessionCore {
         self.events.pop_front()
     }
 
+    /// Complete request `id` with an error.
+    fn fail(&mut self, id: u64, error: TaskError) {
+        self.completions.push_back(Completion {
+            id,
+            result: Err(error),
+        });
+    }
+
     fn close(&mut self) {
         self.phase = Phase::Closed;
         let mut ids: Vec<(u32, u64)> = self.tasks.drain().map(|(itt, t)| (itt, t.id)).collect();
         ids.sort_unstable();
-        for (_, id) in ids {
-            self.completions.push_back(Completion {
-                id,
-                result: Err(TaskError::Unfinished),
-            });
-        }
-        for (id, _) in self.queue.drain(..) {
-            self.completions.push_back(Completion {
-                id,
-                result: Err(TaskError::Unfinished),
-            });
+        let queued: Vec<u64> = self.queue.drain(..).map(|(id, _, _)| id).collect();
+        for id in ids.into_iter().map(|(_, id)| id).chain(queued) {
+            self.fail(id, TaskError::Unfinished);
         }
         self.out.clear();
     }
@@ -260,10 +257,10 @@ impl SessionCore {
             && self.tasks.len() < self.queue_depth
             && self.cmd_sn.le(self.max_cmd_sn)
         {
-            let Some((id, req)) = self.queue.pop_front() else {
+            let Some((id, lun, req)) = self.queue.pop_front() else {
                 break;
             };
-            self.issue(id, req);
+            self.issue(id, lun, req);
         }
         if self.phase == Phase::Draining && self.tasks.is_empty() {
             self.logout_itt = self.alloc_itt();
@@ -279,9 +276,10 @@ impl SessionCore {
         }
     }
 
-    fn issue(&mut self, id: u64, req: ScsiRequest) {
+    /// Send the SCSI Command (and any unsolicited Data-Out) for a request whose LUN
+    /// field is already encoded.
+    fn issue(&mut self, id: u64, lun: u64, req: ScsiRequest) {
         let itt = self.alloc_itt();
-        let lun = encode_lun(req.lun);
         let cmd_sn = self.cmd_sn;
         self.cmd_sn = self.cmd_sn.next();
         let mut cmd = ScsiCommand {
@@ -330,6 +328,7 @@ impl SessionCore {
                 Data::Write { data }
             }
         };
+        let edtl = cmd.edtl;
         self.out.push_back(Pdu::ScsiCommand(cmd));
         self.out.extend(unsolicited);
         self.tasks.insert(
@@ -337,11 +336,7 @@ impl SessionCore {
             Task {
                 id,
                 lun,
-                edtl: match &data {
-                    Data::Read { buf, .. } => buf.len() as u32,
-                    Data::Write { data } => data.len() as u32,
-                    Data::None => 0,
-                },
+                edtl,
                 data,
                 fault: None,
             },
@@ -629,10 +624,7 @@ impl SessionCore {
             .map(u32::from_be_bytes)
             .unwrap_or(RESERVED_TAG);
         if let Some(task) = self.tasks.remove(&itt) {
-            self.completions.push_back(Completion {
-                id: task.id,
-                result: Err(TaskError::Rejected(r.reason)),
-            });
+            self.fail(task.id, TaskError::Rejected(r.reason));
         }
     }
 }

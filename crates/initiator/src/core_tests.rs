@@ -53,7 +53,10 @@ fn read_assembles_data_in_with_status() {
     let cmd = command(&out[0]).clone();
     assert!(cmd.read && cmd.final_ && !cmd.write);
     assert_eq!((cmd.edtl, cmd.cmd_sn, cmd.exp_stat_sn), (8, 10, 50));
-    assert_eq!(cmd.lun, encode_lun(1));
+    assert_eq!(
+        cmd.lun, 0x0001_0000_0000_0000,
+        "LUN 1, peripheral addressing"
+    );
     c.receive(data_in(cmd.itt, 0, 0, &[1, 2, 3, 4], None))
         .unwrap();
     assert!(c.poll_completion().is_none());
@@ -429,4 +432,35 @@ fn reject_fails_the_referenced_task() {
     .unwrap();
     let e = c.poll_completion().unwrap().result.unwrap_err();
     assert!(e.is_retryable());
+}
+
+#[test]
+fn unencodable_requests_fail_at_submit_without_a_pdu() {
+    let mut c = core_with(SessionParams::default(), 40, 8);
+    c.submit(1, cdb::read16(0x4000, 0, 1, 512));
+    c.submit(2, cdb::read16(0, 0, 1, MAX_TRANSFER + 1));
+    c.submit(3, cdb::read16(300, 0, 1, 512));
+    let failed: Vec<_> = std::iter::from_fn(|| c.poll_completion()).collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(
+        (failed[0].id, &failed[0].result),
+        (
+            1,
+            &Err(TaskError::Protocol("LUN beyond flat space addressing"))
+        )
+    );
+    assert_eq!(
+        (failed[1].id, &failed[1].result),
+        (
+            2,
+            &Err(TaskError::Protocol("transfer larger than MAX_TRANSFER"))
+        )
+    );
+    let out = drain_out(&mut c);
+    assert_eq!(out.len(), 1, "only request 3 was issued");
+    assert_eq!(
+        command(&out[0]).lun,
+        0x412c_0000_0000_0000,
+        "LUN 300, flat space"
+    );
 }
