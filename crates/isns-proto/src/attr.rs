@@ -2,7 +2,6 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use crate::tag::{self, ValueKind};
 use crate::{Error, MAX_ATTR_LEN, MAX_ATTRIBUTES};
 
 /// Size of the tag + length words in front of every value.
@@ -111,11 +110,6 @@ impl Attribute {
         u16::try_from(v & 0xffff).ok()
     }
 
-    /// Encoded length: tag, length and value.
-    pub fn encoded_len(&self) -> usize {
-        TL_LEN + self.value.len()
-    }
-
     /// Append the TLV encoding to `out`. Values are padded to 4 bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let padded = self.value.len().div_ceil(4) * 4;
@@ -124,21 +118,6 @@ impl Attribute {
         out.extend_from_slice(&u32::try_from(padded).unwrap_or(u32::MAX).to_be_bytes());
         out.extend_from_slice(&self.value);
         out.resize(out.len() + (padded - self.value.len()), 0);
-    }
-
-    /// Human-readable value, as used in logs and `portshift isns` listings.
-    pub fn display_value(&self) -> String {
-        if self.is_nil() {
-            return "<nil>".into();
-        }
-        let shown = match tag::value_kind(self.tag) {
-            ValueKind::String => self.as_str().map(|s| format!("{s:?}")),
-            ValueKind::U32 => self.as_u32().map(|v| v.to_string()),
-            ValueKind::U64 => self.as_u64().map(|v| v.to_string()),
-            ValueKind::Ip => self.as_ip().map(|ip| ip.to_string()),
-            ValueKind::Opaque => None,
-        };
-        shown.unwrap_or_else(|| self.value.iter().map(|b| format!("{b:02x}")).collect())
     }
 }
 
@@ -180,6 +159,7 @@ pub fn decode_attrs(mut buf: &[u8]) -> Result<Vec<Attribute>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tag;
     use proptest::prelude::*;
 
     #[test]

@@ -191,11 +191,6 @@ impl Message {
             attrs,
         })
     }
-
-    /// First attribute with `tag` among `attrs`.
-    pub fn find(attrs: &[Attribute], tag: u32) -> Option<&Attribute> {
-        attrs.iter().find(|a| a.tag == tag)
-    }
 }
 
 #[cfg(test)]

@@ -112,11 +112,6 @@ impl Client {
         Ok(c)
     }
 
-    /// The server address.
-    pub fn server(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Change the per-call timeout (default 10 s).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;

@@ -117,11 +117,6 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
-    /// A copy of the current registry (for status displays and tests).
-    pub fn registry(&self) -> Registry {
-        lock(&self.state).registry.clone()
-    }
-
     /// Serve until `shutdown` completes.
     pub async fn run(
         self,
