@@ -19,7 +19,7 @@ impl Metric {
     pub fn load(self, row: &PortalRow) -> f64 {
         match self {
             Metric::Sessions => row.sessions.len() as f64,
-            Metric::Iops => row.iops,
+            Metric::Iops => row.iops(),
         }
     }
 

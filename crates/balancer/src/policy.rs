@@ -282,14 +282,12 @@ mod tests {
                     address: "127.0.0.1:3260".into(),
                     processor: 0,
                     sessions: p0,
-                    iops: 0.0,
                 },
                 PortalRow {
                     id: PortalId(1),
                     address: "127.0.0.2:3260".into(),
                     processor: 1,
                     sessions: p1,
-                    iops: 0.0,
                 },
             ],
             served,
@@ -471,7 +469,6 @@ mod tests {
         );
         t.portals[0].sessions[0].iops = 900.0;
         t.portals[0].sessions[1].iops = 300.0;
-        t.portals[0].iops = 1200.0;
         let d = b.step(&t, 0);
         assert!(matches!(&d[0], Decision::Move { session_id: 2, .. }));
     }

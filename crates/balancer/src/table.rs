@@ -40,8 +40,13 @@ pub struct PortalRow {
     pub processor: usize,
     /// Sessions logged in through this portal.
     pub sessions: Vec<SessionEntry>,
-    /// Sum of the sessions' IOPS.
-    pub iops: f64,
+}
+
+impl PortalRow {
+    /// The portal's IOPS: the sum of its sessions'.
+    pub fn iops(&self) -> f64 {
+        self.sessions.iter().map(|s| s.iops).sum()
+    }
 }
 
 /// The whole table: every portal of the target, in portal order.

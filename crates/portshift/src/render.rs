@@ -37,7 +37,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 pub fn config_table(s: &AdminSnapshot) -> Vec<String> {
     let mut rows = Vec::new();
     for p in &s.table.portals {
-        let load = format!("{} sess {:.0} iops", p.sessions.len(), p.iops);
+        let load = format!("{} sess {:.0} iops", p.sessions.len(), p.iops());
         if p.sessions.is_empty() {
             rows.push(vec![
                 p.id.to_string(),
@@ -207,14 +207,12 @@ mod tests {
                             iops: 10.0,
                             commands: 5,
                         }],
-                        iops: 10.0,
                     },
                     PortalRow {
                         id: PortalId(1),
                         address: "127.0.0.2:3260".into(),
                         processor: 1,
                         sessions: vec![],
-                        iops: 0.0,
                     },
                 ],
                 served: vec![],

@@ -9,7 +9,7 @@
 //! ([`crate::balance`]) samples those counters into a [`ConfigTable`] and sends
 //! [`SessionCommand`]s back to the sessions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -85,7 +85,8 @@ struct SessionRecord {
 #[derive(Debug, Default)]
 struct State {
     next_session: u64,
-    sessions: HashMap<u64, SessionRecord>,
+    /// Live sessions, in id (login) order.
+    sessions: BTreeMap<u64, SessionRecord>,
     /// Where the balancer placed (initiator, target): logins elsewhere are redirected here.
     placements: HashMap<(String, String), PortalId>,
     registrations: Vec<RegistrationRow>,
@@ -300,15 +301,10 @@ impl Control {
                 address: p.address.to_string(),
                 processor: i,
                 sessions: Vec::new(),
-                iops: 0.0,
             })
             .collect();
-        let mut ids: Vec<&u64> = st.sessions.keys().collect();
-        ids.sort();
-        for id in ids {
-            let r = &st.sessions[id];
+        for (id, r) in &st.sessions {
             if let Some(row) = rows.iter_mut().find(|row| row.id == r.portal) {
-                row.iops += r.iops;
                 row.sessions.push(SessionEntry {
                     session_id: *id,
                     initiator: r.initiator.clone(),
