@@ -32,7 +32,7 @@ impl LoginConfig {
         LoginConfig {
             initiator_name: initiator_name.to_string(),
             target_name: Some(target.to_string()),
-            isid: isid_for(initiator_name),
+            isid: random_isid(),
             prefs: Prefs::initiator_default(),
         }
     }
@@ -46,10 +46,10 @@ impl LoginConfig {
     }
 }
 
-/// ISID of type "random" (§11.12.5: T=10b) with a fresh random qualifier.
-pub fn isid_for(initiator_name: &str) -> [u8; 6] {
-    let h = crc32c::crc32c(initiator_name.as_bytes()) ^ rand::random::<u32>();
-    let b = h.to_be_bytes();
+/// ISID of type "random" (§11.12.5: T=10b) with fresh random B, C and D fields,
+/// so that two sessions of one initiator never look like a reinstatement (§6.3.5).
+fn random_isid() -> [u8; 6] {
+    let b = rand::random::<u32>().to_be_bytes();
     [0x80, 0x00, b[0], b[1], b[2], b[3]]
 }
 
@@ -251,6 +251,14 @@ mod tests {
         );
         host.status_class = 1;
         assert!(matches!(l.on_response(&host), Err(Error::BadRedirect(_))));
+    }
+
+    #[test]
+    fn isid_is_random_type() {
+        let a = LoginConfig::normal("iqn.i", "iqn.t").isid;
+        let b = LoginConfig::normal("iqn.i", "iqn.t").isid;
+        assert_eq!(a[0] >> 6, 0b10, "T field must be 10b (random)");
+        assert_ne!(a, b, "two sessions of one initiator need distinct ISIDs");
     }
 
     #[test]
