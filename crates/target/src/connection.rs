@@ -10,6 +10,7 @@
 //! Task Management (§11.5), Text/SendTargets with continuation (§11.10, §11.11), Logout (§11.14),
 //! Reject (§11.17), Async Message "logout requested" (§11.9.1).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -114,7 +115,19 @@ struct CmdInfo {
     edtl: u32,
     read: bool,
     write: bool,
-    cdb: Vec<u8>,
+    /// The CDB field of the BHS and the extended CDB AHS, if any (§11.3.5).
+    cdb: [u8; 16],
+    ext_cdb: Option<Bytes>,
+}
+
+impl CmdInfo {
+    /// The whole CDB: borrowed unless an extended CDB has to be joined to it.
+    fn full_cdb(&self) -> Cow<'_, [u8]> {
+        match &self.ext_cdb {
+            None => Cow::Borrowed(&self.cdb),
+            Some(ext) => Cow::Owned([&self.cdb[..], ext].concat()),
+        }
+    }
 }
 
 /// A text response being delivered in pieces (C bit, §11.11.2).
@@ -820,17 +833,14 @@ impl Connection {
             let ua = Sense::new(SenseKey::UnitAttention, Asc::new(0x29, 0x00));
             return self.respond_sense(c.itt, ua, 0);
         }
-        let mut cdb = c.cdb.to_vec();
-        if let Some(ext) = &c.ext_cdb {
-            cdb.extend_from_slice(ext);
-        }
         let cmd = CmdInfo {
             lun: c.lun,
             itt: c.itt,
             edtl: c.edtl,
             read: c.read,
             write: c.write,
-            cdb,
+            cdb: c.cdb,
+            ext_cdb: c.ext_cdb.clone(),
         };
         if !c.write || c.edtl == 0 {
             if !c.data.is_empty() {
@@ -994,7 +1004,7 @@ impl Connection {
         let mut write_len = None;
         let mut skip = false;
         if cmd.write
-            && let Ok(tl) = luns.data_out_length(cmd.lun, &cmd.cdb)
+            && let Ok(tl) = luns.data_out_length(cmd.lun, &cmd.full_cdb())
         {
             write_len = Some(tl);
             if tl > edtl {
@@ -1002,8 +1012,9 @@ impl Connection {
                 skip = shorten_transfer(&mut cmd.cdb, edtl / bs) == Some(false);
             }
         }
+        let cdb = cmd.full_cdb();
         let task = ScsiTask {
-            cdb: &cmd.cdb,
+            cdb: &cdb,
             lun: cmd.lun,
             expected_data_transfer_length: edtl,
             tpgt,
@@ -1075,7 +1086,9 @@ impl Connection {
     /// Data-In PDUs of at most the initiator's MaxRecvDataSegmentLength, F at each
     /// MaxBurstLength boundary, status in the last one (§11.7).
     fn data_in(&mut self, cmd: &CmdInfo, data: Bytes, status: u8, residual: Residual) {
-        let Some(s) = self.session() else { return };
+        let Phase::Full(s) = &mut self.phase else {
+            return;
+        };
         let seg = (s.params.initiator_max_recv_data_segment_length as usize).max(512);
         let burst = (s.params.max_burst_length as usize).max(seg);
         let total = data.len();
@@ -1083,12 +1096,12 @@ impl Connection {
         let digests = s.digests;
         let mut off = 0;
         let mut data_sn = 0u32;
-        let mut pdus = Vec::with_capacity(total.div_ceil(seg));
+        self.out.reserve(total.div_ceil(seg));
         while off < total {
             let in_burst = burst - off % burst;
             let n = seg.min(total - off).min(in_burst);
             let last = off + n == total;
-            pdus.push((
+            self.out.push((
                 Pdu::DataIn(DataIn {
                     final_: last || n == in_burst,
                     ack: false,
@@ -1112,7 +1125,6 @@ impl Connection {
             data_sn += 1;
             off += n;
         }
-        self.out.append(&mut pdus);
     }
 }
 

@@ -216,12 +216,13 @@ impl TxBatch {
         let mut first = 0;
         while first < self.segs.len() {
             let n = {
-                let slices: Vec<IoSlice<'_>> = self.segs[first..]
-                    .iter()
-                    .take(MAX_IOVECS)
-                    .map(|b| IoSlice::new(b))
-                    .collect();
-                stream.write_vectored(&slices).await?
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for (slot, seg) in slices.iter_mut().zip(self.segs.iter().skip(first)) {
+                    *slot = IoSlice::new(seg);
+                    count += 1;
+                }
+                stream.write_vectored(&slices[..count]).await?
             };
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
