@@ -246,14 +246,18 @@ impl Registry {
             .collect()
     }
 
-    fn entity_of_node(&self, name: &Attribute) -> Option<usize> {
-        let key = [Attribute {
-            tag: tag::ISCSI_NAME,
-            value: name.value.clone(),
-        }];
+    /// Position of the entity and of its child of `kind` matching `key`.
+    fn locate(&self, kind: ObjectType, key: &[Attribute]) -> Option<(usize, usize)> {
         self.entities
             .iter()
-            .position(|e| e.find_child(ObjectType::IscsiNode, &key).is_some())
+            .enumerate()
+            .find_map(|(p, e)| Some((p, e.find_child(kind, key)?)))
+    }
+
+    /// The entity holding the node named by `name` (an iSCSI Name attribute, tag 32).
+    fn entity_of_node(&self, name: &Attribute) -> Option<usize> {
+        self.locate(ObjectType::IscsiNode, std::slice::from_ref(name))
+            .map(|(p, _)| p)
     }
 
     // ---- DevAttrReg, §5.6.5.1 ----
@@ -476,10 +480,8 @@ impl Registry {
                 Ok(self.entities.iter().position(|e| e.object.matches(key)))
             }
             Some(kind @ (ObjectType::IscsiNode | ObjectType::Portal)) => self
-                .entities
-                .iter()
-                .position(|e| e.find_child(kind, key).is_some())
-                .map(Some)
+                .locate(kind, key)
+                .map(|(p, _)| Some(p))
                 .ok_or(Status::INVALID_REGISTRATION),
             _ => Err(Status::INVALID_REGISTRATION),
         }
@@ -633,17 +635,10 @@ impl Registry {
             }
             return;
         }
-        let Some(p) = self
-            .entities
-            .iter()
-            .position(|e| e.find_child(kind, key).is_some())
-        else {
+        let Some((p, i)) = self.locate(kind, key) else {
             return;
         };
         let Some(e) = self.entities.get_mut(p) else {
-            return;
-        };
-        let Some(i) = e.find_child(kind, key) else {
             return;
         };
         let obj = e.children.remove(i);
@@ -699,12 +694,10 @@ impl Registry {
             .iter()
             .find(|a| a.tag == tag::ISCSI_NAME)
             .ok_or(Status::MESSAGE_FORMAT_ERROR)?;
-        let p = self.entity_of_node(name).ok_or(Status::NO_SUCH_ENTRY)?;
-        let key = [name.clone()];
-        let e = self.entities.get_mut(p).ok_or(Status::INTERNAL_ERROR)?;
-        let i = e
-            .find_child(ObjectType::IscsiNode, &key)
+        let (p, i) = self
+            .locate(ObjectType::IscsiNode, std::slice::from_ref(name))
             .ok_or(Status::NO_SUCH_ENTRY)?;
+        let e = self.entities.get_mut(p).ok_or(Status::INTERNAL_ERROR)?;
         let node = e.children.get_mut(i).ok_or(Status::INTERNAL_ERROR)?;
         if register {
             let bitmap = req
