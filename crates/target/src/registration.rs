@@ -96,15 +96,15 @@ impl IsnsRegistrar {
         f: impl AsyncFnOnce(&mut Client) -> Result<T, isns::client::ClientError>,
     ) -> Result<T, RegistrationError> {
         let mut guard = self.client.lock().await;
-        if guard.is_none() {
-            let mut c = Client::connect(self.server)
-                .await
-                .map_err(|e| self.err(e))?;
-            c.set_timeout(Duration::from_secs(5));
-            *guard = Some(c);
-        }
-        let Some(client) = guard.as_mut() else {
-            unreachable!("client set above")
+        let client = match &mut *guard {
+            Some(c) => c,
+            slot @ None => {
+                let mut c = Client::connect(self.server)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                c.set_timeout(Duration::from_secs(5));
+                slot.insert(c)
+            }
         };
         match f(client).await {
             Ok(v) => Ok(v),
