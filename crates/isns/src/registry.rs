@@ -173,8 +173,8 @@ impl Registry {
             self.touch_source(req, now);
             match f {
                 FunctionId::DEV_ATTR_REG => self.dev_attr_reg(req, now, &mut changes),
-                FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req, now),
-                FunctionId::DEV_GET_NEXT => self.dev_get_next(req, now),
+                FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req),
+                FunctionId::DEV_GET_NEXT => self.dev_get_next(req),
                 FunctionId::DEV_DEREG => self.dev_dereg(req, &mut changes),
                 FunctionId::SCN_REG => self.scn_reg(req, true, &mut changes),
                 FunctionId::SCN_DEREG => self.scn_reg(req, false, &mut changes),
@@ -534,7 +534,7 @@ impl Registry {
 
     // ---- DevAttrQry, §5.6.5.2 ----
 
-    fn dev_attr_qry(&self, req: &Message, _now: u64) -> Res<(Vec<Attribute>, Vec<Attribute>)> {
+    fn dev_attr_qry(&self, req: &Message) -> Res<(Vec<Attribute>, Vec<Attribute>)> {
         let key = req.key();
         let kind = key_type(key)?;
         let wanted = req.operating();
@@ -567,7 +567,7 @@ impl Registry {
 
     // ---- DevGetNext, §5.6.5.3 ----
 
-    fn dev_get_next(&self, req: &Message, _now: u64) -> Res<(Vec<Attribute>, Vec<Attribute>)> {
+    fn dev_get_next(&self, req: &Message) -> Res<(Vec<Attribute>, Vec<Attribute>)> {
         let key = req.key();
         let kind = key_type(key)?;
         if key.is_empty() {
