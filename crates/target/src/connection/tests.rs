@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::control::{PortalInfo, two_portals};
-use iscsi_proto::{LoginRequest, Stage};
+use iscsi_proto::{LoginRequest, LoginResponse, Stage};
 use scsi::{Identity, LogicalUnit, MemDevice};
 use tokio::sync::mpsc;
 
@@ -31,6 +31,34 @@ fn login_text(keys: &[(&str, &str)]) -> Bytes {
     keys.iter().copied().collect::<TextPairs>().to_bytes()
 }
 
+/// Sends one Login Request (T set, `csg` → `nsg`, CmdSN `cmd_sn`) carrying `keys`; returns the
+/// first PDU answered, which must be a Login Response.
+fn login_step(
+    c: &mut Connection,
+    (csg, nsg): (Stage, Stage),
+    cmd_sn: u32,
+    keys: &[(&str, &str)],
+    now: Instant,
+) -> LoginResponse {
+    c.on_pdu(
+        Pdu::LoginRequest(LoginRequest {
+            transit: true,
+            csg,
+            nsg,
+            isid: [0x80, 0, 0, 0, 0, 1],
+            itt: 1,
+            cmd_sn,
+            data: login_text(keys),
+            ..LoginRequest::default()
+        }),
+        now,
+    );
+    match out(c).into_iter().next() {
+        Some(Pdu::LoginResponse(r)) => r,
+        p => panic!("{p:?}"),
+    }
+}
+
 fn out(c: &mut Connection) -> Vec<Pdu> {
     let mut v = Vec::new();
     c.take_output(&mut v);
@@ -45,51 +73,32 @@ fn logged_in(
     let now = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
     let mut c = Connection::new(shared(), PortalId(0), tx, now);
-    let mut keys = vec![
+    let keys = [
         ("InitiatorName", "iqn.2024-01.test:i"),
         ("TargetName", TARGET),
         ("SessionType", "Normal"),
         ("AuthMethod", "None"),
     ];
-    c.on_pdu(
-        Pdu::LoginRequest(LoginRequest {
-            transit: true,
-            csg: Stage::SecurityNegotiation,
-            nsg: Stage::LoginOperationalNegotiation,
-            isid: [0x80, 0, 0, 0, 0, 1],
-            itt: 1,
-            cmd_sn: 10,
-            data: login_text(&keys),
-            ..LoginRequest::default()
-        }),
+    let r = login_step(
+        &mut c,
+        (
+            Stage::SecurityNegotiation,
+            Stage::LoginOperationalNegotiation,
+        ),
+        10,
+        &keys,
         now,
     );
-    let r = out(&mut c);
-    let Pdu::LoginResponse(r) = &r[0] else {
-        panic!("{r:?}")
-    };
     assert_eq!((r.status_class, r.transit), (0, true));
     let text = TextPairs::parse(&r.data).unwrap();
     assert_eq!(text.get("TargetPortalGroupTag"), Some("1"));
-    keys.clear();
-    keys.extend_from_slice(offers);
-    c.on_pdu(
-        Pdu::LoginRequest(LoginRequest {
-            transit: true,
-            csg: Stage::LoginOperationalNegotiation,
-            nsg: Stage::FullFeaturePhase,
-            isid: [0x80, 0, 0, 0, 0, 1],
-            itt: 1,
-            cmd_sn: 10,
-            data: login_text(&keys),
-            ..LoginRequest::default()
-        }),
+    let r = login_step(
+        &mut c,
+        (Stage::LoginOperationalNegotiation, Stage::FullFeaturePhase),
+        10,
+        offers,
         now,
     );
-    let r = out(&mut c);
-    let Pdu::LoginResponse(r) = &r[0] else {
-        panic!("{r:?}")
-    };
     assert_eq!((r.status_class, r.nsg), (0, Stage::FullFeaturePhase));
     assert_ne!(r.tsih, 0);
     assert_eq!((r.exp_cmd_sn, r.max_cmd_sn), (10, 10 + CMD_WINDOW - 1));
@@ -135,21 +144,16 @@ fn unknown_target_and_redirect() {
     let now = Instant::now();
     let sh = shared();
     let login = |c: &mut Connection, target: &str| {
-        c.on_pdu(
-            Pdu::LoginRequest(LoginRequest {
-                transit: true,
-                csg: Stage::SecurityNegotiation,
-                nsg: Stage::LoginOperationalNegotiation,
-                itt: 1,
-                data: login_text(&[("InitiatorName", "iqn.i"), ("TargetName", target)]),
-                ..LoginRequest::default()
-            }),
+        login_step(
+            c,
+            (
+                Stage::SecurityNegotiation,
+                Stage::LoginOperationalNegotiation,
+            ),
+            0,
+            &[("InitiatorName", "iqn.i"), ("TargetName", target)],
             now,
-        );
-        match out(c).remove(0) {
-            Pdu::LoginResponse(r) => r,
-            p => panic!("{p:?}"),
-        }
+        )
     };
     let (tx, _rx) = mpsc::unbounded_channel();
     let mut c = Connection::new(sh.clone(), PortalId(0), tx.clone(), now);
@@ -459,22 +463,18 @@ fn discovery_session_sends_targets_and_refuses_scsi() {
     let now = Instant::now();
     let (tx, _rx) = mpsc::unbounded_channel();
     let mut c = Connection::new(shared(), PortalId(0), tx, now);
-    c.on_pdu(
-        Pdu::LoginRequest(LoginRequest {
-            transit: true,
-            csg: Stage::LoginOperationalNegotiation,
-            nsg: Stage::FullFeaturePhase,
-            itt: 1,
-            data: login_text(&[
-                ("InitiatorName", "iqn.i"),
-                ("SessionType", "Discovery"),
-                ("MaxRecvDataSegmentLength", "512"),
-            ]),
-            ..LoginRequest::default()
-        }),
+    let r = login_step(
+        &mut c,
+        (Stage::LoginOperationalNegotiation, Stage::FullFeaturePhase),
+        0,
+        &[
+            ("InitiatorName", "iqn.i"),
+            ("SessionType", "Discovery"),
+            ("MaxRecvDataSegmentLength", "512"),
+        ],
         now,
     );
-    out(&mut c);
+    assert_eq!((r.status_class, r.nsg), (0, Stage::FullFeaturePhase));
     c.on_pdu(
         Pdu::TextRequest(TextRequest {
             immediate: true,
