@@ -37,39 +37,25 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 pub fn config_table(s: &AdminSnapshot) -> Vec<String> {
     let mut rows = Vec::new();
     for p in &s.table.portals {
-        let load = format!("{} sess {:.0} iops", p.sessions.len(), p.iops());
-        if p.sessions.is_empty() {
-            rows.push(vec![
-                p.id.to_string(),
-                p.address.clone(),
-                format!("cpu{}", p.processor),
-                load.clone(),
-                "-".into(),
-                "-".into(),
-            ]);
-        }
-        for (i, sess) in p.sessions.iter().enumerate() {
-            let first = i == 0;
-            rows.push(vec![
-                if first {
-                    p.id.to_string()
-                } else {
-                    String::new()
-                },
-                if first {
-                    p.address.clone()
-                } else {
-                    String::new()
-                },
-                if first {
-                    format!("cpu{}", p.processor)
-                } else {
-                    String::new()
-                },
-                if first { load.clone() } else { String::new() },
-                sess.initiator.clone(),
-                sess.target.clone(),
-            ]);
+        // The portal's own cells head its first row; the rest of its rows leave them blank.
+        let mut head = vec![
+            p.id.to_string(),
+            p.address.clone(),
+            format!("cpu{}", p.processor),
+            format!("{} sess {:.0} iops", p.sessions.len(), p.iops()),
+        ];
+        let sessions: Vec<[&str; 2]> = if p.sessions.is_empty() {
+            vec![["-", "-"]]
+        } else {
+            p.sessions
+                .iter()
+                .map(|s| [s.initiator.as_str(), s.target.as_str()])
+                .collect()
+        };
+        for [initiator, target] in sessions {
+            let mut row = std::mem::replace(&mut head, vec![String::new(); 4]);
+            row.extend([initiator.to_string(), target.to_string()]);
+            rows.push(row);
         }
     }
     let mut out = vec!["Configuration table (FIG. 2)".to_string()];
