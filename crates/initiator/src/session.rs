@@ -273,23 +273,13 @@ async fn read_pdus(
             }
         }
         buf.reserve(64 * 1024);
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => {
-                let eof = std::io::ErrorKind::UnexpectedEof.into();
-                let _ = tx
-                    .send(Err(Error::Io {
-                        portal,
-                        source: eof,
-                    }))
-                    .await;
-                return;
-            }
-            Ok(_) => {}
-            Err(source) => {
-                let _ = tx.send(Err(Error::Io { portal, source })).await;
-                return;
-            }
-        }
+        let source = match rd.read_buf(&mut buf).await {
+            Ok(0) => std::io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => continue,
+            Err(e) => e,
+        };
+        let _ = tx.send(Err(Error::Io { portal, source })).await;
+        return;
     }
 }
 
@@ -302,13 +292,17 @@ async fn write_batches(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<B
     let _ = wr.shutdown().await;
 }
 
-/// Encode everything the core wants sent into one buffer.
-fn batch(core: &mut SessionCore, digests: iscsi_proto::Digests) -> Result<BytesMut, Error> {
-    let mut out = BytesMut::new();
+/// Encode everything the core wants sent into one batch, split off `buf` so that its
+/// allocation is reused once the writer has dropped earlier batches.
+fn batch(
+    core: &mut SessionCore,
+    digests: iscsi_proto::Digests,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, Error> {
     while let Some(p) = core.poll_transmit() {
-        p.encode(&mut out, digests)?;
+        p.encode(buf, digests)?;
     }
-    Ok(out)
+    Ok(buf.split())
 }
 
 async fn drive(
@@ -333,6 +327,7 @@ async fn drive(
     let mut waiters: HashMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>> = HashMap::new();
     let mut next_id = 0u64;
     let mut requests_open = true;
+    let mut wbuf = BytesMut::new();
     loop {
         tokio::select! {
             p = pdus.recv() => match p {
@@ -355,12 +350,15 @@ async fn drive(
                 None => { requests_open = false; core.logout(); }
             },
         }
-        match batch(&mut core, digests) {
+        match batch(&mut core, digests, &mut wbuf) {
             Ok(b) if !b.is_empty() => {
                 let _ = out_tx.send(b);
             }
             Ok(_) => {}
-            Err(e) => lost(&mut core, &events, e),
+            Err(e) => {
+                wbuf.clear();
+                lost(&mut core, &events, e);
+            }
         }
         while let Some(Completion { id, result }) = core.poll_completion() {
             if let Some(w) = waiters.remove(&id) {
