@@ -231,12 +231,12 @@ pub struct BalancedInitiator {
     shared: Arc<Shared>,
 }
 
+/// The task that follows the target: watches the session, recovers, records moves.
 struct Manager {
-    config: BalancedConfig,
-    target: String,
+    /// Configuration, target name and the records, shared with the handles.
+    shared: Arc<Shared>,
     current: watch::Sender<Current>,
     events: mpsc::UnboundedSender<InitiatorEvent>,
-    shared_moves: Arc<Shared>,
 }
 
 async fn lookup(
@@ -321,8 +321,8 @@ impl BalancedInitiator {
         let (cur_tx, cur_rx) = watch::channel(Current::Ready(session.handle.clone()));
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            config: config.clone(),
-            target: target.clone(),
+            config,
+            target,
             current: cur_rx,
             moves: Mutex::new(Vec::new()),
             reconnects: Mutex::new(Vec::new()),
@@ -330,11 +330,9 @@ impl BalancedInitiator {
             manager: Mutex::new(None),
         });
         let manager = Manager {
-            config,
-            target,
+            shared: shared.clone(),
             current: cur_tx,
             events: ev_tx,
-            shared_moves: shared.clone(),
         };
         let task = tokio::spawn(manager.run(session, stop_rx));
         if let Ok(mut m) = shared.manager.lock() {
@@ -442,6 +440,7 @@ impl Manager {
             let mut leaving = false;
             let mut wait = Duration::ZERO;
             let leave_at = self
+                .shared
                 .config
                 .reconnect_every
                 .filter(|d| !d.is_zero())
@@ -541,7 +540,7 @@ impl Manager {
         let at_ms = since.1;
         match ending {
             Ending::Requested => {
-                if let Ok(mut m) = self.shared_moves.moves.lock() {
+                if let Ok(mut m) = self.shared.moves.lock() {
                     m.push(MoveRecord {
                         at_ms,
                         from,
@@ -552,7 +551,7 @@ impl Manager {
                 self.emit(InitiatorEvent::Moved { from, to, pause_ms });
             }
             Ending::Unrequested(cause) => {
-                if let Ok(mut m) = self.shared_moves.reconnects.lock() {
+                if let Ok(mut m) = self.shared.reconnects.lock() {
                     m.push(ReconnectRecord {
                         at_ms,
                         from,
@@ -578,19 +577,19 @@ impl Manager {
         ending: Ending,
     ) -> Result<Session, Error> {
         let mut last = Error::Closed;
-        for attempt in 0..self.config.max_reconnects.max(1) {
+        for attempt in 0..self.shared.config.max_reconnects.max(1) {
             if attempt > 0 {
                 let backoff = Duration::from_millis((50 * attempt as u64).min(1000));
                 tokio::time::sleep(backoff).await;
             }
-            let portals = match lookup(&self.config, Some(&self.target)).await {
+            let portals = match lookup(&self.shared.config, Some(&self.shared.target)).await {
                 Ok((_, p)) => p,
                 Err(e) => {
                     last = e;
                     continue;
                 }
             };
-            self.emit(match self.config.source {
+            self.emit(match self.shared.config.source {
                 PortalSource::Isns(_) => InitiatorEvent::IsnsQueried {
                     portals: portals.clone(),
                 },
@@ -598,7 +597,7 @@ impl Manager {
                     portals: portals.clone(),
                 },
             });
-            match login_first(&self.config, &self.target, &portals).await {
+            match login_first(&self.shared.config, &self.shared.target, &portals).await {
                 Ok(s) => {
                     self.emit(InitiatorEvent::LoggedIn {
                         portal: s.info.portal,
