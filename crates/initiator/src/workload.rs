@@ -171,6 +171,13 @@ pub fn fill_block(out: &mut BytesMut, block_size: usize, lba: u64, generation: u
     out.put_u32(crc);
 }
 
+/// `N` bytes of `b` at `at` (zeros when `b` is shorter), without allocating.
+fn field<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    b.get(at..at + N)
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or([0; N])
+}
+
 /// Check one block against (lba, generation, hash); `Err` describes the first difference.
 pub fn check_block(block: &[u8], lba: u64, generation: u64, hash: u32) -> Result<(), String> {
     let n = block.len();
@@ -184,10 +191,9 @@ pub fn check_block(block: &[u8], lba: u64, generation: u64, hash: u32) -> Result
             "block {lba}: CRC32C mismatch (torn or foreign data)"
         ));
     }
-    let field = |r: std::ops::Range<usize>| body.get(r).unwrap_or(&[]).to_vec();
-    let got_lba = u64::from_be_bytes(field(0..8).try_into().unwrap_or([0; 8]));
-    let got_gen = u64::from_be_bytes(field(8..16).try_into().unwrap_or([0; 8]));
-    let got_hash = u32::from_be_bytes(field(16..20).try_into().unwrap_or([0; 4]));
+    let got_lba = u64::from_be_bytes(field(body, 0));
+    let got_gen = u64::from_be_bytes(field(body, 8));
+    let got_hash = u32::from_be_bytes(field(body, 16));
     if (got_lba, got_gen, got_hash) != (lba, generation, hash) {
         return Err(format!(
             "block {lba}: holds lba {got_lba} generation {got_gen} hash {got_hash:#x}, expected generation {generation} hash {hash:#x}"
@@ -254,8 +260,7 @@ pub async fn run_workload(
     let mut issued = 0u64;
     let stopped = || cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
     loop {
-        let may_issue =
-            start.elapsed() < cfg.duration && cfg.max_ios.is_none_or(|m| issued < m) && !stopped();
+        let may_issue = start.elapsed() < cfg.duration && !stopped();
         while may_issue && set.len() < qd && cfg.max_ios.is_none_or(|m| issued < m) {
             let mut chunk = rng.random_range(0..chunks);
             let mut tries = 0;
