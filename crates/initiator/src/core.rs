@@ -115,7 +115,6 @@ struct Task {
 pub struct SessionCore {
     params: SessionParams,
     cmd_sn: SerialNumber,
-    exp_cmd_sn: SerialNumber,
     max_cmd_sn: SerialNumber,
     exp_stat_sn: SerialNumber,
     next_itt: u32,
@@ -137,7 +136,6 @@ impl SessionCore {
         SessionCore {
             params: login.params.clone(),
             cmd_sn: SerialNumber(login.cmd_sn),
-            exp_cmd_sn: SerialNumber(login.cmd_sn),
             max_cmd_sn: SerialNumber(login.max_cmd_sn),
             exp_stat_sn: SerialNumber(login.exp_stat_sn),
             next_itt: 0x1000,
@@ -376,14 +374,12 @@ impl SessionCore {
         v
     }
 
-    /// Update ExpCmdSN/MaxCmdSN (§4.2.2.1): ignore when MaxCmdSN < ExpCmdSN - 1; never move back.
+    /// Update MaxCmdSN (§4.2.2.1): ignore when MaxCmdSN < ExpCmdSN - 1; never move back.
+    /// ExpCmdSN itself is not kept: at ErrorRecoveryLevel 0 nothing is retransmitted.
     fn window(&mut self, exp: u32, max: u32) {
         let (exp, max) = (SerialNumber(exp), SerialNumber(max));
         if max.lt(exp.add(u32::MAX)) {
             return;
-        }
-        if exp.gt(self.exp_cmd_sn) {
-            self.exp_cmd_sn = exp;
         }
         if max.gt(self.max_cmd_sn) {
             self.max_cmd_sn = max;
