@@ -41,10 +41,7 @@ pub fn parse_send_targets(pairs: &TextPairs) -> Result<Vec<DiscoveredTarget>, Er
 /// The Text Request carrying `SendTargets=All`, or an empty continuation with `ttt`.
 pub fn send_targets_request(cmd_sn: u32, exp_stat_sn: u32, ttt: u32) -> TextRequest {
     let data = if ttt == RESERVED_TAG {
-        let mut p = TextPairs::new();
-        // A valid key and value; cannot fail.
-        let _ = p.push("SendTargets", "All");
-        p.to_bytes()
+        iscsi_proto::sendtargets::send_targets_request("All").to_bytes()
     } else {
         bytes::Bytes::new()
     };
