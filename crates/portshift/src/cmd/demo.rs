@@ -59,12 +59,7 @@ fn free_port_pair() -> anyhow::Result<u16> {
 type HostLog = Arc<Mutex<Vec<(u64, String, InitiatorEvent)>>>;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting tokio runtime")?;
-    rt.block_on(demo(args))
+    super::runtime()?.block_on(demo(args))
 }
 
 async fn demo(args: Args) -> anyhow::Result<ExitCode> {

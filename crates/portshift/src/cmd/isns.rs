@@ -20,12 +20,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting tokio runtime")?;
-    rt.block_on(async {
+    super::runtime()?.block_on(async {
         let mut config = isns::ServerConfig::new(args.listen, args.db.clone());
         config.max_connections = args.max_connections;
         let server = isns::Server::bind(config).await.with_context(|| {
@@ -38,13 +33,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let addr = server.local_addr()?;
         tracing::info!(%addr, db = %args.db.display(), "iSNS server listening");
         eprintln!("portshift isns: listening on {addr}");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing SIGTERM handler")?;
+        let stop = super::until_stopped();
         server
             .run(async move {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                if let Err(e) = stop.await {
+                    tracing::error!("{e:#}");
                 }
             })
             .await?;

@@ -99,17 +99,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(a) = handle.admin() {
         println!("admin http://{a}/status");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-        anyhow::Ok(())
-    })?;
+        .build()?
+        .block_on(super::until_stopped())?;
     handle.shutdown();
     Ok(ExitCode::SUCCESS)
 }
