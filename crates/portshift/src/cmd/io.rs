@@ -104,11 +104,7 @@ fn parse_reconnect_every(v: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(run_async(args))
+    super::runtime()?.block_on(run_async(args))
 }
 
 fn print_event(e: &InitiatorEvent) {
@@ -179,19 +175,10 @@ fn print_summary(r: &WorkloadReport) {
 
 /// Sets `stop` on the first SIGINT or SIGTERM.
 async fn stop_on_signal(stop: Arc<AtomicBool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install SIGINT/SIGTERM handlers");
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    match super::until_stopped().await {
+        Ok(()) => stop.store(true, Ordering::Relaxed),
+        Err(e) => tracing::warn!("{e:#}"),
     }
-    stop.store(true, Ordering::Relaxed);
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
