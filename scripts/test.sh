@@ -7,27 +7,46 @@ cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 PEERS=(libiscsi-bin open-isns-utils open-isns-server tgt qemu-utils)
-TOOLS=(iscsi-test-cu iscsi-perf iscsi-ls iscsi-inq iscsi-readcapacity16 isnsadm isnsd tgtd tgtadm qemu-img)
 
-missing=0
-for t in "${TOOLS[@]}"; do command -v "$t" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$t" >/dev/null 2>&1 || missing=1; done
-if [ "$missing" = 1 ]; then
-    echo "== installing third-party peers: ${PEERS[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PEERS[@]}" >/dev/null
-fi
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 export PATH="$PATH:/usr/sbin:/sbin"
+apt_updated=0
+apt_install() {
+    [ "$apt_updated" = 1 ] || { $SUDO apt-get update -qq; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
 
-# qemu-img must have its iscsi:// driver (built in, or Debian's qemu-block-extra module).
-qemu_formats="$(qemu-img --help 2>/dev/null || true)"
-if ! grep -qw iscsi <<<"$qemu_formats"; then
+# Each peer is checked by running it, never by looking for a word in its help: a tool that is
+# present but cannot do the job (a missing module, a broken library) counts as missing.
+# runs CMD ARGS...: the command starts and exits (any status but "not found"/"cannot execute").
+runs() { local rc=0; timeout 20 "$@" >/dev/null 2>&1 || rc=$?; [ "$rc" != 126 ] && [ "$rc" != 127 ]; }
+# qemu_iscsi: qemu-img can open an iscsi:// URL. Nothing listens on port 1, so the open must fail
+# with a connection error, not with "Unable to load module iscsi" / "Unknown protocol".
+qemu_iscsi() {
+    local out
+    out="$(timeout 20 qemu-img info iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 2>&1)" && return 0
+    runs qemu-img --version && ! grep -qiE 'load module|unknown protocol|unknown driver' <<<"$out"
+}
+peers_work() {
+    runs iscsi-test-cu -l && runs iscsi-perf -t 1 iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
+        runs iscsi-ls iscsi://127.0.0.1:1 && runs iscsi-inq iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
+        runs iscsi-readcapacity16 iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
+        runs isnsadm --help && runs isnsd --help && runs tgtadm --help && runs tgtd --help
+}
+if ! peers_work; then
+    echo "== installing third-party peers: ${PEERS[*]}"
+    apt_install "${PEERS[@]}"
+    peers_work || { echo "third-party peers still do not run after apt-get install" >&2; exit 1; }
+fi
+
+# qemu-img must open iscsi:// URLs. Debian 12's backported qemu-utils 10 lists iscsi among its
+# formats but ships the driver as a module it does not install; bookworm's qemu-utils 7.2 with
+# qemu-block-extra has it.
+if ! qemu_iscsi; then
     codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
-    echo "== qemu-img has no iscsi driver: installing qemu-block-extra with its matching qemu-utils"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --allow-downgrades \
-        "qemu-utils/$codename" "qemu-block-extra/$codename" >/dev/null
+    echo "== qemu-img cannot open iscsi:// URLs: installing qemu-utils/$codename and qemu-block-extra/$codename"
+    apt_install --allow-downgrades "qemu-utils/$codename" "qemu-block-extra/$codename"
+    qemu_iscsi || { echo "qemu-img still cannot open iscsi:// URLs" >&2; exit 1; }
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
