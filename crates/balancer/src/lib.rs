@@ -6,6 +6,7 @@
 //! the load has fallen). The target's I/O shell carries them out and records [`Event`]s.
 //! [`AdminSnapshot`] is the JSON shape of the admin endpoint that `portshift status` prints.
 
+pub mod clock;
 pub mod event;
 pub mod metric;
 pub mod policy;

@@ -198,13 +198,7 @@ enum Ending {
     Unrequested(ReconnectCause),
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use balancer::clock::unix_ms;
 
 #[derive(Debug, Clone)]
 enum Current {

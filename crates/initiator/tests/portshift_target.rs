@@ -14,7 +14,7 @@ use initiator::discovery::isns_portals;
 use initiator::{
     BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, ReconnectCause, WorkloadConfig,
 };
-use target::{LunConfig, Target, TargetConfig};
+use iscsi_target::{LunConfig, Target, TargetConfig};
 
 const TARGETS: [&str; 3] = [
     "iqn.2024-01.test.h5:t1",

@@ -297,11 +297,11 @@ impl Client {
         result
     }
 
-    /// Make `portal` unusable for `target` by registering its Portal Group with
-    /// a NIL PGT (RFC 4171 §3.4, §6.5.4): queries stop returning the portal
+    /// Delete the registration of (`target`, `portal`) — the patent's step 107 — by
+    /// registering its Portal Group with a NIL PGT (RFC 4171 §3.4, §6.5.4): queries stop returning the portal
     /// for that target, while the portal and the PG keep their place in
     /// registration order.
-    pub async fn deregister_portal_group(
+    pub async fn delete_registration(
         &mut self,
         target: &str,
         portal: SocketAddr,
@@ -309,8 +309,9 @@ impl Client {
         self.set_pg_tag(target, portal, None).await
     }
 
-    /// Undo [`Client::deregister_portal_group`]: register the PG with `pgt` again.
-    pub async fn restore_portal_group(
+    /// Restore the registration [`Client::delete_registration`] deleted: register the PG with
+    /// `pgt` again.
+    pub async fn restore_registration(
         &mut self,
         target: &str,
         portal: SocketAddr,

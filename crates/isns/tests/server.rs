@@ -88,7 +88,7 @@ async fn register_query_rebalance_deregister() {
 
     // The balancer's "delete registration" of (t1, first portal), then undo.
     target
-        .deregister_portal_group(t1, a("127.0.0.1:3260"))
+        .delete_registration(t1, a("127.0.0.1:3260"))
         .await
         .unwrap();
     assert_eq!(
@@ -96,7 +96,7 @@ async fn register_query_rebalance_deregister() {
         all[1..].to_vec()
     );
     target
-        .restore_portal_group(t1, a("127.0.0.1:3260"), 1)
+        .restore_registration(t1, a("127.0.0.1:3260"), 1)
         .await
         .unwrap();
     assert_eq!(ini.query_target_portals("iqn.x", t1).await.unwrap(), all);
@@ -115,7 +115,7 @@ async fn register_query_rebalance_deregister() {
     // Unknown PG: an error status, not a hang.
     assert!(
         target
-            .deregister_portal_group(t1, a("127.0.0.1:3260"))
+            .delete_registration(t1, a("127.0.0.1:3260"))
             .await
             .is_err()
     );

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use balancer::{Event, EventKind, PortalId};
 use common::{
@@ -41,12 +41,7 @@ fn initiator(i: usize) -> String {
     format!("iqn.2024-01.test.balance:host{}", i + 1)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use balancer::clock::unix_ms as now_ms;
 
 /// The portal of each session line in `portshift status`'s configuration table (FIG. 2):
 /// (portal label, initiator) pairs.

@@ -153,13 +153,13 @@ async fn client_sequence(server: SocketAddr, conf: &Path) -> Vec<Vec<String>> {
     let mut seen = Vec::new();
     let show = |v: Vec<SocketAddr>| v.iter().map(SocketAddr::to_string).collect::<Vec<_>>();
     seen.push(show(c.query_target_portals(H1, t3).await.unwrap()));
-    c.deregister_portal_group(t3, p5).await.unwrap();
+    c.delete_registration(t3, p5).await.unwrap();
     seen.push(show(c.query_target_portals(H1, t3).await.unwrap()));
     seen.push(objects(
         &isnsadm(conf, &["--query", &format!("iscsi-name={t3}")]).1,
         false,
     ));
-    c.restore_portal_group(t3, p5, 1).await.unwrap();
+    c.restore_registration(t3, p5, 1).await.unwrap();
     seen.push(show(c.query_target_portals(H1, t3).await.unwrap()));
     c.deregister_entity(t3, "lb").await.unwrap();
     seen.push(show(c.query_target_portals(H1, t3).await.unwrap()));
@@ -225,7 +225,7 @@ async fn registrations_survive_sigkill_in_order() {
         .await
         .unwrap();
     }
-    c.deregister_portal_group("iqn.2024-01.test:aa", "127.0.0.21:3260".parse().unwrap())
+    c.delete_registration("iqn.2024-01.test:aa", "127.0.0.21:3260".parse().unwrap())
         .await
         .unwrap();
     let lists = ["entities", "nodes", "portals", "portal-groups"];

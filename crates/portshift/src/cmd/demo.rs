@@ -11,7 +11,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use balancer::{AdminSnapshot, EventKind, PortalId};
@@ -36,12 +36,7 @@ const BALANCE: &str = "sessions:2";
 /// Cooldown: a moved host stays put, and a deleted registration stays deleted, this long.
 const COOLDOWN_MS: u64 = 3000;
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use balancer::clock::unix_ms;
 
 /// A port free on both 127.0.0.1 and 127.0.0.2, so the two portals differ only by address.
 fn free_port_pair() -> anyhow::Result<u16> {
@@ -96,12 +91,12 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let disks: Vec<String> = (1..=HOSTS)
         .map(|i| format!("iqn.2026-11.org.example:disk{i}"))
         .collect();
-    let cfg = target::TargetConfig {
+    let cfg = iscsi_target::TargetConfig {
         portals: portals.clone(),
         luns: disks
             .iter()
             .enumerate()
-            .map(|(i, iqn)| target::LunConfig {
+            .map(|(i, iqn)| iscsi_target::LunConfig {
                 iqn: iqn.clone(),
                 path: dir.path().join(format!("disk{}.img", i + 1)),
                 size: Some(DISK_BYTES),
@@ -112,7 +107,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         cooldown_ms: COOLDOWN_MS,
         admin: Some("127.0.0.1:0".parse()?),
     };
-    let handle = tokio::task::block_in_place(|| target::Target::start(cfg))?;
+    let handle = tokio::task::block_in_place(|| iscsi_target::Target::start(cfg))?;
     let admin = handle.admin().context("admin endpoint")?.to_string();
     println!(
         "[2] target: portals P0 {} (cpu0) and P1 {} (cpu1), three 64 MiB disks, balance {BALANCE}, admin {admin}",

@@ -9,7 +9,7 @@ use balancer::AdminSnapshot;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The target's admin endpoint.
-    #[arg(long, default_value = target::admin::DEFAULT_ADMIN)]
+    #[arg(long, default_value = iscsi_target::admin::DEFAULT_ADMIN)]
     admin: String,
     /// Print the raw JSON instead of tables.
     #[arg(long)]

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use target::{LunConfig, Target, TargetConfig};
+use iscsi_target::{LunConfig, Target, TargetConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     cooldown: u64,
     /// Admin endpoint (GET /status).
-    #[arg(long, default_value = target::admin::DEFAULT_ADMIN)]
+    #[arg(long, default_value = iscsi_target::admin::DEFAULT_ADMIN)]
     admin: SocketAddr,
 }
 

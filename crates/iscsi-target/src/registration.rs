@@ -156,7 +156,7 @@ impl IsnsRegistrar {
         self.with_client(async |c| {
             c.register(&reg).await?;
             for (target, portal) in &deleted {
-                c.deregister_portal_group(target, *portal).await?;
+                c.delete_registration(target, *portal).await?;
             }
             Ok(())
         })
@@ -174,7 +174,11 @@ impl IsnsRegistrar {
 
 impl Registrar {
     /// Deregisters (target, portal) so that queries for `target` no longer return `portal`.
-    pub async fn delete(&self, target: &str, portal: PortalId) -> Result<(), RegistrationError> {
+    pub async fn delete_registration(
+        &self,
+        target: &str,
+        portal: PortalId,
+    ) -> Result<(), RegistrationError> {
         match self {
             Registrar::Local => Ok(()),
             Registrar::Isns(r) => {
@@ -183,14 +187,18 @@ impl Registrar {
                     .portal(portal)
                     .ok_or(RegistrationError::UnknownPortal(portal))?
                     .address;
-                r.with_client(async |c| c.deregister_portal_group(target, addr).await)
+                r.with_client(async |c| c.delete_registration(target, addr).await)
                     .await
             }
         }
     }
 
     /// Registers (target, portal) again.
-    pub async fn restore(&self, target: &str, portal: PortalId) -> Result<(), RegistrationError> {
+    pub async fn restore_registration(
+        &self,
+        target: &str,
+        portal: PortalId,
+    ) -> Result<(), RegistrationError> {
         match self {
             Registrar::Local => Ok(()),
             Registrar::Isns(r) => {
@@ -199,7 +207,7 @@ impl Registrar {
                     .portal(portal)
                     .ok_or(RegistrationError::UnknownPortal(portal))?;
                 let (addr, tag) = (p.address, u32::from(p.tag));
-                r.with_client(async |c| c.restore_portal_group(target, addr, tag).await)
+                r.with_client(async |c| c.restore_registration(target, addr, tag).await)
                     .await
             }
         }

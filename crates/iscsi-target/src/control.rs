@@ -92,6 +92,16 @@ struct State {
     registrations: Vec<RegistrationRow>,
 }
 
+impl State {
+    fn set_registered(&mut self, target: &str, portal: PortalId, registered: bool) {
+        for r in self.registrations.iter_mut() {
+            if r.target == target && r.portal == portal {
+                r.registered = registered;
+            }
+        }
+    }
+}
+
 /// Shared between every portal processor, the balancer loop and the admin endpoint.
 #[derive(Debug)]
 pub struct Control {
@@ -261,19 +271,18 @@ impl Control {
             .insert((initiator.into(), target.into()), portal);
     }
 
-    /// Sets the registered flag of (target, portal); on restore, forgets placements that were
-    /// made to move sessions of `target` away from `portal`.
-    pub fn set_registered(&self, target: &str, portal: PortalId, registered: bool) {
+    /// Records that the (target, portal) registration was deleted in iSNS (the patent's step 107).
+    pub fn delete_registration(&self, target: &str, portal: PortalId) {
+        self.state().set_registered(target, portal, false);
+    }
+
+    /// Records that the (target, portal) registration was restored, and forgets the placements
+    /// that were made to move sessions of `target` away from `portal` (the patent's step 112).
+    pub fn restore_registration(&self, target: &str, portal: PortalId) {
         let mut st = self.state();
-        for r in st.registrations.iter_mut() {
-            if r.target == target && r.portal == portal {
-                r.registered = registered;
-            }
-        }
-        if registered {
-            st.placements
-                .retain(|(_, t), p| !(t == target && *p != portal));
-        }
+        st.set_registered(target, portal, true);
+        st.placements
+            .retain(|(_, t), p| !(t == target && *p != portal));
     }
 
     /// Samples every session's counters (IOPS since the last sample) and returns the table.
@@ -377,7 +386,7 @@ mod tests {
             LoginDecision::NotFound
         );
         c.place("iqn.i1", "iqn.t1", PortalId(1));
-        c.set_registered("iqn.t1", PortalId(0), false);
+        c.delete_registration("iqn.t1", PortalId(0));
         assert_eq!(
             c.login_decision(PortalId(0), "iqn.i1", "iqn.t1"),
             LoginDecision::Redirect {
@@ -397,7 +406,7 @@ mod tests {
                 portal_group_tag: 2
             }
         );
-        c.set_registered("iqn.t1", PortalId(0), true);
+        c.restore_registration("iqn.t1", PortalId(0));
         assert_eq!(
             c.login_decision(PortalId(0), "iqn.i1", "iqn.t1"),
             LoginDecision::Accept {

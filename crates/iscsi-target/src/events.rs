@@ -14,12 +14,7 @@ pub struct EventLog {
     inner: Mutex<(u64, VecDeque<Event>)>,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use balancer::clock::unix_ms as now_ms;
 
 impl EventLog {
     /// Appends an event and returns it (with its sequence number).

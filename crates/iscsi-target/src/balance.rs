@@ -64,9 +64,9 @@ pub async fn execute(control: &Control, registrar: &Registrar, policy: &mut Bala
             reason,
         } => {
             if delete_registration {
-                match registrar.delete(&target, from).await {
+                match registrar.delete_registration(&target, from).await {
                     Ok(()) => {
-                        control.set_registered(&target, from, false);
+                        control.delete_registration(&target, from);
                         control.events.push(
                             EventKind::RegistrationDeleted {
                                 target: target.clone(),
@@ -123,9 +123,9 @@ pub async fn execute(control: &Control, registrar: &Registrar, policy: &mut Bala
             target,
             portal,
             reason,
-        } => match registrar.restore(&target, portal).await {
+        } => match registrar.restore_registration(&target, portal).await {
             Ok(()) => {
-                control.set_registered(&target, portal, true);
+                control.restore_registration(&target, portal);
                 control
                     .events
                     .push(EventKind::RegistrationRestored { target, portal }, reason);
