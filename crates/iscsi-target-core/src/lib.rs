@@ -1,1 +1,7 @@
-//! Sans-IO core of a target connection (RFC 7143). Filled in by the connection-core work.
+//! Sans-IO core of the portshift target (RFC 7143): bytes and time in; PDUs to send, SCSI
+//! requests and events out. No tokio type, no clock, no lock: the I/O shell (`iscsi-target`)
+//! owns sockets, threads, time and the files.
+
+pub mod policy;
+
+pub use policy::{LoginDecision, LoginPolicy, SessionCommand};
