@@ -18,6 +18,8 @@ pub mod range_lock;
 pub mod reservation;
 pub mod sense;
 pub mod task;
+pub mod transfer;
+pub mod unit_attention;
 
 pub use cdb::{Command, data_out_length};
 pub use device::{BLOCK_SIZE, BlockDevice, DeviceError, FileDevice, MemDevice, NullDevice};
@@ -26,3 +28,4 @@ pub use lu::{Limits, LogicalUnit};
 pub use lun::{LunTable, decode_lun, encode_lun};
 pub use sense::{Asc, FIXED_SENSE_LEN, Sense, SenseKey};
 pub use task::{Residual, ScsiOutcome, ScsiStatus, ScsiTask};
+pub use unit_attention::UnitAttentions;

@@ -11,6 +11,7 @@ use crate::inquiry;
 use crate::lu::{LogicalUnit, request_sense_data, respond};
 use crate::sense::{Asc, Sense};
 use crate::task::{ScsiOutcome, ScsiTask};
+use crate::unit_attention::UnitAttentions;
 
 /// Largest LUN representable with flat space addressing.
 pub const MAX_LUN: u16 = 0x3FFF;
@@ -63,6 +64,8 @@ pub fn report_luns(select_report: u8, luns: &[u16]) -> Result<Vec<u8>, Sense> {
 #[derive(Debug, Default, Clone)]
 pub struct LunTable {
     units: BTreeMap<u16, Arc<LogicalUnit>>,
+    /// Pending UNIT ATTENTIONs after resets, by I_T nexus (shared by clones).
+    unit_attentions: Arc<UnitAttentions>,
 }
 
 impl LunTable {
@@ -88,22 +91,40 @@ impl LunTable {
         self.units.keys().copied().collect()
     }
 
+    /// The I_T nexus `nexus` was established (a session logged in): resets from now on
+    /// establish a UNIT ATTENTION for it (SAM-5 §5.12).
+    pub fn nexus_established(&self, nexus: u64) {
+        self.unit_attentions.nexus_established(nexus);
+    }
+
     /// The I_T nexus `nexus` ended (logout, connection loss): every unit
     /// releases what it held for it. Call once when a session ends.
     pub fn nexus_lost(&self, nexus: u64) {
         self.units.values().for_each(|u| u.nexus_lost(nexus));
+        self.unit_attentions.nexus_lost(nexus);
     }
 
-    /// LOGICAL UNIT RESET of the unit at `lun_field` (no-op if absent).
+    /// LOGICAL UNIT RESET of the unit at `lun_field` (no-op if absent); every
+    /// established nexus gets a UNIT ATTENTION.
     pub fn reset_lun(&self, lun_field: u64) {
         if let Some(u) = self.get(lun_field) {
             u.reset();
         }
+        self.unit_attentions.reset_occurred();
     }
 
-    /// TARGET WARM/COLD RESET: every unit is reset.
+    /// TARGET WARM/COLD RESET: every unit is reset; every established nexus
+    /// gets a UNIT ATTENTION.
     pub fn reset_all(&self) {
         self.units.values().for_each(|u| u.reset());
+        self.unit_attentions.reset_occurred();
+    }
+
+    /// The UNIT ATTENTION `task` must be terminated with, if one is pending for
+    /// its nexus (clearing it).
+    pub(crate) fn unit_attention(&self, task: &ScsiTask<'_>) -> Option<Sense> {
+        let op = task.cdb.first().copied().unwrap_or(0);
+        self.unit_attentions.check(task.nexus, op)
     }
 
     /// Bytes of data-out the command transfers (see [`cdb::data_out_length`]),
@@ -117,13 +138,17 @@ impl LunTable {
 
     /// Execute a command: REPORT LUNS is answered for the whole target,
     /// others go to the addressed unit; an absent LUN gets the SPC-4 §6.6.2
-    /// INQUIRY data (qualifier 011b) or LOGICAL UNIT NOT SUPPORTED.
+    /// INQUIRY data (qualifier 011b) or LOGICAL UNIT NOT SUPPORTED. A pending
+    /// UNIT ATTENTION of the task's nexus terminates it first.
     pub fn execute(
         &self,
         task: &ScsiTask<'_>,
         data_out: &[u8],
         data_in: &mut BytesMut,
     ) -> ScsiOutcome {
+        if let Some(ua) = self.unit_attention(task) {
+            return ScsiOutcome::check_condition(ua);
+        }
         let edtl = task.expected_data_transfer_length;
         let cmd = cdb::parse(task.cdb);
         if let Ok(Command::ReportLuns {

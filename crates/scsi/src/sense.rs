@@ -37,8 +37,12 @@ impl Asc {
     pub const LOGICAL_UNIT_NOT_SUPPORTED: Asc = Asc::new(0x25, 0x00);
     pub const INVALID_FIELD_IN_PARAMETER_LIST: Asc = Asc::new(0x26, 0x00);
     pub const WRITE_PROTECTED: Asc = Asc::new(0x27, 0x00);
+    /// POWER ON, RESET, OR BUS DEVICE RESET OCCURRED: the UNIT ATTENTION after a reset.
+    pub const POWER_ON_RESET_OCCURRED: Asc = Asc::new(0x29, 0x00);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Asc = Asc::new(0x39, 0x00);
     pub const INTERNAL_TARGET_FAILURE: Asc = Asc::new(0x44, 0x00);
+    /// DATA PHASE ERROR: the transport lost the command's data (e.g. Data-Out out of order).
+    pub const DATA_PHASE_ERROR: Asc = Asc::new(0x4B, 0x00);
 
     pub const fn new(asc: u8, ascq: u8) -> Asc {
         Asc { asc, ascq }
