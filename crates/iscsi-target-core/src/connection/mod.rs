@@ -1,0 +1,354 @@
+//! One target connection (RFC 7143) and its single-connection session at ErrorRecoveryLevel 0:
+//! login ([`login`]), then the full feature phase — CmdSN ordering ([`command_window`]), SCSI
+//! commands and their data ([`write`], [`data_in`]), Text/SendTargets ([`text`]), task
+//! management ([`task_mgmt`]), NOP pings and Async Messages ([`async_message`]), Logout and
+//! Reject (here).
+//!
+//! Bytes and time go in; PDUs, SCSI requests and events come out through `poll_*`. Nothing
+//! here reads a clock, takes a lock or touches a file.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use balancer::PortalId;
+use bytes::{Bytes, BytesMut};
+use iscsi_proto::login::{TargetLogin, TargetLoginConfig};
+use iscsi_proto::params::{SessionParams, SessionType};
+use iscsi_proto::text::TextAssembler;
+use iscsi_proto::{
+    DecodeError, Digests, Limits, LogoutRequest, LogoutResponse, Pdu, PduDecoder, RESERVED_TAG,
+    Reject, logout_reason, reject_reason,
+};
+
+use crate::catalog::{Catalog, CatalogTarget};
+use crate::event::{CloseReason, Event};
+use crate::policy::LoginPolicy;
+use crate::request::ScsiRequest;
+
+mod async_message;
+mod buffers;
+mod command_window;
+mod data_in;
+mod login;
+mod task_mgmt;
+mod text;
+mod write;
+
+pub use buffers::BufferPool;
+pub use text::send_targets;
+
+/// Commands the initiator may have outstanding: MaxCmdSN = ExpCmdSN + CMD_WINDOW - 1.
+pub const CMD_WINDOW: u32 = 128;
+/// Largest Expected Data Transfer Length accepted for a write (the buffer is allocated up front).
+pub const MAX_WRITE_EDTL: u32 = 64 * 1024 * 1024;
+/// Idle time after which the target pings the initiator with a NOP-In (§11.19).
+pub const PING_IDLE: Duration = Duration::from_secs(15);
+/// How long a target ping may stay unanswered before the connection is dropped.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(15);
+/// Added to Time2Logout before a session that was asked to log out is dropped.
+pub const LOGOUT_GRACE: Duration = Duration::from_secs(3);
+/// MaxRecvDataSegmentLength during login (§13.12).
+const LOGIN_MRDSL: u32 = 8192;
+
+/// Full-feature-phase state of the session (one connection per session).
+#[derive(Debug)]
+struct Session {
+    params: SessionParams,
+    digests: Digests,
+    /// Index of the session's target in the catalog (None for discovery).
+    target: Option<usize>,
+    exp_cmd_sn: u32,
+    stat_sn: u32,
+    /// Non-immediate commands that arrived ahead of ExpCmdSN, by CmdSN.
+    ahead: BTreeMap<u32, Pdu>,
+    writes: HashMap<u32, write::WriteTask>,
+    next_ttt: u32,
+    text_in: TextAssembler,
+    text_out: Option<text::TextContinuation>,
+}
+
+impl Session {
+    fn max_cmd_sn(&self) -> u32 {
+        self.exp_cmd_sn.wrapping_add(CMD_WINDOW - 1)
+    }
+
+    fn next_stat_sn(&mut self) -> u32 {
+        let s = self.stat_sn;
+        self.stat_sn = s.wrapping_add(1);
+        s
+    }
+
+    /// A fresh Target Transfer Tag, never the reserved one.
+    fn ttt(&mut self) -> u32 {
+        let t = self.next_ttt;
+        self.next_ttt = self.next_ttt.wrapping_add(1);
+        if self.next_ttt == RESERVED_TAG {
+            self.next_ttt = 1;
+        }
+        t
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    Login(Box<TargetLogin>),
+    Full(Box<Session>),
+}
+
+/// One connection of the target: login, then its (single-connection) session.
+#[derive(Debug)]
+pub struct Connection {
+    catalog: Arc<Catalog>,
+    portal: PortalId,
+    tpgt: u16,
+    phase: Phase,
+    decoder: PduDecoder,
+    out: Vec<(Pdu, Digests)>,
+    scsi: VecDeque<ScsiRequest>,
+    events: VecDeque<Event>,
+    closing: Option<CloseReason>,
+    last_rx: Instant,
+    ping: Option<(u32, Instant)>,
+    logout_deadline: Option<Instant>,
+    ended: bool,
+    nexus: u64,
+    /// Large Data-In and write buffers, reused across commands.
+    pool: BufferPool,
+}
+
+impl Connection {
+    /// A connection accepted on `portal` at `now`, serving the targets of `catalog`.
+    pub fn new(catalog: Arc<Catalog>, portal: PortalId, now: Instant) -> Self {
+        let tpgt = catalog.portal(portal).map_or(1, |p| p.tag);
+        Connection {
+            catalog,
+            portal,
+            tpgt,
+            phase: Phase::Login(Box::new(TargetLogin::new(TargetLoginConfig {
+                cmd_window: CMD_WINDOW,
+                ..TargetLoginConfig::default()
+            }))),
+            decoder: PduDecoder::new(Limits {
+                max_recv_data_segment_length: LOGIN_MRDSL,
+            }),
+            out: Vec::new(),
+            scsi: VecDeque::new(),
+            events: VecDeque::new(),
+            closing: None,
+            last_rx: now,
+            ping: None,
+            logout_deadline: None,
+            ended: false,
+            nexus: 0,
+            pool: BufferPool::default(),
+        }
+    }
+
+    // ---- input ---------------------------------------------------------------------------
+
+    /// Decodes and handles the whole PDUs at the front of `buf` (consuming them), with the
+    /// digests and MaxRecvDataSegmentLength of the current phase. Stops early once SCSI work
+    /// is pending ([`Connection::poll_scsi`]) or the connection is closing: call again after
+    /// draining the work, until it leaves none.
+    pub fn on_bytes(&mut self, buf: &mut BytesMut, now: Instant, policy: &mut dyn LoginPolicy) {
+        while !self.is_closing() && self.scsi.is_empty() {
+            match self.decoder.decode(buf) {
+                Ok(Some(pdu)) => self.on_pdu(pdu, now, policy),
+                Ok(None) => return,
+                Err(e) => {
+                    self.on_decode_error(&e);
+                    if !e.is_recoverable() {
+                        buf.clear();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One decoded PDU from the initiator.
+    pub fn on_pdu(&mut self, pdu: Pdu, now: Instant, policy: &mut dyn LoginPolicy) {
+        if self.is_closing() {
+            return;
+        }
+        self.last_rx = now;
+        match self.phase {
+            Phase::Login(_) => self.on_login_pdu(pdu, policy),
+            Phase::Full(_) => self.on_ffp_pdu(pdu, now),
+        }
+    }
+
+    /// The I_T nexus id of the session, given by the shell after [`Event::FullFeature`];
+    /// carried by every [`ScsiRequest`].
+    pub fn set_nexus(&mut self, nexus: u64) {
+        self.nexus = nexus;
+    }
+
+    /// The shell closed the transport (or is about to) because of `why`; call once. Queues
+    /// [`ScsiRequest::NexusLost`] for a normal session and [`Event::Ended`] with the core's
+    /// own close reason if it had one, else `why`.
+    pub fn on_closed(&mut self, why: CloseReason) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let why = self.closing.clone().unwrap_or(why);
+        if let Phase::Full(s) = &self.phase
+            && s.target.is_some()
+        {
+            self.scsi.push_back(ScsiRequest::NexusLost { nexus: self.nexus });
+        }
+        self.events.push_back(Event::Ended { why });
+    }
+
+    // ---- output --------------------------------------------------------------------------
+
+    /// True when PDUs are queued.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Moves the queued PDUs (each with the digests to encode it with) to `into`.
+    pub fn poll_transmit(&mut self, into: &mut Vec<(Pdu, Digests)>) {
+        into.append(&mut self.out);
+    }
+
+    /// The next piece of SCSI work, in order.
+    pub fn poll_scsi(&mut self) -> Option<ScsiRequest> {
+        self.scsi.pop_front()
+    }
+
+    /// The next event for the control plane.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// True once the connection should be closed after the queued output is written.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// Why the connection is closing, once [`Connection::is_closing`].
+    pub fn close_reason(&self) -> Option<&CloseReason> {
+        self.closing.as_ref()
+    }
+
+    /// The negotiated parameters, once in full feature phase.
+    pub fn params(&self) -> Option<&SessionParams> {
+        match &self.phase {
+            Phase::Full(s) => Some(&s.params),
+            Phase::Login(_) => None,
+        }
+    }
+
+    // ---- internals -----------------------------------------------------------------------
+
+    /// Marks the connection as closing for `why`, keeping the first reason given.
+    fn close(&mut self, why: CloseReason) {
+        if self.closing.is_none() {
+            self.closing = Some(why);
+        }
+    }
+
+    fn fail(&mut self, why: &str) {
+        tracing::warn!(portal = %self.portal, "closing connection: {why}");
+        self.close(CloseReason::Failed(why.to_owned()));
+    }
+
+    fn push(&mut self, pdu: impl Into<Pdu>) {
+        let d = match &self.phase {
+            Phase::Full(s) => s.digests,
+            Phase::Login(_) => Digests::NONE,
+        };
+        self.out.push((pdu.into(), d));
+    }
+
+    fn session(&mut self) -> Option<&mut Session> {
+        match &mut self.phase {
+            Phase::Full(s) => Some(s),
+            Phase::Login(_) => None,
+        }
+    }
+
+    /// The catalog entry of the session's target.
+    fn target(&self) -> Option<&CatalogTarget> {
+        match &self.phase {
+            Phase::Full(s) => s.target.and_then(|i| self.catalog.targets.get(i)),
+            Phase::Login(_) => None,
+        }
+    }
+
+    /// A PDU the decoder could not turn into a [`Pdu`]: Reject it when the stream can go on,
+    /// else close (§6.6, §11.17).
+    fn on_decode_error(&mut self, e: &DecodeError) {
+        let in_ffp = matches!(self.phase, Phase::Full(_));
+        match (e.header(), e.is_recoverable() && in_ffp) {
+            (Some(h), true) => {
+                let reason = match e {
+                    DecodeError::UnknownOpcode { .. } => reject_reason::COMMAND_NOT_SUPPORTED,
+                    DecodeError::DataDigest { .. } => reject_reason::DATA_DIGEST_ERROR,
+                    _ => reject_reason::PROTOCOL_ERROR,
+                };
+                self.reject_header(reason, Bytes::copy_from_slice(h));
+            }
+            _ => self.fail(&format!("undecodable PDU: {e}")),
+        }
+    }
+
+    // ---- Reject (§11.17) and Logout (§11.14, §11.15) ----------------------------------------
+
+    fn reject(&mut self, reason: u8, pdu: &Pdu) {
+        let mut hdr = BytesMut::new();
+        if pdu.encode_header(&mut hdr, Digests::NONE).is_err() {
+            hdr.clear();
+        }
+        hdr.truncate(iscsi_proto::BHS_LEN);
+        self.reject_header(reason, hdr.freeze());
+    }
+
+    fn reject_header(&mut self, reason: u8, header: Bytes) {
+        let Some(s) = self.session() else {
+            self.close(CloseReason::Failed("unacceptable PDU during login".into()));
+            return;
+        };
+        let r = Reject {
+            reason,
+            stat_sn: s.next_stat_sn(),
+            exp_cmd_sn: s.exp_cmd_sn,
+            max_cmd_sn: s.max_cmd_sn(),
+            data_sn: 0,
+            header,
+        };
+        self.push(r);
+    }
+
+    fn on_logout(&mut self, l: LogoutRequest) {
+        let Some(s) = self.session() else { return };
+        // §11.15.1: 0 closed successfully, 2 connection recovery not supported.
+        let response = match l.reason_code {
+            logout_reason::CLOSE_SESSION | logout_reason::CLOSE_CONNECTION => 0,
+            _ => 2,
+        };
+        let r = LogoutResponse {
+            response,
+            itt: l.itt,
+            stat_sn: s.next_stat_sn(),
+            exp_cmd_sn: s.exp_cmd_sn,
+            max_cmd_sn: s.max_cmd_sn(),
+            time2wait: s.params.default_time2wait,
+            time2retain: s.params.default_time2retain,
+        };
+        self.push(r);
+        if response == 0 {
+            self.close(CloseReason::Logout);
+        }
+    }
+
+    fn is_discovery(&self) -> bool {
+        matches!(&self.phase, Phase::Full(s) if s.params.session_type == SessionType::Discovery)
+    }
+}
+
+#[cfg(test)]
+mod tests;

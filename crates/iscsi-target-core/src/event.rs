@@ -1,0 +1,49 @@
+//! What a connection core tells its shell about the session's life.
+
+use iscsi_proto::params::SessionType;
+
+/// A change the control plane must record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Login completed: the session is in full feature phase (RFC 7143 §6.3). For a normal
+    /// session the shell records it and gives the core its I_T nexus id
+    /// ([`crate::Connection::set_nexus`]).
+    FullFeature {
+        session_type: SessionType,
+        initiator: String,
+        /// None for a discovery session.
+        target: Option<String>,
+        tsih: u16,
+        portal_group_tag: u16,
+    },
+    /// The connection, and with it the session, ended (after [`crate::Connection::on_closed`]).
+    Ended { why: CloseReason },
+}
+
+/// Why a connection closes, as recorded when its session ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The initiator sent a Logout Request and it was answered (§11.14, §11.15).
+    Logout,
+    /// The initiator asked for a TARGET COLD RESET, which drops the connection (§11.5.1).
+    ColdReset,
+    /// The login ended without reaching full feature phase (refused or redirected, §11.13.5).
+    LoginEnded,
+    /// The target gave up on the connection (protocol error, unanswered ping, ignored logout
+    /// request).
+    Failed(String),
+    /// The shell's side: the socket closed or failed, or the target shuts down.
+    Transport(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Logout => f.write_str("logout requested by the initiator"),
+            CloseReason::ColdReset => f.write_str("target cold reset requested by the initiator"),
+            CloseReason::LoginEnded => f.write_str("login ended"),
+            CloseReason::Failed(why) => write!(f, "closed by the target: {why}"),
+            CloseReason::Transport(why) => f.write_str(why),
+        }
+    }
+}
