@@ -22,16 +22,10 @@ use tokio::sync::mpsc;
 
 use crate::events::{EventLog, now_ms};
 
-/// What the control plane can ask of a live session.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SessionCommand {
-    /// Send an Async Message with AsyncEvent 1, "logout requested" (RFC 7143 §11.9.1), asking the
-    /// initiator to log out within `time2logout` seconds.
-    RequestLogout { time2logout: u16 },
-}
+pub use iscsi_target_core::{LoginDecision, SessionCommand};
 
 /// The sending half a portal processor registers for each session.
-pub type SessionHandle = mpsc::UnboundedSender<SessionCommand>;
+pub type CommandSender = mpsc::UnboundedSender<SessionCommand>;
 
 /// Per-session counters the data path updates without locks.
 #[derive(Debug, Default)]
@@ -46,17 +40,6 @@ impl SessionStats {
     pub fn command_done(&self) {
         self.commands.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// How a login for (initiator, target) through a portal should be answered.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LoginDecision {
-    /// Log the initiator in here, with this Portal Group Tag.
-    Accept { portal_group_tag: u16 },
-    /// Answer 0x0101 "target moved temporarily" with `TargetAddress=address` (`IP:PORT`).
-    Redirect { address: String },
-    /// The target name is not served (0x0203).
-    NotFound,
 }
 
 /// A portal as the control plane knows it.
@@ -75,7 +58,7 @@ struct SessionRecord {
     target: String,
     login_ms: u64,
     stats: Arc<SessionStats>,
-    handle: SessionHandle,
+    handle: CommandSender,
     /// Commands and time at the last sample, and the IOPS measured then.
     sampled_commands: u64,
     sampled_ms: u64,
@@ -206,7 +189,7 @@ impl Control {
         portal: PortalId,
         initiator: &str,
         target: &str,
-        handle: SessionHandle,
+        handle: CommandSender,
     ) -> (u64, Arc<SessionStats>) {
         let stats = Arc::new(SessionStats::default());
         let now = now_ms();

@@ -5,12 +5,11 @@
 
 pub mod admin;
 pub mod balance;
-pub mod connection;
 pub mod control;
-pub mod discovery;
 pub mod events;
 pub mod portal;
 pub mod registration;
 mod start;
+pub mod target_set;
 
 pub use start::{LunConfig, Target, TargetConfig, TargetHandle};

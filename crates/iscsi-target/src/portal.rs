@@ -1,7 +1,8 @@
 //! Portal processors: one OS thread (`portal-N`) per portal, each running its own tokio
 //! current-thread runtime that owns the portal's listener and every connection accepted on it.
-//! A connection is a thin shell around [`Connection`]: it reads large chunks into a `BytesMut`,
-//! decodes every PDU in them, and writes all the responses they produced with vectored writes
+//! A connection is a thin shell around the sans-IO [`Connection`] core: it reads large chunks
+//! into a `BytesMut` and feeds them to the core, runs the SCSI work the core asks for inline
+//! (see [`ConnectionShell`]), and writes all the responses produced with vectored writes
 //! (headers copied into one buffer, large data segments passed by reference).
 
 use std::io::IoSlice;
@@ -12,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use balancer::PortalId;
 use bytes::{Buf, Bytes, BytesMut};
-use iscsi_proto::{Digests, Limits, Pdu, PduDecoder};
+use iscsi_proto::{Digests, Pdu};
+use iscsi_target_core::{CloseReason, Connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::connection::{Connection, Shared};
+use crate::target_set::{ConnectionShell, TargetSet};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 512 * 1024;
@@ -34,14 +36,14 @@ pub fn spawn(
     index: usize,
     portal: PortalId,
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
+    targets: Arc<TargetSet>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name(format!("portal-{index}"))
         .spawn(move || match current_thread_runtime() {
-            Ok(rt) => rt.block_on(accept_loop(portal, listener, shared, shutdown)),
+            Ok(rt) => rt.block_on(accept_loop(portal, listener, targets, shutdown)),
             Err(e) => tracing::error!("portal-{index}: cannot start its runtime: {e}"),
         })
 }
@@ -56,7 +58,7 @@ pub(crate) fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtim
 async fn accept_loop(
     portal: PortalId,
     listener: std::net::TcpListener,
-    shared: Arc<Shared>,
+    targets: Arc<TargetSet>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -76,10 +78,10 @@ async fn accept_loop(
                         continue;
                     }
                     let token = live.clone();
-                    let shared = shared.clone();
+                    let targets = targets.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        serve(stream, peer, portal, shared, shutdown).await;
+                        serve(stream, peer, portal, &targets, shutdown).await;
                         drop(token);
                     });
                 }
@@ -101,81 +103,51 @@ async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     portal: PortalId,
-    shared: Arc<Shared>,
+    targets: &TargetSet,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut conn = Connection::new(shared, portal, tx, Instant::now());
-    let mut decoder = PduDecoder::new(Limits::default());
+    let mut conn = Connection::new(targets.catalog.clone(), portal, Instant::now());
+    let mut shell = ConnectionShell::new(targets, portal, tx);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::new();
     let mut tx_buf = TxBatch::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let why: String = loop {
+    let why = loop {
         tokio::select! {
             r = stream.read_buf(&mut rbuf) => match r {
-                Ok(0) => break "connection closed by the initiator".into(),
+                Ok(0) => break CloseReason::Transport("connection closed by the initiator".into()),
                 Ok(_) => {
-                    let now = Instant::now();
-                    decode_all(&mut conn, &mut decoder, &mut rbuf, now);
+                    shell.feed(&mut conn, &mut rbuf, Instant::now());
                     if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                         rbuf.reserve(READ_CHUNK);
                     }
                 }
-                Err(e) => break format!("connection lost: read error: {e}"),
+                Err(e) => break CloseReason::Transport(format!("connection lost: read error: {e}")),
             },
             Some(cmd) = rx.recv() => conn.on_command(cmd, Instant::now()),
-            _ = tick.tick() => conn.on_tick(Instant::now()),
-            _ = shutdown.changed() => break "target shutting down".into(),
+            _ = tick.tick() => conn.handle_timeout(Instant::now()),
+            _ = shutdown.changed() => break CloseReason::Transport("target shutting down".into()),
         }
         if conn.has_output() {
-            conn.take_output(&mut out);
+            conn.poll_transmit(&mut out);
             if let Err(e) = tx_buf.write(&mut stream, &mut out).await {
-                break format!("connection lost: write error: {e}");
+                break CloseReason::Transport(format!("connection lost: write error: {e}"));
             }
         }
         if let Some(reason) = conn.close_reason() {
-            break reason.to_string();
+            break reason.clone();
         }
     };
     if conn.has_output() {
-        conn.take_output(&mut out);
+        conn.poll_transmit(&mut out);
         let _ = tx_buf.write(&mut stream, &mut out).await;
     }
     let _ = stream.shutdown().await;
     tracing::debug!(%portal, %peer, "{why}");
-    conn.finish(&why);
-}
-
-/// Decodes every whole PDU in `rbuf` and feeds them to the connection.
-fn decode_all(conn: &mut Connection, decoder: &mut PduDecoder, rbuf: &mut BytesMut, now: Instant) {
-    loop {
-        let (digests, mrdsl) = conn.rx_limits();
-        if decoder.digests() != digests {
-            decoder.set_digests(digests);
-        }
-        if decoder.limits().max_recv_data_segment_length != mrdsl {
-            decoder.set_limits(Limits {
-                max_recv_data_segment_length: mrdsl,
-            });
-        }
-        match decoder.decode(rbuf) {
-            Ok(Some(pdu)) => conn.on_pdu(pdu, now),
-            Ok(None) => return,
-            Err(e) => {
-                conn.on_decode_error(&e);
-                if !e.is_recoverable() {
-                    rbuf.clear();
-                    return;
-                }
-            }
-        }
-        if conn.is_closing() {
-            return;
-        }
-    }
+    shell.closed(&mut conn, why);
 }
 
 /// Encoded output of one batch: small parts gathered in `hdr`, large data segments kept as

@@ -14,7 +14,7 @@ use balancer::{BalanceSpec, PortalId};
 use scsi::{BLOCK_SIZE, BlockDevice, FileDevice, Identity, LogicalUnit, LunTable, NullDevice};
 use tokio::sync::watch;
 
-use crate::connection::Shared;
+use crate::target_set::TargetSet;
 use crate::control::{Control, PortalInfo};
 
 /// Largest number of portals and of logical units a target serves.
@@ -141,7 +141,7 @@ impl Target {
             cfg.balance,
         ));
         let targets_summary = tables.iter().map(|(n, t)| (n.clone(), t.luns())).collect();
-        let shared = Arc::new(Shared::new(
+        let target_set = Arc::new(TargetSet::new(
             control.clone(),
             tables
                 .into_iter()
@@ -167,7 +167,7 @@ impl Target {
                 i,
                 info.id,
                 l,
-                shared.clone(),
+                target_set.clone(),
                 shutdown_rx.clone(),
             )?);
         }

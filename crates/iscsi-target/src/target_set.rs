@@ -1,0 +1,196 @@
+//! The targets this process serves, and the per-connection glue between a sans-IO
+//! [`Connection`] core and the rest of the target: SCSI requests run on the [`LunTable`]s
+//! inline, on the portal thread; events become [`Control`] bookkeeping; login questions go to
+//! [`Control`] through [`ControlPolicy`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Instant;
+
+use balancer::PortalId;
+use bytes::BytesMut;
+use iscsi_proto::params::SessionType;
+use iscsi_target_core::{
+    Catalog, CatalogPortal, CatalogTarget, Connection, Event, LoginDecision, LoginPolicy,
+    ScsiRequest,
+};
+use scsi::{Asc, LunTable, Residual, ScsiOutcome, Sense};
+
+use crate::control::{CommandSender, Control, SessionStats};
+
+/// The targets served by this process: name → logical units, and the catalog the connection
+/// cores see. Shared by every portal.
+#[derive(Debug)]
+pub struct TargetSet {
+    pub control: Arc<Control>,
+    pub targets: HashMap<String, Arc<LunTable>>,
+    pub catalog: Arc<Catalog>,
+    next_tsih: AtomicU16,
+}
+
+impl TargetSet {
+    pub fn new(control: Arc<Control>, targets: HashMap<String, Arc<LunTable>>) -> Self {
+        let catalog = Catalog {
+            targets: control
+                .targets()
+                .iter()
+                .map(|name| CatalogTarget {
+                    name: name.clone(),
+                    luns: targets.get(name).map(|t| t.luns()).unwrap_or_default(),
+                })
+                .collect(),
+            portals: control
+                .portals()
+                .iter()
+                .map(|p| CatalogPortal {
+                    id: p.id,
+                    address: p.address,
+                    tag: p.tag,
+                })
+                .collect(),
+        };
+        TargetSet {
+            control,
+            targets,
+            catalog: Arc::new(catalog),
+            next_tsih: AtomicU16::new(1),
+        }
+    }
+}
+
+/// [`Control`] as the connection cores' [`LoginPolicy`]; TSIHs come from a counter shared by
+/// every portal.
+pub struct ControlPolicy<'a>(pub &'a TargetSet);
+
+impl LoginPolicy for ControlPolicy<'_> {
+    fn login_decision(&mut self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
+        self.0.control.login_decision(portal, initiator, target)
+    }
+
+    fn next_tsih(&mut self) -> u16 {
+        loop {
+            let t = self.0.next_tsih.fetch_add(1, Ordering::Relaxed);
+            if t != 0 {
+                return t;
+            }
+        }
+    }
+}
+
+/// What a portal keeps next to one connection core: where its session's commands go and
+/// how the session is known to the control plane.
+pub struct ConnectionShell<'a> {
+    set: &'a TargetSet,
+    portal: PortalId,
+    sender: CommandSender,
+    session: Option<u64>,
+    luns: Option<Arc<LunTable>>,
+    stats: Option<Arc<SessionStats>>,
+}
+
+impl<'a> ConnectionShell<'a> {
+    /// `sender` is where the control plane's commands for the session will go.
+    pub fn new(set: &'a TargetSet, portal: PortalId, sender: CommandSender) -> Self {
+        ConnectionShell {
+            set,
+            portal,
+            sender,
+            session: None,
+            luns: None,
+            stats: None,
+        }
+    }
+
+    /// Feeds what was read to `conn`, running its SCSI work and events as they come, until
+    /// `buf` holds no whole PDU (or the connection closes).
+    pub fn feed(&mut self, conn: &mut Connection, buf: &mut BytesMut, now: Instant) {
+        loop {
+            conn.on_bytes(buf, now, &mut ControlPolicy(self.set));
+            let events = self.handle_events(conn);
+            let work = self.run_scsi(conn);
+            if !events && !work {
+                return;
+            }
+        }
+    }
+
+    /// The connection is gone because of `why` (unless the core closed it for its own
+    /// reason): the session's nexus is released and its end recorded.
+    pub fn closed(&mut self, conn: &mut Connection, why: iscsi_target_core::CloseReason) {
+        conn.on_closed(why);
+        self.run_scsi(conn);
+        self.handle_events(conn);
+    }
+
+    /// Runs every pending SCSI request on the session's logical units; true if there was any.
+    pub fn run_scsi(&mut self, conn: &mut Connection) -> bool {
+        let mut any = false;
+        while let Some(req) = conn.poll_scsi() {
+            any = true;
+            let luns = self.luns.as_deref();
+            match req {
+                ScsiRequest::Command(mut cmd) => {
+                    let write = cmd.write;
+                    let (task, data_out, data_in) = cmd.parts();
+                    let (outcome, residual) = match luns {
+                        Some(l) => l.execute_transfer(&task, write, data_out, data_in),
+                        None => (
+                            ScsiOutcome::check_condition(Sense::illegal_request(
+                                Asc::LOGICAL_UNIT_NOT_SUPPORTED,
+                            )),
+                            Residual::None,
+                        ),
+                    };
+                    if let Some(s) = &self.stats {
+                        s.command_done();
+                    }
+                    conn.on_scsi_complete(cmd, outcome, residual);
+                }
+                ScsiRequest::LunReset { lun } => luns.into_iter().for_each(|l| l.reset_lun(lun)),
+                ScsiRequest::TargetReset => luns.into_iter().for_each(|l| l.reset_all()),
+                ScsiRequest::NexusLost { nexus } => {
+                    luns.into_iter().for_each(|l| l.nexus_lost(nexus));
+                }
+            }
+        }
+        any
+    }
+
+    /// Records the core's events with the control plane; true if there was any.
+    pub fn handle_events(&mut self, conn: &mut Connection) -> bool {
+        let mut any = false;
+        while let Some(ev) = conn.poll_event() {
+            any = true;
+            match ev {
+                Event::FullFeature {
+                    session_type: SessionType::Normal,
+                    initiator,
+                    target: Some(target),
+                    ..
+                } => {
+                    let (id, stats) = self.set.control.session_started(
+                        self.portal,
+                        &initiator,
+                        &target,
+                        self.sender.clone(),
+                    );
+                    self.luns = self.set.targets.get(&target).cloned();
+                    if let Some(l) = &self.luns {
+                        l.nexus_established(id);
+                    }
+                    self.session = Some(id);
+                    self.stats = Some(stats);
+                    conn.set_nexus(id);
+                }
+                Event::FullFeature { .. } => {}
+                Event::Ended { why } => {
+                    if let Some(id) = self.session.take() {
+                        self.set.control.session_ended(id, &why.to_string());
+                    }
+                }
+            }
+        }
+        any
+    }
+}
