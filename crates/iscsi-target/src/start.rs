@@ -14,8 +14,8 @@ use balancer::{BalanceSpec, PortalId};
 use scsi::{BLOCK_SIZE, BlockDevice, FileDevice, Identity, LogicalUnit, LunTable, NullDevice};
 use tokio::sync::watch;
 
-use crate::target_set::TargetSet;
 use crate::control::{Control, PortalInfo};
+use crate::target_set::TargetSet;
 
 /// Largest number of portals and of logical units a target serves.
 pub const MAX_PORTALS: usize = 64;

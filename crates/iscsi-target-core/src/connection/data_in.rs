@@ -18,20 +18,21 @@ impl Connection {
         } else {
             BytesMut::new()
         };
-        self.scsi.push_back(ScsiRequest::Command(ScsiCommandRequest {
-            token: cmd.itt,
-            lun: cmd.lun,
-            edtl: cmd.edtl,
-            read: cmd.read,
-            write: cmd.write,
-            nexus: self.nexus,
-            tpgt: self.tpgt,
-            data_out,
-            data_in,
-            cdb: cmd.cdb,
-            r2ts,
-            pooled_out,
-        }));
+        self.scsi
+            .push_back(ScsiRequest::Command(ScsiCommandRequest {
+                token: cmd.itt,
+                lun: cmd.lun,
+                edtl: cmd.edtl,
+                read: cmd.read,
+                write: cmd.write,
+                nexus: self.nexus,
+                tpgt: self.tpgt,
+                data_out,
+                data_in,
+                cdb: cmd.cdb,
+                r2ts,
+                pooled_out,
+            }));
     }
 
     /// A command from [`Connection::poll_scsi`] executed with `outcome` and `residual` (as

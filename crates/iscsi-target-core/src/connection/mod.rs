@@ -197,7 +197,8 @@ impl Connection {
         if let Phase::Full(s) = &self.phase
             && s.target.is_some()
         {
-            self.scsi.push_back(ScsiRequest::NexusLost { nexus: self.nexus });
+            self.scsi
+                .push_back(ScsiRequest::NexusLost { nexus: self.nexus });
         }
         self.events.push_back(Event::Ended { why });
     }
