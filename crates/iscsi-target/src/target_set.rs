@@ -194,3 +194,127 @@ impl<'a> ConnectionShell<'a> {
         any
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::two_portals;
+    use iscsi_proto::text::TextPairs;
+    use iscsi_proto::{Digests, LoginRequest, Pdu, ScsiCommand, Stage};
+    use iscsi_target_core::CloseReason;
+    use scsi::{Identity, LogicalUnit, MemDevice};
+    use tokio::sync::mpsc;
+
+    const TARGET: &str = "iqn.2024-01.test:t";
+
+    fn target_set() -> TargetSet {
+        let control = Arc::new(Control::new(two_portals(), vec![TARGET.into()], None, None));
+        let mut luns = LunTable::new();
+        let lu = LogicalUnit::new(
+            Arc::new(MemDevice::new(64)),
+            Identity::new(TARGET, 0).unwrap(),
+        );
+        luns.insert(0, Arc::new(lu)).unwrap();
+        TargetSet::new(control, [(TARGET.to_string(), Arc::new(luns))].into())
+    }
+
+    fn login(keys: &[(&str, &str)]) -> BytesMut {
+        let mut b = BytesMut::new();
+        Pdu::LoginRequest(LoginRequest {
+            transit: true,
+            csg: Stage::LoginOperationalNegotiation,
+            nsg: Stage::FullFeaturePhase,
+            isid: [0x80, 0, 0, 0, 0, 1],
+            itt: 1,
+            data: keys.iter().copied().collect::<TextPairs>().to_bytes(),
+            ..LoginRequest::default()
+        })
+        .encode(&mut b, Digests::NONE)
+        .unwrap();
+        b
+    }
+
+    fn out(conn: &mut Connection) -> Vec<Pdu> {
+        let mut v = Vec::new();
+        conn.poll_transmit(&mut v);
+        v.into_iter().map(|(p, _)| p).collect()
+    }
+
+    #[test]
+    fn catalog_follows_the_control_plane_and_tsihs_are_never_zero() {
+        let set = target_set();
+        assert_eq!(set.catalog.targets[0].name, TARGET);
+        assert_eq!(set.catalog.targets[0].luns, [0]);
+        assert_eq!(set.catalog.portals.len(), 2);
+        set.next_tsih.store(u16::MAX, Ordering::Relaxed);
+        let mut p = ControlPolicy(&set);
+        assert_eq!((p.next_tsih(), p.next_tsih()), (u16::MAX, 1));
+    }
+
+    #[test]
+    fn a_session_is_recorded_counted_and_ended_with_its_reason() {
+        let set = target_set();
+        let now = Instant::now();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut conn = Connection::new(set.catalog.clone(), PortalId(0), now);
+        let mut shell = ConnectionShell::new(&set, PortalId(0), tx);
+        let mut buf = login(&[
+            ("InitiatorName", "iqn.i"),
+            ("TargetName", TARGET),
+            ("AuthMethod", "None"),
+        ]);
+        let mut cdb = [0u8; 16];
+        cdb[0] = scsi::cdb::opcode::READ_10;
+        cdb[8] = 1;
+        Pdu::ScsiCommand(ScsiCommand {
+            final_: true,
+            read: true,
+            itt: 2,
+            edtl: 512,
+            cdb,
+            ..ScsiCommand::default()
+        })
+        .encode(&mut buf, Digests::NONE)
+        .unwrap();
+        shell.feed(&mut conn, &mut buf, now);
+        let o = out(&mut conn);
+        assert!(
+            matches!(&o[..], [Pdu::LoginResponse(_), Pdu::DataIn(_)]),
+            "{o:?}"
+        );
+        let table = set.control.sample();
+        let s = &table.portals[0].sessions[0];
+        assert_eq!((s.initiator.as_str(), s.commands), ("iqn.i", 1));
+        shell.closed(
+            &mut conn,
+            CloseReason::Transport("connection closed by the initiator".into()),
+        );
+        let events = set.control.events.snapshot();
+        let last = events.last().unwrap();
+        assert_eq!(last.kind.label(), "logout");
+        assert!(
+            last.reason.ends_with("connection closed by the initiator"),
+            "{}",
+            last.reason
+        );
+        assert!(set.control.sample().portals[0].sessions.is_empty());
+    }
+
+    #[test]
+    fn a_placed_initiator_is_redirected_by_the_control_plane() {
+        let set = target_set();
+        set.control.place("iqn.i", TARGET, PortalId(1));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut conn = Connection::new(set.catalog.clone(), PortalId(0), Instant::now());
+        let mut shell = ConnectionShell::new(&set, PortalId(0), tx);
+        let mut buf = login(&[("InitiatorName", "iqn.i"), ("TargetName", TARGET)]);
+        shell.feed(&mut conn, &mut buf, Instant::now());
+        let Some(Pdu::LoginResponse(r)) = out(&mut conn).into_iter().next() else {
+            panic!()
+        };
+        assert_eq!((r.status_class, r.status_detail), (1, 1));
+        let t = TextPairs::parse(&r.data).unwrap();
+        assert_eq!(t.get("TargetAddress"), Some("127.0.0.2:3260"));
+        assert_eq!(conn.close_reason(), Some(&CloseReason::LoginEnded));
+    }
+}
