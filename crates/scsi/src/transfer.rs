@@ -31,15 +31,12 @@ impl LunTable {
             write_len = Some(tl);
             if tl > edtl {
                 let bs = self.get(task.lun).map_or(512, |u| u.block_size()).max(1);
-                match shorten_transfer(cdb.to_mut(), edtl / bs) {
-                    Some(false) => {
-                        // WRITE(6) cannot say "0 blocks": nothing is written.
-                        if let Some(s) = self.unit_attention(task) {
-                            return (ScsiOutcome::check_condition(s), Residual::None);
-                        }
-                        return (ScsiOutcome::good(0, 0), Residual::compute(edtl, tl));
+                if shorten_transfer(cdb.to_mut(), edtl / bs) == Some(false) {
+                    // WRITE(6) cannot say "0 blocks": nothing is written.
+                    if let Some(s) = self.unit_attention(task) {
+                        return (ScsiOutcome::check_condition(s), Residual::None);
                     }
-                    Some(true) | None => {}
+                    return (ScsiOutcome::good(0, 0), Residual::compute(edtl, tl));
                 }
             }
         }
