@@ -149,10 +149,11 @@ impl Connection {
 
     /// Decodes and handles the whole PDUs at the front of `buf` (consuming them), with the
     /// digests and MaxRecvDataSegmentLength of the current phase. Stops early once SCSI work
-    /// is pending ([`Connection::poll_scsi`]) or the connection is closing: call again after
-    /// draining the work, until it leaves none.
+    /// ([`Connection::poll_scsi`]) or an event ([`Connection::poll_event`]) is pending, or
+    /// the connection is closing: call again after draining them, until it leaves none. (So
+    /// commands run in arrival order, and the shell has set the nexus before the first one.)
     pub fn on_bytes(&mut self, buf: &mut BytesMut, now: Instant, policy: &mut dyn LoginPolicy) {
-        while !self.is_closing() && self.scsi.is_empty() {
+        while !self.is_closing() && self.scsi.is_empty() && self.events.is_empty() {
             match self.decoder.decode(buf) {
                 Ok(Some(pdu)) => self.on_pdu(pdu, now, policy),
                 Ok(None) => return,

@@ -18,6 +18,7 @@ use crate::event::Event;
 use crate::policy::{LoginDecision, LoginPolicy, SessionCommand};
 use crate::request::ScsiRequest;
 
+mod chunks;
 mod full_feature;
 mod scsi_io;
 
