@@ -69,7 +69,8 @@ fn transmit(conn: &mut Connection) {
     conn.poll_transmit(&mut out);
     let mut wire = BytesMut::new();
     for (pdu, digests) in out {
-        pdu.encode(&mut wire, digests).expect("an emitted PDU must encode");
+        pdu.encode(&mut wire, digests)
+            .expect("an emitted PDU must encode");
     }
 }
 
@@ -80,7 +81,10 @@ fuzz_target!(|input: &[u8]| {
     let chunk = 1 + usize::from(*size) * 37;
     let step = Duration::from_secs(u64::from(flags & 0x1f));
     let mut luns = LunTable::new();
-    let lu = LogicalUnit::new(Arc::new(MemDevice::new(64)), Identity::new(TARGET, 0).unwrap());
+    let lu = LogicalUnit::new(
+        Arc::new(MemDevice::new(64)),
+        Identity::new(TARGET, 0).unwrap(),
+    );
     luns.insert(0, Arc::new(lu)).unwrap();
     let catalog = Arc::new(Catalog {
         targets: vec![CatalogTarget {

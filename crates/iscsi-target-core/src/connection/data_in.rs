@@ -10,11 +10,15 @@ use super::write::CmdInfo;
 use super::{Connection, Phase};
 use crate::request::{ScsiCommandRequest, ScsiRequest};
 
+/// Data-in room reserved up front at most: a larger EDTL (up to 4 GiB, from the wire) grows
+/// the buffer only as the command really produces data.
+const MAX_DATA_IN_RESERVE: usize = super::buffers::MAX_POOLED;
+
 impl Connection {
     /// Queues `cmd` for execution by the shell with all its data-out.
     pub(super) fn submit(&mut self, cmd: CmdInfo, data_out: Bytes, pooled_out: bool, r2ts: u32) {
         let data_in = if cmd.read {
-            self.pool.take(cmd.edtl as usize)
+            self.pool.take((cmd.edtl as usize).min(MAX_DATA_IN_RESERVE))
         } else {
             BytesMut::new()
         };
