@@ -149,40 +149,34 @@ impl Registry {
                 Vec::new(),
             );
             message.flags = Flags::SERVER;
-            let portals = self.scn_portals(&name);
-            if portals.is_empty() {
-                out.push(Notification {
-                    destination: ScnDestination::Connection { node: name },
-                    message,
-                });
-            } else {
-                out.extend(portals.into_iter().map(|p| Notification {
-                    destination: ScnDestination::Portal(p),
-                    message: message.clone(),
-                }));
-            }
+            let destination = match self.scn_portal(&name) {
+                Some(addr) => ScnDestination::Portal(addr),
+                None => ScnDestination::Connection { node: name },
+            };
+            out.push(Notification {
+                destination,
+                message,
+            });
         }
         out
     }
 
     /// Portal address + SCN port (§6.3.10) of the entity holding node `name`:
     /// the first such portal in registration order.
-    fn scn_portals(&self, name: &str) -> Vec<SocketAddr> {
+    fn scn_portal(&self, name: &str) -> Option<SocketAddr> {
         let key = [Attribute::string(tag::ISCSI_NAME, name)];
-        let Some(e) = self
+        let e = self
             .entities
             .iter()
-            .find(|e| e.of_kind(ObjectType::IscsiNode).any(|n| n.matches(&key)))
-        else {
-            return Vec::new();
-        };
-        e.of_kind(ObjectType::Portal)
-            .filter_map(|p| {
-                let ip = p.get(tag::PORTAL_IP_ADDRESS)?.as_ip()?;
-                let port = p.get(tag::SCN_PORT)?.as_tcp_port()?;
-                Some(SocketAddr::new(ip, port))
-            })
-            .take(1)
-            .collect()
+            .find(|e| e.of_kind(ObjectType::IscsiNode).any(|n| n.matches(&key)))?;
+        e.of_kind(ObjectType::Portal).find_map(|p| {
+            let ip = p.get(tag::PORTAL_IP_ADDRESS)?.as_ip()?;
+            let port = p.get(tag::SCN_PORT)?.as_tcp_port()?;
+            Some(SocketAddr::new(ip, port))
+        })
     }
 }
+
+#[cfg(test)]
+#[path = "scn_tests.rs"]
+mod tests;

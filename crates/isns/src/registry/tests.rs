@@ -2,28 +2,28 @@ use super::*;
 use isns_proto::Flags;
 use std::net::IpAddr;
 
-fn s(t: u32, v: &str) -> Attribute {
+pub(super) fn s(t: u32, v: &str) -> Attribute {
     Attribute::string(t, v)
 }
-fn ip(t: u32, v: &str) -> Attribute {
+pub(super) fn ip(t: u32, v: &str) -> Attribute {
     Attribute::ip(t, v.parse::<IpAddr>().unwrap())
 }
-fn req(f: FunctionId, key: Vec<Attribute>, ops: Vec<Attribute>) -> Message {
+pub(super) fn req(f: FunctionId, key: Vec<Attribute>, ops: Vec<Attribute>) -> Message {
     Message::request(f, 1, s(tag::ISCSI_NAME, "iqn.src"), key, ops)
 }
-fn portal(addr: &str) -> Vec<Attribute> {
+pub(super) fn portal(addr: &str) -> Vec<Attribute> {
     vec![
         ip(tag::PORTAL_IP_ADDRESS, addr),
         Attribute::tcp_port(tag::PORTAL_PORT, 3260),
     ]
 }
-fn node(name: &str, ty: u32) -> Vec<Attribute> {
+pub(super) fn node(name: &str, ty: u32) -> Vec<Attribute> {
     vec![
         s(tag::ISCSI_NAME, name),
         Attribute::u32(tag::ISCSI_NODE_TYPE, ty),
     ]
 }
-fn pg(name: &str, addr: &str, pgt: Option<u32>) -> Vec<Attribute> {
+pub(super) fn pg(name: &str, addr: &str, pgt: Option<u32>) -> Vec<Attribute> {
     vec![
         s(tag::PG_ISCSI_NAME, name),
         ip(tag::PG_PORTAL_IP_ADDR, addr),
@@ -33,14 +33,14 @@ fn pg(name: &str, addr: &str, pgt: Option<u32>) -> Vec<Attribute> {
         }),
     ]
 }
-fn ok(reg: &mut Registry, m: &Message) -> (Message, Changes) {
+pub(super) fn ok(reg: &mut Registry, m: &Message) -> (Message, Changes) {
     let out = reg.handle(m, 1000);
     let resp = out.response.unwrap();
     assert_eq!(resp.status, Some(Status::SUCCESS), "{m:?}");
     (resp, out.changes)
 }
 /// stor1 with portals .2, .1, .3 (in that order) and targets t1, t2.
-fn storage() -> Registry {
+pub(super) fn storage() -> Registry {
     let mut reg = Registry::new();
     let ops = [
         portal("127.0.0.2"),
@@ -344,28 +344,59 @@ fn only_may_change_functions_record_changes() {
 }
 
 #[test]
-fn scn_registration_sets_bitmap() {
+fn failed_registration_keeps_counters() {
     let mut reg = storage();
-    let m = req(
-        FunctionId::SCN_REG,
-        vec![s(tag::ISCSI_NAME, "iqn.t1")],
-        vec![Attribute::u32(
-            tag::ISCSI_SCN_BITMAP,
-            tag::scn::OBJECT_REMOVED,
-        )],
+    let before = reg.counters();
+    // A new entity (sequence number, index, server-chosen identifier) whose
+    // node name is taken: refused after allocating.
+    let clash = req(
+        FunctionId::DEV_ATTR_REG,
+        vec![],
+        [portal("127.0.0.7"), node("iqn.t1", 1)].concat(),
     );
-    ok(&mut reg, &m);
-    assert_eq!(
-        reg.scn_subscribers(),
-        vec![("iqn.t1".to_string(), tag::scn::OBJECT_REMOVED)]
+    let status = reg.handle(&clash, 0).response.unwrap().status;
+    assert_eq!(status, Some(Status::INVALID_REGISTRATION));
+    // A PG linking objects of another entity: refused after the new portal got an index.
+    let foreign_pg = req(
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+        [
+            portal("127.0.0.8"),
+            pg("iqn.elsewhere", "127.0.0.8", Some(2)),
+        ]
+        .concat(),
     );
+    let status = reg.handle(&foreign_pg, 0).response.unwrap().status;
+    assert_eq!(status, Some(Status::INVALID_REGISTRATION));
+    assert_eq!(reg.counters(), before);
+    assert_eq!(reg, storage());
+    // The next successful registration gets the numbers the failed ones took.
     ok(
         &mut reg,
+        &req(FunctionId::DEV_ATTR_REG, vec![], node("iqn.new", 2)),
+    );
+    let e = &reg.entities()[1];
+    assert_eq!((e.id(), e.seq), ("isns.entity.0001", before.next_seq));
+    assert_eq!(e.object.index, before.next_index);
+}
+
+#[test]
+fn from_parts_restores_order_and_counters() {
+    let reg = storage();
+    let mut two = storage();
+    ok(
+        &mut two,
         &req(
-            FunctionId::SCN_DEREG,
-            vec![s(tag::ISCSI_NAME, "iqn.t1")],
-            vec![],
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "second")],
+            node("iqn.second", 2),
         ),
     );
-    assert!(reg.scn_subscribers().is_empty());
+    let mut entities = two.entities().to_vec();
+    entities.reverse();
+    let rebuilt = Registry::from_parts(entities.clone(), two.counters());
+    assert_eq!(rebuilt, two);
+    // Stale counters are raised past what is stored.
+    let stale = Registry::from_parts(entities, reg.counters());
+    assert_eq!(stale.counters(), two.counters());
 }
