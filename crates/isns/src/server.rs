@@ -171,12 +171,13 @@ async fn sweep_expired(state: Arc<Mutex<State>>, config: ServerConfig) {
         let scns = tokio::task::spawn_blocking(move || {
             let mut guard = lock(&st);
             let st = &mut *guard;
-            let now = now();
-            if !st.registry.has_expired(now) {
+            let at = now();
+            // Undo copy only when something is to be removed.
+            if !st.registry.has_expired(at) {
                 return Vec::new();
             }
             let backup = st.registry.clone();
-            let outcome = st.registry.expire(now);
+            let outcome = st.registry.expire(at);
             tracing::info!(count = outcome.changes.removed.len(), "entities expired");
             if let Err(e) = st.store.commit(&st.registry, &outcome.changes) {
                 tracing::error!("persisting expiry: {e}");

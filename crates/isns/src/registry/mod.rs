@@ -3,8 +3,8 @@
 //! notifications to deliver, RFC 4171 §5.6.5 / §5.7.5. Time comes in as an
 //! argument (`now`, seconds since the Unix epoch); nothing here does I/O.
 //!
-//! One module per RFC 4171 concept: [`dev_attr_reg`] (§5.6.5.1),
-//! [`dev_attr_qry`] (DevAttrQry §5.6.5.2, DevGetNext §5.6.5.3), [`dereg`]
+//! One module per RFC 4171 concept: `dev_attr_reg` (§5.6.5.1),
+//! `dev_attr_qry` (DevAttrQry §5.6.5.2, DevGetNext §5.6.5.3), `dereg`
 //! (DevDereg §5.6.5.4), [`scn`] (SCNReg/SCNDereg §5.6.5.5-6 and the SCN
 //! message §5.6.5.8). This module keeps the registry's invariants: entities
 //! in registration order (`seq` ascending), objects inside an entity in
