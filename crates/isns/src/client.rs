@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use isns_proto::attr::socket_addr;
 use isns_proto::tag::{self, node_type};
-use isns_proto::{Attribute, Flags, FunctionId, HEADER_LEN, Header, Message, Reassembler, Status};
+use isns_proto::{Attribute, Flags, FunctionId, Message, MessageDecoder, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -81,10 +82,35 @@ pub struct Registration {
     pub replace: bool,
 }
 
+/// An open TCP connection with its unread bytes and framing state.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: MessageDecoder,
+}
+
+impl Conn {
+    /// The next whole message from the server.
+    async fn read_message(&mut self) -> Result<Message, ClientError> {
+        loop {
+            if let Some(m) = self
+                .decoder
+                .decode(&mut self.buf)
+                .map_err(|e| ClientError::Proto(e.error))?
+            {
+                return Ok(m);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+}
+
 /// A connection to an iSNS server.
 pub struct Client {
     addr: SocketAddr,
-    stream: Option<TcpStream>,
+    conn: Option<Conn>,
     next_xid: u16,
     timeout: Duration,
     /// Entity Identifier of each node this client registered or looked up.
@@ -103,7 +129,7 @@ impl Client {
     pub async fn connect(addr: SocketAddr) -> Result<Client, ClientError> {
         let mut c = Client {
             addr,
-            stream: None,
+            conn: None,
             next_xid: 1,
             timeout: Duration::from_secs(10),
             entities: HashMap::new(),
@@ -122,7 +148,11 @@ impl Client {
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))??;
         let _ = s.set_nodelay(true);
-        self.stream = Some(s);
+        self.conn = Some(Conn {
+            stream: s,
+            buf: BytesMut::new(),
+            decoder: MessageDecoder::new(),
+        });
         Ok(())
     }
 
@@ -133,7 +163,7 @@ impl Client {
         self.next_xid = self.next_xid.wrapping_add(1).max(1);
         let timeout = self.timeout;
         for attempt in 0..2 {
-            if self.stream.is_none() {
+            if self.conn.is_none() {
                 self.reconnect().await?;
             }
             let result = match tokio::time::timeout(timeout, self.exchange(&req)).await {
@@ -143,10 +173,10 @@ impl Client {
             match result {
                 Err(ClientError::Io(e)) if attempt == 0 => {
                     tracing::debug!("iSNS connection lost ({e}), reconnecting");
-                    self.stream = None;
+                    self.conn = None;
                 }
                 Err(e) => {
-                    self.stream = None;
+                    self.conn = None;
                     return Err(e);
                 }
                 Ok(m) => return Ok(m),
@@ -156,21 +186,13 @@ impl Client {
     }
 
     async fn exchange(&mut self, req: &Message) -> Result<Message, ClientError> {
-        let stream = self
-            .stream
+        let conn = self
+            .conn
             .as_mut()
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
-        stream.write_all(&req.to_bytes()).await?;
-        let mut reasm = Reassembler::default();
+        conn.stream.write_all(&req.to_bytes()).await?;
         loop {
-            let mut head = [0u8; HEADER_LEN];
-            stream.read_exact(&mut head).await?;
-            let h = Header::decode(&head)?;
-            let mut payload = vec![0u8; usize::from(h.pdu_length)];
-            stream.read_exact(&mut payload).await?;
-            let Some(m) = reasm.push(&h, &payload)? else {
-                continue;
-            };
+            let m = conn.read_message().await?;
             if m.function == req.function.response() && m.xid == req.xid {
                 return Ok(m);
             }
@@ -184,7 +206,7 @@ impl Client {
                 );
                 let mut ack = ack;
                 ack.flags = Flags::CLIENT;
-                stream.write_all(&ack.to_bytes()).await?;
+                conn.stream.write_all(&ack.to_bytes()).await?;
             }
         }
     }
