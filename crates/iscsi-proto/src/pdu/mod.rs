@@ -4,7 +4,7 @@
 //!
 //! One file per PDU kind or family, named after its RFC 7143 §11 section; each
 //! struct lists its fields together with their places on the wire, from which
-//! [`wire`]'s `wire_pdu!` derives both its encoder and its decoder.
+//! `wire::wire_pdu!` derives both its encoder and its decoder.
 
 use bytes::Bytes;
 
