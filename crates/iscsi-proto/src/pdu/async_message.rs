@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::wire::{At, DATA, EXP_CMD_SN, F, ITT, LUN, MAX_CMD_SN, STAT_SN, wire_pdu};
+use super::wire::{At, DATA, F, ITT, LUN, wire_pdu};
 use crate::bhs::RESERVED_TAG;
 
 /// AsyncEvent codes (§11.9.1).
@@ -28,12 +28,7 @@ wire_pdu! {
     pub struct AsyncMessage {
         /// LUN (for SCSI events).
         pub lun: u64 = LUN,
-        /// StatSN.
-        pub stat_sn: u32 = STAT_SN,
-        /// ExpCmdSN.
-        pub exp_cmd_sn: u32 = EXP_CMD_SN,
-        /// MaxCmdSN.
-        pub max_cmd_sn: u32 = MAX_CMD_SN,
+        stat_sn, exp_cmd_sn, max_cmd_sn,
         /// AsyncEvent (§11.9.1), see [`async_event`].
         pub async_event: u8 = At(36),
         /// AsyncVCode.

@@ -2,9 +2,7 @@
 
 use bytes::Bytes;
 
-use super::wire::{
-    At, DATA, EXP_CMD_SN, EXP_STAT_SN, F, Flag, ITT, LUN, MAX_CMD_SN, STAT_SN, TTT, wire_pdu,
-};
+use super::wire::{At, DATA, F, Flag, STAT_SN, TTT, wire_pdu};
 
 /// DataSN, bytes 36-39 (§11.7.5).
 const DATA_SN: At = At(36);
@@ -16,14 +14,10 @@ wire_pdu! {
     pub struct DataOut {
         /// F bit: last PDU of the sequence.
         pub final_: bool = F,
-        /// LUN.
-        pub lun: u64 = LUN,
-        /// Initiator Task Tag.
-        pub itt: u32 = ITT,
+        lun, itt,
         /// Target Transfer Tag (0xffffffff for unsolicited data).
         pub ttt: u32 = TTT,
-        /// ExpStatSN.
-        pub exp_stat_sn: u32 = EXP_STAT_SN,
+        exp_stat_sn,
         /// DataSN.
         pub data_sn: u32 = DATA_SN,
         /// Buffer Offset.
@@ -36,8 +30,7 @@ wire_pdu! {
 wire_pdu! {
     /// SCSI Data-In (§11.7).
     pub struct DataIn {
-        /// F bit.
-        pub final_: bool = F,
+        final_,
         /// A bit: acknowledge requested (§11.7.2).
         pub ack: bool = Flag(0x40),
         /// O bit (valid with S).
@@ -48,18 +41,10 @@ wire_pdu! {
         pub status_present: bool = Flag(0x01),
         /// SCSI status (valid with S).
         pub status: u8 = At(3),
-        /// LUN.
-        pub lun: u64 = LUN,
-        /// Initiator Task Tag.
-        pub itt: u32 = ITT,
-        /// Target Transfer Tag.
-        pub ttt: u32 = TTT,
+        lun, itt, ttt,
         /// StatSN (valid with S).
         pub stat_sn: u32 = STAT_SN,
-        /// ExpCmdSN.
-        pub exp_cmd_sn: u32 = EXP_CMD_SN,
-        /// MaxCmdSN.
-        pub max_cmd_sn: u32 = MAX_CMD_SN,
+        exp_cmd_sn, max_cmd_sn,
         /// DataSN.
         pub data_sn: u32 = DATA_SN,
         /// Buffer Offset.

@@ -2,10 +2,7 @@
 
 use bytes::Bytes;
 
-use super::wire::{
-    At, Bits, C, CMD_SN, DATA, EXP_CMD_SN, EXP_STAT_SN, F, Field, Flag, I, ITT, MAX_CMD_SN, Parts,
-    Received, STAT_SN, wire_pdu,
-};
+use super::wire::{At, Bits, C, DATA, F, Field, Flag, I, Parts, Received, wire_pdu};
 use crate::error::EncodeError;
 
 /// Login stages carried in CSG/NSG (§11.12.3).
@@ -79,14 +76,10 @@ wire_pdu! {
         pub isid: [u8; 6] = ISID,
         /// TSIH.
         pub tsih: u16 = TSIH,
-        /// Initiator Task Tag.
-        pub itt: u32 = ITT,
+        itt,
         /// Connection ID.
         pub cid: u16 = At(20),
-        /// CmdSN.
-        pub cmd_sn: u32 = CMD_SN,
-        /// ExpStatSN.
-        pub exp_stat_sn: u32 = EXP_STAT_SN,
+        cmd_sn, exp_stat_sn,
         /// key=value text.
         pub data: Bytes = DATA,
     }
@@ -112,14 +105,7 @@ wire_pdu! {
         pub isid: [u8; 6] = ISID,
         /// TSIH.
         pub tsih: u16 = TSIH,
-        /// Initiator Task Tag.
-        pub itt: u32 = ITT,
-        /// StatSN.
-        pub stat_sn: u32 = STAT_SN,
-        /// ExpCmdSN.
-        pub exp_cmd_sn: u32 = EXP_CMD_SN,
-        /// MaxCmdSN.
-        pub max_cmd_sn: u32 = MAX_CMD_SN,
+        itt, stat_sn, exp_cmd_sn, max_cmd_sn,
         /// Status-Class (§11.13.5).
         pub status_class: u8 = At(36),
         /// Status-Detail.

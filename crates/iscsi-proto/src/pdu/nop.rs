@@ -2,26 +2,18 @@
 
 use bytes::Bytes;
 
-use super::wire::{
-    CMD_SN, DATA, EXP_CMD_SN, EXP_STAT_SN, F, I, ITT, LUN, MAX_CMD_SN, STAT_SN, TTT, wire_pdu,
-};
+use super::wire::{DATA, F, ITT, TTT, wire_pdu};
 use crate::bhs::RESERVED_TAG;
 
 wire_pdu! {
     /// NOP-Out (§11.18).
     pub struct NopOut {
-        /// I bit.
-        pub immediate: bool = I,
-        /// LUN.
-        pub lun: u64 = LUN,
+        immediate, lun,
         /// Initiator Task Tag; 0xffffffff when answering a NOP-In (§11.18.1).
         pub itt: u32 = ITT,
         /// Target Transfer Tag; 0xffffffff unless answering a NOP-In (§11.18.2).
         pub ttt: u32 = TTT,
-        /// CmdSN.
-        pub cmd_sn: u32 = CMD_SN,
-        /// ExpStatSN.
-        pub exp_stat_sn: u32 = EXP_STAT_SN,
+        cmd_sn, exp_stat_sn,
         /// Ping data.
         pub data: Bytes = DATA,
     }
@@ -31,18 +23,12 @@ wire_pdu! {
 wire_pdu! {
     /// NOP-In (§11.19).
     pub struct NopIn {
-        /// LUN.
-        pub lun: u64 = LUN,
+        lun,
         /// Initiator Task Tag (0xffffffff for a target-initiated ping).
         pub itt: u32 = ITT,
         /// Target Transfer Tag (0xffffffff when no answer is wanted).
         pub ttt: u32 = TTT,
-        /// StatSN.
-        pub stat_sn: u32 = STAT_SN,
-        /// ExpCmdSN.
-        pub exp_cmd_sn: u32 = EXP_CMD_SN,
-        /// MaxCmdSN.
-        pub max_cmd_sn: u32 = MAX_CMD_SN,
+        stat_sn, exp_cmd_sn, max_cmd_sn,
         /// Ping data.
         pub data: Bytes = DATA,
     }

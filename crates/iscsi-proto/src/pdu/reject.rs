@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::wire::{At, DATA, EXP_CMD_SN, F, ITT, MAX_CMD_SN, STAT_SN, wire_pdu};
+use super::wire::{At, DATA, F, ITT, wire_pdu};
 use crate::bhs::RESERVED_TAG;
 
 /// Reject reasons (§11.17.1).
@@ -34,12 +34,7 @@ wire_pdu! {
     pub struct Reject {
         /// Reason (§11.17.1), see [`reject_reason`].
         pub reason: u8 = At(2),
-        /// StatSN.
-        pub stat_sn: u32 = STAT_SN,
-        /// ExpCmdSN.
-        pub exp_cmd_sn: u32 = EXP_CMD_SN,
-        /// MaxCmdSN.
-        pub max_cmd_sn: u32 = MAX_CMD_SN,
+        stat_sn, exp_cmd_sn, max_cmd_sn,
         /// DataSN/R2TSN (for SNACK rejects).
         pub data_sn: u32 = At(36),
         /// The complete header of the rejected PDU.

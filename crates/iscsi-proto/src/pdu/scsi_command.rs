@@ -2,9 +2,7 @@
 
 use bytes::Bytes;
 
-use super::wire::{
-    At, Bits, CMD_SN, DATA, EXP_STAT_SN, F, Field, Flag, I, ITT, LUN, Parts, Received, wire_pdu,
-};
+use super::wire::{At, Bits, DATA, F, Field, Flag, I, LUN, Parts, Received, wire_pdu};
 use crate::bhs::{ahs_type, parse_ahs, push_ahs};
 use crate::error::EncodeError;
 
@@ -23,14 +21,10 @@ wire_pdu! {
         pub attr: u8 = Bits { shift: 0, mask: 0x07 },
         /// Logical Unit Number, raw 8 bytes (§11.2.1.6).
         pub lun: u64 = LUN,
-        /// Initiator Task Tag.
-        pub itt: u32 = ITT,
+        itt,
         /// Expected Data Transfer Length (§11.3.4).
         pub edtl: u32 = At(20),
-        /// CmdSN.
-        pub cmd_sn: u32 = CMD_SN,
-        /// ExpStatSN.
-        pub exp_stat_sn: u32 = EXP_STAT_SN,
+        cmd_sn, exp_stat_sn,
         /// The first 16 CDB bytes (§11.3.5).
         pub cdb: [u8; 16] = At(32),
         /// CDB bytes beyond 16, from the Extended CDB AHS (§11.2.2.3).

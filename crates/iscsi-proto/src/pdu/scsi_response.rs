@@ -2,9 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::wire::{
-    At, EXP_CMD_SN, F, Field, Flag, ITT, MAX_CMD_SN, Parts, Received, STAT_SN, TTT, wire_pdu,
-};
+use super::wire::{At, F, Field, Flag, Parts, Received, TTT, wire_pdu};
 use crate::error::EncodeError;
 
 wire_pdu! {
@@ -22,16 +20,10 @@ wire_pdu! {
         pub response: u8 = At(2),
         /// SCSI status (§11.4.2).
         pub status: u8 = At(3),
-        /// Initiator Task Tag.
-        pub itt: u32 = ITT,
+        itt,
         /// SNACK Tag (§11.4.6).
         pub snack_tag: u32 = TTT,
-        /// StatSN.
-        pub stat_sn: u32 = STAT_SN,
-        /// ExpCmdSN.
-        pub exp_cmd_sn: u32 = EXP_CMD_SN,
-        /// MaxCmdSN.
-        pub max_cmd_sn: u32 = MAX_CMD_SN,
+        stat_sn, exp_cmd_sn, max_cmd_sn,
         /// ExpDataSN (§11.4.8).
         pub exp_data_sn: u32 = At(36),
         /// Bidirectional Read Residual Count (§11.4.5).

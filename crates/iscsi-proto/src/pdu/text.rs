@@ -2,29 +2,20 @@
 
 use bytes::Bytes;
 
-use super::wire::{
-    C, CMD_SN, DATA, EXP_CMD_SN, EXP_STAT_SN, F, I, ITT, LUN, MAX_CMD_SN, STAT_SN, TTT, wire_pdu,
-};
+use super::wire::{C, DATA, LUN, TTT, wire_pdu};
 
 wire_pdu! {
     /// Text Request (§11.10).
     pub struct TextRequest {
-        /// I bit.
-        pub immediate: bool = I,
-        /// F bit.
-        pub final_: bool = F,
+        immediate, final_,
         /// C bit: text continues in the next PDU.
         pub continue_: bool = C,
         /// LUN (reserved unless used by a key).
         pub lun: u64 = LUN,
-        /// Initiator Task Tag.
-        pub itt: u32 = ITT,
+        itt,
         /// Target Transfer Tag (0xffffffff for a new request).
         pub ttt: u32 = TTT,
-        /// CmdSN.
-        pub cmd_sn: u32 = CMD_SN,
-        /// ExpStatSN.
-        pub exp_stat_sn: u32 = EXP_STAT_SN,
+        cmd_sn, exp_stat_sn,
         /// key=value text.
         pub data: Bytes = DATA,
     }
@@ -33,22 +24,13 @@ wire_pdu! {
 wire_pdu! {
     /// Text Response (§11.11).
     pub struct TextResponse {
-        /// F bit.
-        pub final_: bool = F,
+        final_,
         /// C bit.
         pub continue_: bool = C,
-        /// LUN.
-        pub lun: u64 = LUN,
-        /// Initiator Task Tag.
-        pub itt: u32 = ITT,
+        lun, itt,
         /// Target Transfer Tag (0xffffffff when F is set).
         pub ttt: u32 = TTT,
-        /// StatSN.
-        pub stat_sn: u32 = STAT_SN,
-        /// ExpCmdSN.
-        pub exp_cmd_sn: u32 = EXP_CMD_SN,
-        /// MaxCmdSN.
-        pub max_cmd_sn: u32 = MAX_CMD_SN,
+        stat_sn, exp_cmd_sn, max_cmd_sn,
         /// key=value text.
         pub data: Bytes = DATA,
     }

@@ -175,25 +175,54 @@ pub(crate) const TTT: At = At(20);
 pub(crate) const CMD_SN: At = At(24);
 /// ExpStatSN, bytes 28-31 of initiator PDUs (§11.3.3).
 pub(crate) const EXP_STAT_SN: At = At(28);
-/// StatSN, bytes 24-27 of target PDUs (§11.4.4).
+/// StatSN, bytes 24-27 of target PDUs.
 pub(crate) const STAT_SN: At = At(24);
-/// ExpCmdSN, bytes 28-31 of target PDUs (§11.4.4).
+/// ExpCmdSN, bytes 28-31 of target PDUs.
 pub(crate) const EXP_CMD_SN: At = At(28);
-/// MaxCmdSN, bytes 32-35 of target PDUs (§11.4.4).
+/// MaxCmdSN, bytes 32-35 of target PDUs.
 pub(crate) const MAX_CMD_SN: At = At(32);
 /// The data segment.
 pub(crate) const DATA: DataSegment = DataSegment;
 
 /// Declare a PDU struct from the list of its fields and their places on the wire,
 /// and implement [`WirePdu`] for it (the struct name is also its [`Opcode`]).
-/// `always { place => value }` lists bits and fields that have a fixed value.
+///
+/// A field is either spelled out, `/// doc` `pub name: Type = place,`, or, for
+/// the fields many PDUs share, named bare (`lun,`): [`standard_field!`] holds
+/// their doc, type and place. `always { place => value }` lists bits and fields
+/// that have a fixed value.
 macro_rules! wire_pdu {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident {
-            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $place:expr ),* $(,)?
-        }
-        $( always { $( $aplace:expr => $avalue:expr ),* $(,)? } )?
+        pub struct $name:ident { $($fields:tt)* }
+        $( always { $($always:tt)* } )?
+    ) => {
+        $crate::pdu::wire::wire_pdu!(
+            @munch ([$(#[$meta])*] $name [$($($always)*)?]) [] $($fields)*
+        );
+    };
+    // A field spelled out.
+    (
+        @munch $k:tt [$($done:tt)*]
+        $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $place:expr, $($rest:tt)*
+    ) => {
+        $crate::pdu::wire::wire_pdu!(
+            @munch $k [$($done)* $(#[$fmeta])* pub $field: $ty = $place,] $($rest)*
+        );
+    };
+    // A standard field: look it up; `standard_field!` answers with `@std`.
+    (@munch $k:tt [$($done:tt)*] $std:ident, $($rest:tt)*) => {
+        $crate::pdu::wire::standard_field!($std ($k [$($done)*] $($rest)*));
+    };
+    (@std ($k:tt [$($done:tt)*] $($rest:tt)*) $doc:literal $field:ident: $ty:ty = $place:ident) => {
+        $crate::pdu::wire::wire_pdu!(
+            @munch $k [$($done)* #[doc = $doc] pub $field: $ty = $crate::pdu::wire::$place,] $($rest)*
+        );
+    };
+    // All fields collected: the struct and its `WirePdu` implementation.
+    (
+        @munch ([$(#[$meta:meta])*] $name:ident [$($aplace:expr => $avalue:expr),* $(,)?])
+        [$( $(#[$fmeta:meta])* pub $field:ident : $ty:ty = $place:expr, )*]
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -210,7 +239,7 @@ macro_rules! wire_pdu {
                 out: &mut $crate::pdu::wire::Parts,
             ) -> Result<(), $crate::error::EncodeError> {
                 use $crate::pdu::wire::Field as _;
-                $( $( ($aplace).put(&$avalue, out)?; )* )?
+                $( ($aplace).put(&$avalue, out)?; )*
                 $( ($place).put(&self.$field, out)?; )*
                 Ok(())
             }
@@ -228,3 +257,25 @@ macro_rules! wire_pdu {
     };
 }
 pub(crate) use wire_pdu;
+
+/// The fields that many PDUs carry in the same place with the same meaning,
+/// named bare in a [`wire_pdu!`] field list: name, doc, type and place.
+macro_rules! standard_field {
+    (immediate $k:tt) => { $crate::pdu::wire::wire_pdu!(@std $k "I bit." immediate: bool = I); };
+    (final_ $k:tt) => { $crate::pdu::wire::wire_pdu!(@std $k "F bit." final_: bool = F); };
+    (lun $k:tt) => { $crate::pdu::wire::wire_pdu!(@std $k "LUN." lun: u64 = LUN); };
+    (itt $k:tt) => { $crate::pdu::wire::wire_pdu!(@std $k "Initiator Task Tag." itt: u32 = ITT); };
+    (ttt $k:tt) => { $crate::pdu::wire::wire_pdu!(@std $k "Target Transfer Tag." ttt: u32 = TTT); };
+    (cmd_sn $k:tt) => { $crate::pdu::wire::wire_pdu!(@std $k "CmdSN." cmd_sn: u32 = CMD_SN); };
+    (exp_stat_sn $k:tt) => {
+        $crate::pdu::wire::wire_pdu!(@std $k "ExpStatSN." exp_stat_sn: u32 = EXP_STAT_SN);
+    };
+    (stat_sn $k:tt) => { $crate::pdu::wire::wire_pdu!(@std $k "StatSN." stat_sn: u32 = STAT_SN); };
+    (exp_cmd_sn $k:tt) => {
+        $crate::pdu::wire::wire_pdu!(@std $k "ExpCmdSN." exp_cmd_sn: u32 = EXP_CMD_SN);
+    };
+    (max_cmd_sn $k:tt) => {
+        $crate::pdu::wire::wire_pdu!(@std $k "MaxCmdSN." max_cmd_sn: u32 = MAX_CMD_SN);
+    };
+}
+pub(crate) use standard_field;
