@@ -130,4 +130,47 @@ mod tests {
             .collect();
         assert_eq!(labels, ["registration-deleted", "logout-requested"]);
     }
+
+    #[tokio::test]
+    async fn a_registrar_error_is_reported_back_and_the_logout_still_goes_out() {
+        let spec: BalanceSpec = "sessions:2".parse().unwrap();
+        let control = Arc::new(Control::new(
+            two_portals(),
+            vec!["iqn.t1".into()],
+            None,
+            Some(spec),
+        ));
+        // Nothing listens on port 1: the delete fails at once.
+        let registrar = Registrar::Isns(Box::new(crate::registration::IsnsRegistrar::new(
+            "127.0.0.1:1".parse().unwrap(),
+            control.clone(),
+        )));
+        let (tx1, mut rx1) = tokio::sync::mpsc::unbounded_channel();
+        control.session_started(PortalId(0), "iqn.i1", "iqn.t1", tx1);
+        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
+        control.session_started(PortalId(0), "iqn.i2", "iqn.t1", tx2);
+        let mut balance = BalanceLoop::new(Balancer::new(spec, 0));
+        let actions = control.with_plane(|p, now| balance.step(p, now));
+        assert!(matches!(actions[0], Action::DeleteRegistration { .. }));
+        execute(&control, &registrar, &mut balance, actions).await;
+        assert!(rx2.try_recv().is_ok());
+        assert!(rx1.try_recv().is_err());
+        assert!(!balance.policy().is_deleted("iqn.t1", PortalId(0)));
+        let snap = control.snapshot();
+        assert!(snap.registrations.iter().all(|r| r.registered));
+        let failed: Vec<_> = snap
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                balancer::EventKind::Failed { what } => Some(what.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0].starts_with("deleting (iqn.t1, P0): iSNS server 127.0.0.1:1"),
+            "{failed:?}"
+        );
+        assert_eq!(snap.events.last().unwrap().kind.label(), "logout-requested");
+    }
 }
