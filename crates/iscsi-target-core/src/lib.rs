@@ -5,3 +5,7 @@
 pub mod policy;
 
 pub use policy::{LoginDecision, LoginPolicy, SessionCommand};
+
+pub mod control;
+
+pub use control::{Action, BalanceLoop, ControlPlane, PortalInfo};
