@@ -74,7 +74,7 @@ fn target_portals(reg: &mut Registry, target: &str) -> Vec<String> {
         .to_vec(),
     );
     let resp = reg.handle(&q, 0).response.unwrap();
-    crate::client::portals_from_pgs(resp.operating(), target)
+    crate::request::portals_from_pgs(resp.operating(), target)
         .iter()
         .map(|a| a.ip().to_string())
         .collect()
