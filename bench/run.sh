@@ -75,23 +75,8 @@ for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PS_PORT) 2>/dev/null && brea
 kill -0 "$PS_PID" 2>/dev/null || { echo "portshift target did not start:" >&2; cat "$DIR/ps.log" >&2; exit 1; }
 kill -0 "$TGT_PID" 2>/dev/null || { echo "tgtd did not start:" >&2; cat "$DIR/tgtd.log" >&2; exit 1; }
 
-# CPU time of process PID so far, in clock ticks.
-cputicks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-TICK=$(getconf CLK_TCK)
-
-# readperf PID ARGS... URL -> prints "IOPS MBPS CPU-US-PER-IO" (iscsi-perf, SECS seconds)
-readperf() {
-    local pid=$1 out c0 c1 iops mb
-    shift
-    c0=$(cputicks "$pid")
-    out="$(timeout $((SECS + 30)) iscsi-perf -t "$SECS" -i "$INI" "$@" 2>&1 | tr '\r' '\n')"
-    c1=$(cputicks "$pid")
-    read -r iops mb < <(echo "$out" | grep -o 'iops average [0-9]* ([0-9]* MB/s)' | tail -n1 |
-        sed -E 's/iops average ([0-9]+) \(([0-9]+) MB\/s\)/\1 \2/')
-    [ -n "${iops:-}" ] || { echo "iscsi-perf: no result: $out" >&2; return; }
-    awk -v i="$iops" -v m="$mb" -v c=$((c1 - c0)) -v s="$SECS" -v t="$TICK" \
-        'BEGIN { printf "%d %d %.1f\n", i, m, (i > 0 ? c / t * 1e6 / (i * s) : 0) }'
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # writeperf PID COUNT DEPTH BYTES STEP URL -> prints "IOPS MBPS CPU-US-PER-IO"
 # (qemu-img bench -w, no flushes: cache=none is writeback with O_DIRECT on the client side).

@@ -64,8 +64,13 @@ echo "== fuzz targets (${FUZZ_SECONDS}s each)"
 # compiler accept them.
 FUZZ=(cargo fuzz)
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then FUZZ=(cargo +nightly fuzz); else export RUSTC_BOOTSTRAP=1; fi
+# Each target starts from its committed seeds (fuzz/seeds/TARGET, real protocol exchanges); what
+# the run finds goes to the ignored fuzz/corpus/TARGET, so the tree stays clean.
 for target in $(cd fuzz && "${FUZZ[@]}" list); do
-    (cd fuzz && "${FUZZ[@]}" run "$target" -- -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 2>&1 | tail -n 3)
+    [ -d "fuzz/seeds/$target" ] || { echo "fuzz target $target has no seed corpus in fuzz/seeds/$target" >&2; exit 1; }
+    mkdir -p "fuzz/corpus/$target"
+    (cd fuzz && "${FUZZ[@]}" run "$target" "corpus/$target" "seeds/$target" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 2>&1 | tail -n 3)
 done
 unset RUSTC_BOOTSTRAP
 

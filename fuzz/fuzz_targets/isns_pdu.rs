@@ -1,31 +1,52 @@
-//! Fuzz the iSNSP decoder: arbitrary bytes as a stream of PDUs through
-//! header decoding, reassembly and message decoding; any decoded message must
-//! re-encode and decode to itself.
+//! Fuzz the iSNSP stream decoder (`isns_proto::MessageDecoder`, the framing
+//! the server and the client use): arbitrary bytes, fed in pieces whose size
+//! the first byte chooses, through header decoding, reassembly and message
+//! decoding. Every decoded message must re-encode and decode to itself; a
+//! recoverable error must have consumed input.
 #![no_main]
 
-use isns_proto::{HEADER_LEN, Header, Message, Reassembler};
+use bytes::BytesMut;
+use isns_proto::{Message, MessageDecoder};
 use libfuzzer_sys::fuzz_target;
 
+fn decode_all(bytes: &[u8]) -> Vec<Message> {
+    let mut buf = BytesMut::from(bytes);
+    let mut decoder = MessageDecoder::new();
+    let mut out = Vec::new();
+    while let Some(m) = decoder.decode(&mut buf).expect("own encoding decodes") {
+        out.push(m);
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
-    let mut reasm = Reassembler::default();
-    let mut rest = data;
-    for _ in 0..64 {
-        let Ok(h) = Header::decode(rest) else { break };
-        let end = HEADER_LEN + usize::from(h.pdu_length);
-        let Some(payload) = rest.get(HEADER_LEN..end) else { break };
-        rest = rest.get(end..).unwrap_or_default();
-        if let Ok(Some(m)) = reasm.push(&h, payload) {
-            let _ = (m.source(), m.key(), m.operating());
-            let mut again = Reassembler::default();
-            let mut decoded = None;
-            for pdu in m.encode() {
-                let h2 = Header::decode(&pdu).expect("own header decodes");
-                decoded = again.push(&h2, &pdu[HEADER_LEN..]).expect("own PDUs reassemble");
+    let Some((&piece, stream)) = data.split_first() else {
+        return;
+    };
+    let piece = usize::from(piece).max(1);
+    let mut decoder = MessageDecoder::new();
+    let mut buf = BytesMut::new();
+    'feed: for chunk in stream.chunks(piece) {
+        buf.extend_from_slice(chunk);
+        loop {
+            let before = buf.len();
+            match decoder.decode(&mut buf) {
+                Ok(Some(m)) => {
+                    let _ = (m.source(), m.key(), m.operating());
+                    assert_eq!(decode_all(&m.to_bytes()), [m]);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = (e.to_string(), e.error_response());
+                    if e.is_fatal() {
+                        break 'feed;
+                    }
+                    assert!(buf.len() < before, "recoverable error consumed nothing");
+                }
             }
-            assert_eq!(decoded.as_ref(), Some(&m));
         }
     }
     // The payload decoders on raw bytes, too.
-    let _ = isns_proto::attr::decode_attrs(data);
-    let _ = Message::decode(isns_proto::FunctionId(0x8002), Default::default(), 0, data);
+    let _ = isns_proto::attr::decode_attrs(stream);
+    let _ = Message::decode(isns_proto::FunctionId(0x8002), Default::default(), 0, stream);
 });

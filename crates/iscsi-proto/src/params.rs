@@ -129,23 +129,14 @@ impl Prefs {
         }
     }
 
-    /// What portshift's initiator offers (ImmediateData=Yes, InitialR2T=No, ...).
+    /// What portshift's initiator offers (ImmediateData=Yes, InitialR2T=No, ...):
+    /// the target's values, but no digests and one outstanding R2T.
     pub fn initiator_default() -> Self {
         Prefs {
             header_digest: vec![DigestAlg::None],
             data_digest: vec![DigestAlg::None],
-            max_connections: 1,
-            initial_r2t: false,
-            immediate_data: true,
-            max_recv_data_segment_length: 256 * 1024,
-            max_burst_length: 16 * 1024 * 1024 - 1024,
-            first_burst_length: 256 * 1024,
-            default_time2wait: 2,
-            default_time2retain: 0,
             max_outstanding_r2t: 1,
-            data_pdu_in_order: true,
-            data_sequence_in_order: true,
-            error_recovery_level: 0,
+            ..Prefs::target_default()
         }
     }
 

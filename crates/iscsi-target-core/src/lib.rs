@@ -24,3 +24,7 @@ pub use connection::Connection;
 pub use event::{CloseReason, Event};
 pub use policy::{LoginDecision, LoginPolicy, SessionCommand};
 pub use request::{ScsiCommandRequest, ScsiRequest};
+
+pub mod control;
+
+pub use control::{Action, BalanceLoop, ControlPlane, PortalInfo};

@@ -1,18 +1,19 @@
-//! The balancer loop: the I/O shell around [`balancer::Balancer`]. Every interval it samples the
-//! configuration table, asks the policy for decisions, and carries them out in the patent's order:
-//! delete the (target, hot portal) registration, record the placement (so a stock initiator that
-//! reconnects to the old address is redirected), then send the Async Message "logout requested".
+//! The balancer loop: the async shell around the sans-IO [`BalanceLoop`]. Every interval it runs
+//! a step on the control plane (sampled at the wall-clock time) and carries out the returned
+//! [`Action`]s in order with the [`Registrar`] and the session channels, reporting each result
+//! back before the next: delete the (target, hot portal) registration, then send the Async
+//! Message "logout requested"; restore registrations once the load has fallen.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use balancer::{BalanceSpec, Balancer, Decision, EventKind};
+use balancer::{BalanceSpec, Balancer};
+use iscsi_target_core::{Action, BalanceLoop};
 
 use crate::control::{Control, SessionCommand};
 use crate::registration::Registrar;
 
-/// Seconds the initiator is given to log out (Async Message Parameter3, RFC 7143 §11.9.1).
-pub const TIME2LOGOUT: u16 = 2;
+pub use iscsi_target_core::control::TIME2LOGOUT;
 
 /// Balancer loop settings.
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +32,10 @@ pub async fn run(
     settings: BalanceSettings,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let start = Instant::now();
-    let mut policy = Balancer::new(settings.spec, settings.cooldown.as_millis() as u64);
+    let mut balance = BalanceLoop::new(Balancer::new(
+        settings.spec,
+        settings.cooldown.as_millis() as u64,
+    ));
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -43,138 +46,68 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        let table = control.sample();
-        let now = start.elapsed().as_millis() as u64;
-        for d in policy.step(&table, now) {
-            execute(&control, &registrar, &mut policy, d).await;
-        }
+        let actions = control.with_plane(|plane, now| balance.step(plane, now));
+        execute(&control, &registrar, &mut balance, actions).await;
     }
 }
 
-/// Carries out one decision and records what happened.
-pub async fn execute(control: &Control, registrar: &Registrar, policy: &mut Balancer, d: Decision) {
-    match d {
-        Decision::Move {
-            session_id,
-            initiator,
-            target,
-            from,
-            to,
-            delete_registration,
-            reason,
-        } => {
-            if delete_registration {
-                match registrar.delete_registration(&target, from).await {
-                    Ok(()) => {
-                        control.delete_registration(&target, from);
-                        control.events.push(
-                            EventKind::RegistrationDeleted {
-                                target: target.clone(),
-                                portal: from,
-                            },
-                            reason.clone(),
-                        );
-                    }
-                    Err(e) => {
-                        // The move still goes ahead: the placement redirects the initiator's
-                        // next login, whatever iSNS answers it.
-                        policy.registration_failed(&target, from, true);
-                        control.events.push(
-                            EventKind::Failed {
-                                what: format!("deleting ({target}, {from}): {e}"),
-                            },
-                            reason.clone(),
-                        );
-                    }
-                }
+/// Carries out `actions` in order, reporting each result to `balance` before the next one.
+pub async fn execute(
+    control: &Control,
+    registrar: &Registrar,
+    balance: &mut BalanceLoop,
+    actions: Vec<Action>,
+) {
+    for action in actions {
+        match action {
+            Action::DeleteRegistration { target, portal } => {
+                let result = registrar.delete_registration(&target, portal).await;
+                control.with_plane(|plane, now| {
+                    balance.registration_deleted(plane, &target, portal, result, now)
+                });
             }
-            control.place(&initiator, &target, to);
-            let sent = control.send(
+            Action::RequestLogout {
                 session_id,
-                SessionCommand::RequestLogout {
-                    time2logout: TIME2LOGOUT,
-                },
-            );
-            if sent {
-                control.events.push(
-                    EventKind::LogoutRequested {
-                        initiator,
-                        target,
-                        from,
-                        to,
-                    },
-                    reason,
-                );
-            } else {
-                // The session ended between sampling and now. Its next login is steered all the
-                // same (iSNS no longer lists the hot portal; the placement redirects a stock
-                // initiator), so nothing is undone; the record says why no request was sent.
-                control.events.push(
-                    EventKind::Failed {
-                        what: format!(
-                            "logout request to {initiator} ({target}) not sent: the session on {from} had already ended"
-                        ),
-                    },
-                    reason,
-                );
+                time2logout,
+            } => {
+                let sent = control.send(session_id, SessionCommand::RequestLogout { time2logout });
+                control.with_plane(|plane, now| {
+                    balance.logout_request_sent(plane, session_id, sent, now)
+                });
+            }
+            Action::RestoreRegistration { target, portal } => {
+                let result = registrar.restore_registration(&target, portal).await;
+                control.with_plane(|plane, now| {
+                    balance.registration_restored(plane, &target, portal, result, now)
+                });
             }
         }
-        Decision::Restore {
-            target,
-            portal,
-            reason,
-        } => match registrar.restore_registration(&target, portal).await {
-            Ok(()) => {
-                control.restore_registration(&target, portal);
-                control
-                    .events
-                    .push(EventKind::RegistrationRestored { target, portal }, reason);
-            }
-            Err(e) => {
-                policy.registration_failed(&target, portal, false);
-                control.events.push(
-                    EventKind::Failed {
-                        what: format!("restoring ({target}, {portal}): {e}"),
-                    },
-                    reason,
-                );
-            }
-        },
     }
 }
 
 #[cfg(test)]
 mod tests {
+    //! The shell only: actions reach the registrar and the session channels. The decisions and
+    //! their order are tested on the pure `BalanceLoop` in `iscsi-target-core`.
     use super::*;
     use crate::control::two_portals;
     use balancer::PortalId;
 
     #[tokio::test]
-    async fn moves_then_restores_through_the_control_plane() {
+    async fn executes_a_move_through_the_channel_and_the_registrar() {
         let targets: Vec<String> = (1..=3).map(|i| format!("iqn.t{i}")).collect();
         let spec: BalanceSpec = "sessions:2".parse().unwrap();
         let control = Control::new(two_portals(), targets, None, Some(spec));
-        let registrar = Registrar::Local;
         let mut rxs = Vec::new();
-        let mut ids = Vec::new();
         for i in 1..=3 {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let (id, _) = control.session_started(
-                PortalId(0),
-                &format!("iqn.i{i}"),
-                &format!("iqn.t{i}"),
-                tx,
-            );
+            control.session_started(PortalId(0), &format!("iqn.i{i}"), &format!("iqn.t{i}"), tx);
             rxs.push(rx);
-            ids.push(id);
         }
-        let mut policy = Balancer::new(spec, 0);
-        let decisions = policy.step(&control.sample(), 0);
-        assert_eq!(decisions.len(), 1);
-        for d in decisions {
-            execute(&control, &registrar, &mut policy, d).await;
-        }
-        // The newest session (i3) was asked to log out, and its registration on P0 is gone.
+        let mut balance = BalanceLoop::new(Balancer::new(spec, 0));
+        let actions = control.with_plane(|p, now| balance.step(p, now));
+        execute(&control, &Registrar::Local, &mut balance, actions).await;
+        assert!(balance.is_settled());
         assert_eq!(
             rxs[2].try_recv().unwrap(),
             SessionCommand::RequestLogout {
@@ -189,43 +122,55 @@ mod tests {
             .find(|r| r.target == "iqn.t3" && r.portal == PortalId(0))
             .unwrap();
         assert!(!r.registered);
-        // It reconnects to P0 (a stock initiator): redirected to P1.
-        control.session_ended(ids[2], "logout");
-        assert_eq!(
-            control.login_decision(PortalId(0), "iqn.i3", "iqn.t3"),
-            crate::control::LoginDecision::Redirect {
-                address: "127.0.0.2:3260".into()
-            }
-        );
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        control.session_started(PortalId(1), "iqn.i3", "iqn.t3", tx);
-        // Load falls: i1 leaves, P0 has 1 session = low threshold: restored.
-        control.session_ended(ids[0], "logout");
-        for d in policy.step(&control.sample(), 1000) {
-            execute(&control, &registrar, &mut policy, d).await;
-        }
-        assert!(
-            control
-                .snapshot()
-                .registrations
-                .iter()
-                .all(|r| r.registered)
-        );
-        let order: Vec<&str> = control
+        let labels: Vec<_> = snap
             .events
-            .snapshot()
             .iter()
             .map(|e| e.kind.label())
-            .filter(|l| *l != "login" && *l != "logout")
+            .filter(|l| *l != "login")
             .collect();
-        assert_eq!(
-            order,
-            [
-                "registration-deleted",
-                "logout-requested",
-                "redirected",
-                "registration-restored"
-            ]
+        assert_eq!(labels, ["registration-deleted", "logout-requested"]);
+    }
+
+    #[tokio::test]
+    async fn a_registrar_error_is_reported_back_and_the_logout_still_goes_out() {
+        let spec: BalanceSpec = "sessions:2".parse().unwrap();
+        let control = Arc::new(Control::new(
+            two_portals(),
+            vec!["iqn.t1".into()],
+            None,
+            Some(spec),
+        ));
+        // Nothing listens on port 1: the delete fails at once.
+        let registrar = Registrar::Isns(Box::new(crate::registration::IsnsRegistrar::new(
+            "127.0.0.1:1".parse().unwrap(),
+            control.clone(),
+        )));
+        let (tx1, mut rx1) = tokio::sync::mpsc::unbounded_channel();
+        control.session_started(PortalId(0), "iqn.i1", "iqn.t1", tx1);
+        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
+        control.session_started(PortalId(0), "iqn.i2", "iqn.t1", tx2);
+        let mut balance = BalanceLoop::new(Balancer::new(spec, 0));
+        let actions = control.with_plane(|p, now| balance.step(p, now));
+        assert!(matches!(actions[0], Action::DeleteRegistration { .. }));
+        execute(&control, &registrar, &mut balance, actions).await;
+        assert!(rx2.try_recv().is_ok());
+        assert!(rx1.try_recv().is_err());
+        assert!(!balance.policy().is_deleted("iqn.t1", PortalId(0)));
+        let snap = control.snapshot();
+        assert!(snap.registrations.iter().all(|r| r.registered));
+        let failed: Vec<_> = snap
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                balancer::EventKind::Failed { what } => Some(what.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0].starts_with("deleting (iqn.t1, P0): iSNS server 127.0.0.1:1"),
+            "{failed:?}"
         );
+        assert_eq!(snap.events.last().unwrap().kind.label(), "logout-requested");
     }
 }

@@ -1,27 +1,28 @@
-//! The target's control plane: the configuration table (patent FIG. 2), placements for login
-//! redirects, the registration table (FIG. 3), and the seam between the portal processors and
-//! the balancer.
+//! The target's control plane, as the threads share it: a thin shell around the sans-IO
+//! [`ControlPlane`] (the configuration table of patent FIG. 2, placements for login redirects,
+//! the registration table of FIG. 3 and the event log) that adds a lock, the wall clock
+//! ([`balancer::clock::unix_ms`]) and each session's command channel.
 //!
 //! Portal processors call [`Control::login_decision`] while negotiating a login,
 //! [`Control::session_started`] once a normal session reaches full-feature phase and
 //! [`Control::session_ended`] when it goes. They count completed commands in the
-//! [`SessionStats`] they get back (an atomic: no lock on the data path). The balancer loop
-//! ([`crate::balance`]) samples those counters into a [`ConfigTable`] and sends
-//! [`SessionCommand`]s back to the sessions.
+//! [`SessionStats`] they get back (an atomic: no lock on the data path); the counts are copied
+//! into the control plane when it is sampled or shown. The balancer loop ([`crate::balance`])
+//! runs the pure [`iscsi_target_core::BalanceLoop`] on the plane and sends [`SessionCommand`]s
+//! back to the sessions.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use balancer::{
-    AdminSnapshot, BalanceSpec, ConfigTable, EventKind, PortalId, PortalRow, RegistrationRow,
-    SessionEntry,
-};
+use balancer::clock::unix_ms;
+use balancer::{AdminSnapshot, BalanceSpec, ConfigTable, PortalId};
+use iscsi_target_core::{ControlPlane, LoginPolicy};
 use tokio::sync::mpsc;
 
-use crate::events::{EventLog, now_ms};
+use crate::events::Events;
 
+pub use iscsi_target_core::control::PortalInfo;
 pub use iscsi_target_core::{LoginDecision, SessionCommand};
 
 /// The sending half a portal processor registers for each session.
@@ -42,58 +43,43 @@ impl SessionStats {
     }
 }
 
-/// A portal as the control plane knows it.
-#[derive(Debug, Clone)]
-pub struct PortalInfo {
-    pub id: PortalId,
-    pub address: SocketAddr,
-    /// Portal Group Tag: each portal is its own portal group (one processor each).
-    pub tag: u16,
-}
-
+/// What a live session has in the shell: its command channel and its counters.
 #[derive(Debug)]
-struct SessionRecord {
-    portal: PortalId,
-    initiator: String,
-    target: String,
-    login_ms: u64,
-    stats: Arc<SessionStats>,
+struct Link {
     handle: CommandSender,
-    /// Commands and time at the last sample, and the IOPS measured then.
-    sampled_commands: u64,
-    sampled_ms: u64,
-    iops: f64,
+    stats: Arc<SessionStats>,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    next_session: u64,
-    /// Live sessions, in id (login) order.
-    sessions: BTreeMap<u64, SessionRecord>,
-    /// Where the balancer placed (initiator, target): logins elsewhere are redirected here.
-    placements: HashMap<(String, String), PortalId>,
-    registrations: Vec<RegistrationRow>,
+/// The plane and the session links, under one lock.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) plane: ControlPlane,
+    links: HashMap<u64, Link>,
 }
 
-impl State {
-    fn set_registered(&mut self, target: &str, portal: PortalId, registered: bool) {
-        for r in self.registrations.iter_mut() {
-            if r.target == target && r.portal == portal {
-                r.registered = registered;
-            }
+impl Inner {
+    /// Copies the data path's command counters into the plane.
+    fn refresh_commands(&mut self) {
+        for (id, l) in &self.links {
+            self.plane
+                .record_commands(*id, l.stats.commands.load(Ordering::Relaxed));
         }
     }
+}
+
+pub(crate) fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Shared between every portal processor, the balancer loop and the admin endpoint.
 #[derive(Debug)]
 pub struct Control {
+    /// Copies of the plane's (fixed) portals and targets, readable without the lock.
     portals: Vec<PortalInfo>,
     targets: Vec<String>,
-    isns: Option<String>,
-    balance: Option<BalanceSpec>,
-    pub events: EventLog,
-    state: Mutex<State>,
+    /// The event log, stamped with the wall clock.
+    pub events: Events,
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl Control {
@@ -104,34 +90,28 @@ impl Control {
         isns: Option<String>,
         balance: Option<BalanceSpec>,
     ) -> Self {
-        let mut registrations = Vec::new();
-        for t in &targets {
-            for p in &portals {
-                registrations.push(RegistrationRow {
-                    target: t.clone(),
-                    portal: p.id,
-                    address: p.address.to_string(),
-                    tag: p.tag,
-                    registered: true,
-                });
-            }
-        }
+        let plane = ControlPlane::new(portals.clone(), targets.clone(), isns, balance);
+        let inner = Arc::new(Mutex::new(Inner {
+            plane,
+            links: HashMap::new(),
+        }));
         Control {
             portals,
             targets,
-            isns,
-            balance,
-            events: EventLog::default(),
-            state: Mutex::new(State {
-                next_session: 1,
-                registrations,
-                ..State::default()
-            }),
+            events: Events::new(inner.clone()),
+            inner,
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// Runs `f` on the plane (command counts refreshed) with the current wall-clock time.
+    pub fn with_plane<R>(&self, f: impl FnOnce(&mut ControlPlane, u64) -> R) -> R {
+        let mut g = self.inner();
+        g.refresh_commands();
+        f(&mut g.plane, unix_ms())
     }
 
     pub fn portals(&self) -> &[PortalInfo] {
@@ -148,39 +128,14 @@ impl Control {
 
     /// Decides how to answer a normal-session login for (initiator, target) arriving on `portal`.
     pub fn login_decision(&self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
-        if !self.targets.iter().any(|t| t == target) {
-            return LoginDecision::NotFound;
-        }
-        let Some(here) = self.portal(portal) else {
-            return LoginDecision::NotFound;
-        };
-        let placed = self
-            .state()
-            .placements
-            .get(&(initiator.to_string(), target.to_string()))
-            .copied();
-        match placed.and_then(|p| self.portal(p)) {
-            Some(there) if there.id != portal => {
-                self.events.push(
-                    EventKind::Redirected {
-                        initiator: initiator.into(),
-                        target: target.into(),
-                        from: portal,
-                        to: there.id,
-                    },
-                    format!(
-                        "the balancer placed this initiator on {} ({}); login answered 0x0101",
-                        there.id, there.address
-                    ),
-                );
-                LoginDecision::Redirect {
-                    address: there.address.to_string(),
-                }
-            }
-            _ => LoginDecision::Accept {
-                portal_group_tag: here.tag,
-            },
-        }
+        self.inner()
+            .plane
+            .decide_login(portal, initiator, target, unix_ms())
+    }
+
+    /// A fresh non-zero Target Session Identifying Handle (RFC 7143 §11.12.6).
+    pub fn next_tsih(&self) -> u16 {
+        self.inner().plane.allocate_tsih()
     }
 
     /// Records a normal session that reached full-feature phase. Returns its id and counters.
@@ -192,141 +147,72 @@ impl Control {
         handle: CommandSender,
     ) -> (u64, Arc<SessionStats>) {
         let stats = Arc::new(SessionStats::default());
-        let now = now_ms();
-        let id = {
-            let mut st = self.state();
-            let id = st.next_session;
-            st.next_session += 1;
-            st.sessions.insert(
-                id,
-                SessionRecord {
-                    portal,
-                    initiator: initiator.into(),
-                    target: target.into(),
-                    login_ms: now,
-                    stats: stats.clone(),
-                    handle,
-                    sampled_commands: 0,
-                    sampled_ms: now,
-                    iops: 0.0,
-                },
-            );
-            id
-        };
-        self.events.push(
-            EventKind::Login {
-                initiator: initiator.into(),
-                target: target.into(),
-                portal,
+        let mut g = self.inner();
+        let id = g
+            .plane
+            .session_started(portal, initiator, target, unix_ms());
+        g.links.insert(
+            id,
+            Link {
+                handle,
+                stats: stats.clone(),
             },
-            format!("session {id} in full-feature phase"),
         );
         (id, stats)
     }
 
     /// Records the end of a session (logout or connection loss).
     pub fn session_ended(&self, session_id: u64, why: &str) {
-        let rec = self.state().sessions.remove(&session_id);
-        if let Some(r) = rec {
-            self.events.push(
-                EventKind::Logout {
-                    initiator: r.initiator,
-                    target: r.target,
-                    portal: r.portal,
-                },
-                format!("session {session_id}: {why}"),
-            );
-        }
+        let mut g = self.inner();
+        g.links.remove(&session_id);
+        g.plane.session_ended(session_id, why, unix_ms());
     }
 
     /// Sends a command to a session; false if it is gone.
     pub fn send(&self, session_id: u64, cmd: SessionCommand) -> bool {
-        self.state()
-            .sessions
+        self.inner()
+            .links
             .get(&session_id)
-            .is_some_and(|r| r.handle.send(cmd).is_ok())
+            .is_some_and(|l| l.handle.send(cmd).is_ok())
     }
 
     /// Records that (initiator, target) belongs on `portal` from now on.
     pub fn place(&self, initiator: &str, target: &str, portal: PortalId) {
-        self.state()
-            .placements
-            .insert((initiator.into(), target.into()), portal);
+        self.inner().plane.place(initiator, target, portal);
     }
 
     /// Records that the (target, portal) registration was deleted in iSNS (the patent's step 107).
     pub fn delete_registration(&self, target: &str, portal: PortalId) {
-        self.state().set_registered(target, portal, false);
+        self.inner().plane.delete_registration(target, portal);
     }
 
     /// Records that the (target, portal) registration was restored, and forgets the placements
     /// that were made to move sessions of `target` away from `portal` (the patent's step 112).
     pub fn restore_registration(&self, target: &str, portal: PortalId) {
-        let mut st = self.state();
-        st.set_registered(target, portal, true);
-        st.placements
-            .retain(|(_, t), p| !(t == target && *p != portal));
+        self.inner().plane.restore_registration(target, portal);
     }
 
     /// Samples every session's counters (IOPS since the last sample) and returns the table.
     pub fn sample(&self) -> ConfigTable {
-        let now = now_ms();
-        let mut st = self.state();
-        for r in st.sessions.values_mut() {
-            let c = r.stats.commands.load(Ordering::Relaxed);
-            let dt = now.saturating_sub(r.sampled_ms);
-            if dt >= 200 {
-                r.iops = (c - r.sampled_commands) as f64 * 1000.0 / dt as f64;
-                r.sampled_commands = c;
-                r.sampled_ms = now;
-            }
-        }
-        Self::table_of(&self.portals, &self.targets, &st)
-    }
-
-    fn table_of(portals: &[PortalInfo], targets: &[String], st: &State) -> ConfigTable {
-        let mut rows: Vec<PortalRow> = portals
-            .iter()
-            .enumerate()
-            .map(|(i, p)| PortalRow {
-                id: p.id,
-                address: p.address.to_string(),
-                processor: i,
-                sessions: Vec::new(),
-            })
-            .collect();
-        for (id, r) in &st.sessions {
-            if let Some(row) = rows.iter_mut().find(|row| row.id == r.portal) {
-                row.sessions.push(SessionEntry {
-                    session_id: *id,
-                    initiator: r.initiator.clone(),
-                    target: r.target.clone(),
-                    login_ms: r.login_ms,
-                    iops: r.iops,
-                    commands: r.stats.commands.load(Ordering::Relaxed),
-                });
-            }
-        }
-        let served = targets
-            .iter()
-            .flat_map(|t| portals.iter().map(move |p| (t.clone(), p.id)))
-            .collect();
-        ConfigTable {
-            portals: rows,
-            served,
-        }
+        self.with_plane(|p, now| p.sample(now))
     }
 
     /// The admin endpoint's document.
     pub fn snapshot(&self) -> AdminSnapshot {
-        let st = self.state();
-        AdminSnapshot {
-            isns: self.isns.clone(),
-            balance: self.balance,
-            table: Self::table_of(&self.portals, &self.targets, &st),
-            registrations: st.registrations.clone(),
-            events: self.events.snapshot(),
-        }
+        let mut g = self.inner();
+        g.refresh_commands();
+        g.plane.snapshot()
+    }
+}
+
+/// A connection core asks the shared control plane, at the wall-clock time.
+impl LoginPolicy for &Control {
+    fn login_decision(&mut self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
+        Control::login_decision(self, portal, initiator, target)
+    }
+
+    fn next_tsih(&mut self) -> u16 {
+        Control::next_tsih(self)
     }
 }
 
@@ -349,56 +235,12 @@ pub(crate) fn two_portals() -> Vec<PortalInfo> {
 
 #[cfg(test)]
 mod tests {
+    //! The shell only: locking, the channels and the counters. The logic is tested on the pure
+    //! `ControlPlane` in `iscsi-target-core`.
     use super::*;
 
     fn control() -> Control {
         Control::new(two_portals(), vec!["iqn.t1".into()], None, None)
-    }
-
-    #[test]
-    fn redirects_a_placed_initiator_until_the_registration_returns() {
-        let c = control();
-        assert_eq!(
-            c.login_decision(PortalId(0), "iqn.i1", "iqn.t1"),
-            LoginDecision::Accept {
-                portal_group_tag: 1
-            }
-        );
-        assert_eq!(
-            c.login_decision(PortalId(0), "iqn.i1", "iqn.nope"),
-            LoginDecision::NotFound
-        );
-        c.place("iqn.i1", "iqn.t1", PortalId(1));
-        c.delete_registration("iqn.t1", PortalId(0));
-        assert_eq!(
-            c.login_decision(PortalId(0), "iqn.i1", "iqn.t1"),
-            LoginDecision::Redirect {
-                address: "127.0.0.2:3260".into()
-            }
-        );
-        // Another initiator is not affected, and the placed one is accepted where it was placed.
-        assert_eq!(
-            c.login_decision(PortalId(0), "iqn.i2", "iqn.t1"),
-            LoginDecision::Accept {
-                portal_group_tag: 1
-            }
-        );
-        assert_eq!(
-            c.login_decision(PortalId(1), "iqn.i1", "iqn.t1"),
-            LoginDecision::Accept {
-                portal_group_tag: 2
-            }
-        );
-        c.restore_registration("iqn.t1", PortalId(0));
-        assert_eq!(
-            c.login_decision(PortalId(0), "iqn.i1", "iqn.t1"),
-            LoginDecision::Accept {
-                portal_group_tag: 1
-            }
-        );
-        let snap = c.snapshot();
-        assert!(snap.registrations.iter().all(|r| r.registered));
-        assert!(snap.events.iter().any(|e| e.kind.label() == "redirected"));
     }
 
     #[test]
@@ -413,6 +255,9 @@ mod tests {
         assert_eq!(t.portals[1].sessions.len(), 1);
         assert_eq!(t.portals[1].sessions[0].commands, 5);
         assert!(t.portals[0].sessions.is_empty());
+        stats.command_done();
+        // The admin document shows the live count, not the sampled one.
+        assert_eq!(c.snapshot().table.portals[1].sessions[0].commands, 6);
         assert!(c.send(id, SessionCommand::RequestLogout { time2logout: 2 }));
         assert_eq!(
             rx.try_recv().unwrap(),
@@ -423,5 +268,24 @@ mod tests {
         assert!(c.sample().portals[1].sessions.is_empty());
         let labels: Vec<_> = c.events.snapshot().iter().map(|e| e.kind.label()).collect();
         assert_eq!(labels, ["login", "logout"]);
+        // Events carry the wall-clock time.
+        assert!(c.events.snapshot()[0].at_ms > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn the_shell_is_a_login_policy_with_fresh_tsihs() {
+        let c = control();
+        c.place("iqn.i1", "iqn.t1", PortalId(1));
+        let mut policy: &Control = &c;
+        assert_eq!(
+            LoginPolicy::login_decision(&mut policy, PortalId(0), "iqn.i1", "iqn.t1"),
+            LoginDecision::Redirect {
+                address: "127.0.0.2:3260".into()
+            }
+        );
+        let a = LoginPolicy::next_tsih(&mut policy);
+        let b = c.next_tsih();
+        assert!(a != 0 && b != 0 && a != b);
+        assert_eq!(c.events.snapshot()[0].kind.label(), "redirected");
     }
 }

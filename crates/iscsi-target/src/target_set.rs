@@ -1,20 +1,16 @@
 //! The targets this process serves, and the per-connection glue between a sans-IO
 //! [`Connection`] core and the rest of the target: SCSI requests run on the [`LunTable`]s
 //! inline, on the portal thread; events become [`Control`] bookkeeping; login questions go to
-//! [`Control`] through [`ControlPolicy`].
+//! [`Control`], the connection cores' [`LoginPolicy`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Instant;
 
 use balancer::PortalId;
 use bytes::BytesMut;
 use iscsi_proto::params::SessionType;
-use iscsi_target_core::{
-    Catalog, CatalogPortal, CatalogTarget, Connection, Event, LoginDecision, LoginPolicy,
-    ScsiRequest,
-};
+use iscsi_target_core::{Catalog, CatalogPortal, CatalogTarget, Connection, Event, ScsiRequest};
 use scsi::{Asc, LunTable, Residual, ScsiOutcome, Sense};
 
 use crate::control::{CommandSender, Control, SessionStats};
@@ -26,7 +22,6 @@ pub struct TargetSet {
     pub control: Arc<Control>,
     pub targets: HashMap<String, Arc<LunTable>>,
     pub catalog: Arc<Catalog>,
-    next_tsih: AtomicU16,
 }
 
 impl TargetSet {
@@ -54,26 +49,6 @@ impl TargetSet {
             control,
             targets,
             catalog: Arc::new(catalog),
-            next_tsih: AtomicU16::new(1),
-        }
-    }
-}
-
-/// [`Control`] as the connection cores' [`LoginPolicy`]; TSIHs come from a counter shared by
-/// every portal.
-pub struct ControlPolicy<'a>(pub &'a TargetSet);
-
-impl LoginPolicy for ControlPolicy<'_> {
-    fn login_decision(&mut self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
-        self.0.control.login_decision(portal, initiator, target)
-    }
-
-    fn next_tsih(&mut self) -> u16 {
-        loop {
-            let t = self.0.next_tsih.fetch_add(1, Ordering::Relaxed);
-            if t != 0 {
-                return t;
-            }
         }
     }
 }
@@ -106,7 +81,8 @@ impl<'a> ConnectionShell<'a> {
     /// `buf` holds no whole PDU (or the connection closes).
     pub fn feed(&mut self, conn: &mut Connection, buf: &mut BytesMut, now: Instant) {
         loop {
-            conn.on_bytes(buf, now, &mut ControlPolicy(self.set));
+            let mut policy: &Control = &self.set.control;
+            conn.on_bytes(buf, now, &mut policy);
             let events = self.handle_events(conn);
             let work = self.run_scsi(conn);
             if !events && !work {
@@ -241,14 +217,11 @@ mod tests {
     }
 
     #[test]
-    fn catalog_follows_the_control_plane_and_tsihs_are_never_zero() {
+    fn catalog_follows_the_control_plane() {
         let set = target_set();
         assert_eq!(set.catalog.targets[0].name, TARGET);
         assert_eq!(set.catalog.targets[0].luns, [0]);
         assert_eq!(set.catalog.portals.len(), 2);
-        set.next_tsih.store(u16::MAX, Ordering::Relaxed);
-        let mut p = ControlPolicy(&set);
-        assert_eq!((p.next_tsih(), p.next_tsih()), (u16::MAX, 1));
     }
 
     #[test]

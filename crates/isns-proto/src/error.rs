@@ -15,6 +15,8 @@ pub enum Error {
     TooManyAttributes(usize),
     #[error("message too large (limit {0} bytes)")]
     MessageTooLarge(usize),
+    #[error("message spans too many PDUs (limit {0})")]
+    TooManyPdus(usize),
     #[error("response PDU without a status code")]
     MissingStatus,
     #[error("PDU sequence error: {0}")]

@@ -196,22 +196,17 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Reassembler, tag};
+    use crate::tag;
     use proptest::prelude::*;
 
     fn decode_all(bytes: &[u8]) -> Message {
-        let mut r = Reassembler::default();
-        let mut rest = bytes;
-        loop {
-            let h = Header::decode(rest).unwrap();
-            let end = crate::HEADER_LEN + usize::from(h.pdu_length);
-            let out = r.push(&h, &rest[crate::HEADER_LEN..end]).unwrap();
-            rest = &rest[end..];
-            if let Some(m) = out {
-                assert!(rest.is_empty());
-                return m;
-            }
-        }
+        let mut buf = bytes::BytesMut::from(bytes);
+        let m = crate::MessageDecoder::new()
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap();
+        assert!(buf.is_empty());
+        m
     }
 
     #[test]

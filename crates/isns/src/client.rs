@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use isns_proto::attr::socket_addr;
-use isns_proto::tag::{self, node_type};
-use isns_proto::{Attribute, Flags, FunctionId, HEADER_LEN, Header, Message, Reassembler, Status};
+use bytes::BytesMut;
+use isns_proto::{Flags, FunctionId, Message, MessageDecoder, Status};
+
+use crate::request;
+pub use crate::request::{NodeRegistration, NodeType, PortalGroupRegistration, Registration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,70 +34,39 @@ pub enum ClientError {
     NoSource,
 }
 
-/// iSCSI Node Type (§6.4.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeType {
-    Target,
-    Initiator,
-    Control,
+/// An open TCP connection with its unread bytes and framing state.
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: MessageDecoder,
 }
 
-impl NodeType {
-    fn bits(self) -> u32 {
-        match self {
-            NodeType::Target => node_type::TARGET,
-            NodeType::Initiator => node_type::INITIATOR,
-            NodeType::Control => node_type::CONTROL,
+impl Conn {
+    /// The next whole message from the server.
+    async fn read_message(&mut self) -> Result<Message, ClientError> {
+        loop {
+            if let Some(m) = self
+                .decoder
+                .decode(&mut self.buf)
+                .map_err(|e| ClientError::Proto(e.error))?
+            {
+                return Ok(m);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
         }
     }
-}
-
-/// An iSCSI Storage Node to register.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeRegistration {
-    pub name: String,
-    pub node_type: NodeType,
-    pub alias: Option<String>,
-}
-
-/// An explicit Portal Group: `node` reachable through `portal` with `tag` (PGT, §6.5.4).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortalGroupRegistration {
-    pub node: String,
-    pub portal: SocketAddr,
-    pub tag: u32,
-}
-
-/// One DevAttrReg (§5.6.5.1): a Network Entity with portals, nodes and PGs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Registration {
-    /// Entity Identifier; empty lets the server choose one.
-    pub entity: String,
-    pub portals: Vec<SocketAddr>,
-    pub nodes: Vec<NodeRegistration>,
-    /// Explicit PGs; portals/nodes without one get PGT 1 from the server.
-    pub portal_groups: Vec<PortalGroupRegistration>,
-    /// Registration period in seconds (§6.2.6); `None` uses the server default.
-    pub registration_period: Option<u32>,
-    /// Set the Replace flag: drop the entity's previous objects first.
-    pub replace: bool,
 }
 
 /// A connection to an iSNS server.
 pub struct Client {
     addr: SocketAddr,
-    stream: Option<TcpStream>,
+    conn: Option<Conn>,
     next_xid: u16,
     timeout: Duration,
     /// Entity Identifier of each node this client registered or looked up.
     entities: HashMap<String, String>,
-}
-
-fn portal_attrs(tag_ip: u32, tag_port: u32, p: SocketAddr) -> [Attribute; 2] {
-    [
-        Attribute::ip(tag_ip, p.ip()),
-        Attribute::tcp_port(tag_port, p.port()),
-    ]
 }
 
 impl Client {
@@ -103,7 +74,7 @@ impl Client {
     pub async fn connect(addr: SocketAddr) -> Result<Client, ClientError> {
         let mut c = Client {
             addr,
-            stream: None,
+            conn: None,
             next_xid: 1,
             timeout: Duration::from_secs(10),
             entities: HashMap::new(),
@@ -122,7 +93,11 @@ impl Client {
             .await
             .map_err(|_| ClientError::Timeout(self.timeout))??;
         let _ = s.set_nodelay(true);
-        self.stream = Some(s);
+        self.conn = Some(Conn {
+            stream: s,
+            buf: BytesMut::new(),
+            decoder: MessageDecoder::new(),
+        });
         Ok(())
     }
 
@@ -133,7 +108,7 @@ impl Client {
         self.next_xid = self.next_xid.wrapping_add(1).max(1);
         let timeout = self.timeout;
         for attempt in 0..2 {
-            if self.stream.is_none() {
+            if self.conn.is_none() {
                 self.reconnect().await?;
             }
             let result = match tokio::time::timeout(timeout, self.exchange(&req)).await {
@@ -143,10 +118,10 @@ impl Client {
             match result {
                 Err(ClientError::Io(e)) if attempt == 0 => {
                     tracing::debug!("iSNS connection lost ({e}), reconnecting");
-                    self.stream = None;
+                    self.conn = None;
                 }
                 Err(e) => {
-                    self.stream = None;
+                    self.conn = None;
                     return Err(e);
                 }
                 Ok(m) => return Ok(m),
@@ -156,21 +131,13 @@ impl Client {
     }
 
     async fn exchange(&mut self, req: &Message) -> Result<Message, ClientError> {
-        let stream = self
-            .stream
+        let conn = self
+            .conn
             .as_mut()
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
-        stream.write_all(&req.to_bytes()).await?;
-        let mut reasm = Reassembler::default();
+        conn.stream.write_all(&req.to_bytes()).await?;
         loop {
-            let mut head = [0u8; HEADER_LEN];
-            stream.read_exact(&mut head).await?;
-            let h = Header::decode(&head)?;
-            let mut payload = vec![0u8; usize::from(h.pdu_length)];
-            stream.read_exact(&mut payload).await?;
-            let Some(m) = reasm.push(&h, &payload)? else {
-                continue;
-            };
+            let m = conn.read_message().await?;
             if m.function == req.function.response() && m.xid == req.xid {
                 return Ok(m);
             }
@@ -184,7 +151,7 @@ impl Client {
                 );
                 let mut ack = ack;
                 ack.flags = Flags::CLIENT;
-                stream.write_all(&ack.to_bytes()).await?;
+                conn.stream.write_all(&ack.to_bytes()).await?;
             }
         }
     }
@@ -204,46 +171,9 @@ impl Client {
     /// (§5.6.5.1). The source is the first node's name. Returns the Entity
     /// Identifier the server registered.
     pub async fn register(&mut self, reg: &Registration) -> Result<String, ClientError> {
-        let source = reg
-            .nodes
-            .first()
-            .map(|n| n.name.as_str())
-            .ok_or(ClientError::NoSource)?;
-        let mut ops = vec![
-            Attribute::string(tag::ENTITY_IDENTIFIER, &reg.entity),
-            Attribute::u32(tag::ENTITY_PROTOCOL, 2),
-        ];
-        if let Some(p) = reg.registration_period {
-            ops.push(Attribute::u32(tag::REGISTRATION_PERIOD, p));
-        }
-        for p in &reg.portals {
-            ops.extend(portal_attrs(tag::PORTAL_IP_ADDRESS, tag::PORTAL_PORT, *p));
-        }
-        for n in &reg.nodes {
-            ops.push(Attribute::string(tag::ISCSI_NAME, &n.name));
-            ops.push(Attribute::u32(tag::ISCSI_NODE_TYPE, n.node_type.bits()));
-            if let Some(a) = &n.alias {
-                ops.push(Attribute::string(tag::ISCSI_ALIAS, a));
-            }
-        }
-        for pg in &reg.portal_groups {
-            ops.extend(pg_attrs(&pg.node, pg.portal, Some(pg.tag)));
-        }
-        let key = vec![Attribute::string(tag::ENTITY_IDENTIFIER, &reg.entity)];
-        let mut req = Message::request(
-            FunctionId::DEV_ATTR_REG,
-            0,
-            Attribute::string(tag::ISCSI_NAME, source),
-            key,
-            ops,
-        );
-        if reg.replace {
-            req.flags = req.flags | Flags::REPLACE;
-        }
+        let req = request::dev_attr_reg(reg).ok_or(ClientError::NoSource)?;
         let resp = self.call_ok(req).await?;
-        let eid = find_str(resp.key(), tag::ENTITY_IDENTIFIER)
-            .unwrap_or(&reg.entity)
-            .to_string();
+        let eid = request::entity_id(&resp).unwrap_or(&reg.entity).to_string();
         for n in &reg.nodes {
             self.entities.insert(n.name.clone(), eid.clone());
         }
@@ -256,15 +186,8 @@ impl Client {
         if let Some(eid) = self.entities.get(name) {
             return Ok(eid.clone());
         }
-        let req = Message::request(
-            FunctionId::DEV_ATTR_QRY,
-            0,
-            Attribute::string(tag::ISCSI_NAME, name),
-            vec![Attribute::string(tag::ISCSI_NAME, name)],
-            vec![Attribute::nil(tag::ENTITY_IDENTIFIER)],
-        );
-        let resp = self.call_ok(req).await?;
-        let eid = find_str(resp.operating(), tag::ENTITY_IDENTIFIER)
+        let resp = self.call_ok(request::entity_of_node(name)).await?;
+        let eid = request::entity_of_node_answer(&resp)
             .ok_or(ClientError::Status {
                 function: "DevAttrQry",
                 status: Status::NO_SUCH_ENTRY,
@@ -282,13 +205,7 @@ impl Client {
         pgt: Option<u32>,
     ) -> Result<(), ClientError> {
         let eid = self.entity_of(target).await?;
-        let req = Message::request(
-            FunctionId::DEV_ATTR_REG,
-            0,
-            Attribute::string(tag::ISCSI_NAME, target),
-            vec![Attribute::string(tag::ENTITY_IDENTIFIER, &eid)],
-            pg_attrs(target, portal, pgt).to_vec(),
-        );
+        let req = request::portal_group_tag(&eid, target, portal, pgt);
         let result = self.call_ok(req).await.map(|_| ());
         if result.is_err() {
             // The entity may have been re-registered under another identifier.
@@ -328,35 +245,10 @@ impl Client {
         source_initiator: &str,
         target: &str,
     ) -> Result<Vec<SocketAddr>, ClientError> {
-        let req = Message::request(
-            FunctionId::DEV_ATTR_QRY,
-            0,
-            Attribute::string(tag::ISCSI_NAME, source_initiator),
-            vec![Attribute::string(tag::ISCSI_NAME, target)],
-            [
-                tag::ISCSI_NAME,
-                tag::ISCSI_NODE_TYPE,
-                tag::PORTAL_IP_ADDRESS,
-                tag::PORTAL_PORT,
-                tag::PG_ISCSI_NAME,
-                tag::PG_PORTAL_IP_ADDR,
-                tag::PG_PORTAL_PORT,
-                tag::PG_TAG,
-            ]
-            .into_iter()
-            .map(Attribute::nil)
-            .collect(),
-        );
-        let resp = self.call(req).await?;
-        match resp.status {
-            Some(Status::SUCCESS) => Ok(portals_from_pgs(resp.operating(), target)),
-            Some(Status::NO_SUCH_ENTRY) => Ok(Vec::new()),
-            Some(status) => Err(ClientError::Status {
-                function: "DevAttrQry",
-                status,
-            }),
-            None => Err(ClientError::Proto(isns_proto::Error::MissingStatus)),
-        }
+        let resp = self
+            .call(request::target_portals(source_initiator, target))
+            .await?;
+        request::target_portals_answer(&resp, target)
     }
 
     /// DevDereg of a whole Network Entity (§5.6.5.4).
@@ -365,83 +257,17 @@ impl Client {
         source: &str,
         entity: &str,
     ) -> Result<(), ClientError> {
-        let req = Message::request(
-            FunctionId::DEV_DEREG,
-            0,
-            Attribute::string(tag::ISCSI_NAME, source),
-            vec![],
-            vec![Attribute::string(tag::ENTITY_IDENTIFIER, entity)],
-        );
-        self.call_ok(req).await.map(|_| ())
+        self.call_ok(request::entity_dereg(source, entity))
+            .await
+            .map(|_| ())
     }
 
     /// SCNReg for `node` with an SCN bitmap (§5.6.5.5, bits in `tag::scn`).
     /// Notifications arrive on the node's portal SCN port if registered,
     /// otherwise on this connection (acknowledged and dropped by [`Client::call`]).
     pub async fn register_scn(&mut self, node: &str, bitmap: u32) -> Result<(), ClientError> {
-        let req = Message::request(
-            FunctionId::SCN_REG,
-            0,
-            Attribute::string(tag::ISCSI_NAME, node),
-            vec![Attribute::string(tag::ISCSI_NAME, node)],
-            vec![Attribute::u32(tag::ISCSI_SCN_BITMAP, bitmap)],
-        );
-        self.call_ok(req).await.map(|_| ())
+        self.call_ok(request::scn_reg(node, bitmap))
+            .await
+            .map(|_| ())
     }
-}
-
-/// String value of the first attribute with `tag`.
-fn find_str(attrs: &[Attribute], tag: u32) -> Option<&str> {
-    attrs
-        .iter()
-        .find(|a| a.tag == tag)
-        .and_then(Attribute::as_str)
-}
-
-/// Attributes of a Portal Group object (§6.5); `None` as PGT registers NIL.
-fn pg_attrs(node: &str, portal: SocketAddr, pgt: Option<u32>) -> [Attribute; 4] {
-    let [ip, port] = portal_attrs(tag::PG_PORTAL_IP_ADDR, tag::PG_PORTAL_PORT, portal);
-    [
-        Attribute::string(tag::PG_ISCSI_NAME, node),
-        ip,
-        port,
-        pgt.map_or_else(
-            || Attribute::nil(tag::PG_TAG),
-            |t| Attribute::u32(tag::PG_TAG, t),
-        ),
-    ]
-}
-
-/// Portals of `target` from the PG records (48, 49, 50, 51) of a query answer,
-/// keeping answer order and dropping PGs with a NIL or zero PGT.
-pub fn portals_from_pgs(attrs: &[Attribute], target: &str) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(a) = attrs.get(i) {
-        i += 1;
-        if a.tag != tag::PG_ISCSI_NAME || a.as_str() != Some(target) {
-            continue;
-        }
-        let rest = attrs.get(i..).unwrap_or_default();
-        let end = rest
-            .iter()
-            .position(|x| x.tag == tag::PG_ISCSI_NAME || !(49..=63).contains(&x.tag))
-            .unwrap_or(rest.len());
-        let pg = rest.get(..end).unwrap_or_default();
-        let find = |t: u32| pg.iter().find(|x| x.tag == t);
-        let usable = find(tag::PG_TAG)
-            .and_then(Attribute::as_u32)
-            .is_some_and(|t| t != 0);
-        if let (true, Some(ip), Some(port)) = (
-            usable,
-            find(tag::PG_PORTAL_IP_ADDR),
-            find(tag::PG_PORTAL_PORT),
-        ) && let Some(addr) = socket_addr(ip, port)
-            && !out.contains(&addr)
-        {
-            out.push(addr);
-        }
-        i += end;
-    }
-    out
 }

@@ -1,8 +1,9 @@
 //! The iSNS server: a tokio TCP listener feeding the sans-IO [`Registry`]
 //! (RFC 4171 §5: iSNSP over TCP). Every change is committed to the [`Store`]
-//! before the response is sent. State change notifications (§5.6.5.8) go to
-//! the SCN port (§6.3.10) of the subscriber's portals, or, when none is
-//! registered, over the connection that sent the SCNReg.
+//! before the response is sent. The registry decides which state change
+//! notifications (§5.6.5.8) go where; this shell delivers them: to the SCN
+//! port (§6.3.10) of a subscriber's portal, or over the connection that sent
+//! the SCNReg. Stream framing is `isns_proto::MessageDecoder`'s.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,15 +11,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use isns_proto::tag::{self, ObjectType};
-use isns_proto::{
-    Attribute, Error as ProtoError, FunctionId, HEADER_LEN, Header, Message, Reassembler, Status,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use isns_proto::{Message, MessageDecoder, Status};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::registry::{Changes, Registry};
+use crate::registry::{Notification, Outcome, Registry, ScnConnection, ScnDestination, scn};
 use crate::store::{Store, StoreError};
 
 /// Server settings.
@@ -46,7 +45,7 @@ impl ServerConfig {
             db,
             max_connections: 256,
             idle_timeout: Duration::from_secs(600),
-            source_name: "iqn.2024-01.portshift:isns-server".into(),
+            source_name: scn::DEFAULT_SOURCE_NAME.into(),
             expiry_check: Duration::from_secs(10),
         }
     }
@@ -69,7 +68,6 @@ struct State {
     store: Store,
     /// Connections on which a node sent SCNReg, by iSCSI name.
     scn_conns: HashMap<String, ConnTx>,
-    next_xid: u16,
 }
 
 /// The running iSNS server.
@@ -98,12 +96,12 @@ impl Server {
         let store = Store::open(&config.db)?;
         let mut registry = store.load()?;
         registry.grant_grace(now());
+        registry.set_scn_source(&config.source_name);
         let listener = TcpListener::bind(config.listen).await?;
         let state = State {
             registry,
             store,
             scn_conns: HashMap::new(),
-            next_xid: 1,
         };
         Ok(Server {
             listener,
@@ -170,22 +168,23 @@ async fn sweep_expired(state: Arc<Mutex<State>>, config: ServerConfig) {
     loop {
         tick.tick().await;
         let st = state.clone();
-        let source = config.source_name.clone();
         let scns = tokio::task::spawn_blocking(move || {
             let mut guard = lock(&st);
             let st = &mut *guard;
-            let backup = st.registry.clone();
-            let changes = st.registry.expire(now());
-            if changes.is_empty() {
+            let at = now();
+            // Undo copy only when something is to be removed.
+            if !st.registry.has_expired(at) {
                 return Vec::new();
             }
-            tracing::info!(count = changes.removed.len(), "entities expired");
-            if let Err(e) = st.store.commit(&st.registry, &changes) {
+            let backup = st.registry.clone();
+            let outcome = st.registry.expire(at);
+            tracing::info!(count = outcome.changes.removed.len(), "entities expired");
+            if let Err(e) = st.store.commit(&st.registry, &outcome.changes) {
                 tracing::error!("persisting expiry: {e}");
                 st.registry = backup;
                 return Vec::new();
             }
-            build_scns(st, &changes, &source)
+            route_scns(st, outcome.notifications)
         })
         .await
         .unwrap_or_default();
@@ -209,58 +208,28 @@ async fn serve_connection(
         }
         let _ = wr.shutdown().await;
     });
-    let mut reassembler = Reassembler::default();
+    let mut buf = BytesMut::new();
+    let mut decoder = MessageDecoder::new();
     let result = async {
         loop {
-            let mut head = [0u8; HEADER_LEN];
-            match tokio::time::timeout(config.idle_timeout, rd.read_exact(&mut head)).await {
-                Err(_) => return Ok(()),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(r) => {
-                    r?;
-                }
-            }
-            let header = match Header::decode(&head) {
-                Ok(h) => h,
-                Err(e) => {
-                    // Framing is lost: answer if we can name the function, then close.
-                    let function = FunctionId(u16::from_be_bytes([head[2], head[3]]));
-                    let xid = u16::from_be_bytes([head[8], head[9]]);
-                    let status = if matches!(e, ProtoError::Version(_)) {
-                        Status::VERSION_NOT_SUPPORTED
-                    } else {
-                        Status::MESSAGE_FORMAT_ERROR
-                    };
-                    if !function.is_response() {
-                        let _ = tx
-                            .send(Message::error_response(function, xid, status).to_bytes())
-                            .await;
-                    }
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
-                }
-            };
-            let mut payload = vec![0u8; usize::from(header.pdu_length)];
-            tokio::time::timeout(config.idle_timeout, rd.read_exact(&mut payload))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "PDU payload timeout")
-                })??;
-            let msg = match reassembler.push(&header, &payload) {
+            let msg = match decoder.decode(&mut buf) {
                 Ok(Some(m)) => m,
-                Ok(None) => continue,
+                Ok(None) => {
+                    match tokio::time::timeout(config.idle_timeout, rd.read_buf(&mut buf)).await {
+                        Err(_) | Ok(Ok(0)) => return Ok(()),
+                        Ok(r) => r?,
+                    };
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!("bad message: {e}");
-                    if !header.function.is_response() {
-                        let resp = Message::error_response(
-                            header.function,
-                            header.xid,
-                            Status::MESSAGE_FORMAT_ERROR,
-                        );
-                        if tx.send(resp.to_bytes()).await.is_err() {
-                            return Ok(());
-                        }
+                    if let Some(resp) = e.error_response()
+                        && tx.send(resp.to_bytes()).await.is_err()
+                    {
+                        return Ok(());
                     }
-                    if matches!(e, ProtoError::Sequence(_) | ProtoError::MessageTooLarge(_)) {
+                    if e.is_fatal() {
+                        // Framing is lost.
                         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
                     }
                     continue;
@@ -268,11 +237,9 @@ async fn serve_connection(
             };
             let st = state.clone();
             let conn_tx = tx.clone();
-            let source = config.source_name.clone();
-            let (resp, scn) =
-                tokio::task::spawn_blocking(move || process(&st, &msg, &conn_tx, &source))
-                    .await
-                    .map_err(std::io::Error::other)?;
+            let (resp, scn) = tokio::task::spawn_blocking(move || process(&st, &msg, &conn_tx))
+                .await
+                .map_err(std::io::Error::other)?;
             if let Some(resp) = resp
                 && tx.send(resp.to_bytes()).await.is_err()
             {
@@ -298,7 +265,6 @@ fn process(
     state: &Mutex<State>,
     msg: &Message,
     conn: &ConnTx,
-    source: &str,
 ) -> (Option<Message>, Vec<(ScnTarget, Vec<u8>)>) {
     let mut st = lock(state);
     let st = &mut *st;
@@ -306,7 +272,12 @@ fn process(
     // Undo copy only for requests that can change persistent state: queries
     // (the common case) must not clone the whole registry under the lock.
     let backup = Registry::may_change(msg.function).then(|| st.registry.clone());
-    let (resp, changes) = st.registry.handle(msg, now());
+    let Outcome {
+        response,
+        changes,
+        notifications,
+        scn_connection,
+    } = st.registry.handle(msg, now());
     if !changes.is_empty()
         && let Err(e) = st.store.commit(&st.registry, &changes)
     {
@@ -323,94 +294,53 @@ fn process(
             Vec::new(),
         );
     }
-    let ok = resp
-        .as_ref()
-        .is_some_and(|r| r.status == Some(Status::SUCCESS));
-    let name = msg
-        .key()
-        .iter()
-        .find(|a| a.tag == tag::ISCSI_NAME)
-        .and_then(Attribute::as_str);
-    match (ok, msg.function, name) {
-        (true, FunctionId::SCN_REG, Some(name)) => {
-            st.scn_conns.insert(name.to_string(), conn.clone());
+    match scn_connection {
+        Some(ScnConnection::Bind(name)) => {
+            st.scn_conns.insert(name, conn.clone());
         }
-        (true, FunctionId::SCN_DEREG, Some(name)) => {
-            st.scn_conns.remove(name);
+        Some(ScnConnection::Unbind(name)) => {
+            st.scn_conns.remove(&name);
         }
-        _ => {}
+        None => {}
     }
-    let scns = build_scns(st, &changes, source);
-    (resp, scns)
+    (response, route_scns(st, notifications))
 }
 
-/// SCN messages (§5.6.5.8) for the subscribers interested in `changes`.
-fn build_scns(st: &mut State, changes: &Changes, source: &str) -> Vec<(ScnTarget, Vec<u8>)> {
-    let mut out = Vec::new();
-    if changes.scn.is_empty() {
-        return out;
+/// Encode the registry's notifications and resolve their destinations.
+fn route_scns(st: &mut State, notifications: Vec<Notification>) -> Vec<(ScnTarget, Vec<u8>)> {
+    if notifications.is_empty() {
+        return Vec::new();
     }
     st.scn_conns.retain(|_, tx| !tx.is_closed());
-    for (name, bitmap) in st.registry.scn_subscribers() {
-        let events: Vec<_> = changes
-            .scn
-            .iter()
-            .filter(|ev| bitmap & ev.event != 0)
-            .collect();
-        if events.is_empty() {
-            continue;
-        }
-        let mut key = vec![
-            Attribute::string(tag::ISCSI_NAME, &name),
-            Attribute::u64(tag::TIMESTAMP, now()),
-        ];
-        for ev in events {
-            key.push(Attribute::u32(tag::ISCSI_SCN_BITMAP, ev.event));
-            key.extend(ev.object_key.iter().cloned());
-        }
-        let xid = st.next_xid;
-        st.next_xid = st.next_xid.wrapping_add(1);
-        let mut scn = Message::request(
-            FunctionId::SCN,
-            xid,
-            Attribute::string(tag::ISCSI_NAME, source),
-            key,
-            Vec::new(),
-        );
-        scn.flags = isns_proto::Flags::SERVER;
-        let bytes = scn.to_bytes();
-        let portals = scn_portals(&st.registry, &name);
-        if !portals.is_empty() {
-            out.extend(
-                portals
-                    .into_iter()
-                    .map(|p| (ScnTarget::Portal(p), bytes.clone())),
-            );
-        } else if let Some(tx) = st.scn_conns.get(&name) {
-            out.push((ScnTarget::Conn(tx.clone()), bytes));
-        }
-    }
-    out
+    notifications
+        .into_iter()
+        .filter_map(|n| {
+            let target = match n.destination {
+                ScnDestination::Portal(addr) => ScnTarget::Portal(addr),
+                ScnDestination::Connection { node } => {
+                    ScnTarget::Conn(st.scn_conns.get(&node)?.clone())
+                }
+            };
+            Some((target, n.message.to_bytes()))
+        })
+        .collect()
 }
 
-/// Portal address + SCN port (§6.3.10) of the entity holding node `name`.
-fn scn_portals(reg: &Registry, name: &str) -> Vec<SocketAddr> {
-    let key = [Attribute::string(tag::ISCSI_NAME, name)];
-    let Some(e) = reg
-        .entities
-        .iter()
-        .find(|e| e.of_kind(ObjectType::IscsiNode).any(|n| n.matches(&key)))
-    else {
-        return Vec::new();
-    };
-    e.of_kind(ObjectType::Portal)
-        .filter_map(|p| {
-            let ip = p.get(tag::PORTAL_IP_ADDRESS)?.as_ip()?;
-            let port = p.get(tag::SCN_PORT)?.as_tcp_port()?;
-            Some(SocketAddr::new(ip, port))
-        })
-        .take(1)
-        .collect()
+/// Read one message (the SCNRsp) from `s`.
+async fn read_one(mut s: impl AsyncRead + Unpin) -> std::io::Result<Message> {
+    let mut buf = BytesMut::new();
+    let mut decoder = MessageDecoder::new();
+    loop {
+        if let Some(m) = decoder
+            .decode(&mut buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+        {
+            return Ok(m);
+        }
+        if s.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
 }
 
 async fn deliver_scns(scns: Vec<(ScnTarget, Vec<u8>)>) {
@@ -425,9 +355,7 @@ async fn deliver_scns(scns: Vec<(ScnTarget, Vec<u8>)>) {
                         let mut s = TcpStream::connect(addr).await?;
                         s.write_all(&bytes).await?;
                         // Wait briefly for the SCNRsp so the client sees a complete exchange.
-                        let mut head = [0u8; HEADER_LEN];
-                        s.read_exact(&mut head).await?;
-                        std::io::Result::Ok(())
+                        read_one(&mut s).await.map(drop)
                     };
                     match tokio::time::timeout(Duration::from_secs(5), send).await {
                         Ok(Ok(())) => {}

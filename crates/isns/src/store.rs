@@ -15,7 +15,7 @@ use isns_proto::tag::{self, ObjectType};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::object::Object;
-use crate::registry::{Changes, Entity, Registry};
+use crate::registry::{Changes, Counters, Entity, Registry};
 
 const ENTITIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entities");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -67,16 +67,18 @@ impl Store {
         let get = |k: &str, default: u64| -> Result<u64, StoreError> {
             Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(default))
         };
-        let mut reg = Registry::new();
-        reg.next_index = u32::try_from(get("next_index", 1)?).unwrap_or(1);
-        reg.next_seq = get("next_seq", 1)?;
-        reg.next_auto_eid = u32::try_from(get("next_auto_eid", 1)?).unwrap_or(1);
+        let counters = Counters {
+            next_index: u32::try_from(get("next_index", 1)?).unwrap_or(1),
+            next_seq: get("next_seq", 1)?,
+            next_auto_eid: u32::try_from(get("next_auto_eid", 1)?).unwrap_or(1),
+        };
         let table = txn.open_table(ENTITIES)?;
+        let mut entities = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            reg.entities.push(decode_entity(k.value(), v.value())?);
+            entities.push(decode_entity(k.value(), v.value())?);
         }
-        Ok(reg)
+        Ok(Registry::from_parts(entities, counters))
     }
 
     /// Durably write the entities named in `changes` and the counters.
@@ -88,16 +90,17 @@ impl Store {
                 table.remove(*seq)?;
             }
             for e in reg
-                .entities
+                .entities()
                 .iter()
                 .filter(|e| changes.upserted.contains(&e.seq))
             {
                 table.insert(e.seq, encode_entity(e).as_slice())?;
             }
             let mut meta = txn.open_table(META)?;
-            meta.insert("next_index", u64::from(reg.next_index))?;
-            meta.insert("next_seq", reg.next_seq)?;
-            meta.insert("next_auto_eid", u64::from(reg.next_auto_eid))?;
+            let counters = reg.counters();
+            meta.insert("next_index", u64::from(counters.next_index))?;
+            meta.insert("next_seq", counters.next_seq)?;
+            meta.insert("next_auto_eid", u64::from(counters.next_auto_eid))?;
         }
         txn.commit()?;
         Ok(())
@@ -212,9 +215,10 @@ mod tests {
                         Attribute::string(tag::ISCSI_NAME, name),
                     ],
                 );
-                let (resp, ch) = reg.handle(&m, 42);
-                assert_eq!(resp.unwrap().status, Some(isns_proto::Status::SUCCESS));
-                store.commit(&reg, &ch).unwrap();
+                let out = reg.handle(&m, 42);
+                let status = out.response.and_then(|r| r.status);
+                assert_eq!(status, Some(isns_proto::Status::SUCCESS));
+                store.commit(&reg, &out.changes).unwrap();
             }
             let m = Message::request(
                 FunctionId::DEV_DEREG,
@@ -223,12 +227,12 @@ mod tests {
                 vec![],
                 vec![Attribute::string(tag::ENTITY_IDENTIFIER, "a")],
             );
-            let (_, ch) = reg.handle(&m, 43);
-            store.commit(&reg, &ch).unwrap();
+            let out = reg.handle(&m, 43);
+            store.commit(&reg, &out.changes).unwrap();
         }
         let loaded = Store::open(&path).unwrap().load().unwrap();
         assert_eq!(loaded, reg);
-        let ids: Vec<_> = loaded.entities.iter().map(Entity::id).collect();
+        let ids: Vec<_> = loaded.entities().iter().map(Entity::id).collect();
         assert_eq!(ids, ["b", "c"]);
     }
 

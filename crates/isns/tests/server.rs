@@ -7,7 +7,7 @@ use isns::{
     Client, NodeRegistration, NodeType, PortalGroupRegistration, Registration, Server, ServerConfig,
 };
 use isns_proto::tag;
-use isns_proto::{Attribute, FunctionId, HEADER_LEN, Header, Message, Reassembler, Status};
+use isns_proto::{Attribute, FunctionId, Message, MessageDecoder, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -145,15 +145,14 @@ async fn two_clients_share_the_registry() {
 }
 
 async fn read_message(s: &mut TcpStream) -> Option<Message> {
-    let mut r = Reassembler::default();
+    let mut buf = bytes::BytesMut::new();
+    let mut decoder = MessageDecoder::new();
     loop {
-        let mut head = [0u8; HEADER_LEN];
-        s.read_exact(&mut head).await.ok()?;
-        let h = Header::decode(&head).ok()?;
-        let mut p = vec![0u8; usize::from(h.pdu_length)];
-        s.read_exact(&mut p).await.ok()?;
-        if let Some(m) = r.push(&h, &p).ok()? {
+        if let Some(m) = decoder.decode(&mut buf).ok()? {
             return Some(m);
+        }
+        if s.read_buf(&mut buf).await.ok()? == 0 {
+            return None;
         }
     }
 }

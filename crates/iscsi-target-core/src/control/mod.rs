@@ -1,0 +1,404 @@
+//! The target's control plane, sans-IO: the configuration table of sessions (patent FIG. 2), the
+//! placements used to redirect logins, the registration table (FIG. 3) and the event log.
+//!
+//! [`ControlPlane`] holds no lock, reads no clock and sends nothing: every method that needs the
+//! time takes `now_ms` (milliseconds; the target's shell passes the Unix time, a test any virtual
+//! clock). Command counts come in from the data path through [`ControlPlane::record_commands`]
+//! (the shell keeps one atomic counter per session and copies it in before sampling, so the data
+//! path never takes the control plane's lock). [`BalanceLoop`] turns the balancer's decisions into
+//! [`Action`]s for the shell to carry out, in the patent's order, and records what came of them.
+
+mod balance;
+mod events;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use balancer::{
+    AdminSnapshot, BalanceSpec, ConfigTable, Event, EventKind, PortalId, PortalRow,
+    RegistrationRow, SessionEntry,
+};
+
+use crate::policy::{LoginDecision, LoginPolicy};
+
+pub use balance::{Action, BalanceLoop, TIME2LOGOUT};
+pub use events::{EVENT_LOG_CAPACITY, EventLog};
+
+/// IOPS are measured over windows of at least this many milliseconds: a sample taken sooner
+/// after the previous one keeps the previous figure.
+pub const MIN_SAMPLE_WINDOW_MS: u64 = 200;
+
+/// A portal as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalInfo {
+    pub id: PortalId,
+    pub address: SocketAddr,
+    /// Portal Group Tag: each portal is its own portal group (one processor each).
+    pub tag: u16,
+}
+
+/// One live normal session.
+#[derive(Debug, Clone)]
+struct SessionRecord {
+    portal: PortalId,
+    initiator: String,
+    target: String,
+    login_ms: u64,
+    /// SCSI commands completed, as last reported by the data path.
+    commands: u64,
+    /// Commands and time at the last sample, and the IOPS measured then.
+    sampled_commands: u64,
+    sampled_ms: u64,
+    iops: f64,
+}
+
+/// The configuration table, placements, registrations and event log of one target.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    portals: Vec<PortalInfo>,
+    targets: Vec<String>,
+    isns: Option<String>,
+    balance: Option<BalanceSpec>,
+    next_session: u64,
+    next_tsih: u16,
+    /// The time [`LoginPolicy::login_decision`] records events at (see [`ControlPlane::set_now`]).
+    now_ms: u64,
+    /// Live sessions, in id (login) order.
+    sessions: BTreeMap<u64, SessionRecord>,
+    /// Where the balancer placed (initiator, target): logins elsewhere are redirected there.
+    placements: HashMap<(String, String), PortalId>,
+    registrations: Vec<RegistrationRow>,
+    events: EventLog,
+}
+
+impl ControlPlane {
+    /// A control plane for `portals` serving every one of `targets` through every portal, all
+    /// registered. `isns` and `balance` are only reported in the [`AdminSnapshot`].
+    pub fn new(
+        portals: Vec<PortalInfo>,
+        targets: Vec<String>,
+        isns: Option<String>,
+        balance: Option<BalanceSpec>,
+    ) -> Self {
+        let mut registrations = Vec::new();
+        for t in &targets {
+            for p in &portals {
+                registrations.push(RegistrationRow {
+                    target: t.clone(),
+                    portal: p.id,
+                    address: p.address.to_string(),
+                    tag: p.tag,
+                    registered: true,
+                });
+            }
+        }
+        ControlPlane {
+            portals,
+            targets,
+            isns,
+            balance,
+            next_session: 1,
+            next_tsih: 1,
+            now_ms: 0,
+            sessions: BTreeMap::new(),
+            placements: HashMap::new(),
+            registrations,
+            events: EventLog::default(),
+        }
+    }
+
+    pub fn portals(&self) -> &[PortalInfo] {
+        &self.portals
+    }
+
+    pub fn targets(&self) -> &[String] {
+        &self.targets
+    }
+
+    pub fn portal(&self, id: PortalId) -> Option<&PortalInfo> {
+        self.portals.iter().find(|p| p.id == id)
+    }
+
+    /// Sets the time that [`LoginPolicy`] calls record their events at.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The time last given to [`ControlPlane::set_now`].
+    pub fn now(&self) -> u64 {
+        self.now_ms
+    }
+
+    // ---- logins and sessions -----------------------------------------------------------
+
+    /// Decides how to answer a normal-session login for (initiator, target) arriving on
+    /// `portal` at `now_ms`: redirected (and recorded) if the balancer placed the pair on
+    /// another portal, refused if the target or portal is unknown, accepted otherwise.
+    pub fn decide_login(
+        &mut self,
+        portal: PortalId,
+        initiator: &str,
+        target: &str,
+        now_ms: u64,
+    ) -> LoginDecision {
+        if !self.targets.iter().any(|t| t == target) {
+            return LoginDecision::NotFound;
+        }
+        let Some(here) = self.portal(portal) else {
+            return LoginDecision::NotFound;
+        };
+        let here_tag = here.tag;
+        let placed = self.placement(initiator, target);
+        match placed.and_then(|p| self.portal(p)).cloned() {
+            Some(there) if there.id != portal => {
+                self.events.push(
+                    now_ms,
+                    EventKind::Redirected {
+                        initiator: initiator.into(),
+                        target: target.into(),
+                        from: portal,
+                        to: there.id,
+                    },
+                    format!(
+                        "the balancer placed this initiator on {} ({}); login answered 0x0101",
+                        there.id, there.address
+                    ),
+                );
+                LoginDecision::Redirect {
+                    address: there.address.to_string(),
+                }
+            }
+            _ => LoginDecision::Accept {
+                portal_group_tag: here_tag,
+            },
+        }
+    }
+
+    /// A fresh non-zero Target Session Identifying Handle (RFC 7143 §11.12.6).
+    pub fn allocate_tsih(&mut self) -> u16 {
+        if self.next_tsih == 0 {
+            self.next_tsih = 1;
+        }
+        let t = self.next_tsih;
+        self.next_tsih = self.next_tsih.wrapping_add(1);
+        t
+    }
+
+    /// Records a normal session that reached full-feature phase at `now_ms`; returns its id.
+    pub fn session_started(
+        &mut self,
+        portal: PortalId,
+        initiator: &str,
+        target: &str,
+        now_ms: u64,
+    ) -> u64 {
+        let id = self.next_session;
+        self.next_session += 1;
+        self.sessions.insert(
+            id,
+            SessionRecord {
+                portal,
+                initiator: initiator.into(),
+                target: target.into(),
+                login_ms: now_ms,
+                commands: 0,
+                sampled_commands: 0,
+                sampled_ms: now_ms,
+                iops: 0.0,
+            },
+        );
+        self.events.push(
+            now_ms,
+            EventKind::Login {
+                initiator: initiator.into(),
+                target: target.into(),
+                portal,
+            },
+            format!("session {id} in full-feature phase"),
+        );
+        id
+    }
+
+    /// Records the end of a session (logout or connection loss) at `now_ms`. False if it was
+    /// not live.
+    pub fn session_ended(&mut self, session_id: u64, why: &str, now_ms: u64) -> bool {
+        let Some(r) = self.sessions.remove(&session_id) else {
+            return false;
+        };
+        self.events.push(
+            now_ms,
+            EventKind::Logout {
+                initiator: r.initiator,
+                target: r.target,
+                portal: r.portal,
+            },
+            format!("session {session_id}: {why}"),
+        );
+        true
+    }
+
+    /// Whether `session_id` is a live session.
+    pub fn is_live(&self, session_id: u64) -> bool {
+        self.sessions.contains_key(&session_id)
+    }
+
+    /// Ids of the live sessions, in login order.
+    pub fn session_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.sessions.keys().copied()
+    }
+
+    /// The portal a live session is logged in through.
+    pub fn session_portal(&self, session_id: u64) -> Option<PortalId> {
+        self.sessions.get(&session_id).map(|r| r.portal)
+    }
+
+    /// Sets the number of SCSI commands `session_id` has completed (a running total).
+    pub fn record_commands(&mut self, session_id: u64, total: u64) {
+        if let Some(r) = self.sessions.get_mut(&session_id) {
+            r.commands = total;
+        }
+    }
+
+    /// Counts `n` more SCSI commands completed by `session_id`.
+    pub fn add_commands(&mut self, session_id: u64, n: u64) {
+        if let Some(r) = self.sessions.get_mut(&session_id) {
+            r.commands += n;
+        }
+    }
+
+    // ---- placements and registrations --------------------------------------------------
+
+    /// Records that (initiator, target) belongs on `portal` from now on.
+    pub fn place(&mut self, initiator: &str, target: &str, portal: PortalId) {
+        self.placements
+            .insert((initiator.into(), target.into()), portal);
+    }
+
+    /// Where the balancer placed (initiator, target), if it did.
+    pub fn placement(&self, initiator: &str, target: &str) -> Option<PortalId> {
+        self.placements
+            .get(&(initiator.to_string(), target.to_string()))
+            .copied()
+    }
+
+    /// Records that the (target, portal) registration was deleted in iSNS (the patent's step 107).
+    pub fn delete_registration(&mut self, target: &str, portal: PortalId) {
+        self.set_registered(target, portal, false);
+    }
+
+    /// Records that the (target, portal) registration was restored, and forgets the placements
+    /// that were made to move sessions of `target` away from `portal` (the patent's step 112).
+    pub fn restore_registration(&mut self, target: &str, portal: PortalId) {
+        self.set_registered(target, portal, true);
+        self.placements
+            .retain(|(_, t), p| !(t == target && *p != portal));
+    }
+
+    /// Whether (target, portal) is registered as far as the control plane knows.
+    pub fn is_registered(&self, target: &str, portal: PortalId) -> bool {
+        self.registrations
+            .iter()
+            .any(|r| r.target == target && r.portal == portal && r.registered)
+    }
+
+    /// The registration table (FIG. 3).
+    pub fn registrations(&self) -> &[RegistrationRow] {
+        &self.registrations
+    }
+
+    fn set_registered(&mut self, target: &str, portal: PortalId, registered: bool) {
+        for r in self.registrations.iter_mut() {
+            if r.target == target && r.portal == portal {
+                r.registered = registered;
+            }
+        }
+    }
+
+    // ---- table, events, snapshot -------------------------------------------------------
+
+    /// Measures every session's IOPS since its last sample (windows of at least
+    /// [`MIN_SAMPLE_WINDOW_MS`]) and returns the configuration table.
+    pub fn sample(&mut self, now_ms: u64) -> ConfigTable {
+        for r in self.sessions.values_mut() {
+            let dt = now_ms.saturating_sub(r.sampled_ms);
+            if dt >= MIN_SAMPLE_WINDOW_MS {
+                let done = r.commands.saturating_sub(r.sampled_commands);
+                r.iops = done as f64 * 1000.0 / dt as f64;
+                r.sampled_commands = r.commands;
+                r.sampled_ms = now_ms;
+            }
+        }
+        self.table()
+    }
+
+    /// The configuration table as of the last sample (command totals as last recorded).
+    pub fn table(&self) -> ConfigTable {
+        let mut rows: Vec<PortalRow> = self
+            .portals
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PortalRow {
+                id: p.id,
+                address: p.address.to_string(),
+                processor: i,
+                sessions: Vec::new(),
+            })
+            .collect();
+        for (id, r) in &self.sessions {
+            if let Some(row) = rows.iter_mut().find(|row| row.id == r.portal) {
+                row.sessions.push(SessionEntry {
+                    session_id: *id,
+                    initiator: r.initiator.clone(),
+                    target: r.target.clone(),
+                    login_ms: r.login_ms,
+                    iops: r.iops,
+                    commands: r.commands,
+                });
+            }
+        }
+        let served = self
+            .targets
+            .iter()
+            .flat_map(|t| self.portals.iter().map(move |p| (t.clone(), p.id)))
+            .collect();
+        ConfigTable {
+            portals: rows,
+            served,
+        }
+    }
+
+    /// Records an event that happened at `now_ms`.
+    pub fn push_event(&mut self, now_ms: u64, kind: EventKind, reason: impl Into<String>) -> Event {
+        self.events.push(now_ms, kind, reason)
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// The admin endpoint's document.
+    pub fn snapshot(&self) -> AdminSnapshot {
+        AdminSnapshot {
+            isns: self.isns.clone(),
+            balance: self.balance,
+            table: self.table(),
+            registrations: self.registrations.clone(),
+            events: self.events.snapshot(),
+        }
+    }
+}
+
+/// The control plane answers logins at the time last given to [`ControlPlane::set_now`].
+impl LoginPolicy for ControlPlane {
+    fn login_decision(&mut self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
+        let now = self.now_ms;
+        self.decide_login(portal, initiator, target, now)
+    }
+
+    fn next_tsih(&mut self) -> u16 {
+        self.allocate_tsih()
+    }
+}

@@ -1,0 +1,400 @@
+//! The control plane and the balancer loop on a virtual clock: every time is explicit.
+
+use balancer::{BalanceSpec, Balancer, EventKind, PortalId};
+
+use super::*;
+use crate::policy::{LoginDecision, LoginPolicy};
+
+const P0: PortalId = PortalId(0);
+const P1: PortalId = PortalId(1);
+
+fn two_portals() -> Vec<PortalInfo> {
+    vec![
+        PortalInfo {
+            id: P0,
+            address: "127.0.0.1:3260".parse().unwrap(),
+            tag: 1,
+        },
+        PortalInfo {
+            id: P1,
+            address: "127.0.0.2:3260".parse().unwrap(),
+            tag: 2,
+        },
+    ]
+}
+
+fn plane(targets: usize) -> ControlPlane {
+    let targets = (1..=targets).map(|i| format!("iqn.t{i}")).collect();
+    ControlPlane::new(two_portals(), targets, None, None)
+}
+
+fn spec(s: &str) -> BalanceSpec {
+    s.parse().unwrap()
+}
+
+/// Logs in iqn.i{n}/iqn.t{n} on `portal` at `at`, for each n in `ns`; returns the session ids.
+fn login_all(p: &mut ControlPlane, portal: PortalId, ns: &[usize], at: u64) -> Vec<u64> {
+    ns.iter()
+        .map(|n| {
+            let (i, t) = (format!("iqn.i{n}"), format!("iqn.t{n}"));
+            assert_eq!(
+                p.decide_login(portal, &i, &t, at),
+                LoginDecision::Accept {
+                    portal_group_tag: portal.0 + 1
+                }
+            );
+            p.session_started(portal, &i, &t, at)
+        })
+        .collect()
+}
+
+/// Carries out `actions` in order, every one succeeding and every session reachable (unless
+/// it is no longer live), at `now`.
+fn carry_out(b: &mut BalanceLoop, p: &mut ControlPlane, actions: &[Action], now: u64) {
+    for a in actions {
+        match a {
+            Action::DeleteRegistration { target, portal } => {
+                b.registration_deleted(p, target, *portal, Ok::<(), &str>(()), now)
+            }
+            Action::RequestLogout { session_id, .. } => {
+                let live = p.is_live(*session_id);
+                b.logout_request_sent(p, *session_id, live, now)
+            }
+            Action::RestoreRegistration { target, portal } => {
+                b.registration_restored(p, target, *portal, Ok::<(), &str>(()), now)
+            }
+        }
+    }
+    assert!(b.is_settled());
+}
+
+fn labels(p: &ControlPlane) -> Vec<&'static str> {
+    p.events()
+        .iter()
+        .map(|e| e.kind.label())
+        .filter(|l| *l != "login" && *l != "logout")
+        .collect()
+}
+
+/// Three sessions on P0 with sessions:2: one move is due at t=1000.
+fn hot_p0(cooldown_ms: u64) -> (ControlPlane, BalanceLoop, Vec<u64>) {
+    let mut p = plane(3);
+    let ids = vec![
+        login_all(&mut p, P0, &[1], 100)[0],
+        login_all(&mut p, P0, &[2], 200)[0],
+        login_all(&mut p, P0, &[3], 300)[0],
+    ];
+    let b = BalanceLoop::new(Balancer::new(spec("sessions:2"), cooldown_ms));
+    (p, b, ids)
+}
+
+#[test]
+fn a_hot_portal_deletes_the_registration_then_requests_the_newest_sessions_logout() {
+    let (mut p, mut b, ids) = hot_p0(0);
+    let actions = b.step(&mut p, 1_000);
+    assert_eq!(
+        actions,
+        [
+            Action::DeleteRegistration {
+                target: "iqn.t3".into(),
+                portal: P0
+            },
+            Action::RequestLogout {
+                session_id: ids[2],
+                time2logout: TIME2LOGOUT
+            },
+        ]
+    );
+    // Nothing is recorded before the shell reports: the registration is still there and the
+    // initiator is not yet placed elsewhere.
+    assert!(p.is_registered("iqn.t3", P0));
+    assert_eq!(p.placement("iqn.i3", "iqn.t3"), None);
+    b.registration_deleted(&mut p, "iqn.t3", P0, Ok::<(), &str>(()), 1_010);
+    // The placement is recorded once the delete was attempted, before the logout goes out.
+    assert!(!p.is_registered("iqn.t3", P0));
+    assert_eq!(p.placement("iqn.i3", "iqn.t3"), Some(P1));
+    b.logout_request_sent(&mut p, ids[2], true, 1_020);
+    assert!(b.is_settled());
+
+    let ev: Vec<_> = p.events().iter().filter(|e| e.seq > 3).collect();
+    assert_eq!(ev.len(), 2);
+    assert_eq!(
+        ev[0].kind,
+        EventKind::RegistrationDeleted {
+            target: "iqn.t3".into(),
+            portal: P0
+        }
+    );
+    assert_eq!(ev[0].at_ms, 1_010);
+    assert_eq!(
+        ev[1].kind,
+        EventKind::LogoutRequested {
+            initiator: "iqn.i3".into(),
+            target: "iqn.t3".into(),
+            from: P0,
+            to: P1
+        }
+    );
+    assert_eq!(ev[1].at_ms, 1_020);
+    assert_eq!(ev[0].reason, "sessions load 3 >= high 2; P1 load 0 + 1 < 2");
+    assert_eq!(ev[1].reason, ev[0].reason);
+    let reg = p
+        .snapshot()
+        .registrations
+        .into_iter()
+        .find(|r| r.target == "iqn.t3" && r.portal == P0)
+        .unwrap();
+    assert!(!reg.registered);
+}
+
+#[test]
+fn a_stock_initiator_reconnecting_to_the_old_portal_is_redirected() {
+    let (mut p, mut b, ids) = hot_p0(0);
+    let actions = b.step(&mut p, 1_000);
+    carry_out(&mut b, &mut p, &actions, 1_000);
+    assert!(p.session_ended(ids[2], "logout", 1_500));
+    // It asks the old portal again (it does not use iSNS): answered 0x0101 towards P1.
+    assert_eq!(
+        p.decide_login(P0, "iqn.i3", "iqn.t3", 1_600),
+        LoginDecision::Redirect {
+            address: "127.0.0.2:3260".into()
+        }
+    );
+    let last = p.events().iter().last().unwrap();
+    assert_eq!(
+        last.kind,
+        EventKind::Redirected {
+            initiator: "iqn.i3".into(),
+            target: "iqn.t3".into(),
+            from: P0,
+            to: P1
+        }
+    );
+    assert_eq!(last.at_ms, 1_600);
+    // Another initiator on P0, and the moved one on P1, are accepted.
+    assert_eq!(
+        p.decide_login(P0, "iqn.i9", "iqn.t3", 1_600),
+        LoginDecision::Accept {
+            portal_group_tag: 1
+        }
+    );
+    assert_eq!(
+        p.decide_login(P1, "iqn.i3", "iqn.t3", 1_700),
+        LoginDecision::Accept {
+            portal_group_tag: 2
+        }
+    );
+    assert_eq!(
+        p.decide_login(P0, "iqn.i3", "iqn.nope", 1_700),
+        LoginDecision::NotFound
+    );
+    let id = p.session_started(P1, "iqn.i3", "iqn.t3", 1_700);
+    assert_eq!(p.table().portals[1].sessions[0].session_id, id);
+    assert_eq!(
+        labels(&p),
+        ["registration-deleted", "logout-requested", "redirected"]
+    );
+}
+
+#[test]
+fn the_registration_returns_and_placements_are_forgotten_once_the_load_falls() {
+    let (mut p, mut b, ids) = hot_p0(5_000);
+    let actions = b.step(&mut p, 1_000);
+    carry_out(&mut b, &mut p, &actions, 1_000);
+    p.session_ended(ids[2], "logout", 1_200);
+    p.session_started(P1, "iqn.i3", "iqn.t3", 1_300);
+    // P0 is at 2 sessions (the high mark): nothing to restore, nothing can move (P1 would reach
+    // 2 as well).
+    assert!(b.step(&mut p, 2_000).is_empty());
+    // i1 leaves: P0 is at the low mark, but the deletion is held for the cooldown.
+    p.session_ended(ids[0], "logout", 2_500);
+    assert!(b.step(&mut p, 3_000).is_empty());
+    assert!(!p.is_registered("iqn.t3", P0));
+    let actions = b.step(&mut p, 6_000);
+    assert_eq!(
+        actions,
+        [Action::RestoreRegistration {
+            target: "iqn.t3".into(),
+            portal: P0
+        }]
+    );
+    // Still held deleted until the shell reports the restore.
+    assert_eq!(p.placement("iqn.i3", "iqn.t3"), Some(P1));
+    carry_out(&mut b, &mut p, &actions, 6_010);
+    assert!(p.is_registered("iqn.t3", P0));
+    assert!(p.registrations().iter().all(|r| r.registered));
+    assert_eq!(p.placement("iqn.i3", "iqn.t3"), None);
+    // The initiator may log in through P0 again.
+    assert_eq!(
+        p.decide_login(P0, "iqn.i3", "iqn.t3", 6_100),
+        LoginDecision::Accept {
+            portal_group_tag: 1
+        }
+    );
+    let last = p.events().iter().last().unwrap();
+    assert_eq!(
+        last.kind,
+        EventKind::RegistrationRestored {
+            target: "iqn.t3".into(),
+            portal: P0
+        }
+    );
+    assert_eq!(last.reason, "sessions load 1 <= low 1");
+    assert_eq!(last.at_ms, 6_010);
+    assert_eq!(
+        labels(&p),
+        [
+            "registration-deleted",
+            "logout-requested",
+            "registration-restored"
+        ]
+    );
+}
+
+#[test]
+fn a_moved_initiator_is_not_moved_again_within_its_cooldown() {
+    // sessions:3; i3 is moved at t=0, the policy restores nothing (cooldown 10 s), and i3 comes
+    // straight back to P0 on a new session (say, an initiator that ignores the redirect).
+    for (cooldown, now, moved) in [(10_000, 600, 2usize), (10_000, 10_000, 3), (0, 600, 3)] {
+        let mut p = plane(3);
+        let ids = login_all(&mut p, P0, &[1, 2, 3], 0);
+        let mut b = BalanceLoop::new(Balancer::new(spec("sessions:3"), cooldown));
+        let actions = b.step(&mut p, 0);
+        assert_eq!(
+            actions[1],
+            Action::RequestLogout {
+                session_id: ids[2],
+                time2logout: TIME2LOGOUT
+            }
+        );
+        carry_out(&mut b, &mut p, &actions, 0);
+        p.session_ended(ids[2], "logout", 100);
+        let back = p.session_started(P0, "iqn.i3", "iqn.t3", 500);
+        let actions = b.step(&mut p, now);
+        // (iqn.t3, P0) is still held deleted, so moving i3 again deletes nothing.
+        let mut expected = Vec::new();
+        let session_id = if moved == 3 {
+            back
+        } else {
+            expected.push(Action::DeleteRegistration {
+                target: format!("iqn.t{moved}"),
+                portal: P0,
+            });
+            ids[moved - 1]
+        };
+        expected.push(Action::RequestLogout {
+            session_id,
+            time2logout: TIME2LOGOUT,
+        });
+        assert_eq!(actions, expected, "cooldown {cooldown} at {now}");
+    }
+}
+
+#[test]
+fn failures_are_recorded_and_the_move_still_goes_ahead() {
+    let (mut p, mut b, ids) = hot_p0(0);
+    let actions = b.step(&mut p, 1_000);
+    assert_eq!(actions.len(), 2);
+    b.registration_deleted(&mut p, "iqn.t3", P0, Err("connection refused"), 1_001);
+    // iSNS did not delete it: the table and the policy both still hold it registered ...
+    assert!(p.is_registered("iqn.t3", P0));
+    assert!(!b.policy().is_deleted("iqn.t3", P0));
+    // ... but the placement redirects the initiator's next login all the same.
+    assert_eq!(p.placement("iqn.i3", "iqn.t3"), Some(P1));
+    // The session ended before the request could be sent.
+    p.session_ended(ids[2], "connection lost", 1_002);
+    b.logout_request_sent(&mut p, ids[2], false, 1_003);
+    let what: Vec<String> = p
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Failed { what } => Some(what.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        what,
+        [
+            "deleting (iqn.t3, P0): connection refused",
+            "logout request to iqn.i3 (iqn.t3) not sent: the session on P0 had already ended"
+        ]
+    );
+}
+
+#[test]
+fn a_failed_restore_is_recorded_and_tried_again() {
+    let mut p = plane(2);
+    let ids = login_all(&mut p, P0, &[1, 2], 0);
+    let mut b = BalanceLoop::new(Balancer::new(spec("sessions:2"), 0));
+    let actions = b.step(&mut p, 0);
+    carry_out(&mut b, &mut p, &actions, 0);
+    p.session_ended(ids[1], "logout", 10);
+    let restore = [Action::RestoreRegistration {
+        target: "iqn.t2".into(),
+        portal: P0,
+    }];
+    assert_eq!(b.step(&mut p, 1_000), restore);
+    b.registration_restored(&mut p, "iqn.t2", P0, Err("timed out"), 1_001);
+    assert!(!p.is_registered("iqn.t2", P0));
+    assert_eq!(p.placement("iqn.i2", "iqn.t2"), Some(P1));
+    match &p.events().iter().last().unwrap().kind {
+        EventKind::Failed { what } => assert_eq!(what, "restoring (iqn.t2, P0): timed out"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(b.step(&mut p, 1_100), restore);
+    carry_out(&mut b, &mut p, &restore, 1_101);
+    assert!(p.is_registered("iqn.t2", P0));
+}
+
+#[test]
+fn iops_are_measured_over_the_sample_window() {
+    let mut p = plane(1);
+    let id = p.session_started(P1, "iqn.i1", "iqn.t1", 1_000);
+    p.record_commands(id, 500);
+    let t = p.sample(2_000);
+    let s = &t.portals[1].sessions[0];
+    assert_eq!((s.iops, s.commands, s.login_ms), (500.0, 500, 1_000));
+    // Too soon after the last sample: the figure is kept, the total is current.
+    p.add_commands(id, 100);
+    let s = p.sample(2_100).portals[1].sessions[0].clone();
+    assert_eq!((s.iops, s.commands), (500.0, 600));
+    p.add_commands(id, 100);
+    let s = p.sample(2_500).portals[1].sessions[0].clone();
+    assert_eq!((s.iops, s.commands), (400.0, 700));
+    assert!(p.table().portals[0].sessions.is_empty());
+    // Counts for a session that is gone are ignored.
+    p.session_ended(id, "logout", 3_000);
+    p.record_commands(id, 9);
+    assert!(p.sample(4_000).portals[1].sessions.is_empty());
+}
+
+#[test]
+fn the_plane_is_a_login_policy_at_the_time_it_was_given() {
+    let mut p = plane(1);
+    p.place("iqn.i1", "iqn.t1", P1);
+    p.set_now(42_000);
+    let policy: &mut dyn LoginPolicy = &mut p;
+    assert_eq!(
+        policy.login_decision(P0, "iqn.i1", "iqn.t1"),
+        LoginDecision::Redirect {
+            address: "127.0.0.2:3260".into()
+        }
+    );
+    assert_eq!(
+        policy.login_decision(P0, "iqn.i1", "iqn.t2"),
+        LoginDecision::NotFound
+    );
+    assert_eq!(
+        policy.login_decision(PortalId(7), "iqn.i1", "iqn.t1"),
+        LoginDecision::NotFound
+    );
+    let a = policy.next_tsih();
+    let b = policy.next_tsih();
+    assert_eq!((a, b), (1, 2));
+    let e = p.events().iter().last().unwrap();
+    assert_eq!((e.seq, e.at_ms, e.kind.label()), (1, 42_000, "redirected"));
+    // TSIHs are never zero, also after wrapping.
+    for _ in 0..70_000 {
+        assert_ne!(p.allocate_tsih(), 0);
+    }
+}

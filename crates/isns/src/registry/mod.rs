@@ -1,0 +1,387 @@
+//! The sans-IO iSNS registry: handles one request [`Message`] at a time and
+//! returns the response, the changes to persist and the state change
+//! notifications to deliver, RFC 4171 §5.6.5 / §5.7.5. Time comes in as an
+//! argument (`now`, seconds since the Unix epoch); nothing here does I/O.
+//!
+//! One module per RFC 4171 concept: `dev_attr_reg` (§5.6.5.1),
+//! `dev_attr_qry` (DevAttrQry §5.6.5.2, DevGetNext §5.6.5.3), `dereg`
+//! (DevDereg §5.6.5.4), [`scn`] (SCNReg/SCNDereg §5.6.5.5-6 and the SCN
+//! message §5.6.5.8). This module keeps the registry's invariants: entities
+//! in registration order (`seq` ascending), objects inside an entity in
+//! registration order, index counters advanced only by successful requests.
+//!
+//! Behaviour follows what open-isns' isnsd does with `DefaultDiscoveryDomain = 1`
+//! (every node can see every other node; discovery domains are not implemented):
+//! implicit portal groups with PGT 1 for every node/portal pair of an entity,
+//! query answers made of the container entity, the object and its related
+//! objects, PGs with a NIL or 0 tag hiding a portal from a node. Unlike isnsd,
+//! every listing is in registration order: entities in the order they were
+//! first registered, objects inside an entity in the order they were registered.
+
+use std::collections::BTreeSet;
+
+mod dereg;
+mod dev_attr_qry;
+mod dev_attr_reg;
+pub mod scn;
+#[cfg(test)]
+mod tests;
+
+use isns_proto::tag::{self, ObjectType};
+use isns_proto::{Attribute, FunctionId, Message, Status};
+
+use crate::object::Object;
+
+pub use scn::{Notification, ScnConnection, ScnDestination};
+
+/// Default registration period (§6.2.6) reported for entities that do not give one.
+pub const DEFAULT_REGISTRATION_PERIOD: u32 = 3600;
+/// Limits on the registry size, so that no client can exhaust memory.
+pub const MAX_ENTITIES: usize = 4096;
+pub const MAX_OBJECTS_PER_ENTITY: usize = 4096;
+
+/// A Network Entity and the objects it contains (§4.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entity {
+    /// Registration order of the entity; also its persistent key.
+    pub seq: u64,
+    pub object: Object,
+    /// Time of last registration or update, seconds since the Unix epoch (§6.2.4).
+    pub timestamp: u64,
+    /// Portals, storage nodes and portal groups, in registration order.
+    pub children: Vec<Object>,
+}
+
+impl Entity {
+    /// Entity Identifier (§6.2.1).
+    pub fn id(&self) -> &str {
+        self.object.get_str(tag::ENTITY_IDENTIFIER).unwrap_or("")
+    }
+
+    /// Children of one kind, in registration order.
+    pub fn of_kind(&self, kind: ObjectType) -> impl Iterator<Item = &Object> {
+        self.children.iter().filter(move |o| o.kind == kind)
+    }
+
+    fn find_child(&self, kind: ObjectType, key: &[Attribute]) -> Option<usize> {
+        self.children
+            .iter()
+            .position(|o| o.kind == kind && o.matches(key))
+    }
+
+    /// Whether the Registration Period ran out at `now` (§6.2.6; a period of
+    /// 0 never expires).
+    fn expired(&self, now: u64) -> bool {
+        let period = self
+            .object
+            .get(tag::REGISTRATION_PERIOD)
+            .and_then(Attribute::as_u32)
+            .unwrap_or(0);
+        period != 0 && now > self.timestamp.saturating_add(u64::from(period))
+    }
+
+    /// Portal groups with a usable (non-NIL, non-zero) tag that join `node` and `portal`
+    /// keys, as open-isns uses them for relations.
+    fn pg_between(&self, node: &Object, portal: &Object) -> Option<&Object> {
+        let pg_key = pg_key_for(node, portal)?;
+        self.of_kind(ObjectType::PortalGroup)
+            .find(|pg| pg.matches(&pg_key))
+    }
+}
+
+/// The PG key attributes (48, 49, 50) linking a node and a portal.
+fn pg_key_for(node: &Object, portal: &Object) -> Option<Vec<Attribute>> {
+    let name = node.get(tag::ISCSI_NAME)?;
+    let ip = portal.get(tag::PORTAL_IP_ADDRESS)?;
+    let port = portal.get(tag::PORTAL_PORT)?;
+    Some(vec![
+        Attribute {
+            tag: tag::PG_ISCSI_NAME,
+            value: name.value.clone(),
+        },
+        Attribute {
+            tag: tag::PG_PORTAL_IP_ADDR,
+            value: ip.value.clone(),
+        },
+        Attribute {
+            tag: tag::PG_PORTAL_PORT,
+            value: port.value.clone(),
+        },
+    ])
+}
+
+fn pg_usable(pg: &Object) -> bool {
+    pg.get(tag::PG_TAG)
+        .and_then(Attribute::as_u32)
+        .is_some_and(|t| t != 0)
+}
+
+/// What a state change notification should report (§5.6.5.8, §6.4.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScnEvent {
+    /// SCN event bit (`tag::scn::OBJECT_ADDED` etc.).
+    pub event: u32,
+    /// Key attributes of the changed object.
+    pub object_key: Vec<Attribute>,
+}
+
+/// Persistent-state changes made by one request, for the store.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Entities (by seq) created or modified.
+    pub upserted: BTreeSet<u64>,
+    /// Entities (by seq) removed.
+    pub removed: BTreeSet<u64>,
+    /// State change events, turned into SCN messages by the registry.
+    pub scn: Vec<ScnEvent>,
+}
+
+impl Changes {
+    /// Whether anything must be persisted.
+    pub fn is_empty(&self) -> bool {
+        self.upserted.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Everything one request (or one expiry sweep) produced.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The response to send, if the function has one.
+    pub response: Option<Message>,
+    /// What to persist before answering.
+    pub changes: Changes,
+    /// SCN messages to deliver once the changes are persisted (§5.6.5.8).
+    pub notifications: Vec<Notification>,
+    /// A successful SCNReg/SCNDereg: bind/unbind the requesting connection.
+    pub scn_connection: Option<ScnConnection>,
+}
+
+/// The counters stored with the entities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Next object index to hand out (open-isns style: one counter for all objects).
+    pub next_index: u32,
+    /// Next entity registration sequence number.
+    pub next_seq: u64,
+    /// Counter for server-assigned entity identifiers (`isns.entity.NNNN`).
+    pub next_auto_eid: u32,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            next_index: 1,
+            next_seq: 1,
+            next_auto_eid: 1,
+        }
+    }
+}
+
+/// The registry of all entities in registration order.
+///
+/// Equality compares the persistent state (entities and counters), not the
+/// transient SCN sender state.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// Entities in registration order (`seq` ascending).
+    entities: Vec<Entity>,
+    counters: Counters,
+    scn: scn::Sender,
+}
+
+impl PartialEq for Registry {
+    fn eq(&self, other: &Registry) -> bool {
+        self.entities == other.entities && self.counters == other.counters
+    }
+}
+
+impl Eq for Registry {}
+
+/// Error of a request: the status to return.
+type Res<T> = Result<T, Status>;
+
+/// Message key and operating attributes of a successful response.
+type Answer = Res<(Vec<Attribute>, Vec<Attribute>)>;
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// A registry from stored entities and counters (see [`Registry::entities`],
+    /// [`Registry::counters`]). Entities are put in registration order and the
+    /// counters raised past every stored sequence number and index.
+    pub fn from_parts(mut entities: Vec<Entity>, mut counters: Counters) -> Registry {
+        entities.sort_by_key(|e| e.seq);
+        for e in &entities {
+            counters.next_seq = counters.next_seq.max(e.seq.saturating_add(1));
+            for o in std::iter::once(&e.object).chain(&e.children) {
+                if let Some(next) = o.index.checked_add(1) {
+                    counters.next_index = counters.next_index.max(next);
+                }
+            }
+        }
+        Registry {
+            entities,
+            counters,
+            scn: scn::Sender::default(),
+        }
+    }
+
+    /// All entities in registration order.
+    pub fn entities(&self) -> &[Entity] {
+        &self.entities
+    }
+
+    /// The counters to store with the entities.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Set the source name (§5.6.1) of the SCN messages this registry builds.
+    pub fn set_scn_source(&mut self, name: &str) {
+        self.scn.source = name.to_string();
+    }
+
+    fn alloc_index(&mut self) -> u32 {
+        let i = self.counters.next_index;
+        self.counters.next_index = i.wrapping_add(1).max(1);
+        i
+    }
+
+    /// Whether [`Registry::handle`] can record persistent [`Changes`] for
+    /// `function` (the mutating requests of §5.6.5). Callers that persist the
+    /// changes need an undo copy of the registry only for these.
+    pub fn may_change(function: FunctionId) -> bool {
+        matches!(
+            function,
+            FunctionId::DEV_ATTR_REG
+                | FunctionId::DEV_DEREG
+                | FunctionId::SCN_REG
+                | FunctionId::SCN_DEREG
+        )
+    }
+
+    /// Handle one request; `now` is seconds since the Unix epoch. Returns the
+    /// response (if the function has one), the state changes to persist and
+    /// the SCNs to deliver. A failed request changes nothing.
+    pub fn handle(&mut self, req: &Message, now: u64) -> Outcome {
+        let mut changes = Changes::default();
+        let f = req.function;
+        if f.is_response() || f == FunctionId::HEARTBEAT {
+            // Responses to our own requests (e.g. ESI) and heartbeats need no answer.
+            return Outcome::default();
+        }
+        let counters = self.counters;
+        let result = if req.source().is_none() {
+            Err(Status::SOURCE_ABSENT)
+        } else {
+            self.touch_source(req, now);
+            match f {
+                FunctionId::DEV_ATTR_REG => self.dev_attr_reg(req, now, &mut changes),
+                FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req),
+                FunctionId::DEV_GET_NEXT => self.dev_get_next(req),
+                FunctionId::DEV_DEREG => self.dev_dereg(req, &mut changes),
+                FunctionId::SCN_REG => self.scn_reg(req, true, &mut changes),
+                FunctionId::SCN_DEREG => self.scn_reg(req, false, &mut changes),
+                _ => Err(Status::MESSAGE_NOT_SUPPORTED),
+            }
+        };
+        let response = match result {
+            Ok((key, operating)) => Message::response(req, Status::SUCCESS, key, operating),
+            Err(status) => {
+                // Handlers change entities only once nothing can fail any
+                // more; undo what they took from the counters.
+                self.counters = counters;
+                let response = Message::error_response(f, req.xid, status);
+                return Outcome {
+                    response: Some(response),
+                    ..Outcome::default()
+                };
+            }
+        };
+        let notifications = self.notifications(&changes, now);
+        Outcome {
+            response: Some(response),
+            changes,
+            notifications,
+            scn_connection: scn::connection_change(req),
+        }
+    }
+
+    /// Contact from a registered node keeps its entity registered (§6.2.6):
+    /// the entity's timestamp is refreshed in memory (not persisted; loading
+    /// the store grants a fresh period instead).
+    fn touch_source(&mut self, req: &Message, now: u64) {
+        let Some(src) = req.source().filter(|a| a.tag == tag::ISCSI_NAME) else {
+            return;
+        };
+        if let Some(p) = self.entity_of_node(src)
+            && let Some(e) = self.entities.get_mut(p)
+        {
+            e.timestamp = e.timestamp.max(now);
+        }
+    }
+
+    /// Whether some entity's Registration Period ran out at `now` (§6.2.6;
+    /// a period of 0 never expires): [`Registry::expire`] would change something.
+    pub fn has_expired(&self, now: u64) -> bool {
+        self.entities.iter().any(|e| e.expired(now))
+    }
+
+    /// Remove entities not refreshed within their Registration Period.
+    /// Returns the changes to persist and the SCNs to deliver.
+    pub fn expire(&mut self, now: u64) -> Outcome {
+        let mut changes = Changes::default();
+        self.entities.retain(|e| {
+            let expired = e.expired(now);
+            if expired {
+                changes.removed.insert(e.seq);
+                changes.scn.push(ScnEvent {
+                    event: tag::scn::OBJECT_REMOVED,
+                    object_key: e.object.key(),
+                });
+            }
+            !expired
+        });
+        let notifications = self.notifications(&changes, now);
+        Outcome {
+            changes,
+            notifications,
+            ..Outcome::default()
+        }
+    }
+
+    /// Give every entity a fresh registration period from `now` (after loading from disk).
+    pub fn grant_grace(&mut self, now: u64) {
+        for e in &mut self.entities {
+            e.timestamp = e.timestamp.max(now);
+        }
+    }
+
+    /// All objects of `kind` in registration order, with their entity.
+    pub fn objects(&self, kind: ObjectType) -> Vec<(&Entity, &Object)> {
+        self.entities
+            .iter()
+            .flat_map(|e| {
+                let own = (kind == ObjectType::Entity).then_some((e, &e.object));
+                own.into_iter().chain(e.of_kind(kind).map(move |o| (e, o)))
+            })
+            .collect()
+    }
+
+    /// Position of the entity and of its child of `kind` matching `key`.
+    fn locate(&self, kind: ObjectType, key: &[Attribute]) -> Option<(usize, usize)> {
+        self.entities
+            .iter()
+            .enumerate()
+            .find_map(|(p, e)| Some((p, e.find_child(kind, key)?)))
+    }
+
+    /// The entity holding the node named by `name` (an iSCSI Name attribute, tag 32).
+    fn entity_of_node(&self, name: &Attribute) -> Option<usize> {
+        self.locate(ObjectType::IscsiNode, std::slice::from_ref(name))
+            .map(|(p, _)| p)
+    }
+}

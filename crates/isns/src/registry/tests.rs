@@ -1,0 +1,402 @@
+use super::*;
+use isns_proto::Flags;
+use std::net::IpAddr;
+
+pub(super) fn s(t: u32, v: &str) -> Attribute {
+    Attribute::string(t, v)
+}
+pub(super) fn ip(t: u32, v: &str) -> Attribute {
+    Attribute::ip(t, v.parse::<IpAddr>().unwrap())
+}
+pub(super) fn req(f: FunctionId, key: Vec<Attribute>, ops: Vec<Attribute>) -> Message {
+    Message::request(f, 1, s(tag::ISCSI_NAME, "iqn.src"), key, ops)
+}
+pub(super) fn portal(addr: &str) -> Vec<Attribute> {
+    vec![
+        ip(tag::PORTAL_IP_ADDRESS, addr),
+        Attribute::tcp_port(tag::PORTAL_PORT, 3260),
+    ]
+}
+pub(super) fn node(name: &str, ty: u32) -> Vec<Attribute> {
+    vec![
+        s(tag::ISCSI_NAME, name),
+        Attribute::u32(tag::ISCSI_NODE_TYPE, ty),
+    ]
+}
+pub(super) fn pg(name: &str, addr: &str, pgt: Option<u32>) -> Vec<Attribute> {
+    vec![
+        s(tag::PG_ISCSI_NAME, name),
+        ip(tag::PG_PORTAL_IP_ADDR, addr),
+        Attribute::tcp_port(tag::PG_PORTAL_PORT, 3260),
+        pgt.map_or(Attribute::nil(tag::PG_TAG), |t| {
+            Attribute::u32(tag::PG_TAG, t)
+        }),
+    ]
+}
+pub(super) fn ok(reg: &mut Registry, m: &Message) -> (Message, Changes) {
+    let out = reg.handle(m, 1000);
+    let resp = out.response.unwrap();
+    assert_eq!(resp.status, Some(Status::SUCCESS), "{m:?}");
+    (resp, out.changes)
+}
+/// stor1 with portals .2, .1, .3 (in that order) and targets t1, t2.
+pub(super) fn storage() -> Registry {
+    let mut reg = Registry::new();
+    let ops = [
+        portal("127.0.0.2"),
+        portal("127.0.0.1"),
+        portal("127.0.0.3"),
+        node("iqn.t1", 1),
+        node("iqn.t2", 1),
+    ]
+    .concat();
+    ok(
+        &mut reg,
+        &req(
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+            ops,
+        ),
+    );
+    reg
+}
+fn target_portals(reg: &mut Registry, target: &str) -> Vec<String> {
+    let q = req(
+        FunctionId::DEV_ATTR_QRY,
+        vec![s(tag::ISCSI_NAME, target)],
+        [
+            tag::PG_ISCSI_NAME,
+            tag::PG_PORTAL_IP_ADDR,
+            tag::PG_PORTAL_PORT,
+            tag::PG_TAG,
+        ]
+        .map(Attribute::nil)
+        .to_vec(),
+    );
+    let resp = reg.handle(&q, 0).response.unwrap();
+    crate::request::portals_from_pgs(resp.operating(), target)
+        .iter()
+        .map(|a| a.ip().to_string())
+        .collect()
+}
+
+#[test]
+fn implicit_portal_groups_in_registration_order() {
+    let mut reg = storage();
+    let pgs: Vec<_> = reg
+        .objects(ObjectType::PortalGroup)
+        .into_iter()
+        .map(|(_, o)| o.get(tag::PG_TAG).and_then(Attribute::as_u32))
+        .collect();
+    assert_eq!(pgs, vec![Some(1); 6]);
+    assert_eq!(
+        target_portals(&mut reg, "iqn.t1"),
+        ["127.0.0.2", "127.0.0.1", "127.0.0.3"]
+    );
+    assert!(target_portals(&mut reg, "iqn.unknown").is_empty());
+}
+
+#[test]
+fn nil_pgt_hides_portal_and_restore_keeps_order() {
+    let mut reg = storage();
+    let key = vec![s(tag::ISCSI_NAME, "iqn.t1")];
+    ok(
+        &mut reg,
+        &req(
+            FunctionId::DEV_ATTR_REG,
+            key.clone(),
+            pg("iqn.t1", "127.0.0.2", None),
+        ),
+    );
+    assert_eq!(
+        target_portals(&mut reg, "iqn.t1"),
+        ["127.0.0.1", "127.0.0.3"]
+    );
+    assert_eq!(
+        target_portals(&mut reg, "iqn.t2"),
+        ["127.0.0.2", "127.0.0.1", "127.0.0.3"]
+    );
+    ok(
+        &mut reg,
+        &req(
+            FunctionId::DEV_ATTR_REG,
+            key,
+            pg("iqn.t1", "127.0.0.2", Some(1)),
+        ),
+    );
+    assert_eq!(
+        target_portals(&mut reg, "iqn.t1"),
+        ["127.0.0.2", "127.0.0.1", "127.0.0.3"]
+    );
+}
+
+#[test]
+fn explicit_pg_in_registration_prevents_default() {
+    let mut reg = Registry::new();
+    let ops = [
+        portal("127.0.0.1"),
+        portal("127.0.0.2"),
+        node("iqn.t", 1),
+        pg("iqn.t", "127.0.0.1", Some(0)),
+    ]
+    .concat();
+    ok(&mut reg, &req(FunctionId::DEV_ATTR_REG, vec![], ops));
+    assert_eq!(reg.entities()[0].id(), "isns.entity.0001");
+    assert_eq!(target_portals(&mut reg, "iqn.t"), ["127.0.0.2"]);
+}
+
+#[test]
+fn replace_flag_drops_previous_objects() {
+    let mut reg = storage();
+    let mut m = req(
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+        [portal("127.0.0.9"), node("iqn.t3", 1)].concat(),
+    );
+    m.flags = m.flags | Flags::REPLACE;
+    ok(&mut reg, &m);
+    let e = &reg.entities()[0];
+    assert_eq!(e.of_kind(ObjectType::IscsiNode).count(), 1);
+    assert_eq!(e.of_kind(ObjectType::Portal).count(), 1);
+    assert_eq!(e.of_kind(ObjectType::PortalGroup).count(), 1);
+    // Without the flag, objects are added.
+    ok(
+        &mut reg,
+        &req(
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+            node("iqn.t4", 1),
+        ),
+    );
+    assert_eq!(reg.entities()[0].of_kind(ObjectType::IscsiNode).count(), 2);
+}
+
+#[test]
+fn node_name_is_unique_across_entities() {
+    let mut reg = storage();
+    let m = req(
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, "other")],
+        node("iqn.t1", 1),
+    );
+    assert_eq!(
+        reg.handle(&m, 0).response.unwrap().status,
+        Some(Status::INVALID_REGISTRATION)
+    );
+    assert_eq!(reg.entities().len(), 1);
+}
+
+#[test]
+fn dereg_node_then_entity_cascades() {
+    let mut reg = storage();
+    let (_, ch) = ok(
+        &mut reg,
+        &req(
+            FunctionId::DEV_DEREG,
+            vec![],
+            vec![s(tag::ISCSI_NAME, "iqn.t2")],
+        ),
+    );
+    assert!(ch.upserted.contains(&1));
+    assert_eq!(reg.objects(ObjectType::PortalGroup).len(), 3);
+    // Removing all portals and the last node removes the entity (§5.6.5.4).
+    let ops = [
+        portal("127.0.0.1"),
+        portal("127.0.0.2"),
+        portal("127.0.0.3"),
+        vec![s(tag::ISCSI_NAME, "iqn.t1")],
+    ]
+    .concat();
+    let (_, ch) = ok(&mut reg, &req(FunctionId::DEV_DEREG, vec![], ops));
+    assert!(ch.removed.contains(&1));
+    assert!(reg.entities().is_empty());
+}
+
+#[test]
+fn get_next_walks_registration_order() {
+    let mut reg = Registry::new();
+    for (eid, n) in [("zeta", "iqn.z"), ("alpha", "iqn.a"), ("mid", "iqn.m")] {
+        ok(
+            &mut reg,
+            &req(
+                FunctionId::DEV_ATTR_REG,
+                vec![s(tag::ENTITY_IDENTIFIER, eid)],
+                node(n, 2),
+            ),
+        );
+    }
+    let mut key = vec![Attribute::nil(tag::ISCSI_NAME)];
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let m = req(FunctionId::DEV_GET_NEXT, key.clone(), vec![]);
+        let resp = reg.handle(&m, 0).response.unwrap();
+        if resp.status == Some(Status::NO_SUCH_ENTRY) {
+            break;
+        }
+        key = resp.key().to_vec();
+        seen.push(key[0].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, ["iqn.z", "iqn.a", "iqn.m"]);
+}
+
+#[test]
+fn query_errors() {
+    let mut reg = storage();
+    let mixed = req(
+        FunctionId::DEV_ATTR_QRY,
+        vec![
+            s(tag::ISCSI_NAME, "iqn.t1"),
+            s(tag::ENTITY_IDENTIFIER, "stor1"),
+        ],
+        vec![],
+    );
+    assert_eq!(
+        reg.handle(&mixed, 0).response.unwrap().status,
+        Some(Status::INVALID_QUERY)
+    );
+    let mut anon = req(FunctionId::DEV_ATTR_QRY, vec![], vec![]);
+    anon.attrs.remove(0);
+    assert_eq!(
+        reg.handle(&anon, 0).response.unwrap().status,
+        Some(Status::SOURCE_ABSENT)
+    );
+    let unsupported = req(FunctionId::DD_REG, vec![], vec![]);
+    assert_eq!(
+        reg.handle(&unsupported, 0).response.unwrap().status,
+        Some(Status::MESSAGE_NOT_SUPPORTED)
+    );
+    let bad_reg = req(
+        FunctionId::DEV_ATTR_REG,
+        vec![],
+        vec![Attribute::tcp_port(tag::PORTAL_PORT, 1)],
+    );
+    assert_eq!(
+        reg.handle(&bad_reg, 0).response.unwrap().status,
+        Some(Status::INVALID_REGISTRATION)
+    );
+    // A failed request changes nothing.
+    assert_eq!(reg, storage());
+}
+
+#[test]
+fn entities_expire_unless_refreshed() {
+    let mut reg = Registry::new();
+    let with_period = |eid: &str, name: &str, period: u32| {
+        req(
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, eid)],
+            [
+                vec![Attribute::u32(tag::REGISTRATION_PERIOD, period)],
+                node(name, 1),
+            ]
+            .concat(),
+        )
+    };
+    for (eid, name, period) in [
+        ("old", "iqn.old", 60),
+        ("kept", "iqn.kept", 60),
+        ("forever", "iqn.forever", 0),
+    ] {
+        ok(&mut reg, &with_period(eid, name, period));
+    }
+    // `kept` keeps talking (a query with itself as source) at t=1050.
+    let mut q = req(
+        FunctionId::DEV_ATTR_QRY,
+        vec![s(tag::ISCSI_NAME, "iqn.kept")],
+        vec![],
+    );
+    q.attrs[0] = s(tag::ISCSI_NAME, "iqn.kept");
+    reg.handle(&q, 1050);
+    assert!(reg.expire(1060).changes.is_empty());
+    let ch = reg.expire(1061).changes;
+    assert_eq!(ch.removed.into_iter().collect::<Vec<_>>(), vec![1]);
+    let ids: Vec<_> = reg.entities().iter().map(Entity::id).collect();
+    assert_eq!(ids, ["kept", "forever"]);
+    assert!(reg.has_expired(5000));
+    assert!(!reg.expire(5000).changes.is_empty());
+    assert_eq!(
+        reg.entities().iter().map(Entity::id).collect::<Vec<_>>(),
+        ["forever"]
+    );
+}
+
+#[test]
+fn only_may_change_functions_record_changes() {
+    for f in 0..=0x20u16 {
+        let f = FunctionId(f);
+        if Registry::may_change(f) {
+            continue;
+        }
+        for key in [vec![], vec![s(tag::ISCSI_NAME, "iqn.t1")]] {
+            let mut reg = storage();
+            let ch = reg.handle(&req(f, key, portal("127.0.0.9")), 2000).changes;
+            assert!(ch.is_empty(), "{} recorded {ch:?}", f.name());
+        }
+    }
+    let mut reg = storage();
+    let m = req(
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+        portal("127.0.0.9"),
+    );
+    assert!(Registry::may_change(m.function));
+    assert!(!ok(&mut reg, &m).1.is_empty());
+}
+
+#[test]
+fn failed_registration_keeps_counters() {
+    let mut reg = storage();
+    let before = reg.counters();
+    // A new entity (sequence number, index, server-chosen identifier) whose
+    // node name is taken: refused after allocating.
+    let clash = req(
+        FunctionId::DEV_ATTR_REG,
+        vec![],
+        [portal("127.0.0.7"), node("iqn.t1", 1)].concat(),
+    );
+    let status = reg.handle(&clash, 0).response.unwrap().status;
+    assert_eq!(status, Some(Status::INVALID_REGISTRATION));
+    // A PG linking objects of another entity: refused after the new portal got an index.
+    let foreign_pg = req(
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+        [
+            portal("127.0.0.8"),
+            pg("iqn.elsewhere", "127.0.0.8", Some(2)),
+        ]
+        .concat(),
+    );
+    let status = reg.handle(&foreign_pg, 0).response.unwrap().status;
+    assert_eq!(status, Some(Status::INVALID_REGISTRATION));
+    assert_eq!(reg.counters(), before);
+    assert_eq!(reg, storage());
+    // The next successful registration gets the numbers the failed ones took.
+    ok(
+        &mut reg,
+        &req(FunctionId::DEV_ATTR_REG, vec![], node("iqn.new", 2)),
+    );
+    let e = &reg.entities()[1];
+    assert_eq!((e.id(), e.seq), ("isns.entity.0001", before.next_seq));
+    assert_eq!(e.object.index, before.next_index);
+}
+
+#[test]
+fn from_parts_restores_order_and_counters() {
+    let reg = storage();
+    let mut two = storage();
+    ok(
+        &mut two,
+        &req(
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "second")],
+            node("iqn.second", 2),
+        ),
+    );
+    let mut entities = two.entities().to_vec();
+    entities.reverse();
+    let rebuilt = Registry::from_parts(entities.clone(), two.counters());
+    assert_eq!(rebuilt, two);
+    // Stale counters are raised past what is stored.
+    let stale = Registry::from_parts(entities, reg.counters());
+    assert_eq!(stale.counters(), two.counters());
+}
