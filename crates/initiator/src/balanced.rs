@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::cdb::ScsiRequest;
-use crate::core::{CoreEvent, ScsiResult};
 use crate::discovery::{isns_portals, send_targets};
 use crate::error::{Error, TaskError};
+use crate::full_feature::{FullFeatureEvent, ScsiResult};
 use crate::login::LoginConfig;
-use crate::session::{Session, SessionConfig, SessionEvent, SessionHandle};
+use crate::session::{Session, SessionClient, SessionConfig, SessionEvent};
 
 /// Where the target's portals come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +202,7 @@ pub(crate) use balancer::clock::unix_ms;
 
 #[derive(Debug, Clone)]
 enum Current {
-    Ready(SessionHandle),
+    Ready(SessionClient),
     Recovering,
     Failed(String),
     Shutdown,
@@ -312,7 +312,7 @@ impl BalancedInitiator {
             portal: session.info.portal,
             redirected_from: session.info.redirected_from,
         });
-        let (cur_tx, cur_rx) = watch::channel(Current::Ready(session.handle.clone()));
+        let (cur_tx, cur_rx) = watch::channel(Current::Ready(session.client.clone()));
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
@@ -374,7 +374,7 @@ impl BalancedInitiator {
             .unwrap_or_default()
     }
 
-    async fn ready(&self) -> Result<SessionHandle, TaskError> {
+    async fn ready(&self) -> Result<SessionClient, TaskError> {
         let mut rx = self.shared.current.clone();
         let deadline = tokio::time::Instant::now() + self.shared.config.recovery_timeout;
         loop {
@@ -451,7 +451,7 @@ impl Manager {
                     _ = stop.recv(), if !stopping => {
                         stopping = true;
                         let _ = self.current.send(Current::Shutdown);
-                        session.handle.logout();
+                        session.client.logout();
                         continue;
                     }
                     _ = &mut leave, if leave_at.is_some() && !leaving && !stopping && since.is_none() => {
@@ -461,13 +461,14 @@ impl Manager {
                         since = Some((Instant::now(), unix_ms()));
                         let _ = self.current.send(Current::Recovering);
                         self.emit(InitiatorEvent::Leaving { portal });
-                        session.handle.logout();
+                        session.client.logout();
                         continue;
                     }
                 };
                 match ev {
-                    Some(SessionEvent::Core(
-                        CoreEvent::LogoutRequested { .. } | CoreEvent::RenegotiationRequested,
+                    Some(SessionEvent::FullFeature(
+                        FullFeatureEvent::LogoutRequested { .. }
+                        | FullFeatureEvent::RenegotiationRequested,
                     )) => {
                         // A request that arrives while we are already leaving still ends this
                         // session at the target's request: it is a move, with its own start.
@@ -480,7 +481,10 @@ impl Manager {
                         }
                         self.emit(InitiatorEvent::LogoutRequested { portal });
                     }
-                    Some(SessionEvent::Core(CoreEvent::DropAnnounced { time2wait, .. })) => {
+                    Some(SessionEvent::FullFeature(FullFeatureEvent::DropAnnounced {
+                        time2wait,
+                        ..
+                    })) => {
                         since.get_or_insert_with(|| (Instant::now(), unix_ms()));
                         wait = Duration::from_secs(time2wait.min(5) as u64);
                         self.emit(InitiatorEvent::ConnectionLost {
@@ -488,10 +492,10 @@ impl Manager {
                             reason: "target announced a connection/session drop".into(),
                         });
                     }
-                    Some(SessionEvent::Core(CoreEvent::LoggedOut { .. })) => {
+                    Some(SessionEvent::FullFeature(FullFeatureEvent::LoggedOut { .. })) => {
                         self.emit(InitiatorEvent::LoggedOut { portal });
                     }
-                    Some(SessionEvent::Core(CoreEvent::ScsiEvent(_))) => {}
+                    Some(SessionEvent::FullFeature(FullFeatureEvent::ScsiEvent(_))) => {}
                     Some(SessionEvent::ConnectionLost(reason)) => {
                         since.get_or_insert_with(|| (Instant::now(), unix_ms()));
                         self.emit(InitiatorEvent::ConnectionLost { portal, reason });
@@ -598,7 +602,7 @@ impl Manager {
                         redirected_from: s.info.redirected_from,
                     });
                     self.record(old, s.info.portal, since, ending);
-                    let _ = self.current.send(Current::Ready(s.handle.clone()));
+                    let _ = self.current.send(Current::Ready(s.client.clone()));
                     return Ok(s);
                 }
                 Err(e) => last = e,

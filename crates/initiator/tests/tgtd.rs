@@ -33,7 +33,7 @@ fn login_inquiry_capacity_write_read_verify_logout() {
         let s = Session::login(t.portal, &cfg).await.expect("login");
         assert_eq!(s.info.portal, t.portal);
         assert_eq!(s.info.redirected_from, None);
-        let h = s.handle.clone();
+        let h = s.client.clone();
         let luns = h.report_luns().await.expect("REPORT LUNS");
         assert!(luns.contains(&1), "{luns:?}");
         // Fresh sessions may see a UNIT ATTENTION once.
@@ -123,8 +123,8 @@ fn login_follows_a_tgtd_redirect() {
             .expect("login through the redirect");
         assert_eq!(s.info.portal, real.portal);
         assert_eq!(s.info.redirected_from, Some(front.portal));
-        s.handle.test_unit_ready(1).await.ok();
-        s.handle
+        s.client.test_unit_ready(1).await.ok();
+        s.client
             .read_capacity(1)
             .await
             .expect("READ CAPACITY on the real target");
