@@ -6,7 +6,9 @@
 //! * [`session`]: the tokio shell: one connection, a reader task and a batching writer.
 //! * [`discovery`]: SendTargets discovery sessions and iSNS portal queries.
 //! * [`balanced`]: [`BalancedInitiator`], which follows the target's logout requests to the
-//!   portal iSNS now lists first and re-issues unfinished I/O.
+//!   portal iSNS now lists first and re-issues unfinished I/O: the tokio shell of
+//!   [`follower::Follower`], the sans-IO state machine that decides when to drain,
+//!   look up, log in, record a move and re-issue.
 //! * [`workload`]: the bounded, verifying I/O loop.
 
 pub mod cdb;
@@ -21,6 +23,7 @@ pub mod transport;
 
 pub use session::{LoginInfo, Session, SessionClient, SessionConfig, SessionEvent};
 pub mod balanced;
+pub mod follower;
 
 pub use balanced::{
     BalancedConfig, BalancedInitiator, InitiatorEvent, MoveRecord, PortalSource, ReconnectCause,

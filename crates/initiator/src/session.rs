@@ -15,12 +15,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cdb::{self, Capacity, ScsiRequest, StandardInquiry};
 use crate::error::{Error, TaskError};
+use crate::follower::MAX_REDIRECTS;
 use crate::full_feature::{Completion, FullFeatureEvent, FullFeatureSession, Phase, ScsiResult};
 use crate::login::{LoggedIn, LoginConfig, LoginExchange, LoginProgress};
 use crate::transport::Transport;
 
-/// Most login redirects followed in a row.
-pub const MAX_REDIRECTS: usize = 4;
 /// ITT of login requests.
 const LOGIN_ITT: u32 = 0;
 /// Depth of the reader → driver PDU channel.
@@ -160,6 +159,20 @@ impl Session {
         Ok(start(t, &logged, info, config.queue_depth))
     }
 
+    /// Log in once at `portal`: a redirect is returned, not followed.
+    pub async fn login_once(
+        portal: SocketAddr,
+        config: &SessionConfig,
+    ) -> Result<LoginAttempt, Error> {
+        Ok(match login_at(portal, config).await? {
+            Reached::FullFeature(t, logged) => {
+                let info = login_info(portal, None, &logged);
+                LoginAttempt::LoggedIn(start(t, &logged, info, config.queue_depth))
+            }
+            Reached::Redirect(to) => LoginAttempt::Redirected(to),
+        })
+    }
+
     /// Log out gracefully and wait (bounded by `timeout`) until the session is closed.
     pub async fn logout(mut self, timeout: Duration) -> Result<(), Error> {
         self.client.logout();
@@ -201,6 +214,50 @@ pub async fn login_on(t: &mut Transport, config: &LoginConfig) -> Result<LoginPr
     }
 }
 
+/// Where one login at one portal ended.
+#[derive(Debug)]
+pub enum LoginAttempt {
+    /// The session is up.
+    LoggedIn(Session),
+    /// Redirected (Status-Class 1): log in at this portal instead.
+    Redirected(SocketAddr),
+}
+
+/// Where one login exchange on a fresh connection ended.
+enum Reached {
+    FullFeature(Transport, Box<LoggedIn>),
+    Redirect(SocketAddr),
+}
+
+/// Connect to `portal` and run one login exchange there.
+async fn login_at(portal: SocketAddr, config: &SessionConfig) -> Result<Reached, Error> {
+    let mut t = Transport::connect(portal, config.timeout).await?;
+    match login_on(&mut t, &config.login).await? {
+        LoginProgress::Done(logged) => {
+            t.decoder.set_limits(Limits {
+                max_recv_data_segment_length: logged.params.initiator_max_recv_data_segment_length,
+            });
+            t.decoder.set_digests(logged.params.digests());
+            t.digests = logged.params.digests();
+            Ok(Reached::FullFeature(t, logged))
+        }
+        LoginProgress::Redirect { address, .. } => {
+            tracing::info!(from = %portal, to = %address, "login redirected");
+            Ok(Reached::Redirect(address))
+        }
+        LoginProgress::Send(_) => Err(Error::Protocol("login ended early".into())),
+    }
+}
+
+fn login_info(portal: SocketAddr, redirected_from: Option<SocketAddr>, l: &LoggedIn) -> LoginInfo {
+    LoginInfo {
+        portal,
+        redirected_from,
+        params: l.params.clone(),
+        tsih: l.tsih,
+    }
+}
+
 /// Connect and log in at `portal`, following redirects (at most [`MAX_REDIRECTS`]).
 pub async fn login_following_redirects(
     portal: SocketAddr,
@@ -209,30 +266,15 @@ pub async fn login_following_redirects(
     let mut addr = portal;
     let mut redirected_from = None;
     for _ in 0..=MAX_REDIRECTS {
-        let mut t = Transport::connect(addr, config.timeout).await?;
-        match login_on(&mut t, &config.login).await? {
-            LoginProgress::Done(logged) => {
-                let info = LoginInfo {
-                    portal: addr,
-                    redirected_from,
-                    params: logged.params.clone(),
-                    tsih: logged.tsih,
-                };
-                t.decoder.set_limits(Limits {
-                    max_recv_data_segment_length: logged
-                        .params
-                        .initiator_max_recv_data_segment_length,
-                });
-                t.decoder.set_digests(logged.params.digests());
-                t.digests = logged.params.digests();
+        match login_at(addr, config).await? {
+            Reached::FullFeature(t, logged) => {
+                let info = login_info(addr, redirected_from, &logged);
                 return Ok((t, *logged, info));
             }
-            LoginProgress::Redirect { address, .. } => {
-                tracing::info!(from = %addr, to = %address, "login redirected");
+            Reached::Redirect(address) => {
                 redirected_from.get_or_insert(addr);
                 addr = address;
             }
-            LoginProgress::Send(_) => return Err(Error::Protocol("login ended early".into())),
         }
     }
     Err(Error::TooManyRedirects(addr))

@@ -2,7 +2,10 @@
 
 use super::*;
 use crate::cdb;
-use iscsi_proto::LogoutResponse;
+use iscsi_proto::{
+    AsyncMessage, DataIn, DataOut, LogoutResponse, NopIn, NopOut, R2t, Reject, ScsiCommand,
+    ScsiResponse, async_event, logout_reason,
+};
 
 fn logged_in(params: SessionParams, max_cmd_sn: u32) -> LoggedIn {
     LoggedIn {
