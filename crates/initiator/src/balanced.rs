@@ -448,7 +448,7 @@ impl Shell {
                 Event::Discovered(portals)
             }
             Outcome::Login(Ok(LoginAttempt::LoggedIn(session))) => {
-                self.session = Some(session);
+                self.session = Some(*session);
                 Event::LoginOk
             }
             Outcome::Login(Ok(LoginAttempt::Redirected(to))) => Event::LoginRedirect(to),

@@ -167,7 +167,7 @@ impl Session {
         Ok(match login_at(portal, config).await? {
             Reached::FullFeature(t, logged) => {
                 let info = login_info(portal, None, &logged);
-                LoginAttempt::LoggedIn(start(t, &logged, info, config.queue_depth))
+                LoginAttempt::LoggedIn(Box::new(start(t, &logged, info, config.queue_depth)))
             }
             Reached::Redirect(to) => LoginAttempt::Redirected(to),
         })
@@ -218,7 +218,7 @@ pub async fn login_on(t: &mut Transport, config: &LoginConfig) -> Result<LoginPr
 #[derive(Debug)]
 pub enum LoginAttempt {
     /// The session is up.
-    LoggedIn(Session),
+    LoggedIn(Box<Session>),
     /// Redirected (Status-Class 1): log in at this portal instead.
     Redirected(SocketAddr),
 }

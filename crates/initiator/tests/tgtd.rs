@@ -77,7 +77,9 @@ fn login_inquiry_capacity_write_read_verify_logout() {
         }
         // Reading past the end gives CHECK CONDITION / ILLEGAL REQUEST (key 5).
         match h.execute(cdb::read16(1, cap.blocks, 1, bs)).await {
-            Err(TaskError::CheckCondition(s)) => assert_eq!(s.key, 5, "{s}"),
+            Err(TaskError::CheckCondition(s)) => {
+                assert_eq!(s.key, scsi::SenseKey::IllegalRequest, "{s:?}")
+            }
             other => panic!("expected CHECK CONDITION, got {other:?}"),
         }
         s.logout(Duration::from_secs(5)).await.expect("logout");

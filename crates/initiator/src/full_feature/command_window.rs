@@ -45,7 +45,7 @@ impl FullFeatureSession {
     }
 
     /// Send the SCSI Command (and any unsolicited Data-Out) for a request whose LUN
-
+    /// field is already encoded.
     pub(super) fn issue(&mut self, id: u64, lun: u64, req: ScsiRequest) {
         let itt = self.alloc_itt();
         let cmd_sn = self.cmd_sn;
@@ -91,6 +91,7 @@ impl FullFeatureSession {
         );
     }
 
+    /// Update MaxCmdSN (§4.2.2.1): ignore when MaxCmdSN < ExpCmdSN - 1; never move back.
     /// ExpCmdSN itself is not kept: at ErrorRecoveryLevel 0 nothing is retransmitted.
     pub(super) fn window(&mut self, exp: u32, max: u32) {
         let (exp, max) = (SerialNumber(exp), SerialNumber(max));

@@ -36,6 +36,7 @@ impl FullFeatureSession {
             first_burst - sent,
         )
     }
+
     /// Data-Out PDUs for `[offset, offset+len)`, DataSN from 0, F on the last (§11.7).
     pub(super) fn data_out_sequence(
         &self,
@@ -69,8 +70,7 @@ impl FullFeatureSession {
         v
     }
 
-    /// Update MaxCmdSN (§4.2.2.1): ignore when MaxCmdSN < ExpCmdSN - 1; never move back.
-
+    /// Answer an R2T with the Data-Out sequence it asks for (§11.8).
     pub(super) fn on_r2t(&mut self, r: R2t) -> Result<(), Error> {
         self.window(r.exp_cmd_sn, r.max_cmd_sn);
         let Some(task) = self.tasks.get(&r.itt) else {
