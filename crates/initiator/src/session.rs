@@ -63,7 +63,7 @@ pub struct LoginInfo {
 /// Something that happened to a running session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
-    /// An event from the protocol ffp (logout requested, drop announced, logged out...).
+    /// An event of the full feature phase (logout requested, drop announced, logged out...).
     FullFeature(FullFeatureEvent),
     /// The connection failed (I/O or protocol error); outstanding tasks became `Unfinished`.
     ConnectionLost(String),
