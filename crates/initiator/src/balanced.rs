@@ -7,6 +7,10 @@
 //! re-issues whatever did not complete: callers see a pause, not an error.
 //! Connection loss and AsyncEvent 2/3/4 are recovered the same way, bounded.
 //!
+//! The decisions are the [`Follower`]'s, a sans-IO state machine; this module is
+//! its tokio shell: it carries out the follower's actions (lookups, logins,
+//! logouts, switching the session commands go to) and feeds back what happened.
+//!
 //! With [`BalancedConfig::reconnect_every`] the host also leaves on its own, like real
 //! hosts that come and go: it drains, logs out (RFC 7143 §11.14, reason "close the
 //! session"), looks the portals up again and logs in through the first one. Those
@@ -19,11 +23,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::cdb::ScsiRequest;
-use crate::core::{CoreEvent, ScsiResult};
 use crate::discovery::{isns_portals, send_targets};
 use crate::error::{Error, TaskError};
-use crate::login::LoginConfig;
-use crate::session::{Session, SessionConfig, SessionEvent, SessionHandle};
+use crate::follower::{Follower, FollowerConfig, State};
+use crate::full_feature::ScsiResult;
+use crate::session::SessionClient;
+
+pub use crate::follower::{InitiatorEvent, MoveRecord, ReconnectCause, ReconnectRecord};
 
 /// Where the target's portals come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,156 +87,43 @@ impl BalancedConfig {
     }
 }
 
-/// What the balanced initiator did, in order.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum InitiatorEvent {
-    /// Initial discovery result (iSNS or SendTargets or the fixed portal).
-    Discovered {
-        /// Portals in the order given.
-        portals: Vec<SocketAddr>,
-    },
-    /// A session is up.
-    LoggedIn {
-        /// Where.
-        portal: SocketAddr,
-        /// The portal that redirected us there, if any.
-        redirected_from: Option<SocketAddr>,
-    },
-    /// The target asked for a logout (AsyncEvent 1, or 4 handled alike).
-    LogoutRequested {
-        /// The session's portal.
-        portal: SocketAddr,
-    },
-    /// The session logged out.
-    LoggedOut {
-        /// The session's portal.
-        portal: SocketAddr,
-    },
-    /// The connection failed or the target announced a drop.
-    ConnectionLost {
-        /// The session's portal.
-        portal: SocketAddr,
-        /// Why.
-        reason: String,
-    },
-    /// iSNS was asked again during recovery.
-    IsnsQueried {
-        /// Portals in the order given.
-        portals: Vec<SocketAddr>,
-    },
-    /// The host leaves voluntarily ([`BalancedConfig::reconnect_every`]): drain and log out.
-    Leaving {
-        /// The session's portal.
-        portal: SocketAddr,
-    },
-    /// After the target's logout request, the session continues here.
-    Moved {
-        /// Old portal.
-        from: SocketAddr,
-        /// New portal.
-        to: SocketAddr,
-        /// Milliseconds between the logout request and the new login.
-        pause_ms: u64,
-    },
-    /// After a voluntary logout or a connection loss, the session continues here.
-    Reconnected {
-        /// Old portal.
-        from: SocketAddr,
-        /// New portal (the same or another).
-        to: SocketAddr,
-        /// Why the old session ended.
-        cause: ReconnectCause,
-        /// Milliseconds of interruption.
-        pause_ms: u64,
-    },
-    /// Recovery gave up; commands fail from now on.
-    Failed {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// One target-requested move (AsyncEvent 1 "logout requested", or 4), as recorded for reports.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MoveRecord {
-    /// When the logout request arrived, milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// Old portal.
-    pub from: SocketAddr,
-    /// New portal.
-    pub to: SocketAddr,
-    /// Milliseconds between the logout request and the new login.
-    pub pause_ms: u64,
-}
-
-/// Why a session ended without a request from the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReconnectCause {
-    /// The host left voluntarily ([`BalancedConfig::reconnect_every`]).
-    Voluntary,
-    /// The connection failed, or the target announced a drop (AsyncEvent 2/3).
-    ConnectionLost,
-}
-
-/// One reconnect the target did not ask for, as recorded for reports.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReconnectRecord {
-    /// When the old session started ending, milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// Old portal.
-    pub from: SocketAddr,
-    /// New portal (the same or another).
-    pub to: SocketAddr,
-    /// Why the old session ended.
-    pub cause: ReconnectCause,
-    /// Milliseconds between the end of the old session starting and the new login.
-    pub pause_ms: u64,
-}
-
-/// Why the manager is looking for a new session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// The target asked for a logout (a move).
-    Requested,
-    /// Not asked for by the target.
-    Unrequested(ReconnectCause),
-}
-
 pub(crate) use balancer::clock::unix_ms;
 
+mod shell;
+use shell::Shell;
+
+/// Where commands go now.
 #[derive(Debug, Clone)]
 enum Current {
-    Ready(SessionHandle),
+    Ready(SessionClient),
     Recovering,
     Failed(String),
     Shutdown,
 }
 
+/// Moves and reconnects so far.
+#[derive(Debug, Default)]
+struct Records {
+    moves: Mutex<Vec<MoveRecord>>,
+    reconnects: Mutex<Vec<ReconnectRecord>>,
+}
+
+/// What the [`BalancedInitiator`] handles see of the follower task: where commands go,
+/// the records, and the switch that stops it.
 #[derive(Debug)]
-struct Shared {
+struct FollowerView {
     config: BalancedConfig,
     target: String,
     current: watch::Receiver<Current>,
-    moves: Mutex<Vec<MoveRecord>>,
-    reconnects: Mutex<Vec<ReconnectRecord>>,
+    records: Arc<Records>,
     stop: mpsc::UnboundedSender<()>,
-    manager: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A cloneable initiator handle that survives portal moves (see module docs).
 #[derive(Debug, Clone)]
 pub struct BalancedInitiator {
-    shared: Arc<Shared>,
-}
-
-/// The task that follows the target: watches the session, recovers, records moves.
-struct Manager {
-    /// Configuration, target name and the records, shared with the handles.
-    shared: Arc<Shared>,
-    current: watch::Sender<Current>,
-    events: mpsc::UnboundedSender<InitiatorEvent>,
+    view: Arc<FollowerView>,
 }
 
 async fn lookup(
@@ -274,75 +167,71 @@ async fn lookup(
     }
 }
 
-async fn login_first(
-    config: &BalancedConfig,
-    target: &str,
-    portals: &[SocketAddr],
-) -> Result<Session, Error> {
-    let sc = SessionConfig {
-        login: LoginConfig::normal(&config.initiator_name, target),
-        queue_depth: config.queue_depth,
-        timeout: config.timeout,
-    };
-    let mut last = Error::Discovery(format!("no portals listed for {target}"));
-    for p in portals {
-        match Session::login(*p, &sc).await {
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                tracing::info!(portal = %p, error = %e, "login attempt failed");
-                last = e;
-            }
-        }
-    }
-    Err(last)
-}
-
 impl BalancedInitiator {
     /// Discover, log in, and start following the target. Returns the handle and its event stream.
     pub async fn connect(
         config: BalancedConfig,
     ) -> Result<(BalancedInitiator, mpsc::UnboundedReceiver<InitiatorEvent>), Error> {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let (target, portals) = lookup(&config, config.target.as_deref()).await?;
-        let _ = ev_tx.send(InitiatorEvent::Discovered {
-            portals: portals.clone(),
-        });
-        let session = login_first(&config, &target, &portals).await?;
-        let _ = ev_tx.send(InitiatorEvent::LoggedIn {
-            portal: session.info.portal,
-            redirected_from: session.info.redirected_from,
-        });
-        let (cur_tx, cur_rx) = watch::channel(Current::Ready(session.handle.clone()));
+        let (cur_tx, cur_rx) = watch::channel(Current::Recovering);
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
+        let follower = Follower::new(
+            FollowerConfig {
+                isns: matches!(config.source, PortalSource::Isns(_)),
+                max_attempts: config.max_reconnects.max(1),
+                reconnect_every: config.reconnect_every,
+            },
+            Instant::now(),
+            unix_ms(),
+        );
+        let records = Arc::new(Records::default());
+        let mut shell = Shell {
+            follower,
+            target: config.target.clone(),
+            config: config.clone(),
+            session: None,
+            pending: None,
+            current: cur_tx,
+            records: records.clone(),
+            events: ev_tx,
+            stop: stop_rx,
+            stopping: false,
+            last_error: None,
+        };
+        shell
+            .run_until(|s| !matches!(s, State::Discovering { .. } | State::LoggingIn { .. }))
+            .await;
+        let target = match (shell.follower.state(), shell.target.clone()) {
+            (State::LoggedIn { .. }, Some(target)) => target,
+            _ => return Err(shell.last_error.take().unwrap_or(Error::Closed)),
+        };
+        let view = Arc::new(FollowerView {
             config,
             target,
             current: cur_rx,
-            moves: Mutex::new(Vec::new()),
-            reconnects: Mutex::new(Vec::new()),
+            records,
             stop: stop_tx,
-            manager: Mutex::new(None),
+            task: Mutex::new(None),
         });
-        let manager = Manager {
-            shared: shared.clone(),
-            current: cur_tx,
-            events: ev_tx,
-        };
-        let task = tokio::spawn(manager.run(session, stop_rx));
-        if let Ok(mut m) = shared.manager.lock() {
-            *m = Some(task);
+        let task = tokio::spawn(async move {
+            shell
+                .run_until(|s| matches!(s, State::Stopped | State::Failed { .. }))
+                .await
+        });
+        if let Ok(mut t) = view.task.lock() {
+            *t = Some(task);
         }
-        Ok((BalancedInitiator { shared }, ev_rx))
+        Ok((BalancedInitiator { view }, ev_rx))
     }
 
     /// The target's name (from the configuration or SendTargets).
     pub fn target(&self) -> &str {
-        &self.shared.target
+        &self.view.target
     }
 
     /// The portal of the current session, if one is up.
     pub fn portal(&self) -> Option<SocketAddr> {
-        match &*self.shared.current.borrow() {
+        match &*self.view.current.borrow() {
             Current::Ready(h) => Some(h.portal()),
             _ => None,
         }
@@ -350,7 +239,7 @@ impl BalancedInitiator {
 
     /// Why recovery gave up, once it has.
     pub fn failure(&self) -> Option<String> {
-        match &*self.shared.current.borrow() {
+        match &*self.view.current.borrow() {
             Current::Failed(why) => Some(why.clone()),
             _ => None,
         }
@@ -358,7 +247,8 @@ impl BalancedInitiator {
 
     /// Target-requested moves so far.
     pub fn moves(&self) -> Vec<MoveRecord> {
-        self.shared
+        self.view
+            .records
             .moves
             .lock()
             .map(|m| m.clone())
@@ -367,16 +257,17 @@ impl BalancedInitiator {
 
     /// Reconnects the target did not ask for (voluntary, connection loss) so far.
     pub fn reconnects(&self) -> Vec<ReconnectRecord> {
-        self.shared
+        self.view
+            .records
             .reconnects
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default()
     }
 
-    async fn ready(&self) -> Result<SessionHandle, TaskError> {
-        let mut rx = self.shared.current.clone();
-        let deadline = tokio::time::Instant::now() + self.shared.config.recovery_timeout;
+    async fn ready(&self) -> Result<SessionClient, TaskError> {
+        let mut rx = self.view.current.clone();
+        let deadline = tokio::time::Instant::now() + self.view.config.recovery_timeout;
         loop {
             match &*rx.borrow_and_update() {
                 Current::Ready(h) if !h.is_closed() => return Ok(h.clone()),
@@ -397,7 +288,7 @@ impl BalancedInitiator {
         loop {
             let h = self.ready().await?;
             match h.execute(req.clone()).await {
-                Err(e) if e.is_retryable() && attempt < self.shared.config.max_retries => {
+                Err(e) if e.is_retryable() && attempt < self.view.config.max_retries => {
                     attempt += 1;
                     if e != TaskError::Unfinished {
                         tokio::time::sleep(Duration::from_millis(10 * attempt as u64)).await;
@@ -410,200 +301,10 @@ impl BalancedInitiator {
 
     /// Log out of the current session and stop following the target (bounded by `timeout`).
     pub async fn shutdown(&self, timeout: Duration) {
-        let _ = self.shared.stop.send(());
-        let task = self.shared.manager.lock().ok().and_then(|mut m| m.take());
+        let _ = self.view.stop.send(());
+        let task = self.view.task.lock().ok().and_then(|mut m| m.take());
         if let Some(t) = task {
             let _ = tokio::time::timeout(timeout, t).await;
         }
-    }
-}
-
-impl Manager {
-    fn emit(&self, e: InitiatorEvent) {
-        tracing::info!(event = ?e, "initiator");
-        let _ = self.events.send(e);
-    }
-
-    async fn run(self, mut session: Session, mut stop: mpsc::UnboundedReceiver<()>) {
-        let mut stopping = false;
-        loop {
-            let portal = session.info.portal;
-            // When this session started ending (monotonic, and wall clock for reports).
-            let mut since: Option<(Instant, u64)> = None;
-            let mut requested = false;
-            let mut leaving = false;
-            let mut wait = Duration::ZERO;
-            let leave_at = self
-                .shared
-                .config
-                .reconnect_every
-                .filter(|d| !d.is_zero())
-                .map(|d| tokio::time::Instant::now() + d);
-            let leave = tokio::time::sleep_until(
-                leave_at
-                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400)),
-            );
-            tokio::pin!(leave);
-            // Follow this session until it is closed.
-            loop {
-                let ev = tokio::select! {
-                    e = session.events.recv() => e,
-                    _ = stop.recv(), if !stopping => {
-                        stopping = true;
-                        let _ = self.current.send(Current::Shutdown);
-                        session.handle.logout();
-                        continue;
-                    }
-                    _ = &mut leave, if leave_at.is_some() && !leaving && !stopping && since.is_none() => {
-                        // Voluntary reconnect: new commands wait for the next session, the
-                        // session drains what it has in flight and logs out.
-                        leaving = true;
-                        since = Some((Instant::now(), unix_ms()));
-                        let _ = self.current.send(Current::Recovering);
-                        self.emit(InitiatorEvent::Leaving { portal });
-                        session.handle.logout();
-                        continue;
-                    }
-                };
-                match ev {
-                    Some(SessionEvent::Core(
-                        CoreEvent::LogoutRequested { .. } | CoreEvent::RenegotiationRequested,
-                    )) => {
-                        // A request that arrives while we are already leaving still ends this
-                        // session at the target's request: it is a move, with its own start.
-                        requested = true;
-                        if leaving || since.is_none() {
-                            since = Some((Instant::now(), unix_ms()));
-                        }
-                        if !stopping {
-                            let _ = self.current.send(Current::Recovering);
-                        }
-                        self.emit(InitiatorEvent::LogoutRequested { portal });
-                    }
-                    Some(SessionEvent::Core(CoreEvent::DropAnnounced { time2wait, .. })) => {
-                        since.get_or_insert_with(|| (Instant::now(), unix_ms()));
-                        wait = Duration::from_secs(time2wait.min(5) as u64);
-                        self.emit(InitiatorEvent::ConnectionLost {
-                            portal,
-                            reason: "target announced a connection/session drop".into(),
-                        });
-                    }
-                    Some(SessionEvent::Core(CoreEvent::LoggedOut { .. })) => {
-                        self.emit(InitiatorEvent::LoggedOut { portal });
-                    }
-                    Some(SessionEvent::Core(CoreEvent::ScsiEvent(_))) => {}
-                    Some(SessionEvent::ConnectionLost(reason)) => {
-                        since.get_or_insert_with(|| (Instant::now(), unix_ms()));
-                        self.emit(InitiatorEvent::ConnectionLost { portal, reason });
-                    }
-                    Some(SessionEvent::Closed) | None => break,
-                }
-            }
-            if stopping {
-                return;
-            }
-            let since = since.unwrap_or_else(|| (Instant::now(), unix_ms()));
-            let ending = if requested {
-                Ending::Requested
-            } else if leaving {
-                Ending::Unrequested(ReconnectCause::Voluntary)
-            } else {
-                Ending::Unrequested(ReconnectCause::ConnectionLost)
-            };
-            if !matches!(*self.current.borrow(), Current::Shutdown) {
-                let _ = self.current.send(Current::Recovering);
-            }
-            tokio::time::sleep(wait).await;
-            match self.recover(portal, since, ending).await {
-                Ok(s) => session = s,
-                Err(e) => {
-                    let reason = e.to_string();
-                    self.emit(InitiatorEvent::Failed {
-                        reason: reason.clone(),
-                    });
-                    let _ = self.current.send(Current::Failed(reason));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Records how the session continued and announces it.
-    fn record(&self, from: SocketAddr, to: SocketAddr, since: (Instant, u64), ending: Ending) {
-        let pause_ms = since.0.elapsed().as_millis() as u64;
-        let at_ms = since.1;
-        match ending {
-            Ending::Requested => {
-                if let Ok(mut m) = self.shared.moves.lock() {
-                    m.push(MoveRecord {
-                        at_ms,
-                        from,
-                        to,
-                        pause_ms,
-                    });
-                }
-                self.emit(InitiatorEvent::Moved { from, to, pause_ms });
-            }
-            Ending::Unrequested(cause) => {
-                if let Ok(mut m) = self.shared.reconnects.lock() {
-                    m.push(ReconnectRecord {
-                        at_ms,
-                        from,
-                        to,
-                        cause,
-                        pause_ms,
-                    });
-                }
-                self.emit(InitiatorEvent::Reconnected {
-                    from,
-                    to,
-                    cause,
-                    pause_ms,
-                });
-            }
-        }
-    }
-
-    async fn recover(
-        &self,
-        old: SocketAddr,
-        since: (Instant, u64),
-        ending: Ending,
-    ) -> Result<Session, Error> {
-        let mut last = Error::Closed;
-        for attempt in 0..self.shared.config.max_reconnects.max(1) {
-            if attempt > 0 {
-                let backoff = Duration::from_millis((50 * attempt as u64).min(1000));
-                tokio::time::sleep(backoff).await;
-            }
-            let portals = match lookup(&self.shared.config, Some(&self.shared.target)).await {
-                Ok((_, p)) => p,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            self.emit(match self.shared.config.source {
-                PortalSource::Isns(_) => InitiatorEvent::IsnsQueried {
-                    portals: portals.clone(),
-                },
-                PortalSource::Fixed { .. } => InitiatorEvent::Discovered {
-                    portals: portals.clone(),
-                },
-            });
-            match login_first(&self.shared.config, &self.shared.target, &portals).await {
-                Ok(s) => {
-                    self.emit(InitiatorEvent::LoggedIn {
-                        portal: s.info.portal,
-                        redirected_from: s.info.redirected_from,
-                    });
-                    self.record(old, s.info.portal, since, ending);
-                    let _ = self.current.send(Current::Ready(s.handle.clone()));
-                    return Ok(s);
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
     }
 }

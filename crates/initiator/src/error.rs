@@ -2,13 +2,17 @@
 
 use std::net::SocketAddr;
 
-use crate::sense::Sense;
+use scsi::Sense;
+use scsi::task::ScsiStatus;
 
 /// Why one SCSI task did not complete with GOOD status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TaskError {
-    /// CHECK CONDITION with sense data (SPC-5 §4.4).
-    #[error("CHECK CONDITION: {0}")]
+    /// CHECK CONDITION with sense data (SPC-4 §4.5).
+    #[error(
+        "CHECK CONDITION: sense key {:?} asc 0x{:02x} ascq 0x{:02x}",
+        .0.key, .0.asc.asc, .0.asc.ascq
+    )]
     CheckCondition(Sense),
     /// CHECK CONDITION without parseable sense data.
     #[error("CHECK CONDITION without usable sense data")]
@@ -38,7 +42,10 @@ impl TaskError {
             TaskError::Unfinished => true,
             TaskError::Rejected(r) => *r == iscsi_proto::reject_reason::WAITING_FOR_LOGOUT,
             TaskError::CheckCondition(s) => s.is_unit_attention(),
-            TaskError::Status(s) => *s == 0x08 || *s == 0x28, // BUSY, TASK SET FULL
+            TaskError::Status(s) => matches!(
+                ScsiStatus::from_code(*s),
+                Some(ScsiStatus::Busy | ScsiStatus::TaskSetFull)
+            ),
             _ => false,
         }
     }

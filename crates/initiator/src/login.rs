@@ -55,7 +55,7 @@ fn random_isid() -> [u8; 6] {
 
 /// What to do after a Login Response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoginStep {
+pub enum LoginProgress {
     /// Send this request and wait for the next response.
     Send(LoginRequest),
     /// Full feature phase reached.
@@ -71,9 +71,9 @@ pub enum LoginStep {
 
 /// The initiator's login state machine.
 #[derive(Debug)]
-pub struct InitiatorLogin(iscsi_proto::InitiatorLogin);
+pub struct LoginExchange(iscsi_proto::InitiatorLogin);
 
-impl InitiatorLogin {
+impl LoginExchange {
     /// A new login; `cmd_sn` is the CmdSN carried by all login requests (§3.2.2.1).
     pub fn new(config: LoginConfig, itt: u32, cmd_sn: u32) -> Self {
         let session_type = if config.target_name.is_some() {
@@ -81,7 +81,7 @@ impl InitiatorLogin {
         } else {
             SessionType::Discovery
         };
-        InitiatorLogin(iscsi_proto::InitiatorLogin::new(InitiatorLoginConfig {
+        LoginExchange(iscsi_proto::InitiatorLogin::new(InitiatorLoginConfig {
             initiator_name: config.initiator_name,
             initiator_alias: None,
             target_name: config.target_name,
@@ -101,12 +101,14 @@ impl InitiatorLogin {
     }
 
     /// Process one Login Response (§11.13).
-    pub fn on_response(&mut self, resp: &LoginResponse) -> Result<LoginStep, Error> {
+    pub fn on_response(&mut self, resp: &LoginResponse) -> Result<LoginProgress, Error> {
         Ok(match self.0.on_response(resp)? {
-            InitiatorStep::Send(r) => LoginStep::Send(r),
-            InitiatorStep::Done(LoginOutcome::Success(logged)) => LoginStep::Done(Box::new(logged)),
+            InitiatorStep::Send(r) => LoginProgress::Send(r),
+            InitiatorStep::Done(LoginOutcome::Success(logged)) => {
+                LoginProgress::Done(Box::new(logged))
+            }
             InitiatorStep::Done(LoginOutcome::Redirected { address, permanent }) => {
-                LoginStep::Redirect {
+                LoginProgress::Redirect {
                     address: parse_target_address(&address).ok_or(Error::BadRedirect(address))?,
                     permanent,
                 }
@@ -166,7 +168,7 @@ mod tests {
 
     #[test]
     fn security_then_operational_then_done() {
-        let mut l = InitiatorLogin::new(config(), 7, 5);
+        let mut l = LoginExchange::new(config(), 7, 5);
         let first = l.start().unwrap();
         let keys = TextPairs::parse(&first.data).unwrap();
         assert_eq!(keys.get("TargetName"), Some("iqn.t"));
@@ -180,7 +182,7 @@ mod tests {
                 &[("TargetPortalGroupTag", "1"), ("AuthMethod", "None")],
             ))
             .unwrap();
-        let LoginStep::Send(op) = step else {
+        let LoginProgress::Send(op) = step else {
             panic!("expected a request, got {step:?}")
         };
         assert_eq!(op.csg, Stage::LoginOperationalNegotiation);
@@ -202,7 +204,7 @@ mod tests {
                 ],
             ))
             .unwrap();
-        let LoginStep::Done(done) = step else {
+        let LoginProgress::Done(done) = step else {
             panic!("expected done, got {step:?}")
         };
         assert_eq!(done.tsih, 0x11);
@@ -216,7 +218,7 @@ mod tests {
 
     #[test]
     fn redirect_and_failure() {
-        let mut l = InitiatorLogin::new(config(), 7, 1);
+        let mut l = LoginExchange::new(config(), 7, 1);
         l.start().unwrap();
         let mut r = resp(
             false,
@@ -228,7 +230,7 @@ mod tests {
         r.status_detail = 1;
         assert_eq!(
             l.on_response(&r).unwrap(),
-            LoginStep::Redirect {
+            LoginProgress::Redirect {
                 address: "127.0.0.3:3261".parse().unwrap(),
                 permanent: false
             }
@@ -241,7 +243,7 @@ mod tests {
         r.status_class = 1;
         r.data = TextPairs::new().to_bytes();
         assert!(l.on_response(&r).is_err(), "redirect without TargetAddress");
-        let mut l = InitiatorLogin::new(config(), 7, 1);
+        let mut l = LoginExchange::new(config(), 7, 1);
         l.start().unwrap();
         let mut host = resp(
             false,
@@ -282,7 +284,7 @@ mod tests {
 
     #[test]
     fn bounded_rounds() {
-        let mut l = InitiatorLogin::new(config(), 7, 1);
+        let mut l = LoginExchange::new(config(), 7, 1);
         l.start().unwrap();
         let r = resp(
             false,

@@ -1,5 +1,5 @@
-//! The tokio shell around [`SessionCore`]: login (following redirects), then one
-//! driver task that feeds received PDUs to the core, hands completions to
+//! The tokio shell around [`FullFeatureSession`]: login (following redirects), then one
+//! driver task that feeds received PDUs to the full feature session, hands completions to
 //! waiting callers and writes all pending PDUs in one batch per wake-up.
 
 use std::collections::HashMap;
@@ -13,14 +13,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cdb::{self, Capacity, InquiryData, ScsiRequest};
-use crate::core::{Completion, CoreEvent, Phase, ScsiResult, SessionCore};
+use crate::cdb::{self, Capacity, ScsiRequest, StandardInquiry};
 use crate::error::{Error, TaskError};
-use crate::login::{InitiatorLogin, LoggedIn, LoginConfig, LoginStep};
+use crate::follower::MAX_REDIRECTS;
+use crate::full_feature::{Completion, FullFeatureEvent, FullFeatureSession, Phase, ScsiResult};
+use crate::login::{LoggedIn, LoginConfig, LoginExchange, LoginProgress};
 use crate::transport::Transport;
 
-/// Most login redirects followed in a row.
-pub const MAX_REDIRECTS: usize = 4;
 /// ITT of login requests.
 const LOGIN_ITT: u32 = 0;
 /// Depth of the reader → driver PDU channel.
@@ -64,8 +63,8 @@ pub struct LoginInfo {
 /// Something that happened to a running session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
-    /// An event from the protocol core (logout requested, drop announced, logged out...).
-    Core(CoreEvent),
+    /// An event of the full feature phase (logout requested, drop announced, logged out...).
+    FullFeature(FullFeatureEvent),
     /// The connection failed (I/O or protocol error); outstanding tasks became `Unfinished`.
     ConnectionLost(String),
     /// The driver ended; nothing more will come.
@@ -77,9 +76,9 @@ enum Request {
     Logout,
 }
 
-/// A cloneable handle to issue commands on a session.
+/// A cloneable client of a session: issue commands there.
 #[derive(Debug, Clone)]
-pub struct SessionHandle {
+pub struct SessionClient {
     tx: mpsc::UnboundedSender<Request>,
     portal: SocketAddr,
 }
@@ -93,7 +92,7 @@ impl std::fmt::Debug for Request {
     }
 }
 
-impl SessionHandle {
+impl SessionClient {
     /// The portal of the session.
     pub fn portal(&self) -> SocketAddr {
         self.portal
@@ -124,15 +123,15 @@ impl SessionHandle {
     }
 
     /// Standard INQUIRY.
-    pub async fn inquiry(&self, lun: u16) -> Result<InquiryData, TaskError> {
+    pub async fn inquiry(&self, lun: u16) -> Result<StandardInquiry, TaskError> {
         let r = self.execute(cdb::inquiry(lun, 96)).await?;
-        cdb::parse_inquiry(&r.data).ok_or(TaskError::Protocol("short INQUIRY data"))
+        StandardInquiry::parse(&r.data).ok_or(TaskError::Protocol("short INQUIRY data"))
     }
 
     /// READ CAPACITY (16).
     pub async fn read_capacity(&self, lun: u16) -> Result<Capacity, TaskError> {
         let r = self.execute(cdb::read_capacity16(lun)).await?;
-        cdb::parse_capacity16(&r.data).ok_or(TaskError::Protocol("short READ CAPACITY data"))
+        Capacity::parse(&r.data).ok_or(TaskError::Protocol("short READ CAPACITY data"))
     }
 
     /// REPORT LUNS.
@@ -142,11 +141,11 @@ impl SessionHandle {
     }
 }
 
-/// An open session: the handle plus its event stream.
+/// An open session: its client plus its event stream.
 #[derive(Debug)]
 pub struct Session {
     /// Issue commands here (cloneable).
-    pub handle: SessionHandle,
+    pub client: SessionClient,
     /// Session events, ending with [`SessionEvent::Closed`].
     pub events: mpsc::UnboundedReceiver<SessionEvent>,
     /// Where and how the login went.
@@ -160,13 +159,27 @@ impl Session {
         Ok(start(t, &logged, info, config.queue_depth))
     }
 
+    /// Log in once at `portal`: a redirect is returned, not followed.
+    pub async fn login_once(
+        portal: SocketAddr,
+        config: &SessionConfig,
+    ) -> Result<LoginAttempt, Error> {
+        Ok(match login_at(portal, config).await? {
+            Reached::FullFeature(t, logged) => {
+                let info = login_info(portal, None, &logged);
+                LoginAttempt::LoggedIn(Box::new(start(t, &logged, info, config.queue_depth)))
+            }
+            Reached::Redirect(to) => LoginAttempt::Redirected(to),
+        })
+    }
+
     /// Log out gracefully and wait (bounded by `timeout`) until the session is closed.
     pub async fn logout(mut self, timeout: Duration) -> Result<(), Error> {
-        self.handle.logout();
+        self.client.logout();
         let wait = async {
             while let Some(e) = self.events.recv().await {
                 match e {
-                    SessionEvent::Core(CoreEvent::LoggedOut { .. }) => return Ok(()),
+                    SessionEvent::FullFeature(FullFeatureEvent::LoggedOut { .. }) => return Ok(()),
                     SessionEvent::ConnectionLost(why) => return Err(Error::Protocol(why)),
                     _ => {}
                 }
@@ -180,8 +193,8 @@ impl Session {
 }
 
 /// Run the login exchange on a connected transport.
-pub async fn login_on(t: &mut Transport, config: &LoginConfig) -> Result<LoginStep, Error> {
-    let mut login = InitiatorLogin::new(config.clone(), LOGIN_ITT, 1);
+pub async fn login_on(t: &mut Transport, config: &LoginConfig) -> Result<LoginProgress, Error> {
+    let mut login = LoginExchange::new(config.clone(), LOGIN_ITT, 1);
     let mut req = login.start()?;
     loop {
         t.send(&Pdu::LoginRequest(req)).await?;
@@ -195,9 +208,53 @@ pub async fn login_on(t: &mut Transport, config: &LoginConfig) -> Result<LoginSt
             }
         };
         match login.on_response(&resp)? {
-            LoginStep::Send(next) => req = next,
+            LoginProgress::Send(next) => req = next,
             done => return Ok(done),
         }
+    }
+}
+
+/// Where one login at one portal ended.
+#[derive(Debug)]
+pub enum LoginAttempt {
+    /// The session is up.
+    LoggedIn(Box<Session>),
+    /// Redirected (Status-Class 1): log in at this portal instead.
+    Redirected(SocketAddr),
+}
+
+/// Where one login exchange on a fresh connection ended.
+enum Reached {
+    FullFeature(Transport, Box<LoggedIn>),
+    Redirect(SocketAddr),
+}
+
+/// Connect to `portal` and run one login exchange there.
+async fn login_at(portal: SocketAddr, config: &SessionConfig) -> Result<Reached, Error> {
+    let mut t = Transport::connect(portal, config.timeout).await?;
+    match login_on(&mut t, &config.login).await? {
+        LoginProgress::Done(logged) => {
+            t.decoder.set_limits(Limits {
+                max_recv_data_segment_length: logged.params.initiator_max_recv_data_segment_length,
+            });
+            t.decoder.set_digests(logged.params.digests());
+            t.digests = logged.params.digests();
+            Ok(Reached::FullFeature(t, logged))
+        }
+        LoginProgress::Redirect { address, .. } => {
+            tracing::info!(from = %portal, to = %address, "login redirected");
+            Ok(Reached::Redirect(address))
+        }
+        LoginProgress::Send(_) => Err(Error::Protocol("login ended early".into())),
+    }
+}
+
+fn login_info(portal: SocketAddr, redirected_from: Option<SocketAddr>, l: &LoggedIn) -> LoginInfo {
+    LoginInfo {
+        portal,
+        redirected_from,
+        params: l.params.clone(),
+        tsih: l.tsih,
     }
 }
 
@@ -209,30 +266,15 @@ pub async fn login_following_redirects(
     let mut addr = portal;
     let mut redirected_from = None;
     for _ in 0..=MAX_REDIRECTS {
-        let mut t = Transport::connect(addr, config.timeout).await?;
-        match login_on(&mut t, &config.login).await? {
-            LoginStep::Done(logged) => {
-                let info = LoginInfo {
-                    portal: addr,
-                    redirected_from,
-                    params: logged.params.clone(),
-                    tsih: logged.tsih,
-                };
-                t.decoder.set_limits(Limits {
-                    max_recv_data_segment_length: logged
-                        .params
-                        .initiator_max_recv_data_segment_length,
-                });
-                t.decoder.set_digests(logged.params.digests());
-                t.digests = logged.params.digests();
+        match login_at(addr, config).await? {
+            Reached::FullFeature(t, logged) => {
+                let info = login_info(addr, redirected_from, &logged);
                 return Ok((t, *logged, info));
             }
-            LoginStep::Redirect { address, .. } => {
-                tracing::info!(from = %addr, to = %address, "login redirected");
+            Reached::Redirect(address) => {
                 redirected_from.get_or_insert(addr);
                 addr = address;
             }
-            LoginStep::Send(_) => return Err(Error::Protocol("login ended early".into())),
         }
     }
     Err(Error::TooManyRedirects(addr))
@@ -241,11 +283,11 @@ pub async fn login_following_redirects(
 fn start(t: Transport, logged: &LoggedIn, info: LoginInfo, queue_depth: usize) -> Session {
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let core = SessionCore::new(logged, queue_depth);
+    let ffp = FullFeatureSession::new(logged, queue_depth);
     let portal = info.portal;
-    tokio::spawn(drive(core, t, req_rx, ev_tx));
+    tokio::spawn(drive(ffp, t, req_rx, ev_tx));
     Session {
-        handle: SessionHandle { tx: req_tx, portal },
+        client: SessionClient { tx: req_tx, portal },
         events: ev_rx,
         info,
     }
@@ -292,21 +334,21 @@ async fn write_batches(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<B
     let _ = wr.shutdown().await;
 }
 
-/// Encode everything the core wants sent into one batch, split off `buf` so that its
+/// Encode everything the full feature session wants sent into one batch, split off `buf` so that its
 /// allocation is reused once the writer has dropped earlier batches.
 fn batch(
-    core: &mut SessionCore,
+    ffp: &mut FullFeatureSession,
     digests: iscsi_proto::Digests,
     buf: &mut BytesMut,
 ) -> Result<BytesMut, Error> {
-    while let Some(p) = core.poll_transmit() {
+    while let Some(p) = ffp.poll_transmit() {
         p.encode(buf, digests)?;
     }
     Ok(buf.split())
 }
 
 async fn drive(
-    mut core: SessionCore,
+    mut ffp: FullFeatureSession,
     t: Transport,
     mut requests: mpsc::UnboundedReceiver<Request>,
     events: mpsc::UnboundedSender<SessionEvent>,
@@ -332,43 +374,43 @@ async fn drive(
         tokio::select! {
             p = pdus.recv() => match p {
                 Some(Ok(pdu)) => {
-                    if let Err(e) = core.receive(pdu) {
-                        lost(&mut core, &events, e);
+                    if let Err(e) = ffp.receive(pdu) {
+                        lost(&mut ffp, &events, e);
                     }
                 }
-                Some(Err(e)) => lost(&mut core, &events, e),
-                None => lost(&mut core, &events, Error::Closed),
+                Some(Err(e)) => lost(&mut ffp, &events, e),
+                None => lost(&mut ffp, &events, Error::Closed),
             },
             r = requests.recv(), if requests_open => match r {
                 Some(Request::Scsi(req, tx)) => {
                     next_id += 1;
                     waiters.insert(next_id, tx);
-                    core.submit(next_id, req);
+                    ffp.submit(next_id, req);
                 }
-                Some(Request::Logout) => core.logout(),
+                Some(Request::Logout) => ffp.logout(),
                 // Every handle is gone: log out.
-                None => { requests_open = false; core.logout(); }
+                None => { requests_open = false; ffp.logout(); }
             },
         }
-        match batch(&mut core, digests, &mut wbuf) {
+        match batch(&mut ffp, digests, &mut wbuf) {
             Ok(b) if !b.is_empty() => {
                 let _ = out_tx.send(b);
             }
             Ok(_) => {}
             Err(e) => {
                 wbuf.clear();
-                lost(&mut core, &events, e);
+                lost(&mut ffp, &events, e);
             }
         }
-        while let Some(Completion { id, result }) = core.poll_completion() {
+        while let Some(Completion { id, result }) = ffp.poll_completion() {
             if let Some(w) = waiters.remove(&id) {
                 let _ = w.send(result);
             }
         }
-        while let Some(e) = core.poll_event() {
-            let _ = events.send(SessionEvent::Core(e));
+        while let Some(e) = ffp.poll_event() {
+            let _ = events.send(SessionEvent::FullFeature(e));
         }
-        if core.phase() == Phase::Closed {
+        if ffp.phase() == Phase::Closed {
             break;
         }
     }
@@ -385,10 +427,10 @@ async fn drive(
     let _ = events.send(SessionEvent::Closed);
 }
 
-fn lost(core: &mut SessionCore, events: &mpsc::UnboundedSender<SessionEvent>, e: Error) {
-    if core.phase() != Phase::Closed {
+fn lost(ffp: &mut FullFeatureSession, events: &mpsc::UnboundedSender<SessionEvent>, e: Error) {
+    if ffp.phase() != Phase::Closed {
         tracing::warn!(error = %e, "iSCSI connection lost");
         let _ = events.send(SessionEvent::ConnectionLost(e.to_string()));
     }
-    core.connection_lost();
+    ffp.connection_lost();
 }

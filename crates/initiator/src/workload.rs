@@ -223,7 +223,7 @@ pub async fn run_workload(
         .execute(cdb::read_capacity16(cfg.lun))
         .await
         .map_err(|e| Error::Protocol(format!("READ CAPACITY: {e}")))?;
-    let cap = cdb::parse_capacity16(&cap.data)
+    let cap = cdb::Capacity::parse(&cap.data)
         .ok_or_else(|| Error::Protocol("short READ CAPACITY data".into()))?;
     let bs = cfg.block_size.unwrap_or(cap.block_size);
     if bs != cap.block_size || (bs as usize) < HEADER + 4 {

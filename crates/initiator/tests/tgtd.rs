@@ -33,7 +33,7 @@ fn login_inquiry_capacity_write_read_verify_logout() {
         let s = Session::login(t.portal, &cfg).await.expect("login");
         assert_eq!(s.info.portal, t.portal);
         assert_eq!(s.info.redirected_from, None);
-        let h = s.handle.clone();
+        let h = s.client.clone();
         let luns = h.report_luns().await.expect("REPORT LUNS");
         assert!(luns.contains(&1), "{luns:?}");
         // Fresh sessions may see a UNIT ATTENTION once.
@@ -77,7 +77,9 @@ fn login_inquiry_capacity_write_read_verify_logout() {
         }
         // Reading past the end gives CHECK CONDITION / ILLEGAL REQUEST (key 5).
         match h.execute(cdb::read16(1, cap.blocks, 1, bs)).await {
-            Err(TaskError::CheckCondition(s)) => assert_eq!(s.key, 5, "{s}"),
+            Err(TaskError::CheckCondition(s)) => {
+                assert_eq!(s.key, scsi::SenseKey::IllegalRequest, "{s:?}")
+            }
             other => panic!("expected CHECK CONDITION, got {other:?}"),
         }
         s.logout(Duration::from_secs(5)).await.expect("logout");
@@ -123,8 +125,8 @@ fn login_follows_a_tgtd_redirect() {
             .expect("login through the redirect");
         assert_eq!(s.info.portal, real.portal);
         assert_eq!(s.info.redirected_from, Some(front.portal));
-        s.handle.test_unit_ready(1).await.ok();
-        s.handle
+        s.client.test_unit_ready(1).await.ok();
+        s.client
             .read_capacity(1)
             .await
             .expect("READ CAPACITY on the real target");

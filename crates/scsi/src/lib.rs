@@ -7,6 +7,7 @@
 //! sans-IO; only [`device`] touches storage.
 
 pub mod cdb;
+pub mod client;
 pub mod device;
 pub mod identity;
 pub mod inquiry;

@@ -1,8 +1,11 @@
-//! Unit tests of the sans-IO session core: PDUs in, PDUs and completions out.
+//! Unit tests of the sans-IO full feature session: PDUs in, PDUs and completions out.
 
 use super::*;
 use crate::cdb;
-use iscsi_proto::LogoutResponse;
+use iscsi_proto::{
+    AsyncMessage, DataIn, DataOut, LogoutResponse, NopIn, NopOut, R2t, Reject, ScsiCommand,
+    ScsiResponse, async_event, logout_reason,
+};
 
 fn logged_in(params: SessionParams, max_cmd_sn: u32) -> LoggedIn {
     LoggedIn {
@@ -14,11 +17,11 @@ fn logged_in(params: SessionParams, max_cmd_sn: u32) -> LoggedIn {
     }
 }
 
-fn core_with(params: SessionParams, max_cmd_sn: u32, depth: usize) -> SessionCore {
-    SessionCore::new(&logged_in(params, max_cmd_sn), depth)
+fn session_with(params: SessionParams, max_cmd_sn: u32, depth: usize) -> FullFeatureSession {
+    FullFeatureSession::new(&logged_in(params, max_cmd_sn), depth)
 }
 
-fn drain_out(c: &mut SessionCore) -> Vec<Pdu> {
+fn drain_out(c: &mut FullFeatureSession) -> Vec<Pdu> {
     std::iter::from_fn(|| c.poll_transmit()).collect()
 }
 
@@ -47,7 +50,7 @@ fn data_in(itt: u32, data_sn: u32, offset: u32, data: &[u8], status: Option<u8>)
 
 #[test]
 fn read_assembles_data_in_with_status() {
-    let mut c = core_with(SessionParams::default(), 40, 8);
+    let mut c = session_with(SessionParams::default(), 40, 8);
     c.submit(1, cdb::read16(1, 0, 2, 4));
     let out = drain_out(&mut c);
     let cmd = command(&out[0]).clone();
@@ -73,7 +76,7 @@ fn read_assembles_data_in_with_status() {
 
 #[test]
 fn read_with_underflow_in_scsi_response() {
-    let mut c = core_with(SessionParams::default(), 40, 8);
+    let mut c = session_with(SessionParams::default(), 40, 8);
     c.submit(7, cdb::inquiry(0, 96));
     let itt = command(&drain_out(&mut c)[0]).itt;
     c.receive(data_in(itt, 0, 0, &[0xaa; 36], None)).unwrap();
@@ -94,7 +97,7 @@ fn read_with_underflow_in_scsi_response() {
 
 #[test]
 fn check_condition_carries_sense() {
-    let mut c = core_with(SessionParams::default(), 40, 8);
+    let mut c = session_with(SessionParams::default(), 40, 8);
     c.submit(3, cdb::read16(1, 1 << 40, 1, 512));
     let itt = command(&drain_out(&mut c)[0]).itt;
     let mut sense = vec![0u8; 18];
@@ -103,7 +106,7 @@ fn check_condition_carries_sense() {
     sense[12] = 0x21;
     c.receive(Pdu::ScsiResponse(ScsiResponse {
         itt,
-        status: STATUS_CHECK_CONDITION,
+        status: scsi::task::ScsiStatus::CheckCondition as u8,
         stat_sn: 50,
         exp_cmd_sn: 11,
         max_cmd_sn: 40,
@@ -114,11 +117,7 @@ fn check_condition_carries_sense() {
     let e = c.poll_completion().unwrap().result.unwrap_err();
     assert_eq!(
         e,
-        TaskError::CheckCondition(Sense {
-            key: 5,
-            asc: 0x21,
-            ascq: 0
-        })
+        TaskError::CheckCondition(scsi::Sense::lba_out_of_range())
     );
     assert!(!e.is_retryable());
 }
@@ -133,7 +132,7 @@ fn write_immediate_data_then_r2t() {
         target_max_recv_data_segment_length: 2048,
         ..Default::default()
     };
-    let mut c = core_with(params, 40, 8);
+    let mut c = session_with(params, 40, 8);
     let payload: Vec<u8> = (0..12288u32).map(|i| i as u8).collect();
     c.submit(5, cdb::write16(1, 0, 4096, Bytes::from(payload.clone())));
     let out = drain_out(&mut c);
@@ -208,7 +207,7 @@ fn write_unsolicited_data_out_when_initial_r2t_no() {
         target_max_recv_data_segment_length: 2048,
         ..Default::default()
     };
-    let mut c = core_with(params, 40, 8);
+    let mut c = session_with(params, 40, 8);
     c.submit(5, cdb::write16(1, 0, 512, Bytes::from(vec![9u8; 16384])));
     let out = drain_out(&mut c);
     let cmd = command(&out[0]);
@@ -234,7 +233,7 @@ fn write_unsolicited_data_out_when_initial_r2t_no() {
 #[test]
 fn cmd_sn_window_and_queue_depth_bound_issuing() {
     // MaxCmdSN = 11 allows CmdSN 10 and 11 only.
-    let mut c = core_with(SessionParams::default(), 11, 8);
+    let mut c = session_with(SessionParams::default(), 11, 8);
     for id in 0..5 {
         c.submit(id, cdb::test_unit_ready(1));
     }
@@ -266,7 +265,7 @@ fn cmd_sn_window_and_queue_depth_bound_issuing() {
     .unwrap();
     assert!(drain_out(&mut c).is_empty());
     // Queue depth bounds too.
-    let mut d = core_with(SessionParams::default(), 1000, 2);
+    let mut d = session_with(SessionParams::default(), 1000, 2);
     for id in 0..5 {
         d.submit(id, cdb::test_unit_ready(1));
     }
@@ -275,7 +274,7 @@ fn cmd_sn_window_and_queue_depth_bound_issuing() {
 
 #[test]
 fn nop_in_with_ttt_is_answered() {
-    let mut c = core_with(SessionParams::default(), 40, 8);
+    let mut c = session_with(SessionParams::default(), 40, 8);
     c.receive(Pdu::NopIn(NopIn {
         itt: RESERVED_TAG,
         ttt: 0x1234,
@@ -317,7 +316,7 @@ fn async_msg(event: u8, p2: u16, p3: u16) -> Pdu {
 
 #[test]
 fn logout_requested_drains_then_logs_out() {
-    let mut c = core_with(SessionParams::default(), 40, 2);
+    let mut c = session_with(SessionParams::default(), 40, 2);
     for id in 0..4 {
         c.submit(id, cdb::test_unit_ready(1));
     }
@@ -327,7 +326,7 @@ fn logout_requested_drains_then_logs_out() {
         .unwrap();
     assert_eq!(
         c.poll_event(),
-        Some(CoreEvent::LogoutRequested { within_secs: 5 })
+        Some(FullFeatureEvent::LogoutRequested { within_secs: 5 })
     );
     assert_eq!(c.phase(), Phase::Draining);
     // Completing the first task must not issue the queued ones.
@@ -363,7 +362,10 @@ fn logout_requested_drains_then_logs_out() {
         ..Default::default()
     }))
     .unwrap();
-    assert_eq!(c.poll_event(), Some(CoreEvent::LoggedOut { time2wait: 2 }));
+    assert_eq!(
+        c.poll_event(),
+        Some(FullFeatureEvent::LoggedOut { time2wait: 2 })
+    );
     assert_eq!(c.phase(), Phase::Closed);
     let rest: Vec<Completion> = std::iter::from_fn(|| c.poll_completion()).collect();
     assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), vec![2, 3]);
@@ -378,14 +380,14 @@ fn logout_requested_drains_then_logs_out() {
 
 #[test]
 fn drop_announcement_fails_everything_retryably() {
-    let mut c = core_with(SessionParams::default(), 40, 8);
+    let mut c = session_with(SessionParams::default(), 40, 8);
     c.submit(1, cdb::read16(1, 0, 1, 512));
     drain_out(&mut c);
     c.receive(async_msg(async_event::CONNECTION_DROP, 2, 0))
         .unwrap();
     assert_eq!(
         c.poll_event(),
-        Some(CoreEvent::DropAnnounced {
+        Some(FullFeatureEvent::DropAnnounced {
             session: false,
             time2wait: 2
         })
@@ -397,7 +399,7 @@ fn drop_announcement_fails_everything_retryably() {
 
 #[test]
 fn malformed_target_behaviour_is_an_error_not_a_panic() {
-    let mut c = core_with(SessionParams::default(), 40, 8);
+    let mut c = session_with(SessionParams::default(), 40, 8);
     assert!(c.receive(data_in(0xdead, 0, 0, &[1], Some(0))).is_err());
     c.submit(1, cdb::read16(1, 0, 1, 4));
     let itt = command(&drain_out(&mut c)[0]).itt;
@@ -417,7 +419,7 @@ fn malformed_target_behaviour_is_an_error_not_a_panic() {
 
 #[test]
 fn reject_fails_the_referenced_task() {
-    let mut c = core_with(SessionParams::default(), 40, 8);
+    let mut c = session_with(SessionParams::default(), 40, 8);
     c.submit(4, cdb::test_unit_ready(1));
     let out = drain_out(&mut c);
     let header = out[0].to_bytes(iscsi_proto::Digests::NONE).unwrap();
@@ -436,7 +438,7 @@ fn reject_fails_the_referenced_task() {
 
 #[test]
 fn unencodable_requests_fail_at_submit_without_a_pdu() {
-    let mut c = core_with(SessionParams::default(), 40, 8);
+    let mut c = session_with(SessionParams::default(), 40, 8);
     c.submit(1, cdb::read16(0x4000, 0, 1, 512));
     c.submit(2, cdb::read16(0, 0, 1, MAX_TRANSFER + 1));
     c.submit(3, cdb::read16(300, 0, 1, 512));
