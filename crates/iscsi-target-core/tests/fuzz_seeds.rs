@@ -1,5 +1,6 @@
-//! Writes the seed corpus of the `target_connection` fuzz target (fuzz/corpus/target_connection):
-//! `cargo test -p iscsi-target-core --test fuzz_seeds -- --ignored`. Each seed is two control
+//! The seed corpus of the `target_connection` fuzz target (fuzz/seeds/target_connection): the
+//! test fails when the committed seeds differ from what the encoders make today;
+//! `PORTSHIFT_WRITE_SEEDS=1 cargo test -p iscsi-target-core --test fuzz_seeds` rewrites them. Each seed is two control
 //! bytes (chunk size, time/logout flags; see the fuzz target) and an initiator's byte stream
 //! made with the iscsi-proto encoders.
 
@@ -72,8 +73,7 @@ fn stream(control: [u8; 2], parts: &[(Pdu, Digests)]) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "writes the fuzz seed corpus"]
-fn write_seed_corpus() {
+fn committed_seed_corpus_is_current() {
     use scsi::cdb::opcode::{READ_10, WRITE_10};
     let none = Digests::NONE;
     let both = Digests {
@@ -180,9 +180,19 @@ fn write_seed_corpus() {
             ),
         ),
     ];
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/target_connection");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in seeds {
-        std::fs::write(dir.join(name), bytes).unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/target_connection");
+    if std::env::var_os("PORTSHIFT_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    for (name, bytes) in &seeds {
+        let committed = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("seed {name} missing in {}: {e}", dir.display()));
+        assert!(
+            committed == *bytes,
+            "seed {name} differs from what the encoders make; rewrite with PORTSHIFT_WRITE_SEEDS=1"
+        );
     }
 }
