@@ -10,7 +10,6 @@ pub mod params;
 pub mod pdu;
 pub mod sendtargets;
 pub mod serial;
-pub mod task_mgmt;
 pub mod text;
 
 pub use bhs::{BHS_LEN, Opcode, RESERVED_TAG};

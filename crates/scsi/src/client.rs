@@ -7,7 +7,6 @@
 use crate::cdb::{opcode, service_action};
 use crate::lun::decode_lun;
 use crate::sense::{Asc, FieldPointer, Sense, SenseKey};
-use crate::task::ScsiStatus;
 
 /// Length of the CDBs built here (iSCSI carries 16 bytes, zero padded).
 pub const CDB_LEN: usize = 16;
@@ -67,42 +66,6 @@ pub fn read16(lba: u64, blocks: u32) -> Cdb {
 /// WRITE (16) of `blocks` logical blocks at `lba` (SBC-3 §5.35).
 pub fn write16(lba: u64, blocks: u32) -> Cdb {
     rw16(opcode::WRITE_16, lba, blocks)
-}
-
-impl SenseKey {
-    /// The sense key with this 4-bit code; `None` for codes this crate does not name.
-    pub const fn from_code(code: u8) -> Option<SenseKey> {
-        Some(match code & 0x0F {
-            0x0 => SenseKey::NoSense,
-            0x1 => SenseKey::RecoveredError,
-            0x2 => SenseKey::NotReady,
-            0x3 => SenseKey::MediumError,
-            0x4 => SenseKey::HardwareError,
-            0x5 => SenseKey::IllegalRequest,
-            0x6 => SenseKey::UnitAttention,
-            0x7 => SenseKey::DataProtect,
-            0xB => SenseKey::AbortedCommand,
-            0xE => SenseKey::Miscompare,
-            _ => return None,
-        })
-    }
-}
-
-impl ScsiStatus {
-    /// The status with this code; `None` for reserved and obsolete codes.
-    pub const fn from_code(code: u8) -> Option<ScsiStatus> {
-        Some(match code {
-            0x00 => ScsiStatus::Good,
-            0x02 => ScsiStatus::CheckCondition,
-            0x04 => ScsiStatus::ConditionMet,
-            0x08 => ScsiStatus::Busy,
-            0x18 => ScsiStatus::ReservationConflict,
-            0x28 => ScsiStatus::TaskSetFull,
-            0x30 => ScsiStatus::AcaActive,
-            0x40 => ScsiStatus::TaskAborted,
-            _ => return None,
-        })
-    }
 }
 
 /// Sense-key specific bytes with SKSV set, as a field pointer (SPC-4 §4.5.2.4.2).
@@ -242,6 +205,7 @@ pub fn parse_report_luns(d: &[u8]) -> Vec<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::task::ScsiStatus;
 
     #[test]
     fn cdbs_use_the_named_layouts() {
@@ -272,13 +236,11 @@ mod tests {
         ];
         for s in conditions {
             assert_eq!(Sense::parse(&s.to_fixed()), Some(s), "fixed {s:?}");
-            if s.field_pointer.is_none() {
-                assert_eq!(
-                    Sense::parse(&s.to_descriptor()),
-                    Some(s),
-                    "descriptor {s:?}"
-                );
-            }
+            assert_eq!(
+                Sense::parse(&s.to_descriptor()),
+                Some(s),
+                "descriptor {s:?}"
+            );
         }
         // Sense key specific descriptor as SPC-4 table 30 lays it out: two reserved
         // bytes, SKSV|C/D|BPV|bit, field pointer, one reserved byte.
@@ -289,6 +251,7 @@ mod tests {
             Sense::parse(&d),
             Some(Sense::invalid_field_in_cdb(1, Some(5)))
         );
+        assert_eq!(Sense::invalid_field_in_cdb(1, Some(5)).to_descriptor(), d);
         assert!(
             Sense::parse(&[0x72, 0x06, 0x29, 0x01])
                 .unwrap()

@@ -13,8 +13,36 @@ pub enum SenseKey {
     IllegalRequest = 0x5,
     UnitAttention = 0x6,
     DataProtect = 0x7,
+    BlankCheck = 0x8,
+    VendorSpecific = 0x9,
+    CopyAborted = 0xA,
     AbortedCommand = 0xB,
+    VolumeOverflow = 0xD,
     Miscompare = 0xE,
+}
+
+impl SenseKey {
+    /// The sense key with this 4-bit code (SPC-4 table 48); `None` for the obsolete 0xC and
+    /// the reserved 0xF.
+    pub const fn from_code(code: u8) -> Option<SenseKey> {
+        Some(match code & 0x0F {
+            0x0 => SenseKey::NoSense,
+            0x1 => SenseKey::RecoveredError,
+            0x2 => SenseKey::NotReady,
+            0x3 => SenseKey::MediumError,
+            0x4 => SenseKey::HardwareError,
+            0x5 => SenseKey::IllegalRequest,
+            0x6 => SenseKey::UnitAttention,
+            0x7 => SenseKey::DataProtect,
+            0x8 => SenseKey::BlankCheck,
+            0x9 => SenseKey::VendorSpecific,
+            0xA => SenseKey::CopyAborted,
+            0xB => SenseKey::AbortedCommand,
+            0xD => SenseKey::VolumeOverflow,
+            0xE => SenseKey::Miscompare,
+            _ => return None,
+        })
+    }
 }
 
 /// Additional sense code and qualifier (SPC-4 §4.5.6, table 49).
@@ -162,8 +190,9 @@ impl Sense {
             b.extend_from_slice(&u64::from(info).to_be_bytes());
         }
         if let Some(fp) = self.field_pointer {
-            // Sense key specific descriptor (§4.5.2.5): type 2, length 6.
-            b.extend_from_slice(&[0x02, 0x06, 0x00]);
+            // Sense key specific descriptor (SPC-4 §4.5.2.5, table 30): type 2, length 6,
+            // two reserved bytes, the three sense-key-specific bytes, one reserved byte.
+            b.extend_from_slice(&[0x02, 0x06, 0x00, 0x00]);
             b.extend_from_slice(&sense_key_specific(fp));
             b.extend_from_slice(&[0x00]);
         }

@@ -35,6 +35,23 @@ pub enum ScsiStatus {
     TaskAborted = 0x40,
 }
 
+impl ScsiStatus {
+    /// The status with this code; `None` for reserved and obsolete codes.
+    pub const fn from_code(code: u8) -> Option<ScsiStatus> {
+        Some(match code {
+            0x00 => ScsiStatus::Good,
+            0x02 => ScsiStatus::CheckCondition,
+            0x04 => ScsiStatus::ConditionMet,
+            0x08 => ScsiStatus::Busy,
+            0x18 => ScsiStatus::ReservationConflict,
+            0x28 => ScsiStatus::TaskSetFull,
+            0x30 => ScsiStatus::AcaActive,
+            0x40 => ScsiStatus::TaskAborted,
+            _ => return None,
+        })
+    }
+}
+
 /// What the device server did with a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScsiOutcome {

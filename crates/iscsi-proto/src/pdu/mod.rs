@@ -36,7 +36,7 @@ pub use scsi_command::ScsiCommand;
 pub use scsi_response::ScsiResponse;
 pub use snack::SnackRequest;
 pub use text::{TextRequest, TextResponse};
-pub use tmf::{TaskMgmtRequest, TaskMgmtResponse};
+pub use tmf::{TaskMgmtRequest, TaskMgmtResponse, TmfFunction, TmfResponse};
 
 pub(crate) use wire::Parts;
 use wire::{Received, WirePdu};

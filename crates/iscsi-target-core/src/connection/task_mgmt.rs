@@ -2,8 +2,8 @@
 //! as soon as they arrive, so only writes waiting for data can be aborted; resets are
 //! [`ScsiRequest`]s for the shell, in order with the commands.
 
-use iscsi_proto::task_mgmt::{TmfFunction, TmfResponse};
 use iscsi_proto::{SerialNumber, TaskMgmtRequest, TaskMgmtResponse};
+use iscsi_proto::{TmfFunction, TmfResponse};
 
 use super::Connection;
 use crate::event::CloseReason;

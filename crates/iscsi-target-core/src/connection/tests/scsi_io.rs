@@ -1,8 +1,8 @@
 //! SCSI commands through the core: Data-In, R2T writes, Data-Out errors, task management and
 //! the UNIT ATTENTION after a reset (now kept by `scsi::LunTable`).
 
-use iscsi_proto::task_mgmt::{TmfFunction, TmfResponse};
 use iscsi_proto::{DataOut, RESERVED_TAG, TaskMgmtRequest};
+use iscsi_proto::{TmfFunction, TmfResponse};
 use scsi::{Asc, SenseKey};
 
 use super::*;
