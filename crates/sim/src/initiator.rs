@@ -1,0 +1,700 @@
+//! A portshift initiator without I/O: the balancer-following [`Follower`] with the shell
+//! `initiator::balanced` puts around it (look up portals, log in with a [`LoginExchange`], run
+//! a [`FullFeatureSession`], re-issue what a closed session left unfinished), plus a verifying
+//! workload: one-block WRITEs tagged with a unique command id, read back and compared.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use initiator::cdb::{ScsiRequest, read16, write16};
+use initiator::follower::{
+    Action, Event, Follower, FollowerConfig, InitiatorEvent, MoveRecord, ReconnectRecord, Record,
+    State,
+};
+use initiator::full_feature::{Completion, FullFeatureEvent, FullFeatureSession, Phase};
+use initiator::login::{LoginConfig, LoginExchange, LoginProgress};
+use iscsi_proto::text::TextPairs;
+use iscsi_proto::{Digests, Limits, Pdu, PduDecoder, Prefs};
+use iscsi_target_core::PortalInfo;
+
+use crate::isns::IsnsServer;
+use crate::link::{ConnId, Links};
+use crate::target::BLOCK_MAGIC;
+
+/// Block size of the simulated LUNs.
+pub const BLOCK: u32 = 512;
+
+/// Where an initiator learns the portals to log in through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// Ask iSNS (portshift's initiator).
+    Isns,
+    /// Always this address (a stock initiator: it follows login redirects only).
+    Fixed(SocketAddr),
+}
+
+/// One initiator and its workload.
+#[derive(Debug, Clone)]
+pub struct InitiatorConfig {
+    pub name: String,
+    pub target: String,
+    pub discovery: Discovery,
+    pub queue_depth: usize,
+    /// Time between new commands; `None` for an idle initiator.
+    pub interval: Option<Duration>,
+    /// The blocks this initiator writes: `lba_base .. lba_base + lba_span`.
+    pub lba_base: u64,
+    pub lba_span: u64,
+    /// Read every written block back and compare.
+    pub verify: bool,
+}
+
+impl InitiatorConfig {
+    pub fn new(name: &str, target: &str, discovery: Discovery) -> Self {
+        InitiatorConfig {
+            name: name.into(),
+            target: target.into(),
+            discovery,
+            queue_depth: 4,
+            interval: Some(Duration::from_millis(50)),
+            lba_base: 0,
+            lba_span: 16,
+            verify: true,
+        }
+    }
+}
+
+/// What the rest of the world looks like to an initiator at one instant.
+pub struct Net<'a> {
+    pub links: &'a mut Links,
+    pub isns: &'a mut IsnsServer,
+    pub portals: &'a [PortalInfo],
+    pub now_ms: u64,
+}
+
+/// A login response as the initiator saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginAnswer {
+    pub portal: SocketAddr,
+    pub status_class: u8,
+    pub status_detail: u8,
+    pub target_address: Option<String>,
+}
+
+#[derive(Debug)]
+enum Wire {
+    Idle,
+    Login {
+        conn: ConnId,
+        portal: SocketAddr,
+        exchange: Box<LoginExchange>,
+        decoder: PduDecoder,
+    },
+    Full {
+        conn: ConnId,
+        ffp: Box<FullFeatureSession>,
+        decoder: PduDecoder,
+        digests: Digests,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { lba: u64, data: Bytes },
+    Read { lba: u64, expect: Bytes },
+}
+
+impl Op {
+    fn lba(&self) -> u64 {
+        match self {
+            Op::Write { lba, .. } | Op::Read { lba, .. } => *lba,
+        }
+    }
+
+    fn request(&self) -> ScsiRequest {
+        match self {
+            Op::Write { lba, data } => write16(0, *lba, BLOCK, data.clone()),
+            Op::Read { lba, .. } => read16(0, *lba, 1, BLOCK),
+        }
+    }
+}
+
+/// The block a WRITE with command id `id` writes.
+pub fn block_for(id: u64) -> Bytes {
+    let mut b = vec![0u8; BLOCK as usize];
+    b[..8].copy_from_slice(&BLOCK_MAGIC);
+    b[8..16].copy_from_slice(&id.to_be_bytes());
+    for (i, x) in b.iter_mut().enumerate().skip(16) {
+        *x = (id as u8).wrapping_mul(31).wrapping_add(i as u8);
+    }
+    Bytes::from(b)
+}
+
+/// One simulated initiator.
+#[derive(Debug)]
+pub struct SimInitiator {
+    pub config: InitiatorConfig,
+    index: u64,
+    follower: Follower,
+    wire: Wire,
+    inbox: VecDeque<Event>,
+    issuing: bool,
+    leaving: bool,
+    stop_sent: bool,
+    /// Why the follower gave up, if it did.
+    pub failed: Option<String>,
+    /// Everything the follower reported, with the (virtual) unix ms.
+    pub events: Vec<(u64, InitiatorEvent)>,
+    pub moves: Vec<MoveRecord>,
+    pub reconnects: Vec<ReconnectRecord>,
+    /// Every login response.
+    pub logins: Vec<LoginAnswer>,
+    next_seq: u64,
+    next_issue: Instant,
+    cursor: u64,
+    ops: BTreeMap<u64, Op>,
+    retry: VecDeque<u64>,
+    submitted: BTreeSet<u64>,
+    busy: BTreeSet<u64>,
+    written: BTreeMap<u64, Bytes>,
+    unread: VecDeque<u64>,
+    /// Ids of the commands that completed successfully, in completion order.
+    pub completed: Vec<u64>,
+    /// Successful completions per command id.
+    pub completions: BTreeMap<u64, u32>,
+    /// Commands that failed for good, and reads that returned the wrong data.
+    pub errors: Vec<String>,
+    /// Commands submitted again after their session ended unfinished.
+    pub reissued: u64,
+}
+
+impl SimInitiator {
+    /// The `index`-th initiator of a world (its command ids are `index << 40 | seq`).
+    pub fn new(config: InitiatorConfig, index: u64, now: Instant, now_ms: u64) -> Self {
+        let follower = Follower::new(
+            FollowerConfig {
+                isns: config.discovery == Discovery::Isns,
+                max_attempts: 30,
+                reconnect_every: None,
+            },
+            now,
+            now_ms,
+        );
+        SimInitiator {
+            config,
+            index,
+            follower,
+            wire: Wire::Idle,
+            inbox: VecDeque::new(),
+            issuing: false,
+            leaving: false,
+            stop_sent: false,
+            failed: None,
+            events: Vec::new(),
+            moves: Vec::new(),
+            reconnects: Vec::new(),
+            logins: Vec::new(),
+            next_seq: 0,
+            next_issue: now,
+            cursor: 0,
+            ops: BTreeMap::new(),
+            retry: VecDeque::new(),
+            submitted: BTreeSet::new(),
+            busy: BTreeSet::new(),
+            written: BTreeMap::new(),
+            unread: VecDeque::new(),
+            completed: Vec::new(),
+            completions: BTreeMap::new(),
+            errors: Vec::new(),
+            reissued: 0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn state(&self) -> &State {
+        self.follower.state()
+    }
+
+    /// The portal of the session in full-feature phase, if any.
+    pub fn portal(&self) -> Option<SocketAddr> {
+        match (&self.wire, self.follower.state()) {
+            (Wire::Full { .. }, State::LoggedIn { portal, .. }) => Some(*portal),
+            _ => None,
+        }
+    }
+
+    /// Commands generated and not yet completed.
+    pub fn outstanding(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Stops generating commands; once every one has completed, the initiator logs out.
+    pub fn leave(&mut self) {
+        self.leaving = true;
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Gone for good: logged out after [`SimInitiator::leave`], or failed.
+    pub fn is_done(&self) -> bool {
+        matches!(self.follower.state(), State::Stopped | State::Failed { .. })
+    }
+
+    /// Changes the time between new commands.
+    pub fn set_interval(&mut self, interval: Option<Duration>) {
+        self.config.interval = interval;
+    }
+
+    /// The follower's and the workload's next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let issue = (self.issuing
+            && !self.leaving
+            && matches!(self.wire, Wire::Full { .. })
+            && self.config.interval.is_some()
+            && self.submitted.len() < self.config.queue_depth)
+            .then_some(self.next_issue);
+        [self.follower.poll_timeout(), issue]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Time has come to `now`: the follower's timer, if due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.follower.poll_timeout().is_some_and(|t| t <= now) {
+            self.inbox.push_back(Event::Tick);
+        }
+    }
+
+    /// Runs everything that can run at `now`; true if anything happened.
+    pub fn poll(&mut self, now: Instant, net: &mut Net<'_>) -> bool {
+        let mut any = false;
+        loop {
+            let mut progress = self.receive(net);
+            while let Some(a) = self.follower.poll_action() {
+                progress = true;
+                self.execute(a, net);
+            }
+            if let Some(ev) = self.inbox.pop_front() {
+                self.follower.handle(now, ev);
+                progress = true;
+            }
+            progress |= self.issue(now);
+            if self.leaving && !self.stop_sent && self.ops.is_empty() {
+                self.stop_sent = true;
+                self.inbox.push_back(Event::Stop);
+                progress = true;
+            }
+            progress |= self.flush(net);
+            if !progress {
+                return any;
+            }
+            any = true;
+        }
+    }
+
+    /// Carries out one of the follower's actions (`balanced::shell::Shell::execute`).
+    fn execute(&mut self, action: Action, net: &mut Net<'_>) {
+        match action {
+            Action::StopIssuing => self.issuing = false,
+            Action::SendLogout => {
+                if let Wire::Full { ffp, .. } = &mut self.wire {
+                    ffp.logout();
+                }
+            }
+            Action::LookUpPortals => {
+                let ev = match self.config.discovery {
+                    Discovery::Isns => match net.isns.query_portals(
+                        &self.config.name,
+                        &self.config.target,
+                        net.now_ms / 1000,
+                    ) {
+                        Ok(p) => Event::Discovered(p),
+                        Err(e) => Event::DiscoveryFailed(e),
+                    },
+                    Discovery::Fixed(a) => Event::Discovered(vec![a]),
+                };
+                self.inbox.push_back(ev);
+            }
+            Action::Login(addr) => self.connect(addr, net),
+            Action::Reissue => {
+                if matches!(self.wire, Wire::Full { .. }) {
+                    self.issuing = true;
+                }
+            }
+            Action::Record(Record::Move(m)) => {
+                let e = InitiatorEvent::Moved {
+                    from: m.from,
+                    to: m.to,
+                    pause_ms: m.pause_ms,
+                };
+                self.moves.push(m);
+                self.events.push((net.now_ms, e));
+            }
+            Action::Record(Record::Reconnect(r)) => {
+                let e = InitiatorEvent::Reconnected {
+                    from: r.from,
+                    to: r.to,
+                    cause: r.cause,
+                    pause_ms: r.pause_ms,
+                };
+                self.reconnects.push(r);
+                self.events.push((net.now_ms, e));
+            }
+            Action::Emit(e) => self.events.push((net.now_ms, e)),
+            Action::Fail(reason) => self.failed = Some(reason),
+            Action::Shutdown => {
+                self.issuing = false;
+                if let Wire::Login { conn, .. } = self.wire {
+                    net.links.close_initiator(conn);
+                    self.wire = Wire::Idle;
+                }
+            }
+        }
+    }
+
+    /// Opens a connection to `addr` and sends the first login request.
+    fn connect(&mut self, addr: SocketAddr, net: &mut Net<'_>) {
+        self.drop_wire(net);
+        let Some(portal) = net.portals.iter().find(|p| p.address == addr) else {
+            self.inbox
+                .push_back(Event::LoginFailed(format!("{addr}: connection refused")));
+            return;
+        };
+        let conn = net.links.open(portal.id);
+        let i = self.index.to_be_bytes();
+        let config = LoginConfig {
+            initiator_name: self.config.name.clone(),
+            target_name: Some(self.config.target.clone()),
+            isid: [0x80, 0, 0, 0, i[6], i[7]],
+            prefs: Prefs::initiator_default(),
+        };
+        let mut exchange = LoginExchange::new(config, 0, 1);
+        let Ok(first) = exchange.start() else {
+            self.inbox
+                .push_back(Event::LoginFailed("login start".into()));
+            return;
+        };
+        send(net.links, conn, &Pdu::LoginRequest(first), Digests::NONE);
+        self.wire = Wire::Login {
+            conn,
+            portal: addr,
+            exchange: Box::new(exchange),
+            decoder: PduDecoder::new(Limits::default()),
+        };
+    }
+
+    fn drop_wire(&mut self, net: &mut Net<'_>) {
+        match std::mem::replace(&mut self.wire, Wire::Idle) {
+            Wire::Idle => {}
+            Wire::Login { conn, .. } | Wire::Full { conn, .. } => net.links.close_initiator(conn),
+        }
+    }
+
+    /// Reads what the target sent; true if anything was read or happened.
+    fn receive(&mut self, net: &mut Net<'_>) -> bool {
+        match &mut self.wire {
+            Wire::Idle => false,
+            Wire::Login {
+                conn,
+                portal,
+                exchange,
+                decoder,
+            } => {
+                let (conn, portal) = (*conn, *portal);
+                let Some(link) = net.links.get_mut(conn) else {
+                    self.wire = Wire::Idle;
+                    self.inbox
+                        .push_back(Event::LoginFailed("connection gone".into()));
+                    return true;
+                };
+                let outcome = match decoder.decode(&mut link.to_initiator) {
+                    Ok(None) if link.target_closed => {
+                        Err("connection closed during login".to_string())
+                    }
+                    Ok(None) => return false,
+                    Ok(Some(Pdu::LoginResponse(r))) => {
+                        self.logins.push(LoginAnswer {
+                            portal,
+                            status_class: r.status_class,
+                            status_detail: r.status_detail,
+                            target_address: TextPairs::parse(&r.data)
+                                .ok()
+                                .and_then(|t| t.get("TargetAddress").map(str::to_string)),
+                        });
+                        exchange.on_response(&r).map_err(|e| e.to_string())
+                    }
+                    Ok(Some(other)) => {
+                        Err(format!("expected Login Response, got {:?}", other.opcode()))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(LoginProgress::Send(req)) => {
+                        send(net.links, conn, &Pdu::LoginRequest(req), Digests::NONE);
+                    }
+                    Ok(LoginProgress::Done(logged)) => {
+                        let mut decoder =
+                            std::mem::replace(decoder, PduDecoder::new(Limits::default()));
+                        decoder.set_limits(Limits {
+                            max_recv_data_segment_length: logged
+                                .params
+                                .initiator_max_recv_data_segment_length,
+                        });
+                        decoder.set_digests(logged.params.digests());
+                        let ffp = FullFeatureSession::new(&logged, self.config.queue_depth);
+                        self.wire = Wire::Full {
+                            conn,
+                            ffp: Box::new(ffp),
+                            decoder,
+                            digests: logged.params.digests(),
+                        };
+                        self.inbox.push_back(Event::LoginOk);
+                    }
+                    Ok(LoginProgress::Redirect { address, .. }) => {
+                        self.drop_wire(net);
+                        self.inbox.push_back(Event::LoginRedirect(address));
+                    }
+                    Err(e) => {
+                        self.drop_wire(net);
+                        self.inbox.push_back(Event::LoginFailed(e));
+                    }
+                }
+                true
+            }
+            Wire::Full {
+                conn, ffp, decoder, ..
+            } => {
+                let conn = *conn;
+                let mut any = false;
+                match net.links.get_mut(conn) {
+                    None => {
+                        lost(ffp, &mut self.inbox, "connection gone".into());
+                        any = true;
+                    }
+                    Some(link) => loop {
+                        match decoder.decode(&mut link.to_initiator) {
+                            Ok(Some(pdu)) => {
+                                any = true;
+                                if let Err(e) = ffp.receive(pdu) {
+                                    lost(ffp, &mut self.inbox, e.to_string());
+                                }
+                            }
+                            Ok(None) if link.target_closed && ffp.phase() != Phase::Closed => {
+                                any = true;
+                                lost(
+                                    ffp,
+                                    &mut self.inbox,
+                                    "connection closed by the target".into(),
+                                );
+                                break;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                any = true;
+                                lost(ffp, &mut self.inbox, e.to_string());
+                                break;
+                            }
+                        }
+                    },
+                }
+                any | self.after_receive(net)
+            }
+        }
+    }
+
+    /// Completions and session events out of the full-feature session; closes the wire once
+    /// the session is closed (`session::drive`, `balanced::shell::next_event`).
+    fn after_receive(&mut self, net: &mut Net<'_>) -> bool {
+        let Wire::Full { ffp, .. } = &mut self.wire else {
+            return false;
+        };
+        let mut any = false;
+        let mut done = Vec::new();
+        while let Some(c) = ffp.poll_completion() {
+            done.push(c);
+        }
+        while let Some(e) = ffp.poll_event() {
+            any = true;
+            let ev = match e {
+                FullFeatureEvent::LogoutRequested { within_secs } => Event::LogoutRequested {
+                    time2logout: Duration::from_secs(within_secs.into()),
+                },
+                FullFeatureEvent::RenegotiationRequested => Event::LogoutRequested {
+                    time2logout: Duration::ZERO,
+                },
+                FullFeatureEvent::DropAnnounced { time2wait, .. } => Event::ConnectionLost {
+                    reason: "target announced a connection/session drop".into(),
+                    time2wait: Duration::from_secs(time2wait.into()),
+                },
+                FullFeatureEvent::LoggedOut { .. } => Event::LoggedOut,
+                FullFeatureEvent::ScsiEvent(_) => continue,
+            };
+            self.inbox.push_back(ev);
+        }
+        let closed = ffp.phase() == Phase::Closed;
+        for c in done {
+            any = true;
+            self.complete(c);
+        }
+        if closed {
+            self.drop_wire(net);
+            self.inbox.push_back(Event::SessionClosed);
+            any = true;
+        }
+        any
+    }
+
+    fn complete(&mut self, c: Completion) {
+        self.submitted.remove(&c.id);
+        let Some(op) = self.ops.get(&c.id).cloned() else {
+            self.errors
+                .push(format!("completion of unknown command {:#x}", c.id));
+            return;
+        };
+        match c.result {
+            Ok(r) => {
+                if let Op::Read { expect, lba } = &op
+                    && r.data != *expect
+                {
+                    self.errors.push(format!(
+                        "read of LBA {lba} ({:#x}) returned other data",
+                        c.id
+                    ));
+                }
+                if let Op::Write { lba, data } = &op {
+                    self.written.insert(*lba, data.clone());
+                    self.unread.push_back(*lba);
+                }
+                *self.completions.entry(c.id).or_default() += 1;
+                self.completed.push(c.id);
+                self.ops.remove(&c.id);
+                self.busy.remove(&op.lba());
+            }
+            Err(e) if e.is_retryable() => self.retry.push_back(c.id),
+            Err(e) => {
+                self.errors.push(format!("command {:#x}: {e}", c.id));
+                self.ops.remove(&c.id);
+                self.busy.remove(&op.lba());
+            }
+        }
+    }
+
+    /// Submits re-issues and new commands while the session is ready; true if any.
+    fn issue(&mut self, now: Instant) -> bool {
+        if !self.issuing || !matches!(self.wire, Wire::Full { .. }) {
+            return false;
+        }
+        let mut any = false;
+        while let Some(id) = self.retry.pop_front() {
+            any = true;
+            self.reissued += 1;
+            if let Some(op) = self.ops.get(&id) {
+                let req = op.request();
+                self.submit(id, req);
+            }
+        }
+        let Some(interval) = self.config.interval.filter(|_| !self.leaving) else {
+            return any;
+        };
+        if self.next_issue + interval < now {
+            self.next_issue = now;
+        }
+        while self.next_issue <= now && self.submitted.len() < self.config.queue_depth {
+            let Some(op) = self.next_op() else { break };
+            self.next_seq += 1;
+            let id = (self.index << 40) | self.next_seq;
+            let op = match op {
+                Op::Write { lba, .. } => Op::Write {
+                    lba,
+                    data: block_for(id),
+                },
+                read => read,
+            };
+            self.busy.insert(op.lba());
+            let req = op.request();
+            self.ops.insert(id, op);
+            self.submit(id, req);
+            self.next_issue += interval;
+            any = true;
+        }
+        any
+    }
+
+    fn submit(&mut self, id: u64, req: ScsiRequest) {
+        if let Wire::Full { ffp, .. } = &mut self.wire {
+            ffp.submit(id, req);
+            self.submitted.insert(id);
+        }
+    }
+
+    /// The next command: read back a written block, or write one (data filled in by the
+    /// caller).
+    fn next_op(&mut self) -> Option<Op> {
+        if self.config.verify
+            && let Some(i) = self.unread.iter().position(|l| !self.busy.contains(l))
+        {
+            let lba = self.unread.remove(i)?;
+            let expect = self.written.get(&lba)?.clone();
+            return Some(Op::Read { lba, expect });
+        }
+        let span = self.config.lba_span.max(1);
+        for _ in 0..span {
+            let lba = self.config.lba_base + self.cursor % span;
+            self.cursor += 1;
+            if !self.busy.contains(&lba) {
+                return Some(Op::Write {
+                    lba,
+                    data: Bytes::new(),
+                });
+            }
+        }
+        None
+    }
+
+    /// Writes the session's PDUs to its link; true if any.
+    fn flush(&mut self, net: &mut Net<'_>) -> bool {
+        let Wire::Full {
+            conn, ffp, digests, ..
+        } = &mut self.wire
+        else {
+            return false;
+        };
+        let mut any = false;
+        while let Some(p) = ffp.poll_transmit() {
+            any = true;
+            send(net.links, *conn, &p, *digests);
+        }
+        any
+    }
+}
+
+/// The connection is gone (`session::lost`).
+fn lost(ffp: &mut FullFeatureSession, inbox: &mut VecDeque<Event>, reason: String) {
+    if ffp.phase() != Phase::Closed {
+        inbox.push_back(Event::ConnectionLost {
+            reason,
+            time2wait: Duration::ZERO,
+        });
+    }
+    ffp.connection_lost();
+}
+
+/// Encodes `pdu` onto the link's way to the target.
+fn send(links: &mut Links, conn: ConnId, pdu: &Pdu, digests: Digests) {
+    let Some(link) = links.get_mut(conn) else {
+        return;
+    };
+    let mut buf = BytesMut::new();
+    let payload = pdu.encode_header(&mut buf, digests).expect("encodable PDU");
+    link.to_target.extend_from_slice(&buf);
+    link.to_target.extend_from_slice(&payload.data);
+    link.to_target.extend_from_slice(payload.trailer.as_slice());
+}
