@@ -166,6 +166,8 @@ pub struct SimInitiator {
     pub completions: BTreeMap<u64, u32>,
     /// Commands that failed for good, and reads that returned the wrong data.
     pub errors: Vec<String>,
+    /// Ids of the WRITEs that completed successfully.
+    pub written_ids: BTreeSet<u64>,
     /// Commands submitted again after their session ended unfinished.
     pub reissued: u64,
 }
@@ -208,6 +210,7 @@ impl SimInitiator {
             completed: Vec::new(),
             completions: BTreeMap::new(),
             errors: Vec::new(),
+            written_ids: BTreeSet::new(),
             reissued: 0,
         }
     }
@@ -570,6 +573,7 @@ impl SimInitiator {
                     ));
                 }
                 if let Op::Write { lba, data } = &op {
+                    self.written_ids.insert(c.id);
                     self.written.insert(*lba, data.clone());
                     self.unread.push_back(*lba);
                 }

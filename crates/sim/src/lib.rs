@@ -9,6 +9,7 @@
 //! deadline of any component (connection timers, follower timers, workload issue times, the
 //! balancer interval, the iSNS refresh).
 
+pub mod audit;
 pub mod initiator;
 pub mod isns;
 pub mod link;
@@ -154,7 +155,8 @@ impl World {
             initiators: Vec::new(),
             portals,
             interval: config.interval,
-            next_balance: now,
+            // The first balancer step comes one interval after the start.
+            next_balance: now + config.interval,
             next_refresh: now + Duration::from_millis(REFRESH_INTERVAL_MS),
             steps: 0,
         }
