@@ -41,9 +41,16 @@ pub struct InitiatorConfig {
     pub name: String,
     pub target: String,
     pub discovery: Discovery,
+    /// Commands the workload keeps outstanding.
     pub queue_depth: usize,
-    /// Time between new commands; `None` for an idle initiator.
+    /// The session's own queue depth (commands on the wire); the rest wait in the session's
+    /// queue and, when a session ends before sending them, come back unfinished and are
+    /// re-issued on the next one.
+    pub session_depth: usize,
+    /// Time between new commands (between bursts); `None` for an idle initiator.
     pub interval: Option<Duration>,
+    /// Commands issued together every `interval`.
+    pub burst: usize,
     /// The blocks this initiator writes: `lba_base .. lba_base + lba_span`.
     pub lba_base: u64,
     pub lba_span: u64,
@@ -58,7 +65,9 @@ impl InitiatorConfig {
             target: target.into(),
             discovery,
             queue_depth: 4,
+            session_depth: 4,
             interval: Some(Duration::from_millis(50)),
+            burst: 1,
             lba_base: 0,
             lba_span: 16,
             verify: true,
@@ -153,6 +162,7 @@ pub struct SimInitiator {
     pub logins: Vec<LoginAnswer>,
     next_seq: u64,
     next_issue: Instant,
+    issued_in_burst: usize,
     cursor: u64,
     ops: BTreeMap<u64, Op>,
     retry: VecDeque<u64>,
@@ -200,6 +210,7 @@ impl SimInitiator {
             logins: Vec::new(),
             next_seq: 0,
             next_issue: now,
+            issued_in_burst: 0,
             cursor: 0,
             ops: BTreeMap::new(),
             retry: VecDeque::new(),
@@ -229,6 +240,11 @@ impl SimInitiator {
             (Wire::Full { .. }, State::LoggedIn { portal, .. }) => Some(*portal),
             _ => None,
         }
+    }
+
+    /// Commands generated so far.
+    pub fn generated(&self) -> u64 {
+        self.next_seq
     }
 
     /// Commands generated and not yet completed.
@@ -452,7 +468,7 @@ impl SimInitiator {
                                 .initiator_max_recv_data_segment_length,
                         });
                         decoder.set_digests(logged.params.digests());
-                        let ffp = FullFeatureSession::new(&logged, self.config.queue_depth);
+                        let ffp = FullFeatureSession::new(&logged, self.config.session_depth);
                         self.wire = Wire::Full {
                             conn,
                             ffp: Box::new(ffp),
@@ -612,6 +628,11 @@ impl SimInitiator {
             self.next_issue = now;
         }
         while self.next_issue <= now && self.submitted.len() < self.config.queue_depth {
+            self.issued_in_burst += 1;
+            if self.issued_in_burst >= self.config.burst.max(1) {
+                self.issued_in_burst = 0;
+                self.next_issue += interval;
+            }
             let Some(op) = self.next_op() else { break };
             self.next_seq += 1;
             let id = (self.index << 40) | self.next_seq;
@@ -626,7 +647,6 @@ impl SimInitiator {
             let req = op.request();
             self.ops.insert(id, op);
             self.submit(id, req);
-            self.next_issue += interval;
             any = true;
         }
         any
@@ -698,7 +718,8 @@ fn send(links: &mut Links, conn: ConnId, pdu: &Pdu, digests: Digests) {
     };
     let mut buf = BytesMut::new();
     let payload = pdu.encode_header(&mut buf, digests).expect("encodable PDU");
-    link.to_target.extend_from_slice(&buf);
-    link.to_target.extend_from_slice(&payload.data);
-    link.to_target.extend_from_slice(payload.trailer.as_slice());
+    link.out_to_target.extend_from_slice(&buf);
+    link.out_to_target.extend_from_slice(&payload.data);
+    link.out_to_target
+        .extend_from_slice(payload.trailer.as_slice());
 }

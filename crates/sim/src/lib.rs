@@ -89,6 +89,8 @@ pub struct WorldConfig {
     pub cooldown: Duration,
     /// The balancer loop's interval.
     pub interval: Duration,
+    /// One-way delay of every link.
+    pub latency: Duration,
 }
 
 impl WorldConfig {
@@ -104,6 +106,7 @@ impl WorldConfig {
             balance: balance.map(|b| b.parse().expect("a balance spec")),
             cooldown,
             interval: Duration::from_secs(1),
+            latency: Duration::from_millis(1),
         }
     }
 }
@@ -120,6 +123,7 @@ pub struct World {
     interval: Duration,
     next_balance: Instant,
     next_refresh: Instant,
+    alarms: std::collections::BTreeSet<Instant>,
     /// Steps taken.
     pub steps: u64,
 }
@@ -149,7 +153,7 @@ impl World {
         let now = clock.now();
         World {
             clock,
-            links: Links::default(),
+            links: Links::new(config.latency),
             isns,
             target,
             initiators: Vec::new(),
@@ -158,6 +162,7 @@ impl World {
             // The first balancer step comes one interval after the start.
             next_balance: now + config.interval,
             next_refresh: now + Duration::from_millis(REFRESH_INTERVAL_MS),
+            alarms: Default::default(),
             steps: 0,
         }
     }
@@ -195,8 +200,9 @@ impl World {
     pub fn settle(&mut self) {
         let now = self.clock.now();
         let now_ms = self.clock.unix_ms();
+        self.links.set_now(now);
         for _round in 0..100_000 {
-            let mut any = false;
+            let mut any = self.links.deliver(now);
             for init in &mut self.initiators {
                 let mut net = initiator::Net {
                     links: &mut self.links,
@@ -207,6 +213,7 @@ impl World {
                 any |= init.poll(now, &mut net);
             }
             any |= self.target.poll(&mut self.links, now, now_ms);
+            any |= self.links.transmit();
             if !any {
                 return;
             }
@@ -221,7 +228,9 @@ impl World {
             .iter()
             .filter_map(SimInitiator::poll_timeout)
             .chain(self.target.poll_timeout())
+            .chain(self.links.next_arrival())
             .chain([self.next_balance, self.next_refresh])
+            .chain(self.alarms.iter().copied())
             .filter(|t| *t > now)
             .min()
             .unwrap_or(self.next_balance)
@@ -231,6 +240,7 @@ impl World {
     pub fn step(&mut self) {
         let now = self.clock.now();
         let now_ms = self.clock.unix_ms();
+        self.links.set_now(now);
         self.target.handle_timeout(&mut self.links, now, now_ms);
         for init in &mut self.initiators {
             init.handle_timeout(now);
@@ -247,9 +257,15 @@ impl World {
             // A failed refresh is retried at the next one, as the real keeper does.
             let _ = self.target.register(&mut self.isns, now_ms);
         }
+        self.alarms.retain(|t| *t > now);
         self.steps += 1;
         let next = self.next_deadline();
         self.clock.advance_to(next);
+    }
+
+    /// Makes `at` a deadline: the clock stops there (to add or remove an initiator, say).
+    pub fn wake_at(&mut self, at: Instant) {
+        self.alarms.insert(at);
     }
 
     /// Steps until `done` holds (checked before each step) or `limit` of virtual time has

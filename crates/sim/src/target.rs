@@ -34,6 +34,7 @@ pub struct RecordingDevice {
     mem: MemDevice,
     blocks: u64,
     writes: Mutex<BTreeMap<u64, u32>>,
+    duplicates: Mutex<Vec<u64>>,
 }
 
 impl RecordingDevice {
@@ -42,12 +43,21 @@ impl RecordingDevice {
             mem: MemDevice::new(blocks),
             blocks,
             writes: Mutex::new(BTreeMap::new()),
+            duplicates: Mutex::new(Vec::new()),
         }
     }
 
     /// How many times the WRITE of command `id` was executed.
     pub fn executions(&self, id: u64) -> u32 {
         self.lock().get(&id).copied().unwrap_or(0)
+    }
+
+    /// Ids of the WRITEs executed more than once, in the order the second execution came.
+    pub fn duplicates(&self) -> Vec<u64> {
+        self.duplicates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every command id written, with its execution count.
@@ -74,7 +84,14 @@ impl BlockDevice for RecordingDevice {
         let mut w = self.lock();
         for block in buf.chunks(self.block_size() as usize) {
             if let Some(id) = block_id(block) {
-                *w.entry(id).or_default() += 1;
+                let n = w.entry(id).or_default();
+                *n += 1;
+                if *n == 2 {
+                    self.duplicates
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(id);
+                }
             }
         }
         Ok(())
@@ -188,7 +205,7 @@ impl SimTarget {
                 continue;
             };
             if !self.shells.contains_key(&id) {
-                if link.target_closed {
+                if link.target_gone {
                     continue;
                 }
                 let conn = Connection::new(self.catalog.clone(), link.portal, now);
@@ -244,10 +261,10 @@ impl SimTarget {
             let mut out = Vec::new();
             s.conn.poll_transmit(&mut out);
             for (pdu, digests) in out {
-                match pdu.encode_header(&mut link.to_initiator, digests) {
+                match pdu.encode_header(&mut link.out_to_initiator, digests) {
                     Ok(payload) => {
-                        link.to_initiator.extend_from_slice(&payload.data);
-                        link.to_initiator
+                        link.out_to_initiator.extend_from_slice(&payload.data);
+                        link.out_to_initiator
                             .extend_from_slice(payload.trailer.as_slice());
                     }
                     Err(e) => panic!("cannot encode a response: {e}"),

@@ -56,7 +56,10 @@ fn run(stock: bool) {
 
     // The balancer (first step at 1 s): delete (target, P0), then ask the quietest to log out;
     // the initiator gets the Async Message, drains, logs out and logs in at P1.
-    assert!(w.run_until(Duration::from_secs(3), |w| w.initiators[2].portal() == Some(p1)));
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.initiators[2].portal()
+            == Some(p1))
+    );
     let mut expected: Vec<String> = vec![
         format!("registration-deleted {TARGET} P0"),
         "logout-requested iqn.i3 P0->P1".into(),
@@ -120,10 +123,11 @@ fn run(stock: bool) {
 
     // P0 is at the low mark (2 sessions); the registration comes back after the cooldown.
     assert_eq!(w.query_portals(TARGET), [p1]);
-    assert!(w.run_until(Duration::from_secs(10), |w| w
-        .events()
-        .iter()
-        .any(|e| line(&e.kind).starts_with("registration-restored"))));
+    assert!(w.run_until(Duration::from_secs(10), |w| {
+        w.events()
+            .iter()
+            .any(|e| line(&e.kind).starts_with("registration-restored"))
+    }));
     let events = w.events();
     assert_eq!(
         lines(&w)[3 + expected.len()..],
@@ -138,12 +142,19 @@ fn run(stock: bool) {
 
     // Verified I/O went on throughout; nothing lost or done twice.
     for i in &w.initiators {
-        assert!(i.completed.len() > 50, "{}: {}", i.name(), i.completed.len());
+        assert!(
+            i.completed.len() > 50,
+            "{}: {}",
+            i.name(),
+            i.completed.len()
+        );
     }
     for i in &mut w.initiators {
         i.leave();
     }
-    assert!(w.run_until(Duration::from_secs(5), |w| w.initiators.iter().all(|i| i.is_done())));
+    assert!(w.run_until(Duration::from_secs(5), |w| {
+        w.initiators.iter().all(|i| i.is_done())
+    }));
     w.audit_exactly_once().unwrap();
     let tail = lines(&w);
     let n = tail.len();
@@ -151,7 +162,8 @@ fn run(stock: bool) {
         tail[n - 3..],
         ["logout iqn.i1 P0", "logout iqn.i2 P0", "logout iqn.i3 P1"]
     );
-    assert_eq!(w.links.len(), 0);
+    w.run_for(Duration::from_millis(10));
+    assert_eq!((w.links.len(), w.target.connections()), (0, 0));
 }
 
 #[test]
