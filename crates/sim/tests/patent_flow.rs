@@ -22,8 +22,11 @@ fn world(stock_third: bool) -> (World, SocketAddr, SocketAddr) {
         COOLDOWN,
     ));
     let (p0, p1) = (w.portal_address(0), w.portal_address(1));
-    // I/O rates 50, 40 and 20 commands/s: the third is the quietest and the one to move.
-    for (i, ms) in [(1u64, 20u64), (2, 25), (3, 50)] {
+    // I/O rates 50, 40 and 20 commands/s: the third is the quietest and the one to move. It
+    // issues bursts of 4 every 200 ms through a session that sends one at a time, so the
+    // logout request (at 1 s, with a burst) finds commands queued: they come back unfinished
+    // and are re-issued on the next session.
+    for (i, ms, burst) in [(1u64, 20u64, 1usize), (2, 25, 1), (3, 200, 4)] {
         let discovery = if stock_third && i == 3 {
             Discovery::Fixed(p0)
         } else {
@@ -31,6 +34,8 @@ fn world(stock_third: bool) -> (World, SocketAddr, SocketAddr) {
         };
         let mut c = InitiatorConfig::new(&format!("iqn.i{i}"), TARGET, discovery);
         c.interval = Some(Duration::from_millis(ms));
+        c.burst = burst;
+        c.session_depth = if burst > 1 { 1 } else { 4 };
         c.lba_base = i * 100;
         w.add_initiator(c);
     }
@@ -156,6 +161,7 @@ fn run(stock: bool) {
         w.initiators.iter().all(|i| i.is_done())
     }));
     w.audit_exactly_once().unwrap();
+    assert!(w.initiators[2].reissued > 0, "nothing was re-issued");
     let tail = lines(&w);
     let n = tail.len();
     assert_eq!(
