@@ -96,11 +96,19 @@ pub struct WorldConfig {
 impl WorldConfig {
     /// Two portals, 127.0.0.1:3260 (tag 1) and 127.0.0.2:3260 (tag 2), serving `targets`.
     pub fn two_portals(targets: &[&str], balance: Option<&str>, cooldown: Duration) -> Self {
+        WorldConfig::portals(2, targets, balance, cooldown)
+    }
+
+    /// `n` portals, 127.0.0.(i+1):3260 with tag i+1, serving `targets`; links with 1 ms
+    /// latency, the balancer every second.
+    pub fn portals(n: u8, targets: &[&str], balance: Option<&str>, cooldown: Duration) -> Self {
         WorldConfig {
-            portals: vec![
-                ("127.0.0.1:3260".parse().expect("address"), 1),
-                ("127.0.0.2:3260".parse().expect("address"), 2),
-            ],
+            portals: (0..n)
+                .map(|i| {
+                    let a = SocketAddr::from(([127, 0, 0, i + 1], 3260));
+                    (a, u16::from(i) + 1)
+                })
+                .collect(),
             targets: targets.iter().map(|t| t.to_string()).collect(),
             blocks: 1 << 14,
             balance: balance.map(|b| b.parse().expect("a balance spec")),

@@ -31,6 +31,7 @@ struct Scenario {
     spec: String,
     cooldown_ms: u64,
     targets: usize,
+    portals: u8,
     latency_us: u64,
     plans: Vec<Plan>,
 }
@@ -62,17 +63,20 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     (
         spec,
         1_000u64..6_000,
-        1usize..3,
+        (1usize..3, 2u8..4),
         prop_oneof![Just(0u64), 500u64..8_000],
         prop::collection::vec(plan(), 2..7),
     )
-        .prop_map(|(spec, cooldown_ms, targets, latency_us, plans)| Scenario {
-            spec,
-            cooldown_ms,
-            targets,
-            latency_us,
-            plans,
-        })
+        .prop_map(
+            |(spec, cooldown_ms, (targets, portals), latency_us, plans)| Scenario {
+                spec,
+                cooldown_ms,
+                targets,
+                portals,
+                latency_us,
+                plans,
+            },
+        )
 }
 
 #[derive(Debug, Default)]
@@ -88,7 +92,7 @@ struct Totals {
 fn run(s: &Scenario, totals: &mut Totals) -> Result<(), String> {
     let targets = &TARGETS[..s.targets];
     let cooldown = Duration::from_millis(s.cooldown_ms);
-    let mut config = WorldConfig::two_portals(targets, Some(&s.spec), cooldown);
+    let mut config = WorldConfig::portals(s.portals, targets, Some(&s.spec), cooldown);
     config.latency = Duration::from_micros(s.latency_us);
     let mut w = World::new(config);
     let p0 = w.portal_address(0);
