@@ -7,21 +7,25 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use initiator::cdb::{ScsiRequest, read16, write16};
+use bytes::Bytes;
 use initiator::follower::{
     Action, Event, Follower, FollowerConfig, InitiatorEvent, MoveRecord, ReconnectRecord, Record,
     State,
 };
-use initiator::full_feature::{Completion, FullFeatureEvent, FullFeatureSession, Phase};
-use initiator::login::{LoginConfig, LoginExchange, LoginProgress};
-use iscsi_proto::text::TextPairs;
+use initiator::full_feature::FullFeatureSession;
+use initiator::login::{LoginConfig, LoginExchange};
 use iscsi_proto::{Digests, Limits, Pdu, PduDecoder, Prefs};
 use iscsi_target_core::PortalInfo;
 
 use crate::isns::IsnsServer;
 use crate::link::{ConnId, Links};
-use crate::target::BLOCK_MAGIC;
+
+mod wire;
+mod workload;
+
+use wire::send;
+use workload::Op;
+pub use workload::block_for;
 
 /// Block size of the simulated LUNs.
 pub const BLOCK: u32 = 512;
@@ -107,38 +111,6 @@ enum Wire {
         decoder: PduDecoder,
         digests: Digests,
     },
-}
-
-#[derive(Debug, Clone)]
-enum Op {
-    Write { lba: u64, data: Bytes },
-    Read { lba: u64, expect: Bytes },
-}
-
-impl Op {
-    fn lba(&self) -> u64 {
-        match self {
-            Op::Write { lba, .. } | Op::Read { lba, .. } => *lba,
-        }
-    }
-
-    fn request(&self) -> ScsiRequest {
-        match self {
-            Op::Write { lba, data } => write16(0, *lba, BLOCK, data.clone()),
-            Op::Read { lba, .. } => read16(0, *lba, 1, BLOCK),
-        }
-    }
-}
-
-/// The block a WRITE with command id `id` writes.
-pub fn block_for(id: u64) -> Bytes {
-    let mut b = vec![0u8; BLOCK as usize];
-    b[..8].copy_from_slice(&BLOCK_MAGIC);
-    b[8..16].copy_from_slice(&id.to_be_bytes());
-    for (i, x) in b.iter_mut().enumerate().skip(16) {
-        *x = (id as u8).wrapping_mul(31).wrapping_add(i as u8);
-    }
-    Bytes::from(b)
 }
 
 /// One simulated initiator.
@@ -417,272 +389,6 @@ impl SimInitiator {
         }
     }
 
-    /// Reads what the target sent; true if anything was read or happened.
-    fn receive(&mut self, net: &mut Net<'_>) -> bool {
-        match &mut self.wire {
-            Wire::Idle => false,
-            Wire::Login {
-                conn,
-                portal,
-                exchange,
-                decoder,
-            } => {
-                let (conn, portal) = (*conn, *portal);
-                let Some(link) = net.links.get_mut(conn) else {
-                    self.wire = Wire::Idle;
-                    self.inbox
-                        .push_back(Event::LoginFailed("connection gone".into()));
-                    return true;
-                };
-                let outcome = match decoder.decode(&mut link.to_initiator) {
-                    Ok(None) if link.target_closed => {
-                        Err("connection closed during login".to_string())
-                    }
-                    Ok(None) => return false,
-                    Ok(Some(Pdu::LoginResponse(r))) => {
-                        self.logins.push(LoginAnswer {
-                            portal,
-                            status_class: r.status_class,
-                            status_detail: r.status_detail,
-                            target_address: TextPairs::parse(&r.data)
-                                .ok()
-                                .and_then(|t| t.get("TargetAddress").map(str::to_string)),
-                        });
-                        exchange.on_response(&r).map_err(|e| e.to_string())
-                    }
-                    Ok(Some(other)) => {
-                        Err(format!("expected Login Response, got {:?}", other.opcode()))
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                match outcome {
-                    Ok(LoginProgress::Send(req)) => {
-                        send(net.links, conn, &Pdu::LoginRequest(req), Digests::NONE);
-                    }
-                    Ok(LoginProgress::Done(logged)) => {
-                        let mut decoder =
-                            std::mem::replace(decoder, PduDecoder::new(Limits::default()));
-                        decoder.set_limits(Limits {
-                            max_recv_data_segment_length: logged
-                                .params
-                                .initiator_max_recv_data_segment_length,
-                        });
-                        decoder.set_digests(logged.params.digests());
-                        let ffp = FullFeatureSession::new(&logged, self.config.session_depth);
-                        self.wire = Wire::Full {
-                            conn,
-                            ffp: Box::new(ffp),
-                            decoder,
-                            digests: logged.params.digests(),
-                        };
-                        self.inbox.push_back(Event::LoginOk);
-                    }
-                    Ok(LoginProgress::Redirect { address, .. }) => {
-                        self.drop_wire(net);
-                        self.inbox.push_back(Event::LoginRedirect(address));
-                    }
-                    Err(e) => {
-                        self.drop_wire(net);
-                        self.inbox.push_back(Event::LoginFailed(e));
-                    }
-                }
-                true
-            }
-            Wire::Full {
-                conn, ffp, decoder, ..
-            } => {
-                let conn = *conn;
-                let mut any = false;
-                match net.links.get_mut(conn) {
-                    None => {
-                        lost(ffp, &mut self.inbox, "connection gone".into());
-                        any = true;
-                    }
-                    Some(link) => loop {
-                        match decoder.decode(&mut link.to_initiator) {
-                            Ok(Some(pdu)) => {
-                                any = true;
-                                if let Err(e) = ffp.receive(pdu) {
-                                    lost(ffp, &mut self.inbox, e.to_string());
-                                }
-                            }
-                            Ok(None) if link.target_closed && ffp.phase() != Phase::Closed => {
-                                any = true;
-                                lost(
-                                    ffp,
-                                    &mut self.inbox,
-                                    "connection closed by the target".into(),
-                                );
-                                break;
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                any = true;
-                                lost(ffp, &mut self.inbox, e.to_string());
-                                break;
-                            }
-                        }
-                    },
-                }
-                any | self.after_receive(net)
-            }
-        }
-    }
-
-    /// Completions and session events out of the full-feature session; closes the wire once
-    /// the session is closed (`session::drive`, `balanced::shell::next_event`).
-    fn after_receive(&mut self, net: &mut Net<'_>) -> bool {
-        let Wire::Full { ffp, .. } = &mut self.wire else {
-            return false;
-        };
-        let mut any = false;
-        let mut done = Vec::new();
-        while let Some(c) = ffp.poll_completion() {
-            done.push(c);
-        }
-        while let Some(e) = ffp.poll_event() {
-            any = true;
-            let ev = match e {
-                FullFeatureEvent::LogoutRequested { within_secs } => Event::LogoutRequested {
-                    time2logout: Duration::from_secs(within_secs.into()),
-                },
-                FullFeatureEvent::RenegotiationRequested => Event::LogoutRequested {
-                    time2logout: Duration::ZERO,
-                },
-                FullFeatureEvent::DropAnnounced { time2wait, .. } => Event::ConnectionLost {
-                    reason: "target announced a connection/session drop".into(),
-                    time2wait: Duration::from_secs(time2wait.into()),
-                },
-                FullFeatureEvent::LoggedOut { .. } => Event::LoggedOut,
-                FullFeatureEvent::ScsiEvent(_) => continue,
-            };
-            self.inbox.push_back(ev);
-        }
-        let closed = ffp.phase() == Phase::Closed;
-        for c in done {
-            any = true;
-            self.complete(c);
-        }
-        if closed {
-            self.drop_wire(net);
-            self.inbox.push_back(Event::SessionClosed);
-            any = true;
-        }
-        any
-    }
-
-    fn complete(&mut self, c: Completion) {
-        self.submitted.remove(&c.id);
-        let Some(op) = self.ops.get(&c.id).cloned() else {
-            self.errors
-                .push(format!("completion of unknown command {:#x}", c.id));
-            return;
-        };
-        match c.result {
-            Ok(r) => {
-                if let Op::Read { expect, lba } = &op
-                    && r.data != *expect
-                {
-                    self.errors.push(format!(
-                        "read of LBA {lba} ({:#x}) returned other data",
-                        c.id
-                    ));
-                }
-                if let Op::Write { lba, data } = &op {
-                    self.written_ids.insert(c.id);
-                    self.written.insert(*lba, data.clone());
-                    self.unread.push_back(*lba);
-                }
-                *self.completions.entry(c.id).or_default() += 1;
-                self.completed.push(c.id);
-                self.ops.remove(&c.id);
-                self.busy.remove(&op.lba());
-            }
-            Err(e) if e.is_retryable() => self.retry.push_back(c.id),
-            Err(e) => {
-                self.errors.push(format!("command {:#x}: {e}", c.id));
-                self.ops.remove(&c.id);
-                self.busy.remove(&op.lba());
-            }
-        }
-    }
-
-    /// Submits re-issues and new commands while the session is ready; true if any.
-    fn issue(&mut self, now: Instant) -> bool {
-        if !self.issuing || !matches!(self.wire, Wire::Full { .. }) {
-            return false;
-        }
-        let mut any = false;
-        while let Some(id) = self.retry.pop_front() {
-            any = true;
-            self.reissued += 1;
-            if let Some(op) = self.ops.get(&id) {
-                let req = op.request();
-                self.submit(id, req);
-            }
-        }
-        let Some(interval) = self.config.interval.filter(|_| !self.leaving) else {
-            return any;
-        };
-        if self.next_issue + interval < now {
-            self.next_issue = now;
-        }
-        while self.next_issue <= now && self.submitted.len() < self.config.queue_depth {
-            self.issued_in_burst += 1;
-            if self.issued_in_burst >= self.config.burst.max(1) {
-                self.issued_in_burst = 0;
-                self.next_issue += interval;
-            }
-            let Some(op) = self.next_op() else { break };
-            self.next_seq += 1;
-            let id = (self.index << 40) | self.next_seq;
-            let op = match op {
-                Op::Write { lba, .. } => Op::Write {
-                    lba,
-                    data: block_for(id),
-                },
-                read => read,
-            };
-            self.busy.insert(op.lba());
-            let req = op.request();
-            self.ops.insert(id, op);
-            self.submit(id, req);
-            any = true;
-        }
-        any
-    }
-
-    fn submit(&mut self, id: u64, req: ScsiRequest) {
-        if let Wire::Full { ffp, .. } = &mut self.wire {
-            ffp.submit(id, req);
-            self.submitted.insert(id);
-        }
-    }
-
-    /// The next command: read back a written block, or write one (data filled in by the
-    /// caller).
-    fn next_op(&mut self) -> Option<Op> {
-        if self.config.verify
-            && let Some(i) = self.unread.iter().position(|l| !self.busy.contains(l))
-        {
-            let lba = self.unread.remove(i)?;
-            let expect = self.written.get(&lba)?.clone();
-            return Some(Op::Read { lba, expect });
-        }
-        let span = self.config.lba_span.max(1);
-        for _ in 0..span {
-            let lba = self.config.lba_base + self.cursor % span;
-            self.cursor += 1;
-            if !self.busy.contains(&lba) {
-                return Some(Op::Write {
-                    lba,
-                    data: Bytes::new(),
-                });
-            }
-        }
-        None
-    }
-
     /// Writes the session's PDUs to its link; true if any.
     fn flush(&mut self, net: &mut Net<'_>) -> bool {
         let Wire::Full {
@@ -698,28 +404,4 @@ impl SimInitiator {
         }
         any
     }
-}
-
-/// The connection is gone (`session::lost`).
-fn lost(ffp: &mut FullFeatureSession, inbox: &mut VecDeque<Event>, reason: String) {
-    if ffp.phase() != Phase::Closed {
-        inbox.push_back(Event::ConnectionLost {
-            reason,
-            time2wait: Duration::ZERO,
-        });
-    }
-    ffp.connection_lost();
-}
-
-/// Encodes `pdu` onto the link's way to the target.
-fn send(links: &mut Links, conn: ConnId, pdu: &Pdu, digests: Digests) {
-    let Some(link) = links.get_mut(conn) else {
-        return;
-    };
-    let mut buf = BytesMut::new();
-    let payload = pdu.encode_header(&mut buf, digests).expect("encodable PDU");
-    link.out_to_target.extend_from_slice(&buf);
-    link.out_to_target.extend_from_slice(&payload.data);
-    link.out_to_target
-        .extend_from_slice(payload.trailer.as_slice());
 }
