@@ -173,7 +173,7 @@ fn run(s: &Scenario, totals: &mut Totals) -> Result<(), String> {
 #[test]
 fn invariants_hold_through_random_arrivals_departures_and_loads() {
     let config = Config {
-        cases: 20,
+        cases: 16,
         failure_persistence: None,
         ..Config::default()
     };
