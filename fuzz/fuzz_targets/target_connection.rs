@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use balancer::PortalId;
 use iscsi_proto::bytes::BytesMut;
 use iscsi_target_core::{
-    Catalog, CatalogPortal, CatalogTarget, CloseReason, Connection, Event, LoginDecision,
+    Catalog, CloseReason, Connection, Event, LoginDecision,
     LoginPolicy, ScsiRequest, SessionCommand,
 };
 use libfuzzer_sys::fuzz_target;
@@ -86,17 +86,11 @@ fuzz_target!(|input: &[u8]| {
         Identity::new(TARGET, 0).unwrap(),
     );
     luns.insert(0, Arc::new(lu)).unwrap();
-    let catalog = Arc::new(Catalog {
-        targets: vec![CatalogTarget {
-            name: TARGET.into(),
-            luns: vec![0],
-        }],
-        portals: vec![CatalogPortal {
-            id: PortalId(0),
-            address: "127.0.0.1:3260".parse().unwrap(),
-            tag: 1,
-        }],
-    });
+    let catalog = Arc::new(Catalog::single(
+        TARGET,
+        vec![0],
+        "127.0.0.1:3260".parse().unwrap(),
+    ));
     let mut policy = AcceptAll(0);
     let mut now = Instant::now();
     let mut conn = Connection::new(catalog, PortalId(0), now);

@@ -40,6 +40,22 @@ impl Catalog {
         self.targets.iter().position(|t| t.name == name)
     }
 
+    /// One target with `luns`, served through one portal (id 0, tag 1) at `address`.
+    pub fn single(target: &str, luns: Vec<u16>, address: SocketAddr) -> Catalog {
+        Catalog {
+            targets: vec![CatalogTarget {
+                name: target.into(),
+                luns,
+            }],
+            portals: vec![CatalogPortal {
+                id: PortalId(0),
+                address,
+                tag: 1,
+            }],
+        }
+    }
+
+    /// The portal with this id.
     pub fn portal(&self, id: PortalId) -> Option<&CatalogPortal> {
         self.portals.iter().find(|p| p.id == id)
     }

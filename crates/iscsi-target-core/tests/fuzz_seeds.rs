@@ -9,22 +9,14 @@ use std::path::PathBuf;
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::text::TextPairs;
 use iscsi_proto::{
-    DataOut, Digests, LoginRequest, LogoutRequest, NopOut, Pdu, RESERVED_TAG, ScsiCommand, Stage,
+    DataOut, Digests, LoginRequest, LogoutRequest, NopOut, Pdu, RESERVED_TAG, ScsiCommand,
     TaskMgmtRequest, TextRequest,
 };
 
 const TARGET: &str = "iqn.2024-01.fuzz:t";
 
 fn login(keys: &[(&str, &str)]) -> Pdu {
-    Pdu::LoginRequest(LoginRequest {
-        transit: true,
-        csg: Stage::LoginOperationalNegotiation,
-        nsg: Stage::FullFeaturePhase,
-        isid: [0x80, 0, 0, 0, 0, 1],
-        itt: 1,
-        data: keys.iter().copied().collect::<TextPairs>().to_bytes(),
-        ..LoginRequest::default()
-    })
+    Pdu::LoginRequest(LoginRequest::operational([0x80, 0, 0, 0, 0, 1], 1, keys))
 }
 
 fn normal(extra: &[(&'static str, &'static str)]) -> Pdu {

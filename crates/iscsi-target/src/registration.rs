@@ -11,15 +11,59 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use balancer::{EventKind, PortalId};
+use balancer::{EventKind, PortalId, RegistrationRow};
 use isns::client::{Client, NodeRegistration, NodeType, PortalGroupRegistration, Registration};
 
-use crate::control::Control;
+use crate::control::{Control, PortalInfo};
 
 /// How often the full registration is sent again (and re-established after an iSNS restart).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(20);
 /// Registration period asked of the server (RFC 4171 §6.2.6), well above the refresh interval.
 pub const REGISTRATION_PERIOD: u32 = 120;
+
+/// What a full registration sends, from the control plane's registration table: one
+/// DevAttrReg of the entity with its portals, target nodes and the Portal Groups that are
+/// registered (each with its portal's tag), and the (target, portal) registrations that are
+/// deleted, to be registered with a NIL tag right after it.
+pub fn full_registration(
+    entity: &str,
+    portals: &[PortalInfo],
+    targets: &[String],
+    rows: &[RegistrationRow],
+) -> (Registration, Vec<(String, SocketAddr)>) {
+    let address = |id: PortalId| portals.iter().find(|p| p.id == id).map(|p| p.address);
+    let reg = Registration {
+        entity: entity.to_string(),
+        portals: portals.iter().map(|p| p.address).collect(),
+        nodes: targets
+            .iter()
+            .map(|t| NodeRegistration {
+                name: t.clone(),
+                node_type: NodeType::Target,
+                alias: None,
+            })
+            .collect(),
+        portal_groups: rows
+            .iter()
+            .filter(|r| r.registered)
+            .filter_map(|r| {
+                Some(PortalGroupRegistration {
+                    node: r.target.clone(),
+                    portal: address(r.portal)?,
+                    tag: u32::from(r.tag),
+                })
+            })
+            .collect(),
+        registration_period: Some(REGISTRATION_PERIOD),
+        replace: false,
+    };
+    let deleted = rows
+        .iter()
+        .filter(|r| !r.registered)
+        .filter_map(|r| Some((r.target.clone(), address(r.portal)?)))
+        .collect();
+    (reg, deleted)
+}
 
 /// Carries out registration changes.
 pub enum Registrar {
@@ -119,40 +163,12 @@ impl IsnsRegistrar {
     /// registration table has them now (deleted ones with a NIL tag).
     pub async fn register_all(&self) -> Result<(), RegistrationError> {
         let snapshot = self.control.snapshot();
-        let reg = Registration {
-            entity: self.entity.clone(),
-            portals: self.control.portals().iter().map(|p| p.address).collect(),
-            nodes: self
-                .control
-                .targets()
-                .iter()
-                .map(|t| NodeRegistration {
-                    name: t.clone(),
-                    node_type: NodeType::Target,
-                    alias: None,
-                })
-                .collect(),
-            portal_groups: snapshot
-                .registrations
-                .iter()
-                .filter(|r| r.registered)
-                .filter_map(|r| {
-                    Some(PortalGroupRegistration {
-                        node: r.target.clone(),
-                        portal: self.control.portal(r.portal)?.address,
-                        tag: u32::from(r.tag),
-                    })
-                })
-                .collect(),
-            registration_period: Some(REGISTRATION_PERIOD),
-            replace: false,
-        };
-        let deleted: Vec<(String, SocketAddr)> = snapshot
-            .registrations
-            .iter()
-            .filter(|r| !r.registered)
-            .filter_map(|r| Some((r.target.clone(), self.control.portal(r.portal)?.address)))
-            .collect();
+        let (reg, deleted) = full_registration(
+            &self.entity,
+            self.control.portals(),
+            self.control.targets(),
+            &snapshot.registrations,
+        );
         self.with_client(async |c| {
             c.register(&reg).await?;
             for (target, portal) in &deleted {

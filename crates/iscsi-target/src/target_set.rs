@@ -101,36 +101,12 @@ impl<'a> ConnectionShell<'a> {
 
     /// Runs every pending SCSI request on the session's logical units; true if there was any.
     pub fn run_scsi(&mut self, conn: &mut Connection) -> bool {
-        let mut any = false;
-        while let Some(req) = conn.poll_scsi() {
-            any = true;
-            let luns = self.luns.as_deref();
-            match req {
-                ScsiRequest::Command(mut cmd) => {
-                    let write = cmd.write;
-                    let (task, data_out, data_in) = cmd.parts();
-                    let (outcome, residual) = match luns {
-                        Some(l) => l.execute_transfer(&task, write, data_out, data_in),
-                        None => (
-                            ScsiOutcome::check_condition(Sense::illegal_request(
-                                Asc::LOGICAL_UNIT_NOT_SUPPORTED,
-                            )),
-                            Residual::None,
-                        ),
-                    };
-                    if let Some(s) = &self.stats {
-                        s.command_done();
-                    }
-                    conn.on_scsi_complete(cmd, outcome, residual);
-                }
-                ScsiRequest::LunReset { lun } => luns.into_iter().for_each(|l| l.reset_lun(lun)),
-                ScsiRequest::TargetReset => luns.into_iter().for_each(|l| l.reset_all()),
-                ScsiRequest::NexusLost { nexus } => {
-                    luns.into_iter().for_each(|l| l.nexus_lost(nexus));
-                }
+        let stats = self.stats.as_deref();
+        run_scsi(conn, self.luns.as_deref(), || {
+            if let Some(s) = stats {
+                s.command_done();
             }
-        }
-        any
+        })
     }
 
     /// Records the core's events with the control plane; true if there was any.
@@ -171,12 +147,45 @@ impl<'a> ConnectionShell<'a> {
     }
 }
 
+/// Runs every SCSI request `conn` has pending on `luns` (the session's logical units, `None`
+/// before login), inline, handing each command back to the core; calls `done` once per
+/// completed command. True if there was any request.
+pub fn run_scsi(conn: &mut Connection, luns: Option<&LunTable>, mut done: impl FnMut()) -> bool {
+    let mut any = false;
+    while let Some(req) = conn.poll_scsi() {
+        any = true;
+        match req {
+            ScsiRequest::Command(mut cmd) => {
+                let write = cmd.write;
+                let (task, data_out, data_in) = cmd.parts();
+                let (outcome, residual) = match luns {
+                    Some(l) => l.execute_transfer(&task, write, data_out, data_in),
+                    None => (
+                        ScsiOutcome::check_condition(Sense::illegal_request(
+                            Asc::LOGICAL_UNIT_NOT_SUPPORTED,
+                        )),
+                        Residual::None,
+                    ),
+                };
+                done();
+                conn.on_scsi_complete(cmd, outcome, residual);
+            }
+            ScsiRequest::LunReset { lun } => luns.into_iter().for_each(|l| l.reset_lun(lun)),
+            ScsiRequest::TargetReset => luns.into_iter().for_each(|l| l.reset_all()),
+            ScsiRequest::NexusLost { nexus } => {
+                luns.into_iter().for_each(|l| l.nexus_lost(nexus));
+            }
+        }
+    }
+    any
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::control::two_portals;
     use iscsi_proto::text::TextPairs;
-    use iscsi_proto::{Digests, LoginRequest, Pdu, ScsiCommand, Stage};
+    use iscsi_proto::{Digests, LoginRequest, Pdu, ScsiCommand};
     use iscsi_target_core::CloseReason;
     use scsi::{Identity, LogicalUnit, MemDevice};
     use tokio::sync::mpsc;
@@ -196,17 +205,9 @@ mod tests {
 
     fn login(keys: &[(&str, &str)]) -> BytesMut {
         let mut b = BytesMut::new();
-        Pdu::LoginRequest(LoginRequest {
-            transit: true,
-            csg: Stage::LoginOperationalNegotiation,
-            nsg: Stage::FullFeaturePhase,
-            isid: [0x80, 0, 0, 0, 0, 1],
-            itt: 1,
-            data: keys.iter().copied().collect::<TextPairs>().to_bytes(),
-            ..LoginRequest::default()
-        })
-        .encode(&mut b, Digests::NONE)
-        .unwrap();
+        Pdu::LoginRequest(LoginRequest::operational([0x80, 0, 0, 0, 0, 1], 1, keys))
+            .encode(&mut b, Digests::NONE)
+            .unwrap();
         b
     }
 

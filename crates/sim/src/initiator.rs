@@ -321,23 +321,12 @@ impl SimInitiator {
                 }
             }
             Action::Record(Record::Move(m)) => {
-                let e = InitiatorEvent::Moved {
-                    from: m.from,
-                    to: m.to,
-                    pause_ms: m.pause_ms,
-                };
+                self.events.push((net.now_ms, m.event()));
                 self.moves.push(m);
-                self.events.push((net.now_ms, e));
             }
             Action::Record(Record::Reconnect(r)) => {
-                let e = InitiatorEvent::Reconnected {
-                    from: r.from,
-                    to: r.to,
-                    cause: r.cause,
-                    pause_ms: r.pause_ms,
-                };
+                self.events.push((net.now_ms, r.event()));
                 self.reconnects.push(r);
-                self.events.push((net.now_ms, e));
             }
             Action::Emit(e) => self.events.push((net.now_ms, e)),
             Action::Fail(reason) => self.failed = Some(reason),

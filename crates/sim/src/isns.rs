@@ -7,9 +7,10 @@
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
+use iscsi_target::registration::full_registration;
 use iscsi_target_core::ControlPlane;
 use isns::Registry;
-use isns::request::{self, NodeRegistration, NodeType, PortalGroupRegistration, Registration};
+use isns::request;
 use isns_proto::codec::MessageDecoder;
 use isns_proto::{Message, Status};
 
@@ -122,41 +123,17 @@ impl Registrar {
         isns: &mut IsnsServer,
         now_secs: u64,
     ) -> Result<(), String> {
-        let address = |p| plane.portal(p).map(|i| i.address);
-        let reg = Registration {
-            entity: self.entity.clone(),
-            portals: plane.portals().iter().map(|p| p.address).collect(),
-            nodes: plane
-                .targets()
-                .iter()
-                .map(|t| NodeRegistration {
-                    name: t.clone(),
-                    node_type: NodeType::Target,
-                    alias: None,
-                })
-                .collect(),
-            portal_groups: plane
-                .registrations()
-                .iter()
-                .filter(|r| r.registered)
-                .filter_map(|r| {
-                    Some(PortalGroupRegistration {
-                        node: r.target.clone(),
-                        portal: address(r.portal)?,
-                        tag: u32::from(r.tag),
-                    })
-                })
-                .collect(),
-            registration_period: Some(REGISTRATION_PERIOD),
-            replace: false,
-        };
+        let (reg, deleted) = full_registration(
+            &self.entity,
+            plane.portals(),
+            plane.targets(),
+            plane.registrations(),
+        );
         let req = request::dev_attr_reg(&reg).ok_or("no target node to register")?;
         let resp = isns.call_ok(req, now_secs)?;
         self.eid = Some(request::entity_id(&resp).unwrap_or(&reg.entity).to_string());
-        for r in plane.registrations().iter().filter(|r| !r.registered) {
-            if let Some(addr) = address(r.portal) {
-                self.set_tag(isns, &r.target, addr, None, now_secs)?;
-            }
+        for (target, addr) in &deleted {
+            self.set_tag(isns, target, *addr, None, now_secs)?;
         }
         Ok(())
     }

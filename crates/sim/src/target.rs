@@ -15,11 +15,9 @@ use bytes::BytesMut;
 use iscsi_proto::params::SessionType;
 use iscsi_target_core::{
     Action, BalanceLoop, Catalog, CatalogPortal, CatalogTarget, CloseReason, Connection,
-    ControlPlane, Event, PortalInfo, ScsiRequest, SessionCommand,
+    ControlPlane, Event, PortalInfo, SessionCommand,
 };
-use scsi::{
-    Asc, BlockDevice, Identity, LogicalUnit, LunTable, MemDevice, Residual, ScsiOutcome, Sense,
-};
+use scsi::{BlockDevice, Identity, LogicalUnit, LunTable, MemDevice};
 
 use crate::isns::{IsnsServer, Registrar};
 use crate::link::{ConnId, Links};
@@ -385,39 +383,15 @@ impl SimTarget {
     }
 }
 
-/// Runs every pending SCSI request on the session's logical units
-/// (`ConnectionShell::run_scsi`); true if there was any.
+/// Runs every pending SCSI request on the session's logical units with the portal shell's own
+/// code; true if there was any.
 fn run_scsi(s: &mut Shell, plane: &mut ControlPlane) -> bool {
-    let mut any = false;
-    while let Some(req) = s.conn.poll_scsi() {
-        any = true;
-        let luns = s.luns.as_deref();
-        match req {
-            ScsiRequest::Command(mut cmd) => {
-                let write = cmd.write;
-                let (task, data_out, data_in) = cmd.parts();
-                let (outcome, residual) = match luns {
-                    Some(l) => l.execute_transfer(&task, write, data_out, data_in),
-                    None => (
-                        ScsiOutcome::check_condition(Sense::illegal_request(
-                            Asc::LOGICAL_UNIT_NOT_SUPPORTED,
-                        )),
-                        Residual::None,
-                    ),
-                };
-                if let Some(id) = s.session {
-                    plane.add_commands(id, 1);
-                }
-                s.conn.on_scsi_complete(cmd, outcome, residual);
-            }
-            ScsiRequest::LunReset { lun } => luns.into_iter().for_each(|l| l.reset_lun(lun)),
-            ScsiRequest::TargetReset => luns.into_iter().for_each(|l| l.reset_all()),
-            ScsiRequest::NexusLost { nexus } => {
-                luns.into_iter().for_each(|l| l.nexus_lost(nexus));
-            }
+    let session = s.session;
+    iscsi_target::target_set::run_scsi(&mut s.conn, s.luns.as_deref(), || {
+        if let Some(id) = session {
+            plane.add_commands(id, 1);
         }
-    }
-    any
+    })
 }
 
 /// Records the core's events with the control plane (`ConnectionShell::handle_events`); true

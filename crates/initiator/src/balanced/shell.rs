@@ -119,19 +119,14 @@ impl Shell {
                 }
             }
             Action::Record(Record::Move(m)) => {
-                let (from, to, pause_ms) = (m.from, m.to, m.pause_ms);
+                let e = m.event();
                 if let Ok(mut v) = self.records.moves.lock() {
                     v.push(m);
                 }
-                self.emit(InitiatorEvent::Moved { from, to, pause_ms });
+                self.emit(e);
             }
             Action::Record(Record::Reconnect(r)) => {
-                let e = InitiatorEvent::Reconnected {
-                    from: r.from,
-                    to: r.to,
-                    cause: r.cause,
-                    pause_ms: r.pause_ms,
-                };
+                let e = r.event();
                 if let Ok(mut v) = self.records.reconnects.lock() {
                     v.push(r);
                 }

@@ -110,3 +110,26 @@ pub struct ReconnectRecord {
     /// Milliseconds between the end of the old session starting and the new login.
     pub pause_ms: u64,
 }
+
+impl MoveRecord {
+    /// The event a caller is told of this move.
+    pub fn event(&self) -> InitiatorEvent {
+        InitiatorEvent::Moved {
+            from: self.from,
+            to: self.to,
+            pause_ms: self.pause_ms,
+        }
+    }
+}
+
+impl ReconnectRecord {
+    /// The event a caller is told of this reconnection.
+    pub fn event(&self) -> InitiatorEvent {
+        InitiatorEvent::Reconnected {
+            from: self.from,
+            to: self.to,
+            cause: self.cause,
+            pause_ms: self.pause_ms,
+        }
+    }
+}

@@ -86,6 +86,27 @@ wire_pdu! {
     always { I => true }
 }
 
+impl LoginRequest {
+    /// The leading Login Request of a session that needs no security negotiation (§6.3,
+    /// §11.12): `keys` negotiated in LoginOperationalNegotiation with T set to go straight to
+    /// FullFeaturePhase; CmdSN, ExpStatSN, TSIH and CID 0.
+    pub fn operational(isid: [u8; 6], itt: u32, keys: &[(&str, &str)]) -> LoginRequest {
+        LoginRequest {
+            transit: true,
+            csg: Stage::LoginOperationalNegotiation,
+            nsg: Stage::FullFeaturePhase,
+            isid,
+            itt,
+            data: keys
+                .iter()
+                .copied()
+                .collect::<crate::text::TextPairs>()
+                .to_bytes(),
+            ..LoginRequest::default()
+        }
+    }
+}
+
 wire_pdu! {
     /// Login Response (§11.13).
     pub struct LoginResponse {

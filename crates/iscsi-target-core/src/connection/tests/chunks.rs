@@ -14,15 +14,7 @@ fn stream() -> Vec<u8> {
         ("ImmediateData", "Yes"),
     ];
     let pdus: Vec<Pdu> = vec![
-        Pdu::LoginRequest(LoginRequest {
-            transit: true,
-            csg: Stage::LoginOperationalNegotiation,
-            nsg: Stage::FullFeaturePhase,
-            isid: [0x80, 0, 0, 0, 0, 1],
-            itt: 1,
-            data: text(&keys),
-            ..LoginRequest::default()
-        }),
+        Pdu::LoginRequest(LoginRequest::operational([0x80, 0, 0, 0, 0, 1], 1, &keys)),
         Pdu::ScsiCommand(write10(2, 0, 3, 1, Bytes::from(vec![5u8; 512]), true)),
         Pdu::ScsiCommand(read10(3, 1, 3, 2)),
         Pdu::NopOut(iscsi_proto::NopOut {

@@ -13,7 +13,6 @@ use iscsi_proto::{Digests, LoginRequest, LoginResponse, Pdu, ScsiCommand, Stage}
 use scsi::{Identity, LogicalUnit, LunTable, MemDevice};
 
 use super::*;
-use crate::catalog::{CatalogPortal, CatalogTarget};
 use crate::event::Event;
 use crate::policy::{LoginDecision, LoginPolicy, SessionCommand};
 use crate::request::ScsiRequest;
@@ -56,17 +55,11 @@ impl LoginPolicy for TestPolicy {
 }
 
 fn catalog() -> Arc<Catalog> {
-    Arc::new(Catalog {
-        targets: vec![CatalogTarget {
-            name: TARGET.into(),
-            luns: vec![0],
-        }],
-        portals: vec![CatalogPortal {
-            id: PortalId(0),
-            address: "127.0.0.1:3260".parse().unwrap(),
-            tag: 1,
-        }],
-    })
+    Arc::new(Catalog::single(
+        TARGET,
+        vec![0],
+        "127.0.0.1:3260".parse().unwrap(),
+    ))
 }
 
 /// The shell of the tests.
