@@ -39,6 +39,10 @@ wire_pdu! {
 /// The AHS-Specific byte and data of the AHS of type `wanted`, if present, after
 /// checking that the AHS area holds only the two types a SCSI Command defines.
 fn find_ahs(ahs: &[u8], wanted: u8) -> Result<Option<&[u8]>, &'static str> {
+    if ahs.is_empty() {
+        // The usual case: no AHS at all (TotalAHSLength 0).
+        return Ok(None);
+    }
     let mut found = None;
     let mut ext_cdbs = 0;
     for a in parse_ahs(ahs)? {
