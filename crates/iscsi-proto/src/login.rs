@@ -16,6 +16,9 @@ use crate::text::{TextAssembler, TextPairs};
 pub const ISCSI_VERSION: u8 = 0;
 /// Bound on Login Requests in one login (each side).
 pub const MAX_LOGIN_PDUS: u32 = 32;
+/// Largest data segment of one Login PDU: MaxRecvDataSegmentLength is 8192 during login
+/// (§13.12); longer response text goes out in pieces with the C bit (§11.13.3).
+pub const LOGIN_DATA_SEGMENT: usize = 8192;
 
 /// Status-Class and Status-Detail of a Login Response (§11.13.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -191,6 +194,8 @@ pub struct TargetLogin {
     stat_sn: u32,
     pdus: u32,
     pending: Option<(LoginRequest, TextPairs)>,
+    /// Response text still to send, and the stage to move to once it is all out.
+    text_out: Option<(Bytes, Option<Stage>)>,
     accepted: Option<Accepted>,
     sent_first_declarations: bool,
     declared_mrdsl: bool,
@@ -211,6 +216,7 @@ impl TargetLogin {
             cmd_sn: 0,
             pdus: 0,
             pending: None,
+            text_out: None,
             accepted: None,
             sent_first_declarations: false,
             declared_mrdsl: false,
@@ -285,6 +291,14 @@ impl TargetLogin {
             return self.close(&req, LoginStatus::INITIATOR_ERROR, Bytes::new());
         }
         self.stage = req.csg;
+        if let Some((rest, transit)) = self.text_out.take() {
+            // §11.13.3: the initiator takes each piece of a continued response with an empty
+            // Login Request.
+            if !req.data.is_empty() || req.continue_ {
+                return self.close(&req, LoginStatus::INITIATOR_ERROR, Bytes::new());
+            }
+            return self.respond_text(&req, rest, transit);
+        }
         let pairs = match self.asm.push(&req.data, req.continue_) {
             Ok(Some(p)) => p,
             Ok(None) => {
@@ -425,12 +439,33 @@ impl TargetLogin {
             let (k, v) = self.neg.declare_mrdsl();
             let _ = out.push(k, v);
         }
-        let mut response = self.response(&req, out.to_bytes());
-        if req.transit {
+        let transit = req.transit.then_some(req.nsg);
+        self.respond_text(&req, out.to_bytes(), transit)
+    }
+
+    /// Sends `text`, or its first [`LOGIN_DATA_SEGMENT`] bytes with the C bit (and no T bit,
+    /// §11.13.3), keeping the rest for the next empty request; with the last piece, moves to
+    /// `transit` if the initiator asked to.
+    fn respond_text(
+        &mut self,
+        req: &LoginRequest,
+        text: Bytes,
+        transit: Option<Stage>,
+    ) -> LoginStep {
+        if text.len() > LOGIN_DATA_SEGMENT {
+            let mut response = self.response(req, text.slice(..LOGIN_DATA_SEGMENT));
+            response.continue_ = true;
+            self.text_out = Some((text.slice(LOGIN_DATA_SEGMENT..), transit));
+            self.state = TState::Negotiating;
+            return LoginStep::Send(response);
+        }
+        let accepted = self.accepted.clone().unwrap_or_default();
+        let mut response = self.response(req, text);
+        if let Some(nsg) = transit {
             response.transit = true;
-            response.nsg = req.nsg;
-            self.stage = req.nsg;
-            if req.nsg == Stage::FullFeaturePhase {
+            response.nsg = nsg;
+            self.stage = nsg;
+            if nsg == Stage::FullFeaturePhase {
                 self.state = TState::Done;
                 response.tsih = accepted.tsih;
                 return LoginStep::Complete {

@@ -383,3 +383,101 @@ fn nonzero_tsih_and_too_many_pdus() {
     }
     assert!(closed);
 }
+
+/// A response text longer than a login PDU may carry (8192 bytes, §13.12) goes out in pieces
+/// with the C bit and without the T bit; the initiator takes each with an empty request, and
+/// the transit to full feature phase comes with the last piece (§11.13.3).
+#[test]
+fn long_response_text_is_continued() {
+    let mut keys: Vec<(String, String)> = vec![
+        ("InitiatorName".into(), "iqn.2024-01.test:i".into()),
+        ("TargetName".into(), "iqn.2024-01.test:t".into()),
+        ("SessionType".into(), "Normal".into()),
+    ];
+    for i in 0..700 {
+        keys.push((format!("X-org.example.k{i:04}"), "1".into()));
+    }
+    let text = TextPairs::from_iter(keys.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let first = LoginRequest {
+        transit: true,
+        csg: Stage::LoginOperationalNegotiation,
+        nsg: Stage::FullFeaturePhase,
+        isid: [0x80, 0, 0, 0, 0, 9],
+        itt: 7,
+        data: text.to_bytes(),
+        ..LoginRequest::default()
+    };
+    let mut tgt = TargetLogin::new(TargetLoginConfig::default());
+    assert!(matches!(
+        tgt.on_request(first.clone()),
+        LoginStep::NeedTargetDecision { .. }
+    ));
+    let mut step = tgt.decide(accept());
+    let mut pieces = Vec::new();
+    loop {
+        match step {
+            LoginStep::Send(r) => {
+                assert!(r.continue_, "a non-final piece carries C");
+                assert!(!r.transit, "C and T are never set together");
+                assert_eq!(r.data.len(), LOGIN_DATA_SEGMENT);
+                pieces.push(r.data.clone());
+                let empty = LoginRequest {
+                    transit: false,
+                    data: Bytes::new(),
+                    ..first.clone()
+                };
+                step = tgt.on_request(empty);
+            }
+            LoginStep::Complete { response, .. } => {
+                assert!(!response.continue_ && response.transit);
+                assert_eq!(response.nsg, Stage::FullFeaturePhase);
+                assert!(response.data.len() <= LOGIN_DATA_SEGMENT);
+                pieces.push(response.data.clone());
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pieces.len(), 3, "about 24 KiB of answers: three pieces");
+    let whole: Vec<u8> = pieces.concat();
+    let answers = TextPairs::parse(&whole).unwrap();
+    for i in 0..700 {
+        assert_eq!(
+            answers.get(&format!("X-org.example.k{i:04}")),
+            Some("NotUnderstood")
+        );
+    }
+}
+
+/// Text in the request that should take the next piece is an initiator error.
+#[test]
+fn a_continued_response_needs_an_empty_request() {
+    let mut keys: Vec<(String, String)> = vec![
+        ("InitiatorName".into(), "iqn.2024-01.test:i".into()),
+        ("TargetName".into(), "iqn.2024-01.test:t".into()),
+    ];
+    for i in 0..400 {
+        keys.push((format!("X-org.example.k{i:04}"), "1".into()));
+    }
+    let first = LoginRequest {
+        transit: true,
+        csg: Stage::LoginOperationalNegotiation,
+        nsg: Stage::FullFeaturePhase,
+        isid: [0x80, 0, 0, 0, 0, 9],
+        itt: 7,
+        data: TextPairs::from_iter(keys.iter().map(|(k, v)| (k.as_str(), v.as_str()))).to_bytes(),
+        ..LoginRequest::default()
+    };
+    let mut tgt = TargetLogin::new(TargetLoginConfig::default());
+    tgt.on_request(first.clone());
+    assert!(matches!(tgt.decide(accept()), LoginStep::Send(r) if r.continue_));
+    let step = tgt.on_request(LoginRequest {
+        transit: false,
+        data: Bytes::from_static(b"MaxBurstLength=512\0"),
+        ..first
+    });
+    assert!(
+        matches!(step, LoginStep::Close { status, .. } if status == LoginStatus::INITIATOR_ERROR),
+        "{step:?}"
+    );
+}
