@@ -16,5 +16,5 @@ pub mod table;
 pub use event::{Event, EventKind};
 pub use metric::{BalanceSpec, Metric, ParseSpecError, Thresholds};
 pub use policy::{Balancer, Decision};
-pub use snapshot::{AdminSnapshot, RegistrationRow};
+pub use snapshot::{AdminSnapshot, IsnsContact, RegistrationRow};
 pub use table::{ConfigTable, PortalId, PortalRow, SessionEntry};

@@ -20,11 +20,25 @@ pub struct RegistrationRow {
     pub registered: bool,
 }
 
+/// What the iSNS server last answered the target's full registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsnsContact {
+    /// True when the registration was accepted.
+    pub ok: bool,
+    /// The server's answer or the error (refusal status, unreachable, timeout).
+    pub detail: String,
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+}
+
 /// Everything `portshift status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdminSnapshot {
     /// The iSNS server the target registers with, if any.
     pub isns: Option<String>,
+    /// What that server last answered; `None` before the first attempt or without iSNS.
+    #[serde(default)]
+    pub isns_contact: Option<IsnsContact>,
     /// The balancing policy, if balancing is on.
     pub balance: Option<BalanceSpec>,
     pub table: ConfigTable,

@@ -243,7 +243,13 @@ pub async fn keep_registered(
     };
     let mut failing = false;
     loop {
-        let wait = match r.register_all().await {
+        let result = r.register_all().await;
+        let answer = match &result {
+            Ok(()) => Ok(format!("registered with {}", r.server)),
+            Err(e) => Err(e.to_string()),
+        };
+        control.with_plane(|plane, now| plane.isns_answered(answer, now));
+        let wait = match result {
             Ok(()) => {
                 if failing {
                     tracing::info!("iSNS registration with {} re-established", r.server);
@@ -273,5 +279,77 @@ pub async fn keep_registered(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::two_portals;
+
+    /// The keeper records what the iSNS server answered: an unreachable server shows as a
+    /// failed contact (so `portshift status` does not claim "registered"), a reachable one as
+    /// accepted.
+    #[tokio::test]
+    async fn the_keeper_records_what_isns_answered() {
+        let control = Arc::new(Control::new(
+            two_portals(),
+            vec!["iqn.2024-01.test:t1".into()],
+            None,
+            None,
+        ));
+        // Nothing listens on port 1.
+        let registrar = Arc::new(Registrar::Isns(Box::new(IsnsRegistrar::new(
+            "127.0.0.1:1".parse().unwrap(),
+            control.clone(),
+        ))));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let keeper = tokio::spawn(keep_registered(registrar, control.clone(), rx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let contact = loop {
+            if let Some(c) = control.snapshot().isns_contact {
+                break c;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no contact recorded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(!contact.ok, "{contact:?}");
+        assert!(contact.detail.contains("127.0.0.1:1"), "{contact:?}");
+        stop.send(true).unwrap();
+        keeper.await.unwrap();
+
+        // A real server accepts it.
+        let dir = tempfile::tempdir().unwrap();
+        let server = isns::Server::bind(isns::ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().join("isns.redb"),
+        ))
+        .await
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (server_stop, server_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = server_rx.await;
+        }));
+        let registrar = Arc::new(Registrar::Isns(Box::new(IsnsRegistrar::new(
+            addr,
+            control.clone(),
+        ))));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let keeper = tokio::spawn(keep_registered(registrar, control.clone(), rx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if control.snapshot().isns_contact.is_some_and(|c| c.ok) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never accepted");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        keeper.await.unwrap();
+        let _ = server_stop.send(());
     }
 }

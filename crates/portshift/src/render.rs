@@ -66,6 +66,29 @@ pub fn config_table(s: &AdminSnapshot) -> Vec<String> {
     out
 }
 
+/// Time of day (UTC) of a Unix-milliseconds instant, `HH:MM:SS`.
+fn clock(ms: u64) -> String {
+    let secs = ms / 1000 % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The state of one registration as the iSNS server has it: "registered" only once the server
+/// accepted the target's registration; a registration the balancer deleted is "DELETED".
+fn registration_state(s: &AdminSnapshot, wanted: bool) -> &'static str {
+    match (wanted, &s.isns, &s.isns_contact) {
+        (false, _, _) => "DELETED",
+        (true, None, _) => "registered",
+        (true, Some(_), Some(c)) if c.ok => "registered",
+        (true, Some(_), Some(_)) => "NOT REGISTERED",
+        (true, Some(_), None) => "pending",
+    }
+}
+
 /// FIG. 3: the (target, portal) registrations the target holds in iSNS.
 pub fn registrations(s: &AdminSnapshot) -> Vec<String> {
     let rows: Vec<Vec<String>> = s
@@ -77,18 +100,19 @@ pub fn registrations(s: &AdminSnapshot) -> Vec<String> {
                 r.portal.to_string(),
                 r.address.clone(),
                 r.tag.to_string(),
-                if r.registered {
-                    "registered"
-                } else {
-                    "DELETED"
-                }
-                .to_string(),
+                registration_state(s, r.registered).to_string(),
             ]
         })
         .collect();
-    let title = match &s.isns {
-        Some(a) => format!("iSNS registrations (FIG. 3) at {a}"),
-        None => "Portal groups (FIG. 3; no iSNS server)".to_string(),
+    let title = match (&s.isns, &s.isns_contact) {
+        (Some(a), Some(c)) if !c.ok => format!(
+            "iSNS registrations (FIG. 3) at {a}: NOT REGISTERED, last answer {}: {}",
+            clock(c.at_ms),
+            c.detail
+        ),
+        (Some(a), None) => format!("iSNS registrations (FIG. 3) at {a}: not answered yet"),
+        (Some(a), Some(_)) => format!("iSNS registrations (FIG. 3) at {a}"),
+        (None, _) => "Portal groups (FIG. 3; no iSNS server)".to_string(),
     };
     let mut out = vec![title];
     out.extend(table(
@@ -176,8 +200,13 @@ mod tests {
 
     #[test]
     fn shows_sessions_registrations_and_events() {
-        let s = AdminSnapshot {
+        let mut s = AdminSnapshot {
             isns: Some("127.0.0.1:3205".into()),
+            isns_contact: Some(balancer::IsnsContact {
+                ok: true,
+                detail: "registered with 127.0.0.1:3205".into(),
+                at_ms: 0,
+            }),
             balance: Some("sessions:2".parse().unwrap()),
             table: ConfigTable {
                 portals: vec![
@@ -203,13 +232,22 @@ mod tests {
                 ],
                 served: vec![],
             },
-            registrations: vec![RegistrationRow {
-                target: "iqn.t1".into(),
-                portal: PortalId(0),
-                address: "127.0.0.1:3260".into(),
-                tag: 1,
-                registered: false,
-            }],
+            registrations: vec![
+                RegistrationRow {
+                    target: "iqn.t1".into(),
+                    portal: PortalId(0),
+                    address: "127.0.0.1:3260".into(),
+                    tag: 1,
+                    registered: false,
+                },
+                RegistrationRow {
+                    target: "iqn.t1".into(),
+                    portal: PortalId(1),
+                    address: "127.0.0.2:3260".into(),
+                    tag: 2,
+                    registered: true,
+                },
+            ],
             events: vec![Event {
                 seq: 7,
                 at_ms: 0,
@@ -235,5 +273,27 @@ mod tests {
             text.lines()
                 .any(|l| l.starts_with("P1") && l.contains("cpu1"))
         );
+        let p1 = |t: &str| {
+            t.lines()
+                .find(|l| l.contains("127.0.0.2:3260") && l.contains("iqn.t1"))
+                .unwrap()
+                .to_string()
+        };
+        assert!(p1(&text).ends_with("registered"), "{text}");
+        // The server refused the last registration: nothing shows as registered.
+        s.isns_contact = Some(balancer::IsnsContact {
+            ok: false,
+            detail: "iSNS server answered DevAttrReg with status 3".into(),
+            at_ms: 3_723_000,
+        });
+        let text = status(&s, 10);
+        assert!(p1(&text).ends_with("NOT REGISTERED"), "{text}");
+        assert!(
+            text.contains("NOT REGISTERED, last answer 01:02:03 UTC: iSNS server answered DevAttrReg with status 3"),
+            "{text}"
+        );
+        // Not answered yet: pending.
+        s.isns_contact = None;
+        assert!(p1(&status(&s, 10)).ends_with("pending"));
     }
 }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use balancer::{
-    AdminSnapshot, BalanceSpec, ConfigTable, Event, EventKind, PortalId, PortalRow,
+    AdminSnapshot, BalanceSpec, ConfigTable, Event, EventKind, IsnsContact, PortalId, PortalRow,
     RegistrationRow, SessionEntry,
 };
 
@@ -70,6 +70,7 @@ pub struct ControlPlane {
     /// Where the balancer placed (initiator, target): logins elsewhere are redirected there.
     placements: HashMap<(String, String), PortalId>,
     registrations: Vec<RegistrationRow>,
+    isns_contact: Option<IsnsContact>,
     events: EventLog,
 }
 
@@ -105,6 +106,7 @@ impl ControlPlane {
             sessions: BTreeMap::new(),
             placements: HashMap::new(),
             registrations,
+            isns_contact: None,
             events: EventLog::default(),
         }
     }
@@ -380,9 +382,29 @@ impl ControlPlane {
     }
 
     /// The admin endpoint's document.
+    /// Records what the iSNS server answered the full registration at `now_ms`: `Ok` with
+    /// what it said, or the error. `portshift status` shows it beside the registrations.
+    pub fn isns_answered(&mut self, answer: Result<String, String>, now_ms: u64) {
+        let (ok, detail) = match answer {
+            Ok(d) => (true, d),
+            Err(e) => (false, e),
+        };
+        self.isns_contact = Some(IsnsContact {
+            ok,
+            detail,
+            at_ms: now_ms,
+        });
+    }
+
+    /// What the iSNS server last answered the full registration, if it was asked.
+    pub fn isns_contact(&self) -> Option<&IsnsContact> {
+        self.isns_contact.as_ref()
+    }
+
     pub fn snapshot(&self) -> AdminSnapshot {
         AdminSnapshot {
             isns: self.isns.clone(),
+            isns_contact: self.isns_contact.clone(),
             balance: self.balance,
             table: self.table(),
             registrations: self.registrations.clone(),
