@@ -95,7 +95,16 @@ pub(crate) fn request_sense_data(sense: &Sense, desc: bool) -> Vec<u8> {
     }
 }
 
-fn medium_error(asc: Asc, lba: u64) -> Sense {
+/// The sense for an I/O error of the backing store at `lba`; the error is logged with the
+/// target, LUN and LBA (the initiator only sees the sense).
+fn medium_error(id: &Identity, asc: Asc, lba: u64, e: &io::Error) -> Sense {
+    tracing::warn!(
+        target_name = %id.target_name,
+        lun = id.lun,
+        lba,
+        "{} at LBA {lba}: {e}",
+        if asc == Asc::WRITE_ERROR { "write error" } else { "read error" },
+    );
     let s = Sense::new(SenseKey::MediumError, asc);
     match u32::try_from(lba) {
         Ok(info) => s.with_information(info),
@@ -314,7 +323,7 @@ impl LogicalUnit {
                 self.check_range(lba, blocks)?;
                 self.device
                     .flush()
-                    .map_err(|_| medium_error(Asc::WRITE_ERROR, lba))?;
+                    .map_err(|e| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e))?;
                 Ok(ScsiOutcome::good(0, 0))
             }
             Command::PersistentReserveIn { .. } | Command::PersistentReserveOut { .. } => {
@@ -371,7 +380,9 @@ impl LogicalUnit {
         if len > 0 {
             self.device
                 .read_append(self.offset(rw.lba), len, data_in)
-                .map_err(|_| medium_error(Asc::UNRECOVERED_READ_ERROR, rw.lba))?;
+                .map_err(|e| {
+                    medium_error(&self.identity, Asc::UNRECOVERED_READ_ERROR, rw.lba, &e)
+                })?;
         }
         Ok(ScsiOutcome::good(len as u32, wanted as u32))
     }
@@ -411,13 +422,13 @@ impl LogicalUnit {
         let mut medium = vec![0u8; self.bytes(blocks)];
         self.device
             .read_at(self.offset(lba), &mut medium)
-            .map_err(|_| medium_error(Asc::UNRECOVERED_READ_ERROR, lba))?;
+            .map_err(|e| medium_error(&self.identity, Asc::UNRECOVERED_READ_ERROR, lba, &e))?;
         Ok(medium)
     }
 
     /// Write `data` at `lba`, then flush when `fua`.
     fn write_medium(&self, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense> {
-        let werr = |_: io::Error| medium_error(Asc::WRITE_ERROR, lba);
+        let werr = |e: io::Error| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e);
         if data.is_empty() {
             return Ok(());
         }
@@ -495,7 +506,7 @@ impl LogicalUnit {
             ));
         }
         let bs = self.block_size as usize;
-        let werr = |_: io::Error| medium_error(Asc::WRITE_ERROR, ws.lba);
+        let werr = |e: io::Error| medium_error(&self.identity, Asc::WRITE_ERROR, ws.lba, &e);
         let block = if ws.ndob {
             &[][..]
         } else {
@@ -555,7 +566,7 @@ impl LogicalUnit {
         for (lba, count) in ranges {
             self.device
                 .write_zeroes(self.offset(lba), self.bytes(count) as u64)
-                .map_err(|_| medium_error(Asc::WRITE_ERROR, lba))?;
+                .map_err(|e| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e))?;
         }
         Ok(ScsiOutcome::good(0, 0))
     }
