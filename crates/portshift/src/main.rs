@@ -30,12 +30,22 @@ enum Command {
     Demo(cmd::demo::Args),
 }
 
+/// Raises the soft limit on open files to the hard limit, so that the portals, the iSNS server
+/// and the admin endpoint have the headroom their connection budgets assume; logs the limit.
+fn raise_descriptor_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!("open-file limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
+    raise_descriptor_limit();
     let result = match cli.command {
         Command::Isns(a) => cmd::isns::run(a),
         Command::Target(a) => cmd::target::run(a),
