@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Source name the server uses in messages it originates (SCN).
     pub source_name: String,
+    /// Source names treated as Control Nodes (RFC 4171 §5.6.1): they may
+    /// change or deregister any entity. Any other source may change only the
+    /// entity holding its own node (default: none).
+    pub control_nodes: Vec<String>,
     /// How often entities past their Registration Period are removed.
     pub expiry_check: Duration,
 }
@@ -65,6 +69,7 @@ impl ServerConfig {
             first_message_timeout: FIRST_MESSAGE_TIMEOUT,
             idle_timeout: Duration::from_secs(600),
             source_name: scn::DEFAULT_SOURCE_NAME.into(),
+            control_nodes: Vec::new(),
             expiry_check: Duration::from_secs(10),
         }
     }
@@ -116,6 +121,7 @@ impl Server {
         let mut registry = store.load()?;
         registry.grant_grace(now());
         registry.set_scn_source(&config.source_name);
+        registry.set_control_nodes(config.control_nodes.iter().cloned());
         let listener = TcpListener::bind(config.listen).await?;
         let state = State {
             registry,
