@@ -6,7 +6,7 @@
 //! the SCNReg. Stream framing is `isns_proto::MessageDecoder`'s.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,10 +15,19 @@ use bytes::BytesMut;
 use isns_proto::{Message, MessageDecoder, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
 use crate::registry::{Notification, Outcome, Registry, ScnConnection, ScnDestination, scn};
 use crate::store::{Store, StoreError};
+
+/// A connection that has not delivered a complete message this long after
+/// it was accepted is closed.
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit on simultaneous connections from one client address.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Default limit on simultaneous connections in all.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -27,12 +36,24 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// redb database file.
     pub db: PathBuf,
-    /// Maximum simultaneous client connections.
+    /// Maximum simultaneous client connections. When reached, the oldest idle
+    /// connection (no request in progress; preferring those that never sent
+    /// a complete message) is closed to admit the new one.
     pub max_connections: usize,
-    /// A connection idle this long is closed.
+    /// Maximum simultaneous connections from one client IP address; more are
+    /// refused.
+    pub max_connections_per_address: usize,
+    /// A connection that has not delivered a complete message this long after
+    /// being accepted is closed.
+    pub first_message_timeout: Duration,
+    /// A connection idle this long between messages is closed.
     pub idle_timeout: Duration,
     /// Source name the server uses in messages it originates (SCN).
     pub source_name: String,
+    /// Source names treated as Control Nodes (RFC 4171 §5.6.1): they may
+    /// change or deregister any entity. Any other source may change only the
+    /// entity holding its own node (default: none).
+    pub control_nodes: Vec<String>,
     /// How often entities past their Registration Period are removed.
     pub expiry_check: Duration,
 }
@@ -43,9 +64,12 @@ impl ServerConfig {
         ServerConfig {
             listen,
             db,
-            max_connections: 256,
+            max_connections: MAX_CONNECTIONS,
+            max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
+            first_message_timeout: FIRST_MESSAGE_TIMEOUT,
             idle_timeout: Duration::from_secs(600),
             source_name: scn::DEFAULT_SOURCE_NAME.into(),
+            control_nodes: Vec::new(),
             expiry_check: Duration::from_secs(10),
         }
     }
@@ -97,6 +121,7 @@ impl Server {
         let mut registry = store.load()?;
         registry.grant_grace(now());
         registry.set_scn_source(&config.source_name);
+        registry.set_control_nodes(config.control_nodes.iter().cloned());
         let listener = TcpListener::bind(config.listen).await?;
         let state = State {
             registry,
@@ -120,7 +145,7 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let limit = Arc::new(Semaphore::new(self.config.max_connections));
+        let conns = Arc::new(Mutex::new(Conns::default()));
         let sweeper = tokio::spawn(sweep_expired(self.state.clone(), self.config.clone()));
         let _abort_sweeper = AbortOnDrop(sweeper);
         tokio::pin!(shutdown);
@@ -136,22 +161,104 @@ impl Server {
                             continue;
                         }
                     };
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached, closing");
+                    let Some(handle) = admit(&conns, peer.ip(), &self.config) else {
                         continue;
                     };
                     let state = self.state.clone();
                     let config = self.config.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, state, config).await {
+                        if let Err(e) = serve_connection(stream, state, config, &handle).await {
                             tracing::debug!(%peer, "connection ended: {e}");
                         }
-                        drop(permit);
+                        drop(handle);
                     });
                 }
             }
         }
     }
+}
+
+/// One open client connection, as the accept loop sees it.
+struct ConnEntry {
+    id: u64,
+    ip: IpAddr,
+    /// A complete message arrived on it.
+    spoke: bool,
+    /// A request is being handled.
+    busy: bool,
+    /// Wakes the connection to close it.
+    close: Arc<Notify>,
+}
+
+/// Open connections in accept order.
+#[derive(Default)]
+struct Conns {
+    next_id: u64,
+    list: Vec<ConnEntry>,
+}
+
+/// A connection's entry in [`Conns`]; removed when dropped.
+struct ConnHandle {
+    id: u64,
+    conns: Arc<Mutex<Conns>>,
+    close: Arc<Notify>,
+}
+
+impl ConnHandle {
+    fn update(&self, f: impl FnOnce(&mut ConnEntry)) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = conns.list.iter_mut().find(|e| e.id == self.id) {
+            f(e);
+        }
+    }
+}
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.list.retain(|e| e.id != self.id);
+    }
+}
+
+/// Admit a connection from `ip` within the per-address and total limits,
+/// closing the oldest idle connection when the total limit is reached.
+fn admit(conns: &Arc<Mutex<Conns>>, ip: IpAddr, config: &ServerConfig) -> Option<ConnHandle> {
+    let mut guard = conns.lock().unwrap_or_else(|p| p.into_inner());
+    let c = &mut *guard;
+    if c.list.iter().filter(|e| e.ip == ip).count() >= config.max_connections_per_address {
+        tracing::warn!(%ip, "per-address connection limit reached, closing");
+        return None;
+    }
+    if c.list.len() >= config.max_connections.max(1) {
+        // Oldest idle connection that never sent a complete message, else the oldest idle one.
+        let victim = c
+            .list
+            .iter()
+            .position(|e| !e.busy && !e.spoke)
+            .or_else(|| c.list.iter().position(|e| !e.busy));
+        let Some(v) = victim else {
+            tracing::warn!(%ip, "connection limit reached, all connections busy, closing");
+            return None;
+        };
+        let old = c.list.remove(v);
+        tracing::warn!(%ip, evicted = %old.ip, "connection limit reached, closing the oldest idle connection");
+        old.close.notify_one();
+    }
+    let id = c.next_id;
+    c.next_id += 1;
+    let close = Arc::new(Notify::new());
+    c.list.push(ConnEntry {
+        id,
+        ip,
+        spoke: false,
+        busy: false,
+        close: close.clone(),
+    });
+    Some(ConnHandle {
+        id,
+        conns: conns.clone(),
+        close,
+    })
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -196,7 +303,10 @@ async fn serve_connection(
     stream: TcpStream,
     state: Arc<Mutex<State>>,
     config: ServerConfig,
+    handle: &ConnHandle,
 ) -> std::io::Result<()> {
+    let first_deadline = Instant::now() + config.first_message_timeout;
+    let mut spoke = false;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
@@ -215,10 +325,20 @@ async fn serve_connection(
             let msg = match decoder.decode(&mut buf) {
                 Ok(Some(m)) => m,
                 Ok(None) => {
-                    match tokio::time::timeout(config.idle_timeout, rd.read_buf(&mut buf)).await {
-                        Err(_) | Ok(Ok(0)) => return Ok(()),
-                        Ok(r) => r?,
+                    let deadline = if spoke {
+                        Instant::now() + config.idle_timeout
+                    } else {
+                        first_deadline
                     };
+                    tokio::select! {
+                        () = handle.close.notified() => return Ok(()),
+                        read = tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)) => {
+                            match read {
+                                Err(_) | Ok(Ok(0)) => return Ok(()),
+                                Ok(r) => r?,
+                            };
+                        }
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -235,6 +355,11 @@ async fn serve_connection(
                     continue;
                 }
             };
+            spoke = true;
+            handle.update(|e| {
+                e.spoke = true;
+                e.busy = true;
+            });
             let st = state.clone();
             let conn_tx = tx.clone();
             let (resp, scn) = tokio::task::spawn_blocking(move || process(&st, &msg, &conn_tx))
@@ -245,6 +370,7 @@ async fn serve_connection(
             {
                 return Ok(());
             }
+            handle.update(|e| e.busy = false);
             deliver_scns(scn).await;
         }
     }

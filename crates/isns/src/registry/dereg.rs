@@ -21,6 +21,17 @@ impl Registry {
         for g in &groups.objects {
             targets.push((g.kind, key_of(g)?));
         }
+        // Authorize every existing object first: a refused request removes nothing.
+        for (kind, key) in &targets {
+            let pos = if *kind == ObjectType::Entity {
+                self.entities.iter().position(|e| e.object.matches(key))
+            } else {
+                self.locate(*kind, key).map(|(p, _)| p)
+            };
+            if let Some(p) = pos {
+                self.authorize(req, p)?;
+            }
+        }
         for (kind, key) in targets {
             self.remove(kind, &key, ch);
         }

@@ -16,6 +16,10 @@ impl Registry {
         let replace = req.flags.contains(isns_proto::Flags::REPLACE);
         let groups = split_objects(req.operating())?;
         let pos = self.entity_for_registration(req.key(), &groups)?;
+        if let Some(p) = pos {
+            // Changing an existing entity: only its own nodes (or a Control Node) may.
+            self.authorize(req, p)?;
+        }
         let mut entity = match pos {
             Some(p) => self
                 .entities

@@ -187,6 +187,8 @@ pub struct Registry {
     entities: Vec<Entity>,
     counters: Counters,
     scn: scn::Sender,
+    /// Source names allowed to change any entity (Control Nodes, §5.6.1).
+    control_nodes: BTreeSet<String>,
 }
 
 impl PartialEq for Registry {
@@ -226,6 +228,7 @@ impl Registry {
             entities,
             counters,
             scn: scn::Sender::default(),
+            control_nodes: BTreeSet::new(),
         }
     }
 
@@ -242,6 +245,46 @@ impl Registry {
     /// Set the source name (§5.6.1) of the SCN messages this registry builds.
     pub fn set_scn_source(&mut self, name: &str) {
         self.scn.source = name.to_string();
+    }
+
+    /// Source names (iSCSI Names) that may change or deregister any entity,
+    /// as Control Nodes may (§5.6.1). Every other source may change only the
+    /// entity holding its own node.
+    pub fn set_control_nodes(&mut self, names: impl IntoIterator<Item = String>) {
+        self.control_nodes = names.into_iter().collect();
+    }
+
+    /// §5.6.1: a request that changes or removes objects of the entity at
+    /// `pos` must come from a Control Node or from a Storage Node of that
+    /// entity. Refusals: Source Unknown (6) when the source names no
+    /// registered node, Source Unauthorized (8) when it names a node of
+    /// another entity.
+    fn authorize(&self, req: &Message, pos: usize) -> Res<()> {
+        let Some(src) = req.source() else {
+            return Err(Status::SOURCE_ABSENT);
+        };
+        let name = (src.tag == tag::ISCSI_NAME).then(|| src.as_str()).flatten();
+        if name.is_some_and(|n| self.control_nodes.contains(n)) {
+            return Ok(());
+        }
+        let owner = name.and_then(|_| self.entity_of_node(src));
+        if owner == Some(pos) {
+            return Ok(());
+        }
+        let status = if owner.is_some() {
+            Status::SOURCE_UNAUTHORIZED
+        } else {
+            Status::SOURCE_UNKNOWN
+        };
+        let target = self.entities.get(pos).map_or("", Entity::id);
+        tracing::warn!(
+            source = name.unwrap_or("(not an iSCSI name)"),
+            function = req.function.name(),
+            entity = target,
+            status = status.0,
+            "refused: the source is not a node of the entity it would change"
+        );
+        Err(status)
     }
 
     fn alloc_index(&mut self) -> u32 {

@@ -1,4 +1,4 @@
-use super::super::tests::{node, ok, portal, req, s, storage};
+use super::super::tests::{node, ok, portal, req, req_from, s, storage};
 use super::*;
 use crate::registry::{Registry, ScnEvent};
 use isns_proto::tag::scn::{OBJECT_ADDED, OBJECT_REMOVED, OBJECT_UPDATED};
@@ -77,7 +77,8 @@ fn conn(node: &str) -> ScnDestination {
 #[test]
 fn additions_go_to_subscribers_of_additions() {
     let mut reg = subscribers();
-    let m = req(
+    let m = req_from(
+        "iqn.t",
         FunctionId::DEV_ATTR_REG,
         vec![s(tag::ENTITY_IDENTIFIER, "stor")],
         node("iqn.t", 1),
@@ -126,7 +127,8 @@ fn additions_go_to_subscribers_of_additions() {
 #[test]
 fn removals_by_dereg_and_expiry_go_to_subscribers_of_removals() {
     let mut reg = subscribers();
-    let dereg = req(
+    let dereg = req_from(
+        "iqn.a",
         FunctionId::DEV_DEREG,
         vec![],
         vec![s(tag::ENTITY_IDENTIFIER, "ea")],

@@ -8,8 +8,17 @@ pub(super) fn s(t: u32, v: &str) -> Attribute {
 pub(super) fn ip(t: u32, v: &str) -> Attribute {
     Attribute::ip(t, v.parse::<IpAddr>().unwrap())
 }
+/// A request from `iqn.t1` (a node of [`storage`]'s entity).
 pub(super) fn req(f: FunctionId, key: Vec<Attribute>, ops: Vec<Attribute>) -> Message {
-    Message::request(f, 1, s(tag::ISCSI_NAME, "iqn.src"), key, ops)
+    req_from("iqn.t1", f, key, ops)
+}
+pub(super) fn req_from(
+    source: &str,
+    f: FunctionId,
+    key: Vec<Attribute>,
+    ops: Vec<Attribute>,
+) -> Message {
+    Message::request(f, 1, s(tag::ISCSI_NAME, source), key, ops)
 }
 pub(super) fn portal(addr: &str) -> Vec<Attribute> {
     vec![
@@ -159,10 +168,11 @@ fn replace_flag_drops_previous_objects() {
     assert_eq!(e.of_kind(ObjectType::IscsiNode).count(), 1);
     assert_eq!(e.of_kind(ObjectType::Portal).count(), 1);
     assert_eq!(e.of_kind(ObjectType::PortalGroup).count(), 1);
-    // Without the flag, objects are added.
+    // Without the flag, objects are added (by a node still in the entity).
     ok(
         &mut reg,
-        &req(
+        &req_from(
+            "iqn.t3",
             FunctionId::DEV_ATTR_REG,
             vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
             node("iqn.t4", 1),
@@ -399,4 +409,145 @@ fn from_parts_restores_order_and_counters() {
     // Stale counters are raised past what is stored.
     let stale = Registry::from_parts(entities, reg.counters());
     assert_eq!(stale.counters(), two.counters());
+}
+
+fn status(reg: &mut Registry, m: &Message) -> Status {
+    let out = reg.handle(m, 1000);
+    if out.response.as_ref().and_then(|r| r.status) != Some(Status::SUCCESS) {
+        assert!(out.changes.is_empty() && out.notifications.is_empty());
+    }
+    out.response.and_then(|r| r.status).unwrap()
+}
+
+/// `storage()` plus entity `other` holding node `iqn.x`.
+fn storage_and_other() -> Registry {
+    let mut reg = storage();
+    ok(
+        &mut reg,
+        &req_from(
+            "iqn.x",
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "other")],
+            [portal("127.0.0.7"), node("iqn.x", 2)].concat(),
+        ),
+    );
+    reg
+}
+
+#[test]
+fn strangers_cannot_deregister_or_replace_an_entity() {
+    let mut reg = storage_and_other();
+    let before = reg.clone();
+    let eid = || vec![s(tag::ENTITY_IDENTIFIER, "stor1")];
+    for (source, expected) in [
+        ("iqn.nobody", Status::SOURCE_UNKNOWN),
+        ("iqn.x", Status::SOURCE_UNAUTHORIZED),
+    ] {
+        let dereg_entity = req_from(source, FunctionId::DEV_DEREG, vec![], eid());
+        assert_eq!(status(&mut reg, &dereg_entity), expected, "{source}");
+        let dereg_node = req_from(
+            source,
+            FunctionId::DEV_DEREG,
+            vec![],
+            vec![s(tag::ISCSI_NAME, "iqn.t2")],
+        );
+        assert_eq!(status(&mut reg, &dereg_node), expected, "{source}");
+        let dereg_portal = req_from(source, FunctionId::DEV_DEREG, vec![], portal("127.0.0.1"));
+        assert_eq!(status(&mut reg, &dereg_portal), expected, "{source}");
+        let mut replace = req_from(
+            source,
+            FunctionId::DEV_ATTR_REG,
+            eid(),
+            [portal("10.6.6.6"), node("iqn.rogue", 1)].concat(),
+        );
+        replace.flags = replace.flags | Flags::REPLACE;
+        assert_eq!(status(&mut reg, &replace), expected, "{source}");
+        let add_portal = req_from(source, FunctionId::DEV_ATTR_REG, eid(), portal("10.6.6.6"));
+        assert_eq!(status(&mut reg, &add_portal), expected, "{source}");
+        let by_node_key = req_from(
+            source,
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ISCSI_NAME, "iqn.t1")],
+            pg("iqn.t1", "127.0.0.1", None),
+        );
+        assert_eq!(status(&mut reg, &by_node_key), expected, "{source}");
+        assert_eq!(reg, before, "{source} changed the registry");
+    }
+    assert_eq!(target_portals(&mut reg, "iqn.t1").len(), 3);
+    // Deregistering nothing that exists stays a success for anyone.
+    let nothing = req_from(
+        "iqn.nobody",
+        FunctionId::DEV_DEREG,
+        vec![],
+        vec![s(tag::ENTITY_IDENTIFIER, "nonexistent")],
+    );
+    assert_eq!(status(&mut reg, &nothing), Status::SUCCESS);
+    // A fresh registration of a new entity stays open to anyone.
+    ok(
+        &mut reg,
+        &req_from(
+            "iqn.new",
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "e3")],
+            node("iqn.new", 2),
+        ),
+    );
+}
+
+#[test]
+fn owners_update_and_deregister_their_entity() {
+    let mut reg = storage_and_other();
+    // The target's own NIL-PGT update, keyed by its entity, from its second node.
+    ok(
+        &mut reg,
+        &req_from(
+            "iqn.t2",
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+            pg("iqn.t1", "127.0.0.1", None),
+        ),
+    );
+    assert_eq!(
+        target_portals(&mut reg, "iqn.t1"),
+        ["127.0.0.2", "127.0.0.3"]
+    );
+    ok(
+        &mut reg,
+        &req(
+            FunctionId::DEV_DEREG,
+            vec![],
+            vec![s(tag::ISCSI_NAME, "iqn.t2")],
+        ),
+    );
+    ok(
+        &mut reg,
+        &req(
+            FunctionId::DEV_DEREG,
+            vec![],
+            vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+        ),
+    );
+    let ids: Vec<&str> = reg.entities().iter().map(Entity::id).collect();
+    assert_eq!(ids, ["other"]);
+}
+
+#[test]
+fn control_nodes_may_change_any_entity() {
+    let mut reg = storage_and_other();
+    reg.set_control_nodes(["iqn.adm".to_string()]);
+    let m = req_from(
+        "iqn.adm",
+        FunctionId::DEV_DEREG,
+        vec![],
+        vec![s(tag::ISCSI_NAME, "iqn.t2")],
+    );
+    ok(&mut reg, &m);
+    let m = req_from(
+        "iqn.adm",
+        FunctionId::DEV_DEREG,
+        vec![],
+        vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
+    );
+    ok(&mut reg, &m);
+    assert_eq!(reg.entities().len(), 1);
 }
