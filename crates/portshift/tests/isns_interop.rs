@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use common::{Proc, free_addr, isnsadm, isnsadm_conf, portshift_server, spawn_listening, tool};
 use isns::{Client, NodeRegistration, NodeType, Registration};
 
+/// The source name isnsadm uses here.
+const ADM_SOURCE: &str = "iqn.2024-01.test:adm";
+
 /// `portshift isns` on `addr` with its database at `db` (its output next to it, `.log`).
 fn portshift_isns(addr: SocketAddr, db: &Path) -> Proc {
     let args = [
@@ -22,6 +25,10 @@ fn portshift_isns(addr: SocketAddr, db: &Path) -> Proc {
         addr.to_string(),
         "--db".into(),
         db.display().to_string(),
+        // isnsd runs with Security = 0, which gives every source the rights of a Control Node;
+        // isnsadm's own source name gets them here (it deregisters other entities' objects).
+        "--control-node".into(),
+        ADM_SOURCE.into(),
     ];
     portshift_server(&args, addr, &db.with_extension("log"))
 }
@@ -55,7 +62,7 @@ fn isnsd(dir: &Path, addr: SocketAddr) -> Proc {
 }
 
 fn adm_conf(dir: &Path, name: &str, server: SocketAddr) -> PathBuf {
-    isnsadm_conf(dir, name, server, "iqn.2024-01.test:adm")
+    isnsadm_conf(dir, name, server, ADM_SOURCE)
 }
 
 /// isnsadm output as objects, without indices and timestamps; optionally sorted.

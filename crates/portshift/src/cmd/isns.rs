@@ -14,15 +14,29 @@ pub struct Args {
     /// redb database file holding the registry (created if missing).
     #[arg(long, default_value = "portshift-isns.redb")]
     pub db: PathBuf,
-    /// Maximum simultaneous client connections.
-    #[arg(long, default_value_t = 256)]
+    /// Maximum simultaneous client connections; when reached, the oldest idle connection is
+    /// closed to admit a new one.
+    #[arg(long, default_value_t = isns::server::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Maximum simultaneous connections from one client address.
+    #[arg(long, default_value_t = isns::server::MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
+    /// Seconds a new connection has to deliver its first whole message.
+    #[arg(long, default_value_t = isns::server::FIRST_MESSAGE_TIMEOUT.as_secs())]
+    pub first_message_timeout: u64,
+    /// Source name of a Control Node (RFC 4171 §5.6.1), which may change or deregister any
+    /// entity; repeat for more. Any other source changes only the entity holding its own node.
+    #[arg(long = "control-node")]
+    pub control_nodes: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::runtime()?.block_on(async {
         let mut config = isns::ServerConfig::new(args.listen, args.db.clone());
         config.max_connections = args.max_connections;
+        config.max_connections_per_address = args.max_connections_per_address;
+        config.first_message_timeout = std::time::Duration::from_secs(args.first_message_timeout);
+        config.control_nodes = args.control_nodes.clone();
         let server = isns::Server::bind(config).await.with_context(|| {
             format!(
                 "starting iSNS server on {} with {}",
