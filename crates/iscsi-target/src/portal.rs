@@ -128,6 +128,7 @@ async fn serve(
                 Err(e) => break CloseReason::Transport(format!("connection lost: read error: {e}")),
             },
             Some(cmd) = rx.recv() => conn.on_command(cmd, Instant::now()),
+            // From the start, login included: the core closes a login that takes too long.
             _ = tick.tick() => conn.handle_timeout(Instant::now()),
             _ = shutdown.changed() => break CloseReason::Transport("target shutting down".into()),
         }
