@@ -116,6 +116,8 @@ pub struct Connection {
     logout_deadline: Option<Instant>,
     /// When the login must have completed ([`LOGIN_TIMEOUT`] after creation).
     login_deadline: Instant,
+    /// The names the login requests gave so far (None once in full feature phase).
+    login_names: Option<Box<login::LoginNames>>,
     ended: bool,
     nexus: u64,
     /// Large Data-In and write buffers, reused across commands.
@@ -145,6 +147,7 @@ impl Connection {
             ping: None,
             logout_deadline: None,
             login_deadline: now + LOGIN_TIMEOUT,
+            login_names: None,
             ended: false,
             nexus: 0,
             pool: BufferPool::default(),

@@ -19,6 +19,7 @@ use crate::request::ScsiRequest;
 
 mod chunks;
 mod full_feature;
+mod login_log;
 mod login_timeout;
 mod scsi_io;
 
