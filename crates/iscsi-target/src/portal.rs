@@ -8,6 +8,7 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use iscsi_proto::{Digests, Pdu};
 use iscsi_target_core::{CloseReason, Connection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::target_set::{ConnectionShell, TargetSet};
 
@@ -28,22 +29,32 @@ const READ_CHUNK: usize = 512 * 1024;
 const COPY_THRESHOLD: usize = 2048;
 /// I/O vectors per `writev`.
 const MAX_IOVECS: usize = 64;
-/// Connections one portal accepts at a time.
+/// Connections one portal serves at a time (the default of [`spawn`]'s `max_connections`).
+/// At the limit, the oldest connection still in login makes room for a new one; only when
+/// every connection is logged in are new ones refused.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// Starts the processor of one portal on its own thread, serving `listener`.
+/// Starts the processor of one portal on its own thread, serving `listener` with at most
+/// `max_connections` connections at a time (see [`MAX_CONNECTIONS`]).
 pub fn spawn(
     index: usize,
     portal: PortalId,
     listener: std::net::TcpListener,
     targets: Arc<TargetSet>,
     shutdown: watch::Receiver<bool>,
+    max_connections: usize,
 ) -> std::io::Result<JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name(format!("portal-{index}"))
         .spawn(move || match current_thread_runtime() {
-            Ok(rt) => rt.block_on(accept_loop(portal, listener, targets, shutdown)),
+            Ok(rt) => rt.block_on(accept_loop(
+                portal,
+                listener,
+                targets,
+                shutdown,
+                max_connections,
+            )),
             Err(e) => tracing::error!("portal-{index}: cannot start its runtime: {e}"),
         })
 }
@@ -55,11 +66,46 @@ pub(crate) fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtim
         .build()
 }
 
+/// What the accept loop and one connection task share: the task says when its login is
+/// complete; the loop may tell it to close.
+#[derive(Default)]
+struct ConnectionToken {
+    logged_in: AtomicBool,
+    close: Notify,
+}
+
+/// The connections of one portal, oldest first.
+#[derive(Default)]
+struct LiveConnections {
+    list: Vec<Arc<ConnectionToken>>,
+}
+
+impl LiveConnections {
+    /// Room for one more connection under `limit`: the ended ones are forgotten, then, at the
+    /// limit, the oldest connection still in login is told to close. None when every
+    /// connection is logged in (the new one is to be refused).
+    fn admit(&mut self, limit: usize) -> Option<Arc<ConnectionToken>> {
+        // A token only the list holds belongs to a task that has ended.
+        self.list.retain(|t| Arc::strong_count(t) > 1);
+        if self.list.len() >= limit {
+            let i = self
+                .list
+                .iter()
+                .position(|t| !t.logged_in.load(Ordering::Relaxed))?;
+            self.list.remove(i).close.notify_one();
+        }
+        let token = Arc::new(ConnectionToken::default());
+        self.list.push(token.clone());
+        Some(token)
+    }
+}
+
 async fn accept_loop(
     portal: PortalId,
     listener: std::net::TcpListener,
     targets: Arc<TargetSet>,
     mut shutdown: watch::Receiver<bool>,
+    max_connections: usize,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -68,21 +114,19 @@ async fn accept_loop(
             return;
         }
     };
-    let live = Arc::new(());
+    let mut live = LiveConnections::default();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    if Arc::strong_count(&live) > MAX_CONNECTIONS {
-                        tracing::warn!(%portal, %peer, "connection limit reached; refused");
+                    let Some(token) = live.admit(max_connections) else {
+                        tracing::warn!(%portal, %peer, "connection limit reached, every connection logged in; refused");
                         continue;
-                    }
-                    let token = live.clone();
+                    };
                     let targets = targets.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        serve(stream, peer, portal, &targets, shutdown).await;
-                        drop(token);
+                        serve(stream, peer, portal, &targets, shutdown, &token).await;
                     });
                 }
                 Err(e) => {
@@ -105,8 +149,10 @@ async fn serve(
     portal: PortalId,
     targets: &TargetSet,
     mut shutdown: watch::Receiver<bool>,
+    token: &ConnectionToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut logged_in = false;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut conn = Connection::new(targets.catalog.clone(), portal, Instant::now());
     let mut shell = ConnectionShell::new(targets, portal, tx);
@@ -128,8 +174,17 @@ async fn serve(
                 Err(e) => break CloseReason::Transport(format!("connection lost: read error: {e}")),
             },
             Some(cmd) = rx.recv() => conn.on_command(cmd, Instant::now()),
+            // From the start, login included: the core closes a login that takes too long.
             _ = tick.tick() => conn.handle_timeout(Instant::now()),
             _ = shutdown.changed() => break CloseReason::Transport("target shutting down".into()),
+            _ = token.close.notified(), if !logged_in => {
+                tracing::info!(%portal, %peer, "connection limit reached: closing this connection, still in login, for a new one");
+                break CloseReason::Failed("closed for a new connection: the portal is at its connection limit".into());
+            }
+        }
+        if !logged_in && conn.params().is_some() {
+            logged_in = true;
+            token.logged_in.store(true, Ordering::Relaxed);
         }
         if conn.has_output() {
             conn.poll_transmit(&mut out);
@@ -218,5 +273,125 @@ impl TxBatch {
         }
         self.segs.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iscsi_proto::{Limits, LoginRequest, PduDecoder, Stage};
+    use tokio::time::timeout;
+
+    use super::*;
+    use crate::target_set::tests::{TARGET, target_set};
+
+    const LIMIT: usize = 4;
+    const BOUND: Duration = Duration::from_secs(10);
+
+    /// A portal with room for [`LIMIT`] connections on a loopback port; the shutdown sender
+    /// keeps it running.
+    async fn portal() -> (SocketAddr, watch::Sender<bool>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        let targets = Arc::new(target_set());
+        tokio::spawn(accept_loop(PortalId(0), listener, targets, rx, LIMIT));
+        (addr, tx)
+    }
+
+    /// Connects and logs in to the test target as `initiator`: the status of the answer.
+    async fn login(addr: SocketAddr, initiator: &str) -> std::io::Result<(TcpStream, u8, u8)> {
+        let mut s = TcpStream::connect(addr).await?;
+        let mut b = BytesMut::new();
+        let keys = [
+            ("InitiatorName", initiator),
+            ("TargetName", TARGET),
+            ("AuthMethod", "None"),
+        ];
+        Pdu::LoginRequest(LoginRequest::operational([0x80, 0, 0, 0, 0, 1], 1, &keys))
+            .encode(&mut b, Digests::NONE)
+            .unwrap();
+        s.write_all(&b).await?;
+        let mut decoder = PduDecoder::new(Limits {
+            max_recv_data_segment_length: 8192,
+        });
+        let mut rbuf = BytesMut::new();
+        loop {
+            if let Some(p) = decoder.decode(&mut rbuf).unwrap() {
+                let Pdu::LoginResponse(r) = p else {
+                    panic!("{p:?}")
+                };
+                if r.status_class == 0 {
+                    assert_eq!(r.nsg, Stage::FullFeaturePhase);
+                }
+                return Ok((s, r.status_class, r.status_detail));
+            }
+            if s.read_buf(&mut rbuf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// True once the peer has closed `s` (EOF or reset).
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut b = [0u8; 64];
+        matches!(timeout(BOUND, s.read(&mut b)).await, Ok(Ok(0) | Err(_)))
+    }
+
+    #[tokio::test]
+    async fn at_the_limit_the_oldest_connection_in_login_makes_room() {
+        let (addr, _shutdown) = portal().await;
+        timeout(BOUND, async {
+            let mut idle = Vec::new();
+            for _ in 0..LIMIT {
+                idle.push(TcpStream::connect(addr).await.unwrap());
+            }
+            let (_s, class, detail) = login(addr, "iqn.new").await.expect("admitted");
+            assert_eq!((class, detail), (0, 0));
+            assert!(closed(&mut idle[0]).await, "the oldest idle one is closed");
+            // One more: the next oldest idle connection goes.
+            let (_s2, class, _) = login(addr, "iqn.new2").await.expect("admitted");
+            assert_eq!(class, 0);
+            assert!(closed(&mut idle[1]).await);
+        })
+        .await
+        .expect("bounded in time");
+    }
+
+    #[tokio::test]
+    async fn at_the_limit_with_every_connection_logged_in_new_ones_are_refused() {
+        let (addr, _shutdown) = portal().await;
+        timeout(BOUND, async {
+            let mut sessions = Vec::new();
+            for i in 0..LIMIT {
+                let (s, class, _) = login(addr, &format!("iqn.i{i}")).await.unwrap();
+                assert_eq!(class, 0);
+                sessions.push(s);
+            }
+            assert!(login(addr, "iqn.late").await.is_err(), "refused");
+            // A logged-in session was not sacrificed for it.
+            let mut b = [0u8; 1];
+            for s in &mut sessions {
+                assert!(
+                    timeout(Duration::from_millis(100), s.read(&mut b))
+                        .await
+                        .is_err(),
+                    "still open and quiet"
+                );
+            }
+            // Once one ends, there is room again.
+            drop(sessions.pop());
+            let mut admitted = false;
+            for _ in 0..50 {
+                if let Ok((_, 0, _)) = login(addr, "iqn.later").await {
+                    admitted = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(admitted);
+        })
+        .await
+        .expect("bounded in time");
     }
 }

@@ -169,6 +169,7 @@ impl Target {
                 l,
                 target_set.clone(),
                 shutdown_rx.clone(),
+                crate::portal::MAX_CONNECTIONS,
             )?);
         }
         Ok(TargetHandle {

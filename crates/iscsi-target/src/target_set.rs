@@ -181,7 +181,7 @@ pub fn run_scsi(conn: &mut Connection, luns: Option<&LunTable>, mut done: impl F
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::control::two_portals;
     use iscsi_proto::text::TextPairs;
@@ -190,9 +190,9 @@ mod tests {
     use scsi::{Identity, LogicalUnit, MemDevice};
     use tokio::sync::mpsc;
 
-    const TARGET: &str = "iqn.2024-01.test:t";
+    pub(crate) const TARGET: &str = "iqn.2024-01.test:t";
 
-    fn target_set() -> TargetSet {
+    pub(crate) fn target_set() -> TargetSet {
         let control = Arc::new(Control::new(two_portals(), vec![TARGET.into()], None, None));
         let mut luns = LunTable::new();
         let lu = LogicalUnit::new(

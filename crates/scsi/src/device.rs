@@ -83,9 +83,14 @@ pub enum DeviceError {
     },
     #[error("backing file {path} is empty")]
     Empty { path: PathBuf },
+    #[error("backing file {path} is already served by another process (locked)")]
+    Locked { path: PathBuf },
+    #[error("cannot lock backing file {path}: {source}")]
+    Lock { path: PathBuf, source: io::Error },
 }
 
-/// A regular file used as a disk, accessed with pread/pwrite (no lock).
+/// A regular file used as a disk, accessed with pread/pwrite. It holds an exclusive `flock`
+/// on the file for as long as it is open, so that two targets never serve the same file.
 #[derive(Debug)]
 pub struct FileDevice {
     file: File,
@@ -96,7 +101,9 @@ impl FileDevice {
     /// Open `path`. With `create_with_size`, the file is created if missing
     /// and grown sparsely to that many bytes (never shrunk: a larger file is
     /// an error); without it the file must already exist and its length
-    /// gives the capacity.
+    /// gives the capacity. The file is locked first (non-blocking exclusive `flock`):
+    /// [`DeviceError::Locked`] if another open file description (another process, or another
+    /// `FileDevice` of this one) holds it.
     pub fn open(path: &Path, create_with_size: Option<u64>) -> Result<FileDevice, DeviceError> {
         let mut opts = OpenOptions::new();
         opts.read(true).write(true);
@@ -106,6 +113,16 @@ impl FileDevice {
         let file = opts.open(path).map_err(|source| DeviceError::Open {
             path: path.to_owned(),
             source,
+        })?;
+        // Before anything is changed (the size): the lock says whose file it is.
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => DeviceError::Locked {
+                path: path.to_owned(),
+            },
+            std::fs::TryLockError::Error(source) => DeviceError::Lock {
+                path: path.to_owned(),
+                source,
+            },
         })?;
         let existing = file
             .metadata()
@@ -325,6 +342,40 @@ mod tests {
         let mut buf = [0u8; 5];
         d.read_at(512, &mut buf).unwrap();
         assert_eq!(&buf, b"hello");
+    }
+
+    #[test]
+    fn a_file_is_served_by_one_device_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("locked.img");
+        let d = FileDevice::open(&p, Some(1 << 20)).unwrap();
+        // A second open file description of the same file, even in this process, is refused,
+        // and the file is left as it was (not grown).
+        for size in [None, Some(2 << 20)] {
+            let e = FileDevice::open(&p, size).unwrap_err();
+            assert!(
+                matches!(&e, DeviceError::Locked { path } if path == &p),
+                "{e:?}"
+            );
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "backing file {} is already served by another process (locked)",
+                    p.display()
+                )
+            );
+        }
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20);
+        // Another process would be refused the same way (flock from a plain open()).
+        let other = File::open(&p).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(other);
+        // Closed, the file is free again.
+        drop(d);
+        FileDevice::open(&p, None).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use iscsi_proto::{AsyncMessage, NopIn, NopOut, RESERVED_TAG, async_event};
 
-use super::{Connection, LOGOUT_GRACE, PING_IDLE, PING_TIMEOUT, Phase};
+use super::{Connection, LOGIN_TIMEOUT, LOGOUT_GRACE, PING_IDLE, PING_TIMEOUT, Phase};
 use crate::policy::SessionCommand;
 
 impl Connection {
@@ -41,8 +41,11 @@ impl Connection {
 
     /// When [`Connection::handle_timeout`] next has something to do, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_closing() || !matches!(self.phase, Phase::Full(_)) {
+        if self.is_closing() {
             return None;
+        }
+        if let Phase::Login(_) = self.phase {
+            return Some(self.login_deadline);
         }
         let ping = match self.ping {
             Some((_, sent)) => sent + PING_TIMEOUT,
@@ -51,12 +54,19 @@ impl Connection {
         Some(self.logout_deadline.map_or(ping, |d| d.min(ping)))
     }
 
-    /// Timers at `now`: the logout deadline, idle pings and their timeout.
+    /// Timers at `now`: the login deadline ([`LOGIN_TIMEOUT`]), the logout deadline, idle
+    /// pings and their timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.is_closing() {
             return;
         }
         let Phase::Full(s) = &mut self.phase else {
+            if now >= self.login_deadline {
+                self.fail(&format!(
+                    "login not completed within {} s",
+                    LOGIN_TIMEOUT.as_secs()
+                ));
+            }
             return;
         };
         if let Some(deadline) = self.logout_deadline

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use iscsi_proto::login::{LoginStatus, LoginStep, TargetDecision};
 use iscsi_proto::params::SessionType;
-use iscsi_proto::text::TextAssembler;
+use iscsi_proto::text::{TextAssembler, TextPairs};
 use iscsi_proto::{Limits, Pdu};
 
 use super::{Connection, Phase, Session};
@@ -23,7 +23,21 @@ impl Connection {
             self.fail("non-login PDU before full feature phase");
             return;
         };
+        // Who is logging in to what, for the log line of a refused or redirected login.
+        if let Ok(keys) = TextPairs::parse(&req.data) {
+            let names = self.login_names.get_or_insert_default();
+            for (key, slot) in [
+                ("InitiatorName", &mut names.initiator),
+                ("TargetName", &mut names.target),
+            ] {
+                if let Some(v) = keys.get(key) {
+                    *slot = Some(v.to_owned());
+                }
+            }
+        }
         let mut step = login.on_request(req);
+        // Why the login was refused or where it was sent, when the target decided it.
+        let mut why = None;
         if let LoginStep::NeedTargetDecision {
             initiator_name,
             target_name,
@@ -45,21 +59,34 @@ impl Connection {
                             target_alias: None,
                             tsih: policy.next_tsih(),
                         },
-                        LoginDecision::Redirect { address } => TargetDecision::Redirect {
-                            address,
-                            permanent: false,
-                        },
-                        LoginDecision::NotFound => TargetDecision::Refuse(LoginStatus::NOT_FOUND),
+                        LoginDecision::Redirect { address } => {
+                            why = Some(format!("to {address}"));
+                            TargetDecision::Redirect {
+                                address,
+                                permanent: false,
+                            }
+                        }
+                        LoginDecision::NotFound => {
+                            why = Some("the control plane does not serve it here".into());
+                            TargetDecision::Refuse(LoginStatus::NOT_FOUND)
+                        }
                     }
                 }
-                _ => TargetDecision::Refuse(LoginStatus::NOT_FOUND),
+                (SessionType::Normal, Some(_)) => {
+                    why = Some("no such target".into());
+                    TargetDecision::Refuse(LoginStatus::NOT_FOUND)
+                }
+                (SessionType::Normal, None) => {
+                    why = Some("no TargetName".into());
+                    TargetDecision::Refuse(LoginStatus::NOT_FOUND)
+                }
             };
             step = login.decide(decision);
         }
         match step {
             LoginStep::Send(r) => self.push(r),
             LoginStep::Close { response, status } => {
-                tracing::info!(portal = %self.portal, "login ended with status {:#06x}", status.code());
+                self.log_login_end(status, why);
                 self.push(response);
                 self.close(CloseReason::LoginEnded);
             }
@@ -73,6 +100,7 @@ impl Connection {
             } => {
                 // The final response goes out without digests; everything after uses them.
                 let tsih = response.tsih;
+                self.login_names = None;
                 self.push(response);
                 let digests = params.digests();
                 self.decoder.set_digests(digests);
@@ -107,5 +135,53 @@ impl Connection {
                 }));
             }
         }
+    }
+}
+
+/// Who a login is from and for, as far as its requests said.
+#[derive(Debug, Default)]
+pub(super) struct LoginNames {
+    initiator: Option<String>,
+    target: Option<String>,
+}
+
+impl Connection {
+    /// A login that ends without a session: WARN when refused, INFO when redirected, with the
+    /// initiator and target names, the status and why (`why`, when the target decided).
+    fn log_login_end(&self, status: LoginStatus, why: Option<String>) {
+        let names = self.login_names.as_deref();
+        let initiator = names.and_then(|n| n.initiator.as_deref()).unwrap_or("?");
+        let target = names.and_then(|n| n.target.as_deref()).unwrap_or("-");
+        let code = status.code();
+        let why = why.unwrap_or_else(|| status_text(status).to_owned());
+        if status.class == 1 {
+            tracing::info!(portal = %self.portal, initiator, target, "login redirected (status {code:#06x}) {why}");
+        } else {
+            tracing::warn!(portal = %self.portal, initiator, target, "login refused (status {code:#06x}): {why}");
+        }
+    }
+}
+
+/// The meaning of a Login Response status (RFC 7143 §11.13.5).
+fn status_text(status: LoginStatus) -> &'static str {
+    match (status.class, status.detail) {
+        (1, 1) => "target moved temporarily",
+        (1, 2) => "target moved permanently",
+        (2, 0) => "initiator error",
+        (2, 1) => "authentication failure",
+        (2, 2) => "authorization failure",
+        (2, 3) => "not found",
+        (2, 4) => "target removed",
+        (2, 5) => "unsupported version",
+        (2, 6) => "too many connections",
+        (2, 7) => "missing parameter",
+        (2, 8) => "cannot include in session",
+        (2, 9) => "session type not supported",
+        (2, 0x0a) => "session does not exist",
+        (2, 0x0b) => "invalid request during login",
+        (3, 0) => "target error",
+        (3, 1) => "service unavailable",
+        (3, 2) => "out of resources",
+        _ => "unknown status",
     }
 }

@@ -48,6 +48,9 @@ pub const PING_IDLE: Duration = Duration::from_secs(15);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(15);
 /// Added to Time2Logout before a session that was asked to log out is dropped.
 pub const LOGOUT_GRACE: Duration = Duration::from_secs(3);
+/// Time from a connection's creation within which its login must reach the full feature
+/// phase; after it the connection is closed (a connection cannot sit in login forever).
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// MaxRecvDataSegmentLength during login (§13.12).
 const LOGIN_MRDSL: u32 = 8192;
 
@@ -111,6 +114,10 @@ pub struct Connection {
     last_rx: Instant,
     ping: Option<(u32, Instant)>,
     logout_deadline: Option<Instant>,
+    /// When the login must have completed ([`LOGIN_TIMEOUT`] after creation).
+    login_deadline: Instant,
+    /// The names the login requests gave so far (None once in full feature phase).
+    login_names: Option<Box<login::LoginNames>>,
     ended: bool,
     nexus: u64,
     /// Large Data-In and write buffers, reused across commands.
@@ -139,6 +146,8 @@ impl Connection {
             last_rx: now,
             ping: None,
             logout_deadline: None,
+            login_deadline: now + LOGIN_TIMEOUT,
+            login_names: None,
             ended: false,
             nexus: 0,
             pool: BufferPool::default(),

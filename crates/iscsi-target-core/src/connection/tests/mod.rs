@@ -19,6 +19,8 @@ use crate::request::ScsiRequest;
 
 mod chunks;
 mod full_feature;
+mod login_log;
+mod login_timeout;
 mod scsi_io;
 
 const TARGET: &str = "iqn.2024-01.test:t";
