@@ -18,7 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use crate::registry::{Notification, Outcome, Registry, ScnConnection, ScnDestination, scn};
+use crate::registry::{
+    self, Limits, Notification, Outcome, Registry, ScnConnection, ScnDestination, scn,
+};
 use crate::store::{Store, StoreError};
 
 /// A connection that has not delivered a complete message this long after
@@ -56,6 +58,12 @@ pub struct ServerConfig {
     pub control_nodes: Vec<String>,
     /// How often entities past their Registration Period are removed.
     pub expiry_check: Duration,
+    /// Registration period (RFC 4171 §6.2.6, seconds) granted to a
+    /// registration that gives none, asks for 0 (never expire) or asks for
+    /// more than `max_registration_period`.
+    pub default_registration_period: u32,
+    /// Longest registration period granted as asked, seconds.
+    pub max_registration_period: u32,
 }
 
 impl ServerConfig {
@@ -71,6 +79,8 @@ impl ServerConfig {
             source_name: scn::DEFAULT_SOURCE_NAME.into(),
             control_nodes: Vec::new(),
             expiry_check: Duration::from_secs(10),
+            default_registration_period: registry::DEFAULT_REGISTRATION_PERIOD,
+            max_registration_period: registry::MAX_REGISTRATION_PERIOD,
         }
     }
 }
@@ -122,6 +132,10 @@ impl Server {
         registry.grant_grace(now());
         registry.set_scn_source(&config.source_name);
         registry.set_control_nodes(config.control_nodes.iter().cloned());
+        registry.set_limits(Limits {
+            default_registration_period: config.default_registration_period,
+            max_registration_period: config.max_registration_period,
+        });
         let listener = TcpListener::bind(config.listen).await?;
         let state = State {
             registry,

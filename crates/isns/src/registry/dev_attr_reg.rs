@@ -6,7 +6,7 @@ use isns_proto::tag::{self, ObjectType};
 use isns_proto::{Attribute, Message, Status};
 
 use super::{
-    Answer, Changes, DEFAULT_REGISTRATION_PERIOD, Entity, MAX_ENTITIES, MAX_OBJECTS_PER_ENTITY,
+    Answer, Changes, Entity, MAX_ENTITIES, MAX_OBJECTS_PER_ENTITY,
     Registry, Res, ScnEvent, pg_key_for,
 };
 use crate::object::Object;
@@ -80,12 +80,16 @@ impl Registry {
         if entity.object.get(tag::ENTITY_PROTOCOL).is_none() {
             entity.object.set(Attribute::u32(tag::ENTITY_PROTOCOL, 2));
         }
-        if entity.object.get(tag::REGISTRATION_PERIOD).is_none() {
-            entity.object.set(Attribute::u32(
-                tag::REGISTRATION_PERIOD,
-                DEFAULT_REGISTRATION_PERIOD,
-            ));
-        }
+        // The period is the server's to grant (§6.2.6): 0 (never expire) or
+        // more than the maximum is answered with, and stored as, the default.
+        let asked = entity
+            .object
+            .get(tag::REGISTRATION_PERIOD)
+            .and_then(Attribute::as_u32);
+        let granted = self.limits.grant(asked);
+        entity
+            .object
+            .set(Attribute::u32(tag::REGISTRATION_PERIOD, granted));
         entity.timestamp = now;
 
         // First pass: portals and nodes; second pass: explicit portal groups.

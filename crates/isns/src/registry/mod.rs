@@ -34,11 +34,47 @@ use crate::object::Object;
 
 pub use scn::{Notification, ScnConnection, ScnDestination};
 
-/// Default registration period (§6.2.6) reported for entities that do not give one.
+/// Default registration period (§6.2.6), seconds: granted to entities that
+/// give none, ask for 0 (never expire) or ask for more than the maximum.
 pub const DEFAULT_REGISTRATION_PERIOD: u32 = 3600;
+/// Default longest registration period (§6.2.6) the server grants, seconds.
+pub const MAX_REGISTRATION_PERIOD: u32 = 86_400;
 /// Limits on the registry size, so that no client can exhaust memory.
 pub const MAX_ENTITIES: usize = 4096;
 pub const MAX_OBJECTS_PER_ENTITY: usize = 4096;
+
+/// What the server grants: registration periods (and, with them, how long an
+/// abandoned registration can hold its place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Period granted when a registration gives none, asks for 0 (never
+    /// expire) or asks for more than `max_registration_period`.
+    pub default_registration_period: u32,
+    /// Longest period granted as asked.
+    pub max_registration_period: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            default_registration_period: DEFAULT_REGISTRATION_PERIOD,
+            max_registration_period: MAX_REGISTRATION_PERIOD,
+        }
+    }
+}
+
+impl Limits {
+    /// The period the server grants for a requested one (§6.2.6 lets the
+    /// server answer with its own): `requested` if it is within 1..=max,
+    /// else the default (itself at least 1 s and at most the maximum).
+    pub fn grant(&self, requested: Option<u32>) -> u32 {
+        let max = self.max_registration_period.max(1);
+        match requested {
+            Some(p) if (1..=max).contains(&p) => p,
+            _ => self.default_registration_period.clamp(1, max),
+        }
+    }
+}
 
 /// A Network Entity and the objects it contains (§4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,15 +105,16 @@ impl Entity {
             .position(|o| o.kind == kind && o.matches(key))
     }
 
-    /// Whether the Registration Period ran out at `now` (§6.2.6; a period of
-    /// 0 never expires).
-    fn expired(&self, now: u64) -> bool {
-        let period = self
+    /// Whether the Registration Period ran out at `now` (§6.2.6). A stored
+    /// period the server would not grant now (0 = never expire, or above the
+    /// maximum; e.g. stored by an older version) counts as the default.
+    fn expired(&self, now: u64, limits: &Limits) -> bool {
+        let asked = self
             .object
             .get(tag::REGISTRATION_PERIOD)
-            .and_then(Attribute::as_u32)
-            .unwrap_or(0);
-        period != 0 && now > self.timestamp.saturating_add(u64::from(period))
+            .and_then(Attribute::as_u32);
+        let period = limits.grant(asked);
+        now > self.timestamp.saturating_add(u64::from(period))
     }
 
     /// Portal groups with a usable (non-NIL, non-zero) tag that join `node` and `portal`
@@ -189,6 +226,7 @@ pub struct Registry {
     scn: scn::Sender,
     /// Source names allowed to change any entity (Control Nodes, §5.6.1).
     control_nodes: BTreeSet<String>,
+    limits: Limits,
 }
 
 impl PartialEq for Registry {
@@ -229,7 +267,13 @@ impl Registry {
             counters,
             scn: scn::Sender::default(),
             control_nodes: BTreeSet::new(),
+            limits: Limits::default(),
         }
+    }
+
+    /// Set the registration periods the server grants (see [`Limits`]).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// All entities in registration order.
@@ -367,18 +411,19 @@ impl Registry {
         }
     }
 
-    /// Whether some entity's Registration Period ran out at `now` (§6.2.6;
-    /// a period of 0 never expires): [`Registry::expire`] would change something.
+    /// Whether some entity's Registration Period ran out at `now` (§6.2.6):
+    /// [`Registry::expire`] would change something.
     pub fn has_expired(&self, now: u64) -> bool {
-        self.entities.iter().any(|e| e.expired(now))
+        self.entities.iter().any(|e| e.expired(now, &self.limits))
     }
 
     /// Remove entities not refreshed within their Registration Period.
     /// Returns the changes to persist and the SCNs to deliver.
     pub fn expire(&mut self, now: u64) -> Outcome {
         let mut changes = Changes::default();
+        let limits = self.limits;
         self.entities.retain(|e| {
-            let expired = e.expired(now);
+            let expired = e.expired(now, &limits);
             if expired {
                 changes.removed.insert(e.seq);
                 changes.scn.push(ScnEvent {

@@ -322,12 +322,17 @@ fn entities_expire_unless_refreshed() {
     assert_eq!(ch.removed.into_iter().collect::<Vec<_>>(), vec![1]);
     let ids: Vec<_> = reg.entities().iter().map(Entity::id).collect();
     assert_eq!(ids, ["kept", "forever"]);
-    assert!(reg.has_expired(5000));
-    assert!(!reg.expire(5000).changes.is_empty());
+    assert!(reg.has_expired(4000));
+    assert!(!reg.expire(4000).changes.is_empty());
     assert_eq!(
         reg.entities().iter().map(Entity::id).collect::<Vec<_>>(),
         ["forever"]
     );
+    // "forever" asked for 0 and was granted the default period.
+    let last = 1000 + u64::from(DEFAULT_REGISTRATION_PERIOD);
+    assert!(!reg.has_expired(last));
+    assert!(!reg.expire(last + 1).changes.is_empty());
+    assert!(reg.entities().is_empty());
 }
 
 #[test]
@@ -550,4 +555,82 @@ fn control_nodes_may_change_any_entity() {
     );
     ok(&mut reg, &m);
     assert_eq!(reg.entities().len(), 1);
+}
+
+#[test]
+fn registration_period_is_granted_by_the_server() {
+    let mut reg = Registry::new();
+    reg.set_limits(Limits {
+        default_registration_period: 900,
+        max_registration_period: 86_400,
+    });
+    let with_period = |eid: &str, name: &str, period: u32| {
+        req_from(
+            name,
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, eid)],
+            [
+                vec![Attribute::u32(tag::REGISTRATION_PERIOD, period)],
+                node(name, 1),
+            ]
+            .concat(),
+        )
+    };
+    let granted = |resp: &Message| {
+        resp.operating()
+            .iter()
+            .find(|a| a.tag == tag::REGISTRATION_PERIOD)
+            .and_then(Attribute::as_u32)
+    };
+    // 0 (never expire) and more than the maximum are answered with the default.
+    for (eid, name, asked, expect) in [
+        ("zero", "iqn.zero", 0, 900),
+        ("huge", "iqn.huge", u32::MAX, 900),
+        ("max", "iqn.max", 86_400, 86_400),
+        ("short", "iqn.short", 60, 60),
+    ] {
+        let (resp, _) = ok(&mut reg, &with_period(eid, name, asked));
+        assert_eq!(granted(&resp), Some(expect), "{eid}");
+        let e = reg.entities().iter().find(|e| e.id() == eid).unwrap();
+        assert_eq!(
+            e.object
+                .get(tag::REGISTRATION_PERIOD)
+                .and_then(Attribute::as_u32),
+            Some(expect),
+            "{eid} stored"
+        );
+    }
+    // An update asking for 0 again is granted the default too.
+    let (resp, _) = ok(&mut reg, &with_period("short", "iqn.short", 0));
+    assert_eq!(granted(&resp), Some(900));
+    // Registered at t=1000 with 900 s: gone after 1900.
+    assert!(!reg.has_expired(1900));
+    let out = reg.expire(1901);
+    assert_eq!(out.changes.removed.len(), 3);
+    let ids: Vec<_> = reg.entities().iter().map(Entity::id).collect();
+    assert_eq!(ids, ["max"]);
+    assert!(reg.expire(1000 + 86_400).changes.is_empty());
+    assert!(!reg.expire(1000 + 86_400 + 1).changes.is_empty());
+    assert!(reg.entities().is_empty());
+}
+
+#[test]
+fn stored_period_of_zero_expires_after_the_default() {
+    // An entity stored by an older version with period 0 is not kept forever.
+    let mut reg = Registry::new();
+    let r = req_from(
+        "iqn.z",
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, "z")],
+        node("iqn.z", 1),
+    );
+    ok(&mut reg, &r);
+    let mut entities = reg.entities().to_vec();
+    entities[0]
+        .object
+        .set(Attribute::u32(tag::REGISTRATION_PERIOD, 0));
+    let mut reg = Registry::from_parts(entities, reg.counters());
+    let late = 1000 + u64::from(DEFAULT_REGISTRATION_PERIOD) + 1;
+    assert!(reg.has_expired(late));
+    assert_eq!(reg.expire(late).changes.removed.len(), 1);
 }
