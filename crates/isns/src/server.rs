@@ -64,6 +64,11 @@ pub struct ServerConfig {
     pub default_registration_period: u32,
     /// Longest registration period granted as asked, seconds.
     pub max_registration_period: u32,
+    /// Entities that registrations from one client IP address may hold
+    /// (whatever source names they use); a registration creating one more is
+    /// refused with status 3. The addresses are kept in memory only: entities
+    /// loaded from the database at start count against no address.
+    pub max_entities_per_address: usize,
 }
 
 impl ServerConfig {
@@ -81,6 +86,7 @@ impl ServerConfig {
             expiry_check: Duration::from_secs(10),
             default_registration_period: registry::DEFAULT_REGISTRATION_PERIOD,
             max_registration_period: registry::MAX_REGISTRATION_PERIOD,
+            max_entities_per_address: registry::MAX_ENTITIES_PER_ADDRESS,
         }
     }
 }
@@ -135,6 +141,7 @@ impl Server {
         registry.set_limits(Limits {
             default_registration_period: config.default_registration_period,
             max_registration_period: config.max_registration_period,
+            max_entities_per_address: config.max_entities_per_address,
         });
         let listener = TcpListener::bind(config.listen).await?;
         let state = State {
@@ -181,7 +188,7 @@ impl Server {
                     let state = self.state.clone();
                     let config = self.config.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, state, config, &handle).await {
+                        if let Err(e) = serve_connection(stream, peer.ip(), state, config, &handle).await {
                             tracing::debug!(%peer, "connection ended: {e}");
                         }
                         drop(handle);
@@ -315,6 +322,7 @@ async fn sweep_expired(state: Arc<Mutex<State>>, config: ServerConfig) {
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: IpAddr,
     state: Arc<Mutex<State>>,
     config: ServerConfig,
     handle: &ConnHandle,
@@ -376,9 +384,10 @@ async fn serve_connection(
             });
             let st = state.clone();
             let conn_tx = tx.clone();
-            let (resp, scn) = tokio::task::spawn_blocking(move || process(&st, &msg, &conn_tx))
-                .await
-                .map_err(std::io::Error::other)?;
+            let (resp, scn) =
+                tokio::task::spawn_blocking(move || process(&st, &msg, peer, &conn_tx))
+                    .await
+                    .map_err(std::io::Error::other)?;
             if let Some(resp) = resp
                 && tx.send(resp.to_bytes()).await.is_err()
             {
@@ -404,6 +413,7 @@ enum ScnTarget {
 fn process(
     state: &Mutex<State>,
     msg: &Message,
+    peer: IpAddr,
     conn: &ConnTx,
 ) -> (Option<Message>, Vec<(ScnTarget, Vec<u8>)>) {
     let mut st = lock(state);
@@ -417,7 +427,7 @@ fn process(
         changes,
         notifications,
         scn_connection,
-    } = st.registry.handle(msg, now());
+    } = st.registry.handle_from(msg, now(), Some(peer));
     if !changes.is_empty()
         && let Err(e) = st.store.commit(&st.registry, &changes)
     {

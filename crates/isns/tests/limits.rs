@@ -134,3 +134,37 @@ async fn per_address_limit_refuses_more_connections() {
     let mut c = Client::connect(addr).await.unwrap();
     c.register(&registration()).await.unwrap();
 }
+
+#[tokio::test]
+async fn one_address_cannot_fill_the_registry() {
+    let (addr, _dir, _stop) = start(|c| c.max_entities_per_address = 2).await;
+    let mut c = Client::connect(addr).await.unwrap();
+    c.set_timeout(Duration::from_secs(2));
+    let reg = |i: u16| Registration {
+        entity: format!("flood{i}"),
+        portals: vec![SocketAddr::from(([127, 0, 0, 1], 4000 + i))],
+        nodes: vec![NodeRegistration {
+            name: format!("iqn.2024-01.test:flood{i}"),
+            node_type: NodeType::Target,
+            alias: None,
+        }],
+        portal_groups: Vec::new(),
+        registration_period: Some(0),
+        replace: true,
+    };
+    assert_eq!(c.register(&reg(0)).await.unwrap(), "flood0");
+    assert_eq!(c.register(&reg(1)).await.unwrap(), "flood1");
+    match c.register(&reg(2)).await {
+        Err(isns::ClientError::Status { status, .. }) => {
+            assert_eq!(status, isns_proto::Status::INVALID_REGISTRATION);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Re-registering an entity it holds still works at the limit.
+    assert_eq!(c.register(&reg(1)).await.unwrap(), "flood1");
+    // Freeing one lets the address register one more.
+    c.deregister_entity("iqn.2024-01.test:flood0", "flood0")
+        .await
+        .unwrap();
+    assert_eq!(c.register(&reg(2)).await.unwrap(), "flood2");
+}

@@ -2,17 +2,22 @@
 //! its Portals, iSCSI Storage Nodes and Portal Groups, creating implicit
 //! Portal Groups with PGT 1 for new node/portal pairs.
 
+use std::net::IpAddr;
+
 use isns_proto::tag::{self, ObjectType};
 use isns_proto::{Attribute, Message, Status};
 
-use super::{
-    Answer, Changes, Entity, MAX_ENTITIES, MAX_OBJECTS_PER_ENTITY,
-    Registry, Res, ScnEvent, pg_key_for,
-};
+use super::{Answer, Changes, Entity, MAX_OBJECTS_PER_ENTITY, Registry, Res, ScnEvent, pg_key_for};
 use crate::object::Object;
 
 impl Registry {
-    pub(super) fn dev_attr_reg(&mut self, req: &Message, now: u64, ch: &mut Changes) -> Answer {
+    pub(super) fn dev_attr_reg(
+        &mut self,
+        req: &Message,
+        now: u64,
+        client: Option<IpAddr>,
+        ch: &mut Changes,
+    ) -> Answer {
         let replace = req.flags.contains(isns_proto::Flags::REPLACE);
         let groups = split_objects(req.operating())?;
         let pos = self.entity_for_registration(req.key(), &groups)?;
@@ -27,9 +32,7 @@ impl Registry {
                 .cloned()
                 .ok_or(Status::INTERNAL_ERROR)?,
             None => {
-                if self.entities.len() >= MAX_ENTITIES {
-                    return Err(Status::INVALID_REGISTRATION);
-                }
+                self.admit_entity(client)?;
                 let eid = match groups
                     .entity
                     .iter()
@@ -205,6 +208,7 @@ impl Registry {
                     event: tag::scn::OBJECT_ADDED,
                     object_key: entity.object.key(),
                 });
+                self.set_owner(entity.seq, client);
                 self.entities.push(entity);
             }
         }

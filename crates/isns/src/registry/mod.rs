@@ -18,7 +18,8 @@
 //! every listing is in registration order: entities in the order they were
 //! first registered, objects inside an entity in the order they were registered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 
 mod dereg;
 mod dev_attr_qry;
@@ -39,8 +40,12 @@ pub use scn::{Notification, ScnConnection, ScnDestination};
 pub const DEFAULT_REGISTRATION_PERIOD: u32 = 3600;
 /// Default longest registration period (§6.2.6) the server grants, seconds.
 pub const MAX_REGISTRATION_PERIOD: u32 = 86_400;
-/// Limits on the registry size, so that no client can exhaust memory.
-pub const MAX_ENTITIES: usize = 4096;
+/// Total number of entities, a bound on the registry's memory (each entity
+/// holds at most [`MAX_OBJECTS_PER_ENTITY`] objects). The fairness limit is
+/// per client address ([`Limits::max_entities_per_address`]).
+pub const MAX_ENTITIES: usize = 65_536;
+/// Default limit on the entities registered from one client address.
+pub const MAX_ENTITIES_PER_ADDRESS: usize = 64;
 pub const MAX_OBJECTS_PER_ENTITY: usize = 4096;
 
 /// What the server grants: registration periods (and, with them, how long an
@@ -52,6 +57,10 @@ pub struct Limits {
     pub default_registration_period: u32,
     /// Longest period granted as asked.
     pub max_registration_period: u32,
+    /// Entities that registrations from one client IP address may hold;
+    /// a DevAttrReg creating one more is refused (see
+    /// [`Registry::handle_from`]).
+    pub max_entities_per_address: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +68,7 @@ impl Default for Limits {
         Limits {
             default_registration_period: DEFAULT_REGISTRATION_PERIOD,
             max_registration_period: MAX_REGISTRATION_PERIOD,
+            max_entities_per_address: MAX_ENTITIES_PER_ADDRESS,
         }
     }
 }
@@ -227,6 +237,15 @@ pub struct Registry {
     /// Source names allowed to change any entity (Control Nodes, §5.6.1).
     control_nodes: BTreeSet<String>,
     limits: Limits,
+    /// Client address each entity (by seq) was created from. In memory only:
+    /// entities loaded from the store have no known address and do not
+    /// count against any address's limit.
+    owners: HashMap<u64, IpAddr>,
+    /// Addresses refused at their limit and already logged at WARN; an
+    /// address leaves the set when one of its entities goes.
+    warned: HashSet<IpAddr>,
+    /// The total limit was hit and logged at WARN (reset when an entity goes).
+    warned_total: bool,
 }
 
 impl PartialEq for Registry {
@@ -268,6 +287,9 @@ impl Registry {
             scn: scn::Sender::default(),
             control_nodes: BTreeSet::new(),
             limits: Limits::default(),
+            owners: HashMap::new(),
+            warned: HashSet::new(),
+            warned_total: false,
         }
     }
 
@@ -354,6 +376,24 @@ impl Registry {
     /// response (if the function has one), the state changes to persist and
     /// the SCNs to deliver. A failed request changes nothing.
     pub fn handle(&mut self, req: &Message, now: u64) -> Outcome {
+        self.handle_from(req, now, None)
+    }
+
+    /// [`Registry::handle`] for a request that came from `client` (the
+    /// peer's IP address; `None` when unknown). A DevAttrReg that would
+    /// create a new entity is refused with status 3 "Invalid Registration"
+    /// when `client` already holds [`Limits::max_entities_per_address`]
+    /// entities, or when the registry holds [`MAX_ENTITIES`]. The limit
+    /// counts entities by the address that created them, whatever source
+    /// names they use, and frees as they are deregistered or expire.
+    ///
+    /// Why status 3: RFC 4171 §5.7.3 has no quota status. 3 is what the RFC
+    /// gives for a registration the server will not accept and what clients
+    /// already treat as "this registration failed"; 12 "Busy" would invite
+    /// an immediate retry that cannot succeed, and 23 "Registration Feature
+    /// Not Supported" claims a missing feature. The server logs the reason
+    /// (once per address while it stays at its limit) at WARN.
+    pub fn handle_from(&mut self, req: &Message, now: u64, client: Option<IpAddr>) -> Outcome {
         let mut changes = Changes::default();
         let f = req.function;
         if f.is_response() || f == FunctionId::HEARTBEAT {
@@ -366,7 +406,7 @@ impl Registry {
         } else {
             self.touch_source(req, now);
             match f {
-                FunctionId::DEV_ATTR_REG => self.dev_attr_reg(req, now, &mut changes),
+                FunctionId::DEV_ATTR_REG => self.dev_attr_reg(req, now, client, &mut changes),
                 FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req),
                 FunctionId::DEV_GET_NEXT => self.dev_get_next(req),
                 FunctionId::DEV_DEREG => self.dev_dereg(req, &mut changes),
@@ -388,6 +428,7 @@ impl Registry {
                 };
             }
         };
+        self.forget_owners(&changes);
         let notifications = self.notifications(&changes, now);
         Outcome {
             response: Some(response),
@@ -433,11 +474,69 @@ impl Registry {
             }
             !expired
         });
+        self.forget_owners(&changes);
         let notifications = self.notifications(&changes, now);
         Outcome {
             changes,
             notifications,
             ..Outcome::default()
+        }
+    }
+
+    /// Free the per-address quota of removed entities.
+    fn forget_owners(&mut self, changes: &Changes) {
+        if changes.removed.is_empty() {
+            return;
+        }
+        self.warned_total = false;
+        for seq in &changes.removed {
+            if let Some(ip) = self.owners.remove(seq) {
+                self.warned.remove(&ip);
+            }
+        }
+    }
+
+    /// Refuse creating one more entity for `client` beyond the per-address
+    /// or total limit.
+    fn admit_entity(&mut self, client: Option<IpAddr>) -> Res<()> {
+        if self.entities.len() >= MAX_ENTITIES {
+            if !std::mem::replace(&mut self.warned_total, true) {
+                tracing::warn!(
+                    client = ?client,
+                    limit = MAX_ENTITIES,
+                    "registry full: refusing new entities (status 3)"
+                );
+            }
+            return Err(Status::INVALID_REGISTRATION);
+        }
+        let Some(ip) = client else {
+            return Ok(());
+        };
+        let limit = self.limits.max_entities_per_address;
+        if self.entities_of(ip) >= limit {
+            if self.warned.insert(ip) {
+                tracing::warn!(
+                    %ip,
+                    limit,
+                    "client address holds its limit of entities: refusing new entities from it (status 3)"
+                );
+            } else {
+                tracing::debug!(%ip, "per-address entity limit: refused");
+            }
+            return Err(Status::INVALID_REGISTRATION);
+        }
+        Ok(())
+    }
+
+    /// Entities created from `ip` that are still registered.
+    pub fn entities_of(&self, ip: IpAddr) -> usize {
+        self.owners.values().filter(|o| **o == ip).count()
+    }
+
+    /// Record that the entity `seq` was created from `client`.
+    fn set_owner(&mut self, seq: u64, client: Option<IpAddr>) {
+        if let Some(ip) = client {
+            self.owners.insert(seq, ip);
         }
     }
 

@@ -563,6 +563,7 @@ fn registration_period_is_granted_by_the_server() {
     reg.set_limits(Limits {
         default_registration_period: 900,
         max_registration_period: 86_400,
+        ..Limits::default()
     });
     let with_period = |eid: &str, name: &str, period: u32| {
         req_from(
@@ -633,4 +634,99 @@ fn stored_period_of_zero_expires_after_the_default() {
     let late = 1000 + u64::from(DEFAULT_REGISTRATION_PERIOD) + 1;
     assert!(reg.has_expired(late));
     assert_eq!(reg.expire(late).changes.removed.len(), 1);
+}
+
+#[test]
+fn entities_per_client_address_are_limited() {
+    let mut reg = Registry::new();
+    let a: IpAddr = "127.0.0.10".parse().unwrap();
+    let b: IpAddr = "127.0.0.11".parse().unwrap();
+    // A new entity under a fresh source name each time, as a flood would.
+    let register = |reg: &mut Registry, i: usize, from: IpAddr| {
+        let name = format!("iqn.flood{i}");
+        let r = req_from(
+            &name,
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, &format!("e{i}"))],
+            node(&name, 1),
+        );
+        reg.handle_from(&r, 1000, Some(from))
+            .response
+            .unwrap()
+            .status
+            .unwrap()
+    };
+    for i in 0..MAX_ENTITIES_PER_ADDRESS {
+        assert_eq!(register(&mut reg, i, a), Status::SUCCESS, "{i}");
+    }
+    assert_eq!(reg.entities_of(a), 64);
+    let before = reg.clone();
+    assert_eq!(register(&mut reg, 64, a), Status::INVALID_REGISTRATION);
+    assert_eq!(reg, before, "a refused registration changes nothing");
+    assert_eq!(register(&mut reg, 65, b), Status::SUCCESS);
+    // Updating an entity it already holds is still allowed at the limit.
+    let update = req_from(
+        "iqn.flood3",
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, "e3")],
+        portal("10.0.0.3"),
+    );
+    let resp = reg.handle_from(&update, 1001, Some(a)).response.unwrap();
+    assert_eq!(resp.status, Some(Status::SUCCESS));
+    // Deregistering one of the first address's entities frees its quota.
+    let dereg = req_from(
+        "iqn.flood0",
+        FunctionId::DEV_DEREG,
+        vec![],
+        vec![s(tag::ENTITY_IDENTIFIER, "e0")],
+    );
+    let resp = reg.handle_from(&dereg, 1002, Some(a)).response.unwrap();
+    assert_eq!(resp.status, Some(Status::SUCCESS));
+    assert_eq!(reg.entities_of(a), 63);
+    assert_eq!(register(&mut reg, 66, a), Status::SUCCESS);
+    assert_eq!(register(&mut reg, 67, a), Status::INVALID_REGISTRATION);
+    // Expiry frees the quota too.
+    let late = 1002 + u64::from(DEFAULT_REGISTRATION_PERIOD) + 1;
+    assert_eq!(reg.expire(late).changes.removed.len(), 65);
+    assert_eq!(reg.entities_of(a), 0);
+    assert_eq!(register(&mut reg, 68, a), Status::SUCCESS);
+}
+
+#[test]
+fn per_address_limit_is_configurable_and_unknown_addresses_are_not_counted() {
+    let mut reg = Registry::new();
+    reg.set_limits(Limits {
+        max_entities_per_address: 2,
+        ..Limits::default()
+    });
+    let a: IpAddr = "192.0.2.1".parse().unwrap();
+    let r = |i: usize| {
+        let name = format!("iqn.n{i}");
+        req_from(
+            &name,
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, &format!("n{i}"))],
+            node(&name, 1),
+        )
+    };
+    let status = |o: Outcome| o.response.unwrap().status.unwrap();
+    assert_eq!(status(reg.handle_from(&r(0), 1, Some(a))), Status::SUCCESS);
+    assert_eq!(status(reg.handle_from(&r(1), 1, Some(a))), Status::SUCCESS);
+    assert_eq!(
+        status(reg.handle_from(&r(2), 1, Some(a))),
+        Status::INVALID_REGISTRATION
+    );
+    // `handle` (no address known) is bounded only by the total.
+    assert_eq!(status(reg.handle(&r(3), 1)), Status::SUCCESS);
+    // After a reload the addresses are unknown: nothing is counted.
+    let mut reloaded = Registry::from_parts(reg.entities().to_vec(), reg.counters());
+    reloaded.set_limits(Limits {
+        max_entities_per_address: 2,
+        ..Limits::default()
+    });
+    assert_eq!(reloaded.entities_of(a), 0);
+    assert_eq!(
+        status(reloaded.handle_from(&r(4), 1, Some(a))),
+        Status::SUCCESS
+    );
 }
