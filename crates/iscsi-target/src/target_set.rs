@@ -53,6 +53,12 @@ impl TargetSet {
     }
 }
 
+/// Output a connection may have queued (Data-In of executed READs not yet written, as
+/// [`Connection::queued_bytes`] counts it) before its shell stops executing further commands
+/// until that output is written: back-pressure on an initiator that does not read. At most
+/// this plus one command's Data-In is buffered per connection.
+pub const OUTPUT_BUDGET: usize = 8 * 1024 * 1024;
+
 /// What a portal keeps next to one connection core: where its session's commands go and
 /// how the session is known to the control plane.
 pub struct ConnectionShell<'a> {
@@ -62,6 +68,10 @@ pub struct ConnectionShell<'a> {
     session: Option<u64>,
     luns: Option<Arc<LunTable>>,
     stats: Option<Arc<SessionStats>>,
+    /// See [`OUTPUT_BUDGET`].
+    budget: usize,
+    /// The most output seen queued in the core after a command ran.
+    peak_queued: usize,
 }
 
 impl<'a> ConnectionShell<'a> {
@@ -74,19 +84,43 @@ impl<'a> ConnectionShell<'a> {
             session: None,
             luns: None,
             stats: None,
+            budget: OUTPUT_BUDGET,
+            peak_queued: 0,
         }
     }
 
+    /// The same with an output budget other than [`OUTPUT_BUDGET`].
+    pub fn with_budget(mut self, budget: usize) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The most output (in [`Connection::queued_bytes`]) the core had queued after any
+    /// command this shell ran: at most the budget plus one command's Data-In when the
+    /// output is written each time [`ConnectionShell::feed`] asks for it.
+    pub fn peak_queued(&self) -> usize {
+        self.peak_queued
+    }
+
     /// Feeds what was read to `conn`, running its SCSI work and events as they come, until
-    /// `buf` holds no whole PDU (or the connection closes).
-    pub fn feed(&mut self, conn: &mut Connection, buf: &mut BytesMut, now: Instant) {
+    /// `buf` holds no whole PDU (or the connection closes) — or until the output queued in
+    /// `conn` exceeds the output budget ([`OUTPUT_BUDGET`]): then true, and the caller is
+    /// to write the output (waiting for the socket) and call again with the same `buf`
+    /// before reading more. The check is O(1) per command.
+    #[must_use = "when true, write the queued output and feed again"]
+    pub fn feed(&mut self, conn: &mut Connection, buf: &mut BytesMut, now: Instant) -> bool {
         loop {
             let mut policy: &Control = &self.set.control;
             conn.on_bytes(buf, now, &mut policy);
             let events = self.handle_events(conn);
             let work = self.run_scsi(conn);
+            let queued = conn.queued_bytes();
+            self.peak_queued = self.peak_queued.max(queued);
+            if queued > self.budget && !conn.is_closing() {
+                return true;
+            }
             if !events && !work {
-                return;
+                return false;
             }
         }
     }
@@ -95,14 +129,21 @@ impl<'a> ConnectionShell<'a> {
     /// reason): the session's nexus is released and its end recorded.
     pub fn closed(&mut self, conn: &mut Connection, why: iscsi_target_core::CloseReason) {
         conn.on_closed(why);
-        self.run_scsi(conn);
+        // Commands still pending (held back by the output budget) run so that the nexus
+        // loss comes after them; their output, never to be written, is dropped as it comes.
+        let mut dropped = Vec::new();
+        while self.run_scsi(conn) {
+            conn.poll_transmit(&mut dropped);
+            dropped.clear();
+        }
         self.handle_events(conn);
     }
 
-    /// Runs every pending SCSI request on the session's logical units; true if there was any.
+    /// Runs the pending SCSI requests on the session's logical units, stopping early once the
+    /// output queued in `conn` exceeds the output budget; true if there was any.
     pub fn run_scsi(&mut self, conn: &mut Connection) -> bool {
         let stats = self.stats.as_deref();
-        run_scsi(conn, self.luns.as_deref(), || {
+        run_scsi_within(conn, self.luns.as_deref(), self.budget, || {
             if let Some(s) = stats {
                 s.command_done();
             }
@@ -150,9 +191,22 @@ impl<'a> ConnectionShell<'a> {
 /// Runs every SCSI request `conn` has pending on `luns` (the session's logical units, `None`
 /// before login), inline, handing each command back to the core; calls `done` once per
 /// completed command. True if there was any request.
-pub fn run_scsi(conn: &mut Connection, luns: Option<&LunTable>, mut done: impl FnMut()) -> bool {
+pub fn run_scsi(conn: &mut Connection, luns: Option<&LunTable>, done: impl FnMut()) -> bool {
+    run_scsi_within(conn, luns, usize::MAX, done)
+}
+
+/// [`run_scsi`], stopping before the next request once `conn` has more than `budget` bytes
+/// of output queued ([`Connection::queued_bytes`]); the rest stay pending in `conn`.
+pub fn run_scsi_within(
+    conn: &mut Connection,
+    luns: Option<&LunTable>,
+    budget: usize,
+    mut done: impl FnMut(),
+) -> bool {
     let mut any = false;
-    while let Some(req) = conn.poll_scsi() {
+    while conn.queued_bytes() <= budget
+        && let Some(req) = conn.poll_scsi()
+    {
         any = true;
         match req {
             ScsiRequest::Command(mut cmd) => {
@@ -193,10 +247,15 @@ pub(crate) mod tests {
     pub(crate) const TARGET: &str = "iqn.2024-01.test:t";
 
     pub(crate) fn target_set() -> TargetSet {
+        target_set_of(64)
+    }
+
+    /// The test target with one LUN of `blocks` 512-byte blocks in memory.
+    pub(crate) fn target_set_of(blocks: u64) -> TargetSet {
         let control = Arc::new(Control::new(two_portals(), vec![TARGET.into()], None, None));
         let mut luns = LunTable::new();
         let lu = LogicalUnit::new(
-            Arc::new(MemDevice::new(64)),
+            Arc::new(MemDevice::new(blocks)),
             Identity::new(TARGET, 0).unwrap(),
         );
         luns.insert(0, Arc::new(lu)).unwrap();
@@ -250,7 +309,7 @@ pub(crate) mod tests {
         })
         .encode(&mut buf, Digests::NONE)
         .unwrap();
-        shell.feed(&mut conn, &mut buf, now);
+        assert!(!shell.feed(&mut conn, &mut buf, now));
         let o = out(&mut conn);
         assert!(
             matches!(&o[..], [Pdu::LoginResponse(_), Pdu::DataIn(_)]),
@@ -282,7 +341,7 @@ pub(crate) mod tests {
         let mut conn = Connection::new(set.catalog.clone(), PortalId(0), Instant::now());
         let mut shell = ConnectionShell::new(&set, PortalId(0), tx);
         let mut buf = login(&[("InitiatorName", "iqn.i"), ("TargetName", TARGET)]);
-        shell.feed(&mut conn, &mut buf, Instant::now());
+        assert!(!shell.feed(&mut conn, &mut buf, Instant::now()));
         let Some(Pdu::LoginResponse(r)) = out(&mut conn).into_iter().next() else {
             panic!()
         };
@@ -290,5 +349,53 @@ pub(crate) mod tests {
         let t = TextPairs::parse(&r.data).unwrap();
         assert_eq!(t.get("TargetAddress"), Some("127.0.0.2:3260"));
         assert_eq!(conn.close_reason(), Some(&CloseReason::LoginEnded));
+    }
+
+    #[test]
+    fn commands_released_together_run_within_the_output_budget() {
+        let set = target_set();
+        let now = Instant::now();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut conn = Connection::new(set.catalog.clone(), PortalId(0), now);
+        let mut shell = ConnectionShell::new(&set, PortalId(0), tx).with_budget(1000);
+        let mut buf = login(&[
+            ("InitiatorName", "iqn.i"),
+            ("TargetName", TARGET),
+            ("AuthMethod", "None"),
+        ]);
+        assert!(!shell.feed(&mut conn, &mut buf, now));
+        assert_eq!(out(&mut conn).len(), 1, "login response");
+        // CmdSN 1..=5 wait for 0; its arrival releases all six READs of 512 bytes at once.
+        for sn in (1..6).chain([0]) {
+            let mut cdb = [0u8; 16];
+            cdb[0] = scsi::cdb::opcode::READ_10;
+            cdb[8] = 1;
+            Pdu::ScsiCommand(ScsiCommand {
+                final_: true,
+                read: true,
+                itt: 10 + sn,
+                cmd_sn: sn,
+                edtl: 512,
+                cdb,
+                ..ScsiCommand::default()
+            })
+            .encode(&mut buf, Digests::NONE)
+            .unwrap();
+        }
+        let mut itts = Vec::new();
+        let mut rounds = 0;
+        loop {
+            let over = shell.feed(&mut conn, &mut buf, now);
+            assert!(shell.peak_queued() <= 1000 + 512 + iscsi_proto::BHS_LEN);
+            itts.extend(out(&mut conn).into_iter().map(|p| p.itt()));
+            rounds += 1;
+            if !over {
+                break;
+            }
+        }
+        assert_eq!(itts, [10, 11, 12, 13, 14, 15]);
+        // Two READs (1,120 bytes) exceed the budget each round; a fourth feed finds none left.
+        assert_eq!(rounds, 4);
+        assert!(buf.is_empty());
     }
 }

@@ -123,6 +123,7 @@ impl Connection {
         let mut off = 0;
         let mut data_sn = 0u32;
         self.out.reserve(total.div_ceil(seg));
+        self.out_bytes += total + total.div_ceil(seg) * iscsi_proto::BHS_LEN;
         while off < total {
             let in_burst = burst - off % burst;
             let n = seg.min(total - off).min(in_burst);

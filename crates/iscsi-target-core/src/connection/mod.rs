@@ -108,6 +108,9 @@ pub struct Connection {
     phase: Phase,
     decoder: PduDecoder,
     out: Vec<(Pdu, Digests)>,
+    /// Approximate bytes of `out`: every Data-In segment plus one header per PDU
+    /// (see [`Connection::queued_bytes`]); kept up to date as PDUs are queued.
+    out_bytes: usize,
     scsi: VecDeque<ScsiRequest>,
     events: VecDeque<Event>,
     closing: Option<CloseReason>,
@@ -140,6 +143,7 @@ impl Connection {
                 max_recv_data_segment_length: LOGIN_MRDSL,
             }),
             out: Vec::new(),
+            out_bytes: 0,
             scsi: VecDeque::new(),
             events: VecDeque::new(),
             closing: None,
@@ -220,9 +224,19 @@ impl Connection {
         !self.out.is_empty()
     }
 
+    /// Bytes of output queued and not yet taken by [`Connection::poll_transmit`]: the data
+    /// segments of the queued Data-In PDUs plus one basic header per queued PDU (other
+    /// PDUs' data — sense, text, reject headers — is small and not counted). O(1): kept
+    /// as PDUs are queued. The shell stops feeding input while this exceeds its output
+    /// budget (back-pressure on unread READ data).
+    pub fn queued_bytes(&self) -> usize {
+        self.out_bytes
+    }
+
     /// Moves the queued PDUs (each with the digests to encode it with) to `into`.
     pub fn poll_transmit(&mut self, into: &mut Vec<(Pdu, Digests)>) {
         into.append(&mut self.out);
+        self.out_bytes = 0;
     }
 
     /// The next piece of SCSI work, in order.
@@ -273,6 +287,7 @@ impl Connection {
             Phase::Login(_) => Digests::NONE,
         };
         self.out.push((pdu.into(), d));
+        self.out_bytes += iscsi_proto::BHS_LEN;
     }
 
     fn session(&mut self) -> Option<&mut Session> {

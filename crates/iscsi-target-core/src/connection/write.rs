@@ -143,6 +143,7 @@ impl Connection {
             task.r2t_sn += 1;
             task.next_r2t_offset += len;
             self.out.push((Pdu::R2t(r2t), s.digests));
+            self.out_bytes += iscsi_proto::BHS_LEN;
         }
         s.writes.insert(task.cmd.itt, task);
     }

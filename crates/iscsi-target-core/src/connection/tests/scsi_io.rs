@@ -261,3 +261,21 @@ fn read_buffers_are_reused_once_the_pdus_are_gone() {
         "the 128 KiB buffer came back from the pool"
     );
 }
+
+#[test]
+fn queued_bytes_counts_data_in_and_headers_until_transmitted() {
+    let mut h = logged_in(&[("MaxRecvDataSegmentLength", "4096")]);
+    assert_eq!(h.conn.queued_bytes(), 0);
+    h.feed_only(read10(9, 10, 0, 20));
+    h.run();
+    // 10240 bytes in three Data-In PDUs.
+    assert_eq!(h.conn.queued_bytes(), 10240 + 3 * iscsi_proto::BHS_LEN);
+    h.feed_only(read10(10, 11, 0, 1));
+    h.run();
+    assert_eq!(
+        h.conn.queued_bytes(),
+        10240 + 512 + 4 * iscsi_proto::BHS_LEN
+    );
+    assert_eq!(h.out().len(), 4);
+    assert_eq!(h.conn.queued_bytes(), 0);
+}
