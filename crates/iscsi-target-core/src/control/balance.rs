@@ -172,36 +172,8 @@ impl BalanceLoop {
         result: Result<(), E>,
         now_ms: u64,
     ) {
-        let Some(i) = self
-            .deletes
-            .iter()
-            .position(|c| c.target == target && c.portal == portal)
-        else {
+        if !self.settle(plane, target, portal, result, now_ms, true) {
             return;
-        };
-        let change = self.deletes.remove(i);
-        match result {
-            Ok(()) => {
-                plane.delete_registration(target, portal);
-                plane.push_event(
-                    now_ms,
-                    EventKind::RegistrationDeleted {
-                        target: target.into(),
-                        portal,
-                    },
-                    change.reason,
-                );
-            }
-            Err(e) => {
-                self.policy.registration_failed(target, portal, true);
-                plane.push_event(
-                    now_ms,
-                    EventKind::Failed {
-                        what: format!("deleting ({target}, {portal}): {e}"),
-                    },
-                    change.reason,
-                );
-            }
         }
         for m in self.moves.iter_mut() {
             if m.awaiting_delete && m.target == target && m.from == portal {
@@ -265,36 +237,60 @@ impl BalanceLoop {
         result: Result<(), E>,
         now_ms: u64,
     ) {
-        let Some(i) = self
-            .restores
+        self.settle(plane, target, portal, result, now_ms, false);
+    }
+
+    /// Records the result of a pending delete (`deleting`) or restore of (target, portal) in
+    /// the plane and the event log; a failure goes back to the policy. False when no such
+    /// change was pending.
+    fn settle<E: Display>(
+        &mut self,
+        plane: &mut ControlPlane,
+        target: &str,
+        portal: PortalId,
+        result: Result<(), E>,
+        now_ms: u64,
+        deleting: bool,
+    ) -> bool {
+        let pending = if deleting {
+            &mut self.deletes
+        } else {
+            &mut self.restores
+        };
+        let Some(i) = pending
             .iter()
             .position(|c| c.target == target && c.portal == portal)
         else {
-            return;
+            return false;
         };
-        let change = self.restores.remove(i);
-        match result {
+        let change = pending.remove(i);
+        let (target_s, verb) = (
+            target.to_string(),
+            if deleting { "deleting" } else { "restoring" },
+        );
+        let kind = match result {
+            Ok(()) if deleting => {
+                plane.delete_registration(target, portal);
+                EventKind::RegistrationDeleted {
+                    target: target_s,
+                    portal,
+                }
+            }
             Ok(()) => {
                 plane.restore_registration(target, portal);
-                plane.push_event(
-                    now_ms,
-                    EventKind::RegistrationRestored {
-                        target: target.into(),
-                        portal,
-                    },
-                    change.reason,
-                );
+                EventKind::RegistrationRestored {
+                    target: target_s,
+                    portal,
+                }
             }
             Err(e) => {
-                self.policy.registration_failed(target, portal, false);
-                plane.push_event(
-                    now_ms,
-                    EventKind::Failed {
-                        what: format!("restoring ({target}, {portal}): {e}"),
-                    },
-                    change.reason,
-                );
+                self.policy.registration_failed(target, portal, deleting);
+                EventKind::Failed {
+                    what: format!("{verb} ({target}, {portal}): {e}"),
+                }
             }
-        }
+        };
+        plane.push_event(now_ms, kind, change.reason);
+        true
     }
 }
