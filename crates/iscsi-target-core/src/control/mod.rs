@@ -246,11 +246,6 @@ impl ControlPlane {
         self.sessions.contains_key(&session_id)
     }
 
-    /// Ids of the live sessions, in login order.
-    pub fn session_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.sessions.keys().copied()
-    }
-
     /// The portal a live session is logged in through.
     pub fn session_portal(&self, session_id: u64) -> Option<PortalId> {
         self.sessions.get(&session_id).map(|r| r.portal)
