@@ -55,6 +55,7 @@ fn moved_by_the_balancer_without_io_errors() {
         balance: Some("sessions:2".parse().expect("spec")),
         cooldown_ms: 1000,
         admin: None,
+        limits: Default::default(),
     })
     .expect("portshift target");
     let first = target.portals()[0];
@@ -151,6 +152,7 @@ fn voluntary_reconnects_keep_the_data_verified() {
         balance: None,
         cooldown_ms: 1000,
         admin: None,
+        limits: Default::default(),
     })
     .expect("portshift target");
     let portal = target.portals()[0];

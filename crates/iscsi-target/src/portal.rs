@@ -6,7 +6,7 @@
 //! (headers copied into one buffer, large data segments passed by reference).
 
 use std::io::IoSlice;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -29,10 +29,65 @@ const READ_CHUNK: usize = 512 * 1024;
 const COPY_THRESHOLD: usize = 2048;
 /// I/O vectors per `writev`.
 const MAX_IOVECS: usize = 64;
-/// Connections one portal serves at a time (the default of [`spawn`]'s `max_connections`).
-/// At the limit, the oldest connection still in login makes room for a new one; only when
-/// every connection is logged in are new ones refused.
+/// The most connections one portal serves at a time: its limit when the open-file limit
+/// leaves room for it (see [`PortalLimits::sized`]).
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Default of [`PortalLimits::per_address`].
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Descriptors kept out of the portals' share: standard streams, the runtimes' event
+/// descriptors, listeners, iSNS and admin sockets, the LUN files' are counted apart.
+pub const DESCRIPTOR_RESERVE: u64 = 64;
+/// Fewest connections a portal may be given: below this the open-file limit is too low to
+/// serve anything and the target refuses to start.
+pub const MIN_CONNECTIONS: usize = 8;
+
+/// How many connections a portal serves at a time. At either limit, the oldest connection
+/// still in login (from that address, or from anywhere) is closed to admit the new one;
+/// only when every such connection is logged in is the new one refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortalLimits {
+    /// Connections of the portal in all.
+    pub total: usize,
+    /// Connections from one client address: no single host (or one attacker) can take the
+    /// whole portal, even with logged-in sessions.
+    pub per_address: usize,
+}
+
+impl Default for PortalLimits {
+    fn default() -> Self {
+        PortalLimits {
+            total: MAX_CONNECTIONS,
+            per_address: MAX_CONNECTIONS_PER_ADDRESS,
+        }
+    }
+}
+
+impl PortalLimits {
+    /// Limits for each of `portals` portals within `open_files` descriptors, of which
+    /// `reserved` (LUN files, admin connections, [`DESCRIPTOR_RESERVE`]) are not the
+    /// portals': the rest is shared evenly, at most `total` each. An error when a portal
+    /// would get fewer than [`MIN_CONNECTIONS`].
+    pub fn sized(
+        self,
+        open_files: u64,
+        portals: usize,
+        reserved: u64,
+    ) -> Result<PortalLimits, String> {
+        let share = open_files.saturating_sub(reserved) / portals.max(1) as u64;
+        let total = (self.total as u64).min(share) as usize;
+        if total < MIN_CONNECTIONS {
+            return Err(format!(
+                "the open-file limit ({open_files}) leaves {share} connections per portal for \
+                 {portals} portal(s), {reserved} descriptors being reserved; at least \
+                 {MIN_CONNECTIONS} are needed: raise it (ulimit -n)"
+            ));
+        }
+        Ok(PortalLimits {
+            total,
+            per_address: self.per_address.clamp(1, total),
+        })
+    }
+}
 /// A write that makes no progress for this long closes the connection: a peer that stops
 /// reading cannot hold its queued output (up to [`OUTPUT_BUDGET`] plus one command's
 /// Data-In) forever.
@@ -56,27 +111,20 @@ impl Default for OutputLimits {
     }
 }
 
-/// Starts the processor of one portal on its own thread, serving `listener` with at most
-/// `max_connections` connections at a time (see [`MAX_CONNECTIONS`]).
+/// Starts the processor of one portal on its own thread, serving `listener` within `limits`.
 pub fn spawn(
     index: usize,
     portal: PortalId,
     listener: std::net::TcpListener,
     targets: Arc<TargetSet>,
     shutdown: watch::Receiver<bool>,
-    max_connections: usize,
+    limits: PortalLimits,
 ) -> std::io::Result<JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name(format!("portal-{index}"))
         .spawn(move || match current_thread_runtime() {
-            Ok(rt) => rt.block_on(accept_loop(
-                portal,
-                listener,
-                targets,
-                shutdown,
-                max_connections,
-            )),
+            Ok(rt) => rt.block_on(accept_loop(portal, listener, targets, shutdown, limits)),
             Err(e) => tracing::error!("portal-{index}: cannot start its runtime: {e}"),
         })
 }
@@ -96,29 +144,53 @@ struct ConnectionToken {
     close: Notify,
 }
 
-/// The connections of one portal, oldest first.
+/// The connections of one portal with their client addresses, oldest first.
 #[derive(Default)]
 struct LiveConnections {
-    list: Vec<Arc<ConnectionToken>>,
+    list: Vec<(IpAddr, Arc<ConnectionToken>)>,
+}
+
+/// Why [`LiveConnections::admit`] refused a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The address has its [`PortalLimits::per_address`] connections, all logged in.
+    Address,
+    /// The portal has its [`PortalLimits::total`] connections, all logged in.
+    Portal,
 }
 
 impl LiveConnections {
-    /// Room for one more connection under `limit`: the ended ones are forgotten, then, at the
-    /// limit, the oldest connection still in login is told to close. None when every
-    /// connection is logged in (the new one is to be refused).
-    fn admit(&mut self, limit: usize) -> Option<Arc<ConnectionToken>> {
+    /// Room for one more connection from `from` within `limits`: the ended ones are
+    /// forgotten; then, if `from` is at its limit, its oldest connection still in login is
+    /// told to close, else, if the portal is at its limit, the oldest one still in login
+    /// from anywhere is. Refused when no such connection is left to close.
+    fn admit(
+        &mut self,
+        from: IpAddr,
+        limits: PortalLimits,
+    ) -> Result<Arc<ConnectionToken>, Refusal> {
         // A token only the list holds belongs to a task that has ended.
-        self.list.retain(|t| Arc::strong_count(t) > 1);
-        if self.list.len() >= limit {
+        self.list.retain(|(_, t)| Arc::strong_count(t) > 1);
+        let in_login = |t: &Arc<ConnectionToken>| !t.logged_in.load(Ordering::Relaxed);
+        let from_here = self.list.iter().filter(|(a, _)| *a == from).count();
+        let victim = if from_here >= limits.per_address {
             let i = self
                 .list
                 .iter()
-                .position(|t| !t.logged_in.load(Ordering::Relaxed))?;
-            self.list.remove(i).close.notify_one();
+                .position(|(a, t)| *a == from && in_login(t));
+            Some(i.ok_or(Refusal::Address)?)
+        } else if self.list.len() >= limits.total {
+            let i = self.list.iter().position(|(_, t)| in_login(t));
+            Some(i.ok_or(Refusal::Portal)?)
+        } else {
+            None
+        };
+        if let Some(i) = victim {
+            self.list.remove(i).1.close.notify_one();
         }
         let token = Arc::new(ConnectionToken::default());
-        self.list.push(token.clone());
-        Some(token)
+        self.list.push((from, token.clone()));
+        Ok(token)
     }
 }
 
@@ -127,7 +199,7 @@ async fn accept_loop(
     listener: std::net::TcpListener,
     targets: Arc<TargetSet>,
     mut shutdown: watch::Receiver<bool>,
-    max_connections: usize,
+    limits: PortalLimits,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -141,9 +213,16 @@ async fn accept_loop(
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let Some(token) = live.admit(max_connections) else {
-                        tracing::warn!(%portal, %peer, "connection limit reached, every connection logged in; refused");
-                        continue;
+                    let token = match live.admit(peer.ip(), limits) {
+                        Ok(token) => token,
+                        Err(Refusal::Address) => {
+                            tracing::warn!(%portal, %peer, "connection refused: this address has {} connections, all logged in", limits.per_address);
+                            continue;
+                        }
+                        Err(Refusal::Portal) => {
+                            tracing::warn!(%portal, %peer, "connection refused: the portal has {} connections, all logged in", limits.total);
+                            continue;
+                        }
                     };
                     let targets = targets.clone();
                     let shutdown = shutdown.clone();
@@ -205,7 +284,7 @@ async fn serve(
             _ = tick.tick() => conn.handle_timeout(Instant::now()),
             _ = shutdown.changed() => break CloseReason::Transport("target shutting down".into()),
             _ = token.close.notified(), if !logged_in => {
-                tracing::info!(%portal, %peer, "connection limit reached: closing this connection, still in login, for a new one");
+                tracing::debug!(%portal, %peer, "connection limit reached: closing this connection, still in login, for a new one");
                 break CloseReason::Failed("closed for a new connection: the portal is at its connection limit".into());
             }
         }
@@ -345,18 +424,42 @@ mod tests {
     /// A portal with room for [`LIMIT`] connections on a loopback port; the shutdown sender
     /// keeps it running.
     async fn portal() -> (SocketAddr, watch::Sender<bool>) {
+        portal_with(PortalLimits {
+            total: LIMIT,
+            per_address: LIMIT,
+        })
+    }
+
+    /// A portal with `limits` on a loopback port.
+    fn portal_with(limits: PortalLimits) -> (SocketAddr, watch::Sender<bool>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
         let targets = Arc::new(target_set());
-        tokio::spawn(accept_loop(PortalId(0), listener, targets, rx, LIMIT));
+        tokio::spawn(accept_loop(PortalId(0), listener, targets, rx, limits));
         (addr, tx)
+    }
+
+    /// A connection to `addr` from the loopback address `from`.
+    async fn connect_from(from: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((from, 0)))?;
+        socket.connect(addr).await
     }
 
     /// Connects and logs in to the test target as `initiator`: the status of the answer.
     async fn login(addr: SocketAddr, initiator: &str) -> std::io::Result<(TcpStream, u8, u8)> {
-        let mut s = TcpStream::connect(addr).await?;
+        login_from([127, 0, 0, 1], addr, initiator).await
+    }
+
+    /// [`login`] from the loopback address `from`.
+    async fn login_from(
+        from: [u8; 4],
+        addr: SocketAddr,
+        initiator: &str,
+    ) -> std::io::Result<(TcpStream, u8, u8)> {
+        let mut s = connect_from(from, addr).await?;
         let mut b = BytesMut::new();
         let keys = [
             ("InitiatorName", initiator),
@@ -448,6 +551,80 @@ mod tests {
         })
         .await
         .expect("bounded in time");
+    }
+
+    #[tokio::test]
+    async fn an_address_at_its_limit_gives_up_its_own_oldest_connection_in_login() {
+        let (addr, _shutdown) = portal_with(PortalLimits {
+            total: 8,
+            per_address: 2,
+        });
+        timeout(BOUND, async {
+            // The oldest connection of all comes from another address.
+            let mut other = connect_from([127, 0, 0, 11], addr).await.unwrap();
+            let mut a0 = connect_from([127, 0, 0, 10], addr).await.unwrap();
+            let _a1 = connect_from([127, 0, 0, 10], addr).await.unwrap();
+            let (_s, class, _) = login_from([127, 0, 0, 10], addr, "iqn.a").await.unwrap();
+            assert_eq!(class, 0, "admitted");
+            assert!(
+                closed(&mut a0).await,
+                "its own oldest idle connection is closed"
+            );
+            let mut b = [0u8; 1];
+            assert!(
+                timeout(Duration::from_millis(200), other.read(&mut b))
+                    .await
+                    .is_err(),
+                "the other address keeps its connection"
+            );
+        })
+        .await
+        .expect("bounded in time");
+    }
+
+    #[tokio::test]
+    async fn an_address_whose_connections_are_all_logged_in_is_refused_while_others_get_in() {
+        let (addr, _shutdown) = portal_with(PortalLimits {
+            total: 8,
+            per_address: 2,
+        });
+        timeout(BOUND, async {
+            let mut sessions = Vec::new();
+            for i in 0..2 {
+                let (s, class, _) = login_from([127, 0, 0, 10], addr, &format!("iqn.h{i}"))
+                    .await
+                    .unwrap();
+                assert_eq!(class, 0);
+                sessions.push(s);
+            }
+            assert!(
+                login_from([127, 0, 0, 10], addr, "iqn.h2").await.is_err(),
+                "a third from the same address is refused"
+            );
+            let (_s, class, _) = login_from([127, 0, 0, 12], addr, "iqn.other")
+                .await
+                .unwrap();
+            assert_eq!(class, 0, "another address is admitted");
+        })
+        .await
+        .expect("bounded in time");
+    }
+
+    #[test]
+    fn limits_are_sized_from_the_open_file_limit() {
+        let wanted = PortalLimits::default();
+        // Plenty of descriptors: the wanted limits.
+        assert_eq!(wanted.sized(1 << 20, 2, 200), Ok(wanted));
+        // 1,024 descriptors, 2 portals, 124 reserved: 450 each.
+        let s = wanted.sized(1024, 2, 124).unwrap();
+        assert_eq!(s.total, 450);
+        assert_eq!(s.per_address, MAX_CONNECTIONS_PER_ADDRESS);
+        // The per-address limit never exceeds the portal's.
+        let s = wanted.sized(64 + 3 * 20, 3, 64).unwrap();
+        assert_eq!((s.total, s.per_address), (20, 20));
+        // Too few descriptors to serve: a clear refusal.
+        let e = wanted.sized(100, 4, 80).unwrap_err();
+        assert!(e.contains("ulimit -n"), "{e}");
     }
 
     /// Bytes of each READ of the back-pressure tests.

@@ -15,6 +15,7 @@ use scsi::{BLOCK_SIZE, BlockDevice, FileDevice, Identity, LogicalUnit, LunTable,
 use tokio::sync::watch;
 
 use crate::control::{Control, PortalInfo};
+use crate::portal::{DESCRIPTOR_RESERVE, PortalLimits};
 use crate::target_set::TargetSet;
 
 /// Largest number of portals and of logical units a target serves.
@@ -43,6 +44,9 @@ pub struct TargetConfig {
     pub cooldown_ms: u64,
     /// Admin endpoint address; None to run without it.
     pub admin: Option<SocketAddr>,
+    /// Connection limits wanted for each portal; lowered at start so that every portal's
+    /// share fits in the open-file limit ([`PortalLimits::sized`]).
+    pub limits: PortalLimits,
 }
 
 /// Path prefix of a null store LUN: `null:BYTES`.
@@ -120,6 +124,7 @@ impl Target {
                 .map_err(|_| anyhow::anyhow!("too many LUNs for {}", l.iqn))?;
         }
 
+        let limits = portal_limits(&cfg)?;
         let mut listeners = Vec::new();
         let mut infos = Vec::new();
         for (i, addr) in cfg.portals.iter().enumerate() {
@@ -169,7 +174,7 @@ impl Target {
                 l,
                 target_set.clone(),
                 shutdown_rx.clone(),
-                crate::portal::MAX_CONNECTIONS,
+                limits,
             )?);
         }
         Ok(TargetHandle {
@@ -181,6 +186,29 @@ impl Target {
             threads,
         })
     }
+}
+
+/// The connection limits of each portal: `cfg.limits` within this process's open-file
+/// limit, after the LUN files, the listeners, the admin endpoint's connections and
+/// [`DESCRIPTOR_RESERVE`]; logged, so an administrator sees what the limit allows.
+fn portal_limits(cfg: &TargetConfig) -> anyhow::Result<PortalLimits> {
+    let (open_files, _) =
+        rlimit::getrlimit(rlimit::Resource::NOFILE).context("cannot read the open-file limit")?;
+    let admin = match cfg.admin {
+        Some(_) => crate::admin::AdminLimits::default().max_connections as u64 + 1,
+        None => 0,
+    };
+    let reserved = DESCRIPTOR_RESERVE + cfg.luns.len() as u64 + cfg.portals.len() as u64 + admin;
+    let limits = cfg
+        .limits
+        .sized(open_files, cfg.portals.len(), reserved)
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        "each portal serves up to {} connections, {} per client address (open-file limit {open_files})",
+        limits.total,
+        limits.per_address
+    );
+    Ok(limits)
 }
 
 /// The control thread: admin endpoint, and the balancer loop when `--balance` is given.
@@ -295,6 +323,7 @@ mod tests {
             balance: None,
             cooldown_ms: 0,
             admin: None,
+            limits: Default::default(),
         }
     }
 

@@ -106,6 +106,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         balance: Some(BALANCE.parse()?),
         cooldown_ms: COOLDOWN_MS,
         admin: Some("127.0.0.1:0".parse()?),
+        limits: Default::default(),
     };
     let handle = tokio::task::block_in_place(|| iscsi_target::Target::start(cfg))?;
     let admin = handle.admin().context("admin endpoint")?.to_string();

@@ -27,6 +27,14 @@ pub struct Args {
     /// (target, portal) registration stays deleted before it may be restored.
     #[arg(long, default_value_t = 10)]
     cooldown: u64,
+    /// Connections each portal serves at a time (fewer when the open-file limit leaves
+    /// less room; see the start-up log). At the limit, the oldest connection still in
+    /// login is closed to admit a new one.
+    #[arg(long, default_value_t = iscsi_target::portal::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Connections one client address may hold on a portal.
+    #[arg(long, default_value_t = iscsi_target::portal::MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
     /// Admin endpoint (GET /status).
     #[arg(long, default_value = iscsi_target::admin::DEFAULT_ADMIN)]
     admin: SocketAddr,
@@ -80,6 +88,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         balance: args.balance,
         cooldown_ms: args.cooldown.saturating_mul(1000),
         admin: Some(args.admin),
+        limits: iscsi_target::portal::PortalLimits {
+            total: args.max_connections,
+            per_address: args.max_connections_per_address,
+        },
     };
     let lun_files: Vec<String> = cfg
         .luns
