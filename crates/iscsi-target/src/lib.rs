@@ -7,6 +7,7 @@ pub mod admin;
 pub mod balance;
 pub mod control;
 pub mod events;
+pub mod output_budget;
 pub mod portal;
 pub mod registration;
 mod start;

@@ -301,6 +301,7 @@ async fn serve(
                     write_failed = true;
                     break 'conn write_failure(&e, limits.stall);
                 }
+                shell.written(&conn);
             }
             if let Some(reason) = conn.close_reason() {
                 break 'conn reason.clone();
@@ -634,22 +635,35 @@ mod tests {
     /// MaxRecvDataSegmentLength the test initiator declares.
     const MRDSL: usize = 256 * 1024;
 
+    /// The target set of the back-pressure tests: one LUN large enough for [`READS`] READs.
+    fn reads_target() -> TargetSet {
+        target_set_of((READS as u64 * READ_LEN as u64) / 512)
+    }
+
     /// One connection served by [`serve`] with `limits` on a 64 MiB LUN, logged in with raw
     /// PDUs: the initiator's socket, the task serving the connection (giving its peak queued
     /// output) and the target set (for its event log).
     async fn served(
         limits: OutputLimits,
     ) -> (TcpStream, tokio::task::JoinHandle<usize>, Arc<TargetSet>) {
+        let targets = Arc::new(reads_target());
+        let (s, task) = served_on(targets.clone(), limits).await;
+        (s, task, targets)
+    }
+
+    /// [`served`] on the given target set (shared with other connections).
+    async fn served_on(
+        targets: Arc<TargetSet>,
+        limits: OutputLimits,
+    ) -> (TcpStream, tokio::task::JoinHandle<usize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let targets = Arc::new(target_set_of((READS as u64 * READ_LEN as u64) / 512));
         let mut s = TcpStream::connect(addr).await.unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let set = targets.clone();
         let task = tokio::spawn(async move {
             let (_keep, rx) = watch::channel(false);
             let token = ConnectionToken::default();
-            serve(stream, peer, PortalId(0), &set, rx, &token, limits).await
+            serve(stream, peer, PortalId(0), &targets, rx, &token, limits).await
         });
         let mut b = BytesMut::new();
         let mrdsl = MRDSL.to_string();
@@ -678,7 +692,7 @@ mod tests {
             assert!(s.read_buf(&mut rbuf).await.unwrap() > 0, "login answered");
         }
         assert!(rbuf.is_empty());
-        (s, task, targets)
+        (s, task)
     }
 
     /// [`READS`] READ(10)s of [`READ_LEN`] bytes each, one after the other on the LUN, in
@@ -706,6 +720,38 @@ mod tests {
         s.write_all(&b).await.unwrap();
     }
 
+    /// Reads the answers to [`send_reads`]: every READ answered, complete and in order.
+    async fn read_answers(s: &mut TcpStream) {
+        let mut decoder = PduDecoder::new(Limits {
+            max_recv_data_segment_length: MRDSL as u32,
+        });
+        let mut rbuf = BytesMut::with_capacity(1 << 20);
+        let (mut itt, mut next_offset) = (100, 0usize);
+        let mut first_stat_sn = None;
+        while itt < 100 + READS {
+            let Some(p) = decoder.decode(&mut rbuf).unwrap() else {
+                assert!(
+                    s.read_buf(&mut rbuf).await.unwrap() > 0,
+                    "all answers arrive"
+                );
+                continue;
+            };
+            let Pdu::DataIn(d) = p else { panic!("{p:?}") };
+            assert_eq!((d.itt, d.buffer_offset as usize), (itt, next_offset));
+            next_offset += d.data.len();
+            if d.status_present {
+                assert_eq!((d.status, next_offset), (0, READ_LEN));
+                let first = *first_stat_sn.get_or_insert(d.stat_sn);
+                assert_eq!(d.stat_sn, first + (itt - 100), "StatSN in order");
+                itt += 1;
+                next_offset = 0;
+            }
+        }
+    }
+
+    /// Output queued for one READ: its data and one header per Data-In PDU.
+    const ONE_READ: usize = READ_LEN + (READ_LEN / MRDSL) * iscsi_proto::BHS_LEN;
+
     #[tokio::test]
     async fn unread_read_data_is_held_to_the_output_budget() {
         timeout(Duration::from_secs(60), async {
@@ -715,41 +761,51 @@ mod tests {
             // and must then wait, with no more than its budget queued.
             tokio::time::sleep(Duration::from_millis(300)).await;
             assert!(!task.is_finished());
-            // Now everything is read: every READ answered, complete and in order.
-            let mut decoder = PduDecoder::new(Limits {
-                max_recv_data_segment_length: MRDSL as u32,
-            });
-            let mut rbuf = BytesMut::with_capacity(1 << 20);
-            let (mut itt, mut next_offset) = (100, 0usize);
-            let mut first_stat_sn = None;
-            while itt < 100 + READS {
-                let Some(p) = decoder.decode(&mut rbuf).unwrap() else {
-                    assert!(
-                        s.read_buf(&mut rbuf).await.unwrap() > 0,
-                        "all answers arrive"
-                    );
-                    continue;
-                };
-                let Pdu::DataIn(d) = p else { panic!("{p:?}") };
-                assert_eq!((d.itt, d.buffer_offset as usize), (itt, next_offset));
-                next_offset += d.data.len();
-                if d.status_present {
-                    assert_eq!((d.status, next_offset), (0, READ_LEN));
-                    let first = *first_stat_sn.get_or_insert(d.stat_sn);
-                    assert_eq!(d.stat_sn, first + (itt - 100), "StatSN in order");
-                    itt += 1;
-                    next_offset = 0;
-                }
-            }
+            read_answers(&mut s).await;
             drop(s);
             let peak = task.await.unwrap();
-            // Every PDU header counts: at most READ_LEN / MRDSL Data-In PDUs per READ.
-            let one_read = READ_LEN + (READ_LEN / MRDSL) * iscsi_proto::BHS_LEN;
             assert!(peak > OUTPUT_BUDGET, "the budget was reached: {peak}");
             assert!(
-                peak <= OUTPUT_BUDGET + one_read,
+                peak <= OUTPUT_BUDGET + ONE_READ,
                 "at most the budget and one READ queued: {peak}"
             );
+        })
+        .await
+        .expect("bounded in time");
+    }
+
+    #[tokio::test]
+    async fn connections_together_are_held_to_the_process_budget() {
+        timeout(Duration::from_secs(60), async {
+            // A process budget below one connection's own.
+            let limit = 2 * READ_LEN;
+            let set = Arc::new(reads_target().with_output_limit(limit));
+            let (mut a, task_a) = served_on(set.clone(), OutputLimits::default()).await;
+            send_reads(&mut a).await;
+            // `a` does not read: its output passes the process budget and stays queued.
+            let mut waited = 0;
+            while set.output.queued() <= limit {
+                assert!(waited < 100, "the process budget is passed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                waited += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let queued_a = set.output.queued();
+            // A second connection, not reading either, may now run one command at a time:
+            // each READ's output is written before the next runs.
+            let (mut b, task_b) = served_on(set.clone(), OutputLimits::default()).await;
+            send_reads(&mut b).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!task_a.is_finished() && !task_b.is_finished());
+            let queued_b = set.output.queued() - queued_a;
+            assert!(queued_b <= ONE_READ, "one READ at a time: {queued_b}");
+            // Both are served in full once read.
+            tokio::join!(read_answers(&mut a), read_answers(&mut b));
+            drop((a, b));
+            let peak_a = task_a.await.unwrap();
+            task_b.await.unwrap();
+            assert!(peak_a <= OUTPUT_BUDGET + ONE_READ, "{peak_a}");
+            assert_eq!(set.output.queued(), 0, "every share given back");
         })
         .await
         .expect("bounded in time");

@@ -14,6 +14,7 @@ use iscsi_target_core::{Catalog, CatalogPortal, CatalogTarget, Connection, Event
 use scsi::{Asc, LunTable, Residual, ScsiOutcome, Sense};
 
 use crate::control::{CommandSender, Control, SessionStats};
+use crate::output_budget::{OutputShare, ProcessOutput};
 
 /// The targets served by this process: name → logical units, and the catalog the connection
 /// cores see. Shared by every portal.
@@ -22,6 +23,8 @@ pub struct TargetSet {
     pub control: Arc<Control>,
     pub targets: HashMap<String, Arc<LunTable>>,
     pub catalog: Arc<Catalog>,
+    /// Output queued by all the connections, against the process's budget.
+    pub output: ProcessOutput,
 }
 
 impl TargetSet {
@@ -49,14 +52,24 @@ impl TargetSet {
             control,
             targets,
             catalog: Arc::new(catalog),
+            output: ProcessOutput::default(),
         }
+    }
+
+    /// The same with a process output budget other than
+    /// [`crate::output_budget::PROCESS_OUTPUT_BUDGET`].
+    pub fn with_output_limit(mut self, limit: usize) -> Self {
+        self.output = ProcessOutput::with_limit(limit);
+        self
     }
 }
 
 /// Output a connection may have queued (Data-In of executed READs not yet written, as
 /// [`Connection::queued_bytes`] counts it) before its shell stops executing further commands
 /// until that output is written: back-pressure on an initiator that does not read. At most
-/// this plus one command's Data-In is buffered per connection.
+/// this plus one command's Data-In is buffered per connection. While the process as a whole
+/// is over its budget ([`ProcessOutput`]) a connection's budget is 0: any output of its own
+/// is written before it runs another command.
 pub const OUTPUT_BUDGET: usize = 8 * 1024 * 1024;
 
 /// What a portal keeps next to one connection core: where its session's commands go and
@@ -72,6 +85,8 @@ pub struct ConnectionShell<'a> {
     budget: usize,
     /// The most output seen queued in the core after a command ran.
     peak_queued: usize,
+    /// This connection's output, counted in the process budget until written.
+    share: OutputShare<'a>,
 }
 
 impl<'a> ConnectionShell<'a> {
@@ -86,6 +101,7 @@ impl<'a> ConnectionShell<'a> {
             stats: None,
             budget: OUTPUT_BUDGET,
             peak_queued: 0,
+            share: set.output.share(),
         }
     }
 
@@ -113,10 +129,12 @@ impl<'a> ConnectionShell<'a> {
             let mut policy: &Control = &self.set.control;
             conn.on_bytes(buf, now, &mut policy);
             let events = self.handle_events(conn);
-            let work = self.run_scsi(conn);
+            let budget = self.budget_now();
+            let work = self.run_scsi_within(conn, budget);
             let queued = conn.queued_bytes();
+            self.share.report(queued);
             self.peak_queued = self.peak_queued.max(queued);
-            if queued > self.budget && !conn.is_closing() {
+            if queued > budget && !conn.is_closing() {
                 return true;
             }
             if !events && !work {
@@ -139,11 +157,31 @@ impl<'a> ConnectionShell<'a> {
         self.handle_events(conn);
     }
 
+    /// The output `conn` has left queued was written (or handed to the socket): its share of
+    /// the process budget follows.
+    pub fn written(&mut self, conn: &Connection) {
+        self.share.report(conn.queued_bytes());
+    }
+
+    /// This connection's output budget now: 0 while the process is over its own.
+    fn budget_now(&self) -> usize {
+        if self.share.budget().over() {
+            0
+        } else {
+            self.budget
+        }
+    }
+
     /// Runs the pending SCSI requests on the session's logical units, stopping early once the
     /// output queued in `conn` exceeds the output budget; true if there was any.
     pub fn run_scsi(&mut self, conn: &mut Connection) -> bool {
+        let budget = self.budget_now();
+        self.run_scsi_within(conn, budget)
+    }
+
+    fn run_scsi_within(&mut self, conn: &mut Connection, budget: usize) -> bool {
         let stats = self.stats.as_deref();
-        run_scsi_within(conn, self.luns.as_deref(), self.budget, || {
+        run_scsi_within(conn, self.luns.as_deref(), budget, || {
             if let Some(s) = stats {
                 s.command_done();
             }
