@@ -5,7 +5,9 @@
 //! table. [`Store::commit`] writes the entities a request changed in one
 //! durable redb transaction; the server calls it before sending the response.
 //! Rows are encoded with the iSNS TLV codec itself: a list of records
-//! `kind (u8), index (u32), length (u32), TLV attributes`.
+//! `kind (u8), index (u32), length (u32), TLV attributes`. A third table keeps
+//! the client address each entity was registered from, so the per-address
+//! entity limit holds across a restart.
 
 use std::path::Path;
 
@@ -19,6 +21,8 @@ use crate::registry::{Changes, Counters, Entity, Registry};
 
 const ENTITIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entities");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Entity seq → the client IP address that registered it (text form).
+const OWNERS: TableDefinition<u64, &str> = TableDefinition::new("owners");
 
 /// Persistence errors.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,7 @@ impl Store {
         let txn = db.begin_write()?;
         txn.open_table(ENTITIES)?;
         txn.open_table(META)?;
+        txn.open_table(OWNERS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -78,7 +83,17 @@ impl Store {
             let (k, v) = row?;
             entities.push(decode_entity(k.value(), v.value())?);
         }
-        Ok(Registry::from_parts(entities, counters))
+        let mut owners = std::collections::HashMap::new();
+        for row in txn.open_table(OWNERS)?.iter()? {
+            let (k, v) = row?;
+            let seq = k.value();
+            let ip = v.value().parse().map_err(|_| StoreError::Corrupt {
+                seq,
+                why: format!("owner address {:?}", v.value()),
+            })?;
+            owners.insert(seq, ip);
+        }
+        Ok(Registry::from_parts(entities, counters).with_owners(owners))
     }
 
     /// Durably write the entities named in `changes` and the counters.
@@ -95,6 +110,15 @@ impl Store {
                 .filter(|e| changes.upserted.contains(&e.seq))
             {
                 table.insert(e.seq, encode_entity(e).as_slice())?;
+            }
+            let mut owners = txn.open_table(OWNERS)?;
+            for seq in &changes.removed {
+                owners.remove(*seq)?;
+            }
+            for seq in &changes.upserted {
+                if let Some(ip) = reg.owner(*seq) {
+                    owners.insert(*seq, ip.to_string().as_str())?;
+                }
             }
             let mut meta = txn.open_table(META)?;
             let counters = reg.counters();
@@ -234,6 +258,39 @@ mod tests {
         assert_eq!(loaded, reg);
         let ids: Vec<_> = loaded.entities().iter().map(Entity::id).collect();
         assert_eq!(ids, ["b", "c"]);
+    }
+
+    #[test]
+    fn per_address_quota_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reg.redb");
+        let flooder: std::net::IpAddr = "127.0.0.10".parse().unwrap();
+        let reg_named = |reg: &mut Registry, name: &str| {
+            let m = Message::request(
+                FunctionId::DEV_ATTR_REG,
+                1,
+                Attribute::string(tag::ISCSI_NAME, name),
+                vec![],
+                vec![Attribute::string(tag::ISCSI_NAME, name)],
+            );
+            let out = reg.handle_from(&m, 42, Some(flooder));
+            (out.response.and_then(|r| r.status), out.changes)
+        };
+        let limit = crate::registry::Limits::default().max_entities_per_address;
+        {
+            let store = Store::open(&path).unwrap();
+            let mut reg = Registry::new();
+            for i in 0..limit {
+                let (status, changes) = reg_named(&mut reg, &format!("iqn.flood-{i}"));
+                assert_eq!(status, Some(isns_proto::Status::SUCCESS));
+                store.commit(&reg, &changes).unwrap();
+            }
+            assert_eq!(reg.entities_of(flooder), limit);
+        }
+        let mut loaded = Store::open(&path).unwrap().load().unwrap();
+        assert_eq!(loaded.entities_of(flooder), limit, "the quota is reloaded");
+        let (status, _) = reg_named(&mut loaded, "iqn.flood-after-restart");
+        assert_eq!(status, Some(isns_proto::Status::INVALID_REGISTRATION));
     }
 
     #[test]

@@ -237,9 +237,9 @@ pub struct Registry {
     /// Source names allowed to change any entity (Control Nodes, §5.6.1).
     control_nodes: BTreeSet<String>,
     limits: Limits,
-    /// Client address each entity (by seq) was created from. In memory only:
-    /// entities loaded from the store have no known address and do not
-    /// count against any address's limit.
+    /// Client address each entity (by seq) was created from; persisted with
+    /// the entities (`store`), so the per-address limit holds across a
+    /// restart.
     owners: HashMap<u64, IpAddr>,
     /// Addresses refused at their limit and already logged at WARN; an
     /// address leaves the set when one of its entities goes.
@@ -526,6 +526,23 @@ impl Registry {
             return Err(Status::INVALID_REGISTRATION);
         }
         Ok(())
+    }
+
+    /// The same registry with the client addresses its entities were created
+    /// from (as [`Registry::owner`] gave them); addresses of entities it does
+    /// not hold are dropped.
+    pub fn with_owners(mut self, owners: HashMap<u64, IpAddr>) -> Registry {
+        let seqs: HashSet<u64> = self.entities.iter().map(|e| e.seq).collect();
+        self.owners = owners
+            .into_iter()
+            .filter(|(seq, _)| seqs.contains(seq))
+            .collect();
+        self
+    }
+
+    /// The client address the entity `seq` was created from, when known.
+    pub fn owner(&self, seq: u64) -> Option<IpAddr> {
+        self.owners.get(&seq).copied()
     }
 
     /// Entities created from `ip` that are still registered.
