@@ -474,8 +474,14 @@ impl RawSession {
         self.s.write_all(&bytes).expect("send PDU");
     }
 
+    /// The next PDU; panics after 10 s without one.
     fn recv(&mut self) -> Pdu {
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
+            assert!(
+                Instant::now() < deadline,
+                "no whole PDU from the target in 10 s"
+            );
             if let Some(p) = self.dec.decode(&mut self.buf).expect("decode PDU") {
                 return p;
             }
@@ -513,7 +519,13 @@ impl RawSession {
     /// Reads answers until `n` commands have their status (all GOOD).
     fn complete(&mut self, n: usize) -> ReadTally {
         let mut tally = ReadTally::default();
+        let deadline = Instant::now() + Duration::from_secs(30);
         while tally.done < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} READs completed in 30 s",
+                tally.done
+            );
             match self.recv() {
                 Pdu::DataIn(d) => {
                     tally.bytes += d.data.len();
@@ -671,7 +683,9 @@ fn isns_call(s: &mut TcpStream, mut req: Message, xid: u16) -> Message {
     let mut buf = BytesMut::new();
     let mut dec = MessageDecoder::new();
     let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        assert!(Instant::now() < deadline, "no iSNS answer in 10 s");
         if let Some(m) = dec.decode(&mut buf).expect("decode iSNS answer") {
             assert_eq!(m.xid, xid, "answer to another request");
             return m;
