@@ -123,11 +123,86 @@ fn portshift_command(args: &[String]) -> Command {
 /// waits until it accepts on `addr`.
 #[allow(dead_code)]
 pub fn portshift_server(args: &[String], addr: SocketAddr, log: &Path) -> Proc {
+    portshift_server_with_nofile(args, addr, log, None)
+}
+
+/// [`portshift_server`] with, when `nofile` is given, the child's open-file limit (soft and
+/// hard, `RLIMIT_NOFILE`) set to it before exec. The binary raises its soft limit to the hard
+/// one, so `nofile` is the number of descriptors it can have.
+#[allow(dead_code)]
+pub fn portshift_server_with_nofile(
+    args: &[String],
+    addr: SocketAddr,
+    log: &Path,
+    nofile: Option<u64>,
+) -> Proc {
     let out = std::fs::File::create(log).expect("log file");
     let mut cmd = portshift_command(args);
     cmd.stdout(out.try_clone().expect("log file")).stderr(out);
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec; it only calls
+        // setrlimit(2), which is async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, n, n));
+        }
+    }
     let what = format!("portshift {}", args.first().map_or("", String::as_str));
     spawn_listening(&mut cmd, addr, &what, Some(log))
+}
+
+/// What [`run_timed`] observed.
+#[allow(dead_code)]
+#[derive(Debug)]
+pub struct Timed {
+    /// Exited with status 0 within the limit.
+    pub ok: bool,
+    /// From spawn to exit (or to the kill at the limit).
+    pub elapsed: Duration,
+    /// Killed at the limit.
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` (stdin closed, output captured) for at most `limit`, killing it then; measures
+/// the time from spawn to exit.
+#[allow(dead_code)]
+pub fn run_timed(cmd: &mut Command, limit: Duration) -> Timed {
+    use std::io::Read;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = Proc(cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.0.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.0.stderr.take().expect("piped stderr")));
+    let (status, timed_out) = loop {
+        if let Some(s) = child.0.try_wait().expect("wait for child") {
+            break (Some(s), false);
+        }
+        if start.elapsed() >= limit {
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            break (None, true);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let elapsed = start.elapsed();
+    Timed {
+        ok: status.is_some_and(|s| s.success()),
+        elapsed,
+        timed_out,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
 }
 
 /// `portshift status --admin ADMIN --events 100 [--json]`: its stdout.
