@@ -39,6 +39,27 @@ fn raise_descriptor_limit() {
     }
 }
 
+/// Blocks at least this large get their own memory mapping, unmapped when freed.
+const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
+
+/// Makes freed large buffers go back to the system. glibc raises its mmap threshold each time
+/// a mapped block is freed (up to 32 MiB): after a connection's first 8 MiB READ buffer is
+/// freed, the next ones come from the portal thread's heap and stay there when freed, so the
+/// target kept ~8 MiB more RSS after every connection that had read that much was closed
+/// (tests/hostile_load.rs measured 6.1 → 14.3 MiB, held after close). A fixed threshold stops
+/// that adjustment; the connections' buffer pools (`connection::buffers`) keep the data path
+/// from mapping and unmapping per command (CPU per I/O: BENCHMARKS.md, issue 11).
+fn return_large_blocks_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets a parameter of glibc's allocator; it is called once, at
+        // start, before any other thread exists, with a valid parameter and value.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
+            tracing::warn!("cannot set the allocator's mmap threshold");
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -46,6 +67,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     raise_descriptor_limit();
+    return_large_blocks_to_the_system();
     let result = match cli.command {
         Command::Isns(a) => cmd::isns::run(a),
         Command::Target(a) => cmd::target::run(a),

@@ -384,10 +384,10 @@ fn login_request_bytes() -> Vec<u8> {
 }
 
 /// Issue 11: idle and slowloris connections exhaust a portal. 1,100 connections (half silent,
-/// half trickling a Login Request one byte a second) against a target whose descriptor limit
-/// is 1,024: the portal's limit (1,024 connections, not sized from the descriptor limit) is
-/// never reached, accept fails with EMFILE and a real initiator is locked out until the login
-/// timeout frees descriptors.
+/// half trickling a Login Request one byte a second, from 127.0.0.10–20 and the initiator's
+/// own 127.0.0.1) against a target whose descriptor limit is 1,024. Before the portal limits
+/// were sized from that limit (462 per portal) and per client address (64), accept failed
+/// with EMFILE and a real initiator was locked out until the login timeout freed descriptors.
 #[test]
 fn portal_idle_and_slowloris_flood_does_not_lock_out_an_initiator() {
     let _serial = serial();

@@ -15,6 +15,9 @@ pub const MIN_POOLED: usize = 64 * 1024;
 pub const MAX_POOLED: usize = 16 * 1024 * 1024;
 /// Free buffers kept per connection.
 pub const MAX_FREE: usize = 8;
+/// Bytes of free buffers kept per connection (their capacities): what an idle connection
+/// may keep of the memory its READs used.
+pub const MAX_FREE_BYTES: usize = 16 * 1024 * 1024;
 /// Lent buffers followed per connection (more are simply dropped when done).
 pub const MAX_LENT: usize = 64;
 
@@ -44,9 +47,14 @@ impl BufferPool {
         }
     }
 
-    /// Gives back a buffer nobody else refers to.
+    /// Gives back a buffer nobody else refers to: kept while the free list stays within
+    /// [`MAX_FREE`] buffers and [`MAX_FREE_BYTES`], else dropped.
     pub fn give(&mut self, mut buf: BytesMut) {
-        if (MIN_POOLED..=MAX_POOLED).contains(&buf.capacity()) && self.free.len() < MAX_FREE {
+        let free_bytes: usize = self.free.iter().map(BytesMut::capacity).sum();
+        if (MIN_POOLED..=MAX_POOLED).contains(&buf.capacity())
+            && self.free.len() < MAX_FREE
+            && free_bytes + buf.capacity() <= MAX_FREE_BYTES
+        {
             buf.clear();
             self.free.push(buf);
         }
@@ -115,5 +123,17 @@ mod tests {
         // A request larger than every free buffer gets a fresh one.
         assert!(pool.take(2 * MIN_POOLED).capacity() >= 2 * MIN_POOLED);
         assert_eq!(pool.free_len(), MAX_FREE);
+    }
+
+    #[test]
+    fn free_buffers_are_kept_within_their_byte_budget() {
+        let mut pool = BufferPool::default();
+        let big = 6 * 1024 * 1024;
+        for _ in 0..4 {
+            pool.give(BytesMut::with_capacity(big));
+        }
+        // Two of 6 MiB fit in 16 MiB, a third does not.
+        assert_eq!(pool.free_len(), MAX_FREE_BYTES / big);
+        assert!(pool.free.iter().map(BytesMut::capacity).sum::<usize>() <= MAX_FREE_BYTES);
     }
 }
