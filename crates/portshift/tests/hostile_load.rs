@@ -47,7 +47,12 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let soft = rlimit::increase_nofile_limit(u64::MAX).expect("raise RLIMIT_NOFILE");
+    let mut soft = rlimit::increase_nofile_limit(u64::MAX).expect("raise RLIMIT_NOFILE");
+    if soft < 4096 {
+        // A low hard limit: root (CAP_SYS_RESOURCE) may raise it.
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 8192, 8192);
+        soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(soft, |(s, _)| s);
+    }
     assert!(
         soft >= 4096,
         "the test needs about 2,500 descriptors; soft limit is {soft}"
