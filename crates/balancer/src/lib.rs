@@ -17,4 +17,4 @@ pub use event::{Event, EventKind};
 pub use metric::{BalanceSpec, Metric, ParseSpecError, Thresholds};
 pub use policy::{Balancer, Decision};
 pub use snapshot::{AdminSnapshot, IsnsContact, RegistrationRow};
-pub use table::{ConfigTable, PortalId, PortalRow, SessionEntry};
+pub use table::{ConfigTable, PortalId, PortalLoad, PortalRow, SessionEntry};

@@ -266,6 +266,7 @@ mod tests {
             login_ms,
             iops: 0.0,
             commands: 0,
+            ..Default::default()
         }
     }
 
@@ -282,12 +283,14 @@ mod tests {
                     address: "127.0.0.1:3260".into(),
                     processor: 0,
                     sessions: p0,
+                    load: Default::default(),
                 },
                 PortalRow {
                     id: PortalId(1),
                     address: "127.0.0.2:3260".into(),
                     processor: 1,
                     sessions: p1,
+                    load: Default::default(),
                 },
             ],
             served,

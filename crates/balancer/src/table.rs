@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Index of a portal in the target's portal list (also its processor number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct PortalId(pub u16);
 
 impl std::fmt::Display for PortalId {
@@ -13,8 +15,9 @@ impl std::fmt::Display for PortalId {
     }
 }
 
-/// One logged-in normal session (RFC 7143 §3.4) as the balancer sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One logged-in normal session (RFC 7143 §3.4) as the balancer sees it, with its share of
+/// its portal's load (what a move takes away from the portal and adds to another).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionEntry {
     /// Opaque id the target uses to address the session's connection.
     pub session_id: u64,
@@ -28,10 +31,64 @@ pub struct SessionEntry {
     pub iops: f64,
     /// Total SCSI commands completed in this session.
     pub commands: u64,
+    /// Bytes per second the target sent on this session (READ data, responses), smoothed.
+    #[serde(default)]
+    pub read_bps: f64,
+    /// Bytes per second the target received on this session (WRITE data, commands), smoothed.
+    #[serde(default)]
+    pub write_bps: f64,
+    /// SCSI commands outstanding now (received, not yet answered).
+    #[serde(default)]
+    pub outstanding: u32,
+    /// This session's share of its portal processor's load (0..=1 of the processor's
+    /// [`PortalLoad::cpu_demand`]), estimated from its share of the portal's work.
+    #[serde(default)]
+    pub cpu_share: f64,
+    /// The session holds a persistent-reservation registration or a reservation: a stock
+    /// initiator may come back with a new ISID (a new I_T nexus), so it is not moved by default.
+    #[serde(default)]
+    pub holds_reservation: bool,
+}
+
+/// A portal's load as the target measures it, smoothed (see ARCHITECTURE.md for the time
+/// constant). Links are full duplex: a link's utilisation is the larger of sent and
+/// received over its capacity, never their sum.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PortalLoad {
+    /// Link capacity in bytes per second, each way; `None` when not known.
+    pub link_capacity: Option<f64>,
+    /// Bytes per second the portal sent.
+    pub sent_bps: f64,
+    /// Bytes per second the portal received.
+    pub received_bps: f64,
+    /// Fraction of one CPU the portal's processor thread ran (0..=1).
+    pub cpu_busy: f64,
+    /// Fraction of the time the processor thread was ready to run but waited for a CPU: on a
+    /// shared machine a starved processor shows little CPU time but much waiting.
+    pub cpu_wait: f64,
+    /// SCSI commands outstanding on the portal now.
+    pub outstanding: u32,
+    /// Command service time, median and 99th percentile, in microseconds.
+    pub service_p50_us: f64,
+    pub service_p99_us: f64,
+}
+
+impl PortalLoad {
+    /// The link's utilisation (0..): max(sent, received) / capacity; `None` without a capacity.
+    pub fn link_utilisation(&self) -> Option<f64> {
+        self.link_capacity
+            .filter(|c| *c > 0.0)
+            .map(|c| self.sent_bps.max(self.received_bps) / c)
+    }
+
+    /// What the processor was asked to do (0..): the time it ran plus the time it waited.
+    pub fn cpu_demand(&self) -> f64 {
+        self.cpu_busy + self.cpu_wait
+    }
 }
 
 /// One row of the configuration table: a portal and what it carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortalRow {
     pub id: PortalId,
     /// `IP:PORT` the portal listens on.
@@ -40,6 +97,9 @@ pub struct PortalRow {
     pub processor: usize,
     /// Sessions logged in through this portal.
     pub sessions: Vec<SessionEntry>,
+    /// The portal's measured load.
+    #[serde(default)]
+    pub load: PortalLoad,
 }
 
 impl PortalRow {

@@ -218,8 +218,10 @@ impl Sim {
                             login_ms: s.login_ms,
                             iops: s.iops,
                             commands: 0,
+                            ..Default::default()
                         })
                         .collect(),
+                    load: Default::default(),
                 })
                 .collect(),
             served: self.served.iter().cloned().collect(),

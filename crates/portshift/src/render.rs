@@ -221,13 +221,16 @@ mod tests {
                             login_ms: 0,
                             iops: 10.0,
                             commands: 5,
+                            ..Default::default()
                         }],
+                        load: Default::default(),
                     },
                     PortalRow {
                         id: PortalId(1),
                         address: "127.0.0.2:3260".into(),
                         processor: 1,
                         sessions: vec![],
+                        load: Default::default(),
                     },
                 ],
                 served: vec![],

@@ -341,6 +341,7 @@ impl ControlPlane {
                 address: p.address.to_string(),
                 processor: i,
                 sessions: Vec::new(),
+                load: Default::default(),
             })
             .collect();
         for (id, r) in &self.sessions {
@@ -352,6 +353,7 @@ impl ControlPlane {
                     login_ms: r.login_ms,
                     iops: r.iops,
                     commands: r.commands,
+                    ..Default::default()
                 });
             }
         }
