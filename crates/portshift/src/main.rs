@@ -28,6 +28,9 @@ enum Command {
     Status(cmd::status::Args),
     /// Run the whole system on loopback and show a real rebalance.
     Demo(cmd::demo::Args),
+    /// Simulate a fleet of portals and initiators on a virtual clock and compare balancing
+    /// policies (the real policy code, a fluid model of links and processors).
+    Simulate(cmd::simulate::Args),
 }
 
 /// Raises the soft limit on open files to the hard limit, so that the portals, the iSNS server
@@ -74,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Io(a) => cmd::io::run(a),
         Command::Status(a) => cmd::status::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Simulate(a) => cmd::simulate::run(a),
     };
     match result {
         Ok(code) => code,

@@ -69,7 +69,7 @@ pub struct Args {
 }
 
 /// Parse `10s`, `250ms`, `2m` or a plain number of seconds.
-fn parse_duration(v: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
     let (num, unit) = match v.find(|c: char| !c.is_ascii_digit() && c != '.') {
         Some(i) => v.split_at(i),
         None => (v, "s"),

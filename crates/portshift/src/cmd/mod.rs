@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod io;
 pub mod isns;
+pub mod simulate;
 pub mod status;
 pub mod target;
 

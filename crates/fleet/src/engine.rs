@@ -1,0 +1,551 @@
+//! The simulation: a virtual clock in one-second ticks over a fluid model of the fleet, with the
+//! real balancer ([`balancer::Balancer`]) deciding moves from the configuration table it would
+//! see on a real target.
+//!
+//! Each tick: arrivals log in through the first portal iSNS lists for their target (portal order,
+//! skipping deleted registrations — the patent's hot spot); departures leave; each portal's link
+//! is shared max-min fairly between its sessions in each direction (TCP-like), then its
+//! processor scales everything down if the work it is given needs more than its capacity; the
+//! measured figures are smoothed as the target smooths them (EWMA, τ = [`TAU_S`]); every
+//! second (the target's interval) the balancer steps on the table; a moved session pauses for
+//! [`MOVE_PAUSE_S`] and comes back on the portal it was sent to.
+
+use std::collections::HashSet;
+
+use balancer::{
+    BalanceSpec, Balancer, ConfigTable, Decision, PortalId, PortalLoad, PortalRow, SessionEntry,
+};
+use serde::Serialize;
+
+use crate::workload::{Fleet, Kind};
+
+/// Time constant of the measured figures' smoothing, seconds.
+pub const TAU_S: f64 = 5.0;
+/// Seconds a moved session carries no I/O (logout, discovery, login).
+pub const MOVE_PAUSE_S: u32 = 1;
+/// Processor time per I/O and per byte (seconds): what a portal thread spends on the protocol.
+pub const CPU_PER_IO: f64 = 10e-6;
+pub const CPU_PER_BYTE: f64 = 0.1e-9;
+/// Latency of a light host's I/O on an idle portal, microseconds (the latency proxy's base).
+pub const BASE_LATENCY_US: f64 = 125.0;
+/// Points kept of each portal's utilisation series.
+pub const SERIES_POINTS: usize = 600;
+
+/// Which balancing rules run; `None` is the balancer off.
+#[derive(Debug, Clone)]
+pub struct PolicyChoice {
+    pub name: String,
+    pub specs: Vec<BalanceSpec>,
+    /// Seconds a moved initiator stays put.
+    pub cooldown_s: u32,
+}
+
+/// A session as the engine follows it.
+#[derive(Debug, Clone)]
+struct Session {
+    id: u64,
+    /// Index into the fleet's initiators.
+    who: usize,
+    portal: usize,
+    login_s: u32,
+    /// No I/O before this second (a move in progress).
+    paused_until: u32,
+    /// Portal it goes to when the pause ends.
+    moving_to: Option<usize>,
+    /// Achieved this tick.
+    read: f64,
+    write: f64,
+    iops: f64,
+    cpu: f64,
+    /// Smoothed.
+    m_read: f64,
+    m_write: f64,
+    m_iops: f64,
+    m_cpu: f64,
+}
+
+/// One move the balancer asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Move {
+    pub at_s: u32,
+    pub initiator: String,
+    pub from: usize,
+    pub to: usize,
+}
+
+/// What one run gives.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub policy: String,
+    pub rules: Vec<String>,
+    /// Mean over time of the standard deviation of the portals' utilisation (0..1).
+    pub utilisation_spread: f64,
+    /// Portal-seconds with more demand than the portal's link or processor could carry.
+    pub overload_seconds: u64,
+    /// Demand beyond capacity, summed over portals and seconds, in capacity-seconds: a portal
+    /// asked for 1.5 times its link for 10 s adds 5.
+    pub overload_excess: f64,
+    /// Mean aggregate throughput carried, bytes per second.
+    pub throughput_bps: f64,
+    /// Mean fraction of the demand carried.
+    pub demand_served: f64,
+    pub moves: usize,
+    pub ping_pongs: usize,
+    /// Latency proxy of the light hosts, microseconds: BASE / (1 − utilisation of their link).
+    pub light_latency_mean_us: f64,
+    pub light_latency_p99_us: f64,
+    /// Each portal's utilisation (the larger of its link's and its processor's) over the last
+    /// third of the run.
+    pub converged_utilisation: Vec<f64>,
+    /// Second of the last move (0 if none).
+    pub converged_at_s: u32,
+    /// Utilisation of each portal over time, [`SERIES_POINTS`] points at most.
+    pub series: Vec<Vec<f32>>,
+    pub move_log: Vec<Move>,
+}
+
+/// Max-min fair shares of `capacity` between `demands`, written to `out`.
+fn water_fill(demands: &[f64], capacity: f64, out: &mut Vec<f64>) {
+    out.clear();
+    out.resize(demands.len(), 0.0);
+    let mut order: Vec<usize> = (0..demands.len()).collect();
+    order.sort_by(|a, b| demands[*a].total_cmp(&demands[*b]));
+    let mut left = capacity;
+    let mut n = order.len();
+    for i in order {
+        let fair = if n > 0 { left / n as f64 } else { 0.0 };
+        let give = demands[i].min(fair).max(0.0);
+        out[i] = give;
+        left -= give;
+        n -= 1;
+    }
+}
+
+/// Ping-pongs in `moves`: an initiator moved again within `cooldown_s`, or moved back to the
+/// portal it left within twice that.
+pub fn ping_pongs(moves: &[Move], cooldown_s: u32) -> usize {
+    let mut by: std::collections::HashMap<&str, Vec<&Move>> = Default::default();
+    for m in moves {
+        by.entry(m.initiator.as_str()).or_default().push(m);
+    }
+    let mut n = 0;
+    for list in by.values_mut() {
+        list.sort_by_key(|m| m.at_s);
+        for w in list.windows(2) {
+            let dt = w[1].at_s - w[0].at_s;
+            if dt < cooldown_s || (w[1].to == w[0].from && dt < 2 * cooldown_s) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Runs `fleet` under `policy`.
+pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> RunReport {
+    let p_count = fleet.portals.len();
+    let cooldown_ms = u64::from(policy.cooldown_s) * 1000;
+    let mut balancer = policy_balancer(&policy.specs, cooldown_ms);
+    let target_names: Vec<String> = (0..fleet.targets)
+        .map(|t| format!("iqn.2026-11.org.example:target-{t}"))
+        .collect();
+    let served: Vec<(String, PortalId)> = target_names
+        .iter()
+        .flat_map(|t| (0..p_count).map(move |p| (t.clone(), PortalId(p as u16))))
+        .collect();
+    let mut arrivals: Vec<usize> = (0..fleet.initiators.len()).collect();
+    arrivals.sort_by_key(|i| fleet.initiators[*i].arrive_s);
+    let mut next_arrival = 0;
+    let mut deleted: HashSet<(usize, usize)> = HashSet::new();
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut next_id = 1u64;
+    let alpha = 1.0 - (-1.0 / TAU_S).exp();
+    let stride = (fleet.duration_s as usize).div_ceil(SERIES_POINTS).max(1);
+    let mut series: Vec<Vec<f32>> = vec![Vec::new(); p_count];
+    let mut spread_sum = 0.0;
+    let mut overload_seconds = 0u64;
+    let mut overload_excess = 0.0;
+    let (mut carried_sum, mut demand_sum) = (0.0, 0.0);
+    let mut latency_hist = vec![0u64; 2001];
+    let (mut latency_sum, mut latency_n) = (0.0, 0u64);
+    let mut moves: Vec<Move> = Vec::new();
+    let last_third = fleet.duration_s * 2 / 3;
+    let mut converged = vec![0.0; p_count];
+    let mut converged_n = 0u32;
+    let mut scratch = (Vec::new(), Vec::new(), Vec::new());
+    // Smoothed processor figures per portal: (busy, wait).
+    let mut processor = vec![(0.0, 0.0); p_count];
+
+    for t in 0..fleet.duration_s {
+        // Departures, then arrivals through the first registered portal.
+        sessions.retain(|s| fleet.initiators[s.who].depart_s > t);
+        while next_arrival < arrivals.len()
+            && fleet.initiators[arrivals[next_arrival]].arrive_s <= t
+        {
+            let who = arrivals[next_arrival];
+            next_arrival += 1;
+            let target = fleet.initiators[who].target;
+            let portal = (0..p_count)
+                .find(|p| !deleted.contains(&(target, *p)))
+                .unwrap_or(0);
+            sessions.push(Session {
+                id: next_id,
+                who,
+                portal,
+                login_s: t,
+                paused_until: t,
+                moving_to: None,
+                read: 0.0,
+                write: 0.0,
+                iops: 0.0,
+                cpu: 0.0,
+                m_read: 0.0,
+                m_write: 0.0,
+                m_iops: 0.0,
+                m_cpu: 0.0,
+            });
+            next_id += 1;
+        }
+        for s in &mut sessions {
+            if s.paused_until <= t
+                && let Some(to) = s.moving_to.take()
+            {
+                s.portal = to;
+                s.login_s = t;
+            }
+        }
+
+        // The fluid model, portal by portal.
+        let mut by_portal: Vec<Vec<usize>> = vec![Vec::new(); p_count];
+        for (i, s) in sessions.iter().enumerate() {
+            if s.paused_until <= t {
+                by_portal[s.portal].push(i);
+            }
+        }
+        let mut utilisation = vec![0.0; p_count];
+        let mut portal_loads = vec![PortalLoad::default(); p_count];
+        for s in &mut sessions {
+            s.read = 0.0;
+            s.write = 0.0;
+            s.iops = 0.0;
+            s.cpu = 0.0;
+        }
+        for (p, members) in by_portal.iter().enumerate() {
+            let spec = &fleet.portals[p];
+            let (reads, writes, out) = &mut scratch;
+            reads.clear();
+            writes.clear();
+            for &i in members {
+                let who = &fleet.initiators[sessions[i].who];
+                reads.push(who.read_bps);
+                writes.push(who.write_bps);
+            }
+            let want_read: f64 = reads.iter().sum();
+            let want_write: f64 = writes.iter().sum();
+            demand_sum += want_read + want_write;
+            water_fill(reads, spec.link_bps, out);
+            for (k, &i) in members.iter().enumerate() {
+                sessions[i].read = out[k];
+            }
+            water_fill(writes, spec.link_bps, out);
+            for (k, &i) in members.iter().enumerate() {
+                sessions[i].write = out[k];
+            }
+            // The processor: the work of what the links let through, and of the full demand.
+            let cost = |read: f64, write: f64, io: f64| {
+                (read + write) / io * CPU_PER_IO + (read + write) * CPU_PER_BYTE
+            };
+            let mut cpu_need = 0.0;
+            let mut cpu_want = 0.0;
+            for &i in members {
+                let who = &fleet.initiators[sessions[i].who];
+                let s = &mut sessions[i];
+                s.cpu = cost(s.read, s.write, who.io_bytes);
+                cpu_need += s.cpu;
+                cpu_want += cost(who.read_bps, who.write_bps, who.io_bytes);
+            }
+            let scale = if cpu_need > spec.cpu {
+                spec.cpu / cpu_need
+            } else {
+                1.0
+            };
+            let (mut sent, mut received) = (0.0, 0.0);
+            for &i in members {
+                let io = fleet.initiators[sessions[i].who].io_bytes;
+                let s = &mut sessions[i];
+                s.read *= scale;
+                s.write *= scale;
+                s.cpu *= scale;
+                s.iops = (s.read + s.write) / io;
+                sent += s.read;
+                received += s.write;
+            }
+            carried_sum += sent + received;
+            let link_util = sent.max(received) / spec.link_bps;
+            let cpu_busy = (cpu_need * scale / spec.cpu).min(1.0);
+            utilisation[p] = link_util.max(cpu_busy);
+            let asked = (want_read.max(want_write) / spec.link_bps).max(cpu_want / spec.cpu);
+            if asked > 1.0 + 1e-9 {
+                overload_seconds += 1;
+                overload_excess += asked - 1.0;
+            }
+            let wait = ((cpu_need - spec.cpu) / spec.cpu).max(0.0);
+            let (busy_m, wait_m) = &mut processor[p];
+            *busy_m += alpha * (cpu_busy - *busy_m);
+            *wait_m += alpha * (wait - *wait_m);
+            portal_loads[p] = PortalLoad {
+                link_capacity: Some(spec.link_bps),
+                cpu_busy: *busy_m,
+                cpu_wait: *wait_m,
+                ..PortalLoad::default()
+            };
+            for &i in members {
+                if fleet.initiators[sessions[i].who].kind == Kind::Light {
+                    let rho = link_util.max(cpu_busy).min(0.99);
+                    let lat = BASE_LATENCY_US / (1.0 - rho);
+                    latency_sum += lat;
+                    latency_n += 1;
+                    latency_hist[((lat / 10.0) as usize).min(2000)] += 1;
+                }
+            }
+        }
+        // Measurement, smoothed as on the target.
+        for s in &mut sessions {
+            s.m_read += alpha * (s.read - s.m_read);
+            s.m_write += alpha * (s.write - s.m_write);
+            s.m_iops += alpha * (s.iops - s.m_iops);
+            s.m_cpu += alpha * (s.cpu - s.m_cpu);
+        }
+        let mean = utilisation.iter().sum::<f64>() / p_count as f64;
+        let var = utilisation.iter().map(|u| (u - mean).powi(2)).sum::<f64>() / p_count as f64;
+        spread_sum += var.sqrt();
+        if (t as usize).is_multiple_of(stride) {
+            for (p, u) in utilisation.iter().enumerate() {
+                series[p].push(*u as f32);
+            }
+        }
+        if t >= last_third {
+            for (c, u) in converged.iter_mut().zip(&utilisation) {
+                *c += u;
+            }
+            converged_n += 1;
+        }
+
+        // The balancer.
+        let Some(b) = balancer.as_mut() else { continue };
+        let table = table(fleet, &sessions, &portal_loads, &target_names, &served);
+        let now_ms = u64::from(t) * 1000;
+        for d in b.step(&table, now_ms) {
+            match d {
+                Decision::Move {
+                    session_id,
+                    initiator,
+                    from,
+                    to,
+                    delete_registration,
+                    ..
+                } => {
+                    let Some(s) = sessions.iter_mut().find(|s| s.id == session_id) else {
+                        continue;
+                    };
+                    if delete_registration {
+                        deleted.insert((fleet.initiators[s.who].target, usize::from(from.0)));
+                    }
+                    s.paused_until = t + MOVE_PAUSE_S;
+                    s.moving_to = Some(usize::from(to.0));
+                    moves.push(Move {
+                        at_s: t,
+                        initiator,
+                        from: usize::from(from.0),
+                        to: usize::from(to.0),
+                    });
+                }
+                Decision::Restore { target, portal, .. } => {
+                    if let Some(ti) = target_names.iter().position(|n| *n == target) {
+                        deleted.remove(&(ti, usize::from(portal.0)));
+                    }
+                }
+            }
+        }
+    }
+
+    let ticks = f64::from(fleet.duration_s);
+    let p99 = {
+        let want = (latency_n as f64 * 0.99).ceil() as u64;
+        let mut acc = 0;
+        let mut at = 0;
+        for (i, c) in latency_hist.iter().enumerate() {
+            acc += c;
+            if acc >= want && want > 0 {
+                at = i;
+                break;
+            }
+        }
+        at as f64 * 10.0
+    };
+    RunReport {
+        policy: policy.name.clone(),
+        rules: policy.specs.iter().map(spec_text).collect(),
+        utilisation_spread: spread_sum / ticks,
+        overload_seconds,
+        overload_excess,
+        throughput_bps: carried_sum / ticks,
+        demand_served: if demand_sum > 0.0 {
+            carried_sum / demand_sum
+        } else {
+            1.0
+        },
+        ping_pongs: ping_pongs(&moves, policy.cooldown_s),
+        moves: moves.len(),
+        light_latency_mean_us: if latency_n > 0 {
+            latency_sum / latency_n as f64
+        } else {
+            0.0
+        },
+        light_latency_p99_us: p99,
+        converged_utilisation: converged
+            .iter()
+            .map(|c| c / f64::from(converged_n.max(1)))
+            .collect(),
+        converged_at_s: moves.last().map_or(0, |m| m.at_s),
+        series,
+        move_log: moves,
+    }
+}
+
+/// The configuration table the target would show: per portal its sessions with their
+/// smoothed shares, and its load.
+fn table(
+    fleet: &Fleet,
+    sessions: &[Session],
+    loads: &[PortalLoad],
+    target_names: &[String],
+    served: &[(String, PortalId)],
+) -> ConfigTable {
+    let mut portals: Vec<PortalRow> = loads
+        .iter()
+        .enumerate()
+        .map(|(p, l)| PortalRow {
+            id: PortalId(p as u16),
+            address: format!("10.0.{}.{}:3260", p / 250, p % 250 + 1),
+            processor: p,
+            sessions: Vec::new(),
+            load: l.clone(),
+        })
+        .collect();
+    let mut cpu_total = vec![0.0; portals.len()];
+    for s in sessions.iter().filter(|s| s.moving_to.is_none()) {
+        cpu_total[s.portal] += s.m_cpu;
+        let row = &mut portals[s.portal];
+        row.load.sent_bps += s.m_read;
+        row.load.received_bps += s.m_write;
+    }
+    for s in sessions.iter().filter(|s| s.moving_to.is_none()) {
+        let who = &fleet.initiators[s.who];
+        let total = cpu_total[s.portal];
+        portals[s.portal].sessions.push(SessionEntry {
+            session_id: s.id,
+            initiator: who.name.clone(),
+            target: target_names[who.target].clone(),
+            login_ms: u64::from(s.login_s) * 1000,
+            iops: s.m_iops,
+            read_bps: s.m_read,
+            write_bps: s.m_write,
+            cpu_share: if total > 0.0 { s.m_cpu / total } else { 0.0 },
+            ..SessionEntry::default()
+        });
+    }
+    ConfigTable {
+        portals,
+        served: served.to_vec(),
+    }
+}
+
+/// A rule as `--balance` writes it.
+fn spec_text(s: &BalanceSpec) -> String {
+    format!(
+        "{}:{}:{}",
+        s.metric.name(),
+        s.thresholds.high,
+        s.thresholds.low
+    )
+}
+
+/// The balancer for `specs` (none when empty: the balancer off).
+fn policy_balancer(specs: &[BalanceSpec], cooldown_ms: u64) -> Option<Balancer> {
+    let first = specs.first()?;
+    Some(Balancer::new(*first, cooldown_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn water_fill_is_max_min_fair() {
+        let mut out = Vec::new();
+        water_fill(&[10.0, 100.0, 100.0], 90.0, &mut out);
+        assert_eq!(out, vec![10.0, 40.0, 40.0]);
+        water_fill(&[10.0, 20.0], 100.0, &mut out);
+        assert_eq!(out, vec![10.0, 20.0]);
+    }
+
+    fn small_fleet() -> Fleet {
+        crate::workload::generate(&crate::workload::FleetConfig {
+            portals: 4,
+            initiators: 80,
+            duration_s: 300,
+            ..Default::default()
+        })
+    }
+
+    fn choice(name: &str, specs: &[&str]) -> PolicyChoice {
+        PolicyChoice {
+            name: name.into(),
+            specs: specs.iter().map(|s| s.parse().unwrap()).collect(),
+            cooldown_s: 10,
+        }
+    }
+
+    #[test]
+    fn without_the_balancer_everyone_piles_onto_the_first_portal() {
+        let r = run(&small_fleet(), &choice("none", &[]));
+        assert_eq!(r.moves, 0);
+        assert!(
+            r.converged_utilisation[0] > 0.5,
+            "{:?}",
+            r.converged_utilisation
+        );
+        assert!(r.converged_utilisation[1..].iter().all(|u| *u == 0.0));
+        assert!(r.overload_seconds > 0);
+    }
+
+    #[test]
+    fn the_balancer_spreads_the_fleet_without_ping_pong() {
+        let fleet = small_fleet();
+        let off = run(&fleet, &choice("none", &[]));
+        let on = run(&fleet, &choice("sessions", &["sessions:25:24"]));
+        assert!(on.moves > 0);
+        assert_eq!(on.ping_pongs, 0);
+        assert!(on.utilisation_spread < off.utilisation_spread);
+        assert!(on.overload_excess < off.overload_excess);
+        assert!(on.throughput_bps > off.throughput_bps);
+    }
+
+    #[test]
+    fn ping_pongs_follow_the_definition() {
+        let m = |at_s, from, to| Move {
+            at_s,
+            initiator: "i".into(),
+            from,
+            to,
+        };
+        // Again within the cooldown.
+        assert_eq!(ping_pongs(&[m(0, 0, 1), m(5, 1, 2)], 10), 1);
+        // Back to where it came from within twice the cooldown.
+        assert_eq!(ping_pongs(&[m(0, 0, 1), m(15, 1, 0)], 10), 1);
+        // Onwards after the cooldown, or back after twice it: fine.
+        assert_eq!(ping_pongs(&[m(0, 0, 1), m(15, 1, 2)], 10), 0);
+        assert_eq!(ping_pongs(&[m(0, 0, 1), m(25, 1, 0)], 10), 0);
+    }
+}
