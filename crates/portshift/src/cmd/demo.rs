@@ -28,6 +28,10 @@ pub struct Args {
     /// Keep the temporary directory (disk images, iSNS database) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Instead: the balancer's gain on three rate-limited links (network namespace, veth,
+    /// tc; needs root): throughput and light hosts' latency with the balancer off and on.
+    #[arg(long)]
+    links: bool,
 }
 
 const HOSTS: usize = 3;
@@ -54,6 +58,9 @@ fn free_port_pair() -> anyhow::Result<u16> {
 type HostLog = Arc<Mutex<Vec<(u64, String, InitiatorEvent)>>>;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.links {
+        return super::demo_links::run(args.seconds.max(5), args.keep);
+    }
     super::runtime()?.block_on(demo(args))
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
 
 pub mod demo;
+pub mod demo_links;
 pub mod io;
 pub mod isns;
 pub mod simulate;
