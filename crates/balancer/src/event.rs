@@ -47,6 +47,21 @@ pub enum EventKind {
         from: PortalId,
         to: PortalId,
     },
+    /// A session asked to log out (a [`EventKind::LogoutRequested`]) did not log out within
+    /// Time2Logout (plus the target's grace), so the target dropped its connection
+    /// (AsyncEvent 2, RFC 7143 §11.9.1): a host that does not cooperate, moved by force.
+    ForcedMove {
+        initiator: String,
+        target: String,
+        /// The portal it was dropped from.
+        from: PortalId,
+        /// Where the balancer placed it (its next login elsewhere is redirected there).
+        to: Option<PortalId>,
+        /// The Time2Logout it was given, in seconds.
+        time2logout: u16,
+        /// From the logout request to the drop, in milliseconds.
+        waited_ms: u64,
+    },
     /// The (target, portal) Portal Group was registered again (patent step 112).
     RegistrationRestored { target: String, portal: PortalId },
     /// A decision could not be carried out (for example iSNS was unreachable).
@@ -62,6 +77,7 @@ impl EventKind {
             EventKind::RegistrationDeleted { .. } => "registration-deleted",
             EventKind::LogoutRequested { .. } => "logout-requested",
             EventKind::Redirected { .. } => "redirected",
+            EventKind::ForcedMove { .. } => "forced-move",
             EventKind::RegistrationRestored { .. } => "registration-restored",
             EventKind::Failed { .. } => "failed",
         }

@@ -45,4 +45,11 @@ pub struct AdminSnapshot {
     pub registrations: Vec<RegistrationRow>,
     /// The most recent events, oldest first.
     pub events: Vec<Event>,
+    /// Logout requests delivered to sessions since the target started.
+    #[serde(default)]
+    pub logout_requests: u64,
+    /// Sessions dropped since the target started because they did not log out within
+    /// Time2Logout of a logout request (each one an [`crate::EventKind::ForcedMove`]).
+    #[serde(default)]
+    pub forced_moves: u64,
 }

@@ -1,5 +1,7 @@
 //! What a connection core tells its shell about the session's life.
 
+use std::time::Duration;
+
 use iscsi_proto::params::SessionType;
 
 /// A change the control plane must record.
@@ -29,8 +31,16 @@ pub enum CloseReason {
     ColdReset,
     /// The login ended without reaching full feature phase (refused or redirected, §11.13.5).
     LoginEnded,
-    /// The target gave up on the connection (protocol error, unanswered ping, ignored logout
-    /// request).
+    /// The initiator did not log out within Time2Logout (+ the grace) of an Async Message
+    /// "logout requested": the target dropped it with AsyncEvent 2 (§11.9.1). For the
+    /// balancer this is a forced move.
+    LogoutIgnored {
+        /// The Time2Logout the request gave, in seconds.
+        time2logout: u16,
+        /// From the request to the drop.
+        waited: Duration,
+    },
+    /// The target gave up on the connection (protocol error, unanswered ping).
     Failed(String),
     /// The shell's side: the socket closed or failed, or the target shuts down.
     Transport(String),
@@ -42,6 +52,15 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Logout => f.write_str("logout requested by the initiator"),
             CloseReason::ColdReset => f.write_str("target cold reset requested by the initiator"),
             CloseReason::LoginEnded => f.write_str("login ended"),
+            CloseReason::LogoutIgnored {
+                time2logout,
+                waited,
+            } => write!(
+                f,
+                "closed by the target: the initiator did not log out when asked (Time2Logout \
+                 {time2logout} s, dropped after {:.1} s)",
+                waited.as_secs_f64()
+            ),
             CloseReason::Failed(why) => write!(f, "closed by the target: {why}"),
             CloseReason::Transport(why) => f.write_str(why),
         }

@@ -1,6 +1,7 @@
 //! The seam between a connection core and the target's control plane (the patent's configuration
 //! table): the core asks a [`LoginPolicy`] how to answer a login (RFC 7143 §6.3, §11.13.5) and
-//! is told to act on a session through [`SessionCommand`]s.
+//! which portals a SendTargets answer (§12.3) must leave out, and is told to act on a session
+//! through [`SessionCommand`]s.
 
 use balancer::PortalId;
 
@@ -15,13 +16,22 @@ pub enum LoginDecision {
     NotFound,
 }
 
-/// The control plane as a connection core sees it during login. Implemented by the target's
-/// configuration table; a test passes its own.
+/// The control plane as a connection core sees it: during login, and when it answers
+/// SendTargets. Implemented by the target's configuration table; a test passes its own.
 pub trait LoginPolicy {
     /// How to answer a normal-session login for (`initiator`, `target`) arriving on `portal`.
     fn login_decision(&mut self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision;
     /// A fresh non-zero Target Session Identifying Handle (§11.12.6).
     fn next_tsih(&mut self) -> u16;
+    /// The portals of `target` that are withheld now: those whose (target, portal)
+    /// registration the balancer holds deleted in iSNS (the patent's step 107). A SendTargets
+    /// answer, on whichever portal it is asked, leaves their `TargetAddress` out for `target`,
+    /// so that hosts discovering by SendTargets see what hosts asking iSNS see. Asked each time
+    /// an answer is built. The default withholds nothing.
+    fn withheld_portals(&mut self, target: &str) -> Vec<PortalId> {
+        let _ = target;
+        Vec::new()
+    }
 }
 
 /// What the control plane can ask of a live session.

@@ -19,7 +19,8 @@ pub use iscsi_target_core::control::TIME2LOGOUT;
 #[derive(Debug, Clone, Copy)]
 pub struct BalanceSettings {
     pub spec: BalanceSpec,
-    /// An initiator moved less than this long ago is not moved again.
+    /// The cooldown: a moved initiator is not moved again, and a deleted registration is not
+    /// restored, until it has passed.
     pub cooldown: Duration,
     /// How often the table is sampled and the policy run.
     pub interval: Duration,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use balancer::clock::unix_ms;
 use balancer::{AdminSnapshot, BalanceSpec, ConfigTable, PortalId};
-use iscsi_target_core::{ControlPlane, LoginPolicy};
+use iscsi_target_core::{CloseReason, ControlPlane, LoginPolicy};
 use tokio::sync::mpsc;
 
 use crate::events::Events;
@@ -168,6 +168,21 @@ impl Control {
         g.plane.session_ended(session_id, why, unix_ms());
     }
 
+    /// Records the end of a session closed for `why`, as its connection core reported it: a
+    /// session dropped for ignoring a logout request is also recorded as a forced move
+    /// ([`ControlPlane::session_closed`]).
+    pub fn session_closed(&self, session_id: u64, why: &CloseReason) {
+        let mut g = self.inner();
+        g.links.remove(&session_id);
+        g.plane.session_closed(session_id, why, unix_ms());
+    }
+
+    /// The portals of `target` that SendTargets leaves out now: those whose registration the
+    /// balancer holds deleted.
+    pub fn withheld_portals(&self, target: &str) -> Vec<PortalId> {
+        self.inner().plane.withheld_portals(target)
+    }
+
     /// Sends a command to a session; false if it is gone.
     pub fn send(&self, session_id: u64, cmd: SessionCommand) -> bool {
         self.inner()
@@ -205,7 +220,8 @@ impl Control {
     }
 }
 
-/// A connection core asks the shared control plane, at the wall-clock time.
+/// A connection core asks the shared control plane, at the wall-clock time: how to answer a
+/// login, and which portals its SendTargets answers leave out.
 impl LoginPolicy for &Control {
     fn login_decision(&mut self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
         Control::login_decision(self, portal, initiator, target)
@@ -213,6 +229,10 @@ impl LoginPolicy for &Control {
 
     fn next_tsih(&mut self) -> u16 {
         Control::next_tsih(self)
+    }
+
+    fn withheld_portals(&mut self, target: &str) -> Vec<PortalId> {
+        Control::withheld_portals(self, target)
     }
 }
 
@@ -287,5 +307,14 @@ mod tests {
         let b = c.next_tsih();
         assert!(a != 0 && b != 0 && a != b);
         assert_eq!(c.events.snapshot()[0].kind.label(), "redirected");
+        // SendTargets follows the registrations the plane holds deleted.
+        assert!(LoginPolicy::withheld_portals(&mut policy, "iqn.t1").is_empty());
+        c.delete_registration("iqn.t1", PortalId(0));
+        assert_eq!(
+            LoginPolicy::withheld_portals(&mut policy, "iqn.t1"),
+            [PortalId(0)]
+        );
+        c.restore_registration("iqn.t1", PortalId(0));
+        assert!(LoginPolicy::withheld_portals(&mut policy, "iqn.t1").is_empty());
     }
 }

@@ -217,7 +217,7 @@ impl<'a> ConnectionShell<'a> {
                 Event::FullFeature { .. } => {}
                 Event::Ended { why } => {
                     if let Some(id) = self.session.take() {
-                        self.set.control.session_ended(id, &why.to_string());
+                        self.set.control.session_closed(id, &why);
                     }
                 }
             }
@@ -435,5 +435,90 @@ pub(crate) mod tests {
         // Two READs (1,120 bytes) exceed the budget each round; a fourth feed finds none left.
         assert_eq!(rounds, 4);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn send_targets_leaves_out_what_the_control_plane_holds_deleted() {
+        let set = target_set();
+        let now = Instant::now();
+        let ask = |set: &TargetSet| {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let mut conn = Connection::new(set.catalog.clone(), PortalId(1), now);
+            let mut shell = ConnectionShell::new(set, PortalId(1), tx);
+            let mut buf = login(&[
+                ("InitiatorName", "iqn.d"),
+                ("SessionType", "Discovery"),
+                ("AuthMethod", "None"),
+            ]);
+            Pdu::TextRequest(iscsi_proto::TextRequest {
+                immediate: true,
+                final_: true,
+                itt: 2,
+                ttt: iscsi_proto::RESERVED_TAG,
+                data: [("SendTargets", "All")]
+                    .into_iter()
+                    .collect::<TextPairs>()
+                    .to_bytes(),
+                ..Default::default()
+            })
+            .encode(&mut buf, Digests::NONE)
+            .unwrap();
+            assert!(!shell.feed(&mut conn, &mut buf, now));
+            let o = out(&mut conn);
+            let Some(Pdu::TextResponse(t)) = o.get(1) else {
+                panic!("{o:?}")
+            };
+            TextPairs::parse(&t.data)
+                .unwrap()
+                .get_all("TargetAddress")
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ask(&set), ["127.0.0.1:3260,1", "127.0.0.2:3260,2"]);
+        set.control.delete_registration(TARGET, PortalId(0));
+        assert_eq!(ask(&set), ["127.0.0.2:3260,2"]);
+        set.control.restore_registration(TARGET, PortalId(0));
+        assert_eq!(ask(&set), ["127.0.0.1:3260,1", "127.0.0.2:3260,2"]);
+    }
+
+    #[test]
+    fn a_session_dropped_for_ignoring_a_logout_request_is_a_forced_move() {
+        let set = target_set();
+        let now = Instant::now();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut conn = Connection::new(set.catalog.clone(), PortalId(0), now);
+        let mut shell = ConnectionShell::new(&set, PortalId(0), tx);
+        let mut buf = login(&[
+            ("InitiatorName", "iqn.i"),
+            ("TargetName", TARGET),
+            ("AuthMethod", "None"),
+        ]);
+        assert!(!shell.feed(&mut conn, &mut buf, now));
+        out(&mut conn);
+        set.control.place("iqn.i", TARGET, PortalId(1));
+        conn.on_command(
+            iscsi_target_core::SessionCommand::RequestLogout { time2logout: 2 },
+            now,
+        );
+        let deadline = conn.poll_timeout().unwrap();
+        conn.handle_timeout(deadline);
+        assert!(conn.is_closing());
+        shell.closed(&mut conn, CloseReason::Transport("closed".into()));
+        let snap = set.control.snapshot();
+        assert_eq!(snap.forced_moves, 1);
+        let last = snap.events.last().unwrap();
+        assert!(
+            matches!(
+                &last.kind,
+                balancer::EventKind::ForcedMove {
+                    from: PortalId(0),
+                    to: Some(PortalId(1)),
+                    time2logout: 2,
+                    ..
+                }
+            ),
+            "{last:?}"
+        );
+        assert!(set.control.sample().portals[0].sessions.is_empty());
     }
 }

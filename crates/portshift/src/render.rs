@@ -150,12 +150,36 @@ pub fn event_line(e: &Event) -> String {
             from,
             to,
         } => format!("login redirected {initiator} -> {target}: {from} => {to}"),
+        EventKind::ForcedMove {
+            initiator,
+            target,
+            from,
+            to,
+            time2logout,
+            waited_ms,
+        } => {
+            let to = to.map_or_else(|| "?".to_string(), |p| p.to_string());
+            format!(
+                "FORCED MOVE      {initiator} -> {target}: {from} => {to}: no logout within \
+                 Time2Logout {time2logout} s, dropped after {:.1} s",
+                *waited_ms as f64 / 1000.0
+            )
+        }
         EventKind::RegistrationRestored { target, portal } => {
             format!("registration restored  ({target}, {portal})")
         }
         EventKind::Failed { what } => format!("FAILED           {what}"),
     };
     format!("#{:<4} {what}  [{}]", e.seq, e.reason)
+}
+
+/// The moves since the target started: logout requests delivered, and how many of those
+/// hosts did not log out in time and were dropped (forced moves).
+pub fn moves(s: &AdminSnapshot) -> String {
+    format!(
+        "moves: {} logout requested, {} forced (no logout within Time2Logout: dropped)",
+        s.logout_requests, s.forced_moves
+    )
 }
 
 /// The whole status screen.
@@ -175,6 +199,7 @@ pub fn status(s: &AdminSnapshot, max_events: usize) -> String {
     } else {
         let _ = writeln!(out, "balance: off");
     }
+    let _ = writeln!(out, "{}", moves(s));
     for i in 0..left.len().max(right.len()) {
         let l = left.get(i).map(String::as_str).unwrap_or("");
         let r = right.get(i).map(String::as_str).unwrap_or("");
@@ -260,9 +285,17 @@ mod tests {
                 },
                 reason: "sessions load 3 >= high 2".into(),
             }],
+            logout_requests: 3,
+            forced_moves: 1,
         };
         let text = status(&s, 10);
         assert!(text.contains("balance: sessions high 2 low 1"));
+        assert!(
+            text.contains(
+                "moves: 3 logout requested, 1 forced (no logout within Time2Logout: dropped)"
+            ),
+            "{text}"
+        );
         let row = text.lines().find(|l| l.contains("iqn.i1")).unwrap();
         assert!(row.contains("127.0.0.1:3260") && row.contains("cpu0"));
         assert!(
@@ -298,5 +331,44 @@ mod tests {
         // Not answered yet: pending.
         s.isns_contact = None;
         assert!(p1(&status(&s, 10)).ends_with("pending"));
+    }
+
+    #[test]
+    fn a_forced_move_reads_as_one() {
+        let e = Event {
+            seq: 12,
+            at_ms: 0,
+            kind: EventKind::ForcedMove {
+                initiator: "iqn.i2".into(),
+                target: "iqn.t2".into(),
+                from: PortalId(0),
+                to: Some(PortalId(1)),
+                time2logout: 2,
+                waited_ms: 5_012,
+            },
+            reason: "session 2 did not log out".into(),
+        };
+        assert_eq!(
+            event_line(&e),
+            "#12   FORCED MOVE      iqn.i2 -> iqn.t2: P0 => P1: no logout within Time2Logout 2 s, \
+             dropped after 5.0 s  [session 2 did not log out]"
+        );
+        // Older documents without the counters still parse (zero).
+        let mut v = serde_json::to_value(AdminSnapshot {
+            isns: None,
+            isns_contact: None,
+            balance: None,
+            table: ConfigTable::default(),
+            registrations: vec![],
+            events: vec![e],
+            logout_requests: 1,
+            forced_moves: 1,
+        })
+        .unwrap();
+        assert_eq!(v["forced_moves"], 1);
+        assert_eq!(v["events"][0]["kind"]["type"], "forced_move");
+        v.as_object_mut().unwrap().remove("forced_moves");
+        let back: AdminSnapshot = serde_json::from_value(v).unwrap();
+        assert_eq!(back.forced_moves, 0);
     }
 }

@@ -27,7 +27,8 @@ use common::{
 
 /// Seconds each iscsi-perf runs.
 const PERF_SECONDS: u64 = 25;
-/// The target's --cooldown: also how long a deleted registration is held at least.
+/// The target's --cooldown: a moved initiator is not moved again, and a deleted registration is
+/// not restored, until it has passed.
 const COOLDOWN_SECONDS: u64 = 5;
 const TARGETS: [&str; 3] = [
     "iqn.2024-01.test.balance:t1",

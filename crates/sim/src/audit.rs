@@ -122,6 +122,9 @@ pub fn line(e: &EventKind) -> String {
         EventKind::RegistrationRestored { target, portal } => {
             format!("registration-restored {target} {portal}")
         }
+        EventKind::ForcedMove {
+            initiator, from, ..
+        } => format!("forced-move {initiator} {from}"),
         EventKind::Failed { what } => format!("failed {what}"),
     }
 }

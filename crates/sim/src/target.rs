@@ -423,7 +423,7 @@ fn handle_events(
             Event::FullFeature { .. } => {}
             Event::Ended { why } => {
                 if let Some(id) = s.session.take() {
-                    plane.session_ended(id, &why.to_string(), now_ms);
+                    plane.session_closed(id, &why, now_ms);
                 }
             }
         }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use iscsi_proto::{AsyncMessage, NopIn, NopOut, RESERVED_TAG, async_event};
 
 use super::{Connection, LOGIN_TIMEOUT, LOGOUT_GRACE, PING_IDLE, PING_TIMEOUT, Phase};
+use crate::event::CloseReason;
 use crate::policy::SessionCommand;
 
 impl Connection {
@@ -36,6 +37,7 @@ impl Connection {
             ..AsyncMessage::default()
         };
         self.logout_deadline = Some(now + Duration::from_secs(time2logout.into()) + LOGOUT_GRACE);
+        self.logout_requested = Some((now, time2logout));
         self.push(msg);
     }
 
@@ -83,7 +85,13 @@ impl Connection {
                 ..AsyncMessage::default()
             };
             self.push(msg);
-            self.fail("the initiator did not log out when asked");
+            let (asked, time2logout) = self.logout_requested.unwrap_or((deadline, 0));
+            let why = CloseReason::LogoutIgnored {
+                time2logout,
+                waited: now.saturating_duration_since(asked),
+            };
+            tracing::warn!(portal = %self.portal, "closing connection: {why}");
+            self.close(why);
             return;
         }
         match self.ping {

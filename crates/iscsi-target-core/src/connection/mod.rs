@@ -117,6 +117,8 @@ pub struct Connection {
     last_rx: Instant,
     ping: Option<(u32, Instant)>,
     logout_deadline: Option<Instant>,
+    /// When the logout request was sent, and its Time2Logout in seconds.
+    logout_requested: Option<(Instant, u16)>,
     /// When the login must have completed ([`LOGIN_TIMEOUT`] after creation).
     login_deadline: Instant,
     /// The names the login requests gave so far (None once in full feature phase).
@@ -150,6 +152,7 @@ impl Connection {
             last_rx: now,
             ping: None,
             logout_deadline: None,
+            logout_requested: None,
             login_deadline: now + LOGIN_TIMEOUT,
             login_names: None,
             ended: false,
@@ -165,6 +168,8 @@ impl Connection {
     /// ([`Connection::poll_scsi`]) or an event ([`Connection::poll_event`]) is pending, or
     /// the connection is closing: call again after draining them, until it leaves none. (So
     /// commands run in arrival order, and the shell has set the nexus before the first one.)
+    /// `policy` is the control plane: it answers logins and names the portals SendTargets
+    /// leaves out.
     pub fn on_bytes(&mut self, buf: &mut BytesMut, now: Instant, policy: &mut dyn LoginPolicy) {
         while !self.is_closing() && self.scsi.is_empty() && self.events.is_empty() {
             match self.decoder.decode(buf) {
@@ -189,7 +194,7 @@ impl Connection {
         self.last_rx = now;
         match self.phase {
             Phase::Login(_) => self.on_login_pdu(pdu, policy),
-            Phase::Full(_) => self.on_ffp_pdu(pdu, now),
+            Phase::Full(_) => self.on_ffp_pdu(pdu, now, policy),
         }
     }
 

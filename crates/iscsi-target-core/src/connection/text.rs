@@ -1,7 +1,9 @@
 //! Text negotiation in full feature phase (RFC 7143 §11.10, §11.11): SendTargets (§13.3,
-//! Appendix C) answered from the catalog, long answers delivered in pieces with the C bit
+//! Appendix C) answered from the catalog, less the portals the control plane withholds
+//! ([`LoginPolicy::withheld_portals`]), long answers delivered in pieces with the C bit
 //! (§11.11.2); any other key is answered NotUnderstood.
 
+use balancer::PortalId;
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::sendtargets::{DiscoveredTarget, TargetAddress, build_send_targets_response};
 use iscsi_proto::text::TextPairs;
@@ -9,6 +11,7 @@ use iscsi_proto::{Pdu, RESERVED_TAG, TextRequest, TextResponse, reject_reason};
 
 use super::{Connection, Session};
 use crate::catalog::Catalog;
+use crate::policy::LoginPolicy;
 
 /// Largest text (SendTargets answer) kept for continuation.
 const MAX_TEXT_RESPONSE: usize = 1 << 20;
@@ -21,9 +24,17 @@ pub(super) struct TextContinuation {
 }
 
 /// Text of a SendTargets answer: for each listed target its `TargetName`, followed by one
-/// `TargetAddress=IP:PORT,TPGT` per portal. `request` is the SendTargets value: `All`, a
-/// target name, or empty (the target of the current session, given as `session_target`).
-pub fn send_targets(request: &str, catalog: &Catalog, session_target: Option<&str>) -> Bytes {
+/// `TargetAddress=IP:PORT,TPGT` per portal, except the portals `withheld(target)` names (the
+/// ones whose registration the balancer holds deleted in iSNS). A target keeps all its
+/// portals if every one of them would be withheld: it is never listed without an address.
+/// `request` is the SendTargets value: `All`, a target name, or empty (the target of the
+/// current session, given as `session_target`).
+pub fn send_targets(
+    request: &str,
+    catalog: &Catalog,
+    session_target: Option<&str>,
+    mut withheld: impl FnMut(&str) -> Vec<PortalId>,
+) -> Bytes {
     let listed: Vec<DiscoveredTarget> = catalog
         .targets
         .iter()
@@ -32,13 +43,19 @@ pub fn send_targets(request: &str, catalog: &Catalog, session_target: Option<&st
             "" => Some(t.name.as_str()) == session_target,
             name => t.name == name,
         })
-        .map(|t| DiscoveredTarget {
-            name: t.name.clone(),
-            addresses: catalog
-                .portals
-                .iter()
-                .map(|p| TargetAddress::from_socket(p.address, Some(p.tag)))
-                .collect(),
+        .map(|t| {
+            let hidden = withheld(&t.name);
+            let shown = |p: &&crate::catalog::CatalogPortal| !hidden.contains(&p.id);
+            let all_hidden = !catalog.portals.iter().any(|p| shown(&p));
+            DiscoveredTarget {
+                name: t.name.clone(),
+                addresses: catalog
+                    .portals
+                    .iter()
+                    .filter(|p| all_hidden || shown(p))
+                    .map(|p| TargetAddress::from_socket(p.address, Some(p.tag)))
+                    .collect(),
+            }
         })
         .collect();
     // Names were validated at configuration time; an error leaves the answer empty.
@@ -71,7 +88,7 @@ impl Session {
 }
 
 impl Connection {
-    pub(super) fn on_text(&mut self, t: TextRequest) {
+    pub(super) fn on_text(&mut self, t: TextRequest, policy: &mut dyn LoginPolicy) {
         let catalog = self.catalog.clone();
         let Some(s) = self.session() else { return };
         let limit = (s.params.initiator_max_recv_data_segment_length as usize).max(512);
@@ -100,7 +117,9 @@ impl Connection {
             for (k, v) in pairs.iter() {
                 if k == "SendTargets" {
                     let own = s.params.target_name.as_deref();
-                    answer.extend_from_slice(&send_targets(v, &catalog, own));
+                    answer.extend_from_slice(&send_targets(v, &catalog, own, |target| {
+                        policy.withheld_portals(target)
+                    }));
                 } else {
                     let _ = others.push(k, iscsi_proto::params::answer::NOT_UNDERSTOOD);
                 }
@@ -152,10 +171,22 @@ mod tests {
         }
     }
 
+    fn none(_: &str) -> Vec<PortalId> {
+        Vec::new()
+    }
+
+    fn addresses(text: &Bytes) -> Vec<String> {
+        TextPairs::parse(text)
+            .unwrap()
+            .get_all("TargetAddress")
+            .map(str::to_owned)
+            .collect()
+    }
+
     #[test]
     fn lists_every_target_with_every_portal() {
         let c = catalog();
-        let all = send_targets("All", &c, None);
+        let all = send_targets("All", &c, None, none);
         let pairs = TextPairs::parse(&all).unwrap();
         let names: Vec<_> = pairs.get_all("TargetName").collect();
         assert_eq!(names, ["iqn.a", "iqn.b"]);
@@ -169,10 +200,60 @@ mod tests {
                 "127.0.0.2:3260,2"
             ]
         );
-        let one = TextPairs::parse(&send_targets("iqn.b", &c, None)).unwrap();
+        let one = TextPairs::parse(&send_targets("iqn.b", &c, None, none)).unwrap();
         assert_eq!(one.get_all("TargetName").collect::<Vec<_>>(), ["iqn.b"]);
-        let own = TextPairs::parse(&send_targets("", &c, Some("iqn.a"))).unwrap();
+        let own = TextPairs::parse(&send_targets("", &c, Some("iqn.a"), none)).unwrap();
         assert_eq!(own.get_all("TargetName").collect::<Vec<_>>(), ["iqn.a"]);
-        assert!(send_targets("iqn.zzz", &c, None).is_empty());
+        assert!(send_targets("iqn.zzz", &c, None, none).is_empty());
+    }
+
+    #[test]
+    fn leaves_out_the_withheld_portals_of_each_target() {
+        let c = catalog();
+        // (iqn.a, P0) is held deleted: iqn.a is listed through P1 only, iqn.b through both.
+        let withheld = |t: &str| {
+            if t == "iqn.a" {
+                vec![PortalId(0)]
+            } else {
+                vec![]
+            }
+        };
+        let all = send_targets("All", &c, None, withheld);
+        let pairs = TextPairs::parse(&all).unwrap();
+        assert_eq!(
+            pairs.iter().collect::<Vec<_>>(),
+            [
+                ("TargetName", "iqn.a"),
+                ("TargetAddress", "127.0.0.2:3260,2"),
+                ("TargetName", "iqn.b"),
+                ("TargetAddress", "127.0.0.1:3260,1"),
+                ("TargetAddress", "127.0.0.2:3260,2"),
+            ]
+        );
+        assert_eq!(
+            addresses(&send_targets("iqn.a", &c, None, withheld)),
+            ["127.0.0.2:3260,2"]
+        );
+        assert_eq!(
+            addresses(&send_targets("", &c, Some("iqn.a"), withheld)),
+            ["127.0.0.2:3260,2"]
+        );
+        // Only the targets listed are asked about.
+        let mut asked = Vec::new();
+        send_targets("iqn.b", &c, None, |t: &str| {
+            asked.push(t.to_owned());
+            vec![]
+        });
+        assert_eq!(asked, ["iqn.b"]);
+    }
+
+    #[test]
+    fn never_lists_a_target_without_an_address() {
+        let c = catalog();
+        let everything = |_: &str| vec![PortalId(0), PortalId(1)];
+        assert_eq!(
+            addresses(&send_targets("iqn.a", &c, None, everything)),
+            ["127.0.0.1:3260,1", "127.0.0.2:3260,2"]
+        );
     }
 }

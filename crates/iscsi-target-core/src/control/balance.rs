@@ -200,6 +200,7 @@ impl BalanceLoop {
             plane.place(&m.initiator, &m.target, m.to);
         }
         if delivered {
+            plane.logout_request_delivered();
             plane.push_event(
                 now_ms,
                 EventKind::LogoutRequested {

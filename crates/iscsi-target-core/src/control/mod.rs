@@ -21,6 +21,7 @@ use balancer::{
     RegistrationRow, SessionEntry,
 };
 
+use crate::event::CloseReason;
 use crate::policy::{LoginDecision, LoginPolicy};
 
 pub use balance::{Action, BalanceLoop, TIME2LOGOUT};
@@ -72,6 +73,9 @@ pub struct ControlPlane {
     registrations: Vec<RegistrationRow>,
     isns_contact: Option<IsnsContact>,
     events: EventLog,
+    /// Logout requests delivered, and sessions dropped for ignoring one, since the start.
+    logout_requests: u64,
+    forced_moves: u64,
 }
 
 impl ControlPlane {
@@ -108,6 +112,8 @@ impl ControlPlane {
             registrations,
             isns_contact: None,
             events: EventLog::default(),
+            logout_requests: 0,
+            forced_moves: 0,
         }
     }
 
@@ -241,6 +247,59 @@ impl ControlPlane {
         true
     }
 
+    /// Records the end of a session at `now_ms`, closed for `why` (as the connection core
+    /// reported it). A session dropped because it did not log out when asked
+    /// ([`CloseReason::LogoutIgnored`]) is also a forced move: an
+    /// [`EventKind::ForcedMove`] with the initiator, the portal, where it was placed and how
+    /// long it was given, counted in the snapshot's `forced_moves`. False if it was not live.
+    pub fn session_closed(&mut self, session_id: u64, why: &CloseReason, now_ms: u64) -> bool {
+        let record = self.sessions.get(&session_id).cloned();
+        if !self.session_ended(session_id, &why.to_string(), now_ms) {
+            return false;
+        }
+        if let (
+            Some(r),
+            CloseReason::LogoutIgnored {
+                time2logout,
+                waited,
+            },
+        ) = (record, why)
+        {
+            self.forced_moves += 1;
+            let to = self
+                .placement(&r.initiator, &r.target)
+                .filter(|p| *p != r.portal);
+            let waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+            self.events.push(
+                now_ms,
+                EventKind::ForcedMove {
+                    initiator: r.initiator,
+                    target: r.target,
+                    from: r.portal,
+                    to,
+                    time2logout: *time2logout,
+                    waited_ms,
+                },
+                format!(
+                    "session {session_id} did not log out within Time2Logout {time2logout} s of the \
+                     logout request; dropped (AsyncEvent 2) after {:.1} s",
+                    waited.as_secs_f64()
+                ),
+            );
+        }
+        true
+    }
+
+    /// Counts a logout request delivered to a session (shown beside the forced moves).
+    pub fn logout_request_delivered(&mut self) {
+        self.logout_requests += 1;
+    }
+
+    /// Sessions dropped since the start because they did not log out when asked.
+    pub fn forced_moves(&self) -> u64 {
+        self.forced_moves
+    }
+
     /// Whether `session_id` is a live session.
     pub fn is_live(&self, session_id: u64) -> bool {
         self.sessions.contains_key(&session_id)
@@ -298,6 +357,16 @@ impl ControlPlane {
         self.registrations
             .iter()
             .any(|r| r.target == target && r.portal == portal && r.registered)
+    }
+
+    /// The portals through which `target` is not registered now (the balancer deleted the
+    /// registration): what SendTargets leaves out, on every portal.
+    pub fn withheld_portals(&self, target: &str) -> Vec<PortalId> {
+        self.registrations
+            .iter()
+            .filter(|r| r.target == target && !r.registered)
+            .map(|r| r.portal)
+            .collect()
     }
 
     /// The registration table (FIG. 3).
@@ -406,11 +475,14 @@ impl ControlPlane {
             table: self.table(),
             registrations: self.registrations.clone(),
             events: self.events.snapshot(),
+            logout_requests: self.logout_requests,
+            forced_moves: self.forced_moves,
         }
     }
 }
 
-/// The control plane answers logins at the time last given to [`ControlPlane::set_now`].
+/// The control plane answers logins at the time last given to [`ControlPlane::set_now`], and
+/// withholds from SendTargets the portals whose registration is deleted.
 impl LoginPolicy for ControlPlane {
     fn login_decision(&mut self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
         let now = self.now_ms;
@@ -419,5 +491,9 @@ impl LoginPolicy for ControlPlane {
 
     fn next_tsih(&mut self) -> u16 {
         self.allocate_tsih()
+    }
+
+    fn withheld_portals(&mut self, target: &str) -> Vec<PortalId> {
+        ControlPlane::withheld_portals(self, target)
     }
 }

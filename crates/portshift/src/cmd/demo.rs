@@ -37,7 +37,8 @@ pub struct Args {
 const HOSTS: usize = 3;
 const DISK_BYTES: u64 = 64 << 20;
 const BALANCE: &str = "sessions:2";
-/// Cooldown: a moved host stays put, and a deleted registration stays deleted, this long.
+/// The cooldown: a moved initiator is not moved again, and a deleted registration is not
+/// restored, until it has passed.
 const COOLDOWN_MS: u64 = 3000;
 
 use balancer::clock::unix_ms;
@@ -300,8 +301,9 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         matches!(k, EventKind::RegistrationRestored { .. })
     });
     let redirected = count(&last, |k| matches!(k, EventKind::Redirected { .. }));
+    let forced = count(&last, |k| matches!(k, EventKind::ForcedMove { .. }));
     println!(
-        "  moves: {moves}; registrations deleted: {deleted}, restored: {restored}; login redirects: {redirected}; {:.1} s",
+        "  moves: {moves} ({forced} forced); registrations deleted: {deleted}, restored: {restored}; login redirects: {redirected}; {:.1} s",
         started.elapsed().as_secs_f64()
     );
     if moves == 0 {

@@ -23,8 +23,8 @@ pub struct Args {
     /// Balancing rule METRIC:HIGH[:LOW], e.g. sessions:2.
     #[arg(long)]
     balance: Option<balancer::BalanceSpec>,
-    /// Seconds before a moved initiator may be moved again; also the least time a deleted
-    /// (target, portal) registration stays deleted before it may be restored.
+    /// Cooldown, in seconds: a moved initiator is not moved again, and a deleted (target,
+    /// portal) registration is not restored, until the cooldown has passed.
     #[arg(long, default_value_t = 10)]
     cooldown: u64,
     /// Connections each portal serves at a time (fewer when the open-file limit leaves

@@ -68,21 +68,20 @@ fn logout_request_sends_async_message_then_drops_after_the_deadline() {
         panic!("{o:?}")
     };
     assert_eq!(m.async_event, 2, "the target drops the connection");
+    let ignored = CloseReason::LogoutIgnored {
+        time2logout: 2,
+        waited: Duration::from_secs(2) + LOGOUT_GRACE,
+    };
+    assert_eq!(h.conn.close_reason(), Some(&ignored));
     assert_eq!(
-        h.conn.close_reason(),
-        Some(&CloseReason::Failed(
-            "the initiator did not log out when asked".into()
-        ))
+        ignored.to_string(),
+        "closed by the target: the initiator did not log out when asked (Time2Logout 2 s, \
+         dropped after 5.0 s)"
     );
     h.conn
         .on_closed(CloseReason::Transport("socket closed".into()));
     h.run();
-    assert!(matches!(
-        h.events.last(),
-        Some(Event::Ended {
-            why: CloseReason::Failed(_)
-        })
-    ));
+    assert_eq!(h.events.last(), Some(&Event::Ended { why: ignored }));
 }
 
 #[test]
