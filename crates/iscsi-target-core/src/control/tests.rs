@@ -266,10 +266,20 @@ fn the_registration_returns_and_placements_are_forgotten_once_the_load_falls() {
 fn a_moved_initiator_is_not_moved_again_within_its_cooldown() {
     // sessions:3; i3 is moved at t=0, the policy restores nothing (cooldown 10 s), and i3 comes
     // straight back to P0 on a new session (say, an initiator that ignores the redirect).
-    for (cooldown, now, moved) in [(10_000, 600, 2usize), (10_000, 10_000, 3), (0, 600, 3)] {
+    // Once i3 may move again, the never-moved i2 still goes first unless i1 and i2 are pinned.
+    for (cooldown, now, pin, moved) in [
+        (10_000, 600, false, 2usize),
+        (10_000, 10_000, false, 2),
+        (10_000, 10_000, true, 3),
+        (0, 600, true, 3),
+    ] {
         let mut p = plane(3);
         let ids = login_all(&mut p, P0, &[1, 2, 3], 0);
-        let mut b = BalanceLoop::new(Balancer::new(policy("sessions:3", cooldown)));
+        let mut policy = policy("sessions:3", cooldown);
+        if pin {
+            policy = policy.with_pinned(["iqn.i1", "iqn.i2"]);
+        }
+        let mut b = BalanceLoop::new(Balancer::new(policy));
         let actions = b.step(&mut p, 0);
         assert_eq!(
             actions[1],
