@@ -33,6 +33,10 @@
 //!
 //! The balancer never ping-pongs (see [`crate::history`]): an initiator is not moved again
 //! within its cooldown, nor back to the portal it left within twice the cooldown.
+//!
+//! A metric a portal does not measure (bandwidth on a link of unknown capacity) neither
+//! overloads it nor keeps it from taking a session, but a move driven by a metric only goes to
+//! a portal that measures it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
