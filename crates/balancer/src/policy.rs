@@ -1,20 +1,53 @@
 //! The decision procedure of patent JP4675664B2 (FIG. 5, steps 101–112), as a pure state machine.
 //!
-//! Each [`Balancer::step`] looks at the configuration table: for every portal whose load has
-//! reached the high threshold it orders the portal's sessions by switch priority (the least
-//! disturbing move first), and picks the first one whose target is also served and registered
-//! through another portal whose load, with the session added, stays under the threshold. The
-//! decision is to delete the (target, hot portal) registration and request that initiator's
-//! logout. For every deleted registration whose portal's load has fallen to the low threshold,
-//! the decision is to restore it — but not before the cooldown has passed since the deletion:
-//! a move off a portal at exactly the high mark lands it at the low mark (sessions:H has low
-//! H-1), and without this hold the registration would come back one step after it went, while
-//! the portal is still at the high mark as soon as one more initiator logs in.
+//! Each [`Balancer::step`] projects every portal's load in raw units ([`Projection`]): the
+//! measured figures of the configuration table, minus the sessions already asked to leave and
+//! plus the sessions on their way in. A portal is **overloaded** when any configured metric is
+//! at or above its HIGH. For an overloaded portal the metric furthest above its HIGH drives the
+//! choice:
+//!
+//! 1. **Candidates** are the portal's sessions that may move: not pinned, not holding a
+//!    reservation (unless the policy allows it), not asked already, and whose initiator was not
+//!    moved within the cooldown.
+//! 2. **Destination** of a candidate: another portal that serves the target and where the
+//!    (target, portal) registration is in place, that is not the portal this initiator left
+//!    less than twice the cooldown ago, and where, with the session's share added, **every**
+//!    configured metric stays under its HIGH (a move never pushes a destination over). Among
+//!    those, the portals that carry no other session of the same initiator name and target
+//!    (multipath spread) if there are any; then the one that ends least loaded relative to the
+//!    HIGHs.
+//! 3. **Choice**: a move that brings the hot portal under HIGH on the driving metric is
+//!    preferred; if none does, the one that takes the largest share of it. Ties are broken by
+//!    the switch priority, the least disruptive first: a session doubled on the hot portal (an
+//!    initiator with several sessions there), the least outstanding I/O, not recently moved,
+//!    then the configured order of login (newest first by default).
+//!
+//! The decision is to delete the (target, hot portal) registration and request that initiator's
+//! logout; moves repeat while the portal stays overloaded, up to the policy's cap per step over
+//! all portals. For every deleted registration whose portal has fallen to or below LOW on
+//! **every** metric, the decision is to restore it — but not before the cooldown has passed
+//! since the deletion: a move off a portal at exactly the high mark lands it at the low mark
+//! (sessions:H has low H-1), and without this hold the registration would come back one step
+//! after it went, while the portal is still at the high mark as soon as one more initiator
+//! logs in. Every decision carries its reason: the metric, the figures and the rule.
+//!
+//! The balancer never ping-pongs (see [`crate::history`]): an initiator is not moved again
+//! within its cooldown, nor back to the portal it left within twice the cooldown.
+//!
+//! A metric a portal does not measure (bandwidth on a link of unknown capacity) neither
+//! overloads it nor keeps it from taking a session, but a move driven by a metric only goes to
+//! a portal that measures it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::config::{BalancePolicy, SwitchPriority};
+use crate::history::{MoveRecord, PingPong, ping_pongs};
+use crate::load::{Projection, Share};
 use crate::metric::BalanceSpec;
-use crate::table::{ConfigTable, PortalId, SessionEntry};
+use crate::table::{ConfigTable, PortalId, PortalRow, SessionEntry};
+
+/// Moves the balancer remembers in [`Balancer::history`] (the oldest are forgotten first).
+pub const HISTORY_CAPACITY: usize = 4096;
 
 /// What the target should do.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +76,7 @@ pub enum Decision {
 struct Pending {
     from: PortalId,
     to: PortalId,
-    load: f64,
+    share: Share,
     at_ms: u64,
 }
 
@@ -56,37 +89,69 @@ struct Deleted {
     at_ms: Option<u64>,
 }
 
+/// (initiator, target): an initiator name logged in to a target.
+type Nexus = (String, String);
+
+fn nexus(s: &SessionEntry) -> Nexus {
+    (s.initiator.clone(), s.target.clone())
+}
+
+/// The portals each initiator name has sessions on, per target, with the number of sessions.
+type Placements = HashMap<Nexus, BTreeMap<PortalId, usize>>;
+
+/// One possible move off a hot portal, with the figures of the driving metric.
+#[derive(Debug, Clone)]
+struct Candidate<'a> {
+    session: &'a SessionEntry,
+    share: Share,
+    to: PortalId,
+    /// The hot portal's load after the move.
+    from_after: f64,
+    /// What the move takes off the hot portal.
+    taken: f64,
+    /// The destination's load before and after the move.
+    to_before: f64,
+    to_after: f64,
+    /// The destination as a whole after the move.
+    to_projection: Projection,
+    brings_under: bool,
+    /// The initiator has another session to the same target on the hot portal.
+    doubled: bool,
+    /// When the initiator was last moved, if ever.
+    last_moved: Option<u64>,
+}
+
 /// The balancer's memory between steps.
 #[derive(Debug, Clone)]
 pub struct Balancer {
-    spec: BalanceSpec,
-    /// An initiator moved less than this long ago is not moved again, and a registration
-    /// deleted less than this long ago is not restored.
-    cooldown_ms: u64,
+    policy: BalancePolicy,
     /// A requested logout that has not happened after this long is forgotten.
     pending_timeout_ms: u64,
     /// (target, portal) registrations currently deleted, in deletion order.
     deleted: Vec<Deleted>,
-    /// Last move per (initiator, target).
-    last_moved: HashMap<(String, String), u64>,
+    /// Last move per (initiator, target): when, and the portal it left.
+    last_moved: HashMap<Nexus, (u64, PortalId)>,
     /// Requested logouts by session id.
     pending: HashMap<u64, Pending>,
+    /// Moves asked for, oldest first.
+    history: Vec<MoveRecord>,
 }
 
 impl Balancer {
-    pub fn new(spec: BalanceSpec, cooldown_ms: u64) -> Self {
+    pub fn new(policy: BalancePolicy) -> Self {
         Balancer {
-            spec,
-            cooldown_ms,
+            policy,
             pending_timeout_ms: 15_000,
             deleted: Vec::new(),
             last_moved: HashMap::new(),
             pending: HashMap::new(),
+            history: Vec::new(),
         }
     }
 
-    pub fn spec(&self) -> BalanceSpec {
-        self.spec
+    /// The policy the balancer runs.
+    pub fn policy(&self) -> &BalancePolicy {
+        &self.policy
     }
 
     /// Registrations the balancer currently holds deleted, in deletion order.
@@ -104,6 +169,16 @@ impl Balancer {
             .any(|d| d.target == target && d.portal == portal)
     }
 
+    /// The moves asked for, oldest first (the last [`HISTORY_CAPACITY`] at least).
+    pub fn history(&self) -> &[MoveRecord] {
+        &self.history
+    }
+
+    /// The ping-pongs in [`Balancer::history`] under the policy's cooldown: always none.
+    pub fn ping_pongs(&self) -> Vec<PingPong> {
+        ping_pongs(&self.history, self.policy.cooldown_ms)
+    }
+
     /// Tell the balancer that a registration it asked to delete could not be deleted (so it
     /// does not believe it is gone), or that a restore failed (so it tries again).
     pub fn registration_failed(&mut self, target: &str, portal: PortalId, was_delete: bool) {
@@ -119,32 +194,243 @@ impl Balancer {
         }
     }
 
-    /// Projected load of every portal: measured load, minus sessions already asked to leave,
-    /// plus sessions on their way in.
-    fn projected(&self, table: &ConfigTable) -> HashMap<PortalId, f64> {
-        let mut loads: HashMap<PortalId, f64> = table
+    /// Every portal's projected load and every initiator's projected placement: measured,
+    /// with the sessions already asked to leave moved to their destinations.
+    fn project(&self, table: &ConfigTable) -> (BTreeMap<PortalId, Projection>, Placements) {
+        let mut loads: BTreeMap<PortalId, Projection> = table
             .portals
             .iter()
-            .map(|p| (p.id, self.spec.metric.load(p)))
+            .map(|p| (p.id, Projection::of(p)))
             .collect();
+        let mut placements: Placements = HashMap::new();
+        for row in &table.portals {
+            for s in &row.sessions {
+                let on = placements.entry(nexus(s)).or_default();
+                *on.entry(row.id).or_default() += 1;
+            }
+        }
         for row in &table.portals {
             for s in &row.sessions {
                 if let Some(p) = self.pending.get(&s.session_id)
                     && p.from == row.id
                 {
-                    *loads.entry(p.from).or_default() -= p.load;
-                    *loads.entry(p.to).or_default() += p.load;
+                    loads.entry(p.from).or_default().remove(&p.share);
+                    loads.entry(p.to).or_default().add(&p.share);
+                    shift(&mut placements, s, p.from, p.to);
                 }
             }
         }
-        loads
+        (loads, placements)
+    }
+
+    /// The overloaded metric of `load` furthest above its HIGH (relative to HIGH), with its
+    /// value; `None` when the portal is under every HIGH.
+    fn hottest(&self, load: &Projection) -> Option<(BalanceSpec, f64)> {
+        self.policy
+            .specs
+            .iter()
+            .filter_map(|s| load.value(s.metric).map(|v| (*s, v)))
+            .filter(|(s, v)| *v >= s.thresholds.high)
+            .max_by(|a, b| (a.1 / a.0.thresholds.high).total_cmp(&(b.1 / b.0.thresholds.high)))
+    }
+
+    /// How loaded `load` is relative to the HIGHs: the largest load/HIGH over the metrics.
+    fn pressure(&self, load: &Projection) -> f64 {
+        self.policy
+            .specs
+            .iter()
+            .filter_map(|s| load.value(s.metric).map(|v| v / s.thresholds.high))
+            .fold(0.0, f64::max)
+    }
+
+    /// Whether `load` is under the HIGH of every configured metric it measures.
+    fn under_every_high(&self, load: &Projection) -> bool {
+        self.policy
+            .specs
+            .iter()
+            .all(|s| load.value(s.metric).is_none_or(|v| v < s.thresholds.high))
+    }
+
+    /// Whether session `s` may be moved at `now_ms` at all.
+    fn movable(&self, s: &SessionEntry, now_ms: u64) -> bool {
+        !self.pending.contains_key(&s.session_id)
+            && !self.policy.is_pinned(&s.initiator)
+            && (self.policy.move_reservation_holders || !s.holds_reservation)
+            && self
+                .last_moved
+                .get(&nexus(s))
+                .is_none_or(|(t, _)| now_ms.saturating_sub(*t) >= self.policy.cooldown_ms)
+    }
+
+    /// The best move of `s` off the hot portal `row` for the driving `spec`, if any portal
+    /// can take it.
+    #[allow(clippy::too_many_arguments)]
+    fn candidate<'a>(
+        &self,
+        table: &ConfigTable,
+        row: &PortalRow,
+        s: &'a SessionEntry,
+        spec: &BalanceSpec,
+        loads: &BTreeMap<PortalId, Projection>,
+        placements: &Placements,
+        now_ms: u64,
+    ) -> Option<Candidate<'a>> {
+        let metric = spec.metric;
+        let high = spec.thresholds.high;
+        let share = Share::of(s, row);
+        let from_load = loads.get(&row.id).cloned().unwrap_or_default();
+        let before = from_load.value(metric)?;
+        let from_after = from_load.without(&share).value(metric)?;
+        let key = nexus(s);
+        // The portal this initiator left less than twice the cooldown ago.
+        let left = self
+            .last_moved
+            .get(&key)
+            .filter(|(t, _)| now_ms.saturating_sub(*t) < self.policy.cooldown_ms.saturating_mul(2))
+            .map(|(_, from)| *from);
+        let on = placements.get(&key);
+        let doubles_on = |p: PortalId| on.and_then(|m| m.get(&p)).is_some_and(|n| *n > 0);
+        let fits: Vec<(PortalId, f64, Projection, bool)> = table
+            .portals
+            .iter()
+            .map(|p| p.id)
+            .filter(|p| *p != row.id && Some(*p) != left)
+            .filter(|p| table.serves(&s.target, *p) && !self.is_deleted(&s.target, *p))
+            .filter_map(|p| {
+                let now = loads.get(&p).cloned().unwrap_or_default();
+                // The driving metric must be measured at the destination.
+                now.value(metric)?;
+                let after = now.with(&share);
+                self.under_every_high(&after)
+                    .then(|| (p, self.pressure(&after), after, doubles_on(p)))
+            })
+            .collect();
+        let spread = fits.iter().any(|f| !f.3);
+        let (to, _, to_projection, _) = fits
+            .into_iter()
+            .filter(|f| !spread || !f.3)
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))?;
+        let to_before = loads.get(&to).and_then(|l| l.value(metric)).unwrap_or(0.0);
+        let to_after = to_projection.value(metric).unwrap_or(0.0);
+        Some(Candidate {
+            session: s,
+            share,
+            to,
+            from_after,
+            taken: (before - from_after).max(0.0),
+            to_before,
+            to_after,
+            to_projection,
+            brings_under: from_after < high,
+            doubled: on.and_then(|m| m.get(&row.id)).is_some_and(|n| *n > 1),
+            last_moved: self.last_moved.get(&key).map(|(t, _)| *t),
+        })
+    }
+
+    /// The switch priority between two candidates of the same class: the least disruptive
+    /// first. Returns the ordering, the rank of the key that decided it (0 the first key) and
+    /// its name with the figures.
+    fn switch_order(&self, a: &Candidate, b: &Candidate) -> (std::cmp::Ordering, u8, String) {
+        use std::cmp::Ordering::Equal;
+        let o = b.doubled.cmp(&a.doubled);
+        if o != Equal {
+            return (o, 0, "a doubled multipath session".into());
+        }
+        let (oa, ob) = (a.session.outstanding, b.session.outstanding);
+        let o = oa.cmp(&ob);
+        if o != Equal {
+            let (lo, hi) = (oa.min(ob), oa.max(ob));
+            return (o, 1, format!("least outstanding I/O ({lo} < {hi})"));
+        }
+        // Never moved first, then the longest ago.
+        let key = |c: &Candidate| c.last_moved.map_or(0, |t| t.saturating_add(1));
+        let o = key(a).cmp(&key(b));
+        if o != Equal {
+            return (o, 2, "not recently moved".into());
+        }
+        let by_login = match self.policy.priority {
+            SwitchPriority::NewestLogin => b.session.login_ms.cmp(&a.session.login_ms),
+            SwitchPriority::OldestLogin => a.session.login_ms.cmp(&b.session.login_ms),
+        };
+        if by_login != Equal {
+            return (by_login, 3, self.policy.priority.name().into());
+        }
+        let by_id = match self.policy.priority {
+            SwitchPriority::NewestLogin => b.session.session_id.cmp(&a.session.session_id),
+            SwitchPriority::OldestLogin => a.session.session_id.cmp(&b.session.session_id),
+        };
+        (
+            by_id,
+            4,
+            format!("{} (session id)", self.policy.priority.name()),
+        )
+    }
+
+    /// The move to make off the hot portal `row`, and the rule that chose it.
+    fn choose<'a>(
+        &self,
+        table: &ConfigTable,
+        row: &'a PortalRow,
+        spec: &BalanceSpec,
+        loads: &BTreeMap<PortalId, Projection>,
+        placements: &Placements,
+        now_ms: u64,
+    ) -> Option<(Candidate<'a>, String)> {
+        let mut all: Vec<Candidate<'a>> = row
+            .sessions
+            .iter()
+            .filter(|s| self.movable(s, now_ms))
+            .filter_map(|s| self.candidate(table, row, s, spec, loads, placements, now_ms))
+            .collect();
+        let under = all.iter().any(|c| c.brings_under);
+        if under {
+            all.retain(|c| c.brings_under);
+        }
+        all.sort_by(|a, b| {
+            let by_share = if under {
+                std::cmp::Ordering::Equal
+            } else {
+                b.taken.total_cmp(&a.taken)
+            };
+            by_share.then_with(|| self.switch_order(a, b).0)
+        });
+        let mut it = all.into_iter();
+        let best = it.next()?;
+        let rest: Vec<Candidate<'a>> = it.collect();
+        let rule = if under {
+            format!("brings {} under high", row.id)
+        } else {
+            "no single move brings it under high: the largest share that fits".to_string()
+        };
+        // What set the chosen move before every other: a larger share, or the switch
+        // priority's keys that decided against each other candidate, in the keys' order.
+        let mut keys: BTreeMap<u8, String> = BTreeMap::new();
+        for c in &rest {
+            if !under && best.taken != c.taken {
+                keys.entry(0).or_insert_with(|| {
+                    format!("larger than the next ({})", spec.metric.format(c.taken))
+                });
+            } else {
+                let (_, rank, name) = self.switch_order(&best, c);
+                keys.entry(rank + 1).or_insert(name);
+            }
+        }
+        let why = if keys.is_empty() {
+            if under {
+                "the only move that does".to_string()
+            } else {
+                "the only session that can move".to_string()
+            }
+        } else {
+            keys.into_values().collect::<Vec<_>>().join(", ")
+        };
+        Some((best, format!("{rule}; {why}")))
     }
 
     /// One pass of the procedure at time `now_ms` (milliseconds, any monotonic origin).
     pub fn step(&mut self, table: &ConfigTable, now_ms: u64) -> Vec<Decision> {
-        let metric = self.spec.metric;
         // Forget requests whose session left (the move happened) or that timed out.
-        let live: std::collections::HashSet<u64> = table
+        let live: HashSet<u64> = table
             .portals
             .iter()
             .flat_map(|p| p.sessions.iter().map(|s| s.session_id))
@@ -154,56 +440,32 @@ impl Balancer {
             .retain(|id, p| live.contains(id) && now_ms.saturating_sub(p.at_ms) < timeout);
 
         let mut decisions = Vec::new();
-        let mut loads = self.projected(table);
-        let high = self.spec.thresholds.high;
-        let low = self.spec.thresholds.low;
+        let (mut loads, mut placements) = self.project(table);
+        let mut moves = 0;
 
         for row in &table.portals {
-            let load = loads.get(&row.id).copied().unwrap_or(0.0);
-            if load < high {
-                continue;
-            }
-            // Switch priority: the least disturbing move first — the quietest session, then the
-            // most recently logged in, then the newest session id.
-            let mut candidates: Vec<&SessionEntry> = row
-                .sessions
-                .iter()
-                .filter(|s| !self.pending.contains_key(&s.session_id))
-                .filter(|s| {
-                    self.last_moved
-                        .get(&(s.initiator.clone(), s.target.clone()))
-                        .is_none_or(|t| now_ms.saturating_sub(*t) >= self.cooldown_ms)
-                })
-                .collect();
-            candidates.sort_by(|a, b| {
-                a.iops
-                    .total_cmp(&b.iops)
-                    .then(b.login_ms.cmp(&a.login_ms))
-                    .then(b.session_id.cmp(&a.session_id))
-            });
-            for s in candidates {
-                let add = metric.session_load(s);
-                let dest = table
-                    .portals
-                    .iter()
-                    .filter(|p| p.id != row.id)
-                    .filter(|p| table.serves(&s.target, p.id) && !self.is_deleted(&s.target, p.id))
-                    .map(|p| (p.id, loads.get(&p.id).copied().unwrap_or(0.0)))
-                    .filter(|(_, l)| l + add < high)
-                    .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-                let Some((to, to_load)) = dest else { continue };
+            while moves < self.policy.max_moves {
+                let Some(load) = loads.get(&row.id) else {
+                    break;
+                };
+                let Some((spec, value)) = self.hottest(load) else {
+                    break;
+                };
+                let Some((c, rule)) = self.choose(table, row, &spec, &loads, &placements, now_ms)
+                else {
+                    break;
+                };
+                let reason = self.move_reason(&spec, value, row.id, &c, &rule);
+                let s = c.session;
                 let delete_registration = !self.is_deleted(&s.target, row.id);
                 decisions.push(Decision::Move {
                     session_id: s.session_id,
                     initiator: s.initiator.clone(),
                     target: s.target.clone(),
                     from: row.id,
-                    to,
+                    to: c.to,
                     delete_registration,
-                    reason: format!(
-                        "{} load {load} >= high {high}; {to} load {to_load} + {add} < {high}",
-                        metric.name()
-                    ),
+                    reason,
                 });
                 if delete_registration {
                     self.deleted.push(Deleted {
@@ -216,31 +478,46 @@ impl Balancer {
                     s.session_id,
                     Pending {
                         from: row.id,
-                        to,
-                        load: add,
+                        to: c.to,
+                        share: c.share,
                         at_ms: now_ms,
                     },
                 );
-                self.last_moved
-                    .insert((s.initiator.clone(), s.target.clone()), now_ms);
-                *loads.entry(row.id).or_default() -= add;
-                *loads.entry(to).or_default() += add;
-                break; // one move per hot portal per step: let the load settle
+                self.last_moved.insert(nexus(s), (now_ms, row.id));
+                self.history.push(MoveRecord {
+                    at_ms: now_ms,
+                    initiator: s.initiator.clone(),
+                    target: s.target.clone(),
+                    from: row.id,
+                    to: c.to,
+                });
+                if self.history.len() >= 2 * HISTORY_CAPACITY {
+                    self.history.drain(..HISTORY_CAPACITY);
+                }
+                loads.entry(row.id).or_default().remove(&c.share);
+                loads.insert(c.to, c.to_projection.clone());
+                shift(&mut placements, s, row.id, c.to);
+                moves += 1;
             }
         }
 
-        // Restore registrations of portals whose load has fallen to the low threshold, once they
-        // have been deleted for the cooldown.
+        // Restore registrations of portals whose load has fallen to the low threshold on every
+        // metric, once they have been deleted for the cooldown.
         let mut kept = Vec::new();
         for d in std::mem::take(&mut self.deleted) {
-            let load = loads.get(&d.portal).copied().unwrap_or(0.0);
+            let load = loads.get(&d.portal).cloned().unwrap_or_default();
+            let all_low = self
+                .policy
+                .specs
+                .iter()
+                .all(|s| load.value(s.metric).is_none_or(|v| v <= s.thresholds.low));
             let moving_out = self.pending.values().any(|p| p.from == d.portal);
             let held = d
                 .at_ms
-                .is_none_or(|at| now_ms.saturating_sub(at) >= self.cooldown_ms);
-            if load <= low && !moving_out && held {
+                .is_none_or(|at| now_ms.saturating_sub(at) >= self.policy.cooldown_ms);
+            if all_low && !moving_out && held {
                 decisions.push(Decision::Restore {
-                    reason: format!("{} load {load} <= low {low}", metric.name()),
+                    reason: self.restore_reason(&load, d.portal, d.at_ms, now_ms),
                     target: d.target,
                     portal: d.portal,
                 });
@@ -251,12 +528,103 @@ impl Balancer {
         self.deleted = kept;
         decisions
     }
+
+    /// `bandwidth 93.0% ≥ 80.0% on P0; moves 41.0% of it (P0 → 52.0%); P1 12.0% → 53.0% <
+    /// 80.0%; brings P0 under high; least outstanding I/O (0 < 3)`.
+    fn move_reason(
+        &self,
+        spec: &BalanceSpec,
+        value: f64,
+        from: PortalId,
+        c: &Candidate,
+        rule: &str,
+    ) -> String {
+        let m = spec.metric;
+        let high = spec.thresholds.high;
+        let mut others = Vec::new();
+        for s in &self.policy.specs {
+            if s.metric == m {
+                continue;
+            }
+            if let Some(v) = c.to_projection.value(s.metric) {
+                others.push(format!(
+                    "{} {} < {}",
+                    s.metric,
+                    s.metric.format(v),
+                    s.metric.format(s.thresholds.high)
+                ));
+            }
+        }
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", others.join(", "))
+        };
+        format!(
+            "{m} {} ≥ {} on {from}; moves {} of it ({from} → {}); {} {} → {} < {}{others}; {rule}",
+            m.format(value),
+            m.format(high),
+            m.format(c.taken),
+            m.format(c.from_after),
+            c.to,
+            m.format(c.to_before),
+            m.format(c.to_after),
+            m.format(high),
+        )
+    }
+
+    /// `every metric at or below low on P0: sessions 1 ≤ 1, bandwidth 31.0% ≤ 40.0%; deleted
+    /// 12.0 s ago`.
+    fn restore_reason(
+        &self,
+        load: &Projection,
+        portal: PortalId,
+        deleted_at: Option<u64>,
+        now_ms: u64,
+    ) -> String {
+        let figures: Vec<String> = self
+            .policy
+            .specs
+            .iter()
+            .map(|s| match load.value(s.metric) {
+                Some(v) => format!(
+                    "{} {} ≤ {}",
+                    s.metric,
+                    s.metric.format(v),
+                    s.metric.format(s.thresholds.low)
+                ),
+                None => format!("{} not measured", s.metric),
+            })
+            .collect();
+        let held = match deleted_at {
+            Some(at) => format!(
+                "deleted {:.1} s ago",
+                now_ms.saturating_sub(at) as f64 / 1000.0
+            ),
+            None => "retrying a failed restore".into(),
+        };
+        format!(
+            "every metric at or below low on {portal}: {}; {held}",
+            figures.join(", ")
+        )
+    }
+}
+
+/// Moves one session of `s`'s initiator and target from `from` to `to` in `placements`.
+fn shift(placements: &mut Placements, s: &SessionEntry, from: PortalId, to: PortalId) {
+    let on = placements.entry(nexus(s)).or_default();
+    if let Some(n) = on.get_mut(&from) {
+        *n = n.saturating_sub(1);
+    }
+    *on.entry(to).or_default() += 1;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::PortalRow;
+
+    /// Bytes per second in a megabyte per second.
+    const MB: f64 = 1e6;
 
     fn session(id: u64, init: &str, target: &str, login_ms: u64) -> SessionEntry {
         SessionEntry {
@@ -264,46 +632,90 @@ mod tests {
             initiator: init.into(),
             target: target.into(),
             login_ms,
-            iops: 0.0,
-            commands: 0,
             ..Default::default()
         }
     }
 
-    fn table(p0: Vec<SessionEntry>, p1: Vec<SessionEntry>, targets: &[&str]) -> ConfigTable {
-        let mut served = Vec::new();
-        for t in targets {
-            served.push((t.to_string(), PortalId(0)));
-            served.push((t.to_string(), PortalId(1)));
-        }
-        ConfigTable {
-            portals: vec![
-                PortalRow {
-                    id: PortalId(0),
-                    address: "127.0.0.1:3260".into(),
-                    processor: 0,
-                    sessions: p0,
-                    load: Default::default(),
-                },
-                PortalRow {
-                    id: PortalId(1),
-                    address: "127.0.0.2:3260".into(),
-                    processor: 1,
-                    sessions: p1,
-                    load: Default::default(),
-                },
-            ],
-            served,
+    /// A session of its own initiator `i{id}` to `t`, logged in at `id`.
+    fn s(id: u64) -> SessionEntry {
+        session(id, &format!("i{id}"), "t", id)
+    }
+
+    fn portal(id: u16, sessions: Vec<SessionEntry>) -> PortalRow {
+        PortalRow {
+            id: PortalId(id),
+            address: format!("127.0.0.{}:3260", id + 1),
+            processor: id as usize,
+            sessions,
+            load: Default::default(),
         }
     }
 
-    fn spec(s: &str) -> BalanceSpec {
-        s.parse().unwrap()
+    /// A portal on a link of `cap_mb` MB/s each way, sending `sent_mb` and receiving
+    /// `received_mb`.
+    fn link(mut p: PortalRow, cap_mb: f64, sent_mb: f64, received_mb: f64) -> PortalRow {
+        p.load.link_capacity = Some(cap_mb * MB);
+        p.load.sent_bps = sent_mb * MB;
+        p.load.received_bps = received_mb * MB;
+        p
     }
+
+    /// A portal whose processor ran `busy` and waited `wait` (fractions of one CPU).
+    fn cpu(mut p: PortalRow, busy: f64, wait: f64) -> PortalRow {
+        p.load.cpu_busy = busy;
+        p.load.cpu_wait = wait;
+        p
+    }
+
+    /// Every target of `targets` served through every portal.
+    fn world(portals: Vec<PortalRow>, targets: &[&str]) -> ConfigTable {
+        let mut served = Vec::new();
+        for t in targets {
+            for p in &portals {
+                served.push((t.to_string(), p.id));
+            }
+        }
+        ConfigTable { portals, served }
+    }
+
+    fn table(p0: Vec<SessionEntry>, p1: Vec<SessionEntry>, targets: &[&str]) -> ConfigTable {
+        world(vec![portal(0, p0), portal(1, p1)], targets)
+    }
+
+    fn policy(args: &[&str]) -> BalancePolicy {
+        BalancePolicy::parse(args).unwrap()
+    }
+
+    fn balancer(args: &[&str], cooldown_ms: u64) -> Balancer {
+        Balancer::new(policy(args).with_cooldown_ms(cooldown_ms))
+    }
+
+    /// (session, from, to) of every move.
+    fn moves(d: &[Decision]) -> Vec<(u64, u16, u16)> {
+        d.iter()
+            .filter_map(|d| match d {
+                Decision::Move {
+                    session_id,
+                    from,
+                    to,
+                    ..
+                } => Some((*session_id, from.0, to.0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reason(d: &Decision) -> &str {
+        match d {
+            Decision::Move { reason, .. } | Decision::Restore { reason, .. } => reason,
+        }
+    }
+
+    // ---- sessions -------------------------------------------------------------------------
 
     #[test]
     fn moves_newest_session_off_hot_portal_then_restores() {
-        let mut b = Balancer::new(spec("sessions:2"), 0);
+        let mut b = balancer(&["sessions:2"], 0);
         let t = table(
             vec![
                 session(1, "i1", "t1", 100),
@@ -321,11 +733,17 @@ mod tests {
                 from,
                 to,
                 delete_registration,
+                reason,
                 ..
             } => {
                 assert_eq!(*session_id, 3, "most recent login moves first");
                 assert_eq!((*from, *to), (PortalId(0), PortalId(1)));
                 assert!(*delete_registration);
+                assert_eq!(
+                    reason,
+                    "sessions 3 ≥ 2 on P0; moves 1 of it (P0 → 2); P1 0 → 1 < 2; \
+                     no single move brings it under high: the largest share that fits; newest login"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -352,15 +770,39 @@ mod tests {
             vec![Decision::Restore {
                 target: "t3".into(),
                 portal: PortalId(0),
-                reason: "sessions load 1 <= low 1".into()
+                reason: "every metric at or below low on P0: sessions 1 ≤ 1; deleted 0.4 s ago"
+                    .into()
             }]
         );
         assert!(b.deleted().is_empty());
     }
 
     #[test]
+    fn sessions_a_move_that_brings_the_portal_under_high_is_made_and_then_no_more() {
+        let mut b = balancer(&["sessions:3"], 0);
+        let t = table(vec![s(1), s(2), s(3)], vec![], &["t"]);
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(3, 0, 1)]);
+        assert!(
+            reason(&d[0]).contains(
+                "sessions 3 ≥ 3 on P0; moves 1 of it (P0 → 2); P1 0 → 1 < 3; brings P0 under high"
+            ),
+            "{}",
+            reason(&d[0])
+        );
+    }
+
+    #[test]
+    fn sessions_no_move_when_the_destination_would_reach_high() {
+        let mut b = balancer(&["sessions:2"], 0);
+        let t = table(vec![s(1), s(2), s(3)], vec![s(4)], &["t"]);
+        assert!(b.step(&t, 0).is_empty());
+        assert!(b.deleted().is_empty());
+    }
+
+    #[test]
     fn a_deleted_registration_is_held_for_the_cooldown() {
-        let mut b = Balancer::new(spec("sessions:2"), 5_000);
+        let mut b = balancer(&["sessions:2"], 5_000);
         let t = table(
             vec![session(1, "i1", "t1", 100), session(2, "i2", "t2", 200)],
             vec![],
@@ -393,12 +835,14 @@ mod tests {
         ));
         // A failed restore is retried at the next step, without a new hold.
         b.registration_failed("t2", PortalId(0), false);
-        assert_eq!(b.step(&moved, 6_100).len(), 1);
+        let d = b.step(&moved, 6_100);
+        assert_eq!(d.len(), 1);
+        assert!(reason(&d[0]).ends_with("retrying a failed restore"));
     }
 
     #[test]
     fn never_deletes_the_last_registered_portal_of_a_target() {
-        let mut b = Balancer::new(spec("sessions:1:0"), 0);
+        let mut b = balancer(&["sessions:1:0"], 0);
         // t1 is served only through P0: it cannot move anywhere.
         let mut t = table(vec![session(1, "i1", "t1", 1)], vec![], &[]);
         t.served = vec![("t1".into(), PortalId(0))];
@@ -408,8 +852,21 @@ mod tests {
 
     #[test]
     fn cooldown_keeps_an_initiator_in_place() {
-        for (cooldown, expected) in [(10_000, 2), (0, 9)] {
-            let mut b = Balancer::new(spec("sessions:3"), cooldown);
+        // i3 is moved at 0 and comes straight back to P0 as a new session (say, an initiator
+        // that ignores the redirect). At 600 ms, within a 10 s cooldown it stays; without a
+        // cooldown it may move, but one never moved goes first (i2); with i1 and i2 pinned it
+        // is i3 or nobody.
+        for (cooldown, pin, expected) in [
+            (10_000, false, Some(2)),
+            (0, false, Some(2)),
+            (10_000, true, None),
+            (0, true, Some(9)),
+        ] {
+            let mut p = policy(&["sessions:3"]).with_cooldown_ms(cooldown);
+            if pin {
+                p = p.with_pinned(["i1", "i2"]);
+            }
+            let mut b = Balancer::new(p);
             let t = table(
                 vec![
                     session(1, "i1", "t1", 1),
@@ -419,11 +876,7 @@ mod tests {
                 vec![],
                 &["t1", "t2", "t3"],
             );
-            assert!(matches!(
-                &b.step(&t, 0)[0],
-                Decision::Move { session_id: 3, .. }
-            ));
-            // i3 came straight back to P0 as a new session: within the cooldown it stays.
+            assert_eq!(moves(&b.step(&t, 0)), [(3, 0, 1)]);
             let t = table(
                 vec![
                     session(1, "i1", "t1", 1),
@@ -433,16 +886,23 @@ mod tests {
                 vec![],
                 &["t1", "t2", "t3"],
             );
-            match &b.step(&t, 600)[0] {
-                Decision::Move { session_id, .. } => assert_eq!(*session_id, expected),
-                other => panic!("unexpected {other:?}"),
+            let d = b.step(&t, 600);
+            assert_eq!(
+                moves(&d).first().map(|m| m.0),
+                expected,
+                "cooldown {cooldown} pin {pin}"
+            );
+            if cooldown == 0 && !pin {
+                assert!(reason(&d[0]).contains("not recently moved"), "{d:?}");
             }
+            assert!(b.ping_pongs().is_empty());
         }
     }
 
     #[test]
     fn pending_logout_expires_when_the_session_ignores_it() {
-        let mut b = Balancer::new(spec("sessions:2"), 0);
+        // i1 is pinned: i2 is the only session that may move.
+        let mut b = Balancer::new(policy(&["sessions:2"]).with_pinned(["i1"]));
         let t = table(
             vec![session(1, "i1", "t1", 1), session(2, "i2", "t2", 2)],
             vec![],
@@ -463,20 +923,558 @@ mod tests {
     }
 
     #[test]
-    fn iops_metric_moves_the_quietest_session() {
-        let mut b = Balancer::new(spec("iops:1000:500"), 0);
-        let mut t = table(
-            vec![session(1, "i1", "t1", 1), session(2, "i2", "t2", 2)],
-            vec![],
-            &["t1", "t2"],
-        );
-        t.portals[0].sessions[0].iops = 900.0;
-        t.portals[0].sessions[1].iops = 300.0;
-        let d = b.step(&t, 0);
-        assert!(matches!(&d[0], Decision::Move { session_id: 2, .. }));
+    fn several_moves_per_step_up_to_the_cap() {
+        // sessions:3 with 8 sessions on P0 and three empty portals: P0 needs six moves to get
+        // under 3; the cap allows four by default, two when set so.
+        let hot = || {
+            world(
+                vec![
+                    portal(0, (1..=8).map(s).collect()),
+                    portal(1, vec![]),
+                    portal(2, vec![]),
+                    portal(3, vec![]),
+                ],
+                &["t"],
+            )
+        };
+        let mut b = balancer(&["sessions:3"], 0);
+        let d = moves(&b.step(&hot(), 0));
+        assert_eq!(d.len(), 4, "{d:?}");
+        // Newest first, spread over the least loaded destinations.
+        assert_eq!(d, [(8, 0, 1), (7, 0, 2), (6, 0, 3), (5, 0, 1)]);
+        // The next step, with the four still pending, makes the last two.
+        let d = moves(&b.step(&hot(), 1));
+        assert_eq!(d, [(4, 0, 2), (3, 0, 3)]);
+        assert!(b.step(&hot(), 2).is_empty(), "P0 is projected under high");
+
+        let mut b = Balancer::new(policy(&["sessions:3"]).with_max_moves(2).unwrap());
+        assert_eq!(moves(&b.step(&hot(), 0)).len(), 2);
     }
 
-    // The property test of the policy over an evolving table (moves carried out, registrations
-    // deleted and restored, arrivals, departures and changing loads) is
-    // tests/policy_simulation.rs.
+    // ---- iops -----------------------------------------------------------------------------
+
+    fn busy(mut s: SessionEntry, iops: f64, outstanding: u32) -> SessionEntry {
+        s.iops = iops;
+        s.outstanding = outstanding;
+        s
+    }
+
+    #[test]
+    fn iops_prefers_a_move_that_brings_the_portal_under_high() {
+        let mut b = balancer(&["iops:1000:500"], 0);
+        // 1250 IOPS: moving 900 or 300 brings P0 under 1000, moving 50 does not, though the
+        // 50-IOPS session is the newest and has nothing outstanding.
+        let t = table(
+            vec![
+                busy(s(1), 900.0, 4),
+                busy(s(2), 300.0, 2),
+                busy(s(3), 50.0, 0),
+            ],
+            vec![],
+            &["t"],
+        );
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(2, 0, 1)]);
+        assert_eq!(
+            reason(&d[0]),
+            "iops 1250 ≥ 1000 on P0; moves 300 of it (P0 → 950); P1 0 → 300 < 1000; \
+             brings P0 under high; least outstanding I/O (2 < 4)"
+        );
+    }
+
+    #[test]
+    fn iops_falls_back_to_the_largest_share_that_fits() {
+        let mut b = balancer(&["iops:1000:500"], 0);
+        let mut pinned = busy(s(4), 600.0, 0);
+        pinned.initiator = "pinned".into();
+        let mut b2 = Balancer::new(b.policy().clone().with_pinned(["pinned"]));
+        // P0 1200: only the 300 would bring it under, and it does not fit on P1 (750 + 300).
+        // The 200 fits (P1 950) and is the largest that does; then nothing else fits.
+        let t = table(
+            vec![
+                busy(s(1), 300.0, 0),
+                busy(s(2), 200.0, 5),
+                busy(s(3), 100.0, 0),
+                pinned,
+            ],
+            vec![busy(s(9), 750.0, 0)],
+            &["t"],
+        );
+        let d = b2.step(&t, 0);
+        assert_eq!(moves(&d), [(2, 0, 1)]);
+        assert!(
+            reason(&d[0]).starts_with(
+                "iops 1200 ≥ 1000 on P0; moves 200 of it (P0 → 1000); P1 750 → 950 < 1000; \
+                 no single move brings it under high: the largest share that fits; larger than the next (100)"
+            ),
+            "{}",
+            reason(&d[0])
+        );
+        // Without the pin the 600 would be the largest that brings P0 under, but it does not
+        // fit on P1 either (1350): the same move.
+        assert_eq!(moves(&b.step(&t, 0)), [(2, 0, 1)]);
+    }
+
+    #[test]
+    fn iops_no_move_when_the_destination_would_overflow() {
+        let mut b = balancer(&["iops:1000:500"], 0);
+        let t = table(
+            vec![busy(s(1), 600.0, 0), busy(s(2), 600.0, 0)],
+            vec![busy(s(3), 500.0, 0)],
+            &["t"],
+        );
+        assert!(b.step(&t, 0).is_empty());
+    }
+
+    // ---- bandwidth ------------------------------------------------------------------------
+
+    fn reading(mut s: SessionEntry, read_mb: f64, write_mb: f64) -> SessionEntry {
+        s.read_bps = read_mb * MB;
+        s.write_bps = write_mb * MB;
+        s
+    }
+
+    #[test]
+    fn bandwidth_never_moves_a_host_onto_a_link_where_it_would_be_over_high() {
+        let mut b = balancer(&["bandwidth:80%:50%"], 0);
+        // P0: a 125 MB/s link sending 110 (88%). P1: 125 MB/s at 64%, the least utilised, but
+        // any of P0's readers would take it to 80% or more. P2: 1250 MB/s at 72%: 20 MB/s is
+        // 1.6% of it.
+        let t = world(
+            vec![
+                link(
+                    portal(
+                        0,
+                        vec![
+                            reading(s(1), 60.0, 1.0),
+                            reading(s(2), 30.0, 1.0),
+                            reading(s(3), 20.0, 1.0),
+                        ],
+                    ),
+                    125.0,
+                    110.0,
+                    3.0,
+                ),
+                link(portal(1, vec![]), 125.0, 80.0, 10.0),
+                link(portal(2, vec![]), 1250.0, 900.0, 10.0),
+            ],
+            &["t"],
+        );
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(3, 0, 2)]);
+        assert_eq!(
+            reason(&d[0]),
+            "bandwidth 88.0% ≥ 80.0% on P0; moves 16.0% of it (P0 → 72.0%); \
+             P2 72.0% → 73.6% < 80.0%; brings P0 under high; newest login"
+        );
+    }
+
+    #[test]
+    fn bandwidth_falls_back_to_the_largest_share_that_fits() {
+        let mut b = balancer(&["bandwidth:80%"], 0);
+        // P0 at 96%: only the 50 MB/s reader would bring it under 80%, and P1 (56%) cannot
+        // take it (96%). The 10 MB/s one fits (64%), then the 8 MB/s one (70.4%).
+        let t = world(
+            vec![
+                link(
+                    portal(
+                        0,
+                        vec![
+                            reading(s(1), 50.0, 0.0),
+                            reading(s(2), 10.0, 0.0),
+                            reading(s(3), 8.0, 0.0),
+                        ],
+                    ),
+                    125.0,
+                    120.0,
+                    1.0,
+                ),
+                link(portal(1, vec![]), 125.0, 70.0, 1.0),
+            ],
+            &["t"],
+        );
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(2, 0, 1), (3, 0, 1)]);
+        assert!(
+            reason(&d[0]).contains("moves 8.0% of it (P0 → 88.0%); P1 56.0% → 64.0% < 80.0%; no single move brings it under high: the largest share that fits"),
+            "{}",
+            reason(&d[0])
+        );
+    }
+
+    #[test]
+    fn bandwidth_no_move_when_the_destination_would_overflow_and_full_duplex_counts() {
+        let mut b = balancer(&["bandwidth:80%"], 0);
+        // A writer (the target receives 30 MB/s): P1 sends little but receives 75 of 125 MB/s;
+        // 105 received would be 84%, over high, though sent + received is not the measure.
+        let t = world(
+            vec![
+                link(
+                    portal(0, vec![reading(s(1), 0.0, 30.0), reading(s(2), 0.0, 80.0)]),
+                    125.0,
+                    1.0,
+                    110.0,
+                ),
+                link(portal(1, vec![]), 125.0, 5.0, 75.0),
+            ],
+            &["t"],
+        );
+        assert!(b.step(&t, 0).is_empty());
+        // With 65 received on P1, 95 is 76%: the writer moves. The sum of both ways (100)
+        // would have been 80%.
+        let mut t = t;
+        t.portals[1].load.received_bps = 65.0 * MB;
+        t.portals[1].load.sent_bps = 5.0 * MB;
+        assert_eq!(moves(&b.step(&t, 0)), [(1, 0, 1)]);
+    }
+
+    #[test]
+    fn bandwidth_is_not_judged_without_a_link_capacity() {
+        let mut b = balancer(&["bandwidth:80%"], 0);
+        let mut t = table(vec![reading(s(1), 500.0, 0.0), s(2)], vec![], &["t"]);
+        t.portals[0].load.sent_bps = 500.0 * MB;
+        assert!(b.step(&t, 0).is_empty());
+    }
+
+    // ---- cpu ------------------------------------------------------------------------------
+
+    fn costly(mut s: SessionEntry, cpu_share: f64, outstanding: u32) -> SessionEntry {
+        s.cpu_share = cpu_share;
+        s.outstanding = outstanding;
+        s
+    }
+
+    #[test]
+    fn cpu_moves_the_sessions_processor_cost_in_absolute_terms() {
+        let mut b = balancer(&["cpu:90%:45%"], 0);
+        // P0's processor ran 0.9 of a CPU and waited 0.3: demand 1.2. Costs: 0.6, 0.36, 0.24.
+        // P1 at 0.5: the 0.6 does not fit (1.1); the 0.36 brings P0 to 0.84 and P1 to 0.86;
+        // the 0.24 fits but leaves P0 at 0.96.
+        let t = world(
+            vec![
+                cpu(
+                    portal(
+                        0,
+                        vec![
+                            costly(s(1), 0.5, 0),
+                            costly(s(2), 0.3, 3),
+                            costly(s(3), 0.2, 0),
+                        ],
+                    ),
+                    0.9,
+                    0.3,
+                ),
+                cpu(portal(1, vec![]), 0.5, 0.0),
+            ],
+            &["t"],
+        );
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(2, 0, 1)]);
+        assert_eq!(
+            reason(&d[0]),
+            "cpu 120.0% ≥ 90.0% on P0; moves 36.0% of it (P0 → 84.0%); P1 50.0% → 86.0% < 90.0%; \
+             brings P0 under high; the only move that does"
+        );
+    }
+
+    #[test]
+    fn cpu_ties_are_broken_by_the_switch_priority() {
+        let mut b = balancer(&["cpu:90%"], 0);
+        // Demand 1.0, both sessions cost 0.3 and bring P0 to 0.7; the one with less
+        // outstanding I/O goes, though it is the older login.
+        let t = world(
+            vec![
+                cpu(
+                    portal(0, vec![costly(s(1), 0.3, 1), costly(s(2), 0.3, 7)]),
+                    1.0,
+                    0.0,
+                ),
+                cpu(portal(1, vec![]), 0.1, 0.0),
+            ],
+            &["t"],
+        );
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(1, 0, 1)]);
+        assert!(reason(&d[0]).ends_with("least outstanding I/O (1 < 7)"));
+    }
+
+    #[test]
+    fn cpu_no_move_when_the_destination_would_overflow() {
+        let mut b = balancer(&["cpu:90%"], 0);
+        let t = world(
+            vec![
+                cpu(
+                    portal(0, vec![costly(s(1), 0.1, 0), costly(s(2), 0.9, 0)]),
+                    1.0,
+                    0.0,
+                ),
+                cpu(portal(1, vec![]), 0.85, 0.0),
+            ],
+            &["t"],
+        );
+        assert!(b.step(&t, 0).is_empty());
+    }
+
+    #[test]
+    fn cpu_largest_share_that_fits() {
+        let mut b = balancer(&["cpu:50%:20%"], 0);
+        // Demand 0.9: no single move brings P0 under 0.5 (the 0.45 would, but P1 at 0.3 cannot
+        // take it); of 0.15 and 0.09 the larger fits.
+        let t = world(
+            vec![
+                cpu(
+                    portal(
+                        0,
+                        vec![
+                            costly(s(1), 0.5, 0),
+                            costly(s(2), 1.0 / 6.0, 9),
+                            costly(s(3), 0.1, 0),
+                        ],
+                    ),
+                    0.9,
+                    0.0,
+                ),
+                cpu(portal(1, vec![]), 0.3, 0.0),
+            ],
+            &["t"],
+        );
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d)[0], (2, 0, 1));
+        assert!(reason(&d[0]).contains("the largest share that fits"));
+    }
+
+    // ---- several metrics ------------------------------------------------------------------
+
+    #[test]
+    fn any_metric_at_high_overloads_a_portal() {
+        let mut b = balancer(&["sessions:10", "bandwidth:80%"], 0);
+        let t = world(
+            vec![
+                link(
+                    portal(0, vec![reading(s(1), 60.0, 0.0), reading(s(2), 50.0, 0.0)]),
+                    125.0,
+                    110.0,
+                    0.0,
+                ),
+                link(portal(1, vec![]), 125.0, 0.0, 0.0),
+            ],
+            &["t"],
+        );
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(2, 0, 1)]);
+        assert!(
+            reason(&d[0]).starts_with("bandwidth 88.0% ≥ 80.0% on P0;")
+                && reason(&d[0]).contains("(sessions 1 < 10)"),
+            "{}",
+            reason(&d[0])
+        );
+        // With bandwidth alone under high, the same table is left alone.
+        let mut calm = balancer(&["sessions:10", "bandwidth:90%"], 0);
+        assert!(calm.step(&t, 0).is_empty());
+    }
+
+    #[test]
+    fn the_destination_stays_under_every_high() {
+        // P0 is hot on IOPS. P1 has the fewest IOPS but two sessions: a third would reach the
+        // sessions high. P2 has one session (of another target) at 900 IOPS: 950 is under
+        // both highs. No move brings P0 under 1000 (the 1100 fits nowhere): the 50 goes to P2.
+        let t = |p2_iops: f64| {
+            let mut t = world(
+                vec![
+                    portal(0, vec![busy(s(1), 1100.0, 0), busy(s(2), 50.0, 0)]),
+                    portal(1, vec![busy(s(3), 10.0, 0), busy(s(5), 10.0, 0)]),
+                    portal(2, vec![busy(session(4, "other", "u", 0), p2_iops, 0)]),
+                ],
+                &["t"],
+            );
+            t.served.push(("u".into(), PortalId(2)));
+            t
+        };
+        let mut b = balancer(&["sessions:3", "iops:1000"], 0);
+        let d = b.step(&t(900.0), 0);
+        assert_eq!(moves(&d), [(2, 0, 2)]);
+        assert!(
+            reason(&d[0]).contains("P2 900 → 950 < 1000 (sessions 2 < 3)"),
+            "{}",
+            reason(&d[0])
+        );
+        // At 960 IOPS P2 would reach 1010: no portal stays under both highs, nothing moves.
+        let mut b = balancer(&["sessions:3", "iops:1000"], 0);
+        assert!(b.step(&t(960.0), 0).is_empty());
+    }
+
+    #[test]
+    fn registrations_come_back_only_when_every_metric_is_low() {
+        let mut b = balancer(&["sessions:3:1", "iops:1000:500"], 0);
+        let t = table(
+            vec![
+                busy(s(1), 400.0, 0),
+                busy(s(2), 400.0, 0),
+                busy(s(3), 400.0, 0),
+            ],
+            vec![],
+            &["t"],
+        );
+        assert_eq!(moves(&b.step(&t, 0)).len(), 1);
+        // Moved: P0 has one session (low) but 800 IOPS (above low 500): held.
+        let moved = table(
+            vec![busy(s(1), 800.0, 0)],
+            vec![busy(s(4), 400.0, 0)],
+            &["t"],
+        );
+        assert!(b.step(&moved, 1_000).is_empty());
+        assert!(b.is_deleted("t", PortalId(0)));
+        let mut quiet = moved.clone();
+        quiet.portals[0].sessions[0].iops = 500.0;
+        let d = b.step(&quiet, 2_000);
+        assert_eq!(
+            d,
+            [Decision::Restore {
+                target: "t".into(),
+                portal: PortalId(0),
+                reason: "every metric at or below low on P0: sessions 1 ≤ 1, iops 500 ≤ 500; \
+                         deleted 2.0 s ago"
+                    .into()
+            }]
+        );
+    }
+
+    // ---- who moves ------------------------------------------------------------------------
+
+    #[test]
+    fn multipath_sessions_are_spread_not_piled() {
+        let mut b = balancer(&["sessions:3"], 0);
+        // Initiator m has two sessions (ISIDs) to t on P0 and one on P1. x is the newest
+        // login: without the preference for a doubled session it would go. P1 and P2 carry
+        // one session each; P1 comes first but already carries m.
+        let t = world(
+            vec![
+                portal(
+                    0,
+                    vec![session(1, "m", "t", 1), session(2, "m", "t", 2), s(3)],
+                ),
+                portal(1, vec![session(4, "m", "t", 4)]),
+                portal(2, vec![s(5)]),
+            ],
+            &["t"],
+        );
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(2, 0, 2)]);
+        assert!(
+            reason(&d[0]).ends_with("a doubled multipath session, newest login"),
+            "{}",
+            reason(&d[0])
+        );
+        // When the only portal that fits already carries m, the session goes there.
+        let mut b = balancer(&["sessions:3"], 0);
+        let t = world(
+            vec![
+                portal(
+                    0,
+                    vec![session(1, "m", "t", 1), session(2, "m", "t", 2), s(3)],
+                ),
+                portal(1, vec![session(4, "m", "t", 4)]),
+                portal(2, vec![s(5), s(6), s(7)]),
+            ],
+            &["t"],
+        );
+        assert_eq!(moves(&b.step(&t, 0)), [(2, 0, 1)]);
+    }
+
+    #[test]
+    fn reservation_holders_stay_unless_allowed() {
+        let mut holder = s(2);
+        holder.holds_reservation = true;
+        let t = table(vec![s(1), holder], vec![], &["t"]);
+        let mut b = balancer(&["sessions:2"], 0);
+        assert_eq!(moves(&b.step(&t, 0)), [(1, 0, 1)]);
+        let mut b = Balancer::new(policy(&["sessions:2"]).with_reservation_holders_movable(true));
+        assert_eq!(moves(&b.step(&t, 0)), [(2, 0, 1)]);
+        // Nobody else to move: nothing moves.
+        let mut only = t.clone();
+        only.portals[0].sessions[0].holds_reservation = true;
+        let mut b = balancer(&["sessions:2"], 0);
+        assert!(b.step(&only, 0).is_empty());
+    }
+
+    #[test]
+    fn pinned_initiators_are_never_moved() {
+        let t = table(vec![s(1), s(2)], vec![], &["t"]);
+        let mut b = Balancer::new(policy(&["sessions:2"]).with_pinned(["I2"]));
+        assert_eq!(moves(&b.step(&t, 0)), [(1, 0, 1)]);
+        let mut b = Balancer::new(policy(&["sessions:2"]).with_pinned(["i1", "i2"]));
+        assert!(b.step(&t, 0).is_empty());
+        assert!(b.deleted().is_empty());
+    }
+
+    #[test]
+    fn oldest_login_first_when_configured() {
+        let t = table(vec![s(1), s(2)], vec![], &["t"]);
+        let mut b =
+            Balancer::new(policy(&["sessions:2"]).with_priority(SwitchPriority::OldestLogin));
+        let d = b.step(&t, 0);
+        assert_eq!(moves(&d), [(1, 0, 1)]);
+        assert!(reason(&d[0]).ends_with("oldest login"));
+    }
+
+    // ---- no ping-pong ---------------------------------------------------------------------
+
+    #[test]
+    fn never_moved_back_to_the_portal_it_left_within_twice_the_cooldown() {
+        let cooldown = 10_000;
+        let mut b = balancer(&["sessions:2"], cooldown);
+        // At 0, i2 is moved P0 → P1 (P2, at one session, cannot take another).
+        let start = world(
+            vec![
+                portal(0, vec![s(1), s(2)]),
+                portal(1, vec![]),
+                portal(2, vec![s(8)]),
+            ],
+            &["t"],
+        );
+        assert_eq!(moves(&b.step(&start, 0)), [(2, 0, 1)]);
+        // Then P1 is hot: i2 (its new session 3) and a reservation holder that stays put.
+        let later = |p2: Vec<SessionEntry>| {
+            let mut holder = s(4);
+            holder.holds_reservation = true;
+            world(
+                vec![
+                    portal(0, vec![]),
+                    portal(1, vec![session(3, "i2", "t", 100), holder]),
+                    portal(2, p2),
+                ],
+                &["t"],
+            )
+        };
+        // At 9 s i2 is in its cooldown: it stays though P2 is empty.
+        assert!(moves(&b.step(&later(vec![]), 9_000)).is_empty());
+        // At 12 s the (t, P0) registration comes back (P0 is empty).
+        let d = b.step(&later(vec![s(8)]), 12_000);
+        assert!(
+            matches!(
+                &d[..],
+                [Decision::Restore {
+                    portal: PortalId(0),
+                    ..
+                }]
+            ),
+            "{d:?}"
+        );
+        // From 13 s i2 may move, and P0 is empty and registered, but it is the portal i2 left
+        // less than 20 s ago: it stays, or goes to P2 when P2 can take it, though P0 comes
+        // first among equally loaded portals.
+        let mut b2 = b.clone();
+        assert!(moves(&b.step(&later(vec![s(8)]), 13_000)).is_empty());
+        assert!(moves(&b.step(&later(vec![s(8)]), 19_999)).is_empty());
+        assert_eq!(moves(&b2.step(&later(vec![]), 13_000)), [(3, 1, 2)]);
+        // At 20 s it may go back.
+        assert_eq!(moves(&b.step(&later(vec![s(8)]), 20_000)), [(3, 1, 0)]);
+        assert!(b.ping_pongs().is_empty() && b2.ping_pongs().is_empty());
+        assert_eq!(b.history().len(), 2);
+        assert_eq!(
+            ping_pongs(b.history(), cooldown + 1)[0].kind,
+            crate::history::PingPongKind::MovedBack,
+            "under a longer cooldown the return would be a ping-pong"
+        );
+    }
 }

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::BalancePolicy;
 use crate::event::Event;
-use crate::metric::BalanceSpec;
 use crate::table::{ConfigTable, PortalId};
 
 /// One (target, portal) Portal Group as the target registered it in iSNS.
@@ -39,8 +39,9 @@ pub struct AdminSnapshot {
     /// What that server last answered; `None` before the first attempt or without iSNS.
     #[serde(default)]
     pub isns_contact: Option<IsnsContact>,
-    /// The balancing policy, if balancing is on.
-    pub balance: Option<BalanceSpec>,
+    /// The balancing policy (every metric with its thresholds, and the settings), if
+    /// balancing is on.
+    pub balance: Option<BalancePolicy>,
     pub table: ConfigTable,
     pub registrations: Vec<RegistrationRow>,
     /// The most recent events, oldest first.

@@ -5,13 +5,18 @@
 //! every step the invariants of the procedure are checked, and at the end every load falls to
 //! zero and every deleted registration must come back. The counters at the end make sure the
 //! cases really moved sessions and restored registrations.
+//!
+//! Each case balances on one or two metrics of sessions, IOPS, link bandwidth (portals with
+//! unequal link capacities) and processor demand; the checks are made in raw units from the
+//! simulated sessions: a move leaves a portal at or above some HIGH, lands where every metric
+//! stays under its HIGH, and a restore happens only with every metric at or below its LOW.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
 
 use balancer::{
-    BalanceSpec, Balancer, ConfigTable, Decision, Metric, PortalId, PortalRow, SessionEntry,
-    Thresholds,
+    BalancePolicy, BalanceSpec, Balancer, ConfigTable, Decision, Metric, PortalId, PortalLoad,
+    PortalRow, Projection, SessionEntry, Share,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -21,12 +26,12 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 struct Tick {
     /// Time since the previous step.
     advance_ms: u64,
-    /// New initiators: (target index, which of the target's registered portals, IOPS).
-    arrivals: Vec<(usize, usize, u16)>,
+    /// New initiators: (target index, which of the target's registered portals, load).
+    arrivals: Vec<(usize, usize, Load)>,
     /// Sessions that leave (index into the live sessions, modulo their number).
     departures: Vec<usize>,
-    /// A session whose load changes: (index, new IOPS).
-    reload: Option<(usize, u16)>,
+    /// A session whose load changes: (index, new load).
+    reload: Option<(usize, Load)>,
     /// Steps a moved initiator takes to log in at its destination (0: before the next step).
     obey_after: u8,
     /// Whether iSNS refuses the registration changes of this step.
@@ -34,9 +39,32 @@ struct Tick {
     fail_restore: bool,
 }
 
+/// A session's load: IOPS, bytes per second read and written, processor cost (of one CPU).
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    iops: f64,
+    read_bps: f64,
+    write_bps: f64,
+    cpu: f64,
+}
+
+fn load() -> impl Strategy<Value = Load> {
+    (0u16..1_000, 0u16..400, 0u16..200, 0u8..40).prop_map(|(iops, r, w, c)| Load {
+        iops: f64::from(iops),
+        read_bps: f64::from(r),
+        write_bps: f64::from(w),
+        cpu: f64::from(c) / 100.0,
+    })
+}
+
+/// Link capacity of portal `p` (bytes per second each way): unequal links.
+fn capacity(p: PortalId) -> f64 {
+    [1_000.0, 3_000.0, 1_500.0][usize::from(p.0) % 3]
+}
+
 #[derive(Debug, Clone)]
 struct Case {
-    spec: BalanceSpec,
+    specs: Vec<BalanceSpec>,
     cooldown_ms: u64,
     portals: u16,
     /// Per target, the bit mask of the portals serving it (never empty).
@@ -47,9 +75,9 @@ struct Case {
 fn tick() -> impl Strategy<Value = Tick> {
     (
         200u64..3_000,
-        proptest::collection::vec((0usize..3, 0usize..3, 0u16..1_000), 0..4),
+        proptest::collection::vec((0usize..3, 0usize..3, load()), 0..4),
         proptest::collection::vec(0usize..64, 0..2),
-        proptest::option::of((0usize..64, 0u16..1_000)),
+        proptest::option::of((0usize..64, load())),
         0u8..3,
         0u8..8,
         0u8..8,
@@ -67,31 +95,41 @@ fn tick() -> impl Strategy<Value = Tick> {
         )
 }
 
+fn spec() -> impl Strategy<Value = BalanceSpec> {
+    prop_oneof![
+        (1u8..5).prop_map(|h| BalanceSpec::new(Metric::Sessions, f64::from(h), f64::from(h - 1))),
+        (500u16..3_000).prop_map(|h| BalanceSpec::new(
+            Metric::Iops,
+            f64::from(h),
+            f64::from(h) / 2.0
+        )),
+        (30u8..95).prop_map(|h| BalanceSpec::new(
+            Metric::Bandwidth,
+            f64::from(h) / 100.0,
+            f64::from(h) / 200.0
+        )),
+        (40u8..150).prop_map(|h| BalanceSpec::new(
+            Metric::Cpu,
+            f64::from(h) / 100.0,
+            f64::from(h) / 200.0
+        )),
+    ]
+}
+
 fn case() -> impl Strategy<Value = Case> {
-    let spec = prop_oneof![
-        (1u8..5).prop_map(|h| BalanceSpec {
-            metric: Metric::Sessions,
-            thresholds: Thresholds {
-                high: f64::from(h),
-                low: f64::from(h - 1),
-            },
-        }),
-        (500u16..3_000).prop_map(|h| BalanceSpec {
-            metric: Metric::Iops,
-            thresholds: Thresholds {
-                high: f64::from(h),
-                low: f64::from(h) / 2.0,
-            },
-        }),
-    ];
-    (2u16..=3, spec, 0u64..6_000).prop_flat_map(|(portals, spec, cooldown_ms)| {
+    let specs = proptest::collection::vec(spec(), 1..3).prop_map(|mut v| {
+        // One spec per metric.
+        v.dedup_by_key(|s| s.metric);
+        v
+    });
+    (2u16..=3, specs, 0u64..6_000).prop_flat_map(|(portals, specs, cooldown_ms)| {
         let all = (1u8 << portals) - 1;
         (
             proptest::collection::vec(prop_oneof![3 => Just(all), 1 => 1u8..=all], 3),
             proptest::collection::vec(tick(), 1..50),
         )
             .prop_map(move |(served, ticks)| Case {
-                spec,
+                specs: specs.clone(),
                 cooldown_ms,
                 portals,
                 served,
@@ -107,7 +145,7 @@ struct Session {
     target: String,
     portal: PortalId,
     login_ms: u64,
-    iops: f64,
+    load: Load,
 }
 
 /// A move the policy decided and the initiator has not carried out yet.
@@ -115,7 +153,7 @@ struct Session {
 struct InFlight {
     session_id: u64,
     to: PortalId,
-    load: f64,
+    share: Share,
     due_step: usize,
 }
 
@@ -129,6 +167,11 @@ struct Counts {
     failed_changes: Cell<usize>,
     /// A step at which a moved initiator within its cooldown sat on an overloaded portal.
     cooldown_tested: Cell<usize>,
+    /// Moves off a portal overloaded on link bandwidth, on its processor, and in a case that
+    /// combines two metrics.
+    bandwidth_moves: Cell<usize>,
+    cpu_moves: Cell<usize>,
+    combined_moves: Cell<usize>,
 }
 
 fn bump(c: &Cell<usize>) {
@@ -136,7 +179,7 @@ fn bump(c: &Cell<usize>) {
 }
 
 struct Sim {
-    spec: BalanceSpec,
+    specs: Vec<BalanceSpec>,
     cooldown_ms: u64,
     portals: Vec<PortalId>,
     targets: Vec<String>,
@@ -148,6 +191,8 @@ struct Sim {
     sessions: Vec<Session>,
     in_flight: Vec<InFlight>,
     last_moved: HashMap<(String, String), u64>,
+    /// When each (initiator, target) was last moved, and the portal it left.
+    last_left: HashMap<(String, String), (u64, PortalId)>,
     moved_ever: BTreeSet<(String, String)>,
     next_id: u64,
     now: u64,
@@ -169,7 +214,7 @@ impl Sim {
             })
             .collect();
         Sim {
-            spec: c.spec,
+            specs: c.specs.clone(),
             cooldown_ms: c.cooldown_ms,
             portals,
             targets,
@@ -179,6 +224,7 @@ impl Sim {
             sessions: Vec::new(),
             in_flight: Vec::new(),
             last_moved: HashMap::new(),
+            last_left: HashMap::new(),
             moved_ever: BTreeSet::new(),
             next_id: 1,
             now: 0,
@@ -186,14 +232,14 @@ impl Sim {
         }
     }
 
-    fn login(&mut self, initiator: String, target: String, portal: PortalId, iops: f64) {
+    fn login(&mut self, initiator: String, target: String, portal: PortalId, load: Load) {
         self.sessions.push(Session {
             id: self.next_id,
             initiator,
             target,
             portal,
             login_ms: self.now,
-            iops,
+            load,
         });
         self.next_id += 1;
     }
@@ -203,46 +249,65 @@ impl Sim {
             portals: self
                 .portals
                 .iter()
-                .map(|p| PortalRow {
-                    id: *p,
-                    address: format!("10.0.0.{}:3260", p.0),
-                    processor: p.0 as usize,
-                    sessions: self
-                        .sessions
-                        .iter()
-                        .filter(|s| s.portal == *p)
-                        .map(|s| SessionEntry {
-                            session_id: s.id,
-                            initiator: s.initiator.clone(),
-                            target: s.target.clone(),
-                            login_ms: s.login_ms,
-                            iops: s.iops,
-                            commands: 0,
+                .map(|p| {
+                    let on: Vec<&Session> =
+                        self.sessions.iter().filter(|s| s.portal == *p).collect();
+                    let demand: f64 = on.iter().map(|s| s.load.cpu).sum();
+                    PortalRow {
+                        id: *p,
+                        address: format!("10.0.0.{}:3260", p.0),
+                        processor: p.0 as usize,
+                        sessions: on
+                            .iter()
+                            .map(|s| SessionEntry {
+                                session_id: s.id,
+                                initiator: s.initiator.clone(),
+                                target: s.target.clone(),
+                                login_ms: s.login_ms,
+                                iops: s.load.iops,
+                                read_bps: s.load.read_bps,
+                                write_bps: s.load.write_bps,
+                                cpu_share: if demand > 0.0 {
+                                    s.load.cpu / demand
+                                } else {
+                                    0.0
+                                },
+                                ..Default::default()
+                            })
+                            .collect(),
+                        load: PortalLoad {
+                            link_capacity: Some(capacity(*p)),
+                            sent_bps: on.iter().map(|s| s.load.read_bps).sum(),
+                            received_bps: on.iter().map(|s| s.load.write_bps).sum(),
+                            cpu_busy: demand,
                             ..Default::default()
-                        })
-                        .collect(),
-                    load: Default::default(),
+                        },
+                    }
                 })
                 .collect(),
             served: self.served.iter().cloned().collect(),
         }
     }
 
-    fn session_load(&self, s: &Session) -> f64 {
-        match self.spec.metric {
-            Metric::Sessions => 1.0,
-            Metric::Iops => s.iops,
+    /// What session `s` takes with it when it moves, from the simulation's own figures.
+    fn share(s: &Session) -> Share {
+        Share {
+            iops: s.load.iops,
+            read_bps: s.load.read_bps,
+            write_bps: s.load.write_bps,
+            cpu: s.load.cpu,
         }
     }
 
     /// Measured load of `p`, minus moves out of it and plus moves into it not yet carried out.
-    fn projected(&self, p: PortalId) -> f64 {
-        let mut load: f64 = self
-            .sessions
-            .iter()
-            .filter(|s| s.portal == p)
-            .map(|s| self.session_load(s))
-            .sum();
+    fn projected(&self, p: PortalId) -> Projection {
+        let mut load = Projection {
+            link_capacity: Some(capacity(p)),
+            ..Default::default()
+        };
+        for s in self.sessions.iter().filter(|s| s.portal == p) {
+            load.add(&Self::share(s));
+        }
         for m in &self.in_flight {
             let from = self
                 .sessions
@@ -250,13 +315,21 @@ impl Sim {
                 .find(|s| s.id == m.session_id)
                 .map(|s| s.portal);
             if from == Some(p) {
-                load -= m.load;
+                load.remove(&m.share);
             }
             if m.to == p {
-                load += m.load;
+                load.add(&m.share);
             }
         }
         load
+    }
+
+    /// Whether `load` is at or above the HIGH of some metric.
+    fn hot(&self, load: &Projection) -> bool {
+        self.specs.iter().any(|s| {
+            load.value(s.metric)
+                .is_some_and(|v| v >= s.thresholds.high - 1e-9)
+        })
     }
 
     /// The world between two steps.
@@ -272,7 +345,7 @@ impl Sim {
                 }
             }
         }
-        for (target, pick, iops) in &t.arrivals {
+        for (target, pick, load) in &t.arrivals {
             // An initiator asks iSNS, which lists the target's registered portals.
             let target = self.targets[*target].clone();
             let listed: Vec<PortalId> = self
@@ -283,12 +356,7 @@ impl Sim {
                 .collect();
             let portal = listed[pick % listed.len()];
             *arrivals_so_far += 1;
-            self.login(
-                format!("i{arrivals_so_far}"),
-                target,
-                portal,
-                f64::from(*iops),
-            );
+            self.login(format!("i{arrivals_so_far}"), target, portal, *load);
         }
         // Initiators asked to log out do so, and log in again at their destination.
         let due: Vec<InFlight> = self
@@ -305,13 +373,13 @@ impl Sim {
                 .position(|s| s.id == m.session_id)
                 .expect("in-flight sessions are live");
             let s = self.sessions.remove(i);
-            self.login(s.initiator, s.target, m.to, s.iops);
+            self.login(s.initiator, s.target, m.to, s.load);
         }
-        if let Some((i, iops)) = t.reload
+        if let Some((i, load)) = t.reload
             && !self.sessions.is_empty()
         {
             let n = self.sessions.len();
-            self.sessions[i % n].iops = f64::from(iops);
+            self.sessions[i % n].load = load;
         }
     }
 
@@ -323,7 +391,6 @@ impl Sim {
         counts: &Counts,
     ) -> Result<(), TestCaseError> {
         let table = self.table();
-        let (high, low) = (self.spec.thresholds.high, self.spec.thresholds.low);
         // Did this step give the cooldown a chance to be broken?
         for s in &self.sessions {
             let key = (s.initiator.clone(), s.target.clone());
@@ -332,10 +399,11 @@ impl Sim {
                 .get(&key)
                 .is_some_and(|at| self.now - at < self.cooldown_ms);
             let pending = self.in_flight.iter().any(|m| m.session_id == s.id);
-            if recent && !pending && self.projected(s.portal) >= high {
+            if recent && !pending && self.hot(&self.projected(s.portal)) {
                 bump(&counts.cooldown_tested);
             }
         }
+        let mut asked: BTreeSet<(String, PortalId)> = BTreeSet::new();
         for d in b.step(&table, self.now) {
             match d {
                 Decision::Move {
@@ -362,26 +430,56 @@ impl Sim {
                         !self.in_flight.iter().any(|m| m.session_id == session_id),
                         "asked twice"
                     );
+                    let from_load = self.projected(from);
                     prop_assert!(
-                        self.projected(from) >= high,
-                        "moved off a portal under the threshold"
+                        self.hot(&from_load),
+                        "moved off a portal under every threshold"
                     );
+                    for spec in &self.specs {
+                        let hot = from_load
+                            .value(spec.metric)
+                            .is_some_and(|v| v >= spec.thresholds.high);
+                        match spec.metric {
+                            Metric::Bandwidth if hot => bump(&counts.bandwidth_moves),
+                            Metric::Cpu if hot => bump(&counts.cpu_moves),
+                            _ => {}
+                        }
+                    }
+                    if self.specs.len() > 1 {
+                        bump(&counts.combined_moves);
+                    }
                     prop_assert!(self.served.contains(&(target.clone(), to)));
                     prop_assert!(
                         self.registered.contains(&(target.clone(), to)),
                         "moved to a portal where the target is not registered"
                     );
-                    let add = self.session_load(&s);
-                    let dest = self.projected(to);
-                    prop_assert!(
-                        dest + add < high,
-                        "moved to {} at {} + {} (high {})",
-                        to,
-                        dest,
-                        add,
-                        high
-                    );
+                    let share = Self::share(&s);
+                    let mut dest = self.projected(to);
+                    dest.add(&share);
+                    for spec in &self.specs {
+                        if let Some(v) = dest.value(spec.metric) {
+                            prop_assert!(
+                                v < spec.thresholds.high + 1e-9,
+                                "moved to {}: {} would be {} (high {})",
+                                to,
+                                spec.metric,
+                                v,
+                                spec.thresholds.high
+                            );
+                        }
+                    }
                     let key = (initiator.clone(), target.clone());
+                    if let Some((at, left)) = self.last_left.get(&key) {
+                        prop_assert!(
+                            !(to == *left && self.now - at < 2 * self.cooldown_ms),
+                            "{} moved back to {} {} ms after it left (cooldown {})",
+                            initiator,
+                            to,
+                            self.now - at,
+                            self.cooldown_ms
+                        );
+                    }
+                    self.last_left.insert(key.clone(), (self.now, from));
                     if let Some(at) = self.last_moved.get(&key) {
                         prop_assert!(
                             self.now - at >= self.cooldown_ms,
@@ -396,12 +494,15 @@ impl Sim {
                     }
                     self.last_moved.insert(key, self.now);
                     let reg = (target.clone(), from);
+                    // One delete per (target, portal) per step: a second move off the same
+                    // portal waits for the first one's delete, even when that one fails.
                     prop_assert_eq!(
                         delete_registration,
-                        self.registered.contains(&reg),
+                        self.registered.contains(&reg) && !asked.contains(&reg),
                         "a delete exactly when the hot portal is still registered"
                     );
                     if delete_registration {
+                        asked.insert(reg.clone());
                         if t.fail_delete {
                             bump(&counts.failed_changes);
                             b.registration_failed(&target, from, true);
@@ -414,7 +515,7 @@ impl Sim {
                     self.in_flight.push(InFlight {
                         session_id,
                         to,
-                        load: add,
+                        share,
                         due_step: self.step + usize::from(t.obey_after) + 1,
                     });
                 }
@@ -423,7 +524,17 @@ impl Sim {
                     let reg = (target.clone(), portal);
                     prop_assert!(!self.registered.contains(&reg), "restored twice");
                     let load = self.projected(portal);
-                    prop_assert!(load <= low, "restored at load {} > low {}", load, low);
+                    for spec in &self.specs {
+                        if let Some(v) = load.value(spec.metric) {
+                            prop_assert!(
+                                v <= spec.thresholds.low + 1e-9,
+                                "restored at {} {} > low {}",
+                                spec.metric,
+                                v,
+                                spec.thresholds.low
+                            );
+                        }
+                    }
                     let (at, retry) = self.deleted_at[&reg];
                     prop_assert!(
                         retry || self.now - at >= self.cooldown_ms,
@@ -468,11 +579,16 @@ impl Sim {
 
 fn run_case(c: &Case, counts: &Counts) -> Result<(), TestCaseError> {
     let mut sim = Sim::new(c);
-    let mut b = Balancer::new(c.spec, c.cooldown_ms);
+    let mut b = Balancer::new(
+        BalancePolicy::new(c.specs.clone())
+            .expect("one spec per metric")
+            .with_cooldown_ms(c.cooldown_ms),
+    );
     let mut arrivals = 0;
     for t in &c.ticks {
         sim.advance(t, &mut arrivals);
         sim.run_step(&mut b, t, counts)?;
+        prop_assert!(b.ping_pongs().is_empty(), "ping-pong: {:?}", b.ping_pongs());
     }
     // The load falls: everyone leaves. Within the cooldown (and a step) every deleted
     // registration must come back, iSNS now accepting every change.
@@ -528,4 +644,11 @@ fn the_policy_keeps_its_invariants_while_the_table_evolves() {
         "cooldown tested: {}",
         c.cooldown_tested.get()
     );
+    for (what, n) in [
+        ("bandwidth", &c.bandwidth_moves),
+        ("cpu", &c.cpu_moves),
+        ("combined", &c.combined_moves),
+    ] {
+        assert!(n.get() >= 20, "{what} moves: {}", n.get());
+    }
 }

@@ -13,7 +13,8 @@
 use std::collections::HashSet;
 
 use balancer::{
-    BalanceSpec, Balancer, ConfigTable, Decision, PortalId, PortalLoad, PortalRow, SessionEntry,
+    BalancePolicy, BalanceSpec, Balancer, ConfigTable, Decision, MoveRecord, PolicyError, PortalId,
+    PortalLoad, PortalRow, SessionEntry,
 };
 use serde::Serialize;
 
@@ -64,15 +65,6 @@ struct Session {
     m_cpu: f64,
 }
 
-/// One move the balancer asked for.
-#[derive(Debug, Clone, Serialize)]
-pub struct Move {
-    pub at_s: u32,
-    pub initiator: String,
-    pub from: usize,
-    pub to: usize,
-}
-
 /// What one run gives.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -101,7 +93,7 @@ pub struct RunReport {
     pub converged_at_s: u32,
     /// Utilisation of each portal over time, [`SERIES_POINTS`] points at most.
     pub series: Vec<Vec<f32>>,
-    pub move_log: Vec<Move>,
+    pub move_log: Vec<MoveRecord>,
 }
 
 /// Max-min fair shares of `capacity` between `demands`, written to `out`.
@@ -121,31 +113,12 @@ fn water_fill(demands: &[f64], capacity: f64, out: &mut Vec<f64>) {
     }
 }
 
-/// Ping-pongs in `moves`: an initiator moved again within `cooldown_s`, or moved back to the
-/// portal it left within twice that.
-pub fn ping_pongs(moves: &[Move], cooldown_s: u32) -> usize {
-    let mut by: std::collections::HashMap<&str, Vec<&Move>> = Default::default();
-    for m in moves {
-        by.entry(m.initiator.as_str()).or_default().push(m);
-    }
-    let mut n = 0;
-    for list in by.values_mut() {
-        list.sort_by_key(|m| m.at_s);
-        for w in list.windows(2) {
-            let dt = w[1].at_s - w[0].at_s;
-            if dt < cooldown_s || (w[1].to == w[0].from && dt < 2 * cooldown_s) {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
-/// Runs `fleet` under `policy`.
-pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> RunReport {
+/// Runs `fleet` under `policy`; an error when its rules do not make a policy (a metric given
+/// twice).
+pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyError> {
     let p_count = fleet.portals.len();
     let cooldown_ms = u64::from(policy.cooldown_s) * 1000;
-    let mut balancer = policy_balancer(&policy.specs, cooldown_ms);
+    let mut balancer = policy_balancer(&policy.specs, cooldown_ms)?;
     let target_names: Vec<String> = (0..fleet.targets)
         .map(|t| format!("iqn.2026-11.org.example:target-{t}"))
         .collect();
@@ -168,7 +141,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> RunReport {
     let (mut carried_sum, mut demand_sum) = (0.0, 0.0);
     let mut latency_hist = vec![0u64; 2001];
     let (mut latency_sum, mut latency_n) = (0.0, 0u64);
-    let mut moves: Vec<Move> = Vec::new();
+    let mut moves: Vec<MoveRecord> = Vec::new();
     let last_third = fleet.duration_s * 2 / 3;
     let mut converged = vec![0.0; p_count];
     let mut converged_n = 0u32;
@@ -340,6 +313,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> RunReport {
                 Decision::Move {
                     session_id,
                     initiator,
+                    target,
                     from,
                     to,
                     delete_registration,
@@ -353,11 +327,12 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> RunReport {
                     }
                     s.paused_until = t + MOVE_PAUSE_S;
                     s.moving_to = Some(usize::from(to.0));
-                    moves.push(Move {
-                        at_s: t,
+                    moves.push(MoveRecord {
+                        at_ms: now_ms,
                         initiator,
-                        from: usize::from(from.0),
-                        to: usize::from(to.0),
+                        target,
+                        from,
+                        to,
                     });
                 }
                 Decision::Restore { target, portal, .. } => {
@@ -383,7 +358,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> RunReport {
         }
         at as f64 * 10.0
     };
-    RunReport {
+    Ok(RunReport {
         policy: policy.name.clone(),
         rules: policy.specs.iter().map(spec_text).collect(),
         utilisation_spread: spread_sum / ticks,
@@ -395,7 +370,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> RunReport {
         } else {
             1.0
         },
-        ping_pongs: ping_pongs(&moves, policy.cooldown_s),
+        ping_pongs: balancer::ping_pongs(&moves, cooldown_ms).len(),
         moves: moves.len(),
         light_latency_mean_us: if latency_n > 0 {
             latency_sum / latency_n as f64
@@ -407,10 +382,10 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> RunReport {
             .iter()
             .map(|c| c / f64::from(converged_n.max(1)))
             .collect(),
-        converged_at_s: moves.last().map_or(0, |m| m.at_s),
+        converged_at_s: moves.last().map_or(0, |m| (m.at_ms / 1000) as u32),
         series,
         move_log: moves,
-    }
+    })
 }
 
 /// The configuration table the target would show: per portal its sessions with their
@@ -471,10 +446,17 @@ fn spec_text(s: &BalanceSpec) -> String {
     )
 }
 
-/// The balancer for `specs` (none when empty: the balancer off).
-fn policy_balancer(specs: &[BalanceSpec], cooldown_ms: u64) -> Option<Balancer> {
-    let first = specs.first()?;
-    Some(Balancer::new(*first, cooldown_ms))
+/// The balancer for `specs` (none when empty: the balancer off), with the target's defaults
+/// but for the cooldown.
+fn policy_balancer(
+    specs: &[BalanceSpec],
+    cooldown_ms: u64,
+) -> Result<Option<Balancer>, PolicyError> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let policy = BalancePolicy::new(specs.to_vec())?.with_cooldown_ms(cooldown_ms);
+    Ok(Some(Balancer::new(policy)))
 }
 
 #[cfg(test)]
@@ -509,7 +491,7 @@ mod tests {
 
     #[test]
     fn without_the_balancer_everyone_piles_onto_the_first_portal() {
-        let r = run(&small_fleet(), &choice("none", &[]));
+        let r = run(&small_fleet(), &choice("none", &[])).unwrap();
         assert_eq!(r.moves, 0);
         assert!(
             r.converged_utilisation[0] > 0.5,
@@ -523,29 +505,12 @@ mod tests {
     #[test]
     fn the_balancer_spreads_the_fleet_without_ping_pong() {
         let fleet = small_fleet();
-        let off = run(&fleet, &choice("none", &[]));
-        let on = run(&fleet, &choice("sessions", &["sessions:25:24"]));
+        let off = run(&fleet, &choice("none", &[])).unwrap();
+        let on = run(&fleet, &choice("sessions", &["sessions:25:24"])).unwrap();
         assert!(on.moves > 0);
         assert_eq!(on.ping_pongs, 0);
         assert!(on.utilisation_spread < off.utilisation_spread);
         assert!(on.overload_excess < off.overload_excess);
         assert!(on.throughput_bps > off.throughput_bps);
-    }
-
-    #[test]
-    fn ping_pongs_follow_the_definition() {
-        let m = |at_s, from, to| Move {
-            at_s,
-            initiator: "i".into(),
-            from,
-            to,
-        };
-        // Again within the cooldown.
-        assert_eq!(ping_pongs(&[m(0, 0, 1), m(5, 1, 2)], 10), 1);
-        // Back to where it came from within twice the cooldown.
-        assert_eq!(ping_pongs(&[m(0, 0, 1), m(15, 1, 0)], 10), 1);
-        // Onwards after the cooldown, or back after twice it: fine.
-        assert_eq!(ping_pongs(&[m(0, 0, 1), m(15, 1, 2)], 10), 0);
-        assert_eq!(ping_pongs(&[m(0, 0, 1), m(25, 1, 0)], 10), 0);
     }
 }

@@ -9,7 +9,7 @@ pub mod chart;
 pub mod engine;
 pub mod workload;
 
-pub use engine::{Move, PolicyChoice, RunReport, ping_pongs, run};
+pub use engine::{PolicyChoice, RunReport, run};
 pub use workload::{Fleet, FleetConfig, InitiatorSpec, Kind, PortalSpec, generate, preset};
 
 /// A comparison table of runs (Markdown).

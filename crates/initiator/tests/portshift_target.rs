@@ -52,8 +52,10 @@ fn moved_by_the_balancer_without_io_errors() {
             })
             .collect(),
         isns: Some(isns_addr),
-        balance: Some("sessions:2".parse().expect("spec")),
+        balance: vec!["sessions:2".parse().expect("spec")],
         cooldown_ms: 1000,
+        pin: Vec::new(),
+        max_moves: balancer::DEFAULT_MAX_MOVES,
         admin: None,
         limits: Default::default(),
     })
@@ -149,8 +151,10 @@ fn voluntary_reconnects_keep_the_data_verified() {
             size: Some(4 << 20),
         }],
         isns: None,
-        balance: None,
+        balance: Vec::new(),
         cooldown_ms: 1000,
+        pin: Vec::new(),
+        max_moves: balancer::DEFAULT_MAX_MOVES,
         admin: None,
         limits: Default::default(),
     })

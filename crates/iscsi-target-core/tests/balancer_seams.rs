@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use balancer::{BalanceSpec, Balancer, EventKind, PortalId};
+use balancer::{BalancePolicy, Balancer, EventKind, PortalId};
 use bytes::BytesMut;
 use iscsi_proto::params::SessionType;
 use iscsi_proto::text::TextPairs;
@@ -60,9 +60,11 @@ struct Conn {
 impl World {
     /// Two portals, targets T1 and T2, `sessions:2`, cooldown 0.
     fn new() -> World {
-        let spec: BalanceSpec = "sessions:2".parse().unwrap();
+        let policy = BalancePolicy::parse(&["sessions:2"])
+            .unwrap()
+            .with_cooldown_ms(0);
         let targets = vec![T1.to_string(), T2.to_string()];
-        let plane = ControlPlane::new(portals(), targets.clone(), None, Some(spec));
+        let plane = ControlPlane::new(portals(), targets.clone(), None, Some(policy.clone()));
         let catalog = Catalog {
             targets: targets
                 .iter()
@@ -82,7 +84,7 @@ impl World {
         };
         World {
             plane,
-            balance: BalanceLoop::new(Balancer::new(spec, 0)),
+            balance: BalanceLoop::new(Balancer::new(policy)),
             catalog: Arc::new(catalog),
             t0: Instant::now(),
             ms: 1_000,

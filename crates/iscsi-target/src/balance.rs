@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use balancer::{BalanceSpec, Balancer};
+use balancer::{BalancePolicy, Balancer};
 use iscsi_target_core::{Action, BalanceLoop};
 
 use crate::control::{Control, SessionCommand};
@@ -16,12 +16,10 @@ use crate::registration::Registrar;
 pub use iscsi_target_core::control::TIME2LOGOUT;
 
 /// Balancer loop settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BalanceSettings {
-    pub spec: BalanceSpec,
-    /// The cooldown: a moved initiator is not moved again, and a deleted registration is not
-    /// restored, until it has passed.
-    pub cooldown: Duration,
+    /// The metrics, thresholds, cooldown, moves per interval and pinned initiators.
+    pub policy: BalancePolicy,
     /// How often the table is sampled and the policy run.
     pub interval: Duration,
 }
@@ -33,10 +31,7 @@ pub async fn run(
     settings: BalanceSettings,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut balance = BalanceLoop::new(Balancer::new(
-        settings.spec,
-        settings.cooldown.as_millis() as u64,
-    ));
+    let mut balance = BalanceLoop::new(Balancer::new(settings.policy));
     let mut tick = tokio::time::interval(settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -97,15 +92,15 @@ mod tests {
     #[tokio::test]
     async fn executes_a_move_through_the_channel_and_the_registrar() {
         let targets: Vec<String> = (1..=3).map(|i| format!("iqn.t{i}")).collect();
-        let spec: BalanceSpec = "sessions:2".parse().unwrap();
-        let control = Control::new(two_portals(), targets, None, Some(spec));
+        let policy = BalancePolicy::parse(&["sessions:2"]).unwrap();
+        let control = Control::new(two_portals(), targets, None, Some(policy.clone()));
         let mut rxs = Vec::new();
         for i in 1..=3 {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             control.session_started(PortalId(0), &format!("iqn.i{i}"), &format!("iqn.t{i}"), tx);
             rxs.push(rx);
         }
-        let mut balance = BalanceLoop::new(Balancer::new(spec, 0));
+        let mut balance = BalanceLoop::new(Balancer::new(policy));
         let actions = control.with_plane(|p, now| balance.step(p, now));
         execute(&control, &Registrar::Local, &mut balance, actions).await;
         assert!(balance.is_settled());
@@ -134,12 +129,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_registrar_error_is_reported_back_and_the_logout_still_goes_out() {
-        let spec: BalanceSpec = "sessions:2".parse().unwrap();
+        let policy = BalancePolicy::parse(&["sessions:2"]).unwrap();
         let control = Arc::new(Control::new(
             two_portals(),
             vec!["iqn.t1".into()],
             None,
-            Some(spec),
+            Some(policy.clone()),
         ));
         // Nothing listens on port 1: the delete fails at once.
         let registrar = Registrar::Isns(Box::new(crate::registration::IsnsRegistrar::new(
@@ -150,7 +145,7 @@ mod tests {
         control.session_started(PortalId(0), "iqn.i1", "iqn.t1", tx1);
         let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
         control.session_started(PortalId(0), "iqn.i2", "iqn.t1", tx2);
-        let mut balance = BalanceLoop::new(Balancer::new(spec, 0));
+        let mut balance = BalanceLoop::new(Balancer::new(policy));
         let actions = control.with_plane(|p, now| balance.step(p, now));
         assert!(matches!(actions[0], Action::DeleteRegistration { .. }));
         execute(&control, &registrar, &mut balance, actions).await;

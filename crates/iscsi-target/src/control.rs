@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use balancer::clock::unix_ms;
-use balancer::{AdminSnapshot, BalanceSpec, ConfigTable, PortalId};
+use balancer::{AdminSnapshot, BalancePolicy, ConfigTable, PortalId};
 use iscsi_target_core::{CloseReason, ControlPlane, LoginPolicy};
 use tokio::sync::mpsc;
 
@@ -88,7 +88,7 @@ impl Control {
         portals: Vec<PortalInfo>,
         targets: Vec<String>,
         isns: Option<String>,
-        balance: Option<BalanceSpec>,
+        balance: Option<BalancePolicy>,
     ) -> Self {
         let plane = ControlPlane::new(portals.clone(), targets.clone(), isns, balance);
         let inner = Arc::new(Mutex::new(Inner {

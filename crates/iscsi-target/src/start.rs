@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use balancer::{BalanceSpec, PortalId};
+use balancer::{BalancePolicy, BalanceSpec, PortalId};
 use scsi::{BLOCK_SIZE, BlockDevice, FileDevice, Identity, LogicalUnit, LunTable, NullDevice};
 use tokio::sync::watch;
 
@@ -40,13 +40,38 @@ pub struct TargetConfig {
     pub portals: Vec<SocketAddr>,
     pub luns: Vec<LunConfig>,
     pub isns: Option<SocketAddr>,
-    pub balance: Option<BalanceSpec>,
+    /// The balancing metrics (one `--balance` each); empty: no balancing. A portal is
+    /// overloaded when any is at or above its HIGH, recovered when all are at or below LOW.
+    pub balance: Vec<BalanceSpec>,
+    /// An initiator moved less than this long ago is not moved again (nor back to the portal
+    /// it left within twice this); a deleted registration stays deleted at least this long.
     pub cooldown_ms: u64,
+    /// Initiator names the balancer never moves (`--pin`).
+    pub pin: Vec<String>,
+    /// Moves the balancer asks for in one interval at most (`--max-moves`).
+    pub max_moves: usize,
     /// Admin endpoint address; None to run without it.
     pub admin: Option<SocketAddr>,
     /// Connection limits wanted for each portal; lowered at start so that every portal's
     /// share fits in the open-file limit ([`PortalLimits::sized`]).
     pub limits: PortalLimits,
+}
+
+impl TargetConfig {
+    /// The balancing policy the configuration asks for; `None` without `--balance`.
+    pub fn balance_policy(&self) -> anyhow::Result<Option<BalancePolicy>> {
+        if self.balance.is_empty() {
+            if !self.pin.is_empty() {
+                anyhow::bail!("--pin needs --balance");
+            }
+            return Ok(None);
+        }
+        let policy = BalancePolicy::new(self.balance.clone())?
+            .with_cooldown_ms(self.cooldown_ms)
+            .with_max_moves(self.max_moves)?
+            .with_pinned(self.pin.iter().cloned());
+        Ok(Some(policy))
+    }
 }
 
 /// Path prefix of a null store LUN: `null:BYTES`.
@@ -93,6 +118,7 @@ impl Target {
         if cfg.luns.len() > MAX_LUNS {
             anyhow::bail!("at most {MAX_LUNS} LUNs");
         }
+        let balance = cfg.balance_policy()?;
         let mut tables: Vec<(String, LunTable)> = Vec::new();
         for l in &cfg.luns {
             let null_size = l.path.to_str().and_then(|p| p.strip_prefix(NULL_PREFIX));
@@ -143,7 +169,7 @@ impl Target {
             infos.clone(),
             names,
             cfg.isns.map(|a| a.to_string()),
-            cfg.balance,
+            balance.clone(),
         ));
         let targets_summary = tables.iter().map(|(n, t)| (n.clone(), t.luns())).collect();
         let target_set = Arc::new(TargetSet::new(
@@ -253,10 +279,10 @@ fn spawn_control_thread(
                     control.clone(),
                     shutdown.clone(),
                 ));
-                if let Some(spec) = cfg.balance {
+                // Validated in `Target::start`.
+                if let Ok(Some(policy)) = cfg.balance_policy() {
                     let settings = crate::balance::BalanceSettings {
-                        spec,
-                        cooldown: Duration::from_millis(cfg.cooldown_ms),
+                        policy,
                         interval: Duration::from_secs(1),
                     };
                     tokio::spawn(crate::balance::run(
@@ -320,11 +346,31 @@ mod tests {
                 size: None,
             }],
             isns: None,
-            balance: None,
+            balance: Vec::new(),
             cooldown_ms: 0,
+            pin: Vec::new(),
+            max_moves: balancer::DEFAULT_MAX_MOVES,
             admin: None,
             limits: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_balance_policy_combines_every_metric_and_the_settings() {
+        let mut c = config("null:1048576");
+        assert_eq!(c.balance_policy().unwrap(), None);
+        c.pin = vec!["iqn.db".into()];
+        assert!(c.balance_policy().is_err(), "--pin without --balance");
+        c.balance = vec!["sessions:8".parse().unwrap(), "cpu:90%".parse().unwrap()];
+        c.cooldown_ms = 5_000;
+        c.max_moves = 2;
+        let p = c.balance_policy().unwrap().unwrap();
+        assert_eq!(p.specs, c.balance);
+        assert_eq!((p.cooldown_ms, p.max_moves), (5_000, 2));
+        assert!(p.is_pinned("iqn.db"));
+        c.balance.push("sessions:4".parse().unwrap());
+        let e = Target::start(c).unwrap_err().to_string();
+        assert!(e.contains("sessions given twice"), "{e}");
     }
 
     #[test]

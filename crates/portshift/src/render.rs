@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use balancer::{AdminSnapshot, Event, EventKind};
+use balancer::{AdminSnapshot, Event, EventKind, Metric};
 
 /// A plain text table: header, rows, columns padded to the widest cell.
 fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
@@ -33,6 +33,48 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     out
 }
 
+/// A portal's load under every metric that is measured: sessions, IOPS, link utilisation (when
+/// the link capacity is known) and processor demand (when measured).
+fn load_cell(p: &balancer::PortalRow) -> String {
+    let mut cell = format!("{} sess {:.0} iops", p.sessions.len(), p.iops());
+    if let Some(u) = p.load.link_utilisation() {
+        let _ = write!(cell, " bw {}", Metric::Bandwidth.format(u));
+    }
+    if p.load.cpu_demand() > 0.0 {
+        let _ = write!(cell, " cpu {}", Metric::Cpu.format(p.load.cpu_demand()));
+    }
+    cell
+}
+
+/// The balancing line: every metric with its thresholds, then the settings.
+fn balance_line(b: &balancer::BalancePolicy) -> String {
+    let specs: Vec<String> = b
+        .specs
+        .iter()
+        .map(|s| {
+            format!(
+                "{} high {} low {}",
+                s.metric.name(),
+                s.metric.format(s.thresholds.high),
+                s.metric.format(s.thresholds.low)
+            )
+        })
+        .collect();
+    let mut line = format!(
+        "balance: {}; cooldown {} s; at most {} moves per interval",
+        specs.join(", "),
+        b.cooldown_ms as f64 / 1000.0,
+        b.max_moves
+    );
+    if !b.pinned.is_empty() {
+        let _ = write!(line, "; pinned: {}", b.pinned.join(", "));
+    }
+    if b.move_reservation_holders {
+        line.push_str("; reservation holders may move");
+    }
+    line
+}
+
 /// FIG. 2: per portal, its processor, load, and the sessions logged in through it.
 pub fn config_table(s: &AdminSnapshot) -> Vec<String> {
     let mut rows = Vec::new();
@@ -42,7 +84,7 @@ pub fn config_table(s: &AdminSnapshot) -> Vec<String> {
             p.id.to_string(),
             p.address.clone(),
             format!("cpu{}", p.processor),
-            format!("{} sess {:.0} iops", p.sessions.len(), p.iops()),
+            load_cell(p),
         ];
         let sessions: Vec<[&str; 2]> = if p.sessions.is_empty() {
             vec![["-", "-"]]
@@ -189,13 +231,7 @@ pub fn status(s: &AdminSnapshot, max_events: usize) -> String {
     let width = left.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     if let Some(b) = &s.balance {
-        let _ = writeln!(
-            out,
-            "balance: {} high {} low {}",
-            b.metric.name(),
-            b.thresholds.high,
-            b.thresholds.low
-        );
+        let _ = writeln!(out, "{}", balance_line(b));
     } else {
         let _ = writeln!(out, "balance: off");
     }
@@ -232,7 +268,12 @@ mod tests {
                 detail: "registered with 127.0.0.1:3205".into(),
                 at_ms: 0,
             }),
-            balance: Some("sessions:2".parse().unwrap()),
+            balance: Some(
+                balancer::BalancePolicy::parse(&["sessions:2", "bandwidth:80%"])
+                    .unwrap()
+                    .with_cooldown_ms(10_000)
+                    .with_pinned(["iqn.db"]),
+            ),
             table: ConfigTable {
                 portals: vec![
                     PortalRow {
@@ -248,7 +289,14 @@ mod tests {
                             commands: 5,
                             ..Default::default()
                         }],
-                        load: Default::default(),
+                        load: balancer::PortalLoad {
+                            link_capacity: Some(100.0),
+                            sent_bps: 50.0,
+                            received_bps: 20.0,
+                            cpu_busy: 0.2,
+                            cpu_wait: 0.1,
+                            ..Default::default()
+                        },
                     },
                     PortalRow {
                         id: PortalId(1),
@@ -289,7 +337,14 @@ mod tests {
             forced_moves: 1,
         };
         let text = status(&s, 10);
-        assert!(text.contains("balance: sessions high 2 low 1"));
+        assert!(
+            text.contains(
+                "balance: sessions high 2 low 1, bandwidth high 80.0% low 40.0%; cooldown 10 s; \
+                 at most 4 moves per interval; pinned: iqn.db"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("1 sess 10 iops bw 50.0% cpu 30.0%"), "{text}");
         assert!(
             text.contains(
                 "moves: 3 logout requested, 1 forced (no logout within Time2Logout: dropped)"

@@ -131,7 +131,8 @@ pub fn line(e: &EventKind) -> String {
 
 /// Checks a world after every step, incrementally: commands executed and completed at most once
 /// (and every completed WRITE executed), every target registered through some portal, no
-/// (initiator, target) asked to move twice within the cooldown, and every logout request
+/// (initiator, target) asked to move twice within the cooldown nor back to the portal it left
+/// within twice the cooldown (no ping-pong, [`balancer::ping_pongs`]), and every logout request
 /// followed by a login elsewhere, the initiator leaving, or a stated reason (a failed event
 /// instead of the request) within `resolve_within_ms`.
 #[derive(Debug, Default)]
@@ -143,6 +144,8 @@ pub struct Auditor {
     last_request: BTreeMap<(String, String), u64>,
     /// Open logout requests: initiator → (time, from portal).
     pending: BTreeMap<String, (u64, balancer::PortalId)>,
+    /// Every logout request seen, as a move, oldest first.
+    pub history: Vec<balancer::MoveRecord>,
     /// Logout requests followed by a login elsewhere.
     pub moves: u64,
     /// Logout requests resolved by the initiator leaving.
@@ -209,6 +212,19 @@ impl Auditor {
             .collect();
         for e in new {
             self.last_seq = e.seq;
+            if let Some(m) = balancer::MoveRecord::from_event(&e) {
+                self.history.push(m);
+                let last = self.history.len() - 1;
+                if let Some(p) = balancer::ping_pongs(&self.history, self.cooldown_ms)
+                    .into_iter()
+                    .find(|p| p.later == last)
+                {
+                    return Err(format!(
+                        "{at}: ping-pong ({:?}): {:?} after {:?}",
+                        p.kind, self.history[p.later], self.history[p.earlier]
+                    ));
+                }
+            }
             match e.kind {
                 EventKind::LogoutRequested {
                     initiator,
@@ -280,5 +296,11 @@ impl Auditor {
     /// Logout requests still open.
     pub fn open_requests(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Ping-pongs among the moves seen so far (the check fails at the first, so this is 0
+    /// after every successful check).
+    pub fn ping_pongs(&self) -> usize {
+        balancer::ping_pongs(&self.history, self.cooldown_ms).len()
     }
 }

@@ -18,7 +18,7 @@ pub mod target;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use balancer::{BalanceSpec, PortalId};
+use balancer::{BalancePolicy, BalanceSpec, PortalId};
 use iscsi_target_core::PortalInfo;
 
 pub use initiator::{Discovery, InitiatorConfig, LoginAnswer, SimInitiator, block_for};
@@ -85,7 +85,8 @@ pub struct WorldConfig {
     /// Target names; each has one LUN.
     pub targets: Vec<String>,
     pub blocks: u64,
-    pub balance: Option<BalanceSpec>,
+    /// The balancing metrics; empty: no balancing.
+    pub balance: Vec<BalanceSpec>,
     pub cooldown: Duration,
     /// The balancer loop's interval.
     pub interval: Duration,
@@ -100,7 +101,8 @@ impl WorldConfig {
     }
 
     /// `n` portals, 127.0.0.(i+1):3260 with tag i+1, serving `targets`; links with 1 ms
-    /// latency, the balancer every second.
+    /// latency, the balancer every second. `balance` holds one or more `--balance` specs
+    /// separated by spaces (`"sessions:3 iops:2000"`).
     pub fn portals(n: u8, targets: &[&str], balance: Option<&str>, cooldown: Duration) -> Self {
         WorldConfig {
             portals: (0..n)
@@ -111,7 +113,13 @@ impl WorldConfig {
                 .collect(),
             targets: targets.iter().map(|t| t.to_string()).collect(),
             blocks: 1 << 14,
-            balance: balance.map(|b| b.parse().expect("a balance spec")),
+            balance: balance
+                .map(|b| {
+                    b.split_whitespace()
+                        .map(|s| s.parse().expect("a balance spec"))
+                        .collect()
+                })
+                .unwrap_or_default(),
             cooldown,
             interval: Duration::from_secs(1),
             latency: Duration::from_millis(1),
@@ -150,9 +158,11 @@ impl World {
             })
             .collect();
         let clock = Clock::new();
-        let balance = config
-            .balance
-            .map(|s| (s, config.cooldown.as_millis() as u64));
+        let balance = (!config.balance.is_empty()).then(|| {
+            BalancePolicy::new(config.balance.clone())
+                .expect("one spec per metric")
+                .with_cooldown_ms(config.cooldown.as_millis() as u64)
+        });
         let mut target = SimTarget::new(portals.clone(), config.targets, config.blocks, balance);
         let mut isns = IsnsServer::new();
         target

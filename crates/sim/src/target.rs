@@ -10,7 +10,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use balancer::{BalanceSpec, Balancer, PortalId};
+use balancer::{BalancePolicy, Balancer, PortalId};
 use bytes::BytesMut;
 use iscsi_proto::params::SessionType;
 use iscsi_target_core::{
@@ -131,12 +131,12 @@ pub struct SimTarget {
 
 impl SimTarget {
     /// A target serving every one of `targets` (one LUN of `blocks` blocks each) through every
-    /// portal, balancing with `balance` and `cooldown_ms` if given.
+    /// portal, balancing with `balance` if given.
     pub fn new(
         portals: Vec<PortalInfo>,
         targets: Vec<String>,
         blocks: u64,
-        balance: Option<(BalanceSpec, u64)>,
+        balance: Option<BalancePolicy>,
     ) -> Self {
         let registrar = Registrar::new(portals.first().map(|p| p.address));
         let mut luns = HashMap::new();
@@ -171,11 +171,10 @@ impl SimTarget {
                 })
                 .collect(),
         });
-        let plane = ControlPlane::new(portals, targets, Some("sim".into()), balance.map(|b| b.0));
+        let plane = ControlPlane::new(portals, targets, Some("sim".into()), balance.clone());
         SimTarget {
             plane,
-            balance: balance
-                .map(|(spec, cooldown)| BalanceLoop::new(Balancer::new(spec, cooldown))),
+            balance: balance.map(|policy| BalanceLoop::new(Balancer::new(policy))),
             registrar,
             catalog,
             luns,

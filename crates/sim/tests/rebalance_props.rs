@@ -59,6 +59,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     let spec = prop_oneof![
         (2u32..5).prop_map(|h| format!("sessions:{h}")),
         (40u32..160).prop_map(|h| format!("iops:{h}")),
+        // Two metrics combined: any at high overloads, all at low restore.
+        (2u32..5, 40u32..160).prop_map(|(s, i)| format!("sessions:{s} iops:{i}")),
     ];
     (
         spec,

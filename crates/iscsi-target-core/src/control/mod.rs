@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use balancer::{
-    AdminSnapshot, BalanceSpec, ConfigTable, Event, EventKind, IsnsContact, PortalId, PortalRow,
+    AdminSnapshot, BalancePolicy, ConfigTable, Event, EventKind, IsnsContact, PortalId, PortalRow,
     RegistrationRow, SessionEntry,
 };
 
@@ -61,7 +61,7 @@ pub struct ControlPlane {
     portals: Vec<PortalInfo>,
     targets: Vec<String>,
     isns: Option<String>,
-    balance: Option<BalanceSpec>,
+    balance: Option<BalancePolicy>,
     next_session: u64,
     next_tsih: u16,
     /// The time [`LoginPolicy::login_decision`] records events at (see [`ControlPlane::set_now`]).
@@ -85,7 +85,7 @@ impl ControlPlane {
         portals: Vec<PortalInfo>,
         targets: Vec<String>,
         isns: Option<String>,
-        balance: Option<BalanceSpec>,
+        balance: Option<BalancePolicy>,
     ) -> Self {
         let mut registrations = Vec::new();
         for t in &targets {
@@ -471,7 +471,7 @@ impl ControlPlane {
         AdminSnapshot {
             isns: self.isns.clone(),
             isns_contact: self.isns_contact.clone(),
-            balance: self.balance,
+            balance: self.balance.clone(),
             table: self.table(),
             registrations: self.registrations.clone(),
             events: self.events.snapshot(),

@@ -1,6 +1,6 @@
 //! The control plane and the balancer loop on a virtual clock: every time is explicit.
 
-use balancer::{BalanceSpec, Balancer, EventKind, PortalId};
+use balancer::{BalancePolicy, Balancer, EventKind, PortalId};
 
 use super::*;
 use crate::policy::{LoginDecision, LoginPolicy};
@@ -28,8 +28,10 @@ fn plane(targets: usize) -> ControlPlane {
     ControlPlane::new(two_portals(), targets, None, None)
 }
 
-fn spec(s: &str) -> BalanceSpec {
-    s.parse().unwrap()
+fn policy(s: &str, cooldown_ms: u64) -> BalancePolicy {
+    BalancePolicy::parse(&[s])
+        .unwrap()
+        .with_cooldown_ms(cooldown_ms)
 }
 
 /// Logs in iqn.i{n}/iqn.t{n} on `portal` at `at`, for each n in `ns`; returns the session ids.
@@ -84,7 +86,7 @@ fn hot_p0(cooldown_ms: u64) -> (ControlPlane, BalanceLoop, Vec<u64>) {
         login_all(&mut p, P0, &[2], 200)[0],
         login_all(&mut p, P0, &[3], 300)[0],
     ];
-    let b = BalanceLoop::new(Balancer::new(spec("sessions:2"), cooldown_ms));
+    let b = BalanceLoop::new(Balancer::new(policy("sessions:2", cooldown_ms)));
     (p, b, ids)
 }
 
@@ -136,7 +138,11 @@ fn a_hot_portal_deletes_the_registration_then_requests_the_newest_sessions_logou
         }
     );
     assert_eq!(ev[1].at_ms, 1_020);
-    assert_eq!(ev[0].reason, "sessions load 3 >= high 2; P1 load 0 + 1 < 2");
+    assert_eq!(
+        ev[0].reason,
+        "sessions 3 ≥ 2 on P0; moves 1 of it (P0 → 2); P1 0 → 1 < 2; \
+         no single move brings it under high: the largest share that fits; newest login"
+    );
     assert_eq!(ev[1].reason, ev[0].reason);
     let reg = p
         .snapshot()
@@ -239,7 +245,12 @@ fn the_registration_returns_and_placements_are_forgotten_once_the_load_falls() {
             portal: P0
         }
     );
-    assert_eq!(last.reason, "sessions load 1 <= low 1");
+    assert!(
+        last.reason
+            .starts_with("every metric at or below low on P0: sessions 1 ≤ 1; deleted "),
+        "{}",
+        last.reason
+    );
     assert_eq!(last.at_ms, 6_010);
     assert_eq!(
         labels(&p),
@@ -255,10 +266,20 @@ fn the_registration_returns_and_placements_are_forgotten_once_the_load_falls() {
 fn a_moved_initiator_is_not_moved_again_within_its_cooldown() {
     // sessions:3; i3 is moved at t=0, the policy restores nothing (cooldown 10 s), and i3 comes
     // straight back to P0 on a new session (say, an initiator that ignores the redirect).
-    for (cooldown, now, moved) in [(10_000, 600, 2usize), (10_000, 10_000, 3), (0, 600, 3)] {
+    // Once i3 may move again, the never-moved i2 still goes first unless i1 and i2 are pinned.
+    for (cooldown, now, pin, moved) in [
+        (10_000, 600, false, 2usize),
+        (10_000, 10_000, false, 2),
+        (10_000, 10_000, true, 3),
+        (0, 600, true, 3),
+    ] {
         let mut p = plane(3);
         let ids = login_all(&mut p, P0, &[1, 2, 3], 0);
-        let mut b = BalanceLoop::new(Balancer::new(spec("sessions:3"), cooldown));
+        let mut policy = policy("sessions:3", cooldown);
+        if pin {
+            policy = policy.with_pinned(["iqn.i1", "iqn.i2"]);
+        }
+        let mut b = BalanceLoop::new(Balancer::new(policy));
         let actions = b.step(&mut p, 0);
         assert_eq!(
             actions[1],
@@ -325,7 +346,7 @@ fn failures_are_recorded_and_the_move_still_goes_ahead() {
 fn a_failed_restore_is_recorded_and_tried_again() {
     let mut p = plane(2);
     let ids = login_all(&mut p, P0, &[1, 2], 0);
-    let mut b = BalanceLoop::new(Balancer::new(spec("sessions:2"), 0));
+    let mut b = BalanceLoop::new(Balancer::new(policy("sessions:2", 0)));
     let actions = b.step(&mut p, 0);
     carry_out(&mut b, &mut p, &actions, 0);
     p.session_ended(ids[1], "logout", 10);

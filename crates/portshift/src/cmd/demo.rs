@@ -111,8 +111,10 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect(),
         isns: Some(isns_addr),
-        balance: Some(BALANCE.parse()?),
+        balance: vec![BALANCE.parse()?],
         cooldown_ms: COOLDOWN_MS,
+        pin: Vec::new(),
+        max_moves: balancer::DEFAULT_MAX_MOVES,
         admin: Some("127.0.0.1:0".parse()?),
         limits: Default::default(),
     };

@@ -157,7 +157,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let runs: Vec<RunReport> = choices.iter().map(|c| fleet::run(&fleet, c)).collect();
+    let runs: Vec<RunReport> = choices
+        .iter()
+        .map(|c| fleet::run(&fleet, c).with_context(|| format!("policy {}", c.name)))
+        .collect::<anyhow::Result<_>>()?;
     if let Some(path) = &args.svg {
         let svg = fleet::chart::svg(&runs, fleet.duration_s)?;
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;

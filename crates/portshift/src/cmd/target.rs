@@ -20,13 +20,24 @@ pub struct Args {
     /// iSNS server to register with, HOST:PORT.
     #[arg(long)]
     isns: Option<SocketAddr>,
-    /// Balancing rule METRIC:HIGH[:LOW], e.g. sessions:2.
-    #[arg(long)]
-    balance: Option<balancer::BalanceSpec>,
-    /// Cooldown, in seconds: a moved initiator is not moved again, and a deleted (target,
-    /// portal) registration is not restored, until the cooldown has passed.
+    /// Balancing rule METRIC:HIGH[:LOW]: sessions:2, iops:20000:10000, bandwidth:80%:50%
+    /// (of the link capacity), cpu:90% (of the portal's processor). Repeat to combine: a portal
+    /// is overloaded when any metric is at or above HIGH, and its deleted registrations come
+    /// back when every metric is at or below LOW (default HIGH-1 for sessions, HIGH/2 for the
+    /// others).
+    #[arg(long = "balance", value_name = "METRIC:HIGH[:LOW]")]
+    balance: Vec<balancer::BalanceSpec>,
+    /// Cooldown, in seconds: a moved initiator is not moved again (nor moved back to the
+    /// portal it left within twice the cooldown), and a deleted (target, portal) registration
+    /// is not restored, until the cooldown has passed.
     #[arg(long, default_value_t = 10)]
     cooldown: u64,
+    /// An initiator name the balancer never moves (repeatable).
+    #[arg(long = "pin", value_name = "INITIATOR")]
+    pin: Vec<String>,
+    /// Moves the balancer asks for in one interval at most.
+    #[arg(long, default_value_t = balancer::DEFAULT_MAX_MOVES)]
+    max_moves: usize,
     /// Connections each portal serves at a time (fewer when the open-file limit leaves
     /// less room; see the start-up log). At the limit, the oldest connection still in
     /// login is closed to admit a new one.
@@ -87,6 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         isns: args.isns,
         balance: args.balance,
         cooldown_ms: args.cooldown.saturating_mul(1000),
+        pin: args.pin,
+        max_moves: args.max_moves,
         admin: Some(args.admin),
         limits: iscsi_target::portal::PortalLimits {
             total: args.max_connections,
@@ -136,5 +149,46 @@ mod tests {
             Ok(("iqn.a:b".into(), PathBuf::from("/tmp/x")))
         );
         assert!(parse_lun("nofile").is_err());
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser;
+        let mut argv = vec![
+            "target",
+            "--portal",
+            "127.0.0.1:3260",
+            "--lun",
+            "iqn.a:b=/tmp/x",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn balance_and_pin_repeat() {
+        let a = parse(&[
+            "--balance",
+            "sessions:8",
+            "--balance",
+            "bandwidth:80%:50%",
+            "--pin",
+            "iqn.db",
+            "--pin",
+            "iqn.web",
+        ])
+        .unwrap();
+        let specs: Vec<String> = a.balance.iter().map(|s| s.to_string()).collect();
+        assert_eq!(specs, ["sessions:8:7", "bandwidth:80%:50%"]);
+        assert_eq!(a.pin, ["iqn.db", "iqn.web"]);
+        assert_eq!(a.max_moves, balancer::DEFAULT_MAX_MOVES);
+        assert!(parse(&[]).unwrap().balance.is_empty());
+        let e = parse(&["--balance", "cpu:90"]).unwrap_err().to_string();
+        assert!(e.contains("percentages"), "{e}");
     }
 }
