@@ -86,7 +86,7 @@ pub fn record_service(us: u64, commands: u64) {
 /// The service times recorded on this thread since the last call, and a fresh window.
 pub fn take_service_window() -> ServiceWindow {
     SERVICE.with(|h| match h.borrow_mut().as_mut() {
-        Some(h) if h.len() > 0 => {
+        Some(h) if !h.is_empty() => {
             let w = ServiceWindow {
                 commands: h.len(),
                 p50_us: h.value_at_quantile(0.5) as f64,
