@@ -5,22 +5,26 @@
 //!
 //! Portal processors call [`Control::login_decision`] while negotiating a login,
 //! [`Control::session_started`] once a normal session reaches full-feature phase and
-//! [`Control::session_ended`] when it goes. They count completed commands in the
-//! [`SessionStats`] they get back (an atomic: no lock on the data path); the counts are copied
-//! into the control plane when it is sampled or shown. The balancer loop ([`crate::balance`])
+//! [`Control::session_ended`] when it goes. They count completed commands, bytes and
+//! outstanding commands in the [`SessionStats`] they get back, and bytes per portal in its
+//! [`PortalStats`] (atomics: no lock on the data path); each portal thread publishes its
+//! smoothed load there once a second ([`crate::load`]). All of it is copied into the control
+//! plane when it is sampled or shown. The balancer loop ([`crate::balance`])
 //! runs the pure [`iscsi_target_core::BalanceLoop`] on the plane and sends [`SessionCommand`]s
 //! back to the sessions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use balancer::clock::unix_ms;
 use balancer::{AdminSnapshot, BalancePolicy, ConfigTable, PortalId};
+use iscsi_target_core::control::SessionCounters;
 use iscsi_target_core::{CloseReason, ControlPlane, LoginPolicy};
 use tokio::sync::mpsc;
 
 use crate::events::Events;
+use crate::load::PortalStats;
 
 pub use iscsi_target_core::control::PortalInfo;
 pub use iscsi_target_core::{LoginDecision, SessionCommand};
@@ -33,6 +37,12 @@ pub type CommandSender = mpsc::UnboundedSender<SessionCommand>;
 pub struct SessionStats {
     /// SCSI commands completed.
     pub commands: AtomicU64,
+    /// Bytes written to the session's connection.
+    pub bytes_sent: AtomicU64,
+    /// Bytes read from it.
+    pub bytes_received: AtomicU64,
+    /// SCSI commands received and not yet answered, as of the connection's last pass.
+    pub outstanding: AtomicU32,
 }
 
 impl SessionStats {
@@ -40,6 +50,16 @@ impl SessionStats {
     #[inline]
     pub fn command_done(&self) {
         self.commands.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters as the control plane takes them.
+    pub fn counters(&self) -> SessionCounters {
+        SessionCounters {
+            commands: self.commands.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            outstanding: self.outstanding.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -55,14 +75,20 @@ struct Link {
 pub(crate) struct Inner {
     pub(crate) plane: ControlPlane,
     links: HashMap<u64, Link>,
+    /// Each portal's counters and published load, in portal order.
+    portal_stats: Vec<Arc<PortalStats>>,
 }
 
 impl Inner {
-    /// Copies the data path's command counters into the plane.
-    fn refresh_commands(&mut self) {
+    /// Copies the data path's session counters and the portals' published loads into the
+    /// plane.
+    fn refresh(&mut self) {
         for (id, l) in &self.links {
-            self.plane
-                .record_commands(*id, l.stats.commands.load(Ordering::Relaxed));
+            self.plane.record_session(*id, l.stats.counters());
+        }
+        let ids: Vec<PortalId> = self.plane.portals().iter().map(|p| p.id).collect();
+        for (id, stats) in ids.into_iter().zip(&self.portal_stats) {
+            self.plane.record_portal_load(id, stats.load());
         }
     }
 }
@@ -77,6 +103,8 @@ pub struct Control {
     /// Copies of the plane's (fixed) portals and targets, readable without the lock.
     portals: Vec<PortalInfo>,
     targets: Vec<String>,
+    /// Each portal's counters, in portal order (also in `inner`, for the copying).
+    portal_stats: Vec<Arc<PortalStats>>,
     /// The event log, stamped with the wall clock.
     pub events: Events,
     inner: Arc<Mutex<Inner>>,
@@ -91,13 +119,16 @@ impl Control {
         balance: Option<BalancePolicy>,
     ) -> Self {
         let plane = ControlPlane::new(portals.clone(), targets.clone(), isns, balance);
+        let portal_stats: Vec<Arc<PortalStats>> = portals.iter().map(|_| Arc::default()).collect();
         let inner = Arc::new(Mutex::new(Inner {
             plane,
             links: HashMap::new(),
+            portal_stats: portal_stats.clone(),
         }));
         Control {
             portals,
             targets,
+            portal_stats,
             events: Events::new(inner.clone()),
             inner,
         }
@@ -107,10 +138,10 @@ impl Control {
         lock(&self.inner)
     }
 
-    /// Runs `f` on the plane (command counts refreshed) with the current wall-clock time.
+    /// Runs `f` on the plane (counters refreshed) with the current wall-clock time.
     pub fn with_plane<R>(&self, f: impl FnOnce(&mut ControlPlane, u64) -> R) -> R {
         let mut g = self.inner();
-        g.refresh_commands();
+        g.refresh();
         f(&mut g.plane, unix_ms())
     }
 
@@ -124,6 +155,18 @@ impl Control {
 
     pub fn portal(&self, id: PortalId) -> Option<&PortalInfo> {
         self.portals.iter().find(|p| p.id == id)
+    }
+
+    /// The counters of portal `id`, which its connections update and its thread publishes
+    /// its load in.
+    pub fn portal_stats(&self, id: PortalId) -> Option<&Arc<PortalStats>> {
+        let i = self.portals.iter().position(|p| p.id == id)?;
+        self.portal_stats.get(i)
+    }
+
+    /// Sets the capacity of portal `id`'s link, bytes per second each way (None: unknown).
+    pub fn set_link_capacity(&self, id: PortalId, bytes_per_s: Option<f64>) {
+        self.inner().plane.set_link_capacity(id, bytes_per_s);
     }
 
     /// Decides how to answer a normal-session login for (initiator, target) arriving on `portal`.
@@ -207,7 +250,8 @@ impl Control {
         self.inner().plane.restore_registration(target, portal);
     }
 
-    /// Samples every session's counters (IOPS since the last sample) and returns the table.
+    /// Samples every session's counters (IOPS since the last sample, smoothed byte rates)
+    /// and returns the table.
     pub fn sample(&self) -> ConfigTable {
         self.with_plane(|p, now| p.sample(now))
     }
@@ -215,7 +259,7 @@ impl Control {
     /// The admin endpoint's document.
     pub fn snapshot(&self) -> AdminSnapshot {
         let mut g = self.inner();
-        g.refresh_commands();
+        g.refresh();
         g.plane.snapshot()
     }
 }
@@ -290,6 +334,31 @@ mod tests {
         assert_eq!(labels, ["login", "logout"]);
         // Events carry the wall-clock time.
         assert!(c.events.snapshot()[0].at_ms > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn bytes_outstanding_and_the_portals_loads_reach_the_table() {
+        let c = control();
+        c.set_link_capacity(PortalId(0), Some(1e6));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (_id, stats) = c.session_started(PortalId(0), "iqn.i1", "iqn.t1", tx);
+        stats.bytes_sent.fetch_add(5_000, Ordering::Relaxed);
+        stats.bytes_received.fetch_add(100, Ordering::Relaxed);
+        stats.outstanding.store(2, Ordering::Relaxed);
+        c.portal_stats(PortalId(0))
+            .unwrap()
+            .publish(balancer::PortalLoad {
+                sent_bps: 500e3,
+                cpu_busy: 0.25,
+                ..Default::default()
+            });
+        let t = c.snapshot().table;
+        let (p0, s) = (&t.portals[0], &t.portals[0].sessions[0]);
+        assert_eq!((s.outstanding, p0.load.outstanding), (2, 2));
+        assert_eq!((p0.load.cpu_busy, p0.load.link_capacity), (0.25, Some(1e6)));
+        assert_eq!(p0.load.link_utilisation(), Some(0.5));
+        assert!(c.portal_stats(PortalId(2)).is_none());
+        assert_eq!(t.portals[1].load, balancer::PortalLoad::default());
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! Multi-portal iSCSI target: one processor (OS thread + event loop) per portal.
 //!
 //! Layout: [`control`] is the configuration table and the seam to the balancer; [`events`] the
-//! event log; [`admin`] the JSON admin endpoint.
+//! event log; [`admin`] the JSON admin endpoint; [`load`] each portal's measured load and
+//! [`link`] its link's capacity.
 
 pub mod admin;
 pub mod balance;
 pub mod control;
 pub mod events;
+pub mod link;
+pub mod load;
 pub mod output_budget;
 pub mod portal;
 pub mod registration;
 mod start;
 pub mod target_set;
 
+pub use link::PortalConfig;
 pub use start::{LunConfig, Target, TargetConfig, TargetHandle};

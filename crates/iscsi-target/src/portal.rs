@@ -4,6 +4,9 @@
 //! into a `BytesMut` and feeds them to the core, runs the SCSI work the core asks for inline
 //! (see [`ConnectionShell`]), and writes all the responses produced with vectored writes
 //! (headers copied into one buffer, large data segments passed by reference).
+//!
+//! Each connection counts the bytes it reads and writes; each processor measures its own load
+//! on a 1 s tick and publishes it for the control plane ([`crate::load`]).
 
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::load::PortalProbe;
 use crate::target_set::{ConnectionShell, OUTPUT_BUDGET, TargetSet};
 
 /// Bytes asked of the socket per read.
@@ -209,8 +213,19 @@ async fn accept_loop(
         }
     };
     let mut live = LiveConnections::default();
+    // The processor's own measurement: this thread's CPU time, run-queue wait and service
+    // times, with the portal's byte counters, each second.
+    let stats = targets.control.portal_stats(portal).cloned();
+    let mut probe = PortalProbe::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                if let Some(stats) = &stats {
+                    probe.tick(stats);
+                }
+            }
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     let token = match live.admit(peer.ip(), limits) {
@@ -271,12 +286,17 @@ async fn serve(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut write_failed = false;
+    let mut read_at = Instant::now();
     let why = 'conn: loop {
         let mut read = false;
         tokio::select! {
             r = stream.read_buf(&mut rbuf) => match r {
                 Ok(0) => break CloseReason::Transport("connection closed by the initiator".into()),
-                Ok(_) => read = true,
+                Ok(n) => {
+                    read = true;
+                    read_at = Instant::now();
+                    shell.received(n);
+                }
                 Err(e) => break CloseReason::Transport(format!("connection lost: read error: {e}")),
             },
             Some(cmd) = rx.recv() => conn.on_command(cmd, Instant::now()),
@@ -288,16 +308,19 @@ async fn serve(
                 break CloseReason::Failed("closed for a new connection: the portal is at its connection limit".into());
             }
         }
-        // Feeds what was read, writing the output each time it exceeds the budget.
+        // Feeds what was read, writing the output each time it exceeds the budget. Commands
+        // fed after such a write still count their service time from their read.
         loop {
-            let over_budget = read && shell.feed(&mut conn, &mut rbuf, Instant::now());
+            let over_budget = read && shell.feed(&mut conn, &mut rbuf, read_at);
             if !logged_in && conn.params().is_some() {
                 logged_in = true;
                 token.logged_in.store(true, Ordering::Relaxed);
             }
             if conn.has_output() {
                 conn.poll_transmit(&mut out);
-                if let Err(e) = tx_buf.write(&mut stream, &mut out, limits.stall).await {
+                let written = tx_buf.write(&mut stream, &mut out, limits.stall).await;
+                shell.sent(written.bytes);
+                if let Err(e) = written.result {
                     write_failed = true;
                     break 'conn write_failure(&e, limits.stall);
                 }
@@ -316,7 +339,8 @@ async fn serve(
     };
     if !write_failed && conn.has_output() {
         conn.poll_transmit(&mut out);
-        let _ = tx_buf.write(&mut stream, &mut out, limits.stall).await;
+        let written = tx_buf.write(&mut stream, &mut out, limits.stall).await;
+        shell.sent(written.bytes);
     }
     let _ = stream.shutdown().await;
     tracing::debug!(%portal, %peer, "{why}");
@@ -334,6 +358,12 @@ fn write_failure(e: &std::io::Error, stall: Duration) -> CloseReason {
     } else {
         CloseReason::Transport(format!("connection lost: write error: {e}"))
     }
+}
+
+/// What [`TxBatch::write`] did: the bytes it wrote, and whether all were.
+struct Written {
+    bytes: usize,
+    result: std::io::Result<()>,
 }
 
 /// Encoded output of one batch: small parts gathered in `hdr`, large data segments kept as
@@ -365,11 +395,24 @@ impl TxBatch {
         }
     }
 
+    /// Encodes `pdus` and writes them all; gives the bytes written, whatever the outcome.
     async fn write(
         &mut self,
         stream: &mut TcpStream,
         pdus: &mut Vec<(Pdu, Digests)>,
         stall: Duration,
+    ) -> Written {
+        let mut bytes = 0;
+        let result = self.write_counted(stream, pdus, stall, &mut bytes).await;
+        Written { bytes, result }
+    }
+
+    async fn write_counted(
+        &mut self,
+        stream: &mut TcpStream,
+        pdus: &mut Vec<(Pdu, Digests)>,
+        stall: Duration,
+        bytes: &mut usize,
     ) -> std::io::Result<()> {
         self.encode(pdus);
         let mut first = 0;
@@ -389,6 +432,7 @@ impl TxBatch {
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
+            *bytes += n;
             let mut left = n;
             while left > 0 {
                 let Some(seg) = self.segs.get_mut(first) else {

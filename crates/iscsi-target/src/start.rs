@@ -15,6 +15,7 @@ use scsi::{BLOCK_SIZE, BlockDevice, FileDevice, Identity, LogicalUnit, LunTable,
 use tokio::sync::watch;
 
 use crate::control::{Control, PortalInfo};
+use crate::link::PortalConfig;
 use crate::portal::{DESCRIPTOR_RESERVE, PortalLimits};
 use crate::target_set::TargetSet;
 
@@ -36,8 +37,9 @@ pub struct LunConfig {
 /// Everything `portshift target` is told.
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
-    /// Portals to listen on (port 0 picks a free port).
-    pub portals: Vec<SocketAddr>,
+    /// Portals to listen on (port 0 picks a free port), each with its link's capacity if
+    /// given (else the interface's reported speed is used, if any).
+    pub portals: Vec<PortalConfig>,
     pub luns: Vec<LunConfig>,
     pub isns: Option<SocketAddr>,
     /// The balancing metrics (one `--balance` each); empty: no balancing. A portal is
@@ -153,7 +155,8 @@ impl Target {
         let limits = portal_limits(&cfg)?;
         let mut listeners = Vec::new();
         let mut infos = Vec::new();
-        for (i, addr) in cfg.portals.iter().enumerate() {
+        for (i, p) in cfg.portals.iter().enumerate() {
+            let addr = p.address;
             let l = std::net::TcpListener::bind(addr)
                 .with_context(|| format!("cannot listen on portal {addr}"))?;
             let local = l.local_addr()?;
@@ -171,6 +174,27 @@ impl Target {
             cfg.isns.map(|a| a.to_string()),
             balance.clone(),
         ));
+        for (p, info) in cfg.portals.iter().zip(&infos) {
+            let capacity = p.capacity();
+            match capacity {
+                Some(c) => tracing::info!(
+                    "portal {}: link capacity {:.0} Mbit/s each way{}",
+                    info.address,
+                    c * 8.0 / 1e6,
+                    if p.link_capacity.is_some() {
+                        ""
+                    } else {
+                        " (the interface's speed)"
+                    }
+                ),
+                None => tracing::info!(
+                    "portal {}: link capacity unknown (give --portal {},speed=RATE)",
+                    info.address,
+                    p.address
+                ),
+            }
+            control.set_link_capacity(info.id, capacity);
+        }
         let targets_summary = tables.iter().map(|(n, t)| (n.clone(), t.luns())).collect();
         let target_set = Arc::new(TargetSet::new(
             control.clone(),
@@ -291,6 +315,10 @@ fn spawn_control_thread(
                         settings,
                         shutdown.clone(),
                     ));
+                } else {
+                    // Without a balancer sampling it, the configuration table's session
+                    // figures are sampled here, so `portshift status` shows live rates.
+                    tokio::spawn(measure(control.clone(), shutdown.clone()));
                 }
                 while !*shutdown.borrow() {
                     if shutdown.changed().await.is_err() {
@@ -302,6 +330,24 @@ fn spawn_control_thread(
             });
         })
 }
+
+/// Samples the control plane every [`MEASURE_INTERVAL`] until shutdown: each session's IOPS
+/// and smoothed byte rates.
+async fn measure(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(MEASURE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                control.sample();
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// How often the control thread samples the configuration table.
+pub const MEASURE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl TargetHandle {
     /// The control plane (configuration table, placements, events).

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use balancer::PortalId;
@@ -14,6 +15,7 @@ use iscsi_target_core::{Catalog, CatalogPortal, CatalogTarget, Connection, Event
 use scsi::{Asc, LunTable, Residual, ScsiOutcome, Sense};
 
 use crate::control::{CommandSender, Control, SessionStats};
+use crate::load::{PortalStats, record_service};
 use crate::output_budget::{OutputShare, ProcessOutput};
 
 /// The targets served by this process: name → logical units, and the catalog the connection
@@ -81,6 +83,8 @@ pub struct ConnectionShell<'a> {
     session: Option<u64>,
     luns: Option<Arc<LunTable>>,
     stats: Option<Arc<SessionStats>>,
+    /// The portal's byte counters.
+    portal_stats: Option<&'a PortalStats>,
     /// See [`OUTPUT_BUDGET`].
     budget: usize,
     /// The most output seen queued in the core after a command ran.
@@ -99,6 +103,7 @@ impl<'a> ConnectionShell<'a> {
             session: None,
             luns: None,
             stats: None,
+            portal_stats: set.control.portal_stats(portal).map(|s| &**s),
             budget: OUTPUT_BUDGET,
             peak_queued: 0,
             share: set.output.share(),
@@ -123,23 +128,59 @@ impl<'a> ConnectionShell<'a> {
     /// `conn` exceeds the output budget ([`OUTPUT_BUDGET`]): then true, and the caller is
     /// to write the output (waiting for the socket) and call again with the same `buf`
     /// before reading more. The check is O(1) per command.
+    ///
+    /// `now` is when the bytes in `buf` were read: the commands answered in this pass are
+    /// recorded with a service time from `now` to the end of the pass (one clock reading
+    /// per pass, [`crate::load`]); the session's outstanding commands are updated.
     #[must_use = "when true, write the queued output and feed again"]
     pub fn feed(&mut self, conn: &mut Connection, buf: &mut BytesMut, now: Instant) -> bool {
-        loop {
+        let mut answered = 0u64;
+        let over = loop {
             let mut policy: &Control = &self.set.control;
             conn.on_bytes(buf, now, &mut policy);
             let events = self.handle_events(conn);
             let budget = self.budget_now();
-            let work = self.run_scsi_within(conn, budget);
+            let (work, n) = self.run_scsi_counted(conn, budget);
+            answered += n;
             let queued = conn.queued_bytes();
             self.share.report(queued);
             self.peak_queued = self.peak_queued.max(queued);
             if queued > budget && !conn.is_closing() {
-                return true;
+                break true;
             }
             if !events && !work {
-                return false;
+                break false;
             }
+        };
+        if answered > 0 {
+            record_service(now.elapsed().as_micros() as u64, answered);
+        }
+        if let Some(s) = &self.stats {
+            let outstanding = conn.outstanding_commands().min(u32::MAX as usize) as u32;
+            s.outstanding.store(outstanding, Ordering::Relaxed);
+        }
+        over
+    }
+
+    /// Counts `n` bytes read from the connection's socket.
+    #[inline]
+    pub fn received(&self, n: usize) {
+        if let Some(p) = self.portal_stats {
+            p.received(n);
+        }
+        if let Some(s) = &self.stats {
+            s.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `n` bytes written to the connection's socket.
+    #[inline]
+    pub fn sent(&self, n: usize) {
+        if let Some(p) = self.portal_stats {
+            p.sent(n);
+        }
+        if let Some(s) = &self.stats {
+            s.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -180,12 +221,20 @@ impl<'a> ConnectionShell<'a> {
     }
 
     fn run_scsi_within(&mut self, conn: &mut Connection, budget: usize) -> bool {
+        self.run_scsi_counted(conn, budget).0
+    }
+
+    /// [`ConnectionShell::run_scsi_within`], also giving the number of commands answered.
+    fn run_scsi_counted(&mut self, conn: &mut Connection, budget: usize) -> (bool, u64) {
         let stats = self.stats.as_deref();
-        run_scsi_within(conn, self.luns.as_deref(), budget, || {
+        let mut answered = 0;
+        let any = run_scsi_within(conn, self.luns.as_deref(), budget, || {
+            answered += 1;
             if let Some(s) = stats {
                 s.command_done();
             }
-        })
+        });
+        (any, answered)
     }
 
     /// Records the core's events with the control plane; true if there was any.

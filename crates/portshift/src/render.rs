@@ -108,6 +108,70 @@ pub fn config_table(s: &AdminSnapshot) -> Vec<String> {
     out
 }
 
+/// A portal's IOPS, never `-0` (an empty sum of `f64`s is -0.0).
+fn iops(p: &balancer::PortalRow) -> f64 {
+    p.iops() + 0.0
+}
+
+/// A service time given in microseconds: `850us`, `12.5ms`.
+fn service_time(us: f64) -> String {
+    if us < 1000.0 {
+        format!("{us:.0}us")
+    } else {
+        format!("{:.1}ms", us / 1000.0)
+    }
+}
+
+/// Per portal, one line of its measured load (smoothed; see ARCHITECTURE.md): sessions,
+/// IOPS, MB/s sent and received, the link's utilisation when its capacity is known, the
+/// processor's busy and waiting time, outstanding commands, median and 99th percentile
+/// service time.
+pub fn portal_load(s: &AdminSnapshot) -> Vec<String> {
+    let rows: Vec<Vec<String>> = s
+        .table
+        .portals
+        .iter()
+        .map(|p| {
+            let l = &p.load;
+            let link = match (l.link_utilisation(), l.link_capacity) {
+                (Some(u), Some(c)) => format!("{:.0}% of {:.0}Mbit", u * 100.0, c * 8.0 / 1e6),
+                _ => "-".to_string(),
+            };
+            vec![
+                p.id.to_string(),
+                p.sessions.len().to_string(),
+                format!("{:.0}", iops(p)),
+                format!("{:.1}", l.sent_bps / 1e6),
+                format!("{:.1}", l.received_bps / 1e6),
+                link,
+                format!("{:.0}%", l.cpu_busy * 100.0),
+                format!("{:.0}%", l.cpu_wait * 100.0),
+                l.outstanding.to_string(),
+                service_time(l.service_p50_us),
+                service_time(l.service_p99_us),
+            ]
+        })
+        .collect();
+    let mut out = vec!["Portal load (smoothed)".to_string()];
+    out.extend(table(
+        &[
+            "portal",
+            "sess",
+            "iops",
+            "sent MB/s",
+            "recv MB/s",
+            "link",
+            "cpu",
+            "wait",
+            "outst",
+            "p50",
+            "p99",
+        ],
+        &rows,
+    ));
+    out
+}
+
 /// Time of day (UTC) of a Unix-milliseconds instant, `HH:MM:SS`.
 fn clock(ms: u64) -> String {
     let secs = ms / 1000 % 86_400;
@@ -241,6 +305,10 @@ pub fn status(s: &AdminSnapshot, max_events: usize) -> String {
         let r = right.get(i).map(String::as_str).unwrap_or("");
         let _ = writeln!(out, "{l:<width$}    {r}").map(|_| ());
     }
+    let _ = writeln!(out);
+    for l in portal_load(s) {
+        let _ = writeln!(out, "{l}");
+    }
     let skip = s.events.len().saturating_sub(max_events);
     let _ = writeln!(
         out,
@@ -257,7 +325,7 @@ pub fn status(s: &AdminSnapshot, max_events: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use balancer::{ConfigTable, PortalId, PortalRow, RegistrationRow, SessionEntry};
+    use balancer::{ConfigTable, PortalId, PortalLoad, PortalRow, RegistrationRow, SessionEntry};
 
     #[test]
     fn shows_sessions_registrations_and_events() {
@@ -289,13 +357,15 @@ mod tests {
                             commands: 5,
                             ..Default::default()
                         }],
-                        load: balancer::PortalLoad {
-                            link_capacity: Some(100.0),
-                            sent_bps: 50.0,
-                            received_bps: 20.0,
-                            cpu_busy: 0.2,
-                            cpu_wait: 0.1,
-                            ..Default::default()
+                        load: PortalLoad {
+                            link_capacity: Some(50e6),
+                            sent_bps: 45e6,
+                            received_bps: 1.5e6,
+                            cpu_busy: 0.35,
+                            cpu_wait: 0.02,
+                            outstanding: 4,
+                            service_p50_us: 210.0,
+                            service_p99_us: 1_940.0,
                         },
                     },
                     PortalRow {
@@ -344,12 +414,48 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("1 sess 10 iops bw 50.0% cpu 30.0%"), "{text}");
+        assert!(text.contains("1 sess 10 iops bw 90.0% cpu 37.0%"), "{text}");
         assert!(
             text.contains(
                 "moves: 3 logout requested, 1 forced (no logout within Time2Logout: dropped)"
             ),
             "{text}"
+        );
+        // Each portal's load on one line.
+        let load: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Portal load"))
+            .collect();
+        let cells = |p: &str| -> Vec<String> {
+            let line = load.iter().find(|l| l.starts_with(p)).unwrap();
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(
+            cells("P0"),
+            [
+                "P0",
+                "1",
+                "10",
+                "45.0",
+                "1.5",
+                "90% of 400Mbit",
+                "35%",
+                "2%",
+                "4",
+                "210us",
+                "1.9ms"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            cells("P1"),
+            [
+                "P1", "0", "0", "0.0", "0.0", "-", "0%", "0%", "0", "0us", "0us"
+            ]
         );
         let row = text.lines().find(|l| l.contains("iqn.i1")).unwrap();
         assert!(row.contains("127.0.0.1:3260") && row.contains("cpu0"));

@@ -238,6 +238,22 @@ impl Connection {
         self.out_bytes
     }
 
+    /// Commands received and not yet answered: held until their CmdSN is due, waiting for
+    /// their Data-Out, or decoded and waiting to run (the shell holds them back under
+    /// back-pressure). PDUs still undecoded in the shell's read buffer are not counted.
+    /// O(1) but for the few requests queued for the shell.
+    pub fn outstanding_commands(&self) -> usize {
+        let queued = self
+            .scsi
+            .iter()
+            .filter(|r| matches!(r, ScsiRequest::Command(_)))
+            .count();
+        match &self.phase {
+            Phase::Full(s) => s.ahead.len() + s.writes.len() + queued,
+            Phase::Login(_) => queued,
+        }
+    }
+
     /// Moves the queued PDUs (each with the digests to encode it with) to `into`.
     pub fn poll_transmit(&mut self, into: &mut Vec<(Pdu, Digests)>) {
         into.append(&mut self.out);

@@ -5,11 +5,15 @@
 //! time takes `now_ms` (milliseconds; the target's shell passes the Unix time, a test any virtual
 //! clock). Command counts come in from the data path through [`ControlPlane::record_commands`]
 //! (the shell keeps one atomic counter per session and copies it in before sampling, so the data
-//! path never takes the control plane's lock). [`BalanceLoop`] turns the balancer's decisions into
+//! path never takes the control plane's lock); so do each session's bytes and outstanding
+//! commands ([`ControlPlane::record_session`]) and each portal's measured load
+//! ([`ControlPlane::record_portal_load`], smoothed by the portal's shell with a
+//! [`measure::PortalMeter`]). [`BalanceLoop`] turns the balancer's decisions into
 //! [`Action`]s for the shell to carry out, in the patent's order, and records what came of them.
 
 mod balance;
 mod events;
+pub mod measure;
 #[cfg(test)]
 mod tests;
 
@@ -17,12 +21,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use balancer::{
-    AdminSnapshot, BalancePolicy, ConfigTable, Event, EventKind, IsnsContact, PortalId, PortalRow,
-    RegistrationRow, SessionEntry,
+    AdminSnapshot, BalancePolicy, ConfigTable, Event, EventKind, IsnsContact, PortalId, PortalLoad,
+    PortalRow, RegistrationRow, SessionEntry,
 };
 
 use crate::event::CloseReason;
 use crate::policy::{LoginDecision, LoginPolicy};
+use measure::RateMeter;
 
 pub use balance::{Action, BalanceLoop, TIME2LOGOUT};
 pub use events::{EVENT_LOG_CAPACITY, EventLog};
@@ -40,6 +45,20 @@ pub struct PortalInfo {
     pub tag: u16,
 }
 
+/// What the data path counts for one session: running totals, and the commands outstanding
+/// now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    /// SCSI commands completed.
+    pub commands: u64,
+    /// Bytes the target sent on the session's connection (READ data, responses).
+    pub bytes_sent: u64,
+    /// Bytes the target received on it (WRITE data, commands).
+    pub bytes_received: u64,
+    /// SCSI commands received and not yet answered.
+    pub outstanding: u32,
+}
+
 /// One live normal session.
 #[derive(Debug, Clone)]
 struct SessionRecord {
@@ -53,6 +72,22 @@ struct SessionRecord {
     sampled_commands: u64,
     sampled_ms: u64,
     iops: f64,
+    /// Bytes sent and received, outstanding commands, as last reported by the data path.
+    bytes_sent: u64,
+    bytes_received: u64,
+    outstanding: u32,
+    /// Smoothed rates: bytes sent, bytes received, commands (for the session's work).
+    sent: RateMeter,
+    received: RateMeter,
+    command_rate: RateMeter,
+}
+
+/// What the control plane knows of a portal's load: its link's capacity (configured or
+/// the interface's speed) and the load its shell last measured.
+#[derive(Debug, Clone, Default)]
+struct PortalMeasure {
+    link_capacity: Option<f64>,
+    load: PortalLoad,
 }
 
 /// The configuration table, placements, registrations and event log of one target.
@@ -68,6 +103,8 @@ pub struct ControlPlane {
     now_ms: u64,
     /// Live sessions, in id (login) order.
     sessions: BTreeMap<u64, SessionRecord>,
+    /// Per portal, in `portals` order.
+    measures: Vec<PortalMeasure>,
     /// Where the balancer placed (initiator, target): logins elsewhere are redirected there.
     placements: HashMap<(String, String), PortalId>,
     registrations: Vec<RegistrationRow>,
@@ -100,6 +137,7 @@ impl ControlPlane {
             }
         }
         ControlPlane {
+            measures: vec![PortalMeasure::default(); portals.len()],
             portals,
             targets,
             isns,
@@ -215,6 +253,12 @@ impl ControlPlane {
                 sampled_commands: 0,
                 sampled_ms: now_ms,
                 iops: 0.0,
+                bytes_sent: 0,
+                bytes_received: 0,
+                outstanding: 0,
+                sent: RateMeter::default(),
+                received: RateMeter::default(),
+                command_rate: RateMeter::default(),
             },
         );
         self.events.push(
@@ -324,6 +368,37 @@ impl ControlPlane {
         }
     }
 
+    /// Sets what the data path counted for `session_id` (running totals and outstanding
+    /// commands now).
+    pub fn record_session(&mut self, session_id: u64, c: SessionCounters) {
+        if let Some(r) = self.sessions.get_mut(&session_id) {
+            r.commands = c.commands;
+            r.bytes_sent = c.bytes_sent;
+            r.bytes_received = c.bytes_received;
+            r.outstanding = c.outstanding;
+        }
+    }
+
+    /// Sets the load `portal`'s shell last measured (smoothed; its capacity and outstanding
+    /// commands are the plane's).
+    pub fn record_portal_load(&mut self, portal: PortalId, load: PortalLoad) {
+        if let Some(m) = self.measure_mut(portal) {
+            m.load = load;
+        }
+    }
+
+    /// Sets the capacity of `portal`'s link, in bytes per second each way (None: unknown).
+    pub fn set_link_capacity(&mut self, portal: PortalId, bytes_per_s: Option<f64>) {
+        if let Some(m) = self.measure_mut(portal) {
+            m.link_capacity = bytes_per_s;
+        }
+    }
+
+    fn measure_mut(&mut self, portal: PortalId) -> Option<&mut PortalMeasure> {
+        let i = self.portals.iter().position(|p| p.id == portal)?;
+        self.measures.get_mut(i)
+    }
+
     // ---- placements and registrations --------------------------------------------------
 
     /// Records that (initiator, target) belongs on `portal` from now on.
@@ -385,13 +460,17 @@ impl ControlPlane {
     // ---- table, events, snapshot -------------------------------------------------------
 
     /// Measures every session's IOPS since its last sample (windows of at least
-    /// [`MIN_SAMPLE_WINDOW_MS`]) and returns the configuration table.
+    /// [`MIN_SAMPLE_WINDOW_MS`]) and folds the window into its smoothed byte and command
+    /// rates ([`measure`]); returns the configuration table.
     pub fn sample(&mut self, now_ms: u64) -> ConfigTable {
         for r in self.sessions.values_mut() {
             let dt = now_ms.saturating_sub(r.sampled_ms);
             if dt >= MIN_SAMPLE_WINDOW_MS {
                 let done = r.commands.saturating_sub(r.sampled_commands);
                 r.iops = done as f64 * 1000.0 / dt as f64;
+                r.sent.update(r.bytes_sent, dt);
+                r.received.update(r.bytes_received, dt);
+                r.command_rate.update(r.commands, dt);
                 r.sampled_commands = r.commands;
                 r.sampled_ms = now_ms;
             }
@@ -399,22 +478,38 @@ impl ControlPlane {
         self.table()
     }
 
-    /// The configuration table as of the last sample (command totals as last recorded).
+    /// The configuration table as of the last sample (command totals and outstanding
+    /// commands as last recorded, each portal's load as its shell last measured it).
+    ///
+    /// A portal's outstanding commands are its sessions'; a session's `cpu_share` is its
+    /// [`measure::work`] (smoothed commands and bytes per second) over the work of all the
+    /// portal's sessions — an estimate: the processor's time is not measured per session.
     pub fn table(&self) -> ConfigTable {
         let mut rows: Vec<PortalRow> = self
             .portals
             .iter()
+            .zip(&self.measures)
             .enumerate()
-            .map(|(i, p)| PortalRow {
+            .map(|(i, (p, m))| PortalRow {
                 id: p.id,
                 address: p.address.to_string(),
                 processor: i,
                 sessions: Vec::new(),
-                load: Default::default(),
+                load: PortalLoad {
+                    link_capacity: m.link_capacity,
+                    outstanding: 0,
+                    ..m.load.clone()
+                },
             })
             .collect();
+        let mut work = vec![0.0; rows.len()];
         for (id, r) in &self.sessions {
-            if let Some(row) = rows.iter_mut().find(|row| row.id == r.portal) {
+            if let Some(i) = rows.iter().position(|row| row.id == r.portal) {
+                let row = &mut rows[i];
+                let (read_bps, write_bps) = (r.sent.value(), r.received.value());
+                let w = measure::work(r.command_rate.value(), read_bps + write_bps);
+                work[i] += w;
+                row.load.outstanding = row.load.outstanding.saturating_add(r.outstanding);
                 row.sessions.push(SessionEntry {
                     session_id: *id,
                     initiator: r.initiator.clone(),
@@ -422,8 +517,22 @@ impl ControlPlane {
                     login_ms: r.login_ms,
                     iops: r.iops,
                     commands: r.commands,
+                    read_bps,
+                    write_bps,
+                    outstanding: r.outstanding,
+                    // Its work for now; divided by the portal's below.
+                    cpu_share: w,
                     ..Default::default()
                 });
+            }
+        }
+        for (row, total) in rows.iter_mut().zip(work) {
+            for s in &mut row.sessions {
+                s.cpu_share = if total > 0.0 {
+                    s.cpu_share / total
+                } else {
+                    0.0
+                };
             }
         }
         let served = self

@@ -390,6 +390,71 @@ fn iops_are_measured_over_the_sample_window() {
 }
 
 #[test]
+fn sessions_bytes_outstanding_and_shares_fill_the_table() {
+    let mut p = plane(2);
+    let a = p.session_started(P0, "iqn.i1", "iqn.t1", 1_000);
+    let b = p.session_started(P0, "iqn.i2", "iqn.t2", 1_000);
+    p.set_link_capacity(P0, Some(50e6));
+    p.record_portal_load(
+        P0,
+        PortalLoad {
+            sent_bps: 30e6,
+            received_bps: 1e6,
+            cpu_busy: 0.4,
+            outstanding: 99, // the plane's own count wins
+            ..Default::default()
+        },
+    );
+    // `a` reads 20 MB/s in 1 MiB commands; `b` does 1,000 small commands a second.
+    p.record_session(
+        a,
+        SessionCounters {
+            commands: 20,
+            bytes_sent: 20 << 20,
+            bytes_received: 20 * 48,
+            outstanding: 3,
+        },
+    );
+    p.record_session(
+        b,
+        SessionCounters {
+            commands: 1_000,
+            bytes_sent: 1_000 * 560,
+            bytes_received: 1_000 * 48,
+            outstanding: 2,
+        },
+    );
+    let t = p.sample(2_000);
+    let row = &t.portals[0];
+    let (sa, sb) = (&row.sessions[0], &row.sessions[1]);
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-6 * b;
+    assert!(near(sa.read_bps, (20 << 20) as f64), "{sa:?}");
+    assert!(near(sa.write_bps, 960.0), "{sa:?}");
+    assert_eq!((sa.outstanding, sb.outstanding), (3, 2));
+    assert_eq!(row.load.outstanding, 5);
+    assert_eq!(row.load.link_capacity, Some(50e6));
+    assert_eq!(row.load.link_utilisation(), Some(0.6));
+    assert_eq!(row.load.cpu_busy, 0.4);
+    // Work: a = 20 + 20 MiB/16 KiB = 1,300.06; b = 1,000 + 608,000/16 KiB = 1,037.1.
+    let wa = measure::work(20.0, (20 << 20) as f64 + 960.0);
+    let wb = measure::work(1_000.0, 608_000.0);
+    assert!((sa.cpu_share - wa / (wa + wb)).abs() < 1e-12, "{sa:?}");
+    assert!((sa.cpu_share + sb.cpu_share - 1.0).abs() < 1e-12);
+    assert!(sa.cpu_share > 0.5 && sb.cpu_share > 0.4);
+    // Another portal: nothing measured, no capacity.
+    let p1 = &t.portals[1].load;
+    assert_eq!((p1.link_capacity, p1.link_utilisation()), (None, None));
+    // The rates are smoothed: a quiet second lowers them without zeroing them (the two
+    // windows weigh about the same this early: 45% of the first rate).
+    let t = p.sample(3_000);
+    let sa = &t.portals[0].sessions[0];
+    let expected =
+        (20 << 20) as f64 * (-0.2f64).exp() * (1.0 - (-0.2f64).exp()) / (1.0 - (-0.4f64).exp());
+    assert!(near(sa.read_bps, expected), "{sa:?}");
+    assert_eq!(sa.iops, 0.0, "IOPS are the last window's");
+}
+
+#[test]
 fn the_plane_is_a_login_policy_at_the_time_it_was_given() {
     let mut p = plane(1);
     p.place("iqn.i1", "iqn.t1", P1);

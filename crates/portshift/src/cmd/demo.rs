@@ -100,7 +100,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         .map(|i| format!("iqn.2026-11.org.example:disk{i}"))
         .collect();
     let cfg = iscsi_target::TargetConfig {
-        portals: portals.clone(),
+        portals: portals.iter().map(|&a| a.into()).collect(),
         luns: disks
             .iter()
             .enumerate()

@@ -4,13 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use iscsi_target::{LunConfig, Target, TargetConfig};
+use iscsi_target::{LunConfig, PortalConfig, Target, TargetConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A portal to listen on, IP:PORT (repeat for several portals).
+    /// A portal to listen on, IP:PORT[,speed=RATE] (repeat for several portals). RATE is
+    /// the link's capacity each way, in bits (400Mbit, 10Gbit) or bytes (1.25GB) per
+    /// second; without it, the speed the portal's interface reports (none for loopback).
     #[arg(long = "portal", required = true)]
-    portals: Vec<SocketAddr>,
+    portals: Vec<PortalConfig>,
     /// IQN=FILE: serve FILE as a LUN of target IQN through every portal (repeatable).
     #[arg(long = "lun", required = true, value_parser = parse_lun)]
     luns: Vec<(String, PathBuf)>,
@@ -190,5 +192,42 @@ mod tests {
         assert!(parse(&[]).unwrap().balance.is_empty());
         let e = parse(&["--balance", "cpu:90"]).unwrap_err().to_string();
         assert!(e.contains("percentages"), "{e}");
+    }
+
+    #[test]
+    fn portals_with_a_link_speed() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let cli = Cli::try_parse_from([
+            "target",
+            "--portal",
+            "127.0.0.1:3260",
+            "--portal",
+            "127.0.0.2:3260,speed=400Mbit",
+            "--lun",
+            "iqn.a:b=/tmp/x",
+        ])
+        .unwrap();
+        let p = &cli.args.portals;
+        assert_eq!(
+            p[0].address,
+            "127.0.0.1:3260".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!((p[0].link_capacity, p[1].link_capacity), (None, Some(50e6)));
+        let e = Cli::try_parse_from([
+            "target",
+            "--portal",
+            "127.0.0.1:3260,speed=400",
+            "--lun",
+            "iqn.a:b=/tmp/x",
+        ])
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("no unit, bits or bytes?"), "{e}");
     }
 }

@@ -279,3 +279,36 @@ fn queued_bytes_counts_data_in_and_headers_until_transmitted() {
     assert_eq!(h.out().len(), 4);
     assert_eq!(h.conn.queued_bytes(), 0);
 }
+
+#[test]
+fn outstanding_commands_are_those_received_and_not_yet_answered() {
+    let mut h = logged_in(&[("InitialR2T", "Yes"), ("ImmediateData", "No")]);
+    assert_eq!(h.conn.outstanding_commands(), 0);
+    // CmdSN 11 and 12 arrive before 10: held for their turn.
+    let o = h.send(read10(21, 11, 0, 1));
+    assert!(o.is_empty());
+    h.send(read10(22, 12, 0, 1));
+    assert_eq!(h.conn.outstanding_commands(), 2);
+    // A WRITE waiting for its Data-Out, CmdSN 13: also ahead for now.
+    h.send(write10(23, 13, 0, 1, Bytes::new(), true));
+    assert_eq!(h.conn.outstanding_commands(), 3);
+    // CmdSN 10 arrives: the READs are answered, the WRITE waits for its data after an R2T.
+    h.feed_only(read10(20, 10, 0, 1));
+    h.conn.on_bytes(&mut h.rbuf, h.now, &mut h.policy);
+    assert_eq!(h.conn.outstanding_commands(), 4, "decoded, not yet run");
+    h.run();
+    let o = h.out();
+    assert_eq!(o.iter().filter(|p| matches!(p, Pdu::DataIn(_))).count(), 3);
+    let Some(Pdu::R2t(r2t)) = o.iter().find(|p| matches!(p, Pdu::R2t(_))) else {
+        panic!("{o:?}")
+    };
+    assert_eq!(h.conn.outstanding_commands(), 1, "the WRITE");
+    h.send(DataOut {
+        final_: true,
+        itt: 23,
+        ttt: r2t.ttt,
+        data: Bytes::from(vec![0u8; 512]),
+        ..DataOut::default()
+    });
+    assert_eq!(h.conn.outstanding_commands(), 0);
+}
