@@ -171,8 +171,11 @@ run() {
     for n in $(seq "$streamers"); do streamer "$n"; done
     for n in $(seq "$lights"); do light "$n"; done
     [ "$scenario" != c ] || churn
+    # Each portal's link utilisation near the end (the target's smoothed figures).
+    sleep $((SECS > 6 ? SECS - 4 : 1))
+    "$BIN" status --admin "$ADMIN" --json > "$DIR/status-end.json" 2>/dev/null || echo '{}' > "$DIR/status-end.json"
     wait_hosts
-    local agg=0 light_iops=0 light_p99=0 moves errors=0 pp
+    local agg=0 light_iops=0 light_p99=0 moves errors=0 pp util
     for n in $(seq "$streamers"); do
         agg=$(awk -v a="$agg" -v b="$(streamer_mbps "$DIR/streamer-$n.out")" 'BEGIN { printf "%.1f", a + b }')
     done
@@ -194,10 +197,21 @@ run() {
     "$BIN" status --admin "$ADMIN" --json > "$DIR/status.json" 2>/dev/null || echo '{}' > "$DIR/status.json"
     moves=$(grep -oE '"type": *"logout_requested"' "$DIR/status.json" | wc -l)
     pp=$(pingpongs "$DIR/status.json")
+    util=$(python3 - "$DIR/status-end.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+out = []
+for p in doc.get("table", {}).get("portals", []):
+    l = p.get("load", {})
+    cap = l.get("link_capacity") or 0
+    out.append("%.0f%%" % (100 * max(l.get("sent_bps", 0), l.get("received_bps", 0)) / cap) if cap else "-")
+print(" ".join(out))
+PY
+)
     stop_system
     unlinks
     rm -f "$DIR"/streamer-* "$DIR"/light-*
-    echo "| $scenario | $balance | $agg | $light_iops | $light_p99 | $moves | $pp | $errors |"
+    echo "| $scenario | $balance | $agg | $light_iops | $light_p99 | $moves | $pp | $errors | $util |"
 }
 wait_hosts() {
     local deadline=$((SECONDS + SECS + 40))
@@ -209,8 +223,8 @@ wait_hosts() {
 
 head -c 1073741824 /dev/urandom > "$DIR/lun.img"
 cat "$DIR/lun.img" > /dev/null
-echo "| scenario | balance | streamers MB/s (last third) | light hosts IOPS | light p99 µs (worst) | moves | ping-pongs | I/O errors |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| scenario | balance | streamers MB/s (last third) | light hosts IOPS | light p99 µs (worst) | moves | ping-pongs | I/O errors | link utilisation per portal (end) |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for s in "${SCENARIOS[@]}"; do
     for b in $BALANCE; do run "$s" "$b"; done
 done
