@@ -195,7 +195,7 @@ run() {
         [ "$(cat "$f")" = 0 ] || errors=$((errors + 1))
     done
     "$BIN" status --admin "$ADMIN" --json > "$DIR/status.json" 2>/dev/null || echo '{}' > "$DIR/status.json"
-    moves=$(grep -oE '"type": *"logout_requested"' "$DIR/status.json" | wc -l)
+    moves=$( (grep -oE '"type": *"logout_requested"' "$DIR/status.json" || true) | wc -l)
     pp=$(pingpongs "$DIR/status.json")
     util=$(python3 - "$DIR/status-end.json" <<'PY'
 import json, sys
@@ -210,6 +210,7 @@ PY
 )
     stop_system
     unlinks
+    [ -z "${KEEP_STATUS:-}" ] || cp "$DIR/status.json" "$KEEP_STATUS-$scenario-${balance//[:%]/_}.json"
     rm -f "$DIR"/streamer-* "$DIR"/light-*
     echo "| $scenario | $balance | $agg | $light_iops | $light_p99 | $moves | $pp | $errors | $util |"
 }

@@ -2,6 +2,7 @@
 //! argument) and the settings of the procedure (cooldown, moves per interval, pinned
 //! initiators, whether reservation holders may move, the switch priority's last key).
 
+use crate::load::SMOOTHING_TAU_MS;
 use serde::{Deserialize, Serialize};
 
 use crate::metric::{BalanceSpec, Metric, ParseSpecError};
@@ -71,6 +72,16 @@ pub struct BalancePolicy {
     /// The switch priority's last key.
     #[serde(default)]
     pub priority: SwitchPriority,
+    /// Time constant of the smoothing of the measured rates the policy is given
+    /// ([`SMOOTHING_TAU_MS`], the target's); 0 when they are exact at once. A move that
+    /// happened less than four of these ago is projected on top of the measurements, so that
+    /// a destination that just received a session is not taken for idle.
+    #[serde(default = "default_smoothing_tau_ms")]
+    pub smoothing_tau_ms: u64,
+}
+
+fn default_smoothing_tau_ms() -> u64 {
+    SMOOTHING_TAU_MS
 }
 
 impl BalancePolicy {
@@ -93,7 +104,14 @@ impl BalancePolicy {
             pinned: Vec::new(),
             move_reservation_holders: false,
             priority: SwitchPriority::default(),
+            smoothing_tau_ms: SMOOTHING_TAU_MS,
         })
+    }
+
+    /// Measurements smoothed with time constant `tau_ms` (0: exact at once).
+    pub fn with_smoothing_tau_ms(mut self, tau_ms: u64) -> Self {
+        self.smoothing_tau_ms = tau_ms;
+        self
     }
 
     /// A policy from `--balance` arguments, e.g. `["sessions:8", "bandwidth:80%:50%"]`.

@@ -21,7 +21,7 @@ pub mod table;
 pub use config::{BalancePolicy, DEFAULT_MAX_MOVES, PolicyError, SwitchPriority};
 pub use event::{Event, EventKind};
 pub use history::{MoveRecord, PingPong, PingPongKind, ping_pongs};
-pub use load::{Projection, Share};
+pub use load::{Projection, SMOOTHING_TAU_MS, Share};
 pub use metric::{BalanceSpec, Metric, ParseSpecError, Thresholds};
 pub use policy::{Balancer, Decision};
 pub use snapshot::{AdminSnapshot, IsnsContact, RegistrationRow};

@@ -10,6 +10,12 @@
 use crate::metric::Metric;
 use crate::table::{PortalRow, SessionEntry};
 
+/// Time constant of the target's smoothing of its rate figures (bytes per second, processor
+/// time; `iscsi-target-core`'s measurement uses this value): a session that moved is still
+/// partly counted on the portal it left, and not yet fully on the one it joined, for a few
+/// times this long.
+pub const SMOOTHING_TAU_MS: u64 = 5_000;
+
 /// What one session puts on its portal, in raw units.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Share {
@@ -27,6 +33,25 @@ pub struct Share {
 }
 
 impl Share {
+    /// The part of this share that smoothed rate figures still misrepresent `age_ms` after
+    /// the session moved: an EWMA of time constant `tau_ms` has folded in only
+    /// `1 - exp(-age/tau)` of the change (none of it is missing when `tau_ms` is 0). Counts
+    /// (sessions, IOPS from the sessions present) are exact at once, so only the bytes and
+    /// the processor cost are kept.
+    pub fn unsettled(&self, age_ms: u64, tau_ms: u64) -> Share {
+        let f = if tau_ms == 0 {
+            0.0
+        } else {
+            (-(age_ms as f64) / tau_ms as f64).exp()
+        };
+        Share {
+            iops: 0.0,
+            read_bps: self.read_bps * f,
+            write_bps: self.write_bps * f,
+            cpu: self.cpu * f,
+        }
+    }
+
     /// The share of session `s` on `portal`, the portal it is logged in through.
     pub fn of(s: &SessionEntry, portal: &PortalRow) -> Self {
         Share {
@@ -92,6 +117,17 @@ impl Projection {
         self.sent_bps += share.read_bps;
         self.received_bps += share.write_bps;
         self.cpu += share.cpu;
+    }
+
+    /// Moves the rates of `share` (not a session) from this portal's figures to `to`'s: the
+    /// part of a completed move that the smoothed measurements have not caught up with.
+    pub fn shift_rates(&mut self, to: &mut Projection, share: &Share) {
+        self.sent_bps = (self.sent_bps - share.read_bps).max(0.0);
+        self.received_bps = (self.received_bps - share.write_bps).max(0.0);
+        self.cpu = (self.cpu - share.cpu).max(0.0);
+        to.sent_bps += share.read_bps;
+        to.received_bps += share.write_bps;
+        to.cpu += share.cpu;
     }
 
     /// This projection with `share` added.

@@ -80,6 +80,22 @@ struct Pending {
     at_ms: u64,
 }
 
+/// A move that happened (its session left the portal) less than [`SETTLE_TAUS`] smoothing
+/// time constants ago: the
+/// smoothed figures of both portals are still catching up with it.
+#[derive(Debug, Clone)]
+struct Settling {
+    from: PortalId,
+    to: PortalId,
+    share: Share,
+    /// When the balancer saw the session gone from `from`.
+    done_ms: u64,
+}
+
+/// How long a completed move is projected on top of the measurements, in time constants of
+/// their smoothing: after four, less than 2% of the move is missing from them.
+pub const SETTLE_TAUS: u64 = 4;
+
 /// A (target, portal) registration the balancer holds deleted.
 #[derive(Debug, Clone)]
 struct Deleted {
@@ -133,6 +149,8 @@ pub struct Balancer {
     last_moved: HashMap<Nexus, (u64, PortalId)>,
     /// Requested logouts by session id.
     pending: HashMap<u64, Pending>,
+    /// Moves made recently, whose effect the smoothed figures do not show in full yet.
+    settling: Vec<Settling>,
     /// Moves asked for, oldest first.
     history: Vec<MoveRecord>,
 }
@@ -145,6 +163,7 @@ impl Balancer {
             deleted: Vec::new(),
             last_moved: HashMap::new(),
             pending: HashMap::new(),
+            settling: Vec::new(),
             history: Vec::new(),
         }
     }
@@ -196,7 +215,11 @@ impl Balancer {
 
     /// Every portal's projected load and every initiator's projected placement: measured,
     /// with the sessions already asked to leave moved to their destinations.
-    fn project(&self, table: &ConfigTable) -> (BTreeMap<PortalId, Projection>, Placements) {
+    fn project(
+        &self,
+        table: &ConfigTable,
+        now_ms: u64,
+    ) -> (BTreeMap<PortalId, Projection>, Placements) {
         let mut loads: BTreeMap<PortalId, Projection> = table
             .portals
             .iter()
@@ -219,6 +242,16 @@ impl Balancer {
                     shift(&mut placements, s, p.from, p.to);
                 }
             }
+        }
+        // Moves already made: what the smoothed rates have not caught up with yet.
+        for m in &self.settling {
+            let part = m.share.unsettled(
+                now_ms.saturating_sub(m.done_ms),
+                self.policy.smoothing_tau_ms,
+            );
+            let mut to = loads.remove(&m.to).unwrap_or_default();
+            loads.entry(m.from).or_default().shift_rates(&mut to, &part);
+            loads.insert(m.to, to);
         }
         (loads, placements)
     }
@@ -436,11 +469,26 @@ impl Balancer {
             .flat_map(|p| p.sessions.iter().map(|s| s.session_id))
             .collect();
         let timeout = self.pending_timeout_ms;
-        self.pending
-            .retain(|id, p| live.contains(id) && now_ms.saturating_sub(p.at_ms) < timeout);
+        let mut done = Vec::new();
+        self.pending.retain(|id, p| {
+            let fresh = now_ms.saturating_sub(p.at_ms) < timeout;
+            if fresh && !live.contains(id) {
+                done.push(Settling {
+                    from: p.from,
+                    to: p.to,
+                    share: p.share,
+                    done_ms: now_ms,
+                });
+            }
+            live.contains(id) && fresh
+        });
+        let settle_ms = SETTLE_TAUS * self.policy.smoothing_tau_ms;
+        self.settling
+            .retain(|m| now_ms.saturating_sub(m.done_ms) < settle_ms);
+        self.settling.extend(done);
 
         let mut decisions = Vec::new();
-        let (mut loads, mut placements) = self.project(table);
+        let (mut loads, mut placements) = self.project(table, now_ms);
         let mut moves = 0;
 
         for row in &table.portals {

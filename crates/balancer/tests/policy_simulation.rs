@@ -582,7 +582,9 @@ fn run_case(c: &Case, counts: &Counts) -> Result<(), TestCaseError> {
     let mut b = Balancer::new(
         BalancePolicy::new(c.specs.clone())
             .expect("one spec per metric")
-            .with_cooldown_ms(c.cooldown_ms),
+            .with_cooldown_ms(c.cooldown_ms)
+            // This table's figures are exact at once (no smoothing).
+            .with_smoothing_tau_ms(0),
     );
     let mut arrivals = 0;
     for t in &c.ticks {
