@@ -4,6 +4,7 @@
 #
 #   sudo bench/balance.sh [SCENARIO ...]      (default: b; known: a b c d)
 #   SECS=60 BALANCE="off sessions:2 bandwidth:80%:50%" sudo bench/balance.sh b
+#   KEEP=/tmp/runs sudo bench/balance.sh b      (keeps each run's logs and status documents)
 #
 # Topology (created here, removed on exit): namespace psb-hosts holds every host; portal i is
 # 10.77.i.1 on veth psb-tI (the target's end, in this namespace) paired with psb-hI
@@ -210,7 +211,11 @@ PY
 )
     stop_system
     unlinks
-    [ -z "${KEEP_STATUS:-}" ] || cp "$DIR/status.json" "$KEEP_STATUS-$scenario-${balance//[:%]/_}.json"
+    if [ -n "${KEEP:-}" ]; then
+        # KEEP=PREFIX keeps each run's logs, reports and status documents in PREFIX-SCENARIO-RULE/.
+        local keep="$KEEP-$scenario-${balance//[:%]/_}"
+        mkdir -p "$keep" && find "$DIR" -maxdepth 1 -type f ! -name lun.img -exec cp {} "$keep/" \;
+    fi
     rm -f "$DIR"/streamer-* "$DIR"/light-*
     echo "| $scenario | $balance | $agg | $light_iops | $light_p99 | $moves | $pp | $errors | $util |"
 }

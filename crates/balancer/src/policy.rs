@@ -105,15 +105,25 @@ struct Deleted {
     at_ms: Option<u64>,
 }
 
-/// (initiator, target): an initiator name logged in to a target.
-type Nexus = (String, String);
+/// (initiator, target): an initiator name logged in to a target, borrowed from the table.
+type Nexus<'t> = (&'t str, &'t str);
 
-fn nexus(s: &SessionEntry) -> Nexus {
-    (s.initiator.clone(), s.target.clone())
+fn nexus(s: &SessionEntry) -> Nexus<'_> {
+    (s.initiator.as_str(), s.target.as_str())
 }
 
 /// The portals each initiator name has sessions on, per target, with the number of sessions.
-type Placements = HashMap<Nexus, BTreeMap<PortalId, usize>>;
+type Placements<'t> = HashMap<Nexus<'t>, BTreeMap<PortalId, usize>>;
+
+/// When each initiator name was last moved off a portal, per target: initiator → target →
+/// (when, the portal it left). Nested so that lookups borrow the table's names.
+type LastMoved = HashMap<String, HashMap<String, (u64, PortalId)>>;
+
+/// The (target, portal) pairs of the table, for lookups in one step.
+type Served<'t> = HashSet<(&'t str, PortalId)>;
+
+/// For each target, the portals a session of it may be moved to, with their projected loads.
+type Destinations<'l> = HashMap<&'l str, Vec<(PortalId, &'l Projection)>>;
 
 /// One possible move off a hot portal, with the figures of the driving metric.
 #[derive(Debug, Clone)]
@@ -146,7 +156,7 @@ pub struct Balancer {
     /// (target, portal) registrations currently deleted, in deletion order.
     deleted: Vec<Deleted>,
     /// Last move per (initiator, target): when, and the portal it left.
-    last_moved: HashMap<Nexus, (u64, PortalId)>,
+    last_moved: LastMoved,
     /// Requested logouts by session id.
     pending: HashMap<u64, Pending>,
     /// Moves made recently, whose effect the smoothed figures do not show in full yet.
@@ -215,11 +225,11 @@ impl Balancer {
 
     /// Every portal's projected load and every initiator's projected placement: measured,
     /// with the sessions already asked to leave moved to their destinations.
-    fn project(
+    fn project<'t>(
         &self,
-        table: &ConfigTable,
+        table: &'t ConfigTable,
         now_ms: u64,
-    ) -> (BTreeMap<PortalId, Projection>, Placements) {
+    ) -> (BTreeMap<PortalId, Projection>, Placements<'t>) {
         let mut loads: BTreeMap<PortalId, Projection> = table
             .portals
             .iter()
@@ -285,13 +295,17 @@ impl Balancer {
     }
 
     /// Whether session `s` may be moved at `now_ms` at all.
+    /// When `s`'s initiator was last moved for its target, and from where.
+    fn last_move(&self, s: &SessionEntry) -> Option<&(u64, PortalId)> {
+        self.last_moved.get(&s.initiator)?.get(&s.target)
+    }
+
     fn movable(&self, s: &SessionEntry, now_ms: u64) -> bool {
         !self.pending.contains_key(&s.session_id)
             && !self.policy.is_pinned(&s.initiator)
             && (self.policy.move_reservation_holders || !s.holds_reservation)
             && self
-                .last_moved
-                .get(&nexus(s))
+                .last_move(s)
                 .is_none_or(|(t, _)| now_ms.saturating_sub(*t) >= self.policy.cooldown_ms)
     }
 
@@ -300,12 +314,12 @@ impl Balancer {
     #[allow(clippy::too_many_arguments)]
     fn candidate<'a>(
         &self,
-        table: &ConfigTable,
+        dests: &Destinations<'_>,
         row: &PortalRow,
         s: &'a SessionEntry,
         spec: &BalanceSpec,
         loads: &BTreeMap<PortalId, Projection>,
-        placements: &Placements,
+        placements: &Placements<'_>,
         now_ms: u64,
     ) -> Option<Candidate<'a>> {
         let metric = spec.metric;
@@ -317,32 +331,37 @@ impl Balancer {
         let key = nexus(s);
         // The portal this initiator left less than twice the cooldown ago.
         let left = self
-            .last_moved
-            .get(&key)
+            .last_move(s)
             .filter(|(t, _)| now_ms.saturating_sub(*t) < self.policy.cooldown_ms.saturating_mul(2))
             .map(|(_, from)| *from);
         let on = placements.get(&key);
         let doubles_on = |p: PortalId| on.and_then(|m| m.get(&p)).is_some_and(|n| *n > 0);
-        let fits: Vec<(PortalId, f64, Projection, bool)> = table
-            .portals
-            .iter()
-            .map(|p| p.id)
-            .filter(|p| *p != row.id && Some(*p) != left)
-            .filter(|p| table.serves(&s.target, *p) && !self.is_deleted(&s.target, *p))
-            .filter_map(|p| {
-                let now = loads.get(&p).cloned().unwrap_or_default();
-                // The driving metric must be measured at the destination.
-                now.value(metric)?;
-                let after = now.with(&share);
-                self.under_every_high(&after)
-                    .then(|| (p, self.pressure(&after), after, doubles_on(p)))
-            })
-            .collect();
-        let spread = fits.iter().any(|f| !f.3);
-        let (to, _, to_projection, _) = fits
-            .into_iter()
-            .filter(|f| !spread || !f.3)
-            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))?;
+        // The least pressed destination that stays under every HIGH, preferring one that
+        // does not double the initiator's sessions there (multipath spread): one pass, no
+        // allocation.
+        let mut spread_best: Option<(PortalId, f64, Projection)> = None;
+        let mut any_best: Option<(PortalId, f64, Projection)> = None;
+        let better = |best: &Option<(PortalId, f64, Projection)>, p: PortalId, pr: f64| {
+            best.as_ref()
+                .is_none_or(|(bp, bpr, _)| pr.total_cmp(bpr).then(p.cmp(bp)).is_lt())
+        };
+        for (p, now) in dests.get(s.target.as_str()).into_iter().flatten() {
+            if Some(*p) == left {
+                continue;
+            }
+            let after = now.with(&share);
+            if !self.under_every_high(&after) {
+                continue;
+            }
+            let pr = self.pressure(&after);
+            if !doubles_on(*p) && better(&spread_best, *p, pr) {
+                spread_best = Some((*p, pr, after.clone()));
+            }
+            if better(&any_best, *p, pr) {
+                any_best = Some((*p, pr, after));
+            }
+        }
+        let (to, _, to_projection) = spread_best.or(any_best)?;
         let to_before = loads.get(&to).and_then(|l| l.value(metric)).unwrap_or(0.0);
         let to_after = to_projection.value(metric).unwrap_or(0.0);
         Some(Candidate {
@@ -356,7 +375,7 @@ impl Balancer {
             to_projection,
             brings_under: from_after < high,
             doubled: on.and_then(|m| m.get(&row.id)).is_some_and(|n| *n > 1),
-            last_moved: self.last_moved.get(&key).map(|(t, _)| *t),
+            last_moved: self.last_move(s).map(|(t, _)| *t),
         })
     }
 
@@ -400,20 +419,41 @@ impl Balancer {
     }
 
     /// The move to make off the hot portal `row`, and the rule that chose it.
+    #[allow(clippy::too_many_arguments)]
     fn choose<'a>(
         &self,
         table: &ConfigTable,
+        served: &Served<'_>,
         row: &'a PortalRow,
         spec: &BalanceSpec,
         loads: &BTreeMap<PortalId, Projection>,
         placements: &Placements,
         now_ms: u64,
     ) -> Option<(Candidate<'a>, String)> {
+        // Where each target of this portal's sessions may go: every other portal that serves
+        // it, where it is registered, and where the driving metric is measured — worked out
+        // once per target, not once per session.
+        let mut dests: Destinations<'_> = HashMap::new();
+        for s in &row.sessions {
+            dests.entry(s.target.as_str()).or_insert_with(|| {
+                table
+                    .portals
+                    .iter()
+                    .filter(|p| p.id != row.id)
+                    .filter(|p| served.contains(&(s.target.as_str(), p.id)))
+                    .filter(|p| !self.is_deleted(&s.target, p.id))
+                    .filter_map(|p| {
+                        let l = loads.get(&p.id)?;
+                        l.value(spec.metric).map(|_| (p.id, l))
+                    })
+                    .collect()
+            });
+        }
         let mut all: Vec<Candidate<'a>> = row
             .sessions
             .iter()
             .filter(|s| self.movable(s, now_ms))
-            .filter_map(|s| self.candidate(table, row, s, spec, loads, placements, now_ms))
+            .filter_map(|s| self.candidate(&dests, row, s, spec, loads, placements, now_ms))
             .collect();
         let under = all.iter().any(|c| c.brings_under);
         if under {
@@ -489,6 +529,7 @@ impl Balancer {
 
         let mut decisions = Vec::new();
         let (mut loads, mut placements) = self.project(table, now_ms);
+        let served: Served<'_> = table.served.iter().map(|(t, p)| (t.as_str(), *p)).collect();
         let mut moves = 0;
 
         for row in &table.portals {
@@ -499,7 +540,8 @@ impl Balancer {
                 let Some((spec, value)) = self.hottest(load) else {
                     break;
                 };
-                let Some((c, rule)) = self.choose(table, row, &spec, &loads, &placements, now_ms)
+                let Some((c, rule)) =
+                    self.choose(table, &served, row, &spec, &loads, &placements, now_ms)
                 else {
                     break;
                 };
@@ -531,7 +573,10 @@ impl Balancer {
                         at_ms: now_ms,
                     },
                 );
-                self.last_moved.insert(nexus(s), (now_ms, row.id));
+                self.last_moved
+                    .entry(s.initiator.clone())
+                    .or_default()
+                    .insert(s.target.clone(), (now_ms, row.id));
                 self.history.push(MoveRecord {
                     at_ms: now_ms,
                     initiator: s.initiator.clone(),
@@ -659,7 +704,7 @@ impl Balancer {
 }
 
 /// Moves one session of `s`'s initiator and target from `from` to `to` in `placements`.
-fn shift(placements: &mut Placements, s: &SessionEntry, from: PortalId, to: PortalId) {
+fn shift<'t>(placements: &mut Placements<'t>, s: &'t SessionEntry, from: PortalId, to: PortalId) {
     let on = placements.entry(nexus(s)).or_default();
     if let Some(n) = on.get_mut(&from) {
         *n = n.saturating_sub(1);

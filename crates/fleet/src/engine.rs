@@ -4,7 +4,9 @@
 //!
 //! Each tick: arrivals log in through the first portal iSNS lists for their target (portal order,
 //! skipping deleted registrations — the patent's hot spot); departures leave; each portal's link
-//! is shared max-min fairly between its sessions in each direction (TCP-like), then its
+//! is shared between its sessions in each direction in proportion to the bytes each keeps in
+//! flight (queue depth × I/O size, as in the link's FIFO queue: a QD1 4 KiB reader behind
+//! QD4 1 MiB streamers gets little), never above a session's demand, then its
 //! processor scales everything down if the work it is given needs more than its capacity; the
 //! measured figures are smoothed as the target smooths them (EWMA, τ = [`TAU_S`]); every
 //! second (the target's interval) the balancer steps on the table; a moved session pauses for
@@ -96,20 +98,28 @@ pub struct RunReport {
     pub move_log: Vec<MoveRecord>,
 }
 
-/// Max-min fair shares of `capacity` between `demands`, written to `out`.
-fn water_fill(demands: &[f64], capacity: f64, out: &mut Vec<f64>) {
+/// Shares of `capacity` between `demands`, in proportion to `weights` (bytes in flight) and
+/// never above a demand, what one session does not use going to the others (weighted
+/// max-min fairness), written to `out`.
+fn water_fill(demands: &[f64], weights: &[f64], capacity: f64, out: &mut Vec<f64>) {
     out.clear();
     out.resize(demands.len(), 0.0);
+    let w = |i: usize| weights[i].max(f64::MIN_POSITIVE);
     let mut order: Vec<usize> = (0..demands.len()).collect();
-    order.sort_by(|a, b| demands[*a].total_cmp(&demands[*b]));
+    // Those wanting least per unit of weight are satisfied first.
+    order.sort_by(|a, b| (demands[*a] / w(*a)).total_cmp(&(demands[*b] / w(*b))));
     let mut left = capacity;
-    let mut n = order.len();
+    let mut weight_left: f64 = order.iter().map(|i| w(*i)).sum();
     for i in order {
-        let fair = if n > 0 { left / n as f64 } else { 0.0 };
+        let fair = if weight_left > 0.0 {
+            left * w(i) / weight_left
+        } else {
+            0.0
+        };
         let give = demands[i].min(fair).max(0.0);
         out[i] = give;
         left -= give;
-        n -= 1;
+        weight_left -= w(i);
     }
 }
 
@@ -145,7 +155,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
     let last_third = fleet.duration_s * 2 / 3;
     let mut converged = vec![0.0; p_count];
     let mut converged_n = 0u32;
-    let mut scratch = (Vec::new(), Vec::new(), Vec::new());
+    let mut scratch = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Smoothed processor figures per portal: (busy, wait).
     let mut processor = vec![(0.0, 0.0); p_count];
 
@@ -205,22 +215,24 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
         }
         for (p, members) in by_portal.iter().enumerate() {
             let spec = &fleet.portals[p];
-            let (reads, writes, out) = &mut scratch;
+            let (reads, writes, weights, out) = &mut scratch;
             reads.clear();
             writes.clear();
+            weights.clear();
             for &i in members {
                 let who = &fleet.initiators[sessions[i].who];
                 reads.push(who.read_bps);
                 writes.push(who.write_bps);
+                weights.push(who.in_flight());
             }
             let want_read: f64 = reads.iter().sum();
             let want_write: f64 = writes.iter().sum();
             demand_sum += want_read + want_write;
-            water_fill(reads, spec.link_bps, out);
+            water_fill(reads, weights, spec.link_bps, out);
             for (k, &i) in members.iter().enumerate() {
                 sessions[i].read = out[k];
             }
-            water_fill(writes, spec.link_bps, out);
+            water_fill(writes, weights, spec.link_bps, out);
             for (k, &i) in members.iter().enumerate() {
                 sessions[i].write = out[k];
             }
@@ -464,12 +476,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn water_fill_is_max_min_fair() {
+    fn water_fill_is_max_min_fair_by_weight() {
         let mut out = Vec::new();
-        water_fill(&[10.0, 100.0, 100.0], 90.0, &mut out);
+        water_fill(&[10.0, 100.0, 100.0], &[1.0, 1.0, 1.0], 90.0, &mut out);
         assert_eq!(out, vec![10.0, 40.0, 40.0]);
-        water_fill(&[10.0, 20.0], 100.0, &mut out);
+        water_fill(&[10.0, 20.0], &[1.0, 1.0], 100.0, &mut out);
         assert_eq!(out, vec![10.0, 20.0]);
+        // Bytes in flight decide on a full link: 4 MiB against 4 KiB.
+        water_fill(&[1e9, 1e9], &[4096.0 * 1024.0, 4096.0], 1025.0, &mut out);
+        assert_eq!(out, vec![1024.0, 1.0]);
+        // What a light session does not use goes to the others.
+        water_fill(&[5.0, 1e9], &[1.0, 1.0], 100.0, &mut out);
+        assert_eq!(out, vec![5.0, 95.0]);
     }
 
     fn small_fleet() -> Fleet {

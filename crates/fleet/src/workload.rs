@@ -40,6 +40,9 @@ pub struct InitiatorSpec {
     pub write_bps: f64,
     /// Bytes per I/O.
     pub io_bytes: f64,
+    /// I/Os it keeps outstanding: on a full link each session gets a share in proportion to
+    /// the bytes it has in flight (queue depth × I/O size), as in a FIFO queue.
+    pub queue_depth: u32,
     /// Second it logs in, second it leaves (exclusive).
     pub arrive_s: u32,
     pub depart_s: u32,
@@ -49,6 +52,11 @@ impl InitiatorSpec {
     /// I/Os per second at its full demand.
     pub fn iops(&self) -> f64 {
         (self.read_bps + self.write_bps) / self.io_bytes
+    }
+
+    /// Bytes it keeps in flight: its weight on a full link.
+    pub fn in_flight(&self) -> f64 {
+        f64::from(self.queue_depth.max(1)) * self.io_bytes
     }
 }
 
@@ -115,18 +123,21 @@ pub fn generate(cfg: &FleetConfig) -> Fleet {
     let mut initiators = Vec::with_capacity(cfg.initiators);
     for i in 0..cfg.initiators {
         let light = rng.random_bool(cfg.light_fraction.clamp(0.0, 1.0));
-        let (kind, io_bytes, read_bps, write_bps) = if light {
+        let (kind, io_bytes, read_bps, write_bps, queue_depth) = if light {
             let iops = pareto(&mut rng, 200.0, 1.5).min(20_000.0);
             let read = iops * 4096.0 * 0.7;
-            (Kind::Light, 4096.0, read, iops * 4096.0 - read)
+            let qd = rng.random_range(1..=4);
+            (Kind::Light, 4096.0, read, iops * 4096.0 - read, qd)
         } else {
             let bps = pareto(&mut rng, 20.0 * MBIT, 1.3).min(cfg.link_bps);
             let write_share = if rng.random_bool(0.3) { 0.8 } else { 0.1 };
+            let qd = rng.random_range(2..=16);
             (
                 Kind::Streamer,
                 1048576.0,
                 bps * (1.0 - write_share),
                 bps * write_share,
+                qd,
             )
         };
         let arrive_s = if rng.random_bool(0.5) {
@@ -143,6 +154,7 @@ pub fn generate(cfg: &FleetConfig) -> Fleet {
             read_bps,
             write_bps,
             io_bytes,
+            queue_depth,
             arrive_s,
             depart_s: depart_s.max(arrive_s + 1),
         });
@@ -171,7 +183,7 @@ pub fn generate(cfg: &FleetConfig) -> Fleet {
 
 /// The fleets of `bench/balance.sh`'s scenarios, with the demands its hosts showed there on an
 /// uncapped path (a 1 MiB QD4 streamer takes a whole 400 Mbit/s link; a 4 KiB QD1 light host
-/// does about 8,000 reads a second).
+/// does about 11,000 reads a second on a link of its own: bench/balance.sh b, sessions:2).
 pub fn preset(name: &str, duration_s: u32) -> Option<Fleet> {
     let link = |mbit: f64| PortalSpec {
         link_bps: mbit * MBIT,
@@ -184,6 +196,7 @@ pub fn preset(name: &str, duration_s: u32) -> Option<Fleet> {
         read_bps: 1000.0 * MBIT,
         write_bps: 0.0,
         io_bytes: 1048576.0,
+        queue_depth: 4,
         arrive_s,
         depart_s,
     };
@@ -191,9 +204,10 @@ pub fn preset(name: &str, duration_s: u32) -> Option<Fleet> {
         name: format!("iqn.2026-11.org.example:light-{n}"),
         target: 0,
         kind: Kind::Light,
-        read_bps: 8000.0 * 4096.0,
+        read_bps: 11_000.0 * 4096.0,
         write_bps: 0.0,
         io_bytes: 4096.0,
+        queue_depth: 1,
         arrive_s,
         depart_s,
     };
