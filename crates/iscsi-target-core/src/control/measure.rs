@@ -11,7 +11,7 @@
 use balancer::PortalLoad;
 
 /// Time constant of every smoothed load figure, in milliseconds.
-pub const SMOOTHING_TAU_MS: u64 = 5_000;
+pub const SMOOTHING_TAU_MS: u64 = balancer::SMOOTHING_TAU_MS;
 
 /// Weight a window of `dt_ms` gets in an average of time constant `tau_ms`: `1 - exp(-dt/tau)`.
 pub fn ewma_alpha(dt_ms: u64, tau_ms: u64) -> f64 {
