@@ -169,11 +169,13 @@ run() {
     esac
     links "${rates[@]}"
     start_system "$balance" "${rates[@]}"
+    local t0=$SECONDS
     for n in $(seq "$streamers"); do streamer "$n"; done
     for n in $(seq "$lights"); do light "$n"; done
     [ "$scenario" != c ] || churn
     # Each portal's link utilisation near the end (the target's smoothed figures).
-    sleep $((SECS > 6 ? SECS - 4 : 1))
+    local left=$((t0 + SECS - 4 - SECONDS))
+    [ "$left" -le 0 ] || sleep "$left"
     "$BIN" status --admin "$ADMIN" --json > "$DIR/status-end.json" 2>/dev/null || echo '{}' > "$DIR/status-end.json"
     wait_hosts
     local agg=0 light_iops=0 light_p99=0 moves errors=0 pp util
