@@ -46,6 +46,9 @@ pub struct WorkloadConfig {
     pub duration: Duration,
     /// Stop issuing after this many I/Os.
     pub max_ios: Option<u64>,
+    /// Issue at most this many I/Os per second, evenly paced (the n-th no earlier than
+    /// n / rate seconds after the start); `None` issues as fast as the queue depth allows.
+    pub rate_iops: Option<f64>,
     /// Write checksummed patterns and check reads.
     pub verify: bool,
     /// Name hashed into each block (the initiator name).
@@ -72,6 +75,7 @@ impl WorkloadConfig {
             read_percent: 50,
             duration: Duration::from_secs(10),
             max_ios: None,
+            rate_iops: None,
             verify: true,
             initiator_name: initiator_name.to_string(),
             region_blocks: None,
@@ -259,9 +263,19 @@ pub async fn run_workload(
     report.started_at_ms = unix_ms();
     let mut issued = 0u64;
     let stopped = || cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+    let pace = cfg.rate_iops.filter(|r| *r > 0.0);
     loop {
         let may_issue = start.elapsed() < cfg.duration && !stopped();
+        // With a rate, when the next I/O is due (if it is not yet).
+        let mut due = None;
         while may_issue && set.len() < qd && cfg.max_ios.is_none_or(|m| issued < m) {
+            if let Some(rate) = pace {
+                let at = start + Duration::from_secs_f64(issued as f64 / rate);
+                if Instant::now() < at {
+                    due = Some(at);
+                    break;
+                }
+            }
             let mut chunk = rng.random_range(0..chunks);
             let mut tries = 0;
             while in_flight.contains(&chunk) && tries < 64 {
@@ -305,7 +319,17 @@ pub async fn run_workload(
                 }
             });
         }
-        let Some(joined) = set.join_next().await else {
+        let joined = match due {
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                tokio::select! {
+                    j = set.join_next(), if !set.is_empty() => j,
+                    _ = tokio::time::sleep_until(at) => continue,
+                }
+            }
+            None => set.join_next().await,
+        };
+        let Some(joined) = joined else {
             break;
         };
         let Ok(done) = joined else {

@@ -14,18 +14,28 @@ use initiator::{
 const IQN: &str = "iqn.2024-01.test.portshift:balanced";
 const INITIATOR: &str = "iqn.2024-01.test.portshift:bal-init";
 
+/// Logs in to tgtd's portal: through SendTargets without a target name, directly with one.
+async fn connect(
+    t: &common::Tgtd,
+    target: Option<&str>,
+) -> (
+    BalancedInitiator,
+    tokio::sync::mpsc::UnboundedReceiver<InitiatorEvent>,
+) {
+    let src = PortalSource::Fixed {
+        portal: t.portal,
+        send_targets: target.is_none(),
+    };
+    BalancedInitiator::connect(BalancedConfig::new(INITIATOR, target, src))
+        .await
+        .expect("connect")
+}
+
 #[test]
 fn verified_workload_via_send_targets() {
     let t = common::Tgtd::start(IQN, 4 << 20);
     rt().block_on(async {
-        let src = PortalSource::Fixed {
-            portal: t.portal,
-            send_targets: true,
-        };
-        let (init, mut events) =
-            BalancedInitiator::connect(BalancedConfig::new(INITIATOR, None, src))
-                .await
-                .expect("connect");
+        let (init, mut events) = connect(&t, None).await;
         assert_eq!(init.target(), IQN);
         assert_eq!(
             events.recv().await,
@@ -50,17 +60,30 @@ fn verified_workload_via_send_targets() {
 }
 
 #[test]
+fn a_rate_paces_the_workload() {
+    let t = common::Tgtd::start(IQN, 4 << 20);
+    rt().block_on(async {
+        let (init, _events) = connect(&t, None).await;
+        let mut cfg = WorkloadConfig::new(INITIATOR);
+        cfg.lun = 1;
+        cfg.queue_depth = 8;
+        cfg.rate_iops = Some(200.0);
+        cfg.duration = Duration::from_millis(1500);
+        let r = run_workload(&init, &cfg).await.expect("workload");
+        assert!(r.ok(), "{r:?}");
+        // Unpaced, QD 8 against tgtd on loopback does thousands of I/Os a second; paced at
+        // 200/s over 1.5 s it issues I/O number n at n / 200 s: 300 of them, the first at 0.
+        assert!((295..=301).contains(&r.ios), "{} I/Os: {r:?}", r.ios);
+        assert!(r.elapsed_ms >= 1_490, "{r:?}");
+        init.shutdown(Duration::from_secs(5)).await;
+    });
+}
+
+#[test]
 fn connection_closed_by_target_is_recovered_without_errors() {
     let t = common::Tgtd::start(IQN, 4 << 20);
     rt().block_on(async {
-        let src = PortalSource::Fixed {
-            portal: t.portal,
-            send_targets: false,
-        };
-        let (init, mut events) =
-            BalancedInitiator::connect(BalancedConfig::new(INITIATOR, Some(IQN), src))
-                .await
-                .expect("connect");
+        let (init, mut events) = connect(&t, Some(IQN)).await;
         let mut cfg = WorkloadConfig::new(INITIATOR);
         cfg.lun = 1; // tgtd's first data LUN (LUN 0 is its controller)
         cfg.duration = Duration::from_secs(3);

@@ -56,6 +56,7 @@ fn moved_by_the_balancer_without_io_errors() {
         cooldown_ms: 1000,
         pin: Vec::new(),
         max_moves: balancer::DEFAULT_MAX_MOVES,
+        smoothing_ms: balancer::SMOOTHING_TAU_MS,
         admin: None,
         limits: Default::default(),
     })
@@ -155,6 +156,7 @@ fn voluntary_reconnects_keep_the_data_verified() {
         cooldown_ms: 1000,
         pin: Vec::new(),
         max_moves: balancer::DEFAULT_MAX_MOVES,
+        smoothing_ms: balancer::SMOOTHING_TAU_MS,
         admin: None,
         limits: Default::default(),
     })

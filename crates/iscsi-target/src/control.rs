@@ -157,6 +157,11 @@ impl Control {
         self.portals.iter().find(|p| p.id == id)
     }
 
+    /// Time constant of the smoothed load figures, in milliseconds.
+    pub fn smoothing_tau_ms(&self) -> u64 {
+        self.inner().plane.smoothing_tau_ms()
+    }
+
     /// The counters of portal `id`, which its connections update and its thread publishes
     /// its load in.
     pub fn portal_stats(&self, id: PortalId) -> Option<&Arc<PortalStats>> {

@@ -144,16 +144,15 @@ pub struct PortalProbe {
     meter: PortalMeter,
 }
 
-impl Default for PortalProbe {
-    fn default() -> Self {
+impl PortalProbe {
+    /// A probe smoothing its figures with time constant `tau_ms`.
+    pub fn new(tau_ms: u64) -> Self {
         PortalProbe {
             origin: Instant::now(),
-            meter: PortalMeter::default(),
+            meter: PortalMeter::new(tau_ms),
         }
     }
-}
 
-impl PortalProbe {
     /// Reads this thread's counters, folds them into the smoothed load and publishes it in
     /// `stats`. Call on the portal's thread, about once a second.
     pub fn tick(&mut self, stats: &PortalStats) -> PortalLoad {
@@ -244,7 +243,7 @@ mod tests {
     #[test]
     fn a_probe_publishes_its_thread_s_load() {
         let stats = PortalStats::default();
-        let mut probe = PortalProbe::default();
+        let mut probe = PortalProbe::new(balancer::SMOOTHING_TAU_MS);
         probe.tick(&stats);
         stats.sent(3_000_000);
         stats.received(1_000);

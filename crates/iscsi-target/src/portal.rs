@@ -216,7 +216,7 @@ async fn accept_loop(
     // The processor's own measurement: this thread's CPU time, run-queue wait and service
     // times, with the portal's byte counters, each second.
     let stats = targets.control.portal_stats(portal).cloned();
-    let mut probe = PortalProbe::default();
+    let mut probe = PortalProbe::new(targets.control.smoothing_tau_ms());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

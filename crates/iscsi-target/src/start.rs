@@ -52,6 +52,8 @@ pub struct TargetConfig {
     pub pin: Vec<String>,
     /// Moves the balancer asks for in one interval at most (`--max-moves`).
     pub max_moves: usize,
+    /// Time constant of the smoothed load figures the balancer decides on (`--smoothing`).
+    pub smoothing_ms: u64,
     /// Admin endpoint address; None to run without it.
     pub admin: Option<SocketAddr>,
     /// Connection limits wanted for each portal; lowered at start so that every portal's
@@ -66,10 +68,14 @@ impl TargetConfig {
             if !self.pin.is_empty() {
                 anyhow::bail!("--pin needs --balance");
             }
+            if self.smoothing_ms != balancer::SMOOTHING_TAU_MS {
+                anyhow::bail!("--smoothing needs --balance");
+            }
             return Ok(None);
         }
         let policy = BalancePolicy::new(self.balance.clone())?
             .with_cooldown_ms(self.cooldown_ms)
+            .with_smoothing_tau_ms(self.smoothing_ms)
             .with_max_moves(self.max_moves)?
             .with_pinned(self.pin.iter().cloned());
         Ok(Some(policy))
@@ -396,6 +402,7 @@ mod tests {
             cooldown_ms: 0,
             pin: Vec::new(),
             max_moves: balancer::DEFAULT_MAX_MOVES,
+            smoothing_ms: balancer::SMOOTHING_TAU_MS,
             admin: None,
             limits: Default::default(),
         }
@@ -414,6 +421,13 @@ mod tests {
         assert_eq!(p.specs, c.balance);
         assert_eq!((p.cooldown_ms, p.max_moves), (5_000, 2));
         assert!(p.is_pinned("iqn.db"));
+        assert_eq!(p.smoothing_tau_ms, balancer::SMOOTHING_TAU_MS);
+        c.smoothing_ms = 800;
+        assert_eq!(c.balance_policy().unwrap().unwrap().smoothing_tau_ms, 800);
+        let mut alone = config("null:1048576");
+        alone.smoothing_ms = 800;
+        let e = alone.balance_policy().unwrap_err().to_string();
+        assert!(e.contains("--smoothing needs --balance"), "{e}");
         c.balance.push("sessions:4".parse().unwrap());
         let e = Target::start(c).unwrap_err().to_string();
         assert!(e.contains("sessions given twice"), "{e}");

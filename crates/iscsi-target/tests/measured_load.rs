@@ -33,6 +33,7 @@ fn target() -> TargetHandle {
         cooldown_ms: 0,
         pin: Vec::new(),
         max_moves: balancer::DEFAULT_MAX_MOVES,
+        smoothing_ms: balancer::SMOOTHING_TAU_MS,
         admin: None,
         limits: Default::default(),
     })

@@ -3,7 +3,7 @@
 //! those readings into the smoothed figures of the configuration table.
 //!
 //! Smoothing is an exponentially weighted moving average with time constant
-//! [`SMOOTHING_TAU_MS`] (5 s): a window of `dt` folds in with weight `1 - exp(-dt / tau)`, so
+//! [`SMOOTHING_TAU_MS`] (5 s; `--smoothing` sets another): a window of `dt` folds in with weight `1 - exp(-dt / tau)`, so
 //! windows of any length weigh by their duration and a step change is 63% through after 5 s,
 //! 95% after 15 s. The average is bias-corrected ([`Ewma`]): until a few time constants have
 //! passed it is the weighted mean of the windows seen, not pulled towards a made-up 0.
@@ -75,6 +75,14 @@ pub struct RateMeter {
 }
 
 impl RateMeter {
+    /// A meter smoothing with time constant `tau_ms`.
+    pub fn new(tau_ms: u64) -> Self {
+        RateMeter {
+            total: 0,
+            rate: Ewma::new(tau_ms),
+        }
+    }
+
     /// Folds in the window that brought the total from its last value to `total`, `dt_ms`
     /// long; returns the smoothed rate (units per second).
     pub fn update(&mut self, total: u64, dt_ms: u64) -> f64 {
@@ -140,6 +148,19 @@ pub struct PortalMeter {
 }
 
 impl PortalMeter {
+    /// A meter whose figures are smoothed with time constant `tau_ms`.
+    pub fn new(tau_ms: u64) -> Self {
+        PortalMeter {
+            sent: RateMeter::new(tau_ms),
+            received: RateMeter::new(tau_ms),
+            busy: Ewma::new(tau_ms),
+            wait: Ewma::new(tau_ms),
+            p50: Ewma::new(tau_ms),
+            p99: Ewma::new(tau_ms),
+            ..PortalMeter::default()
+        }
+    }
+
     /// Folds in a new reading and returns the load. The first reading is only a baseline;
     /// a reading taken less than `MIN_SAMPLE_WINDOW_MS` after the previous one is ignored.
     /// A window in which no command was answered counts as a service time of 0, so the
@@ -294,6 +315,32 @@ mod tests {
         c.at_ms += 1_000;
         c.cpu_ns = None;
         assert_eq!(m.update(c).cpu_busy, q.cpu_busy);
+    }
+
+    #[test]
+    fn a_meter_follows_its_own_time_constant() {
+        // After a step from 0 to 1 MB/s held for one second, a meter of τ = 1 s is 63% of the
+        // way (of what the 4 s at 0 before left), one of τ = 5 s only 18%.
+        let step = |tau_ms| {
+            let mut m = PortalMeter::new(tau_ms);
+            let mut c = PortalCounters {
+                at_ms: 0,
+                ..Default::default()
+            };
+            m.update(c);
+            for _ in 0..40 {
+                c.at_ms += 1_000;
+                m.update(c);
+            }
+            c.at_ms += 1_000;
+            c.bytes_sent += 1_000_000;
+            m.update(c).sent_bps
+        };
+        // (Within 0.1%: after 40 s the bias correction of τ = 5 s is not quite 1 yet.)
+        let near = |a: f64, b: f64| (a - b).abs() <= 1e-3 * b;
+        assert!(near(step(1_000), 1e6 * ewma_alpha(1_000, 1_000)));
+        assert!(near(step(5_000), 1e6 * ewma_alpha(1_000, 5_000)));
+        assert!(step(1_000) > 3.0 * step(5_000));
     }
 
     #[test]

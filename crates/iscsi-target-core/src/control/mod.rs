@@ -256,9 +256,9 @@ impl ControlPlane {
                 bytes_sent: 0,
                 bytes_received: 0,
                 outstanding: 0,
-                sent: RateMeter::default(),
-                received: RateMeter::default(),
-                command_rate: RateMeter::default(),
+                sent: RateMeter::new(self.smoothing_tau_ms()),
+                received: RateMeter::new(self.smoothing_tau_ms()),
+                command_rate: RateMeter::new(self.smoothing_tau_ms()),
             },
         );
         self.events.push(
@@ -402,6 +402,14 @@ impl ControlPlane {
     // ---- placements and registrations --------------------------------------------------
 
     /// Records that (initiator, target) belongs on `portal` from now on.
+    /// Time constant of the smoothed load figures, in milliseconds: the balancing policy's
+    /// (`--smoothing`), else [`measure::SMOOTHING_TAU_MS`].
+    pub fn smoothing_tau_ms(&self) -> u64 {
+        self.balance
+            .as_ref()
+            .map_or(measure::SMOOTHING_TAU_MS, |b| b.smoothing_tau_ms)
+    }
+
     pub fn place(&mut self, initiator: &str, target: &str, portal: PortalId) {
         self.placements
             .insert((initiator.into(), target.into()), portal);

@@ -115,6 +115,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         cooldown_ms: COOLDOWN_MS,
         pin: Vec::new(),
         max_moves: balancer::DEFAULT_MAX_MOVES,
+        smoothing_ms: balancer::SMOOTHING_TAU_MS,
         admin: Some("127.0.0.1:0".parse()?),
         limits: Default::default(),
     };

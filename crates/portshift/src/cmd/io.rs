@@ -53,6 +53,9 @@ pub struct Args {
     /// Stop after this many I/Os.
     #[arg(long)]
     max_ios: Option<u64>,
+    /// Issue at most this many I/Os per second, evenly paced (a host of known demand).
+    #[arg(long, value_parser = parse_rate)]
+    rate_iops: Option<f64>,
     /// Write checksummed patterns and verify every read.
     #[arg(long)]
     verify: bool,
@@ -101,6 +104,15 @@ fn parse_reconnect_every(v: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+fn parse_rate(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 10_000_000.0 => Ok(r),
+        _ => Err(format!(
+            "--rate-iops {v:?}: expected a number of I/Os per second above 0"
+        )),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -213,6 +225,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     wc.read_percent = args.read_percent;
     wc.duration = args.duration;
     wc.max_ios = args.max_ios;
+    wc.rate_iops = args.rate_iops;
     wc.verify = args.verify;
     wc.region_blocks = args.region_blocks;
     wc.seed = std::process::id() as u64;

@@ -37,6 +37,11 @@ pub struct Args {
     /// An initiator name the balancer never moves (repeatable).
     #[arg(long = "pin", value_name = "INITIATOR")]
     pin: Vec<String>,
+    /// Time constant of the smoothed load figures the balancer decides on, e.g. 5s, 800ms
+    /// (at most 10m): a step in a portal's load is 63% in the figures after it, 95% after
+    /// three times it. Shorter reacts sooner to bursts and moves more.
+    #[arg(long, default_value = "5s", value_parser = parse_smoothing)]
+    smoothing: std::time::Duration,
     /// Moves the balancer asks for in one interval at most.
     #[arg(long, default_value_t = balancer::DEFAULT_MAX_MOVES)]
     max_moves: usize,
@@ -51,6 +56,14 @@ pub struct Args {
     /// Admin endpoint (GET /status).
     #[arg(long, default_value = iscsi_target::admin::DEFAULT_ADMIN)]
     admin: SocketAddr,
+}
+
+fn parse_smoothing(v: &str) -> Result<std::time::Duration, String> {
+    let d = super::io::parse_duration(v)?;
+    if d > std::time::Duration::from_secs(600) {
+        return Err(format!("--smoothing {v:?}: at most 10m"));
+    }
+    Ok(d)
 }
 
 fn parse_lun(s: &str) -> Result<(String, PathBuf), String> {
@@ -102,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cooldown_ms: args.cooldown.saturating_mul(1000),
         pin: args.pin,
         max_moves: args.max_moves,
+        smoothing_ms: args.smoothing.as_millis() as u64,
         admin: Some(args.admin),
         limits: iscsi_target::portal::PortalLimits {
             total: args.max_connections,
