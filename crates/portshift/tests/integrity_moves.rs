@@ -27,7 +27,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use balancer::{AdminSnapshot, Event, EventKind, PortalId};
-use common::{Proc, free_addr, free_port_on_both, portshift, portshift_server, snapshot};
+use common::{Proc, TwoPortalTarget, portshift, snapshot};
 use initiator::{ReconnectCause, WorkloadReport};
 
 const HOSTS: usize = 4;
@@ -170,45 +170,11 @@ fn match_moves(host: &str, requests: &[&Request], report: &WorkloadReport) -> Ve
 fn four_verifying_hosts_survive_many_moves() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |name: &str| dir.path().join(name);
-    let port = free_port_on_both();
-    let portals = [format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}")];
-    let isns = free_addr("127.0.0.1");
-    let admin = free_addr("127.0.0.1");
-
-    let isns_args: Vec<String> = ["isns", "--listen", &isns.to_string(), "--db"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([path("isns.redb").display().to_string()])
-        .collect();
-    let _isns = portshift_server(&isns_args, isns, &path("isns.log"));
-
-    let mut args: Vec<String> = vec!["target".into()];
-    for p in &portals {
-        args.extend(["--portal".into(), p.clone()]);
-    }
-    for i in 0..HOSTS {
-        let lun = path(&format!("lun{i}.img"));
-        args.extend([
-            "--lun".into(),
-            format!("{}={}", target_name(i), lun.display()),
-        ]);
-    }
-    args.extend(
-        [
-            "--size",
-            "16M",
-            "--isns",
-            &isns.to_string(),
-            "--balance",
-            "sessions:3",
-            "--cooldown",
-            "1",
-            "--admin",
-            &admin.to_string(),
-        ]
-        .map(String::from),
-    );
-    let _target = portshift_server(&args, admin, &path("target.log"));
+    let names: Vec<String> = (0..HOSTS).map(target_name).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let balance = ["--balance", "sessions:3", "--cooldown", "1"];
+    let stack = TwoPortalTarget::start(dir.path(), &names, "16M", &balance);
+    let (portals, isns, admin) = (stack.portals.clone(), stack.isns, stack.admin);
 
     // Every target is listed by iSNS, through the first portal first.
     let rt = tokio::runtime::Builder::new_current_thread()
