@@ -24,8 +24,9 @@
 # Ping-pongs (from the target's event log): an initiator asked to move again within the cooldown
 # (5 s here), or moved back to the portal it left within twice the cooldown.
 # Each run: SECS seconds; the figures are taken over the last third (after convergence):
-# streamers' MB/s from iscsi-perf's per-second lines; light hosts' IOPS and p99 over their whole
-# run (`portshift io --json`), so their gain is if anything understated.
+# streamers' MB/s from iscsi-perf's per-second lines; each link's utilisation from the bytes its
+# tbf qdisc sent (`tc -s`), against its rate; light hosts' IOPS and p99 over their whole run
+# (`portshift io --json`), so their gain is if anything understated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -118,13 +119,21 @@ light() {
         --initiator-name "iqn.2026-11.org.example:light-$1" --queue-depth 1 --blocks-per-io 8 \
         --read-percent 100 --duration "${t}s" --json > "$DIR/light-$1.json" 2> "$DIR/light-$1.err" &
 }
-# churn: every 3 s for SECS - 6 s a host joins for 6 s, a streamer and a light host in turn.
+# churn: every 3 s for SECS - 6 s a host joins for 6 s, a streamer and a light host in turn
+# (run in the background: it waits for the hosts it started).
 churn() {
     local n=100 end=$((SECONDS + SECS - 6))
     while [ "$SECONDS" -lt "$end" ]; do
         n=$((n + 1))
         if [ $((n % 2)) = 0 ]; then streamer "$n" 6; else light "$n" 6; fi
         sleep 3
+    done
+    wait
+}
+# link_bytes: bytes each portal's link has sent (the tbf qdisc's counter), one line per portal.
+link_bytes() {
+    for i in $(seq "$LINKS"); do
+        tc -s qdisc show dev "psb-t$i" | awk '/Sent/ { print $2; exit }'
     done
 }
 # pingpongs EVENTS_JSON: initiators asked to move again within COOLDOWN, or back to the portal
@@ -172,11 +181,14 @@ run() {
     local t0=$SECONDS
     for n in $(seq "$streamers"); do streamer "$n"; done
     for n in $(seq "$lights"); do light "$n"; done
-    [ "$scenario" != c ] || churn
-    # Each portal's link utilisation near the end (the target's smoothed figures).
-    local left=$((t0 + SECS - 4 - SECONDS))
-    [ "$left" -le 0 ] || sleep "$left"
-    "$BIN" status --admin "$ADMIN" --json > "$DIR/status-end.json" 2>/dev/null || echo '{}' > "$DIR/status-end.json"
+    [ "$scenario" != c ] || churn &
+    # Each link's utilisation over the last third of the run: what its tbf qdisc sent (the
+    # link itself, not the target's smoothed figures), over the time and the rate.
+    local from=$((t0 + SECS * 2 / 3)) until=$((t0 + SECS)) b0 b1 ms0 ms1
+    [ $((from - SECONDS)) -le 0 ] || sleep $((from - SECONDS))
+    b0="$(link_bytes)"; ms0=$(date +%s%3N)
+    [ $((until - SECONDS)) -le 0 ] || sleep $((until - SECONDS))
+    b1="$(link_bytes)"; ms1=$(date +%s%3N)
     wait_hosts
     local agg=0 light_iops=0 light_p99=0 moves errors=0 pp util
     for n in $(seq "$streamers"); do
@@ -200,17 +212,8 @@ run() {
     "$BIN" status --admin "$ADMIN" --json > "$DIR/status.json" 2>/dev/null || echo '{}' > "$DIR/status.json"
     moves=$( (grep -oE '"type": *"logout_requested"' "$DIR/status.json" || true) | wc -l)
     pp=$(pingpongs "$DIR/status.json")
-    util=$(python3 - "$DIR/status-end.json" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1]))
-out = []
-for p in doc.get("table", {}).get("portals", []):
-    l = p.get("load", {})
-    cap = l.get("link_capacity") or 0
-    out.append("%.0f%%" % (100 * max(l.get("sent_bps", 0), l.get("received_bps", 0)) / cap) if cap else "-")
-print(" ".join(out))
-PY
-)
+    util=$(paste <(echo "$b0") <(echo "$b1") <(printf '%s\n' "${rates[@]}") |
+        awk -v ms=$((ms1 - ms0)) '{ printf "%s%.0f%%", (NR > 1 ? " " : ""), 100 * ($2 - $1) * 8 / (ms / 1000) / ($3 * 1e6) }')
     stop_system
     unlinks
     if [ -n "${KEEP:-}" ]; then
@@ -231,7 +234,7 @@ wait_hosts() {
 
 head -c 1073741824 /dev/urandom > "$DIR/lun.img"
 cat "$DIR/lun.img" > /dev/null
-echo "| scenario | balance | streamers MB/s (last third) | light hosts IOPS | light p99 µs (worst) | moves | ping-pongs | I/O errors | link utilisation per portal (end) |"
+echo "| scenario | balance | streamers MB/s (last third) | light hosts IOPS | light p99 µs (worst) | moves | ping-pongs | I/O errors | link utilisation per portal (last third) |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for s in "${SCENARIOS[@]}"; do
     for b in $BALANCE; do run "$s" "$b"; done

@@ -20,10 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use balancer::{Event, EventKind, PortalId};
-use common::{
-    Proc, free_addr, free_port_on_both, isnsadm, isnsadm_conf, portshift_server, snapshot, status,
-    tool, wait_for,
-};
+use common::{Proc, TwoPortalTarget, isnsadm, isnsadm_conf, snapshot, status, tool, wait_for};
 
 /// Seconds each iscsi-perf runs.
 const PERF_SECONDS: u64 = 25;
@@ -209,51 +206,13 @@ fn a_stock_initiator_follows_the_balancer() {
     tool("iscsi-perf", "libiscsi-bin");
     tool("isnsadm", "open-isns-utils");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on_both();
-    let p0 = format!("127.0.0.1:{port}");
-    let p1 = format!("127.0.0.2:{port}");
-    let isns = free_addr("127.0.0.1");
-    let admin = free_addr("127.0.0.1");
 
     // 1. iSNS server and target.
-    let _isns = portshift_server(
-        &[
-            "isns".into(),
-            "--listen".into(),
-            isns.to_string(),
-            "--db".into(),
-            dir.path().join("isns.redb").display().to_string(),
-        ],
-        isns,
-        &dir.path().join("isns.log"),
-    );
-    let mut args: Vec<String> = ["target", "--portal", &p0, "--portal", &p1]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for (i, t) in TARGETS.iter().enumerate() {
-        args.push("--lun".into());
-        args.push(format!(
-            "{t}={}",
-            dir.path().join(format!("lun{i}.img")).display()
-        ));
-    }
-    for a in [
-        "--size",
-        "64M",
-        "--isns",
-        &isns.to_string(),
-        "--balance",
-        "sessions:2",
-        "--cooldown",
-        &COOLDOWN_SECONDS.to_string(),
-        "--admin",
-        &admin.to_string(),
-    ] {
-        args.push(a.into());
-    }
-    let target_log = dir.path().join("target.log");
-    let _target = portshift_server(&args, admin, &target_log);
+    let cooldown = COOLDOWN_SECONDS.to_string();
+    let balance = ["--balance", "sessions:2", "--cooldown", &cooldown];
+    let stack = TwoPortalTarget::start(dir.path(), &TARGETS, "64M", &balance);
+    let [p0, p1] = stack.portals.clone();
+    let (isns, admin, target_log) = (stack.isns, stack.admin, stack.log.clone());
 
     // What an initiator asking iSNS sees: every target through P0 first, then P1.
     let conf = isnsadm_conf(

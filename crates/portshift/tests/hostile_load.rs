@@ -21,12 +21,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use common::raw::RawSession;
 use common::{
-    Proc, Timed, free_addr, free_port_on_both, isnsadm_conf, portshift_server_with_nofile,
-    run_timed, snapshot, tool, wait_for,
+    Proc, Timed, free_addr, free_port_on_both, isns_server, isnsadm_conf,
+    portshift_server_with_nofile, run_timed, snapshot, tool, wait_for,
 };
-use initiator::login::{LoginConfig, LoginExchange, LoginProgress};
-use iscsi_proto::{Digests, Limits, Pdu, PduDecoder, ScsiCommand};
+use initiator::login::{LoginConfig, LoginExchange};
+use iscsi_proto::{Digests, Pdu};
 use isns::request;
 use isns_proto::{Attribute, Flags, FunctionId, Message, MessageDecoder, Status, tag};
 use tokio::net::TcpSocket;
@@ -420,139 +421,6 @@ fn portal_idle_and_slowloris_flood_does_not_lock_out_an_initiator() {
     drop(conns);
 }
 
-/// Completions and data of the READs on a raw session.
-#[derive(Debug, Default)]
-struct ReadTally {
-    done: usize,
-    bytes: usize,
-}
-
-/// A raw iSCSI session: our own PDUs on a blocking socket.
-struct RawSession {
-    s: TcpStream,
-    dec: PduDecoder,
-    buf: BytesMut,
-    cmd_sn: u32,
-    exp_stat_sn: u32,
-    itt: u32,
-}
-
-impl RawSession {
-    /// Logs in (Normal session to [`IQN`]) from `from`, with portshift's initiator defaults
-    /// (ImmediateData=Yes, MaxRecvDataSegmentLength 256 KiB).
-    fn login(to: SocketAddr, from: IpAddr, rcvbuf: Option<u32>) -> RawSession {
-        let mut s = RawSession {
-            s: connect_from(from, to, rcvbuf),
-            dec: PduDecoder::new(Limits::default()),
-            buf: BytesMut::with_capacity(1 << 20),
-            cmd_sn: 0,
-            exp_stat_sn: 0,
-            itt: 0x100,
-        };
-        let mut login = LoginExchange::new(LoginConfig::normal(INITIATOR, IQN), 1, 1);
-        let mut req = login.start().expect("login start");
-        for _ in 0..8 {
-            s.send(&Pdu::LoginRequest(req));
-            let Pdu::LoginResponse(resp) = s.recv() else {
-                panic!("expected a Login Response")
-            };
-            match login.on_response(&resp).expect("login accepted") {
-                LoginProgress::Send(next) => req = next,
-                LoginProgress::Done(done) => {
-                    s.cmd_sn = done.cmd_sn;
-                    s.exp_stat_sn = done.exp_stat_sn;
-                    s.dec.set_limits(Limits {
-                        max_recv_data_segment_length: done
-                            .params
-                            .initiator_max_recv_data_segment_length,
-                    });
-                    return s;
-                }
-                LoginProgress::Redirect { address, .. } => panic!("redirected to {address}"),
-            }
-        }
-        panic!("login did not finish in 8 rounds");
-    }
-
-    fn send(&mut self, pdu: &Pdu) {
-        let bytes = pdu.to_bytes(Digests::default()).expect("encode");
-        self.s.write_all(&bytes).expect("send PDU");
-    }
-
-    /// The next PDU; panics after 10 s without one.
-    fn recv(&mut self) -> Pdu {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "no whole PDU from the target in 10 s"
-            );
-            if let Some(p) = self.dec.decode(&mut self.buf).expect("decode PDU") {
-                return p;
-            }
-            self.buf.reserve(256 * 1024);
-            let mut chunk = vec![0u8; 256 * 1024];
-            let n = self.s.read(&mut chunk).expect("read from target");
-            assert!(n > 0, "target closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// READ(10) of `blocks` 512-byte blocks at `lba`, as the next command.
-    fn read10(&mut self, lba: u32, blocks: u16) -> Pdu {
-        let mut cdb = [0u8; 16];
-        cdb[0] = 0x28;
-        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
-        cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
-        let cmd = ScsiCommand {
-            final_: true,
-            read: true,
-            attr: 1,
-            lun: 0,
-            itt: self.itt,
-            edtl: u32::from(blocks) * 512,
-            cmd_sn: self.cmd_sn,
-            exp_stat_sn: self.exp_stat_sn,
-            cdb,
-            ..ScsiCommand::default()
-        };
-        self.itt += 1;
-        self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        Pdu::ScsiCommand(cmd)
-    }
-
-    /// Reads answers until `n` commands have their status (all GOOD).
-    fn complete(&mut self, n: usize) -> ReadTally {
-        let mut tally = ReadTally::default();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tally.done < n {
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} READs completed in 30 s",
-                tally.done
-            );
-            match self.recv() {
-                Pdu::DataIn(d) => {
-                    tally.bytes += d.data.len();
-                    if d.status_present {
-                        assert_eq!(d.status, 0, "READ status");
-                        tally.done += 1;
-                        self.exp_stat_sn = d.stat_sn.wrapping_add(1);
-                    }
-                }
-                Pdu::ScsiResponse(r) => {
-                    assert_eq!((r.response, r.status), (0, 0), "READ response");
-                    tally.done += 1;
-                    self.exp_stat_sn = r.stat_sn.wrapping_add(1);
-                }
-                Pdu::NopIn(_) => {}
-                other => panic!("unexpected PDU {:?}", other.opcode()),
-            }
-        }
-        tally
-    }
-}
-
 /// VmRSS of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
@@ -582,7 +450,11 @@ fn unread_read_answers_stay_within_the_output_budget() {
     let pid = t.pid();
     // Warm up: threads, pools and buffers of a normal session reading 8 MiB at a time.
     {
-        let mut warm = RawSession::login(t.portals[0], IpAddr::V4(Ipv4Addr::LOCALHOST), None);
+        let mut warm = RawSession::login(
+            connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), t.portals[0], None),
+            INITIATOR,
+            IQN,
+        );
         for i in 0..8u32 {
             let cmd = warm.read10(i * u32::from(READ_BLOCKS), READ_BLOCKS);
             warm.send(&cmd);
@@ -593,7 +465,11 @@ fn unread_read_answers_stay_within_the_output_budget() {
     std::thread::sleep(Duration::from_secs(1));
     let baseline = rss_kib(pid);
 
-    let mut s = RawSession::login(t.portals[0], stranger_addr(), Some(4096));
+    let mut s = RawSession::login(
+        connect_from(stranger_addr(), t.portals[0], Some(4096)),
+        INITIATOR,
+        IQN,
+    );
     let mut burst = Vec::new();
     for i in 0..256u32 {
         let cmd = s.read10((i % 8) * u32::from(READ_BLOCKS), READ_BLOCKS);
@@ -644,17 +520,7 @@ struct IsnsServer {
 impl IsnsServer {
     fn start() -> IsnsServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addr = free_addr("127.0.0.1");
-        let args = [
-            "isns".to_string(),
-            "--listen".into(),
-            addr.to_string(),
-            "--db".into(),
-            dir.path().join("isns.redb").display().to_string(),
-            "--control-node".into(),
-            ADM_SOURCE.into(),
-        ];
-        let proc = portshift_server_with_nofile(&args, addr, &dir.path().join("isns.log"), None);
+        let (proc, addr) = isns_server(dir.path(), &["--control-node", ADM_SOURCE]);
         let adm = isnsadm_conf(dir.path(), "adm.conf", addr, ADM_SOURCE);
         IsnsServer {
             _proc: proc,

@@ -18,9 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use balancer::{EventKind, PortalId};
-use common::{
-    Proc, free_addr, free_port_on_both, portshift_server, snapshot, status, tool, wait_for,
-};
+use common::{Proc, TwoPortalTarget, snapshot, status, tool, wait_for};
 
 /// The target's --cooldown: the least time the deleted registration stays deleted.
 const COOLDOWN_SECONDS: u64 = 10;
@@ -73,49 +71,11 @@ fn send_targets_leaves_out_a_deleted_registration_until_it_is_restored() {
     tool("iscsi-ls", "libiscsi-bin");
     tool("iscsi-perf", "libiscsi-bin");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port_on_both();
-    let p0 = format!("127.0.0.1:{port}");
-    let p1 = format!("127.0.0.2:{port}");
-    let isns = free_addr("127.0.0.1");
-    let admin = free_addr("127.0.0.1");
-    let _isns = portshift_server(
-        &[
-            "isns".into(),
-            "--listen".into(),
-            isns.to_string(),
-            "--db".into(),
-            dir.path().join("isns.redb").display().to_string(),
-        ],
-        isns,
-        &dir.path().join("isns.log"),
-    );
-    let mut args: Vec<String> = ["target", "--portal", &p0, "--portal", &p1]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for (i, t) in TARGETS.iter().enumerate() {
-        args.push("--lun".into());
-        args.push(format!(
-            "{t}={}",
-            dir.path().join(format!("lun{i}.img")).display()
-        ));
-    }
-    for a in [
-        "--size",
-        "16M",
-        "--isns",
-        &isns.to_string(),
-        "--balance",
-        "sessions:2",
-        "--cooldown",
-        &COOLDOWN_SECONDS.to_string(),
-        "--admin",
-        &admin.to_string(),
-    ] {
-        args.push(a.into());
-    }
-    let target_log = dir.path().join("target.log");
-    let _target = portshift_server(&args, admin, &target_log);
+    let cooldown = COOLDOWN_SECONDS.to_string();
+    let balance = ["--balance", "sessions:2", "--cooldown", &cooldown];
+    let stack = TwoPortalTarget::start(dir.path(), &TARGETS, "16M", &balance);
+    let [p0, p1] = stack.portals.clone();
+    let (admin, target_log) = (stack.admin, stack.log.clone());
     let both = |t: &str| (t.to_string(), vec![format!("{p0},1"), format!("{p1},2")]);
     let everything: BTreeMap<String, Vec<String>> = TARGETS.into_iter().map(both).collect();
     for p in [&p0, &p1] {

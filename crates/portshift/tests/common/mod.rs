@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use balancer::AdminSnapshot;
 
+pub mod raw;
+
 /// A child process, killed (SIGKILL) and reaped on drop if still running.
 pub struct Proc(pub Child);
 
@@ -149,6 +151,92 @@ pub fn portshift_server_with_nofile(
     }
     let what = format!("portshift {}", args.first().map_or("", String::as_str));
     spawn_listening(&mut cmd, addr, &what, Some(log))
+}
+
+/// `portshift isns` on a free 127.0.0.1 port with `extra` options, its database and log
+/// (`isns.log`) in `dir`; returns the process and its address once it listens.
+#[allow(dead_code)]
+pub fn isns_server(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
+    let addr = free_addr("127.0.0.1");
+    let mut args: Vec<String> = vec![
+        "isns".into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--db".into(),
+        dir.join("isns.redb").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    (portshift_server(&args, addr, &dir.join("isns.log")), addr)
+}
+
+/// `portshift isns` and `portshift target` as the balancing tests run them: two portals,
+/// 127.0.0.1:P and 127.0.0.2:P (one port free on both), each of `targets` served from its own
+/// LUN file (`dir/lunI.img`, created with `size`), registered with the iSNS server, the
+/// admin endpoint on a free port, `extra` options (balancing) last. Logs and files in `dir`;
+/// both processes are killed on drop.
+#[allow(dead_code)]
+pub struct TwoPortalTarget {
+    /// `127.0.0.1:P`, `127.0.0.2:P`.
+    pub portals: [String; 2],
+    pub isns: SocketAddr,
+    pub admin: SocketAddr,
+    /// The target's log.
+    pub log: PathBuf,
+    _target: Proc,
+    _isns: Proc,
+}
+
+#[allow(dead_code)]
+impl TwoPortalTarget {
+    /// Starts both; returns once the target's admin endpoint listens.
+    pub fn start(dir: &Path, targets: &[&str], size: &str, extra: &[&str]) -> TwoPortalTarget {
+        Self::start_with_speed(dir, targets, size, None, extra)
+    }
+
+    /// [`TwoPortalTarget::start`], each portal's link capacity given as `speed=SPEED`.
+    pub fn start_with_speed(
+        dir: &Path,
+        targets: &[&str],
+        size: &str,
+        speed: Option<&str>,
+        extra: &[&str],
+    ) -> TwoPortalTarget {
+        let port = free_port_on_both();
+        let portals = [format!("127.0.0.1:{port}"), format!("127.0.0.2:{port}")];
+        let admin = free_addr("127.0.0.1");
+        let (isns_proc, isns) = isns_server(dir, &[]);
+        let mut args: Vec<String> = vec!["target".into()];
+        for p in &portals {
+            let portal = match speed {
+                Some(speed) => format!("{p},speed={speed}"),
+                None => p.clone(),
+            };
+            args.extend(["--portal".into(), portal]);
+        }
+        for (i, t) in targets.iter().enumerate() {
+            let lun = dir.join(format!("lun{i}.img"));
+            args.extend(["--lun".into(), format!("{t}={}", lun.display())]);
+        }
+        args.extend([
+            "--size".into(),
+            size.into(),
+            "--isns".into(),
+            isns.to_string(),
+            "--admin".into(),
+            admin.to_string(),
+        ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let log = dir.join("target.log");
+        let target = portshift_server(&args, admin, &log);
+        TwoPortalTarget {
+            portals,
+            isns,
+            admin,
+            log,
+            _target: target,
+            _isns: isns_proc,
+        }
+    }
 }
 
 /// What [`run_timed`] observed.
