@@ -3,7 +3,8 @@
 //! see on a real target.
 //!
 //! Each tick: arrivals log in through the first portal iSNS lists for their target (portal order,
-//! skipping deleted registrations — the patent's hot spot); departures leave; each portal's link
+//! skipping deleted registrations — the patent's hot spot), or, for a stock initiator given one
+//! portal's address, through that portal whatever iSNS lists; departures leave; each portal's link
 //! is shared between its sessions in each direction in proportion to the bytes each keeps in
 //! flight (queue depth × I/O size, as in the link's FIFO queue: a QD1 4 KiB reader behind
 //! QD4 1 MiB streamers gets little), never above a session's demand, then its
@@ -20,7 +21,7 @@ use balancer::{
 };
 use serde::Serialize;
 
-use crate::workload::{Fleet, Kind};
+use crate::workload::{Discovery, Fleet, Kind};
 
 /// Time constant of the measured figures' smoothing, seconds.
 pub const TAU_S: f64 = 5.0;
@@ -160,7 +161,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
     let mut processor = vec![(0.0, 0.0); p_count];
 
     for t in 0..fleet.duration_s {
-        // Departures, then arrivals through the first registered portal.
+        // Departures, then arrivals (through the first registered portal, or their own).
         sessions.retain(|s| fleet.initiators[s.who].depart_s > t);
         while next_arrival < arrivals.len()
             && fleet.initiators[arrivals[next_arrival]].arrive_s <= t
@@ -168,9 +169,12 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
             let who = arrivals[next_arrival];
             next_arrival += 1;
             let target = fleet.initiators[who].target;
-            let portal = (0..p_count)
-                .find(|p| !deleted.contains(&(target, *p)))
-                .unwrap_or(0);
+            let portal = match fleet.initiators[who].discovery {
+                Discovery::Isns => (0..p_count)
+                    .find(|p| !deleted.contains(&(target, *p)))
+                    .unwrap_or(0),
+                Discovery::Portal(p) => p.min(p_count - 1),
+            };
             sessions.push(Session {
                 id: next_id,
                 who,

@@ -28,6 +28,19 @@ pub enum Kind {
     Light,
 }
 
+/// How an initiator finds the portal it logs in through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// It asks iSNS (or SendTargets) and logs in through the first portal listed for its
+    /// target: registrations the balancer holds deleted are left out.
+    Isns,
+    /// A stock initiator given one portal's address (libiscsi's `iscsi://` URL): it logs in
+    /// there whatever iSNS lists; only the balancer's placement of it (after a move) redirects
+    /// its login.
+    Portal(usize),
+}
+
 /// One initiator: what it would do on an unloaded path, and when it is there.
 #[derive(Debug, Clone, Serialize)]
 pub struct InitiatorSpec {
@@ -46,6 +59,8 @@ pub struct InitiatorSpec {
     /// Second it logs in, second it leaves (exclusive).
     pub arrive_s: u32,
     pub depart_s: u32,
+    /// How it finds its portal.
+    pub discovery: Discovery,
 }
 
 impl InitiatorSpec {
@@ -157,6 +172,7 @@ pub fn generate(cfg: &FleetConfig) -> Fleet {
             queue_depth,
             arrive_s,
             depart_s: depart_s.max(arrive_s + 1),
+            discovery: Discovery::Isns,
         });
     }
     // Scale the demands to the wanted mean load.
@@ -199,6 +215,8 @@ pub fn preset(name: &str, duration_s: u32) -> Option<Fleet> {
         queue_depth: 4,
         arrive_s,
         depart_s,
+        // iscsi-perf, given portal 1's URL.
+        discovery: Discovery::Portal(0),
     };
     let light = |n: usize, arrive_s: u32, depart_s: u32| InitiatorSpec {
         name: format!("iqn.2026-11.org.example:light-{n}"),
@@ -210,6 +228,8 @@ pub fn preset(name: &str, duration_s: u32) -> Option<Fleet> {
         queue_depth: 1,
         arrive_s,
         depart_s,
+        // portshift io, through iSNS.
+        discovery: Discovery::Isns,
     };
     let d = duration_s.max(1);
     let (portals, initiators) = match name {
