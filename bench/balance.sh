@@ -178,14 +178,14 @@ declare -A THR
 streamer() {
     local t="${2:-$SECS}"
     # shellcheck disable=SC2086 # PERF is a list of options
-    ( rc=0; timeout $((t + 30)) ip netns exec "$NS" iscsi-perf -t "$t" -i "iqn.2026-11.org.example:streamer-$1" \
+    ( rc=0; timeout -k 5 $((t + 30)) ip netns exec "$NS" iscsi-perf -t "$t" -i "iqn.2026-11.org.example:streamer-$1" \
         ${PERF:--b 2048 -m 4} "iscsi://$NET.1.1:3260/$IQN/0" > "$DIR/streamer-$1.out" 2>&1 || rc=$?
       echo "$rc" > "$DIR/streamer-$1.rc" ) &
 }
 # light N [SECONDS]: portshift io, 4 KiB random reads at QD1, found through iSNS (portal 1 first).
 light() {
     local t="${2:-$SECS}"
-    timeout $((t + 30)) ip netns exec "$NS" "$BIN" io --isns "$NET.1.1:3205" --target "$IQN" \
+    timeout -k 5 $((t + 30)) ip netns exec "$NS" "$BIN" io --isns "$NET.1.1:3205" --target "$IQN" \
         --initiator-name "iqn.2026-11.org.example:light-$1" --queue-depth 1 --blocks-per-io 8 \
         --read-percent 100 --duration "${t}s" --json > "$DIR/light-$1.json" 2> "$DIR/light-$1.err" &
 }
@@ -308,6 +308,8 @@ PY
     fi
     wait_hosts
     local agg=0 iops=0 light_iops=0 light_p99=0 moves errors=0 pp util cpu conv pause
+    # A target that is gone before the end (killed from outside, or crashed) spoils the run.
+    kill -0 "$TPID" 2>/dev/null || { errors=$((errors + 1)); echo "$scenario $balance: the target exited before the end" >> "$DIR/notes"; }
     for n in $(seq "$streamers"); do
         agg=$(awk -v a="$agg" -v b="$(streamer_mbps "$DIR/streamer-$n.out")" 'BEGIN { printf "%.1f", a + b }')
         iops=$(awk -v a="$iops" -v b="$(streamer_mbps "$DIR/streamer-$n.out" iops)" 'BEGIN { printf "%.0f", a + b }')
