@@ -26,10 +26,11 @@
 #      the target's bandwidth figure), each portal thread (portal-N) in a cgroup v1 `cpu` group
 #      of its own, $ECPU/psb-portal-N (${VETH}portal-N), with a quota of QUOTA (default 15) % of
 #      one CPU. Hosts: two random readers (iscsi-perf, 4 KiB random reads at QD16) and one light
-#      host (QD1), all starting on portal 1. Client and target share two cores: without the
-#      quota the machine, not a portal, is the limit; with it one portal's processor saturates
-#      under the two readers (about 15 k IOPS at 15 %) while three portals' worth (45 % of one
-#      CPU) still leaves the machine room for the initiators. Three portals, not two, so that
+#      host (QD1), all starting on portal 1. Client and target share two cores, so without a
+#      quota the machine, not a portal, would be the limit; at 15 % one portal's processor
+#      saturates under the two readers (about 25 k IOPS), and three portals' worth (45 % of one
+#      CPU) is what the machine can still feed: once the hosts are spread, the shared cores and
+#      the quotas limit about equally (BENCHMARKS.md). Three portals, not two, so that
 #      each reader can end on a processor of its own and the light host need not share with
 #      either; the same shape as (b), so the rules compare alike.
 # Hosts: streamers are libiscsi iscsi-perf reading 1 MiB sequentially at QD4 (stock initiator:
