@@ -14,6 +14,12 @@
 //!   (`/proc/thread-self/schedstat`, second field), takes the window's service-time
 //!   percentiles, folds everything into its [`PortalMeter`] and publishes the smoothed
 //!   [`PortalLoad`] (one short lock per tick) for the control plane to copy.
+//! - A processor held back by a cgroup `cpu` quota (CFS bandwidth control) reads as loaded:
+//!   while its group is throttled the thread is still runnable, and the kernel counts that
+//!   time as run-queue wait. Measured on Linux 6.18, cgroup v1, quota 15% of one CPU
+//!   (`bench/balance.sh e`, BENCHMARKS.md): schedstat run 15% and wait 81% over 5 s while the
+//!   group was throttled 56–60% of the time; `cpu_busy` 15% and `cpu_wait` 79–82% in the status
+//!   document. So the cpu rule needs no knowledge of the quota.
 
 use std::cell::RefCell;
 use std::sync::Mutex;
