@@ -1584,6 +1584,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_move_that_brings_the_portal_under_high_is_preferred_under_every_measured_metric() {
+        // Not under sessions: every share is one session, so every move brings P0 under high
+        // or none does (sessions_a_move_that_brings_the_portal_under_high_is_made_…).
+        for metric in [Metric::Iops, Metric::Bandwidth, Metric::Cpu] {
+            // P0 at 110 units: moving 72 or 30 brings it under 100, moving 8 does not, though
+            // the 8 is the newest login with nothing outstanding. Between the two that do the
+            // share does not count: the 30, with less outstanding I/O, goes (to P1, 10 → 40).
+            let t = loaded(
+                metric,
+                vec![
+                    vec![
+                        (outstanding(s(1), 5), 72.0),
+                        (outstanding(s(2), 2), 30.0),
+                        (s(3), 8.0),
+                    ],
+                    vec![(s(4), 10.0)],
+                ],
+            );
+            let d = balancer(&[measured_spec(metric)], 0).step(&t, 0);
+            assert_moves_and_why(
+                &d,
+                &[(2, 0, 1)],
+                "brings P0 under high; least outstanding I/O (2 < 5)",
+                metric.name(),
+            );
+        }
+    }
+
     // ---- who moves ------------------------------------------------------------------------
 
     #[test]
