@@ -1613,6 +1613,95 @@ mod tests {
         }
     }
 
+    #[test]
+    fn switch_priority_breaks_ties_under_every_metric() {
+        // a (1) and b (2) put the same load on P0; c (9), a reservation holder of initiator m,
+        // stays. In the first class every move brings P0 under high (3 sessions under
+        // sessions:3; a and b 60 units each, c none); in the second none does (3 sessions
+        // under sessions:2; 10, 10 and 95 units) and a and b are the largest share that fits.
+        // Each row sets the key that decides; b is ahead on every later key.
+        let classes = [
+            (3, 60.0, 0.0, "brings P0 under high"),
+            (2, 10.0, 95.0, "the largest share that fits"),
+        ];
+        use SwitchPriority::{NewestLogin, OldestLogin};
+        let rows = [
+            // (priority, a, b, b's initiator was moved before, who moves, the key)
+            (
+                NewestLogin,
+                outstanding(session(1, "m", "t", 1), 5),
+                s(2),
+                false,
+                1,
+                "a doubled multipath session",
+            ),
+            (
+                NewestLogin,
+                outstanding(s(1), 1),
+                outstanding(s(2), 7),
+                false,
+                1,
+                "least outstanding I/O (1 < 7)",
+            ),
+            (NewestLogin, s(1), s(2), true, 1, "not recently moved"),
+            (NewestLogin, s(1), s(2), false, 2, "newest login"),
+            (OldestLogin, s(1), s(2), false, 1, "oldest login"),
+            (
+                NewestLogin,
+                session(1, "i1", "t", 5),
+                session(2, "i2", "t", 5),
+                false,
+                2,
+                "newest login (session id)",
+            ),
+            (
+                OldestLogin,
+                session(1, "i1", "t", 5),
+                session(2, "i2", "t", 5),
+                false,
+                1,
+                "oldest login (session id)",
+            ),
+        ];
+        for metric in Metric::ALL {
+            for (sessions_high, units, holder_units, rule) in classes {
+                let on_p0 = |a: SessionEntry, b: SessionEntry| {
+                    let mut c = session(9, "m", "t", 0);
+                    c.holds_reservation = true;
+                    loaded(
+                        metric,
+                        vec![vec![(a, units), (b, units), (c, holder_units)], vec![]],
+                    )
+                };
+                for (priority, a, b, b_moved_before, winner, key) in rows.clone() {
+                    // One move a step, and rates exact at once: a move made earlier leaves
+                    // nothing on the figures.
+                    let p = policy(&[spec_for(metric, sessions_high).as_str()])
+                        .with_priority(priority)
+                        .with_max_moves(1)
+                        .unwrap()
+                        .with_smoothing_tau_ms(0);
+                    let mut bal = Balancer::new(p);
+                    let mut b = b;
+                    if b_moved_before {
+                        // b's initiator is moved off P0 (a has more outstanding) and logs in
+                        // there again as session 3, the newest login.
+                        let d = bal.step(&on_p0(outstanding(a.clone(), 9), b.clone()), 0);
+                        assert_eq!(moves(&d), [(b.session_id, 0, 1)], "{metric} {key}");
+                        b = session(3, &b.initiator, "t", 3);
+                    }
+                    let d = bal.step(&on_p0(a, b), 1_000);
+                    assert_moves_and_why(
+                        &d,
+                        &[(winner, 0, 1)],
+                        &format!("{rule}; {key}"),
+                        &format!("{metric}, {rule}, {key}"),
+                    );
+                }
+            }
+        }
+    }
+
     // ---- who moves ------------------------------------------------------------------------
 
     #[test]
