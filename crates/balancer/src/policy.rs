@@ -715,6 +715,7 @@ fn shift<'t>(placements: &mut Placements<'t>, s: &'t SessionEntry, from: PortalI
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::Metric;
 
     /// Bytes per second in a megabyte per second.
     const MB: f64 = 1e6;
@@ -1432,73 +1433,276 @@ mod tests {
         );
     }
 
-    // ---- who moves ------------------------------------------------------------------------
+    // ---- who moves, under every metric ----------------------------------------------------
+
+    /// The `--balance` spec of a measured metric in the tests that run under every metric:
+    /// its HIGH is 100 load units of [`loaded`].
+    fn measured_spec(metric: Metric) -> &'static str {
+        match metric {
+            Metric::Iops => "iops:1000",
+            Metric::Bandwidth => "bandwidth:80%",
+            Metric::Cpu => "cpu:90%",
+            Metric::Sessions => unreachable!("sessions are counted, not measured"),
+        }
+    }
+
+    /// The `--balance` spec of `metric` in the tests that run under every metric: `sessions`
+    /// with the HIGH the case needs, a measured metric at 100 load units.
+    fn spec_for(metric: Metric, sessions_high: u32) -> String {
+        match metric {
+            Metric::Sessions => format!("sessions:{sessions_high}"),
+            _ => measured_spec(metric).into(),
+        }
+    }
+
+    /// Portals P0, P1, … serving `t`, each with its sessions and their load under `metric` in
+    /// units of 1% of the HIGH of [`measured_spec`]: 10 IOPS, 1 MB/s read on a 125 MB/s link,
+    /// or 0.009 of a CPU. A portal's measured load is the sum of its sessions'. Under
+    /// `sessions` the units are ignored: each session counts one.
+    fn loaded(metric: Metric, portals: Vec<Vec<(SessionEntry, f64)>>) -> ConfigTable {
+        let rows = portals
+            .into_iter()
+            .enumerate()
+            .map(|(i, sessions)| {
+                let total: f64 = sessions.iter().map(|(_, units)| units).sum();
+                let sessions = sessions
+                    .into_iter()
+                    .map(|(mut s, units)| match metric {
+                        Metric::Sessions => s,
+                        Metric::Iops => {
+                            s.iops = 10.0 * units;
+                            s
+                        }
+                        Metric::Bandwidth => reading(s, units, 0.0),
+                        Metric::Cpu => {
+                            s.cpu_share = if total > 0.0 { units / total } else { 0.0 };
+                            s
+                        }
+                    })
+                    .collect();
+                let p = portal(i as u16, sessions);
+                match metric {
+                    Metric::Sessions | Metric::Iops => p,
+                    Metric::Bandwidth => link(p, 125.0, total, 0.0),
+                    Metric::Cpu => cpu(p, 0.009 * total, 0.0),
+                }
+            })
+            .collect();
+        world(rows, &["t"])
+    }
+
+    /// Asserts that `d` makes exactly `expected` moves and that the first one's reason ends
+    /// with `why`; `context` names the case in the message.
+    fn assert_moves_and_why(
+        d: &[Decision],
+        expected: &[(u64, u16, u16)],
+        why: &str,
+        context: &str,
+    ) {
+        assert_eq!(moves(d), expected, "{context}");
+        assert!(reason(&d[0]).ends_with(why), "{context}: {}", reason(&d[0]));
+    }
+
+    /// `s` with `n` SCSI commands outstanding.
+    fn outstanding(mut s: SessionEntry, n: u32) -> SessionEntry {
+        s.outstanding = n;
+        s
+    }
+
+    /// P0 under `metric` with `first` and `second` at 60 units each (either move brings it
+    /// under high, as under `sessions:2`), P1 empty.
+    fn two_equal_sessions_on_p0(
+        metric: Metric,
+        first: SessionEntry,
+        second: SessionEntry,
+    ) -> ConfigTable {
+        loaded(metric, vec![vec![(first, 60.0), (second, 60.0)], vec![]])
+    }
 
     #[test]
     fn multipath_sessions_are_spread_not_piled() {
-        let mut b = balancer(&["sessions:3"], 0);
-        // Initiator m has two sessions (ISIDs) to t on P0 and one on P1. x is the newest
-        // login: without the preference for a doubled session it would go. P1 and P2 carry
-        // one session each; P1 comes first but already carries m.
-        let t = world(
-            vec![
-                portal(
-                    0,
-                    vec![session(1, "m", "t", 1), session(2, "m", "t", 2), s(3)],
-                ),
-                portal(1, vec![session(4, "m", "t", 4)]),
-                portal(2, vec![s(5)]),
-            ],
-            &["t"],
-        );
-        let d = b.step(&t, 0);
-        assert_eq!(moves(&d), [(2, 0, 2)]);
-        assert!(
-            reason(&d[0]).ends_with("a doubled multipath session, newest login"),
-            "{}",
-            reason(&d[0])
-        );
-        // When the only portal that fits already carries m, the session goes there.
-        let mut b = balancer(&["sessions:3"], 0);
-        let t = world(
-            vec![
-                portal(
-                    0,
-                    vec![session(1, "m", "t", 1), session(2, "m", "t", 2), s(3)],
-                ),
-                portal(1, vec![session(4, "m", "t", 4)]),
-                portal(2, vec![s(5), s(6), s(7)]),
-            ],
-            &["t"],
-        );
-        assert_eq!(moves(&b.step(&t, 0)), [(2, 0, 1)]);
+        // Initiator m has two sessions (ISIDs) to t on P0 and one on P1. x (3) is the newest
+        // login with nothing outstanding: without the preference for a doubled session it
+        // would go. Every move brings P0 under high (3 sessions under sessions:3; 105 units,
+        // the smallest share 30). P1 is the least loaded destination but already carries m.
+        let m = |id: u64, units: f64| (outstanding(session(id, "m", "t", id), 3), units);
+        let hot = || vec![m(1, 30.0), m(2, 30.0), (s(3), 45.0)];
+        for metric in Metric::ALL {
+            let spec = spec_for(metric, 3);
+            let t = loaded(metric, vec![hot(), vec![m(4, 10.0)], vec![(s(5), 20.0)]]);
+            let d = balancer(&[spec.as_str()], 0).step(&t, 0);
+            assert_moves_and_why(
+                &d,
+                &[(2, 0, 2)],
+                "brings P0 under high; a doubled multipath session, newest login",
+                metric.name(),
+            );
+            // When the only portal that fits already carries m, the session goes there: P2
+            // (two sessions, 90 units) cannot take another.
+            let t = loaded(
+                metric,
+                vec![hot(), vec![m(4, 10.0)], vec![(s(5), 45.0), (s(6), 45.0)]],
+            );
+            let d = balancer(&[spec.as_str()], 0).step(&t, 0);
+            assert_eq!(moves(&d), [(2, 0, 1)], "{metric}");
+        }
     }
 
     #[test]
     fn reservation_holders_stay_unless_allowed() {
-        let mut holder = s(2);
-        holder.holds_reservation = true;
-        let t = table(vec![s(1), holder], vec![], &["t"]);
-        let mut b = balancer(&["sessions:2"], 0);
-        assert_eq!(moves(&b.step(&t, 0)), [(1, 0, 1)]);
-        let mut b = Balancer::new(policy(&["sessions:2"]).with_reservation_holders_movable(true));
-        assert_eq!(moves(&b.step(&t, 0)), [(2, 0, 1)]);
-        // Nobody else to move: nothing moves.
-        let mut only = t.clone();
-        only.portals[0].sessions[0].holds_reservation = true;
-        let mut b = balancer(&["sessions:2"], 0);
-        assert!(b.step(&only, 0).is_empty());
+        // i2 (2) holds a reservation and is the newest login: it would go first.
+        for metric in Metric::ALL {
+            let spec = spec_for(metric, 2);
+            let mut holder = s(2);
+            holder.holds_reservation = true;
+            let t = two_equal_sessions_on_p0(metric, s(1), holder);
+            let mut b = balancer(&[spec.as_str()], 0);
+            assert_eq!(moves(&b.step(&t, 0)), [(1, 0, 1)], "{metric}");
+            let mut b =
+                Balancer::new(policy(&[spec.as_str()]).with_reservation_holders_movable(true));
+            assert_eq!(moves(&b.step(&t, 0)), [(2, 0, 1)], "{metric}");
+            // Nobody else to move: nothing moves.
+            let mut only = t.clone();
+            only.portals[0].sessions[0].holds_reservation = true;
+            let mut b = balancer(&[spec.as_str()], 0);
+            assert!(b.step(&only, 0).is_empty(), "{metric}");
+            assert!(b.deleted().is_empty(), "{metric}");
+        }
     }
 
     #[test]
     fn pinned_initiators_are_never_moved() {
-        let t = table(vec![s(1), s(2)], vec![], &["t"]);
-        let mut b = Balancer::new(policy(&["sessions:2"]).with_pinned(["I2"]));
-        assert_eq!(moves(&b.step(&t, 0)), [(1, 0, 1)]);
-        let mut b = Balancer::new(policy(&["sessions:2"]).with_pinned(["i1", "i2"]));
-        assert!(b.step(&t, 0).is_empty());
-        assert!(b.deleted().is_empty());
+        // i2 (2) is the newest login: it would go first. Pins ignore ASCII case.
+        for metric in Metric::ALL {
+            let spec = spec_for(metric, 2);
+            let t = two_equal_sessions_on_p0(metric, s(1), s(2));
+            let mut b = Balancer::new(policy(&[spec.as_str()]).with_pinned(["I2"]));
+            assert_eq!(moves(&b.step(&t, 0)), [(1, 0, 1)], "{metric}");
+            let mut b = Balancer::new(policy(&[spec.as_str()]).with_pinned(["i1", "i2"]));
+            assert!(b.step(&t, 0).is_empty(), "{metric}");
+            assert!(b.deleted().is_empty(), "{metric}");
+        }
     }
+
+    #[test]
+    fn a_move_that_brings_the_portal_under_high_is_preferred_under_every_measured_metric() {
+        // Not under sessions: every share is one session, so every move brings P0 under high
+        // or none does (sessions_a_move_that_brings_the_portal_under_high_is_made_…).
+        for metric in [Metric::Iops, Metric::Bandwidth, Metric::Cpu] {
+            // P0 at 110 units: moving 72 or 30 brings it under 100, moving 8 does not, though
+            // the 8 is the newest login with nothing outstanding. Between the two that do the
+            // share does not count: the 30, with less outstanding I/O, goes (to P1, 10 → 40).
+            let t = loaded(
+                metric,
+                vec![
+                    vec![
+                        (outstanding(s(1), 5), 72.0),
+                        (outstanding(s(2), 2), 30.0),
+                        (s(3), 8.0),
+                    ],
+                    vec![(s(4), 10.0)],
+                ],
+            );
+            let d = balancer(&[measured_spec(metric)], 0).step(&t, 0);
+            assert_moves_and_why(
+                &d,
+                &[(2, 0, 1)],
+                "brings P0 under high; least outstanding I/O (2 < 5)",
+                metric.name(),
+            );
+        }
+    }
+
+    #[test]
+    fn switch_priority_breaks_ties_under_every_metric() {
+        // a (1) and b (2) put the same load on P0; c (9), a reservation holder of initiator m,
+        // stays. In the first class every move brings P0 under high (3 sessions under
+        // sessions:3; a and b 60 units each, c none); in the second none does (3 sessions
+        // under sessions:2; 10, 10 and 95 units) and a and b are the largest share that fits.
+        // Each row sets the key that decides; b is ahead on every later key.
+        let classes = [
+            (3, 60.0, 0.0, "brings P0 under high"),
+            (2, 10.0, 95.0, "the largest share that fits"),
+        ];
+        use SwitchPriority::{NewestLogin, OldestLogin};
+        let rows = [
+            // (priority, a, b, b's initiator was moved before, who moves, the key)
+            (
+                NewestLogin,
+                outstanding(session(1, "m", "t", 1), 5),
+                s(2),
+                false,
+                1,
+                "a doubled multipath session",
+            ),
+            (
+                NewestLogin,
+                outstanding(s(1), 1),
+                outstanding(s(2), 7),
+                false,
+                1,
+                "least outstanding I/O (1 < 7)",
+            ),
+            (NewestLogin, s(1), s(2), true, 1, "not recently moved"),
+            (NewestLogin, s(1), s(2), false, 2, "newest login"),
+            (OldestLogin, s(1), s(2), false, 1, "oldest login"),
+            (
+                NewestLogin,
+                session(1, "i1", "t", 5),
+                session(2, "i2", "t", 5),
+                false,
+                2,
+                "newest login (session id)",
+            ),
+            (
+                OldestLogin,
+                session(1, "i1", "t", 5),
+                session(2, "i2", "t", 5),
+                false,
+                1,
+                "oldest login (session id)",
+            ),
+        ];
+        for metric in Metric::ALL {
+            for (sessions_high, units, holder_units, rule) in classes {
+                let on_p0 = |a: SessionEntry, b: SessionEntry| {
+                    let mut c = session(9, "m", "t", 0);
+                    c.holds_reservation = true;
+                    loaded(
+                        metric,
+                        vec![vec![(a, units), (b, units), (c, holder_units)], vec![]],
+                    )
+                };
+                for (priority, a, b, b_moved_before, winner, key) in rows.clone() {
+                    // One move a step, and rates exact at once: a move made earlier leaves
+                    // nothing on the figures.
+                    let p = policy(&[spec_for(metric, sessions_high).as_str()])
+                        .with_priority(priority)
+                        .with_max_moves(1)
+                        .unwrap()
+                        .with_smoothing_tau_ms(0);
+                    let mut bal = Balancer::new(p);
+                    let mut b = b;
+                    if b_moved_before {
+                        // b's initiator is moved off P0 (a has more outstanding) and logs in
+                        // there again as session 3, the newest login.
+                        let d = bal.step(&on_p0(outstanding(a.clone(), 9), b.clone()), 0);
+                        assert_eq!(moves(&d), [(b.session_id, 0, 1)], "{metric} {key}");
+                        b = session(3, &b.initiator, "t", 3);
+                    }
+                    let d = bal.step(&on_p0(a, b), 1_000);
+                    assert_moves_and_why(
+                        &d,
+                        &[(winner, 0, 1)],
+                        &format!("{rule}; {key}"),
+                        &format!("{metric}, {rule}, {key}"),
+                    );
+                }
+            }
+        }
+    }
+
+    // ---- who moves ------------------------------------------------------------------------
 
     #[test]
     fn oldest_login_first_when_configured() {
