@@ -92,6 +92,10 @@ struct Settling {
     done_ms: u64,
 }
 
+/// The least part of HIGH a move must take off the hot portal: a session whose share is below
+/// it (negligible, or not measured yet because it just logged in) is not moved.
+pub const MIN_RELIEF: f64 = 0.01;
+
 /// How long a completed move is projected on top of the measurements, in time constants of
 /// their smoothing: after four, less than 2% of the move is missing from them.
 pub const SETTLE_TAUS: u64 = 4;
@@ -294,12 +298,12 @@ impl Balancer {
             .all(|s| load.value(s.metric).is_none_or(|v| v < s.thresholds.high))
     }
 
-    /// Whether session `s` may be moved at `now_ms` at all.
     /// When `s`'s initiator was last moved for its target, and from where.
     fn last_move(&self, s: &SessionEntry) -> Option<&(u64, PortalId)> {
         self.last_moved.get(&s.initiator)?.get(&s.target)
     }
 
+    /// Whether session `s` may be moved at `now_ms` at all.
     fn movable(&self, s: &SessionEntry, now_ms: u64) -> bool {
         !self.pending.contains_key(&s.session_id)
             && !self.policy.is_pinned(&s.initiator)
@@ -328,6 +332,12 @@ impl Balancer {
         let from_load = loads.get(&row.id).cloned().unwrap_or_default();
         let before = from_load.value(metric)?;
         let from_after = from_load.without(&share).value(metric)?;
+        let taken = (before - from_after).max(0.0);
+        if taken < MIN_RELIEF * high {
+            // Its share is negligible or not measured yet (a session that just logged in):
+            // moving it would interrupt it and relieve nothing.
+            return None;
+        }
         let key = nexus(s);
         // The portal this initiator left less than twice the cooldown ago.
         let left = self
@@ -369,7 +379,7 @@ impl Balancer {
             share,
             to,
             from_after,
-            taken: (before - from_after).max(0.0),
+            taken,
             to_before,
             to_after,
             to_projection,
@@ -459,11 +469,14 @@ impl Balancer {
         if under {
             all.retain(|c| c.brings_under);
         }
+        // Shares compared to a millionth of HIGH: two nominally equal shares that differ
+        // by rounding leave the choice to the switch priority.
+        let grain = |c: &Candidate| (c.taken / spec.thresholds.high * 1e6).round() as i64;
         all.sort_by(|a, b| {
             let by_share = if under {
                 std::cmp::Ordering::Equal
             } else {
-                b.taken.total_cmp(&a.taken)
+                grain(b).cmp(&grain(a))
             };
             by_share.then_with(|| self.switch_order(a, b).0)
         });
@@ -479,7 +492,7 @@ impl Balancer {
         // priority's keys that decided against each other candidate, in the keys' order.
         let mut keys: BTreeMap<u8, String> = BTreeMap::new();
         for c in &rest {
-            if !under && best.taken != c.taken {
+            if !under && grain(&best) != grain(c) {
                 keys.entry(0).or_insert_with(|| {
                     format!("larger than the next ({})", spec.metric.format(c.taken))
                 });
@@ -1517,6 +1530,56 @@ mod tests {
         second: SessionEntry,
     ) -> ConfigTable {
         loaded(metric, vec![vec![(first, 60.0), (second, 60.0)], vec![]])
+    }
+
+    #[test]
+    fn a_session_that_takes_nothing_is_not_moved() {
+        for metric in [Metric::Iops, Metric::Bandwidth, Metric::Cpu] {
+            let spec = measured_spec(metric);
+            // P0 at 120 units; the only movable session (1) has no measured load yet (it just
+            // logged in): moving it would interrupt it and relieve nothing. Nothing moves and
+            // no registration is deleted.
+            let only = loaded(metric, vec![vec![(s(1), 0.0), (s(2), 120.0)], vec![]]);
+            let mut b = Balancer::new(policy(&[spec]).with_pinned(["i2"]));
+            assert!(b.step(&only, 0).is_empty(), "{}", metric.name());
+            assert!(b.deleted().is_empty(), "{}", metric.name());
+        }
+    }
+
+    #[test]
+    fn shares_equal_but_for_rounding_leave_the_choice_to_the_switch_priority() {
+        // Two shares of a third of 180 units each, one a rounding error larger: neither move
+        // brings P0 under high (it stays at 120), so the larger share would win; they are the
+        // same share, so the least outstanding I/O decides.
+        let third = 60.0;
+        for metric in [Metric::Iops, Metric::Bandwidth, Metric::Cpu] {
+            let t = loaded(
+                metric,
+                vec![
+                    vec![
+                        (outstanding(s(1), 0), third * (1.0 + 1e-12)),
+                        (outstanding(s(2), 0), third),
+                        (outstanding(s(3), 5), third),
+                    ],
+                    vec![(s(4), 10.0)],
+                ],
+            );
+            let d = balancer(&[measured_spec(metric)], 0).step(&t, 0);
+            let first = moves(&d)[0];
+            assert_eq!(first.1, 0, "{}", metric.name());
+            assert_ne!(
+                first.0,
+                3,
+                "{}: more outstanding I/O moved first",
+                metric.name()
+            );
+            assert!(
+                !reason(&d[0]).contains("larger than the next"),
+                "{}: {}",
+                metric.name(),
+                reason(&d[0])
+            );
+        }
     }
 
     #[test]
