@@ -372,6 +372,7 @@ PY
     fi
     rm -f "$DIR"/streamer-* "$DIR"/light-*
     echo "| $scenario | $balance | $agg | $iops | $light_iops | $light_p99 | $moves | $pp | $conv | $pause | $errors | $util | $cpu |"
+    MEASURED["$scenario $balance"]="$moves|$util"
 }
 wait_hosts() {
     local deadline=$((SECONDS + SECS + 40))
@@ -381,6 +382,51 @@ wait_hosts() {
     done
 }
 
+# light_alone: reads per second of one light host alone on a 400 Mbit/s portal for 10 s (the
+# simulator's --light-iops: what a QD1 reader achieves here depends on the machine).
+light_alone() {
+    links 400
+    start_system off 400
+    light 1 10
+    wait_hosts
+    LIGHT_IOPS="$(json_field "$DIR/light-1.json" iops)"
+    stop_system
+    unlinks
+    rm -f "$DIR"/light-*
+}
+
+# predict: the simulator's prediction of each balanced run of scenarios b and c (`portshift
+# simulate --preset S` with the same rule, cooldown, length and light hosts' demand) beside what
+# the run measured. It holds when the moves agree within 20% (or one move) and every portal's
+# last-third link utilisation within 20 points.
+predict() {
+    echo "| scenario | rule | moves measured / predicted | link utilisation measured / predicted (last third) | holds |"
+    echo "|---|---|---|---|---|"
+    local key s b json
+    for key in "${!MEASURED[@]}"; do
+        s="${key%% *}"; b="${key#* }"
+        case "$s" in b|c) ;; *) continue ;; esac
+        [ "$b" != off ] || continue
+        json="$("$BIN" simulate --preset "$s" --duration "${SECS}s" --cooldown "$COOLDOWN" \
+            --light-iops "$LIGHT_IOPS" --balance "$b" --json)"
+        python3 - "$s" "$b" "${MEASURED[$key]}" "$json" <<'PY'
+import json, sys
+s, b, measured, doc = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+moves, util = measured.split("|")
+moves = int(moves)
+util = [float(u.rstrip("%")) for u in util.split()]
+run = doc["runs"][0]
+pm = run["moves"]
+pu = [100 * u for u in run["converged_utilisation"]]
+ok = abs(pm - moves) <= max(1, 0.2 * moves) and len(pu) == len(util) and all(abs(a - b) <= 20 for a, b in zip(util, pu))
+print("| %s | %s | %d / %d | %s / %s | %s |" % (s, b, moves, pm, " ".join("%.0f%%" % u for u in util),
+      " ".join("%.0f%%" % u for u in pu), "yes" if ok else "no"))
+PY
+    done
+}
+
+declare -A MEASURED
+LIGHT_IOPS=""
 head -c 1073741824 /dev/urandom > "$DIR/lun.img"
 cat "$DIR/lun.img" > /dev/null
 echo "| scenario | balance | streamers MB/s (last third) | streamers IOPS (last third) | light hosts IOPS | light p99 µs (worst) | moves | ping-pongs | converged s | pause per move ms | I/O errors | link utilisation per portal (last third) | processor demand per portal (end) |"
@@ -390,4 +436,11 @@ for s in "${SCENARIOS[@]}"; do
 done
 echo
 [ ! -s "$DIR/notes" ] || { cat "$DIR/notes"; echo; }
+if printf '%s\n' "${SCENARIOS[@]}" | grep -qx '[bc]'; then
+    light_alone
+    echo "The simulator's prediction (a light host alone on a link: $LIGHT_IOPS reads/s here):"
+    echo
+    predict
+    echo
+fi
 echo "reproduce: SECS=$SECS BALANCE=\"$BALANCE\" bench/balance.sh ${SCENARIOS[*]}   ($(nproc) cores, $(date -u +%Y-%m-%d))"

@@ -10,7 +10,9 @@ pub mod engine;
 pub mod workload;
 
 pub use engine::{PolicyChoice, RunReport, run};
-pub use workload::{Fleet, FleetConfig, InitiatorSpec, Kind, PortalSpec, generate, preset};
+pub use workload::{
+    Discovery, Fleet, FleetConfig, InitiatorSpec, Kind, LIGHT_IOPS, PortalSpec, generate, preset,
+};
 
 /// A comparison table of runs (Markdown).
 pub fn table(runs: &[RunReport]) -> String {

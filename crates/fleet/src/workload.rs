@@ -197,10 +197,14 @@ pub fn generate(cfg: &FleetConfig) -> Fleet {
     }
 }
 
+/// Reads per second a light host (4 KiB at random, QD1) does on a 400 Mbit/s link of its own
+/// here (bench/balance.sh b, sessions:2, quiet machine); `--light-iops` gives another.
+pub const LIGHT_IOPS: f64 = 11_000.0;
+
 /// The fleets of `bench/balance.sh`'s scenarios, with the demands its hosts showed there on an
 /// uncapped path (a 1 MiB QD4 streamer takes a whole 400 Mbit/s link; a 4 KiB QD1 light host
 /// does about 11,000 reads a second on a link of its own: bench/balance.sh b, sessions:2).
-pub fn preset(name: &str, duration_s: u32) -> Option<Fleet> {
+pub fn preset(name: &str, duration_s: u32, light_iops: f64) -> Option<Fleet> {
     let link = |mbit: f64| PortalSpec {
         link_bps: mbit * MBIT,
         cpu: 1.0,
@@ -222,7 +226,7 @@ pub fn preset(name: &str, duration_s: u32) -> Option<Fleet> {
         name: format!("iqn.2026-11.org.example:light-{n}"),
         target: 0,
         kind: Kind::Light,
-        read_bps: 11_000.0 * 4096.0,
+        read_bps: light_iops * 4096.0,
         write_bps: 0.0,
         io_bytes: 4096.0,
         queue_depth: 1,
@@ -248,11 +252,11 @@ pub fn preset(name: &str, duration_s: u32) -> Option<Fleet> {
         ),
         "c" => {
             // One streamer throughout; every 3 s a host joins for 6 s, in turn a streamer and
-            // a light host.
+            // a light host, while less than d - 6 s have passed (as the script's churn).
             let mut v = vec![streamer(1, 0, d)];
             let mut t = 0;
             let mut n = 100;
-            while t + 6 <= d {
+            while t + 6 < d {
                 n += 1;
                 v.push(if n % 2 == 0 {
                     streamer(n, t, t + 6)
@@ -310,11 +314,11 @@ mod tests {
 
     #[test]
     fn presets_mirror_the_benchmark() {
-        let b = preset("b", 60).unwrap();
+        let b = preset("b", 60, LIGHT_IOPS).unwrap();
         assert_eq!(b.portals.len(), 3);
         assert_eq!(b.initiators.len(), 4);
-        let c = preset("c", 60).unwrap();
+        let c = preset("c", 60, LIGHT_IOPS).unwrap();
         assert!(c.initiators.len() > 10);
-        assert!(preset("zz", 60).is_none());
+        assert!(preset("zz", 60, LIGHT_IOPS).is_none());
     }
 }

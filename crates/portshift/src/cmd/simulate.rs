@@ -40,6 +40,10 @@ pub struct Args {
     /// Instead of a generated fleet, one of bench/balance.sh's scenarios: a, b, c or d.
     #[arg(long)]
     preset: Option<String>,
+    /// With --preset: the reads per second (4 KiB, QD1) a light host does on a link of its own
+    /// (what `bench/balance.sh` measured on this machine).
+    #[arg(long, default_value_t = fleet::LIGHT_IOPS, requires = "preset")]
+    light_iops: f64,
     /// none, sessions, iops, bandwidth, cpu, combined (all four rules), or all (every one of
     /// these, side by side on the same workload).
     #[arg(long, default_value = "all")]
@@ -108,11 +112,15 @@ struct Output<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.light_iops > 0.0 && args.light_iops <= 10_000_000.0,
+        "--light-iops must be above 0 (at most 10,000,000)"
+    );
     let duration_s = u32::try_from(args.duration.as_secs())
         .unwrap_or(u32::MAX)
         .max(1);
     let fleet = match &args.preset {
-        Some(p) => fleet::preset(p, duration_s)
+        Some(p) => fleet::preset(p, duration_s, args.light_iops)
             .with_context(|| format!("unknown preset {p:?} (known: a, b, c, d)"))?,
         None => {
             anyhow::ensure!(args.portals > 0, "--portals must be at least 1");
