@@ -36,7 +36,7 @@
 # Hosts: streamers are libiscsi iscsi-perf reading 1 MiB sequentially at QD4 (stock initiator:
 # reconnects to the portal it knows and is redirected at login); light hosts are `portshift io`
 # reading 4 KiB at random at QD1 (discovers through iSNS, follows moves).
-# Ping-pongs (from the target's event log): an initiator asked to move again within the cooldown
+# Ping-pongs (the target counts them, `ping_pongs` in its status): an initiator asked to move again within the cooldown
 # (5 s here), or moved back to the portal it left within twice the cooldown.
 # Each run: SECS seconds; the figures are taken over the last third (after convergence):
 # streamers' (iscsi-perf hosts') MB/s and IOPS from iscsi-perf's per-second lines; each link's
@@ -174,13 +174,14 @@ throttled() {
 }
 declare -A THR
 
-# streamer N [SECONDS]: iscsi-perf through portal 1, output in $DIR/streamer-N.out, exit status in
-# $DIR/streamer-N.rc. PERF holds its workload options (default: 1 MiB sequential reads at QD4).
+# streamer N [SECONDS [PORTAL]]: iscsi-perf through portal PORTAL (1), output in
+# $DIR/streamer-N.out, exit status in $DIR/streamer-N.rc. PERF holds its workload options
+# (default: 1 MiB sequential reads at QD4).
 streamer() {
-    local t="${2:-$SECS}"
+    local t="${2:-$SECS}" portal="${3:-1}"
     # shellcheck disable=SC2086 # PERF is a list of options
     ( rc=0; timeout -k 5 $((t + 30)) ip netns exec "$NS" iscsi-perf -t "$t" -i "iqn.2026-11.org.example:streamer-$1" \
-        ${PERF:--b 2048 -m 4} "iscsi://$NET.1.1:3260/$IQN/0" > "$DIR/streamer-$1.out" 2>&1 || rc=$?
+        ${PERF:--b 2048 -m 4} "iscsi://$NET.$portal.1:3260/$IQN/0" > "$DIR/streamer-$1.out" 2>&1 || rc=$?
       echo "$rc" > "$DIR/streamer-$1.rc" ) &
 }
 # light N [SECONDS]: portshift io, 4 KiB random reads at QD1, found through iSNS (portal 1 first).
@@ -207,27 +208,6 @@ link_bytes() {
         tc -s qdisc show dev "${VETH}t$i" | awk '/Sent/ { print $2; exit }'
     done
 }
-# pingpongs EVENTS_JSON: initiators asked to move again within COOLDOWN, or back to the portal
-# they left within 2 × COOLDOWN.
-pingpongs() {
-    python3 - "$1" "$COOLDOWN" <<'PY'
-import json, sys
-doc = json.load(open(sys.argv[1])); cool = float(sys.argv[2]) * 1000
-moves = {}
-for e in doc.get("events", []):
-    k = e["kind"]
-    if k.get("type") == "logout_requested":
-        moves.setdefault(k["initiator"], []).append((e["at_ms"], k["from"], k["to"]))
-n = 0
-for ms in moves.values():
-    ms.sort()
-    for (t1, f1, _), (t2, _, to2) in zip(ms, ms[1:]):
-        if t2 - t1 < cool or (to2 == f1 and t2 - t1 < 2 * cool):
-            n += 1
-print(n)
-PY
-}
-
 # MB/s (or with `iops`, IOPS) of a streamer over the last third of its run (iscsi-perf prints
 # "iops current N (M MB/s)" each second).
 streamer_mbps() {
@@ -347,7 +327,9 @@ PY
     done
     "$BIN" status --admin "$ADMIN" --json > "$DIR/status.json" 2>/dev/null || echo '{}' > "$DIR/status.json"
     moves=$( (grep -oE '"type": *"logout_requested"' "$DIR/status.json" || true) | wc -l)
-    pp=$(pingpongs "$DIR/status.json")
+    # The target counts them (`ping_pongs` in its status: an initiator asked to move again
+    # within the cooldown, or back to the portal it left within twice the cooldown).
+    pp="$(json_field "$DIR/status.json" ping_pongs)"; pp="${pp:-?}"
     read -r conv pause < <(timing "$DIR/status.json" "$t0_ms")
     util=$(paste <(echo "$b0") <(echo "$b1") <(printf '%s\n' "${rates[@]}") |
         awk -v ms=$((ms1 - ms0)) '{ printf "%s%.0f%%", (NR > 1 ? " " : ""), 100 * ($2 - $1) * 8 / (ms / 1000) / ($3 * 1e6) }')
@@ -382,17 +364,21 @@ wait_hosts() {
     done
 }
 
-# light_alone: reads per second of one light host alone on a 400 Mbit/s portal for 10 s (the
-# simulator's --light-iops: what a QD1 reader achieves here depends on the machine).
+# light_alone: reads per second of one light host alone on a 400 Mbit/s portal for 10 s, while
+# two streamers use two other portals, as in scenario (b) once balanced (the simulator's
+# --light-iops: a QD1 reader is limited by the CPU it gets, which depends on the machine and on
+# what else runs).
 light_alone() {
-    links 400
-    start_system off 400
+    links 400 400 400
+    start_system off 400 400 400
+    streamer 1 10 2
+    streamer 2 10 3
     light 1 10
     wait_hosts
     LIGHT_IOPS="$(json_field "$DIR/light-1.json" iops)"
     stop_system
     unlinks
-    rm -f "$DIR"/light-*
+    rm -f "$DIR"/light-* "$DIR"/streamer-*
 }
 
 # predict: the simulator's prediction of each balanced run of scenarios b and c (`portshift
@@ -438,7 +424,7 @@ echo
 [ ! -s "$DIR/notes" ] || { cat "$DIR/notes"; echo; }
 if printf '%s\n' "${SCENARIOS[@]}" | grep -qx '[bc]'; then
     light_alone
-    echo "The simulator's prediction (a light host alone on a link: $LIGHT_IOPS reads/s here):"
+    echo "The simulator's prediction (a light host alone on a link: ${LIGHT_IOPS%.*} reads/s here):"
     echo
     predict
     echo

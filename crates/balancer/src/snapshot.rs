@@ -53,4 +53,9 @@ pub struct AdminSnapshot {
     /// Time2Logout of a logout request (each one an [`crate::EventKind::ForcedMove`]).
     #[serde(default)]
     pub forced_moves: u64,
+    /// Logout requests since the target started that moved an initiator again within the
+    /// cooldown, or back to a portal it left within twice the cooldown (0 unless something is
+    /// wrong).
+    #[serde(default)]
+    pub ping_pongs: u64,
 }

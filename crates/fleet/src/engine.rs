@@ -28,9 +28,10 @@ use crate::workload::{Discovery, Fleet, Kind};
 pub const TAU_S: f64 = 5.0;
 /// The part of a link's rate that carries SCSI data: the rest is Ethernet, IP, TCP and iSCSI
 /// headers. A full link's utilisation is 1; the target, which counts the bytes its sockets
-/// send, measures this much of the link's capacity (in `bench/balance.sh`, streamers alone on
-/// 400 Mbit/s links read 45 MB/s of the 50).
-pub const LINK_PAYLOAD: f64 = 0.9;
+/// send, measures this much of the link's capacity (in `bench/balance.sh`, a streamer alone on
+/// a 400 Mbit/s link reads 45 MiB/s, 47.2 MB/s of the 50, and the target's figure for a full
+/// link reads 94–96%).
+pub const LINK_PAYLOAD: f64 = 0.94;
 /// Bytes a saturated link keeps queued in front of a request: a session's weight in the link's
 /// FIFO is what it has in flight, up to this (a streamer's 4 MiB wait mostly in its own TCP
 /// buffers, not at the link). Measured in `bench/balance.sh` b: a 4 KiB QD1 reader sharing a
@@ -203,7 +204,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
     // Each portal's link, smoothed as the target's portal meter does: bytes sent, received.
     let mut link = vec![(0.0, 0.0); p_count];
     // Their bias correction (every portal's meters start with the run, as the target's do).
-    let mut meter_weight = 0.0;
+    let mut meter_weight = 1.0 - (1.0 - alpha).powi(fleet.lead_in_s.min(1000) as i32);
 
     for t in 0..fleet.duration_s {
         // Departures, then arrivals (through the first registered portal, or their own).

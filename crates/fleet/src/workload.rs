@@ -82,7 +82,14 @@ pub struct Fleet {
     pub initiators: Vec<InitiatorSpec>,
     pub targets: usize,
     pub duration_s: u32,
+    /// Seconds the target's meters ran idle before the workload came (they weigh in its
+    /// smoothed figures at first).
+    pub lead_in_s: u32,
 }
+
+/// Seconds between the start of `bench/balance.sh`'s target and its hosts' first logins
+/// (registration, then each host's own discovery and login): the presets' lead-in.
+pub const BENCH_LEAD_IN_S: u32 = 3;
 
 /// How [`generate`] builds a fleet.
 #[derive(Debug, Clone)]
@@ -194,6 +201,7 @@ pub fn generate(cfg: &FleetConfig) -> Fleet {
         initiators,
         targets: cfg.targets.max(1),
         duration_s: duration,
+        lead_in_s: 0,
     }
 }
 
@@ -278,6 +286,7 @@ pub fn preset(name: &str, duration_s: u32, light_iops: f64) -> Option<Fleet> {
         initiators,
         targets: 1,
         duration_s: d,
+        lead_in_s: BENCH_LEAD_IN_S,
     })
 }
 

@@ -283,8 +283,9 @@ pub fn event_line(e: &Event) -> String {
 /// hosts did not log out in time and were dropped (forced moves).
 pub fn moves(s: &AdminSnapshot) -> String {
     format!(
-        "moves: {} logout requested, {} forced (no logout within Time2Logout: dropped)",
-        s.logout_requests, s.forced_moves
+        "moves: {} logout requested, {} forced (no logout within Time2Logout: dropped), {} \
+         ping-pongs",
+        s.logout_requests, s.forced_moves, s.ping_pongs
     )
 }
 
@@ -405,6 +406,7 @@ mod tests {
             }],
             logout_requests: 3,
             forced_moves: 1,
+            ping_pongs: 0,
         };
         let text = status(&s, 10);
         assert!(
@@ -417,7 +419,7 @@ mod tests {
         assert!(text.contains("1 sess 10 iops bw 90.0% cpu 37.0%"), "{text}");
         assert!(
             text.contains(
-                "moves: 3 logout requested, 1 forced (no logout within Time2Logout: dropped)"
+                "moves: 3 logout requested, 1 forced (no logout within Time2Logout: dropped), 0 ping-pongs"
             ),
             "{text}"
         );
@@ -524,12 +526,15 @@ mod tests {
             events: vec![e],
             logout_requests: 1,
             forced_moves: 1,
+            ping_pongs: 2,
         })
         .unwrap();
         assert_eq!(v["forced_moves"], 1);
+        assert_eq!(v["ping_pongs"], 2);
         assert_eq!(v["events"][0]["kind"]["type"], "forced_move");
         v.as_object_mut().unwrap().remove("forced_moves");
+        v.as_object_mut().unwrap().remove("ping_pongs");
         let back: AdminSnapshot = serde_json::from_value(v).unwrap();
-        assert_eq!(back.forced_moves, 0);
+        assert_eq!((back.forced_moves, back.ping_pongs), (0, 0));
     }
 }

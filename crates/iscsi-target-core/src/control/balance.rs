@@ -12,7 +12,7 @@
 
 use std::fmt::Display;
 
-use balancer::{Balancer, Decision, EventKind, PortalId};
+use balancer::{Balancer, Decision, EventKind, MoveRecord, PortalId};
 
 use super::ControlPlane;
 
@@ -200,7 +200,13 @@ impl BalanceLoop {
             plane.place(&m.initiator, &m.target, m.to);
         }
         if delivered {
-            plane.logout_request_delivered();
+            plane.logout_request_delivered(MoveRecord {
+                at_ms: now_ms,
+                initiator: m.initiator.clone(),
+                target: m.target.clone(),
+                from: m.from,
+                to: m.to,
+            });
             plane.push_event(
                 now_ms,
                 EventKind::LogoutRequested {

@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use balancer::{
-    AdminSnapshot, BalancePolicy, ConfigTable, Event, EventKind, IsnsContact, PortalId, PortalLoad,
-    PortalRow, RegistrationRow, SessionEntry,
+    AdminSnapshot, BalancePolicy, ConfigTable, Event, EventKind, IsnsContact, MoveRecord, PortalId,
+    PortalLoad, PortalRow, RegistrationRow, SessionEntry,
 };
 
 use crate::event::CloseReason;
@@ -113,7 +113,15 @@ pub struct ControlPlane {
     /// Logout requests delivered, and sessions dropped for ignoring one, since the start.
     logout_requests: u64,
     forced_moves: u64,
+    /// Each (initiator, target)'s logout requests of the last twice-the-cooldown, and the
+    /// ping-pongs among all requests since the start ([`balancer::ping_pongs`]).
+    recent_moves: HashMap<(String, String), Vec<MoveRecord>>,
+    ping_pongs: u64,
 }
+
+/// (initiator, target) pairs [`ControlPlane::logout_request_delivered`] keeps recent moves of
+/// before it forgets those whose moves are all older than twice the cooldown.
+const RECENT_MOVES_NEXUSES: usize = 4096;
 
 impl ControlPlane {
     /// A control plane for `portals` serving every one of `targets` through every portal, all
@@ -151,6 +159,8 @@ impl ControlPlane {
             isns_contact: None,
             events: EventLog::default(),
             logout_requests: 0,
+            recent_moves: HashMap::new(),
+            ping_pongs: 0,
             forced_moves: 0,
         }
     }
@@ -334,9 +344,34 @@ impl ControlPlane {
         true
     }
 
-    /// Counts a logout request delivered to a session (shown beside the forced moves).
-    pub fn logout_request_delivered(&mut self) {
+    /// Counts a logout request delivered to a session (shown beside the forced moves), and
+    /// whether it is a ping-pong: the same initiator asked to move again within the cooldown,
+    /// or back to a portal it left within twice the cooldown. The balancer never asks for one;
+    /// the count is the check an administrator can read.
+    pub fn logout_request_delivered(&mut self, m: MoveRecord) {
         self.logout_requests += 1;
+        let cooldown = self.balance.as_ref().map_or(0, |b| b.cooldown_ms);
+        let window = cooldown.saturating_mul(2);
+        let now = m.at_ms;
+        if self.recent_moves.len() >= RECENT_MOVES_NEXUSES {
+            self.recent_moves.retain(|_, v| {
+                v.last()
+                    .is_some_and(|r| now.saturating_sub(r.at_ms) < window)
+            });
+        }
+        let list = self
+            .recent_moves
+            .entry((m.initiator.clone(), m.target.clone()))
+            .or_default();
+        list.retain(|r| now.saturating_sub(r.at_ms) < window);
+        list.push(m);
+        let last = list.len() - 1;
+        if balancer::ping_pongs(list, cooldown)
+            .iter()
+            .any(|p| p.later == last)
+        {
+            self.ping_pongs += 1;
+        }
     }
 
     /// Sessions dropped since the start because they did not log out when asked.
@@ -594,6 +629,7 @@ impl ControlPlane {
             events: self.events.snapshot(),
             logout_requests: self.logout_requests,
             forced_moves: self.forced_moves,
+            ping_pongs: self.ping_pongs,
         }
     }
 }

@@ -484,3 +484,38 @@ fn the_plane_is_a_login_policy_at_the_time_it_was_given() {
         assert_ne!(p.allocate_tsih(), 0);
     }
 }
+
+#[test]
+fn ping_pongs_among_the_logout_requests_are_counted() {
+    let cooldown = 5_000;
+    let mut p = ControlPlane::new(
+        two_portals(),
+        vec!["iqn.t1".into()],
+        None,
+        Some(policy("sessions:2", cooldown)),
+    );
+    let mv = |at_ms: u64, initiator: &str, from: u16, to: u16| MoveRecord {
+        at_ms,
+        initiator: initiator.into(),
+        target: "iqn.t1".into(),
+        from: PortalId(from),
+        to: PortalId(to),
+    };
+    // Moved P0 → P1, then after the cooldown back to P0, within twice it: a ping-pong.
+    p.logout_request_delivered(mv(0, "iqn.a", 0, 1));
+    p.logout_request_delivered(mv(6_000, "iqn.a", 1, 0));
+    assert_eq!(
+        p.snapshot().ping_pongs,
+        1,
+        "back to P0 within twice the cooldown"
+    );
+    // Another initiator: moved again within the cooldown.
+    p.logout_request_delivered(mv(20_000, "iqn.b", 0, 1));
+    p.logout_request_delivered(mv(22_000, "iqn.b", 1, 0));
+    assert_eq!(p.snapshot().ping_pongs, 2);
+    // Back after twice the cooldown: fine.
+    p.logout_request_delivered(mv(40_000, "iqn.c", 0, 1));
+    p.logout_request_delivered(mv(51_000, "iqn.c", 1, 0));
+    let s = p.snapshot();
+    assert_eq!((s.logout_requests, s.ping_pongs), (6, 2));
+}
