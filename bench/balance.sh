@@ -6,6 +6,8 @@
 #   sudo bench/balance.sh [SCENARIO ...]      (default: b; known: a b c d e)
 #   SECS=60 BALANCE="off sessions:2 bandwidth:80%:50%" sudo bench/balance.sh b
 #   KEEP=/tmp/runs sudo bench/balance.sh b      (keeps each run's logs and status documents)
+#   RUNS=3 sudo bench/balance.sh c              (each rule three times; the simulator is
+#                                             compared with their mean)
 #   NS=pse-hosts VETH=pse- NET=10.78 ADMIN=127.0.0.1:3298 sudo bench/balance.sh e
 #                                             (a second copy running beside the first)
 #
@@ -354,7 +356,7 @@ PY
     fi
     rm -f "$DIR"/streamer-* "$DIR"/light-*
     echo "| $scenario | $balance | $agg | $iops | $light_iops | $light_p99 | $moves | $pp | $conv | $pause | $errors | $util | $cpu |"
-    MEASURED["$scenario $balance"]="$moves|$util"
+    MEASURED["$scenario $balance"]+="$moves|$util;"
 }
 wait_hosts() {
     local deadline=$((SECONDS + SECS + 40))
@@ -381,10 +383,10 @@ light_alone() {
     rm -f "$DIR"/light-* "$DIR"/streamer-*
 }
 
-# predict: the simulator's prediction of each balanced run of scenarios b and c (`portshift
+# predict: the simulator's prediction of each balanced rule of scenarios b and c (`portshift
 # simulate --preset S` with the same rule, cooldown, length and light hosts' demand) beside what
-# the run measured. It holds when the moves agree within 20% (or one move) and every portal's
-# last-third link utilisation within 20 points.
+# the runs measured (the mean over RUNS runs). It holds when the moves agree within 20% (or one
+# move) and every portal's last-third link utilisation within 20 points.
 predict() {
     echo "| scenario | rule | moves measured / predicted | link utilisation measured / predicted (last third) | holds |"
     echo "|---|---|---|---|---|"
@@ -398,14 +400,15 @@ predict() {
         python3 - "$s" "$b" "${MEASURED[$key]}" "$json" <<'PY'
 import json, sys
 s, b, measured, doc = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-moves, util = measured.split("|")
-moves = int(moves)
-util = [float(u.rstrip("%")) for u in util.split()]
+runs = [r.split("|") for r in measured.split(";") if r]
+moves = sum(int(m) for m, _ in runs) / len(runs)
+utils = [[float(u.rstrip("%")) for u in util.split()] for _, util in runs]
+util = [sum(col) / len(col) for col in zip(*utils)]
 run = doc["runs"][0]
 pm = run["moves"]
 pu = [100 * u for u in run["converged_utilisation"]]
 ok = abs(pm - moves) <= max(1, 0.2 * moves) and len(pu) == len(util) and all(abs(a - b) <= 20 for a, b in zip(util, pu))
-print("| %s | %s | %d / %d | %s / %s | %s |" % (s, b, moves, pm, " ".join("%.0f%%" % u for u in util),
+print("| %s | %s | %.1f / %d | %s / %s | %s |" % (s, b, moves, pm, " ".join("%.0f%%" % u for u in util),
       " ".join("%.0f%%" % u for u in pu), "yes" if ok else "no"))
 PY
     done
@@ -415,16 +418,18 @@ declare -A MEASURED
 LIGHT_IOPS=""
 head -c 1073741824 /dev/urandom > "$DIR/lun.img"
 cat "$DIR/lun.img" > /dev/null
-echo "| scenario | balance | streamers MB/s (last third) | streamers IOPS (last third) | light hosts IOPS | light p99 µs (worst) | moves | ping-pongs | converged s | pause per move ms | I/O errors | link utilisation per portal (last third) | processor demand per portal (end) |"
+echo "| scenario | balance | streamers MiB/s (last third) | streamers IOPS (last third) | light hosts IOPS | light p99 µs (worst) | moves | ping-pongs | converged s | pause per move ms | I/O errors | link utilisation per portal (last third) | processor demand per portal (end) |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for s in "${SCENARIOS[@]}"; do
-    for b in $BALANCE; do run "$s" "$b"; done
+    for _ in $(seq "${RUNS:-1}"); do
+        for b in $BALANCE; do run "$s" "$b"; done
+    done
 done
 echo
 [ ! -s "$DIR/notes" ] || { cat "$DIR/notes"; echo; }
 if printf '%s\n' "${SCENARIOS[@]}" | grep -qx '[bc]'; then
     light_alone
-    echo "The simulator's prediction (a light host alone on a link: ${LIGHT_IOPS%.*} reads/s here):"
+    echo "The simulator's prediction (a light host alone on a link: ${LIGHT_IOPS%.*} reads/s here; measured: the mean of ${RUNS:-1} run(s)):"
     echo
     predict
     echo

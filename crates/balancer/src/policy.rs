@@ -93,8 +93,10 @@ struct Settling {
 }
 
 /// The least part of HIGH a move must take off the hot portal: a session whose share is below
-/// it (negligible, or not measured yet because it just logged in) is not moved.
-pub const MIN_RELIEF: f64 = 0.01;
+/// it (not measured yet because it just logged in, or idle) is not moved. A millionth, not
+/// more: on a portal that thousands of sessions share, each one's share is tiny and moving
+/// them one by one is still what relieves it.
+pub const MIN_RELIEF: f64 = 1e-6;
 
 /// How long a completed move is projected on top of the measurements, in time constants of
 /// their smoothing: after four, less than 2% of the move is missing from them.

@@ -38,6 +38,11 @@ pub const LINK_PAYLOAD: f64 = 0.94;
 /// 400 Mbit/s link with one streamer gets 3% of it; two of them beside two streamers, about
 /// 400 reads a second together.
 pub const QUEUE_BYTES: f64 = 128.0 * 1024.0;
+/// A session's weight on its link in the second it logs in, against later seconds: a new TCP
+/// connection opens its window over its first round trips, and a host starts with discovery
+/// and READ CAPACITY. In `bench/balance.sh` c, a streamer joining one on a full link held 24–27%
+/// of it a second after its login, 42–48% after three to five.
+pub const FIRST_SECOND_WEIGHT: f64 = 0.5;
 /// Seconds a moved session carries no I/O (logout, discovery, login).
 pub const MOVE_PAUSE_S: u32 = 1;
 /// Seconds more a stock initiator given one portal's URL takes to act on the logout request:
@@ -276,7 +281,13 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
                 let who = &fleet.initiators[sessions[i].who];
                 reads.push(who.read_bps);
                 writes.push(who.write_bps);
-                weights.push(who.in_flight().min(QUEUE_BYTES));
+                // A connection in its first second has not opened its window yet.
+                let ramp = if sessions[i].login_s == t {
+                    FIRST_SECOND_WEIGHT
+                } else {
+                    1.0
+                };
+                weights.push(who.in_flight().min(QUEUE_BYTES) * ramp);
             }
             let want_read: f64 = reads.iter().sum();
             let want_write: f64 = writes.iter().sum();
