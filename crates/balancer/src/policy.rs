@@ -610,7 +610,7 @@ impl Balancer {
         }
 
         // Restore registrations of portals whose load has fallen to the low threshold on every
-        // metric, once they have been deleted for the cooldown.
+        // metric, once they have been deleted for more than the cooldown.
         let mut kept = Vec::new();
         for d in std::mem::take(&mut self.deleted) {
             let load = loads.get(&d.portal).cloned().unwrap_or_default();
@@ -622,7 +622,7 @@ impl Balancer {
             let moving_out = self.pending.values().any(|p| p.from == d.portal);
             let held = d
                 .at_ms
-                .is_none_or(|at| now_ms.saturating_sub(at) >= self.policy.cooldown_ms);
+                .is_none_or(|at| now_ms.saturating_sub(at) > self.policy.cooldown_ms);
             if all_low && !moving_out && held {
                 decisions.push(Decision::Restore {
                     reason: self.restore_reason(&load, d.portal, d.at_ms, now_ms),
@@ -932,11 +932,14 @@ mod tests {
             vec![session(3, "i2", "t2", 1_100)],
             &["t1", "t2"],
         );
+        // Held for more than the cooldown: at 6,000 exactly (the balancer's one-second steps,
+        // the cooldown a whole number of them) it is still held, and it comes back at the next
+        // step, not on whichever side of the boundary the step's clock happens to fall.
         assert!(b.step(&moved, 2_000).is_empty());
-        assert!(b.step(&moved, 5_999).is_empty());
+        assert!(b.step(&moved, 6_000).is_empty());
         assert!(b.is_deleted("t2", PortalId(0)));
         assert!(matches!(
-            &b.step(&moved, 6_000)[..],
+            &b.step(&moved, 6_001)[..],
             [Decision::Restore {
                 portal: PortalId(0),
                 ..

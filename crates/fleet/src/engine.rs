@@ -597,17 +597,18 @@ mod tests {
 
     #[test]
     fn churn_in_scenario_c_follows_the_real_target() {
-        // bench/balance.sh c under sessions:2, as measured: every light host that joins is
-        // moved to portal 2 (iSNS sends it to portal 1 again once the registration is
-        // restored, which needs the moved sessions gone from portal 1 under new ids), and
-        // every stock streamer, which logs in through portal 1's URL even while that
-        // registration is deleted, is moved to portal 3: 12 moves in 45 s, portals 2 and 3 at
-        // 65% and 48% over the last third.
+        // bench/balance.sh c under sessions:2, as measured: a light host that joins while the
+        // registration on portal 1 is restored is moved to portal 2, one that joins while it
+        // is deleted goes there through iSNS (a restore needs the moved sessions gone from
+        // portal 1 under new ids, and more than the cooldown); every stock streamer, which
+        // logs in through portal 1's URL even while that registration is deleted, is moved to
+        // portal 3: 8 to 12 moves in 45 s (seven runs), portals 2 and 3 at 63–72% and 46–53%
+        // over the last third (five runs of six).
         let fleet = crate::workload::preset("c", 45, crate::workload::LIGHT_IOPS).unwrap();
         let mut policy = choice("sessions", &["sessions:2:1"]);
         policy.cooldown_s = 5;
         let r = run(&fleet, &policy).unwrap();
-        assert!((11..=14).contains(&r.moves), "{} moves", r.moves);
+        assert!((8..=12).contains(&r.moves), "{} moves", r.moves);
         let u = &r.converged_utilisation;
         assert!(
             u[0] > 0.95 && (0.45..0.85).contains(&u[1]) && (0.3..0.6).contains(&u[2]),
