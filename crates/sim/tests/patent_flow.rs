@@ -139,8 +139,12 @@ fn run(stock: bool) {
         [format!("registration-restored {TARGET} P0")]
     );
     let restored_at = events.last().unwrap().at_ms;
-    // The first balancer step once the cooldown since the deletion (at 1 s) has passed.
-    assert_eq!(restored_at, requested_at + COOLDOWN.as_millis() as u64);
+    // The first balancer step once more than the cooldown since the deletion (at 1 s) has
+    // passed: the step one interval (1 s) after the cooldown's end.
+    assert_eq!(
+        restored_at,
+        requested_at + COOLDOWN.as_millis() as u64 + 1_000
+    );
     assert_eq!(w.query_portals(TARGET), [p0, p1]);
 
     // Verified I/O went on throughout; nothing lost or done twice.

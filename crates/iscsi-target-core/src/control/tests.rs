@@ -212,11 +212,13 @@ fn the_registration_returns_and_placements_are_forgotten_once_the_load_falls() {
     // P0 is at 2 sessions (the high mark): nothing to restore, nothing can move (P1 would reach
     // 2 as well).
     assert!(b.step(&mut p, 2_000).is_empty());
-    // i1 leaves: P0 is at the low mark, but the deletion is held for the cooldown.
+    // i1 leaves: P0 is at the low mark, but the deletion is held for more than the cooldown
+    // (deleted at 1,000, cooldown 5,000: still held at 6,000).
     p.session_ended(ids[0], "logout", 2_500);
     assert!(b.step(&mut p, 3_000).is_empty());
+    assert!(b.step(&mut p, 6_000).is_empty());
     assert!(!p.is_registered("iqn.t3", P0));
-    let actions = b.step(&mut p, 6_000);
+    let actions = b.step(&mut p, 6_001);
     assert_eq!(
         actions,
         [Action::RestoreRegistration {
