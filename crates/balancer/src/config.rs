@@ -2,7 +2,7 @@
 //! argument) and the settings of the procedure (cooldown, moves per interval, pinned
 //! initiators, whether reservation holders may move, the switch priority's last key).
 
-use crate::load::SMOOTHING_TAU_MS;
+use crate::smooth::SMOOTHING_TAU_MS;
 use serde::{Deserialize, Serialize};
 
 use crate::metric::{BalanceSpec, Metric, ParseSpecError};

@@ -15,14 +15,16 @@ pub mod history;
 pub mod load;
 pub mod metric;
 pub mod policy;
+pub mod smooth;
 pub mod snapshot;
 pub mod table;
 
 pub use config::{BalancePolicy, DEFAULT_MAX_MOVES, PolicyError, SwitchPriority};
 pub use event::{Event, EventKind};
 pub use history::{MoveRecord, PingPong, PingPongKind, ping_pongs};
-pub use load::{Projection, SMOOTHING_TAU_MS, Share};
+pub use load::{Projection, Share};
 pub use metric::{BalanceSpec, Metric, ParseSpecError, Thresholds};
 pub use policy::{Balancer, Decision};
+pub use smooth::{Ewma, SMOOTHING_TAU_MS};
 pub use snapshot::{AdminSnapshot, IsnsContact, RegistrationRow};
 pub use table::{ConfigTable, PortalId, PortalLoad, PortalRow, SessionEntry};

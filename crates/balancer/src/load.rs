@@ -10,12 +10,6 @@
 use crate::metric::Metric;
 use crate::table::{PortalRow, SessionEntry};
 
-/// Time constant of the target's smoothing of its rate figures (bytes per second, processor
-/// time; `iscsi-target-core`'s measurement uses this value): a session that moved is still
-/// partly counted on the portal it left, and not yet fully on the one it joined, for a few
-/// times this long.
-pub const SMOOTHING_TAU_MS: u64 = 5_000;
-
 /// What one session puts on its portal, in raw units.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Share {

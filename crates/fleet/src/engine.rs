@@ -9,23 +9,23 @@
 //! flight (queue depth × I/O size, as in the link's FIFO queue: a QD1 4 KiB reader behind
 //! QD4 1 MiB streamers gets little), never above a session's demand, then its
 //! processor scales everything down if the work it is given needs more than its capacity; the
-//! measured figures are smoothed as the target smooths them (EWMA, τ = [`TAU_S`]); every
+//! measured figures are smoothed as the target smooths them ([`balancer::Ewma`], τ =
+//! [`SMOOTHING_TAU_MS`]); every
 //! second (the target's interval) the balancer steps on the table; a moved session pauses for
 //! [`MOVE_PAUSE_S`] (a stock initiator [`STOCK_DRAIN_S`] more) and comes back on the portal it
 //! was sent to.
 
 use std::collections::HashSet;
 
+use balancer::smooth::ewma_alpha;
 use balancer::{
-    BalancePolicy, BalanceSpec, Balancer, ConfigTable, Decision, MoveRecord, PolicyError, PortalId,
-    PortalLoad, PortalRow, SessionEntry,
+    BalancePolicy, BalanceSpec, Balancer, ConfigTable, Decision, Ewma, MoveRecord, PolicyError,
+    PortalId, PortalLoad, PortalRow, SMOOTHING_TAU_MS, SessionEntry,
 };
 use serde::Serialize;
 
 use crate::workload::{Discovery, Fleet, Kind};
 
-/// Time constant of the measured figures' smoothing, seconds.
-pub const TAU_S: f64 = 5.0;
 /// The part of a link's rate that carries SCSI data: the rest is Ethernet, IP, TCP and iSCSI
 /// headers. A full link's utilisation is 1; the target, which counts the bytes its sockets
 /// send, measures this much of the link's capacity (in `bench/balance.sh`, a streamer alone on
@@ -83,35 +83,42 @@ struct Session {
     write: f64,
     iops: f64,
     cpu: f64,
-    /// Smoothed from its login on (a new session's meters start empty, as the target's do),
-    /// before bias correction: divide by `m_weight`.
-    m_read: f64,
-    m_write: f64,
-    m_iops: f64,
-    m_cpu: f64,
-    m_weight: f64,
+    /// Smoothed from its login on, as the target's session meters are (a new session's
+    /// start empty).
+    m_read: Ewma,
+    m_write: Ewma,
+    m_iops: Ewma,
+    m_cpu: Ewma,
 }
 
 impl Session {
-    /// A new login through `portal` at `t`: a new session id, empty meters.
-    fn login(&mut self, id: u64, portal: usize, t: u32) {
-        self.id = id;
-        self.portal = portal;
-        self.login_s = t;
-        self.m_read = 0.0;
-        self.m_write = 0.0;
-        self.m_iops = 0.0;
-        self.m_cpu = 0.0;
-        self.m_weight = 0.0;
+    /// Initiator `who` logging in through `portal` at `t` as session `id`.
+    fn new(id: u64, who: usize, portal: usize, t: u32) -> Self {
+        Session {
+            id,
+            who,
+            portal,
+            login_s: t,
+            paused_until: t,
+            moving_to: None,
+            read: 0.0,
+            write: 0.0,
+            iops: 0.0,
+            cpu: 0.0,
+            m_read: Ewma::default(),
+            m_write: Ewma::default(),
+            m_iops: Ewma::default(),
+            m_cpu: Ewma::default(),
+        }
     }
 
-    /// A smoothed figure, bias-corrected (the weighted mean of the ticks since login).
-    fn measured(&self, raw: f64) -> f64 {
-        if self.m_weight > 0.0 {
-            raw / self.m_weight
-        } else {
-            0.0
-        }
+    /// The same initiator logging in again (after a move) through `portal` at `t`: a new
+    /// session, as the target sees it, with empty meters.
+    fn login_again(&mut self, id: u64, portal: usize, t: u32) {
+        *self = Session {
+            paused_until: self.paused_until,
+            ..Session::new(id, self.who, portal, t)
+        };
     }
 }
 
@@ -190,7 +197,8 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
     let mut deleted: HashSet<(usize, usize)> = HashSet::new();
     let mut sessions: Vec<Session> = Vec::new();
     let mut next_id = 1u64;
-    let alpha = 1.0 - (-1.0 / TAU_S).exp();
+    // Every window is one tick (1 s) long.
+    let alpha = ewma_alpha(1_000, SMOOTHING_TAU_MS);
     let stride = (fleet.duration_s as usize).div_ceil(SERIES_POINTS).max(1);
     let mut series: Vec<Vec<f32>> = vec![Vec::new(); p_count];
     let mut spread_sum = 0.0;
@@ -205,11 +213,13 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
     let mut converged_n = 0u32;
     let mut scratch = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Smoothed processor figures per portal: (busy, wait).
-    let mut processor = vec![(0.0, 0.0); p_count];
-    // Each portal's link, smoothed as the target's portal meter does: bytes sent, received.
-    let mut link = vec![(0.0, 0.0); p_count];
-    // Their bias correction (every portal's meters start with the run, as the target's do).
-    let mut meter_weight = 1.0 - (1.0 - alpha).powi(fleet.lead_in_s.min(1000) as i32);
+    // Each portal's meters, as the target's portal meter keeps them: bytes sent and received,
+    // processor busy and waiting. They start with the target, which ran idle for the lead-in.
+    let mut idle = Ewma::default();
+    for _ in 0..fleet.lead_in_s.min(1000) {
+        idle.fold(0.0, alpha);
+    }
+    let mut meters = vec![[idle; 4]; p_count];
 
     for t in 0..fleet.duration_s {
         // Departures, then arrivals (through the first registered portal, or their own).
@@ -226,23 +236,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
                     .unwrap_or(0),
                 Discovery::Portal(p) => p.min(p_count - 1),
             };
-            sessions.push(Session {
-                id: next_id,
-                who,
-                portal,
-                login_s: t,
-                paused_until: t,
-                moving_to: None,
-                read: 0.0,
-                write: 0.0,
-                iops: 0.0,
-                cpu: 0.0,
-                m_read: 0.0,
-                m_write: 0.0,
-                m_iops: 0.0,
-                m_cpu: 0.0,
-                m_weight: 0.0,
-            });
+            sessions.push(Session::new(next_id, who, portal, t));
             next_id += 1;
         }
         for s in &mut sessions {
@@ -250,7 +244,7 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
                 && let Some(to) = s.moving_to.take()
             {
                 // A new login: a new session, as the target sees it (the old one logged out).
-                s.login(next_id, to, t);
+                s.login_again(next_id, to, t);
                 next_id += 1;
             }
         }
@@ -262,7 +256,6 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
                 by_portal[s.portal].push(i);
             }
         }
-        meter_weight += alpha * (1.0 - meter_weight);
         let mut utilisation = vec![0.0; p_count];
         let mut portal_loads = vec![PortalLoad::default(); p_count];
         for s in &mut sessions {
@@ -340,18 +333,13 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
                 overload_excess += asked - 1.0;
             }
             let wait = ((cpu_need - spec.cpu) / spec.cpu).max(0.0);
-            let (busy_m, wait_m) = &mut processor[p];
-            *busy_m += alpha * (cpu_busy - *busy_m);
-            *wait_m += alpha * (wait - *wait_m);
-            let (sent_m, received_m) = &mut link[p];
-            *sent_m += alpha * (sent - *sent_m);
-            *received_m += alpha * (received - *received_m);
+            let [sent_m, received_m, busy_m, wait_m] = &mut meters[p];
             portal_loads[p] = PortalLoad {
                 link_capacity: Some(spec.link_bps),
-                sent_bps: *sent_m / meter_weight,
-                received_bps: *received_m / meter_weight,
-                cpu_busy: *busy_m / meter_weight,
-                cpu_wait: *wait_m / meter_weight,
+                sent_bps: sent_m.fold(sent, alpha),
+                received_bps: received_m.fold(received, alpha),
+                cpu_busy: busy_m.fold(cpu_busy, alpha),
+                cpu_wait: wait_m.fold(wait, alpha),
                 ..PortalLoad::default()
             };
             for &i in members {
@@ -366,11 +354,10 @@ pub fn run(fleet: &Fleet, policy: &PolicyChoice) -> Result<RunReport, PolicyErro
         }
         // Measurement, smoothed as on the target.
         for s in &mut sessions {
-            s.m_read += alpha * (s.read - s.m_read);
-            s.m_write += alpha * (s.write - s.m_write);
-            s.m_iops += alpha * (s.iops - s.m_iops);
-            s.m_cpu += alpha * (s.cpu - s.m_cpu);
-            s.m_weight += alpha * (1.0 - s.m_weight);
+            s.m_read.fold(s.read, alpha);
+            s.m_write.fold(s.write, alpha);
+            s.m_iops.fold(s.iops, alpha);
+            s.m_cpu.fold(s.cpu, alpha);
         }
         let mean = utilisation.iter().sum::<f64>() / p_count as f64;
         let var = utilisation.iter().map(|u| (u - mean).powi(2)).sum::<f64>() / p_count as f64;
@@ -496,7 +483,7 @@ fn table(
         .collect();
     let mut cpu_total = vec![0.0; portals.len()];
     for s in sessions.iter().filter(|s| s.moving_to.is_none()) {
-        cpu_total[s.portal] += s.measured(s.m_cpu);
+        cpu_total[s.portal] += s.m_cpu.value();
     }
     for s in sessions.iter().filter(|s| s.moving_to.is_none()) {
         let who = &fleet.initiators[s.who];
@@ -506,11 +493,11 @@ fn table(
             initiator: who.name.clone(),
             target: target_names[who.target].clone(),
             login_ms: u64::from(s.login_s) * 1000,
-            iops: s.measured(s.m_iops),
-            read_bps: s.measured(s.m_read),
-            write_bps: s.measured(s.m_write),
+            iops: s.m_iops.value(),
+            read_bps: s.m_read.value(),
+            write_bps: s.m_write.value(),
             cpu_share: if total > 0.0 {
-                s.measured(s.m_cpu) / total
+                s.m_cpu.value() / total
             } else {
                 0.0
             },
