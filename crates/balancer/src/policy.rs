@@ -81,8 +81,7 @@ struct Pending {
 }
 
 /// A move that happened (its session left the portal) less than [`SETTLE_TAUS`] smoothing
-/// time constants ago: the
-/// smoothed figures of both portals are still catching up with it.
+/// time constants ago: the smoothed figures of both portals are still catching up with it.
 #[derive(Debug, Clone)]
 struct Settling {
     from: PortalId,

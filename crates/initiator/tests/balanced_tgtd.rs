@@ -31,6 +31,15 @@ async fn connect(
         .expect("connect")
 }
 
+/// A verifying workload on tgtd's first data LUN (LUN 1; LUN 0 is its controller).
+fn workload(queue_depth: usize, duration: Duration) -> WorkloadConfig {
+    let mut cfg = WorkloadConfig::new(INITIATOR);
+    cfg.lun = 1;
+    cfg.queue_depth = queue_depth;
+    cfg.duration = duration;
+    cfg
+}
+
 #[test]
 fn verified_workload_via_send_targets() {
     let t = common::Tgtd::start(IQN, 4 << 20);
@@ -43,12 +52,9 @@ fn verified_workload_via_send_targets() {
                 portals: vec![t.portal]
             })
         );
-        let mut cfg = WorkloadConfig::new(INITIATOR);
-        cfg.lun = 1; // tgtd's first data LUN (LUN 0 is its controller)
-        cfg.queue_depth = 8;
+        let mut cfg = workload(8, Duration::from_secs(20));
         cfg.blocks_per_io = 2;
         cfg.max_ios = Some(3000);
-        cfg.duration = Duration::from_secs(20);
         let r = run_workload(&init, &cfg).await.expect("workload");
         assert!(r.ok(), "{r:?}");
         assert_eq!(r.ios, 3000);
@@ -64,11 +70,8 @@ fn a_rate_paces_the_workload() {
     let t = common::Tgtd::start(IQN, 4 << 20);
     rt().block_on(async {
         let (init, _events) = connect(&t, None).await;
-        let mut cfg = WorkloadConfig::new(INITIATOR);
-        cfg.lun = 1;
-        cfg.queue_depth = 8;
+        let mut cfg = workload(8, Duration::from_millis(1500));
         cfg.rate_iops = Some(200.0);
-        cfg.duration = Duration::from_millis(1500);
         let r = run_workload(&init, &cfg).await.expect("workload");
         assert!(r.ok(), "{r:?}");
         // Unpaced, QD 8 against tgtd on loopback does thousands of I/Os a second; paced at
@@ -84,10 +87,7 @@ fn connection_closed_by_target_is_recovered_without_errors() {
     let t = common::Tgtd::start(IQN, 4 << 20);
     rt().block_on(async {
         let (init, mut events) = connect(&t, Some(IQN)).await;
-        let mut cfg = WorkloadConfig::new(INITIATOR);
-        cfg.lun = 1; // tgtd's first data LUN (LUN 0 is its controller)
-        cfg.duration = Duration::from_secs(3);
-        cfg.queue_depth = 4;
+        let cfg = workload(4, Duration::from_secs(3));
         let work = {
             let init = init.clone();
             tokio::spawn(async move { run_workload(&init, &cfg).await })

@@ -41,7 +41,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use balancer::{AdminSnapshot, Event, EventKind, PortalId};
-use common::{Proc, TwoPortalTarget, portshift, snapshot};
+use common::{Proc, TwoPortalTarget, portshift, snapshot, wait_for};
 use initiator::{ReconnectCause, WorkloadReport};
 
 const HOSTS: usize = 4;
@@ -106,6 +106,19 @@ impl EventTrail {
             );
             self.events.push(e.clone());
         }
+    }
+
+    /// The events naming `initiator`, and registration changes, within 3 s of `at_ms`.
+    fn around(&self, initiator: &str, at_ms: u64) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e.at_ms.abs_diff(at_ms) <= 3_000)
+            .filter(|e| {
+                let k = serde_json::to_string(&e.kind).unwrap_or_default();
+                k.contains(initiator) || k.contains("registration")
+            })
+            .map(|e| format!("{} {:?} {}", e.at_ms, e.kind, e.reason))
+            .collect()
     }
 
     fn logout_requests(&self) -> Vec<Request> {
@@ -269,28 +282,27 @@ fn start_stack(dir: &Path, balance: &str, speed: Option<&str>) -> TwoPortalTarge
         .build()
         .expect("runtime");
     for i in 0..HOSTS {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let listed = rt
+        let mut listed = Vec::new();
+        let all = wait_for(Duration::from_secs(15), || {
+            listed = rt
                 .block_on(initiator::discovery::isns_portals(
                     stack.isns,
                     "iqn.2024-01.test.h7:probe",
                     &target_name(i),
                     Duration::from_secs(2),
                 ))
-                .unwrap_or_default();
-            let listed: Vec<String> = listed.iter().map(|p| p.to_string()).collect();
-            if listed == stack.portals {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "iSNS never listed {:?} for {}: {listed:?}",
-                stack.portals,
-                target_name(i)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
+            (listed == stack.portals).then_some(())
+        });
+        assert!(
+            all.is_some(),
+            "iSNS never listed {:?} for {}: {listed:?}",
+            stack.portals,
+            target_name(i)
+        );
     }
     stack
 }
@@ -458,8 +470,11 @@ fn run(rule: Rule) {
         for m in &r.moves {
             println!("host{} {} -> {}  {:>5} ms", i + 1, m.from, m.to, m.pause_ms);
             assert_ne!(
-                m.from, m.to,
-                "{host}: a requested move that stayed put: {m:?}"
+                m.from,
+                m.to,
+                "{host}: a requested move that stayed put: {m:?}; the target's events for it \
+                 then: {:#?}",
+                trail.around(&host, m.at_ms)
             );
             assert!(
                 portals.contains(&m.from.to_string()) && portals.contains(&m.to.to_string()),

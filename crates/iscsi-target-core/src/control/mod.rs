@@ -252,6 +252,7 @@ impl ControlPlane {
     ) -> u64 {
         let id = self.next_session;
         self.next_session += 1;
+        let tau = self.smoothing_tau_ms();
         self.sessions.insert(
             id,
             SessionRecord {
@@ -266,9 +267,9 @@ impl ControlPlane {
                 bytes_sent: 0,
                 bytes_received: 0,
                 outstanding: 0,
-                sent: RateMeter::new(self.smoothing_tau_ms()),
-                received: RateMeter::new(self.smoothing_tau_ms()),
-                command_rate: RateMeter::new(self.smoothing_tau_ms()),
+                sent: RateMeter::new(tau),
+                received: RateMeter::new(tau),
+                command_rate: RateMeter::new(tau),
             },
         );
         self.events.push(

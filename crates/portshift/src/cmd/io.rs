@@ -110,7 +110,7 @@ fn parse_rate(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(r) if r > 0.0 && r <= 10_000_000.0 => Ok(r),
         _ => Err(format!(
-            "--rate-iops {v:?}: expected a number of I/Os per second above 0"
+            "--rate-iops {v:?}: expected I/Os per second, above 0 and at most 10,000,000"
         )),
     }
 }
