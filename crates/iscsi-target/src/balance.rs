@@ -57,6 +57,7 @@ pub async fn execute(
     for action in actions {
         match action {
             Action::DeleteRegistration { target, portal } => {
+                let _held = registrar.hold().await;
                 let result = registrar.delete_registration(&target, portal).await;
                 control.with_plane(|plane, now| {
                     balance.registration_deleted(plane, &target, portal, result, now)
@@ -72,6 +73,7 @@ pub async fn execute(
                 });
             }
             Action::RestoreRegistration { target, portal } => {
+                let _held = registrar.hold().await;
                 let result = registrar.restore_registration(&target, portal).await;
                 control.with_plane(|plane, now| {
                     balance.registration_restored(plane, &target, portal, result, now)

@@ -100,6 +100,8 @@ pub struct IsnsRegistrar {
     entity: String,
     control: Arc<Control>,
     client: tokio::sync::Mutex<Option<Client>>,
+    /// Held across a change and the control plane's record of it (see [`Registrar::hold`]).
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl IsnsRegistrar {
@@ -119,6 +121,7 @@ impl IsnsRegistrar {
             entity,
             control,
             client: tokio::sync::Mutex::new(None),
+            changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -162,6 +165,9 @@ impl IsnsRegistrar {
     /// Registers the entity, portals, target nodes and Portal Groups as the control plane's
     /// registration table has them now (deleted ones with a NIL tag).
     pub async fn register_all(&self) -> Result<(), RegistrationError> {
+        // The table read and sent as one change: a balancer change recorded meanwhile would
+        // otherwise be undone in iSNS by this older copy of the table.
+        let _held = self.changes.lock().await;
         let snapshot = self.control.snapshot();
         let (reg, deleted) = full_registration(
             &self.entity,
@@ -206,6 +212,18 @@ impl Registrar {
                 r.with_client(async |c| c.delete_registration(target, addr).await)
                     .await
             }
+        }
+    }
+
+    /// Holds off the keeper's full refresh ([`IsnsRegistrar::register_all`]) while the caller
+    /// changes one registration and records the result in the control plane. Without it, a
+    /// refresh that read the table before the change was recorded re-sends the old state: a
+    /// restored registration deleted again in iSNS while the table says registered, so a host
+    /// moved there later found no portal at all until the next refresh.
+    pub async fn hold(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self {
+            Registrar::Local => None,
+            Registrar::Isns(r) => Some(r.changes.lock().await),
         }
     }
 
@@ -350,6 +368,67 @@ mod tests {
         }
         stop.send(true).unwrap();
         keeper.await.unwrap();
+        let _ = server_stop.send(());
+    }
+
+    /// A balancer change held with [`Registrar::hold`] and the keeper's full refresh do not
+    /// interleave: the refresh waits, then sends the table as the change left it.
+    #[tokio::test]
+    async fn a_refresh_waits_for_a_change_in_progress() {
+        let target = "iqn.2024-01.test:t1";
+        let control = Arc::new(Control::new(two_portals(), vec![target.into()], None, None));
+        let dir = tempfile::tempdir().unwrap();
+        let server = isns::Server::bind(isns::ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path().join("isns.redb"),
+        ))
+        .await
+        .unwrap();
+        let addr = server.local_addr().unwrap();
+        let (server_stop, server_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = server_rx.await;
+        }));
+        let registrar = Arc::new(Registrar::Isns(Box::new(IsnsRegistrar::new(
+            addr,
+            control.clone(),
+        ))));
+        let Registrar::Isns(r) = registrar.as_ref() else {
+            unreachable!()
+        };
+        r.register_all().await.unwrap();
+
+        // A deletion in progress: sent to iSNS, not yet recorded in the table.
+        let held = registrar.hold().await;
+        registrar
+            .delete_registration(target, PortalId(0))
+            .await
+            .unwrap();
+        let refresh = {
+            let registrar = registrar.clone();
+            tokio::spawn(async move {
+                let Registrar::Isns(r) = registrar.as_ref() else {
+                    unreachable!()
+                };
+                r.register_all().await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !refresh.is_finished(),
+            "the refresh ran while a change was in progress"
+        );
+        control.delete_registration(target, PortalId(0));
+        drop(held);
+        refresh.await.unwrap().unwrap();
+
+        // iSNS agrees with the table: the first portal is not listed for the target.
+        let mut c = isns::Client::connect(addr).await.unwrap();
+        let listed = c
+            .query_target_portals("iqn.2024-01.test:probe", target)
+            .await
+            .unwrap();
+        assert_eq!(listed, [control.portals()[1].address]);
         let _ = server_stop.send(());
     }
 }
