@@ -66,7 +66,7 @@ pub async fn serve_with(
     control: Arc<Control>,
     limits: AdminLimits,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = listener::bind(addr)?;
     let local = listener.local_addr()?;
     let listener = BudgetedListener {
         inner: listener,

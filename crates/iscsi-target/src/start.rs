@@ -163,7 +163,7 @@ impl Target {
         let mut infos = Vec::new();
         for (i, p) in cfg.portals.iter().enumerate() {
             let addr = p.address;
-            let l = std::net::TcpListener::bind(addr)
+            let l = listener::bind_std(addr)
                 .with_context(|| format!("cannot listen on portal {addr}"))?;
             let local = l.local_addr()?;
             infos.push(PortalInfo {

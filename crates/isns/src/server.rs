@@ -143,7 +143,7 @@ impl Server {
             max_registration_period: config.max_registration_period,
             max_entities_per_address: config.max_entities_per_address,
         });
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = listener::bind(config.listen)?;
         let state = State {
             registry,
             store,
