@@ -49,6 +49,7 @@ fn moved_by_the_balancer_without_io_errors() {
                 iqn: t.to_string(),
                 path: dir.path().join(format!("lun{i}.img")),
                 size: Some(8 << 20),
+                ..Default::default()
             })
             .collect(),
         isns: Some(isns_addr),
@@ -59,6 +60,7 @@ fn moved_by_the_balancer_without_io_errors() {
         smoothing_ms: balancer::SMOOTHING_TAU_MS,
         admin: None,
         limits: Default::default(),
+        ..Default::default()
     })
     .expect("portshift target");
     let first = target.portals()[0];
@@ -150,6 +152,7 @@ fn voluntary_reconnects_keep_the_data_verified() {
             iqn: name.to_string(),
             path: dir.path().join("lun.img"),
             size: Some(4 << 20),
+            ..Default::default()
         }],
         isns: None,
         balance: Vec::new(),
@@ -159,6 +162,7 @@ fn voluntary_reconnects_keep_the_data_verified() {
         smoothing_ms: balancer::SMOOTHING_TAU_MS,
         admin: None,
         limits: Default::default(),
+        ..Default::default()
     })
     .expect("portshift target");
     let portal = target.portals()[0];

@@ -3,6 +3,7 @@
 pub use bytes;
 
 pub mod bhs;
+pub mod chap;
 pub mod codec;
 pub mod error;
 pub mod login;

@@ -32,6 +32,39 @@ pub struct LunConfig {
     pub path: PathBuf,
     /// Create (sparse) with this many bytes when the file is missing.
     pub size: Option<u64>,
+    /// Unit serial number (VPD page 80h); None: derived from the target name and LUN.
+    pub serial: Option<String>,
+    /// Physical block size in bytes (512 or 4096); logical blocks stay 512 bytes.
+    pub physical_block_size: u32,
+    /// Every write is durable before its status (`--write-through`).
+    pub write_through: bool,
+}
+
+impl Default for LunConfig {
+    fn default() -> LunConfig {
+        LunConfig {
+            iqn: String::new(),
+            path: PathBuf::new(),
+            size: None,
+            serial: None,
+            physical_block_size: BLOCK_SIZE,
+            write_through: false,
+        }
+    }
+}
+
+pub use iscsi_proto::chap::Credentials;
+
+/// Who may log in to one target and how they authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetAccess {
+    /// CHAP the initiator must pass to log in (`--chap IQN=USER:SECRET`).
+    pub chap: Option<Credentials>,
+    /// Credentials the target answers with when the initiator asks it to authenticate
+    /// back (`--mutual-chap IQN=USER:SECRET`).
+    pub mutual_chap: Option<Credentials>,
+    /// Initiator names allowed to log in (`--allow IQN=INITIATOR`); None: every initiator.
+    pub allow: Option<Vec<String>>,
 }
 
 /// Everything `portshift target` is told.
@@ -59,6 +92,38 @@ pub struct TargetConfig {
     /// Connection limits wanted for each portal; lowered at start so that every portal's
     /// share fits in the open-file limit ([`PortalLimits::sized`]).
     pub limits: PortalLimits,
+    /// Per target (by IQN): authentication and access control. A target without an entry
+    /// accepts every initiator without authentication.
+    pub access: std::collections::BTreeMap<String, TargetAccess>,
+    /// CHAP a discovery (SendTargets) session must pass (`--discovery-chap USER:SECRET`).
+    pub discovery_chap: Option<Credentials>,
+    /// Credentials the target answers with when a discovery session asks it to
+    /// authenticate back.
+    pub discovery_mutual_chap: Option<Credentials>,
+    /// The balancer may move an initiator that holds a persistent reservation or
+    /// registration (default: such initiators stay where they are).
+    pub move_reservation_holders: bool,
+}
+
+impl Default for TargetConfig {
+    fn default() -> TargetConfig {
+        TargetConfig {
+            portals: Vec::new(),
+            luns: Vec::new(),
+            isns: None,
+            balance: Vec::new(),
+            cooldown_ms: 10_000,
+            pin: Vec::new(),
+            max_moves: balancer::DEFAULT_MAX_MOVES,
+            smoothing_ms: balancer::SMOOTHING_TAU_MS,
+            admin: None,
+            limits: PortalLimits::default(),
+            access: Default::default(),
+            discovery_chap: None,
+            discovery_mutual_chap: None,
+            move_reservation_holders: false,
+        }
+    }
 }
 
 impl TargetConfig {
@@ -396,6 +461,7 @@ mod tests {
                 iqn: "iqn.2024-01.test:null".into(),
                 path: PathBuf::from(path),
                 size: None,
+                ..Default::default()
             }],
             isns: None,
             balance: Vec::new(),
@@ -405,6 +471,7 @@ mod tests {
             smoothing_ms: balancer::SMOOTHING_TAU_MS,
             admin: None,
             limits: Default::default(),
+            ..Default::default()
         }
     }
 

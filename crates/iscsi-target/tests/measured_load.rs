@@ -27,6 +27,7 @@ fn target() -> TargetHandle {
             iqn: TARGET.into(),
             path: "null:67108864".into(),
             size: None,
+            ..Default::default()
         }],
         isns: None,
         balance: Vec::new(),
@@ -36,6 +37,7 @@ fn target() -> TargetHandle {
         smoothing_ms: balancer::SMOOTHING_TAU_MS,
         admin: None,
         limits: Default::default(),
+        ..Default::default()
     })
     .unwrap()
 }

@@ -108,6 +108,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
                 iqn: iqn.clone(),
                 path: dir.path().join(format!("disk{}.img", i + 1)),
                 size: Some(DISK_BYTES),
+                ..Default::default()
             })
             .collect(),
         isns: Some(isns_addr),
@@ -118,6 +119,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         smoothing_ms: balancer::SMOOTHING_TAU_MS,
         admin: Some("127.0.0.1:0".parse()?),
         limits: Default::default(),
+        ..Default::default()
     };
     let handle = tokio::task::block_in_place(|| iscsi_target::Target::start(cfg))?;
     let admin = handle.admin().context("admin endpoint")?.to_string();

@@ -108,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 iqn,
                 path,
                 size: args.size,
+                ..Default::default()
             })
             .collect(),
         isns: args.isns,
@@ -121,6 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             total: args.max_connections,
             per_address: args.max_connections_per_address,
         },
+        ..Default::default()
     };
     let lun_files: Vec<String> = cfg
         .luns
