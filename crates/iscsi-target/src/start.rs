@@ -218,8 +218,12 @@ impl Target {
             let lun = table.luns().len() as u16;
             let identity =
                 Identity::new(&l.iqn, lun).with_context(|| format!("target {}", l.iqn))?;
+            let unit = LogicalUnit::new(dev, identity)
+                .with_write_through(l.write_through)
+                .with_physical_block_size(l.physical_block_size)
+                .with_context(|| format!("LUN {lun} of {}", l.iqn))?;
             table
-                .insert(lun, Arc::new(LogicalUnit::new(dev, identity)))
+                .insert(lun, Arc::new(unit))
                 .map_err(|_| anyhow::anyhow!("too many LUNs for {}", l.iqn))?;
         }
 

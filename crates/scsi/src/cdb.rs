@@ -43,6 +43,11 @@ pub mod opcode {
     pub const WRITE_12: u8 = 0xAA;
     pub const WRITE_AND_VERIFY_12: u8 = 0xAE;
     pub const VERIFY_12: u8 = 0xAF;
+    pub const MODE_SELECT_6: u8 = 0x15;
+    pub const MODE_SELECT_10: u8 = 0x55;
+    pub const READ_DEFECT_DATA_10: u8 = 0x37;
+    pub const READ_DEFECT_DATA_12: u8 = 0xB7;
+    pub const WRITE_ATOMIC_16: u8 = 0x9C;
 }
 
 /// Service actions of SERVICE ACTION IN (16) (SBC-3 §5.15, §5.7).
@@ -189,6 +194,12 @@ pub enum Command {
         service_action: u16,
         alloc_len: u32,
     },
+    /// MODE SELECT (6/10) (SPC-4 §6.9, §6.10), see [`crate::mode_select`].
+    ModeSelect(crate::mode_select::ModeSelect),
+    /// READ DEFECT DATA (10/12) (SBC-3 §5.17, §5.18), see [`crate::defect`].
+    ReadDefectData(crate::defect::ReadDefectData),
+    /// WRITE ATOMIC (16) (SBC-4 §5.48), see [`crate::atomic`].
+    WriteAtomic(Rw),
 }
 
 /// Length of the CDB for an operation code, from its group (SPC-4 §4.2.5.1).
@@ -455,6 +466,20 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
             }
         }
         MAINTENANCE_IN => return Err(Sense::invalid_field_in_cdb(1, Some(4))),
+        MODE_SELECT_6 | MODE_SELECT_10 => Command::ModeSelect(crate::mode_select::ModeSelect {
+            ten: op == MODE_SELECT_10,
+            pf: c[1] & 0x10 != 0,
+            sp: c[1] & 0x01 != 0,
+            param_len: if op == MODE_SELECT_10 {
+                be16(c, 7)
+            } else {
+                u16::from(c[4])
+            },
+        }),
+        READ_DEFECT_DATA_10 | READ_DEFECT_DATA_12 => {
+            Command::ReadDefectData(crate::defect::parse_cdb(c)?)
+        }
+        WRITE_ATOMIC_16 => Command::WriteAtomic(crate::atomic::parse_cdb(c)?),
         _ => return Err(Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE)),
     };
     // CONTROL byte NACA bit (SAM-5 §5.2): NormACA is not supported.
@@ -470,7 +495,8 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
 pub fn data_out_length(cdb: &[u8], block_size: u32) -> Result<u32, Sense> {
     let bytes = |blocks: u32| u64::from(blocks) * u64::from(block_size);
     let n: u64 = match parse(cdb)? {
-        Command::Write(rw) | Command::OrWrite(rw) => bytes(rw.blocks),
+        Command::Write(rw) | Command::OrWrite(rw) | Command::WriteAtomic(rw) => bytes(rw.blocks),
+        Command::ModeSelect(ms) => u64::from(ms.param_len),
         Command::WriteVerify(wv) => bytes(wv.blocks),
         Command::CompareAndWrite(caw) => 2 * bytes(u32::from(caw.blocks)),
         Command::PersistentReserveOut { param_len, .. } => u64::from(param_len),

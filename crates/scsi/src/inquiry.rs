@@ -79,6 +79,7 @@ fn block_limits(l: &Limits) -> [u8; 0x3C] {
     b[20..24].copy_from_slice(&l.max_unmap_descriptors.to_be_bytes());
     b[24..28].copy_from_slice(&1u32.to_be_bytes()); // optimal unmap granularity
     b[32..40].copy_from_slice(&u64::from(l.max_write_same_blocks).to_be_bytes());
+    crate::atomic::block_limits_fields(&mut b, l.max_transfer_blocks);
     b
 }
 

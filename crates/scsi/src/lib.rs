@@ -6,15 +6,19 @@
 //! caller-owned buffer. CDB parsing ([`cdb`]) and response building are
 //! sans-IO; only [`device`] touches storage.
 
+pub mod atomic;
 pub mod cdb;
 pub mod client;
+pub mod defect;
 pub mod device;
 pub mod identity;
 pub mod inquiry;
 pub mod lu;
 pub mod lun;
 pub mod mode;
+pub mod mode_select;
 pub mod opcodes;
+pub mod physical;
 pub mod range_lock;
 pub mod reservation;
 pub mod sense;

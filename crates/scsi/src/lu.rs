@@ -11,8 +11,10 @@ use crate::device::BlockDevice;
 use crate::identity::Identity;
 use crate::inquiry;
 use crate::lun;
-use crate::mode;
+use crate::mode::{self, ModeState};
+use crate::mode_select;
 use crate::opcodes;
+use crate::physical::{PhysicalBlockError, lbppb_exponent};
 use crate::range_lock::RangeLocks;
 use crate::reservation::{self, Reply, Reservations};
 use crate::sense::{Asc, Sense, SenseKey};
@@ -58,8 +60,12 @@ pub struct LogicalUnit {
     block_size: u32,
     num_blocks: u64,
     reservations: Reservations,
-    /// Serialises COMPARE AND WRITE and ORWRITE on overlapping blocks.
+    /// Serialises COMPARE AND WRITE, ORWRITE and WRITE ATOMIC on overlapping blocks.
     range_locks: RangeLocks,
+    /// WCE and SWP, as MODE SELECT left them.
+    mode: ModeState,
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY (16)).
+    lbppbe: u8,
 }
 
 impl std::fmt::Debug for LogicalUnit {
@@ -149,7 +155,32 @@ impl LogicalUnit {
             num_blocks,
             reservations: Reservations::new(),
             range_locks: RangeLocks::new(),
+            mode: ModeState::new(false),
+            lbppbe: 0,
         }
+    }
+
+    /// Write-through: every write is durable before its status, and the Caching mode page
+    /// says WCE = 0 (not changeable). Without it, writes may sit in the host page cache
+    /// until SYNCHRONIZE CACHE, a FUA write, or MODE SELECT clearing WCE.
+    pub fn with_write_through(mut self, write_through: bool) -> LogicalUnit {
+        self.mode = ModeState::new(write_through);
+        self
+    }
+
+    /// A physical block of `bytes` (a power-of-two multiple of the logical block size),
+    /// reported in READ CAPACITY (16).
+    pub fn with_physical_block_size(
+        mut self,
+        bytes: u32,
+    ) -> Result<LogicalUnit, PhysicalBlockError> {
+        self.lbppbe = lbppb_exponent(bytes, self.block_size)?;
+        Ok(self)
+    }
+
+    /// The mode parameters (write cache, software write protect).
+    pub fn mode(&self) -> &ModeState {
+        &self.mode
     }
 
     /// Replace the limits.
@@ -237,6 +268,16 @@ impl LogicalUnit {
         {
             return Ok(ScsiOutcome::reservation_conflict());
         }
+        if self.mode.software_write_protect()
+            && reservation::access(&cmd) == reservation::Access::Write
+            && !matches!(cmd, Command::SynchronizeCache { .. })
+        {
+            // SBC-3 §4.12: a write to a software write-protected medium.
+            return Err(Sense::new(
+                SenseKey::DataProtect,
+                Asc::SOFTWARE_WRITE_PROTECTED,
+            ));
+        }
         match cmd {
             Command::TestUnitReady | Command::StartStopUnit => Ok(ScsiOutcome::good(0, 0)),
             Command::Reserve6 => Ok(reply(self.reservations.reserve6(task.nexus))),
@@ -263,7 +304,7 @@ impl LogicalUnit {
                 }
             }
             Command::ModeSense(ms) => {
-                let buf = mode::mode_sense(&ms, self.num_blocks, bs)?;
+                let buf = mode::mode_sense(&ms, self.num_blocks, bs, &self.mode)?;
                 Ok(respond(data_in, &buf, u32::from(ms.alloc_len), edtl))
             }
             Command::ReadCapacity10 => {
@@ -279,7 +320,8 @@ impl LogicalUnit {
                 let mut buf = [0u8; 32];
                 buf[0..8].copy_from_slice(&self.num_blocks.saturating_sub(1).to_be_bytes());
                 buf[8..12].copy_from_slice(&bs.to_be_bytes());
-                buf[14] = 0x80 | 0x40; // LBPME, LBPRZ
+                buf[13] = self.lbppbe;
+                buf[14] = 0x80 | 0x40; // LBPME, LBPRZ; LOWEST ALIGNED LBA 0
                 Ok(respond(data_in, &buf, alloc_len, edtl))
             }
             Command::GetLbaStatus { lba, alloc_len } => {
@@ -317,7 +359,7 @@ impl LogicalUnit {
             Command::WriteVerify(wv) => self.write_and_verify(op, wv, data_out),
             Command::CompareAndWrite(caw) => self.compare_and_write(caw, edtl, data_out),
             Command::OrWrite(rw) => self.orwrite(op, rw, data_out),
-            Command::WriteSame(ws) => self.write_same(op, ws, data_out),
+            Command::WriteSame(ws) => self.write_same(op, ws, edtl, data_out),
             Command::Unmap { param_len } => self.unmap(param_len, data_out),
             Command::SynchronizeCache { lba, blocks } => {
                 self.check_range(lba, blocks)?;
@@ -333,7 +375,60 @@ impl LogicalUnit {
                 self.check_range(lba, blocks)?;
                 Ok(ScsiOutcome::good(0, 0))
             }
+            Command::ModeSelect(ms) => {
+                let data = Self::take(data_out, usize::from(ms.param_len))?;
+                let changes = mode_select::parse(&ms, data, self.num_blocks, bs, &self.mode)?;
+                let flush_first = changes.wce == Some(false) && self.mode.write_cache_enabled();
+                if flush_first {
+                    // Turning the cache off: what it held becomes durable now.
+                    self.device
+                        .flush()
+                        .map_err(|e| medium_error(&self.identity, Asc::WRITE_ERROR, 0, &e))?;
+                }
+                mode_select::apply(changes, &self.mode);
+                Ok(ScsiOutcome::good(0, 0))
+            }
+            Command::ReadDefectData(r) => Ok(respond(
+                data_in,
+                &crate::defect::data(&r),
+                r.alloc_len,
+                edtl,
+            )),
+            Command::WriteAtomic(rw) => self.write_atomic(rw, data_out),
         }
+    }
+
+    /// Writes are durable before their status: FUA, or the write cache is off.
+    fn durable(&self, fua: bool) -> bool {
+        fua || !self.mode.write_cache_enabled()
+    }
+
+    /// After a write that went through the page cache (WRITE SAME, UNMAP): flush when the
+    /// write cache is off.
+    fn settle(&self, lba: u64) -> Result<(), Sense> {
+        if self.durable(false) {
+            self.device
+                .flush()
+                .map_err(|e| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e))?;
+        }
+        Ok(())
+    }
+
+    /// WRITE ATOMIC (16) (SBC-4 §5.48): at most MAXIMUM ATOMIC TRANSFER LENGTH blocks,
+    /// written in one call under the range lock.
+    fn write_atomic(&self, rw: Rw, data_out: &[u8]) -> Exec {
+        self.check_range(rw.lba, rw.blocks)?;
+        let max = crate::atomic::MAX_ATOMIC_TRANSFER_BLOCKS.min(self.limits.max_transfer_blocks);
+        if rw.blocks > max {
+            return Err(Sense::invalid_field_in_cdb(12, None));
+        }
+        let data = Self::take(data_out, self.bytes(rw.blocks))?;
+        if data.is_empty() {
+            return Ok(ScsiOutcome::good(0, 0));
+        }
+        let _guard = self.range_locks.lock(rw.lba, rw.blocks);
+        self.write_medium(rw.lba, data, rw.fua)?;
+        Ok(ScsiOutcome::good(0, 0))
     }
 
     /// LBA range check (SBC-3 §4.5): LBA + count must not pass the capacity.
@@ -426,17 +521,18 @@ impl LogicalUnit {
         Ok(medium)
     }
 
-    /// Write `data` at `lba`, then flush when `fua`.
+    /// Write `data` at `lba`; durable before returning when `fua` or write-through.
     fn write_medium(&self, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense> {
         let werr = |e: io::Error| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e);
         if data.is_empty() {
             return Ok(());
         }
-        self.device.write_at(self.offset(lba), data).map_err(werr)?;
-        if fua {
-            self.device.flush().map_err(werr)?;
+        if self.durable(fua) {
+            self.device.write_at_durable(self.offset(lba), data)
+        } else {
+            self.device.write_at(self.offset(lba), data)
         }
-        Ok(())
+        .map_err(werr)
     }
 
     /// WRITE AND VERIFY (SBC-3 §5.37): write, then read the blocks back;
@@ -497,7 +593,16 @@ impl LogicalUnit {
         Ok(ScsiOutcome::good(0, 0))
     }
 
-    fn write_same(&self, op: u8, ws: WriteSame, data_out: &[u8]) -> Exec {
+    /// WRITE SAME (10/16) (SBC-3 §5.41, §5.42). The data-out is exactly one logical block
+    /// (none with NDOB): an EDTL of any other size means initiator and target disagree on
+    /// the block, so nothing is written.
+    fn write_same(&self, op: u8, ws: WriteSame, edtl: u32, data_out: &[u8]) -> Exec {
+        let expected = if ws.ndob { 0 } else { self.block_size };
+        if edtl != expected {
+            return Err(Sense::illegal_request(
+                Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+            ));
+        }
         self.check_range(ws.lba, ws.blocks)?;
         if ws.blocks > self.limits.max_write_same_blocks {
             return Err(Sense::invalid_field_in_cdb(
@@ -517,6 +622,7 @@ impl LogicalUnit {
             self.device
                 .write_zeroes(self.offset(ws.lba), len)
                 .map_err(werr)?;
+            self.settle(ws.lba)?;
             return Ok(ScsiOutcome::good(0, 0));
         }
         let chunk_blocks = ws.blocks.min(WRITE_SAME_CHUNK_BLOCKS);
@@ -532,6 +638,7 @@ impl LogicalUnit {
                 .map_err(werr)?;
             done += n;
         }
+        self.settle(ws.lba)?;
         Ok(ScsiOutcome::good(0, 0))
     }
 
@@ -568,6 +675,7 @@ impl LogicalUnit {
                 .write_zeroes(self.offset(lba), self.bytes(count) as u64)
                 .map_err(|e| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e))?;
         }
+        self.settle(0)?;
         Ok(ScsiOutcome::good(0, 0))
     }
 }

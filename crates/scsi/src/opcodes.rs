@@ -72,6 +72,11 @@ static TABLE: &[Supported] = &[
     s(op::WRITE_12, &[op::WRITE_12, 0xF8, F, F, F, F, F, F, F, F, 0, 0]),
     s(op::WRITE_AND_VERIFY_12, &[op::WRITE_AND_VERIFY_12, 0xF2, F, F, F, F, F, F, F, F, 0, 0]),
     s(op::VERIFY_12, &[op::VERIFY_12, 0xF6, F, F, F, F, F, F, F, F, 0, 0]),
+    s(op::MODE_SELECT_6, &[op::MODE_SELECT_6, 0x11, 0, 0, F, 0]),
+    s(op::MODE_SELECT_10, &[op::MODE_SELECT_10, 0x11, 0, 0, 0, 0, 0, F, F, 0]),
+    s(op::READ_DEFECT_DATA_10, &[op::READ_DEFECT_DATA_10, 0, 0x1F, 0, 0, 0, 0, F, F, 0]),
+    s(op::READ_DEFECT_DATA_12, &[op::READ_DEFECT_DATA_12, 0x1F, F, F, F, F, F, F, F, F, 0, 0]),
+    s(op::WRITE_ATOMIC_16, &[op::WRITE_ATOMIC_16, 0xF8, F, F, F, F, F, F, F, F, 0, 0, F, F, 0, 0]),
 ];
 
 /// Command timeouts descriptor with no timeouts reported (SPC-4 §6.35.4).

@@ -41,6 +41,7 @@ pub fn access(cmd: &Command) -> Access {
         | Command::OrWrite(_)
         | Command::WriteSame(_)
         | Command::Unmap { .. }
+        | Command::WriteAtomic(_)
         | Command::SynchronizeCache { .. } => Access::Write,
         _ => Access::Other,
     }

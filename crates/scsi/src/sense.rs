@@ -65,6 +65,8 @@ impl Asc {
     pub const LOGICAL_UNIT_NOT_SUPPORTED: Asc = Asc::new(0x25, 0x00);
     pub const INVALID_FIELD_IN_PARAMETER_LIST: Asc = Asc::new(0x26, 0x00);
     pub const WRITE_PROTECTED: Asc = Asc::new(0x27, 0x00);
+    /// LOGICAL UNIT SOFTWARE WRITE PROTECTED: SWP is set (SBC-3 §4.12).
+    pub const SOFTWARE_WRITE_PROTECTED: Asc = Asc::new(0x27, 0x02);
     /// POWER ON, RESET, OR BUS DEVICE RESET OCCURRED: the UNIT ATTENTION after a reset.
     pub const POWER_ON_RESET_OCCURRED: Asc = Asc::new(0x29, 0x00);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Asc = Asc::new(0x39, 0x00);

@@ -503,7 +503,7 @@ fn verify_compares() {
 fn write_same_and_unmap() {
     let lu = mem_lu();
     let pat = [0x5Au8; 512];
-    good(&run(&lu, &cdb10(0x41, 0, 100, 10), &pat));
+    good(&run_edtl(&lu, &cdb10(0x41, 0, 100, 10), 512, &pat));
     let r = run(&lu, &cdb10(0x28, 0, 99, 12), &[]);
     assert!(r.data[..512].iter().all(|&b| b == 0));
     assert!(r.data[512..512 * 11].iter().all(|&b| b == 0x5A));
@@ -519,10 +519,21 @@ fn write_same_and_unmap() {
     assert!(r.data[..1024].iter().all(|&b| b == 0x5A));
     assert!(r.data[1024..].iter().all(|&b| b == 0));
     // WRITE SAME(16) NDOB + UNMAP zeroes without data-out.
-    good(&run(&lu, &cdb16(0x93, 0x09, 100, 2), &[]));
+    good(&run_edtl(&lu, &cdb16(0x93, 0x09, 100, 2), 0, &[]));
     let r = run(&lu, &cdb10(0x28, 0, 100, 2), &[]);
     assert!(r.data.iter().all(|&b| b == 0));
-    // Errors.
+    // Errors. A data-out of half a block, or of two, is not one block: nothing written.
+    for edtl in [256, 1024] {
+        let s = sense_of(&run_edtl(
+            &lu,
+            &cdb10(0x41, 0x08, 200, 1),
+            edtl,
+            &[0xA6; 1024],
+        ));
+        assert_eq!(s.asc, Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT);
+    }
+    let r = run(&lu, &cdb10(0x28, 0, 200, 1), &[]);
+    assert!(r.data.iter().all(|&b| b == 0));
     let s = sense_of(&run(&lu, &cdb10(0x41, 0, 0, 0), &pat));
     assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
     let s = sense_of(&run(&lu, &cdb10(0x42, 0, 0, 4), &p[..4]));
@@ -653,11 +664,11 @@ fn block_limits_consistent_with_accepted_lengths() {
     };
     let lu = mem_lu().with_limits(big);
     good(&run(&lu, &cdb16(0x8A, 0, 0, 64), &[0xFF; 64 * 512]));
-    good(&run(&lu, &cdb16(0x93, 0x08, 0, 64), &[0; 512]));
+    good(&run_edtl(&lu, &cdb16(0x93, 0x08, 0, 64), 512, &[0; 512]));
     let r = run(&lu, &cdb16(0x88, 0, 0, 64), &[]);
     good(&r);
     assert!(r.data.iter().all(|&x| x == 0));
-    let s = sense_of(&run(&lu, &cdb16(0x93, 0x08, 0, 65), &[0; 512]));
+    let s = sense_of(&run_edtl(&lu, &cdb16(0x93, 0x08, 0, 65), 512, &[0; 512]));
     assert_eq!(s.asc, Asc::INVALID_FIELD_IN_CDB);
 }
 

@@ -19,6 +19,15 @@ pub struct Args {
     /// Create missing backing files with this size (e.g. 1G, 64M, 4096).
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
+    /// Every write of every LUN is durable (on stable storage) before its status; the
+    /// Caching mode page then reports WCE=0. Without it, acknowledged writes may sit in the
+    /// page cache until the initiator sends SYNCHRONIZE CACHE or writes with FUA (WCE=1).
+    #[arg(long)]
+    write_through: bool,
+    /// Physical block size of every LUN in bytes: 512 (default) or 4096 (logical blocks
+    /// stay 512 bytes; READ CAPACITY(16) reports 8 logical blocks per physical block).
+    #[arg(long, default_value_t = 512, value_parser = parse_physical_block_size)]
+    physical_block_size: u32,
     /// iSNS server to register with, HOST:PORT.
     #[arg(long)]
     isns: Option<SocketAddr>,
@@ -66,6 +75,14 @@ fn parse_smoothing(v: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+fn parse_physical_block_size(s: &str) -> Result<u32, String> {
+    match s {
+        "512" => Ok(512),
+        "4096" | "4K" | "4k" => Ok(4096),
+        _ => Err(format!("--physical-block-size {s:?}: 512 or 4096")),
+    }
+}
+
 fn parse_lun(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
         Some((iqn, file)) if !iqn.is_empty() && !file.is_empty() => {
@@ -108,6 +125,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 iqn,
                 path,
                 size: args.size,
+                write_through: args.write_through,
+                physical_block_size: args.physical_block_size,
                 ..Default::default()
             })
             .collect(),
@@ -167,6 +186,9 @@ mod tests {
             Ok(("iqn.a:b".into(), PathBuf::from("/tmp/x")))
         );
         assert!(parse_lun("nofile").is_err());
+        assert_eq!(parse_physical_block_size("4096"), Ok(4096));
+        assert_eq!(parse_physical_block_size("512"), Ok(512));
+        assert!(parse_physical_block_size("1024").is_err());
     }
 
     #[derive(clap::Parser, Debug)]
@@ -208,6 +230,17 @@ mod tests {
         assert!(parse(&[]).unwrap().balance.is_empty());
         let e = parse(&["--balance", "cpu:90"]).unwrap_err().to_string();
         assert!(e.contains("percentages"), "{e}");
+    }
+
+    #[test]
+    fn durability_and_physical_block_flags() {
+        let a = parse(&[]).unwrap();
+        assert!(!a.write_through);
+        assert_eq!(a.physical_block_size, 512);
+        let a = parse(&["--write-through", "--physical-block-size", "4096"]).unwrap();
+        assert!(a.write_through);
+        assert_eq!(a.physical_block_size, 4096);
+        assert!(parse(&["--physical-block-size", "2048"]).is_err());
     }
 
     #[test]
