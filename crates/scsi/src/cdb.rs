@@ -48,6 +48,8 @@ pub mod opcode {
     pub const READ_DEFECT_DATA_10: u8 = 0x37;
     pub const READ_DEFECT_DATA_12: u8 = 0xB7;
     pub const WRITE_ATOMIC_16: u8 = 0x9C;
+    pub const EXTENDED_COPY: u8 = 0x83;
+    pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
 }
 
 /// Service actions of SERVICE ACTION IN (16) (SBC-3 §5.15, §5.7).
@@ -200,6 +202,16 @@ pub enum Command {
     ReadDefectData(crate::defect::ReadDefectData),
     /// WRITE ATOMIC (16) (SBC-4 §5.48), see [`crate::atomic`].
     WriteAtomic(Rw),
+    /// EXTENDED COPY (LID1) (SPC-4 §6.4), see [`crate::xcopy`].
+    ExtendedCopy {
+        param_len: u32,
+    },
+    /// RECEIVE COPY RESULTS (SPC-4 §6.23), see [`crate::xcopy`].
+    ReceiveCopyResults {
+        service_action: u8,
+        list_id: u8,
+        alloc_len: u32,
+    },
 }
 
 /// Length of the CDB for an operation code, from its group (SPC-4 §4.2.5.1).
@@ -480,6 +492,17 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
             Command::ReadDefectData(crate::defect::parse_cdb(c)?)
         }
         WRITE_ATOMIC_16 => Command::WriteAtomic(crate::atomic::parse_cdb(c)?),
+        EXTENDED_COPY if c[1] & 0x1F == crate::xcopy::SA_EXTENDED_COPY_LID1 => {
+            Command::ExtendedCopy {
+                param_len: be32(c, 10),
+            }
+        }
+        EXTENDED_COPY => return Err(Sense::invalid_field_in_cdb(1, Some(4))),
+        RECEIVE_COPY_RESULTS => Command::ReceiveCopyResults {
+            service_action: c[1] & 0x1F,
+            list_id: c[2],
+            alloc_len: be32(c, 10),
+        },
         _ => return Err(Sense::illegal_request(Asc::INVALID_COMMAND_OPERATION_CODE)),
     };
     // CONTROL byte NACA bit (SAM-5 §5.2): NormACA is not supported.
@@ -497,6 +520,7 @@ pub fn data_out_length(cdb: &[u8], block_size: u32) -> Result<u32, Sense> {
     let n: u64 = match parse(cdb)? {
         Command::Write(rw) | Command::OrWrite(rw) | Command::WriteAtomic(rw) => bytes(rw.blocks),
         Command::ModeSelect(ms) => u64::from(ms.param_len),
+        Command::ExtendedCopy { param_len } => u64::from(param_len),
         Command::WriteVerify(wv) => bytes(wv.blocks),
         Command::CompareAndWrite(caw) => 2 * bytes(u32::from(caw.blocks)),
         Command::PersistentReserveOut { param_len, .. } => u64::from(param_len),

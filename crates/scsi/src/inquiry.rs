@@ -9,7 +9,7 @@ use crate::sense::Sense;
 pub const STANDARD_LEN: usize = 96;
 
 /// VPD pages supported, in ascending order (SPC-4 §7.8.13).
-pub const SUPPORTED_VPD_PAGES: [u8; 6] = [0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2];
+pub const SUPPORTED_VPD_PAGES: [u8; 7] = [0x00, 0x80, 0x83, 0x8F, 0xB0, 0xB1, 0xB2];
 
 /// Version descriptors claimed (SPC-4 table 144): SAM-5, iSCSI, SPC-4, SBC-3.
 const VERSION_DESCRIPTORS: [u16; 4] = [0x00A0, 0x0960, 0x0460, 0x04C0];
@@ -50,6 +50,8 @@ pub fn vpd(code: u8, id: &Identity, limits: &Limits, tpgt: u16) -> Result<Vec<u8
         0x00 => page(code, &SUPPORTED_VPD_PAGES),
         0x80 => page(code, id.serial.as_bytes()),
         0x83 => page(code, &id.designators(tpgt)),
+        // Third-party Copy (SPC-4 §7.8.17).
+        0x8F => page(code, &crate::xcopy::third_party_copy_vpd()),
         0xB0 => page(code, &block_limits(limits)),
         0xB1 => {
             // Block Device Characteristics (SBC-3 §6.6.2): non-rotating medium.

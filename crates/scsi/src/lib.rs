@@ -25,6 +25,7 @@ pub mod sense;
 pub mod task;
 pub mod transfer;
 pub mod unit_attention;
+pub mod xcopy;
 
 pub use cdb::{Command, data_out_length};
 pub use device::{BLOCK_SIZE, BlockDevice, DeviceError, FileDevice, MemDevice, NullDevice};

@@ -66,6 +66,8 @@ pub struct LogicalUnit {
     mode: ModeState,
     /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY (16)).
     lbppbe: u8,
+    /// Results of EXTENDED COPY lists held for RECEIVE COPY RESULTS.
+    copy_results: crate::xcopy::HeldResults,
 }
 
 impl std::fmt::Debug for LogicalUnit {
@@ -157,6 +159,7 @@ impl LogicalUnit {
             range_locks: RangeLocks::new(),
             mode: ModeState::new(false),
             lbppbe: 0,
+            copy_results: Default::default(),
         }
     }
 
@@ -395,7 +398,45 @@ impl LogicalUnit {
                 edtl,
             )),
             Command::WriteAtomic(rw) => self.write_atomic(rw, data_out),
+            // Addressed to this unit alone (LunTable copies among all its units).
+            Command::ExtendedCopy { param_len } => {
+                let data = Self::take(data_out, param_len as usize)?;
+                crate::xcopy::extended_copy(&[self], &self.copy_results, task, data)
+            }
+            Command::ReceiveCopyResults {
+                service_action,
+                list_id,
+                alloc_len,
+            } => crate::xcopy::receive_copy_results(
+                &self.copy_results,
+                task,
+                service_action,
+                list_id,
+                alloc_len,
+                data_in,
+            ),
         }
+    }
+
+    /// EXTENDED COPY addressed to this unit, copying among `units` (the target's units,
+    /// this one included). Unit attentions were checked by the caller.
+    pub(crate) fn extended_copy(
+        &self,
+        units: &[&LogicalUnit],
+        param_len: u32,
+        task: &ScsiTask<'_>,
+        data_out: &[u8],
+    ) -> ScsiOutcome {
+        let run = || {
+            let data = Self::take(data_out, param_len as usize)?;
+            crate::xcopy::extended_copy(units, &self.copy_results, task, data)
+        };
+        run().unwrap_or_else(ScsiOutcome::check_condition)
+    }
+
+    /// Would a command of class `access` from `nexus` conflict with a reservation?
+    pub(crate) fn conflicts(&self, nexus: u64, access: reservation::Access) -> bool {
+        self.reservations.conflicts(nexus, access)
     }
 
     /// Writes are durable before their status: FUA, or the write cache is off.
@@ -432,7 +473,7 @@ impl LogicalUnit {
     }
 
     /// LBA range check (SBC-3 §4.5): LBA + count must not pass the capacity.
-    fn check_range(&self, lba: u64, blocks: u32) -> Result<(), Sense> {
+    pub(crate) fn check_range(&self, lba: u64, blocks: u32) -> Result<(), Sense> {
         match lba.checked_add(u64::from(blocks)) {
             Some(end) if end <= self.num_blocks => Ok(()),
             _ => Err(Sense::lba_out_of_range()),
@@ -513,7 +554,7 @@ impl LogicalUnit {
     }
 
     /// Read `blocks` blocks at `lba` into a fresh buffer.
-    fn read_medium(&self, lba: u64, blocks: u32) -> Result<Vec<u8>, Sense> {
+    pub(crate) fn read_medium(&self, lba: u64, blocks: u32) -> Result<Vec<u8>, Sense> {
         let mut medium = vec![0u8; self.bytes(blocks)];
         self.device
             .read_at(self.offset(lba), &mut medium)
@@ -522,7 +563,7 @@ impl LogicalUnit {
     }
 
     /// Write `data` at `lba`; durable before returning when `fua` or write-through.
-    fn write_medium(&self, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense> {
+    pub(crate) fn write_medium(&self, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense> {
         let werr = |e: io::Error| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e);
         if data.is_empty() {
             return Ok(());

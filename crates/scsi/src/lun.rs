@@ -162,6 +162,11 @@ impl LunTable {
             };
         }
         if let Some(unit) = self.get(task.lun) {
+            if let Ok(Command::ExtendedCopy { param_len }) = cmd {
+                // The copy may name any unit of this target (SPC-4 §6.4).
+                let units: Vec<&LogicalUnit> = self.units.values().map(|u| &**u).collect();
+                return unit.extended_copy(&units, param_len, task, data_out);
+            }
             return unit.execute_parsed(cmd, task, data_out, data_in);
         }
         let not_supported = Sense::illegal_request(Asc::LOGICAL_UNIT_NOT_SUPPORTED);

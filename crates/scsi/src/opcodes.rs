@@ -76,6 +76,12 @@ static TABLE: &[Supported] = &[
     s(op::MODE_SELECT_10, &[op::MODE_SELECT_10, 0x11, 0, 0, 0, 0, 0, F, F, 0]),
     s(op::READ_DEFECT_DATA_10, &[op::READ_DEFECT_DATA_10, 0, 0x1F, 0, 0, 0, 0, F, F, 0]),
     s(op::READ_DEFECT_DATA_12, &[op::READ_DEFECT_DATA_12, 0x1F, F, F, F, F, F, F, F, F, 0, 0]),
+    s_sa(op::EXTENDED_COPY, crate::xcopy::SA_EXTENDED_COPY_LID1,
+        &[op::EXTENDED_COPY, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, F, F, F, F, 0, 0]),
+    s_sa(op::RECEIVE_COPY_RESULTS, crate::xcopy::SA_COPY_STATUS,
+        &[op::RECEIVE_COPY_RESULTS, 0x1F, F, 0, 0, 0, 0, 0, 0, 0, F, F, F, F, 0, 0]),
+    s_sa(op::RECEIVE_COPY_RESULTS, crate::xcopy::SA_OPERATING_PARAMETERS,
+        &[op::RECEIVE_COPY_RESULTS, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, F, F, F, F, 0, 0]),
     s(op::WRITE_ATOMIC_16, &[op::WRITE_ATOMIC_16, 0xF8, F, F, F, F, F, F, F, F, 0, 0, F, F, 0, 0]),
 ];
 

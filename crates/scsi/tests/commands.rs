@@ -339,7 +339,7 @@ fn inquiry_vpd_pages() {
     let lu = mem_lu();
     let r = run(&lu, &[0x12, 1, 0x00, 0, 255, 0], &[]);
     good(&r);
-    assert_eq!(&r.data[..4], &[0, 0, 0, 6]);
+    assert_eq!(&r.data[..4], &[0, 0, 0, 7]);
     for &page in &r.data[4..] {
         let p = run(&lu, &[0x12, 1, page, 0, 255, 0], &[]);
         good(&p);
