@@ -23,6 +23,11 @@ struct TargetProc {
 impl TargetProc {
     /// Serves a fresh `size`-byte LUN on 127.0.0.1:PORT and 127.0.0.2:PORT.
     fn start(port: u16, size: &str) -> TargetProc {
+        TargetProc::start_with(port, size, &[])
+    }
+
+    /// [`TargetProc::start`] with more `portshift target` arguments.
+    fn start_with(port: u16, size: &str, extra: &[&str]) -> TargetProc {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("disk.img");
         let portals: [SocketAddr; 2] = [
@@ -35,6 +40,7 @@ impl TargetProc {
             .args(["--lun", &format!("{IQN}={}", disk.display())])
             .args(["--size", size])
             .args(["--admin", &format!("127.0.0.1:{}", port + 1)])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -166,47 +172,118 @@ const REQUIRED: &[&str] = &[
     "MultipathIO",
 ];
 
-/// What one iscsi-test-cu run reported.
-#[derive(Debug, Default)]
-struct CuRun {
-    ran: u32,
-    passed: u32,
-    failed: u32,
-    /// "Suite.Test" of each failed test.
-    failures: Vec<String>,
-    /// (suite, message) of each skip for a missing command.
-    missing: Vec<(String, String)>,
+/// How one test of an iscsi-test-cu run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// It ran, and CUnit says it passed.
+    Passed,
+    /// CUnit says FAILED.
+    Failed,
+    /// CUnit says passed, but the test printed `[SKIPPED] MESSAGE` before that verdict: it
+    /// returned early without testing (CUnit counts it as passed).
+    Skipped(String),
 }
 
+/// One test of an iscsi-test-cu run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CuTest {
+    /// "Suite.Test".
+    name: String,
+    verdict: Verdict,
+}
+
+/// What one iscsi-test-cu run reported, test by test.
+#[derive(Debug, Default)]
+struct CuRun {
+    tests: Vec<CuTest>,
+}
+
+impl CuRun {
+    fn with(&self, f: impl Fn(&Verdict) -> bool) -> Vec<&CuTest> {
+        self.tests.iter().filter(|t| f(&t.verdict)).collect()
+    }
+    /// Tests that ran and passed (a skip is not a pass).
+    fn passed(&self) -> Vec<&CuTest> {
+        self.with(|v| *v == Verdict::Passed)
+    }
+    fn failed(&self) -> Vec<&CuTest> {
+        self.with(|v| *v == Verdict::Failed)
+    }
+    fn skipped(&self) -> Vec<&CuTest> {
+        self.with(|v| matches!(v, Verdict::Skipped(_)))
+    }
+    /// One line per outcome, for the log and docs/conformance.md.
+    fn tally(&self, what: &str) -> String {
+        let names = |v: Vec<&CuTest>| {
+            v.iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "{what}: {} tests, {} ran and passed, {} failed, {} skipped\n  failed: {}\n  skipped: {}",
+            self.tests.len(),
+            self.passed().len(),
+            self.failed().len(),
+            self.skipped().len(),
+            names(self.failed()),
+            names(self.skipped()),
+        )
+    }
+}
+
+/// Reads iscsi-test-cu's CUnit output. A test starts at `  Test: NAME ...`; its verdict is
+/// `passed` or `FAILED`, printed right after the `...` or, when the test printed something,
+/// at the start of a later line. A `[SKIPPED]` message printed before the verdict makes the
+/// test a skip; anything after the verdict (on the same line or the next ones) is the
+/// clean-up between tests and suites, e.g. "[SKIPPED] PERSISTENT RESERVE IN is not
+/// implemented." from every suite's teardown. `[FAILED]` messages do not decide anything:
+/// CUnit's verdict does.
 fn parse_cu(out: &str) -> CuRun {
     let mut run = CuRun::default();
     let mut suite = String::new();
-    let mut test = String::new();
+    // (name, verdict so far, first skip message before the verdict)
+    let mut current: Option<(String, Option<bool>, Option<String>)> = None;
+    let finish = |run: &mut CuRun, c: Option<(String, Option<bool>, Option<String>)>| {
+        if let Some((name, Some(passed), skip)) = c {
+            let verdict = match (passed, skip) {
+                (false, _) => Verdict::Failed,
+                (true, Some(msg)) => Verdict::Skipped(msg),
+                (true, None) => Verdict::Passed,
+            };
+            run.tests.push(CuTest { name, verdict });
+        }
+    };
     for line in out.lines() {
+        if line.starts_with("Run Summary") {
+            break;
+        }
         if let Some(s) = line.strip_prefix("Suite: ") {
             suite = s.trim().to_string();
+            continue;
         }
-        if let Some((_, rest)) = line.split_once("Test: ") {
-            test = rest.split(" ...").next().unwrap_or("").to_string();
-        }
-        if line.contains("...FAILED") || line.trim() == "FAILED" {
-            run.failures.push(format!("{suite}.{test}"));
-        }
-        if let Some((_, msg)) = line.split_once("[SKIPPED] ")
-            && msg.contains("is not implemented")
-            // Printed by every suite's clean-up, not by a test.
-            && !msg.contains("PERSISTENT RESERVE IN")
+        let mut rest = line;
+        if let Some(t) = line.strip_prefix("  Test: ")
+            && let Some((name, after)) = t.split_once(" ...")
         {
-            run.missing.push((suite.clone(), msg.trim().to_string()));
+            finish(&mut run, current.take());
+            current = Some((format!("{suite}.{name}"), None, None));
+            rest = after;
         }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.first() == Some(&"tests") && f.len() >= 5 {
-            run.ran = f[2].parse().unwrap_or(0);
-            run.passed = f[3].parse().unwrap_or(0);
-            run.failed = f[4].parse().unwrap_or(0);
+        let Some((_, verdict @ None, skip)) = current.as_mut() else {
+            continue;
+        };
+        if rest.starts_with("passed") {
+            *verdict = Some(true);
+        } else if rest.starts_with("FAILED") {
+            *verdict = Some(false);
+        } else if let Some((_, msg)) = rest.split_once("[SKIPPED]")
+            && skip.is_none()
+        {
+            *skip = Some(msg.trim().to_string());
         }
     }
-    run.failures.dedup();
+    finish(&mut run, current.take());
     run
 }
 
@@ -214,61 +291,295 @@ fn docs_conformance() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/conformance.md")
 }
 
-/// The pass count recorded in docs/conformance.md (`passed: N`).
-fn recorded_passes() -> u32 {
+/// The floor recorded in docs/conformance.md: `- ran and passed: N` (the first such line,
+/// portshift's full run).
+fn recorded_passes() -> usize {
     let doc = std::fs::read_to_string(docs_conformance()).expect("docs/conformance.md");
     doc.lines()
-        .find_map(|l| l.trim().strip_prefix("- passed: "))
+        .find_map(|l| l.trim().strip_prefix("- ran and passed: "))
         .and_then(|n| n.trim().parse().ok())
-        .expect("docs/conformance.md has a `- passed: N` line")
+        .expect("docs/conformance.md has a `- ran and passed: N` line")
 }
 
-#[test]
-fn libiscsi_conformance_suite() {
-    let t = TargetProc::start(24280, "256M");
+/// The tests that need more than one logical block per physical block (libiscsi's
+/// CHECK_FOR_LBPPB_GT_1); run against a LUN with 4 KiB physical blocks.
+const LBPPB_TESTS: &str = "SCSI.CompareAndWrite.InvalidDataOutSize,SCSI.WriteSame10.UnmapUnaligned,\
+SCSI.WriteSame10.InvalidDataOutSize,SCSI.WriteSame16.UnmapUnaligned,SCSI.WriteSame16.InvalidDataOutSize";
+
+/// Runs `iscsi-test-cu --dataloss --allow-sanitize -t TESTS` over the two URLs (two
+/// initiator names) and parses what it printed.
+fn iscsi_test_cu(tests: &str, urls: [&str; 2]) -> (CuRun, String) {
     let o = run_tool(
         "iscsi-test-cu",
         "libiscsi-bin",
         &[
             "--dataloss",
+            "--allow-sanitize",
             "-i",
             "iqn.2024-01.org.portshift:cu-1",
             "-I",
             "iqn.2024-01.org.portshift:cu-2",
             "-t",
-            "ALL",
-            &t.url(0),
-            &t.url(1),
+            tests,
+            urls[0],
+            urls[1],
         ],
     );
-    let out = String::from_utf8_lossy(&o.stdout);
-    let run = parse_cu(&out);
-    eprintln!(
-        "iscsi-test-cu: ran {} passed {} failed {}; failures {:?}; missing {:?}",
-        run.ran, run.passed, run.failed, run.failures, run.missing
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    (parse_cu(&out), out)
+}
+
+/// Debian's tgtd with one file-backed LUN (LUN 1; LUN 0 is its controller) on a private
+/// control port, killed on drop.
+struct Tgtd {
+    _proc: Proc,
+    portal: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Tgtd {
+    fn start(iqn: &str, size: u64) -> Tgtd {
+        let dir = tempfile::tempdir().unwrap();
+        let lun = dir.path().join("lun1.img");
+        std::fs::File::create(&lun).unwrap().set_len(size).unwrap();
+        let portal = common::free_addr("127.0.0.9");
+        let tgtadm = tool("tgtadm", "tgt");
+        let adm = |control: &str, args: &[&str]| {
+            Command::new(&tgtadm)
+                .args(["-C", control, "--lld", "iscsi"])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // A private control port (tgtd takes up to 32767); another one if it dies (the
+        // port's socket held by another tgtd on this machine).
+        for attempt in 0..3u32 {
+            let control =
+                (10_000 + (std::process::id() + 4_999 + attempt * 7919) % 20_000).to_string();
+            let log = dir.path().join(format!("tgtd-{attempt}.log"));
+            let child = Command::new(tool("tgtd", "tgt"))
+                .args(["-f", "-C", &control, "--iscsi", &format!("portal={portal}")])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut proc = Proc(child);
+            let up = common::wait_for(Duration::from_secs(15), || {
+                if adm(&control, &["--op", "show", "--mode", "sys"]) {
+                    Some(true)
+                } else if proc.0.try_wait().unwrap().is_some() {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            if up != Some(true) {
+                eprintln!(
+                    "tgtd attempt {attempt}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                continue;
+            }
+            let lun = lun.to_str().unwrap();
+            for args in [
+                &["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn][..],
+                &[
+                    "--op",
+                    "new",
+                    "--mode",
+                    "logicalunit",
+                    "--tid",
+                    "1",
+                    "--lun",
+                    "1",
+                    "-b",
+                    lun,
+                ],
+                &[
+                    "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
+                ],
+            ] {
+                assert!(adm(&control, args), "tgtadm {args:?}");
+            }
+            return Tgtd {
+                _proc: proc,
+                portal,
+                _dir: dir,
+            };
+        }
+        panic!("tgtd did not start (see the logs above)");
+    }
+}
+
+#[test]
+fn libiscsi_conformance_suite() {
+    // portshift, two portals, 512-byte physical blocks: the whole suite.
+    let t = TargetProc::start(24280, "256M");
+    let (run, out) = iscsi_test_cu("ALL", [&t.url(0), &t.url(1)]);
+    drop(t);
+    // portshift with 4 KiB physical blocks: the tests that need LBPPB > 1.
+    let t4 = TargetProc::start_with(24283, "256M", &["--physical-block-size", "4096"]);
+    let (lbppb, lbppb_out) = iscsi_test_cu(LBPPB_TESTS, [&t4.url(0), &t4.url(1)]);
+    drop(t4);
+    // Debian's tgtd, the same suite (one portal: the same URL twice).
+    let tgtd_iqn = "iqn.2024-01.org.portshift:tgtd";
+    let tgtd = Tgtd::start(tgtd_iqn, 256 << 20);
+    let url = format!("iscsi://{}/{tgtd_iqn}/1", tgtd.portal);
+    let (tg, tg_out) = iscsi_test_cu("ALL", [&url, &url]);
+    drop(tgtd);
+    eprintln!("{}", run.tally("portshift"));
+    eprintln!("{}", lbppb.tally("portshift, 4 KiB physical blocks"));
+    eprintln!("{}", tg.tally("tgtd"));
+
+    assert_eq!(run.tests.len(), 230, "iscsi-test-cu did not run:\n{out}");
+    assert_eq!(
+        lbppb.tests.len(),
+        5,
+        "LBPPB tests did not run:\n{lbppb_out}"
     );
-    assert!(run.ran > 200, "iscsi-test-cu did not run:\n{out}");
-    let bad: Vec<&String> = run
-        .failures
-        .iter()
-        .filter(|f| REQUIRED.iter().any(|s| f.split('.').next() == Some(s)))
+    assert!(
+        tg.tests.len() > 200,
+        "iscsi-test-cu did not run on tgtd:\n{tg_out}"
+    );
+    let failed: Vec<&CuTest> = run.failed().into_iter().chain(lbppb.failed()).collect();
+    assert!(failed.is_empty(), "failed on portshift: {failed:?}");
+    assert!(
+        lbppb.skipped().is_empty(),
+        "skipped with 4 KiB physical blocks: {:?}",
+        lbppb.skipped()
+    );
+    let family = |t: &CuTest| t.name.split('.').next().unwrap_or("").to_string();
+    let missing: Vec<&CuTest> = run
+        .skipped()
+        .into_iter()
+        .filter(|t| REQUIRED.contains(&family(t).as_str()))
+        .filter(|t| matches!(&t.verdict, Verdict::Skipped(m) if m.contains("not implemented")))
         .collect();
-    let missing: Vec<&(String, String)> = run
-        .missing
-        .iter()
-        .filter(|(s, _)| REQUIRED.contains(&s.as_str()))
-        .collect();
-    assert!(bad.is_empty(), "required families failed: {bad:?}");
     assert!(
         missing.is_empty(),
         "required families skipped for missing commands: {missing:?}"
     );
     let floor = recorded_passes();
     assert!(
-        run.passed >= floor,
-        "{} passed, fewer than the {floor} recorded in docs/conformance.md",
-        run.passed
+        run.passed().len() >= floor,
+        "{} ran and passed, fewer than the {floor} recorded in docs/conformance.md",
+        run.passed().len()
     );
+}
+
+/// Output captured from iscsi-test-cu 1.19.0 (Debian) against portshift: verdicts after
+/// output, skips before and after verdicts, clean-up messages, a failure with its assertion.
+const CAPTURED: &str = "\
+Suite: CompareAndWrite
+  Test: Simple ...passed
+  Test: InvalidDataOutSize ...    [SKIPPED] LBPPB < 2. Skipping test
+passed    [SKIPPED] PERSISTENT RESERVE IN is not implemented.
+    [SKIPPED] PERSISTENT RESERVE IN is not implemented.
+
+Suite: GetLBAStatus
+  Test: Simple ...passed
+  Test: UnmapSingle ...FAILED
+    1. test_get_lba_status_unmap_single.c:135  - CU_FAIL(\"[FAILED] GETLBASTATUS command\")    [SKIPPED] PERSISTENT RESERVE IN is not implemented.
+    [SKIPPED] PERSISTENT RESERVE IN is not implemented.
+
+Suite: MultipathIO
+  Test: LUNReset ...passed    [FAILED] PRIN command: failed with sense. SENSE KEY:UNIT_ATTENTION(6) ASCQ:BUS_RESET(0x2900)
+    [FAILED] PRIN command: failed with sense. SENSE KEY:UNIT_ATTENTION(6) ASCQ:BUS_RESET(0x2900)
+
+Suite: Sanitize
+  Test: Readonly ...    SWP is not changeable
+FAILED
+    1. test_sanitize_readonly.c:60  - CU_ASSERT_EQUAL(ret,0)
+  Test: Reservations ...    [SKIPPED] SANITIZE OVERWRITE is not implemented according to REPORT_SUPPORTED_OPCODES.
+    [SKIPPED] SANITIZE BLOCK_ERASE is not implemented according to REPORT_SUPPORTED_OPCODES.
+passed
+  Test: Reset ...    [SKIPPED] SANITIZE OVERWRITE is not implemented according to REPORT_SUPPORTED_OPCODES.
+passed    [FAILED] PRIN command: failed with sense. RESERVATION CONFLICT
+    [SKIPPED] PERSISTENT RESERVE IN is not implemented.
+
+Suite: iSCSIdatasn
+  Test: iSCSIDataSnInvalid ...    [FAILED] WRITE10 command failed with status 2 / sense key COMMAND ABORTED(0x0b) / ASCQ (null)(0x4b00)
+    [FAILED] WRITE10 command failed with status 2 / sense key COMMAND ABORTED(0x0b) / ASCQ (null)(0x4b00)
+passed    [SKIPPED] PERSISTENT RESERVE IN is not implemented.
+    [SKIPPED] PERSISTENT RESERVE IN is not implemented.
+
+
+Run Summary:    Type  Total    Ran Passed Failed Inactive
+              suites     51     51    n/a      0        0
+               tests    230    230    229      1        0
+";
+
+#[test]
+fn cu_parser_counts_a_skip_before_the_verdict_only() {
+    let run = parse_cu(CAPTURED);
+    let got: Vec<(&str, &Verdict)> = run
+        .tests
+        .iter()
+        .map(|t| (t.name.as_str(), &t.verdict))
+        .collect();
+    let skip = |m: &str| Verdict::Skipped(m.to_string());
+    assert_eq!(
+        got,
+        [
+            ("CompareAndWrite.Simple", &Verdict::Passed),
+            (
+                "CompareAndWrite.InvalidDataOutSize",
+                &skip("LBPPB < 2. Skipping test")
+            ),
+            ("GetLBAStatus.Simple", &Verdict::Passed),
+            ("GetLBAStatus.UnmapSingle", &Verdict::Failed),
+            // The clean-up's [FAILED] after the verdict does not change it.
+            ("MultipathIO.LUNReset", &Verdict::Passed),
+            ("Sanitize.Readonly", &Verdict::Failed),
+            (
+                "Sanitize.Reservations",
+                &skip(
+                    "SANITIZE OVERWRITE is not implemented according to REPORT_SUPPORTED_OPCODES."
+                )
+            ),
+            (
+                "Sanitize.Reset",
+                &skip(
+                    "SANITIZE OVERWRITE is not implemented according to REPORT_SUPPORTED_OPCODES."
+                )
+            ),
+            // [FAILED] messages the test expected, then CUnit's verdict: passed.
+            ("iSCSIdatasn.iSCSIDataSnInvalid", &Verdict::Passed),
+        ]
+    );
+    assert_eq!(
+        (run.passed().len(), run.failed().len(), run.skipped().len()),
+        (4, 2, 3)
+    );
+}
+
+#[test]
+fn cu_parser_reads_a_whole_captured_run() {
+    // The full output of the run recorded in docs/conformance.md (portshift, all tests).
+    let out = include_str!("data/iscsi-test-cu-portshift.txt");
+    let run = parse_cu(out);
+    assert_eq!(run.tests.len(), 230);
+    assert_eq!(
+        (run.passed().len(), run.failed().len(), run.skipped().len()),
+        (182, 0, 48)
+    );
+    // Every test CUnit counted is accounted for: its summary says 230 run, 230 passed.
+    assert!(out.contains("tests    230    230    230      0"));
+    assert!(run.skipped().iter().all(|t| {
+        t.name.starts_with("Prin")
+            || t.name.starts_with("Prout")
+            || t.name.starts_with("Sanitize.")
+            || t.name.starts_with("PreventAllow.")
+            || t.name.starts_with("WriteSame1")
+            || [
+                "CompareAndWrite.InvalidDataOutSize",
+                "ReadOnly.ReadOnlySBC",
+                "StartStopUnit.Simple",
+            ]
+            .contains(&t.name.as_str())
+    }));
 }
 
 /// A raw TCP session that logs in (Normal session) and can send PDUs.
