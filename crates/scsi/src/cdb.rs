@@ -50,6 +50,7 @@ pub mod opcode {
     pub const WRITE_ATOMIC_16: u8 = 0x9C;
     pub const EXTENDED_COPY: u8 = 0x83;
     pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
+    pub const SANITIZE: u8 = 0x48;
 }
 
 /// Service actions of SERVICE ACTION IN (16) (SBC-3 §5.15, §5.7).
@@ -206,6 +207,8 @@ pub enum Command {
     ExtendedCopy {
         param_len: u32,
     },
+    /// SANITIZE (SBC-4 §5.30), see [`crate::sanitize`].
+    Sanitize(crate::sanitize::Sanitize),
     /// RECEIVE COPY RESULTS (SPC-4 §6.23), see [`crate::xcopy`].
     ReceiveCopyResults {
         service_action: u8,
@@ -498,6 +501,7 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
             }
         }
         EXTENDED_COPY => return Err(Sense::invalid_field_in_cdb(1, Some(4))),
+        SANITIZE => Command::Sanitize(crate::sanitize::parse_cdb(c)?),
         RECEIVE_COPY_RESULTS => Command::ReceiveCopyResults {
             service_action: c[1] & 0x1F,
             list_id: c[2],

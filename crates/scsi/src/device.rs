@@ -55,15 +55,32 @@ pub trait BlockDevice: Send + Sync {
     /// Make `len` bytes at `offset` read back as zeros (UNMAP, WRITE SAME
     /// with zeros). The default writes zero-filled chunks.
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        let zeros = vec![0u8; ZERO_CHUNK.min(usize::try_from(len).unwrap_or(ZERO_CHUNK))];
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(zeros.len() as u64) as usize;
-            self.write_at(offset + done, &zeros[..n])?;
-            done += n as u64;
-        }
-        Ok(())
+        zero_fill(self, offset, len)
     }
+    /// Release the storage of `len` bytes at `offset` (SANITIZE BLOCK ERASE): they read
+    /// back as zeros and [`BlockDevice::mapping`] reports them deallocated where the store
+    /// can. The default writes zeros.
+    fn deallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_zeroes(offset, len)
+    }
+    /// Whether the byte at `offset` has storage allocated (mapped), and the byte offset
+    /// where that run ends (GET LBA STATUS). `None`: the store cannot tell (everything is
+    /// reported mapped).
+    fn mapping(&self, _offset: u64) -> io::Result<Option<(bool, u64)>> {
+        Ok(None)
+    }
+}
+
+/// Write `len` zero bytes at `offset` in chunks of at most [`ZERO_CHUNK`].
+fn zero_fill<D: BlockDevice + ?Sized>(d: &D, offset: u64, len: u64) -> io::Result<()> {
+    let zeros = vec![0u8; ZERO_CHUNK.min(usize::try_from(len).unwrap_or(ZERO_CHUNK))];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64) as usize;
+        d.write_at(offset + done, &zeros[..n])?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// Errors opening a [`FileDevice`].
@@ -243,6 +260,52 @@ impl BlockDevice for FileDevice {
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+    /// fallocate(PUNCH_HOLE | KEEP_SIZE): the range becomes a hole (reads zeros, no
+    /// storage); a file system without hole punching gets zeros written.
+    fn deallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on an open descriptor owned by `self.file`; no memory is passed.
+        if unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, n) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::ENOSYS) => zero_fill(self, offset, len),
+            _ => Err(e),
+        }
+    }
+    /// lseek(SEEK_DATA / SEEK_HOLE): data runs are mapped, holes are not.
+    fn mapping(&self, offset: u64) -> io::Result<Option<(bool, u64)>> {
+        let Ok(off) = libc::off_t::try_from(offset) else {
+            return Err(io::ErrorKind::InvalidInput.into());
+        };
+        let fd = self.file.as_raw_fd();
+        let size = self.num_blocks * u64::from(BLOCK_SIZE);
+        // SAFETY: lseek on an open descriptor owned by `self.file`. The file offset it moves
+        // is not used by this device (every I/O is positional).
+        let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                // No data at or after `offset`: a hole to the end.
+                Some(libc::ENXIO) => Ok(Some((false, size))),
+                Some(libc::EINVAL | libc::EOPNOTSUPP) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        if data as u64 > offset {
+            return Ok(Some((false, (data as u64).min(size))));
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, off, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Some((true, (hole as u64).min(size))))
+    }
     /// `pwritev2(RWF_DSYNC)`: the data (and the metadata needed to read it back) is on
     /// stable storage when the call returns, without flushing the rest of the file. A kernel
     /// or file system without RWF_DSYNC (EOPNOTSUPP, ENOSYS) gets write + fdatasync.
@@ -368,6 +431,9 @@ impl BlockDevice for NullDevice {
     fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
+    fn deallocate(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +472,27 @@ mod tests {
         assert_eq!(back, data);
         // An offset off_t cannot hold: an error, not a panic.
         assert!(d.write_at_durable(u64::MAX - 1, b"xx").is_err());
+    }
+
+    #[test]
+    fn deallocated_ranges_read_zero_and_are_reported_unmapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("holes.img");
+        let d = FileDevice::open(&p, Some(1 << 20)).unwrap();
+        d.write_at(0, &vec![0xEE; 1 << 20]).unwrap();
+        assert_eq!(d.mapping(0).unwrap(), Some((true, 1 << 20)));
+        d.deallocate(64 << 10, 128 << 10).unwrap();
+        let mut back = vec![0xFFu8; 128 << 10];
+        d.read_at(64 << 10, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0));
+        let mut edge = [0u8; 1];
+        d.read_at((64 << 10) - 1, &mut edge).unwrap();
+        assert_eq!(edge[0], 0xEE, "bytes before the range are kept");
+        assert_eq!(d.mapping(0).unwrap(), Some((true, 64 << 10)));
+        assert_eq!(d.mapping(64 << 10).unwrap(), Some((false, 192 << 10)));
+        assert_eq!(d.mapping(192 << 10).unwrap(), Some((true, 1 << 20)));
+        d.deallocate(0, 1 << 20).unwrap();
+        assert_eq!(d.mapping(0).unwrap(), Some((false, 1 << 20)));
     }
 
     #[test]

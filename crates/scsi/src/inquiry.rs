@@ -57,6 +57,7 @@ pub fn vpd(code: u8, id: &Identity, limits: &Limits, tpgt: u16) -> Result<Vec<u8
             // Block Device Characteristics (SBC-3 §6.6.2): non-rotating medium.
             let mut body = [0u8; 0x3C];
             body[0..2].copy_from_slice(&1u16.to_be_bytes());
+            body[3] = crate::sanitize::BDC_WABEREQ_READS_GOOD;
             page(code, &body)
         }
         0xB2 => {

@@ -21,6 +21,7 @@ pub mod opcodes;
 pub mod physical;
 pub mod range_lock;
 pub mod reservation;
+pub mod sanitize;
 pub mod sense;
 pub mod task;
 pub mod transfer;

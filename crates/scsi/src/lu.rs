@@ -328,15 +328,32 @@ impl LogicalUnit {
                 Ok(respond(data_in, &buf, alloc_len, edtl))
             }
             Command::GetLbaStatus { lba, alloc_len } => {
-                // SBC-3 §5.6: every block is reported mapped.
+                // SBC-3 §5.6: one descriptor, the run of blocks from `lba` that are all
+                // mapped or all deallocated, as the store tells (everything mapped when it
+                // cannot).
                 if lba >= self.num_blocks {
                     return Err(Sense::lba_out_of_range());
                 }
-                let count = u32::try_from(self.num_blocks - lba).unwrap_or(u32::MAX);
+                let (mapped, end) = match self.device.mapping(self.offset(lba)) {
+                    Ok(Some((mapped, end_byte))) => (mapped, end_byte / u64::from(bs)),
+                    Ok(None) => (true, self.num_blocks),
+                    Err(e) => {
+                        return Err(medium_error(
+                            &self.identity,
+                            Asc::UNRECOVERED_READ_ERROR,
+                            lba,
+                            &e,
+                        ));
+                    }
+                };
+                let end = end.clamp(lba + 1, self.num_blocks);
+                let count = u32::try_from(end - lba).unwrap_or(u32::MAX);
                 let mut buf = [0u8; 24];
                 buf[0..4].copy_from_slice(&20u32.to_be_bytes());
                 buf[8..16].copy_from_slice(&lba.to_be_bytes());
                 buf[16..20].copy_from_slice(&count.to_be_bytes());
+                // PROVISIONING STATUS: 0 mapped, 1 deallocated.
+                buf[20] = u8::from(!mapped);
                 Ok(respond(data_in, &buf, alloc_len, edtl))
             }
             Command::ReportLuns {
@@ -398,6 +415,14 @@ impl LogicalUnit {
                 edtl,
             )),
             Command::WriteAtomic(rw) => self.write_atomic(rw, data_out),
+            Command::Sanitize(_) => {
+                // BLOCK ERASE: release every block, durably.
+                let werr = |e: io::Error| medium_error(&self.identity, Asc::WRITE_ERROR, 0, &e);
+                let len = self.num_blocks * u64::from(bs);
+                self.device.deallocate(0, len).map_err(werr)?;
+                self.device.flush().map_err(werr)?;
+                Ok(ScsiOutcome::good(0, 0))
+            }
             // Addressed to this unit alone (LunTable copies among all its units).
             Command::ExtendedCopy { param_len } => {
                 let data = Self::take(data_out, param_len as usize)?;

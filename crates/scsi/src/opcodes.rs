@@ -82,6 +82,8 @@ static TABLE: &[Supported] = &[
         &[op::RECEIVE_COPY_RESULTS, 0x1F, F, 0, 0, 0, 0, 0, 0, 0, F, F, F, F, 0, 0]),
     s_sa(op::RECEIVE_COPY_RESULTS, crate::xcopy::SA_OPERATING_PARAMETERS,
         &[op::RECEIVE_COPY_RESULTS, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, F, F, F, F, 0, 0]),
+    s_sa(op::SANITIZE, crate::sanitize::SA_BLOCK_ERASE,
+        &[op::SANITIZE, 0xBF, 0, 0, 0, 0, 0, F, F, 0]),
     s(op::WRITE_ATOMIC_16, &[op::WRITE_ATOMIC_16, 0xF8, F, F, F, F, F, F, F, F, 0, 0, F, F, 0, 0]),
 ];
 

@@ -42,6 +42,7 @@ pub fn access(cmd: &Command) -> Access {
         | Command::WriteSame(_)
         | Command::Unmap { .. }
         | Command::WriteAtomic(_)
+        | Command::Sanitize(_)
         | Command::SynchronizeCache { .. } => Access::Write,
         _ => Access::Other,
     }

@@ -257,3 +257,49 @@ fn physical_block_exponent_in_read_capacity_16() {
     let lu = LogicalUnit::new(Arc::new(MemDevice::new(8)), Identity::new(IQN, 0).unwrap());
     assert!(lu.with_physical_block_size(1000).is_err());
 }
+
+#[test]
+fn sanitize_block_erase_deallocates_a_file_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Arc::new(FileDevice::open(&dir.path().join("erase.img"), Some(4 << 20)).unwrap());
+    let mut t = LunTable::new();
+    let lu = LogicalUnit::new(dev, Identity::new(IQN, 0).unwrap());
+    t.insert(0, Arc::new(lu)).unwrap();
+    let lba_status = |t: &LunTable, lba: u64| {
+        let mut c = [0u8; 16];
+        c[0] = 0x9E;
+        c[1] = 0x12;
+        c[2..10].copy_from_slice(&lba.to_be_bytes());
+        c[13] = 24;
+        let d = good(&run(t, 0, &c, &[]));
+        let count = u32::from_be_bytes(d[16..20].try_into().unwrap());
+        (count, d[20])
+    };
+    good(&run(&t, 0, &write16(0, 256), &[0x61; 256 * 512]));
+    assert_eq!(lba_status(&t, 0).1, 0, "written blocks are mapped");
+    let erase = [0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0];
+    // A parameter list is not allowed with BLOCK ERASE; other service actions are refused.
+    let mut bad = erase;
+    bad[8] = 8;
+    assert_eq!(
+        sense(&run(&t, 0, &bad, &[0; 8])).asc,
+        Asc::INVALID_FIELD_IN_CDB
+    );
+    bad = erase;
+    bad[1] = 0x01;
+    assert_eq!(sense(&run(&t, 0, &bad, &[])).asc, Asc::INVALID_FIELD_IN_CDB);
+    good(&run(&t, 0, &erase, &[]));
+    assert!(
+        good(&run(&t, 0, &read16(0, 256), &[]))
+            .iter()
+            .all(|&b| b == 0)
+    );
+    assert_eq!(
+        lba_status(&t, 0),
+        (8192, 1),
+        "the whole unit is deallocated"
+    );
+    // WABEREQ = 01b in the Block Device Characteristics page.
+    let bdc = good(&run(&t, 0, &[0x12, 1, 0xB1, 0, 255, 0], &[]));
+    assert_eq!(bdc[7] >> 6, 1);
+}
