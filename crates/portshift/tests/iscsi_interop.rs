@@ -665,3 +665,56 @@ fn malformed_pdus_get_reject_or_close_while_others_keep_working() {
     inq();
     t.assert_alive();
 }
+
+/// MODE SENSE (6) of the Caching page (DBD) and READ CAPACITY (16) through portshift's own
+/// initiator: the WCE bit and the LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT.
+fn wce_and_lbppbe(portal: SocketAddr) -> (bool, u8) {
+    use initiator::cdb::{ScsiRequest, Transfer};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = initiator::SessionConfig::new("iqn.2024-01.org.portshift:wce", IQN);
+        let s = initiator::Session::login(portal, &cfg)
+            .await
+            .expect("login");
+        let mut cdb = [0u8; 16];
+        cdb[..6].copy_from_slice(&[0x1A, 0x08, 0x08, 0, 255, 0]);
+        let req = ScsiRequest {
+            lun: 0,
+            cdb,
+            transfer: Transfer::Read(255),
+        };
+        let ms = s.client.execute(req).await.expect("MODE SENSE");
+        assert_eq!(ms.data[4], 0x08, "Caching page");
+        let rc = s
+            .client
+            .execute(initiator::cdb::read_capacity16(0))
+            .await
+            .expect("READ CAPACITY (16)");
+        s.logout(Duration::from_secs(5)).await.ok();
+        (ms.data[6] & 0x04 != 0, rc.data[13] & 0x0F)
+    })
+}
+
+#[test]
+fn write_through_and_physical_block_size_reach_the_initiator() {
+    let cached = TargetProc::start(24290, "16M");
+    assert_eq!(
+        wce_and_lbppbe(cached.portals[0]),
+        (true, 0),
+        "default: write cache on (WCE=1), 512-byte physical blocks"
+    );
+    drop(cached);
+    let t = TargetProc::start_with(
+        24293,
+        "16M",
+        &["--write-through", "--physical-block-size", "4096"],
+    );
+    assert_eq!(
+        wce_and_lbppbe(t.portals[1]),
+        (false, 3),
+        "--write-through: WCE=0; 4 KiB physical blocks: 2^3 logical blocks each"
+    );
+}
