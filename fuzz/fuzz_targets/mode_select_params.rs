@@ -23,7 +23,8 @@ fuzz_target!(|input: &[u8]| {
     let len = if ctl & 2 != 0 {
         u16::from(ctl >> 2)
     } else {
-        data.len().min(if ten { usize::from(u16::MAX) } else { 255 }) as u16
+        data.len()
+            .min(if ten { usize::from(u16::MAX) } else { 255 }) as u16
     };
     let cdb = ModeSelect {
         ten,
@@ -49,11 +50,17 @@ fuzz_target!(|input: &[u8]| {
         };
         lu.execute(&task, out, &mut BytesMut::new())
     };
-    let before = (lu.mode().write_cache_enabled(), lu.mode().software_write_protect());
+    let before = (
+        lu.mode().write_cache_enabled(),
+        lu.mode().software_write_protect(),
+    );
     let out = run(&c, data);
     if parsed.is_err() {
         assert_eq!(out.status, ScsiStatus::CheckCondition);
-        let after = (lu.mode().write_cache_enabled(), lu.mode().software_write_protect());
+        let after = (
+            lu.mode().write_cache_enabled(),
+            lu.mode().software_write_protect(),
+        );
         assert_eq!(before, after, "a refused list changed the mode parameters");
     }
     let sense = run(&[0x1A, 0, 0x3F, 0, 255, 0], &[]);
