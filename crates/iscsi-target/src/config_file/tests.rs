@@ -174,3 +174,35 @@ fn line_and_column() {
     assert_eq!(line_col("ab\ncd\n", 4), (2, 2));
     assert_eq!(line_col("ab", 99), (1, 3));
 }
+
+proptest::proptest! {
+    /// Bad input gets problems, never a panic: the demo example with bytes replaced,
+    /// removed or inserted anywhere.
+    #[test]
+    fn a_mangled_file_is_answered_with_problems_never_a_panic(
+        edits in proptest::collection::vec((0usize..2000, 0u8..128, 0u8..3), 1..6)
+    ) {
+        let mut text = std::fs::read_to_string(examples().join("three-targets.toml"))
+            .unwrap()
+            .into_bytes();
+        for (at, byte, op) in edits {
+            let at = at % (text.len() + 1);
+            match op {
+                0 if at < text.len() => text[at] = byte,
+                1 if at < text.len() => {
+                    text.remove(at);
+                }
+                _ => text.insert(at, byte),
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
+        if let Err(e) = parse_str(&text) {
+            proptest::prop_assert!(!e.problems.is_empty());
+            for p in &e.problems {
+                if let Some((line, _)) = p.at {
+                    proptest::prop_assert!(line >= 1 && line <= text.lines().count() + 1);
+                }
+            }
+        }
+    }
+}

@@ -338,4 +338,55 @@ mod tests {
         .to_string();
         assert!(e.contains("no unit, bits or bytes?"), "{e}");
     }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = TargetConfig {
+            portals: vec!["127.0.0.9:3260".parse().unwrap()],
+            luns: vec![LunConfig {
+                iqn: "iqn.f:t".into(),
+                path: PathBuf::from("null:1048576"),
+                ..Default::default()
+            }],
+            cooldown_ms: 3_000,
+            max_moves: 2,
+            pin: vec!["iqn.file".into()],
+            ..Default::default()
+        };
+        // Without flags: the file as it is.
+        let a = parse(&[]).unwrap();
+        let mut bare = a;
+        bare.portals.clear();
+        bare.luns.clear();
+        let c = configuration(&bare, Some(file.clone()));
+        assert_eq!((c.portals.len(), c.luns.len()), (1, 1));
+        assert_eq!((c.cooldown_ms, c.max_moves), (3_000, 2));
+        // Given flags: lists replaced (portals, pins), LUNs added, values replaced.
+        let a = parse(&[
+            "--cooldown",
+            "7",
+            "--pin",
+            "iqn.cli",
+            "--admin",
+            "127.0.0.1:9",
+        ])
+        .unwrap();
+        let c = configuration(&a, Some(file));
+        assert_eq!(c.portals[0].address.to_string(), "127.0.0.1:3260");
+        assert_eq!(c.portals.len(), 1);
+        let luns: Vec<&str> = c.luns.iter().map(|l| l.iqn.as_str()).collect();
+        assert_eq!(luns, ["iqn.f:t", "iqn.a:b"]);
+        assert_eq!((c.cooldown_ms, c.max_moves), (7_000, 2));
+        assert_eq!(c.pin, ["iqn.cli"]);
+        assert_eq!(c.admin, Some("127.0.0.1:9".parse().unwrap()));
+        // Without a file, the defaults of the flags.
+        let c = configuration(&parse(&[]).unwrap(), None);
+        assert_eq!(c.cooldown_ms, 10_000);
+        assert_eq!(c.admin, iscsi_target::admin::DEFAULT_ADMIN.parse().ok());
+        // --config alone is enough; --check-config too.
+        use clap::Parser;
+        assert!(Cli::try_parse_from(["target", "--config", "f.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["target", "--check-config", "f.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["target"]).is_err());
+    }
 }
