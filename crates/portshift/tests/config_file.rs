@@ -59,7 +59,8 @@ fn the_demo_example_starts_a_target_that_serves_io() {
     let text = example("demo.toml")
         .replace("127.0.0.1:3205", &isns.to_string())
         .replace("127.0.0.1:3261", &admin.to_string())
-        .replace(":3260", &format!(":{port}"));
+        .replace(":3260", &format!(":{port}"))
+        .replace("/var/tmp/portshift-demo", dir.path().to_str().unwrap());
     let file = dir.path().join("demo.toml");
     write_private(&file, &text);
     let log = dir.path().join("target.log");
@@ -68,39 +69,37 @@ fn the_demo_example_starts_a_target_that_serves_io() {
         admin,
         &log,
     );
-    let portal = format!("127.0.0.2:{port}");
+    // A verifying host finds disk2 through iSNS and does I/O.
     let r = io(
         dir.path(),
         "demo-io",
         &[
-            "--portal",
-            &portal,
+            "--isns",
+            &isns.to_string(),
             "--target",
-            "iqn.2024-01.com.example:disk1",
+            "iqn.2026-11.org.example:disk2",
+            "--verify",
             "--max-ios",
-            "2000",
+            "1000",
         ],
     );
-    assert_eq!(r.errors, 0, "{r:?}");
-    assert!(r.ios >= 2000, "{r:?}");
-    // The file's portal speeds, iSNS server and balancing rule are the target's.
+    assert_eq!((r.errors, r.mismatches), (0, 0), "{r:?}");
+    assert!(r.ios >= 1000 && r.verified_reads > 0, "{r:?}");
+    // The file's iSNS server, balancing rule and cooldown are the target's.
     let snap = common::snapshot(admin);
-    let capacities: Vec<_> = snap
-        .table
-        .portals
-        .iter()
-        .map(|p| p.load.link_capacity)
-        .collect();
-    assert_eq!(capacities, [Some(50e6), Some(50e6)]);
+    assert_eq!(snap.table.portals.len(), 2);
     assert_eq!(snap.isns.as_deref(), Some(isns.to_string().as_str()));
-    let rules: Vec<String> = snap
-        .balance
-        .unwrap()
-        .specs
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    assert_eq!(rules, ["bandwidth:80%:50%"]);
+    let policy = snap.balance.unwrap();
+    let rules: Vec<String> = policy.specs.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        (rules, policy.cooldown_ms),
+        (vec!["sessions:2:1".to_string()], 3_000)
+    );
+    let out = std::fs::read_to_string(&log).unwrap();
+    for i in 1..=3 {
+        let line = format!("target iqn.2026-11.org.example:disk{i} luns [0]");
+        assert!(out.contains(&line), "{line:?} not in:\n{out}");
+    }
 }
 
 #[test]
@@ -133,6 +132,17 @@ fn the_three_target_example_with_chap_and_acls_starts() {
         assert!(out.contains(&line), "{line:?} not in:\n{out}");
     }
     assert!(dir.path().join("quorum.img").exists());
+    let capacities: Vec<_> = common::snapshot(admin)
+        .table
+        .portals
+        .iter()
+        .map(|p| p.load.link_capacity)
+        .collect();
+    assert_eq!(
+        capacities,
+        [Some(1.25e9), Some(1.25e9)],
+        "speed = \"10Gbit\""
+    );
     // Readable by others, the same file is refused.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -180,16 +190,24 @@ fn check_config_names_the_line_of_a_bad_key_or_value() {
         "{at} in {err}"
     );
     // A bad value.
-    let bad = good.replace(
-        "speed = \"400Mbit\"\n\n[[portal]]",
-        "speed = \"400\"\n\n[[portal]]",
-    );
+    let bad = good.replace("sessions:2", "sessions:two");
     write_private(&file, &bad);
     let (code, _, err) = check_config(&file);
     assert_eq!(code, Some(1), "{err}");
-    let at = format!("c.toml:{}:", line_of(&bad, "speed = \"400\""));
+    let at = format!("c.toml:{}:", line_of(&bad, "sessions:two"));
     assert!(
-        err.contains(&at) && err.contains("no unit"),
+        err.contains(&at) && err.contains("balancing rule \"sessions:two\""),
+        "{at} in {err}"
+    );
+    // A semantic error: the same target twice.
+    let bad = good.replace(":disk3\"", ":disk1\"");
+    write_private(&file, &bad);
+    let (code, _, err) = check_config(&file);
+    assert_eq!(code, Some(1), "{err}");
+    let second = bad.rfind(":disk1\"").unwrap();
+    let at = format!("c.toml:{}:", bad[..second].lines().count());
+    assert!(
+        err.contains(&at) && err.contains("given twice"),
         "{at} in {err}"
     );
     // A future version.

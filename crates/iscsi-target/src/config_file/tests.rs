@@ -17,13 +17,21 @@ fn the_demo_example_is_the_demo_setup() {
     assert!(!f.has_secrets);
     assert_eq!(c.portals.len(), 2);
     assert_eq!(c.portals[1].address, "127.0.0.2:3260".parse().unwrap());
-    assert_eq!(c.portals[0].link_capacity, Some(50e6));
+    assert_eq!(c.portals[0].link_capacity, None);
     assert_eq!(c.isns, Some("127.0.0.1:3205".parse().unwrap()));
-    assert_eq!(c.balance, ["bandwidth:80%:50%".parse().unwrap()]);
-    assert_eq!(c.luns.len(), 1);
-    assert_eq!(c.luns[0].path, Path::new("null:67108864"));
-    assert_eq!(c.luns[0].number, Some(0));
-    let a = &c.access["iqn.2024-01.com.example:disk1"];
+    assert_eq!(c.balance, ["sessions:2".parse().unwrap()]);
+    assert_eq!(c.cooldown_ms, 3_000);
+    assert_eq!(c.luns.len(), 3);
+    assert_eq!(c.luns[2].iqn, "iqn.2026-11.org.example:disk3");
+    assert_eq!(
+        c.luns[2].path,
+        Path::new("/var/tmp/portshift-demo/disk3.img")
+    );
+    assert_eq!(
+        (c.luns[2].number, c.luns[2].size),
+        (Some(0), Some(64 << 20))
+    );
+    let a = &c.access["iqn.2026-11.org.example:disk1"];
     assert_eq!(a.allow, None, "allow = \"any\"");
 }
 
@@ -34,6 +42,7 @@ fn the_three_target_example_maps_chap_acls_and_luns() {
     assert!(f.has_secrets);
     let c = f.config;
     assert_eq!(c.portals[1].address, "[::1]:3260".parse().unwrap());
+    assert_eq!(c.portals[1].link_capacity, Some(1.25e9));
     assert_eq!(c.discovery_chap.as_ref().unwrap().user, "discover");
     let db = &c.access["iqn.2024-01.com.example:db"];
     assert_eq!(db.chap.as_ref().unwrap().secret, "db-secret-0001");
