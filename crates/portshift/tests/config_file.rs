@@ -412,3 +412,63 @@ fn sighup_adds_a_lun_and_a_target_while_a_host_keeps_doing_io_on_another() {
         "nothing changed for a"
     );
 }
+
+#[test]
+fn sighup_removing_a_target_closes_its_sessions_and_deregisters_it_from_isns() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_isns, isns) = isns_server(d, &[]);
+    let portal = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let (keep, gone) = ("iqn.2024-01.test.cfg:keep", "iqn.2024-01.test.cfg:gone");
+    let file = d.join("t.toml");
+    let with_isns = |t: String| t.replacen("\n\n", &format!("\nisns = \"{isns}\"\n\n"), 1);
+    let both = with_isns(config_text(
+        portal,
+        admin,
+        &[(keep, vec![d.join("k.img")]), (gone, vec![d.join("g.img")])],
+    ));
+    write_private(&file, &both);
+    let log = d.join("target.log");
+    let target = portshift_server(
+        &strings(&["target", "--config", file.to_str().unwrap()]),
+        admin,
+        &log,
+    );
+    let conf = common::isnsadm_conf(d, "adm.conf", isns, "iqn.2024-01.test.cfg:admin");
+    let nodes = || common::isnsadm(&conf, &["--list", "nodes"]).1;
+    assert!(
+        wait_for(Duration::from_secs(10), || nodes()
+            .contains(gone)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        nodes()
+    );
+    let mut sk = RawSession::login(TcpStream::connect(portal).unwrap(), "iqn.h:1", keep);
+    let mut sg = RawSession::login(TcpStream::connect(portal).unwrap(), "iqn.h:2", gone);
+    assert_eq!(sense_of(&read_status(&mut sg)), None);
+
+    let one = with_isns(config_text(portal, admin, &[(keep, vec![d.join("k.img")])]));
+    write_private(&file, &one);
+    hup(&target);
+    let text = wait_in_log(&log, "LUNs changed:", 1);
+    assert!(text.contains(&format!("removed: {gone};")), "{text}");
+
+    // The removed target's session is closed (at the portal's next tick at the latest).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match sg.recv_before(deadline) {
+            common::raw::Received::Closed => break,
+            common::raw::Received::Pdu(_) => continue,
+            common::raw::Received::TimedOut => panic!("the removed target's session is open"),
+        }
+    }
+    // iSNS no longer lists it; the other target's session noticed nothing.
+    let listed = wait_for(Duration::from_secs(10), || {
+        let n = nodes();
+        (!n.contains(gone) && n.contains(keep)).then_some(n)
+    });
+    assert!(listed.is_some(), "{}", nodes());
+    assert_eq!(sense_of(&read_status(&mut sk)), None);
+}
