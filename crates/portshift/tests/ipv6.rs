@@ -1,11 +1,12 @@
 //! IPv6 portals over `::1`: libiscsi lists (`TargetAddress=[::1]:PORT,TPGT` in SendTargets),
 //! writes and reads back (qemu-img over `iscsi://[::1]:PORT/IQN/0`) through them, isnsadm
 //! lists the IPv6 Portal and Portal Group objects the target registered (16-byte IP address
-//! attributes), portshift's initiator works through them (directly and found through iSNS),
+//! attributes) with portshift's iSNS server and with Debian's isnsd, portshift's initiator works through them (directly and found through iSNS),
 //! and a login redirect to an IPv6 portal (the balancer's move of a stock initiator) is
 //! followed by libiscsi.
 //!
-//! Needs `libiscsi-bin`, `qemu-utils qemu-block-extra` and `open-isns-utils`; fails when they
+//! Needs `libiscsi-bin`, `qemu-utils qemu-block-extra`, `open-isns-utils` and
+//! `open-isns-server`; fails when they
 //! are missing. Everything listens on loopback, on ports picked free at run time.
 
 mod common;
@@ -230,4 +231,26 @@ fn libiscsi_follows_a_redirect_to_an_ipv6_portal() {
         let err = std::fs::read_to_string(d.join(format!("perf{i}.err"))).unwrap_or_default();
         assert!(status.success(), "iscsi-perf {i}: {status}\n{out}\n{err}");
     }
+}
+
+#[test]
+fn debian_isnsd_holds_the_ipv6_portals_the_target_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let isns = free_addr("127.0.0.1");
+    let _isnsd = common::isnsd(d, isns);
+    let (_t, portals, _admin) = target(d, 1, &[IQN], &strings(&["--isns", &isns.to_string()]));
+    let conf = isnsadm_conf(d, "adm.conf", isns, "iqn.2024-01.test.ipv6:admin");
+    let port = format!("Portal TCP/UDP port = {}/tcp", portals[0].port());
+    let listed = wait_for(Duration::from_secs(10), || {
+        let (ok, out) = isnsadm(&conf, &["--list", "portals"]);
+        (ok && out.contains(&port)).then_some(out)
+    })
+    .expect("isnsd does not list the portal");
+    assert!(listed.contains("Portal IP address = ::1"), "{listed}");
+    let (ok, groups) = isnsadm(&conf, &["--list", "portal-groups"]);
+    assert!(
+        ok && groups.contains("Portal group address = ::1"),
+        "{groups}"
+    );
 }
