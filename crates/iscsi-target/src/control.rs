@@ -100,9 +100,12 @@ pub(crate) fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 /// Shared between every portal processor, the balancer loop and the admin endpoint.
 #[derive(Debug)]
 pub struct Control {
-    /// Copies of the plane's (fixed) portals and targets, readable without the lock.
+    /// Copies of the plane's (fixed) portals and of its targets (changed only by a
+    /// configuration reload, [`Control::set_targets`]), readable without the plane's lock.
     portals: Vec<PortalInfo>,
-    targets: Vec<String>,
+    targets: std::sync::RwLock<Arc<[String]>>,
+    /// Woken when the targets change, so that the iSNS registration follows at once.
+    pub targets_changed: tokio::sync::Notify,
     /// Each portal's counters, in portal order (also in `inner`, for the copying).
     portal_stats: Vec<Arc<PortalStats>>,
     /// The event log, stamped with the wall clock.
@@ -127,7 +130,8 @@ impl Control {
         }));
         Control {
             portals,
-            targets,
+            targets: std::sync::RwLock::new(targets.into()),
+            targets_changed: tokio::sync::Notify::new(),
             portal_stats,
             events: Events::new(inner.clone()),
             inner,
@@ -149,8 +153,23 @@ impl Control {
         &self.portals
     }
 
-    pub fn targets(&self) -> &[String] {
-        &self.targets
+    /// The served targets' names (a copy: a reload may change them).
+    pub fn targets(&self) -> Arc<[String]> {
+        self.targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The served targets are now `targets` (a configuration reload): the plane's
+    /// registration table follows ([`ControlPlane::set_targets`]) and the iSNS keeper is
+    /// woken to register them.
+    pub fn set_targets(&self, targets: Vec<String>) {
+        let mut g = self.inner();
+        g.plane.set_targets(targets.clone());
+        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = targets.into();
+        drop(g);
+        self.targets_changed.notify_one();
     }
 
     pub fn portal(&self, id: PortalId) -> Option<&PortalInfo> {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod config_file;
 pub mod control;
 pub mod events;
 pub mod link;
@@ -13,8 +14,13 @@ pub mod load;
 pub mod output_budget;
 pub mod portal;
 pub mod registration;
+pub mod reload;
 mod start;
 pub mod target_set;
 
 pub use link::PortalConfig;
-pub use start::{LunConfig, Target, TargetConfig, TargetHandle};
+pub use reload::ReloadReport;
+pub use start::{
+    Credentials, LunConfig, MAX_LUNS, MAX_PORTALS, NULL_PREFIX, Target, TargetAccess, TargetConfig,
+    TargetHandle,
+};

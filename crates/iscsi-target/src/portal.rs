@@ -278,7 +278,7 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let mut logged_in = false;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut conn = Connection::new(targets.catalog.clone(), portal, Instant::now());
+    let mut conn = Connection::new(targets.catalog(), portal, Instant::now());
     let mut shell = ConnectionShell::new(targets, portal, tx).with_budget(limits.budget);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::new();
@@ -301,7 +301,10 @@ async fn serve(
             },
             Some(cmd) = rx.recv() => conn.on_command(cmd, Instant::now()),
             // From the start, login included: the core closes a login that takes too long.
-            _ = tick.tick() => conn.handle_timeout(Instant::now()),
+            _ = tick.tick() => {
+                shell.refresh(&mut conn);
+                conn.handle_timeout(Instant::now());
+            }
             _ = shutdown.changed() => break CloseReason::Transport("target shutting down".into()),
             _ = token.close.notified(), if !logged_in => {
                 tracing::debug!(%portal, %peer, "connection limit reached: closing this connection, still in login, for a new one");

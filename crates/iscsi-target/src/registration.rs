@@ -165,16 +165,24 @@ impl IsnsRegistrar {
     /// Registers the entity, portals, target nodes and Portal Groups as the control plane's
     /// registration table has them now (deleted ones with a NIL tag).
     pub async fn register_all(&self) -> Result<(), RegistrationError> {
+        self.register_all_as(false).await
+    }
+
+    /// [`IsnsRegistrar::register_all`] with the Replace flag (RFC 4171 §5.6.5.1): the
+    /// entity's objects are replaced by these, so target nodes no longer served (after a
+    /// configuration reload) leave iSNS.
+    pub async fn register_all_as(&self, replace: bool) -> Result<(), RegistrationError> {
         // The table read and sent as one change: a balancer change recorded meanwhile would
         // otherwise be undone in iSNS by this older copy of the table.
         let _held = self.changes.lock().await;
         let snapshot = self.control.snapshot();
-        let (reg, deleted) = full_registration(
+        let (mut reg, deleted) = full_registration(
             &self.entity,
             self.control.portals(),
-            self.control.targets(),
+            &self.control.targets(),
             &snapshot.registrations,
         );
+        reg.replace = replace;
         self.with_client(async |c| {
             c.register(&reg).await?;
             for (target, portal) in &deleted {
@@ -260,8 +268,9 @@ pub async fn keep_registered(
         return;
     };
     let mut failing = false;
+    let mut replace = false;
     loop {
-        let result = r.register_all().await;
+        let result = r.register_all_as(replace).await;
         let answer = match &result {
             Ok(()) => Ok(format!("registered with {}", r.server)),
             Err(e) => Err(e.to_string()),
@@ -288,8 +297,10 @@ pub async fn keep_registered(
                 Duration::from_secs(2)
             }
         };
+        replace = false;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = control.targets_changed.notified() => replace = true,
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
                     let _ = r.deregister_all().await;

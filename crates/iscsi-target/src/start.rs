@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use balancer::{BalancePolicy, BalanceSpec, PortalId};
-use scsi::{BLOCK_SIZE, BlockDevice, FileDevice, Identity, LogicalUnit, LunTable, NullDevice};
+use scsi::BLOCK_SIZE;
 use tokio::sync::watch;
 
 use crate::control::{Control, PortalInfo};
 use crate::link::PortalConfig;
 use crate::portal::{DESCRIPTOR_RESERVE, PortalLimits};
-use crate::target_set::TargetSet;
+use crate::reload::ReloadReport;
+use crate::target_set::{TargetEntry, TargetSet};
 
 /// Largest number of portals and of logical units a target serves.
 pub const MAX_PORTALS: usize = 64;
@@ -38,6 +39,8 @@ pub struct LunConfig {
     pub physical_block_size: u32,
     /// Every write is durable before its status (`--write-through`).
     pub write_through: bool,
+    /// The LUN number; None: the one after the target's previous LUN (0 first).
+    pub number: Option<u16>,
 }
 
 impl Default for LunConfig {
@@ -49,6 +52,7 @@ impl Default for LunConfig {
             serial: None,
             physical_block_size: BLOCK_SIZE,
             write_through: false,
+            number: None,
         }
     }
 }
@@ -150,17 +154,6 @@ impl TargetConfig {
 /// Path prefix of a null store LUN: `null:BYTES`.
 pub const NULL_PREFIX: &str = "null:";
 
-/// The backing file of `l`, created when missing only if a size is given.
-fn open_file(l: &LunConfig) -> anyhow::Result<FileDevice> {
-    if l.size.is_none() && !l.path.exists() {
-        anyhow::bail!(
-            "backing file {} does not exist; pass --size to create it",
-            l.path.display()
-        );
-    }
-    FileDevice::open(&l.path, l.size).with_context(|| format!("LUN of {}", l.iqn))
-}
-
 /// The entry point.
 #[derive(Debug)]
 pub struct Target;
@@ -168,6 +161,10 @@ pub struct Target;
 /// A running target.
 #[derive(Debug)]
 pub struct TargetHandle {
+    /// What the portals serve (swapped by [`TargetHandle::reload`]).
+    set: Arc<TargetSet>,
+    /// The configuration running now.
+    running: TargetConfig,
     control: Arc<Control>,
     portals: Vec<SocketAddr>,
     targets: Vec<(String, Vec<u16>)>,
@@ -192,40 +189,7 @@ impl Target {
             anyhow::bail!("at most {MAX_LUNS} LUNs");
         }
         let balance = cfg.balance_policy()?;
-        let mut tables: Vec<(String, LunTable)> = Vec::new();
-        for l in &cfg.luns {
-            let null_size = l.path.to_str().and_then(|p| p.strip_prefix(NULL_PREFIX));
-            let dev: Arc<dyn BlockDevice> = if let Some(size) = null_size {
-                let bytes: u64 = size
-                    .parse()
-                    .ok()
-                    .filter(|b| *b > 0 && b % u64::from(BLOCK_SIZE) == 0)
-                    .with_context(|| {
-                        format!("{NULL_PREFIX}{size}: a positive multiple of {BLOCK_SIZE} bytes is needed")
-                    })?;
-                Arc::new(NullDevice::new(bytes / u64::from(BLOCK_SIZE)))
-            } else {
-                Arc::new(open_file(l)?)
-            };
-            let idx = match tables.iter().position(|(n, _)| *n == l.iqn) {
-                Some(i) => i,
-                None => {
-                    tables.push((l.iqn.clone(), LunTable::new()));
-                    tables.len() - 1
-                }
-            };
-            let (_, table) = &mut tables[idx];
-            let lun = table.luns().len() as u16;
-            let identity =
-                Identity::new(&l.iqn, lun).with_context(|| format!("target {}", l.iqn))?;
-            let unit = LogicalUnit::new(dev, identity)
-                .with_write_through(l.write_through)
-                .with_physical_block_size(l.physical_block_size)
-                .with_context(|| format!("LUN {lun} of {}", l.iqn))?;
-            table
-                .insert(lun, Arc::new(unit))
-                .map_err(|_| anyhow::anyhow!("too many LUNs for {}", l.iqn))?;
-        }
+        let built = crate::reload::build(&cfg, None)?;
 
         let limits = portal_limits(&cfg)?;
         let mut listeners = Vec::new();
@@ -242,10 +206,9 @@ impl Target {
             });
             listeners.push(l);
         }
-        let names: Vec<String> = tables.iter().map(|(n, _)| n.clone()).collect();
         let control = Arc::new(Control::new(
             infos.clone(),
-            names,
+            built.names.clone(),
             cfg.isns.map(|a| a.to_string()),
             balance.clone(),
         ));
@@ -270,13 +233,13 @@ impl Target {
             }
             control.set_link_capacity(info.id, capacity);
         }
-        let targets_summary = tables.iter().map(|(n, t)| (n.clone(), t.luns())).collect();
-        let target_set = Arc::new(TargetSet::new(
+        let targets_summary = summary(&built.names, &built.targets);
+        let target_set = Arc::new(TargetSet::with_entries(
             control.clone(),
-            tables
-                .into_iter()
-                .map(|(n, t)| (n, Arc::new(t)))
-                .collect::<HashMap<_, _>>(),
+            &built.names,
+            built.targets,
+            cfg.discovery_chap.clone(),
+            cfg.discovery_mutual_chap.clone(),
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -303,6 +266,8 @@ impl Target {
             )?);
         }
         Ok(TargetHandle {
+            set: target_set,
+            running: cfg,
             control,
             portals: infos.iter().map(|p| p.address).collect(),
             targets: targets_summary,
@@ -311,6 +276,19 @@ impl Target {
             threads,
         })
     }
+}
+
+/// Each target's LUN numbers, in `names` order.
+fn summary(names: &[String], targets: &HashMap<String, TargetEntry>) -> Vec<(String, Vec<u16>)> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                targets.get(n).map(|t| t.luns.luns()).unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// The connection limits of each portal: `cfg.limits` within this process's open-file
@@ -440,6 +418,60 @@ impl TargetHandle {
         &self.targets
     }
 
+    /// Serves what `cfg` describes from now on (SIGHUP): targets, LUNs and their access
+    /// are rebuilt, keeping every unchanged logical unit and table
+    /// ([`crate::reload`]); sessions of a target whose LUNs changed get REPORTED LUNS DATA
+    /// HAS CHANGED, sessions of a removed target are closed, others notice nothing.
+    /// Settings that need a restart keep their running values (named in the report). On an
+    /// error nothing changes.
+    pub fn reload(&mut self, mut cfg: TargetConfig) -> anyhow::Result<ReloadReport> {
+        let need_restart = crate::reload::keep_restart_only(&self.running, &mut cfg);
+        if cfg.luns.is_empty() {
+            anyhow::bail!("at least one LUN is needed");
+        }
+        let old = self.set.served();
+        let built = crate::reload::build(&cfg, Some(&old))?;
+        let report = ReloadReport {
+            added: built
+                .names
+                .iter()
+                .filter(|n| !old.targets.contains_key(*n))
+                .cloned()
+                .collect(),
+            removed: self
+                .targets
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| !built.targets.contains_key(*n))
+                .cloned()
+                .collect(),
+            luns_changed: built.changed.clone(),
+            need_restart,
+        };
+        self.targets = summary(&built.names, &built.targets);
+        let changed: Vec<Arc<scsi::LunTable>> = built
+            .changed
+            .iter()
+            .filter_map(|n| built.targets.get(n).map(|t| t.luns.clone()))
+            .collect();
+        self.set.replace(
+            &built.names,
+            built.targets,
+            cfg.discovery_chap.clone(),
+            cfg.discovery_mutual_chap.clone(),
+        );
+        for t in changed {
+            t.inventory_changed();
+        }
+        self.running = cfg;
+        Ok(report)
+    }
+
+    /// What the portals serve now.
+    pub fn target_set(&self) -> &Arc<TargetSet> {
+        &self.set
+    }
+
     /// Bound admin endpoint address.
     pub fn admin(&self) -> Option<SocketAddr> {
         self.admin
@@ -518,5 +550,75 @@ mod tests {
         }
         let e = Target::start(config("/nonexistent/portshift-lun")).unwrap_err();
         assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
+    }
+
+    fn lun(iqn: &str, path: &str) -> LunConfig {
+        LunConfig {
+            iqn: iqn.into(),
+            path: PathBuf::from(path),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_what_did_not_change_and_keeps_restart_only_settings() {
+        let (a, b, c) = (
+            "iqn.2024-01.test:a",
+            "iqn.2024-01.test:b",
+            "iqn.2024-01.test:c",
+        );
+        let mut cfg = config("null:1048576");
+        cfg.luns = vec![lun(a, "null:1048576"), lun(b, "null:1048576")];
+        let mut t = Target::start(cfg.clone()).unwrap();
+        let before = t.target_set().served();
+        let a0 = before.targets[a].luns.unit(0).unwrap().clone();
+        let generation = t.target_set().generation();
+
+        let mut next = cfg.clone();
+        next.luns.push(lun(a, "null:2097152"));
+        next.luns.push(lun(c, "null:1048576"));
+        next.cooldown_ms = 1;
+        next.portals = vec!["127.0.0.1:1".parse().unwrap()];
+        let report = t.reload(next).unwrap();
+        assert_eq!(report.added, [c]);
+        assert!(report.removed.is_empty());
+        assert_eq!(report.luns_changed, [a]);
+        assert_eq!(report.need_restart, ["portals", "balancing cooldown"]);
+        assert_eq!(t.portals().len(), 1);
+        let after = t.target_set().served();
+        assert!(t.target_set().generation() > generation);
+        assert!(
+            Arc::ptr_eq(&before.targets[b].luns, &after.targets[b].luns),
+            "an unchanged target keeps its table"
+        );
+        assert!(
+            Arc::ptr_eq(&a0, after.targets[a].luns.unit(0).unwrap()),
+            "an unchanged LUN keeps its unit"
+        );
+        assert_eq!(after.targets[a].luns.luns(), [0, 1]);
+        assert_eq!(
+            t.targets(),
+            &[
+                (a.to_string(), vec![0, 1]),
+                (b.to_string(), vec![0]),
+                (c.to_string(), vec![0])
+            ]
+        );
+        assert_eq!(t.control().targets().to_vec(), [a, b, c]);
+        assert_eq!(after.catalog.targets.len(), 3);
+
+        // A reload that cannot be applied changes nothing.
+        let mut bad = cfg.clone();
+        bad.luns.push(lun(b, "/nonexistent/portshift-lun"));
+        let e = t.reload(bad).unwrap_err();
+        assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
+        assert_eq!(t.target_set().served().catalog.targets.len(), 3);
+
+        // Removing a target and a LUN.
+        let report = t.reload(cfg).unwrap();
+        assert_eq!(report.removed, [c]);
+        assert_eq!(report.luns_changed, [a]);
+        assert_eq!(t.control().targets().to_vec(), [a, b]);
+        t.shutdown();
     }
 }

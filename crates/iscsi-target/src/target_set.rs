@@ -3,9 +3,9 @@
 //! inline, on the portal thread; events become [`Control`] bookkeeping; login questions go to
 //! [`Control`], the connection cores' [`LoginPolicy`].
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use balancer::PortalId;
@@ -17,45 +17,152 @@ use scsi::{Asc, LunTable, Residual, ScsiOutcome, Sense};
 use crate::control::{CommandSender, Control, SessionStats};
 use crate::load::{PortalStats, record_service};
 use crate::output_budget::{OutputShare, ProcessOutput};
+use crate::{Credentials, LunConfig, TargetAccess};
 
-/// The targets served by this process: name → logical units, and the catalog the connection
-/// cores see. Shared by every portal.
+/// One served target: its logical units and who may log in to it. Rebuilt from the
+/// [`crate::TargetConfig`] at start and at every configuration reload (`crate::reload`).
+#[derive(Debug, Clone)]
+pub struct TargetEntry {
+    pub luns: Arc<LunTable>,
+    /// The configuration each of `luns` was opened with, by LUN: a reload keeps a unit (and
+    /// its reservations and unit attentions) whose configuration is unchanged.
+    pub lun_configs: BTreeMap<u16, LunConfig>,
+    pub access: TargetAccess,
+}
+
+impl TargetEntry {
+    /// A target with `luns`, open to every initiator.
+    pub fn open(luns: Arc<LunTable>) -> TargetEntry {
+        TargetEntry {
+            luns,
+            lun_configs: BTreeMap::new(),
+            access: TargetAccess::default(),
+        }
+    }
+}
+
+/// What the portals serve at one time; a configuration reload swaps it whole.
+#[derive(Debug)]
+pub struct Served {
+    pub targets: HashMap<String, TargetEntry>,
+    pub catalog: Arc<Catalog>,
+    /// CHAP of discovery sessions, and the target's answer to mutual CHAP.
+    pub discovery_chap: Option<Credentials>,
+    pub discovery_mutual_chap: Option<Credentials>,
+}
+
+/// The targets served by this process: name → logical units and access, and the catalog
+/// the connection cores see. Shared by every portal; replaced whole by a reload
+/// ([`TargetSet::replace`]), after which each connection picks up the new one
+/// ([`ConnectionShell::refresh`]).
 #[derive(Debug)]
 pub struct TargetSet {
     pub control: Arc<Control>,
-    pub targets: HashMap<String, Arc<LunTable>>,
-    pub catalog: Arc<Catalog>,
+    served: RwLock<Arc<Served>>,
+    /// Bumped by every [`TargetSet::replace`]: a connection compares it (one atomic load)
+    /// before it looks at `served` again.
+    generation: AtomicU64,
     /// Output queued by all the connections, against the process's budget.
     pub output: ProcessOutput,
 }
 
+/// The catalog of `targets` in `names` order, through the control plane's portals.
+fn catalog_of(
+    control: &Control,
+    names: &[String],
+    targets: &HashMap<String, TargetEntry>,
+) -> Catalog {
+    Catalog {
+        targets: names
+            .iter()
+            .map(|name| CatalogTarget {
+                name: name.clone(),
+                luns: targets.get(name).map(|t| t.luns.luns()).unwrap_or_default(),
+            })
+            .collect(),
+        portals: control
+            .portals()
+            .iter()
+            .map(|p| CatalogPortal {
+                id: p.id,
+                address: p.address,
+                tag: p.tag,
+            })
+            .collect(),
+    }
+}
+
 impl TargetSet {
+    /// The targets of the control plane with these logical units, open to every initiator.
     pub fn new(control: Arc<Control>, targets: HashMap<String, Arc<LunTable>>) -> Self {
-        let catalog = Catalog {
-            targets: control
-                .targets()
-                .iter()
-                .map(|name| CatalogTarget {
-                    name: name.clone(),
-                    luns: targets.get(name).map(|t| t.luns()).unwrap_or_default(),
-                })
-                .collect(),
-            portals: control
-                .portals()
-                .iter()
-                .map(|p| CatalogPortal {
-                    id: p.id,
-                    address: p.address,
-                    tag: p.tag,
-                })
-                .collect(),
-        };
+        let names = control.targets().to_vec();
+        let targets = targets
+            .into_iter()
+            .map(|(n, l)| (n, TargetEntry::open(l)))
+            .collect();
+        Self::with_entries(control, &names, targets, None, None)
+    }
+
+    /// The targets `names` (in this order; the control plane must serve the same) with
+    /// their entries, and the discovery credentials.
+    pub fn with_entries(
+        control: Arc<Control>,
+        names: &[String],
+        targets: HashMap<String, TargetEntry>,
+        discovery_chap: Option<Credentials>,
+        discovery_mutual_chap: Option<Credentials>,
+    ) -> Self {
+        let catalog = catalog_of(&control, names, &targets);
         TargetSet {
             control,
-            targets,
-            catalog: Arc::new(catalog),
+            served: RwLock::new(Arc::new(Served {
+                targets,
+                catalog: Arc::new(catalog),
+                discovery_chap,
+                discovery_mutual_chap,
+            })),
+            generation: AtomicU64::new(1),
             output: ProcessOutput::default(),
         }
+    }
+
+    /// What is served now.
+    pub fn served(&self) -> Arc<Served> {
+        self.served
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The catalog the connection cores see now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.served().catalog.clone()
+    }
+
+    /// Changes at every [`TargetSet::replace`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Serves `names` (in this order) with these entries from now on: the control plane
+    /// (registrations, iSNS) follows, new logins see the new catalog, and every connection
+    /// switches to it at its next input or tick.
+    pub fn replace(
+        &self,
+        names: &[String],
+        targets: HashMap<String, TargetEntry>,
+        discovery_chap: Option<Credentials>,
+        discovery_mutual_chap: Option<Credentials>,
+    ) {
+        let catalog = catalog_of(&self.control, names, &targets);
+        self.control.set_targets(names.to_vec());
+        *self.served.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Served {
+            targets,
+            catalog: Arc::new(catalog),
+            discovery_chap,
+            discovery_mutual_chap,
+        });
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The same with a process output budget other than
@@ -81,6 +188,10 @@ pub struct ConnectionShell<'a> {
     portal: PortalId,
     sender: CommandSender,
     session: Option<u64>,
+    /// The session's target, once logged in.
+    target: Option<String>,
+    /// The [`TargetSet::generation`] this connection last took its catalog and LUNs from.
+    generation: u64,
     luns: Option<Arc<LunTable>>,
     stats: Option<Arc<SessionStats>>,
     /// The portal's byte counters.
@@ -101,6 +212,8 @@ impl<'a> ConnectionShell<'a> {
             portal,
             sender,
             session: None,
+            target: None,
+            generation: 0,
             luns: None,
             stats: None,
             portal_stats: set.control.portal_stats(portal).map(|s| &**s),
@@ -123,6 +236,25 @@ impl<'a> ConnectionShell<'a> {
         self.peak_queued
     }
 
+    /// Switches `conn` to what the target set serves now if a reload replaced it: the new
+    /// catalog, and the session target's new LUN table (a session whose target is gone is
+    /// closed by its core and keeps the old table for its nexus loss). One atomic load when
+    /// nothing changed; called before each feeding pass and on the portal's tick.
+    pub fn refresh(&mut self, conn: &mut Connection) {
+        let g = self.set.generation();
+        if g == self.generation {
+            return;
+        }
+        self.generation = g;
+        let served = self.set.served();
+        if !conn.set_catalog(served.catalog.clone()) {
+            return;
+        }
+        if let Some(t) = &self.target {
+            self.luns = served.targets.get(t).map(|e| e.luns.clone());
+        }
+    }
+
     /// Feeds what was read to `conn`, running its SCSI work and events as they come, until
     /// `buf` holds no whole PDU (or the connection closes) — or until the output queued in
     /// `conn` exceeds the output budget ([`OUTPUT_BUDGET`]): then true, and the caller is
@@ -134,6 +266,7 @@ impl<'a> ConnectionShell<'a> {
     /// per pass, [`crate::load`]); the session's outstanding commands are updated.
     #[must_use = "when true, write the queued output and feed again"]
     pub fn feed(&mut self, conn: &mut Connection, buf: &mut BytesMut, now: Instant) -> bool {
+        self.refresh(conn);
         let mut answered = 0u64;
         let over = loop {
             let mut policy: &Control = &self.set.control;
@@ -255,7 +388,13 @@ impl<'a> ConnectionShell<'a> {
                         &target,
                         self.sender.clone(),
                     );
-                    self.luns = self.set.targets.get(&target).cloned();
+                    self.luns = self
+                        .set
+                        .served()
+                        .targets
+                        .get(&target)
+                        .map(|e| e.luns.clone());
+                    self.target = Some(target);
                     if let Some(l) = &self.luns {
                         l.nexus_established(id);
                     }
@@ -366,9 +505,9 @@ pub(crate) mod tests {
     #[test]
     fn catalog_follows_the_control_plane() {
         let set = target_set();
-        assert_eq!(set.catalog.targets[0].name, TARGET);
-        assert_eq!(set.catalog.targets[0].luns, [0]);
-        assert_eq!(set.catalog.portals.len(), 2);
+        assert_eq!(set.catalog().targets[0].name, TARGET);
+        assert_eq!(set.catalog().targets[0].luns, [0]);
+        assert_eq!(set.catalog().portals.len(), 2);
     }
 
     #[test]
@@ -376,7 +515,7 @@ pub(crate) mod tests {
         let set = target_set();
         let now = Instant::now();
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut conn = Connection::new(set.catalog.clone(), PortalId(0), now);
+        let mut conn = Connection::new(set.catalog(), PortalId(0), now);
         let mut shell = ConnectionShell::new(&set, PortalId(0), tx);
         let mut buf = login(&[
             ("InitiatorName", "iqn.i"),
@@ -425,7 +564,7 @@ pub(crate) mod tests {
         let set = target_set();
         set.control.place("iqn.i", TARGET, PortalId(1));
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut conn = Connection::new(set.catalog.clone(), PortalId(0), Instant::now());
+        let mut conn = Connection::new(set.catalog(), PortalId(0), Instant::now());
         let mut shell = ConnectionShell::new(&set, PortalId(0), tx);
         let mut buf = login(&[("InitiatorName", "iqn.i"), ("TargetName", TARGET)]);
         assert!(!shell.feed(&mut conn, &mut buf, Instant::now()));
@@ -443,7 +582,7 @@ pub(crate) mod tests {
         let set = target_set();
         let now = Instant::now();
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut conn = Connection::new(set.catalog.clone(), PortalId(0), now);
+        let mut conn = Connection::new(set.catalog(), PortalId(0), now);
         let mut shell = ConnectionShell::new(&set, PortalId(0), tx).with_budget(1000);
         let mut buf = login(&[
             ("InitiatorName", "iqn.i"),
@@ -492,7 +631,7 @@ pub(crate) mod tests {
         let now = Instant::now();
         let ask = |set: &TargetSet| {
             let (tx, _rx) = mpsc::unbounded_channel();
-            let mut conn = Connection::new(set.catalog.clone(), PortalId(1), now);
+            let mut conn = Connection::new(set.catalog(), PortalId(1), now);
             let mut shell = ConnectionShell::new(set, PortalId(1), tx);
             let mut buf = login(&[
                 ("InitiatorName", "iqn.d"),
@@ -535,7 +674,7 @@ pub(crate) mod tests {
         let set = target_set();
         let now = Instant::now();
         let (tx, _rx) = mpsc::unbounded_channel();
-        let mut conn = Connection::new(set.catalog.clone(), PortalId(0), now);
+        let mut conn = Connection::new(set.catalog(), PortalId(0), now);
         let mut shell = ConnectionShell::new(&set, PortalId(0), tx);
         let mut buf = login(&[
             ("InitiatorName", "iqn.i"),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_addr, isnsadm, isnsadm_conf, portshift_server, spawn_listening, tool};
+use common::{Proc, free_addr, isnsadm, isnsadm_conf, isnsd, portshift_server, tool};
 use isns::{Client, NodeRegistration, NodeType, Registration};
 
 /// The source name isnsadm uses here.
@@ -31,34 +31,6 @@ fn portshift_isns(addr: SocketAddr, db: &Path) -> Proc {
         ADM_SOURCE.into(),
     ];
     portshift_server(&args, addr, &db.with_extension("log"))
-}
-
-fn isnsd(dir: &Path, addr: SocketAddr) -> Proc {
-    let isnsd = tool("isnsd", "open-isns-server");
-    let db = dir.join("isnsd-db");
-    std::fs::create_dir_all(&db).unwrap();
-    let conf = dir.join("isnsd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Security = 0\nBindAddress = {addr}\nDatabase = {}\nPIDFile = {}\nControlSocket = {}\nSourceName = iqn.2024-01.test:isnsd\nDefaultDiscoveryDomain = 1\n",
-            db.display(),
-            dir.join("isnsd.pid").display(),
-            dir.join("isnsctl").display()
-        ),
-    )
-    .unwrap();
-    spawn_listening(
-        Command::new(isnsd)
-            .arg("-f")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-        addr,
-        "isnsd",
-        None,
-    )
 }
 
 fn adm_conf(dir: &Path, name: &str, server: SocketAddr) -> PathBuf {

@@ -82,6 +82,23 @@ impl LunTable {
         Ok(())
     }
 
+    /// Takes the unit at `lun` out of the table (a configuration reload removed it).
+    pub fn remove(&mut self, lun: u16) -> Option<Arc<LogicalUnit>> {
+        self.units.remove(&lun)
+    }
+
+    /// The unit numbered `lun`.
+    pub fn unit(&self, lun: u16) -> Option<&Arc<LogicalUnit>> {
+        self.units.get(&lun)
+    }
+
+    /// The target's logical unit inventory changed (units added or removed): every
+    /// established nexus gets REPORTED LUNS DATA HAS CHANGED (SPC-4 §6.33). Clones of this
+    /// table share the condition.
+    pub fn inventory_changed(&self) {
+        self.unit_attentions.inventory_changed();
+    }
+
     /// The unit addressed by a transport LUN field.
     pub fn get(&self, lun_field: u64) -> Option<&Arc<LogicalUnit>> {
         decode_lun(lun_field).and_then(|l| self.units.get(&l))

@@ -69,6 +69,8 @@ impl Asc {
     pub const SOFTWARE_WRITE_PROTECTED: Asc = Asc::new(0x27, 0x02);
     /// POWER ON, RESET, OR BUS DEVICE RESET OCCURRED: the UNIT ATTENTION after a reset.
     pub const POWER_ON_RESET_OCCURRED: Asc = Asc::new(0x29, 0x00);
+    /// The logical unit inventory changed (SPC-4 §6.33, Table F.1).
+    pub const REPORTED_LUNS_DATA_HAS_CHANGED: Asc = Asc::new(0x3F, 0x0E);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Asc = Asc::new(0x39, 0x00);
     pub const INTERNAL_TARGET_FAILURE: Asc = Asc::new(0x44, 0x00);
     /// DATA PHASE ERROR: the transport lost the command's data (e.g. Data-Out out of order).

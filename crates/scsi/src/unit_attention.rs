@@ -4,7 +4,10 @@
 //! known at that time; the next command of each nexus, other than INQUIRY, REPORT LUNS and
 //! REQUEST SENSE, is then terminated with CHECK CONDITION, UNIT ATTENTION / POWER ON, RESET,
 //! OR BUS DEVICE RESET OCCURRED, which clears it. A nexus established after the reset sees
-//! nothing. While no condition is pending, checking a command is one relaxed atomic load.
+//! nothing. A change of the target's logical unit inventory (a LUN added or removed by a
+//! configuration reload) likewise establishes REPORTED LUNS DATA HAS CHANGED for every nexus
+//! (SPC-4 §6.33), reported after a pending reset condition. While no condition is pending,
+//! checking a command is one relaxed atomic load.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,6 +23,8 @@ pub struct UnitAttentions {
     pending: AtomicUsize,
     /// Every established nexus, and whether a condition is pending for it.
     nexuses: Mutex<HashMap<u64, bool>>,
+    /// Nexuses with REPORTED LUNS DATA HAS CHANGED pending (counted in `pending` too).
+    inventory: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl UnitAttentions {
@@ -37,6 +42,25 @@ impl UnitAttentions {
         if self.nexuses().remove(&nexus) == Some(true) {
             self.pending.fetch_sub(1, Ordering::Relaxed);
         }
+        if self.inventory().remove(&nexus) {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn inventory(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.inventory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The logical unit inventory changed: every established nexus gets REPORTED LUNS DATA
+    /// HAS CHANGED (once, however many changes until it is reported).
+    pub fn inventory_changed(&self) {
+        let map = self.nexuses();
+        let mut inv = self.inventory();
+        for n in map.keys() {
+            if inv.insert(*n) {
+                self.pending.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A reset occurred: every established nexus gets a condition.
@@ -51,22 +75,37 @@ impl UnitAttentions {
     /// The sense to terminate a command with `opcode` from `nexus` with, clearing the
     /// condition; `None` when nothing is pending or the command is exempt (SPC-4 §5.14).
     pub fn check(&self, nexus: u64, op: u8) -> Option<Sense> {
-        if self.pending.load(Ordering::Relaxed) == 0
-            || matches!(
-                op,
-                opcode::INQUIRY | opcode::REPORT_LUNS | opcode::REQUEST_SENSE
-            )
-        {
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        if op == opcode::REPORT_LUNS {
+            // REPORT LUNS reports the new inventory: it clears that condition (SPC-4 §6.33).
+            if self.inventory().remove(&nexus) {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        if matches!(op, opcode::INQUIRY | opcode::REQUEST_SENSE) {
             return None;
         }
         let mut map = self.nexuses();
-        let pending = map.get_mut(&nexus).filter(|p| **p)?;
-        *pending = false;
-        self.pending.fetch_sub(1, Ordering::Relaxed);
-        Some(Sense::new(
-            SenseKey::UnitAttention,
-            Asc::POWER_ON_RESET_OCCURRED,
-        ))
+        if let Some(pending) = map.get_mut(&nexus).filter(|p| **p) {
+            *pending = false;
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Some(Sense::new(
+                SenseKey::UnitAttention,
+                Asc::POWER_ON_RESET_OCCURRED,
+            ));
+        }
+        drop(map);
+        if self.inventory().remove(&nexus) {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            return Some(Sense::new(
+                SenseKey::UnitAttention,
+                Asc::REPORTED_LUNS_DATA_HAS_CHANGED,
+            ));
+        }
+        None
     }
 }
 
@@ -97,5 +136,46 @@ mod tests {
         ua.nexus_lost(2);
         assert_eq!(ua.pending.load(Ordering::Relaxed), 0);
         assert_eq!(ua.check(2, opcode::READ_10), None);
+    }
+
+    #[test]
+    fn an_inventory_change_is_reported_once_to_every_known_nexus_after_a_reset() {
+        let ua = UnitAttentions::default();
+        ua.nexus_established(1);
+        ua.nexus_established(2);
+        ua.reset_occurred();
+        ua.inventory_changed();
+        ua.inventory_changed();
+        ua.nexus_established(3);
+        assert_eq!(ua.check(1, opcode::INQUIRY), None, "INQUIRY is exempt");
+        assert_eq!(
+            ua.check(2, opcode::REPORT_LUNS),
+            None,
+            "REPORT LUNS is exempt"
+        );
+        assert_eq!(
+            ua.check(2, opcode::READ_10).map(|s| s.asc),
+            Some(Asc::POWER_ON_RESET_OCCURRED),
+            "REPORT LUNS cleared the inventory change only"
+        );
+        assert_eq!(ua.check(2, opcode::READ_10), None);
+        let asc = |s: Option<Sense>| s.map(|s| (s.key, s.asc));
+        let ua_of = |a| Some((SenseKey::UnitAttention, a));
+        assert_eq!(
+            asc(ua.check(1, opcode::READ_10)),
+            ua_of(Asc::POWER_ON_RESET_OCCURRED)
+        );
+        assert_eq!(
+            asc(ua.check(1, opcode::READ_10)),
+            ua_of(Asc::REPORTED_LUNS_DATA_HAS_CHANGED)
+        );
+        assert_eq!(ua.check(1, opcode::READ_10), None, "each reported once");
+        assert_eq!(
+            ua.check(3, opcode::READ_10),
+            None,
+            "established after the change"
+        );
+        ua.nexus_lost(2);
+        assert_eq!(ua.pending.load(Ordering::Relaxed), 0);
     }
 }

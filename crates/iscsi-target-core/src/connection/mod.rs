@@ -198,6 +198,28 @@ impl Connection {
         }
     }
 
+    /// The served targets changed (the configuration was reloaded; the portals stay): later
+    /// logins, SendTargets answers and LUN checks use `catalog`. A session whose target is no
+    /// longer served is closed (it keeps the old catalog until then); false then.
+    pub fn set_catalog(&mut self, catalog: Arc<Catalog>) -> bool {
+        if let Phase::Full(s) = &mut self.phase
+            && let Some(i) = s.target
+        {
+            let name = &self.catalog.targets[i].name;
+            match catalog.target_index(name) {
+                Some(j) => s.target = Some(j),
+                None => {
+                    self.close(CloseReason::Failed(format!(
+                        "target {name} is no longer served (configuration reloaded)"
+                    )));
+                    return false;
+                }
+            }
+        }
+        self.catalog = catalog;
+        true
+    }
+
     /// The I_T nexus id of the session, given by the shell after [`Event::FullFeature`];
     /// carried by every [`ScsiRequest`].
     pub fn set_nexus(&mut self, nexus: u64) {

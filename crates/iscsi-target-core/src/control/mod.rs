@@ -177,6 +177,26 @@ impl ControlPlane {
         self.portals.iter().find(|p| p.id == id)
     }
 
+    /// The served targets are now `targets` (the configuration was reloaded): a new target
+    /// is registered through every portal; a removed one loses its registration rows and
+    /// placements. Sessions are not touched (their shells close those of removed targets).
+    pub fn set_targets(&mut self, targets: Vec<String>) {
+        self.registrations.retain(|r| targets.contains(&r.target));
+        self.placements.retain(|(_, t), _| targets.contains(t));
+        for t in targets.iter().filter(|t| !self.targets.contains(t)) {
+            for p in &self.portals {
+                self.registrations.push(RegistrationRow {
+                    target: t.clone(),
+                    portal: p.id,
+                    address: p.address.to_string(),
+                    tag: p.tag,
+                    registered: true,
+                });
+            }
+        }
+        self.targets = targets;
+    }
+
     /// Sets the time that [`LoginPolicy`] calls record their events at.
     pub fn set_now(&mut self, now_ms: u64) {
         self.now_ms = now_ms;

@@ -521,3 +521,52 @@ fn ping_pongs_among_the_logout_requests_are_counted() {
     let s = p.snapshot();
     assert_eq!((s.logout_requests, s.ping_pongs), (6, 2));
 }
+
+#[test]
+fn redirects_and_registrations_name_ipv6_portals_in_brackets() {
+    let mut portals = two_portals();
+    portals[0].address = "[::1]:3260".parse().unwrap();
+    portals[1].address = "[fd00::2]:3261".parse().unwrap();
+    let mut p = ControlPlane::new(portals, vec!["iqn.t1".into()], None, None);
+    p.place("iqn.i1", "iqn.t1", P1);
+    assert_eq!(
+        p.decide_login(P0, "iqn.i1", "iqn.t1", 0),
+        LoginDecision::Redirect {
+            address: "[fd00::2]:3261".into()
+        }
+    );
+    let rows = p.snapshot().registrations;
+    assert_eq!(rows[0].address, "[::1]:3260");
+}
+
+#[test]
+fn set_targets_adds_and_removes_registrations_and_placements() {
+    let mut p = plane(2);
+    p.place("iqn.i1", "iqn.t2", P1);
+    p.set_targets(vec!["iqn.t1".into(), "iqn.t3".into()]);
+    assert_eq!(p.targets(), ["iqn.t1", "iqn.t3"]);
+    let rows: Vec<(String, PortalId, bool)> = p
+        .snapshot()
+        .registrations
+        .iter()
+        .map(|r| (r.target.clone(), r.portal, r.registered))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("iqn.t1".to_string(), P0, true),
+            ("iqn.t1".to_string(), P1, true),
+            ("iqn.t3".to_string(), P0, true),
+            ("iqn.t3".to_string(), P1, true),
+        ]
+    );
+    assert_eq!(p.placement("iqn.i1", "iqn.t2"), None);
+    assert_eq!(
+        p.decide_login(P0, "iqn.i1", "iqn.t2", 0),
+        LoginDecision::NotFound
+    );
+    assert!(matches!(
+        p.decide_login(P0, "iqn.i1", "iqn.t3", 0),
+        LoginDecision::Accept { .. }
+    ));
+}

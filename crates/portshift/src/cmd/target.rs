@@ -8,13 +8,23 @@ use iscsi_target::{LunConfig, PortalConfig, Target, TargetConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A portal to listen on, IP:PORT[,speed=RATE] (repeat for several portals). RATE is
-    /// the link's capacity each way, in bits (400Mbit, 10Gbit) or bytes (1.25GB) per
-    /// second; without it, the speed the portal's interface reports (none for loopback).
-    #[arg(long = "portal", required = true)]
+    /// The configuration file (TOML, docs/configuration.md). Flags given on the command line
+    /// override it: --portal, --balance and --pin replace the file's lists, --lun adds LUNs,
+    /// every other flag replaces the file's value. SIGHUP reloads the file.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Check a configuration file and exit: 0 when it is valid, 1 with a message naming the
+    /// line of each problem otherwise.
+    #[arg(long, value_name = "FILE.toml", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+    /// A portal to listen on, IP:PORT[,speed=RATE] (repeat for several portals; [IPv6]:PORT
+    /// for IPv6). RATE is the link's capacity each way, in bits (400Mbit, 10Gbit) or bytes
+    /// (1.25GB) per second; without it, the speed the portal's interface reports (none for
+    /// loopback).
+    #[arg(long = "portal", required_unless_present_any = ["config", "check_config"])]
     portals: Vec<PortalConfig>,
     /// IQN=FILE: serve FILE as a LUN of target IQN through every portal (repeatable).
-    #[arg(long = "lun", required = true, value_parser = parse_lun)]
+    #[arg(long = "lun", required_unless_present_any = ["config", "check_config"], value_parser = parse_lun)]
     luns: Vec<(String, PathBuf)>,
     /// Create missing backing files with this size (e.g. 1G, 64M, 4096).
     #[arg(long, value_parser = parse_size)]
@@ -24,10 +34,11 @@ pub struct Args {
     /// page cache until the initiator sends SYNCHRONIZE CACHE or writes with FUA (WCE=1).
     #[arg(long)]
     write_through: bool,
-    /// Physical block size of every LUN in bytes: 512 (default) or 4096 (logical blocks
-    /// stay 512 bytes; READ CAPACITY(16) reports 8 logical blocks per physical block).
-    #[arg(long, default_value_t = 512, value_parser = parse_physical_block_size)]
-    physical_block_size: u32,
+    /// Physical block size of every LUN in bytes: 512 or 4096 (logical blocks stay 512
+    /// bytes; READ CAPACITY(16) reports 8 logical blocks per physical block). [default: 512,
+    /// or the configuration file's per-LUN value]
+    #[arg(long, value_parser = parse_physical_block_size)]
+    physical_block_size: Option<u32>,
     /// iSNS server to register with, HOST:PORT.
     #[arg(long)]
     isns: Option<SocketAddr>,
@@ -40,31 +51,31 @@ pub struct Args {
     balance: Vec<balancer::BalanceSpec>,
     /// Cooldown, in seconds: a moved initiator is not moved again (nor moved back to the
     /// portal it left within twice the cooldown), and a deleted (target, portal) registration
-    /// is not restored, until the cooldown has passed.
-    #[arg(long, default_value_t = 10)]
-    cooldown: u64,
+    /// is not restored, until the cooldown has passed. [default: 10]
+    #[arg(long)]
+    cooldown: Option<u64>,
     /// An initiator name the balancer never moves (repeatable).
     #[arg(long = "pin", value_name = "INITIATOR")]
     pin: Vec<String>,
     /// Time constant of the smoothed load figures the balancer decides on, e.g. 5s, 800ms
     /// (at most 10m): a step in a portal's load is 63% in the figures after it, 95% after
-    /// three times it. Shorter reacts sooner to bursts and moves more.
-    #[arg(long, default_value = "5s", value_parser = parse_smoothing)]
-    smoothing: std::time::Duration,
-    /// Moves the balancer asks for in one interval at most.
-    #[arg(long, default_value_t = balancer::DEFAULT_MAX_MOVES)]
-    max_moves: usize,
+    /// three times it. Shorter reacts sooner to bursts and moves more. [default: 5s]
+    #[arg(long, value_parser = parse_smoothing)]
+    smoothing: Option<std::time::Duration>,
+    /// Moves the balancer asks for in one interval at most. [default: 4]
+    #[arg(long)]
+    max_moves: Option<usize>,
     /// Connections each portal serves at a time (fewer when the open-file limit leaves
     /// less room; see the start-up log). At the limit, the oldest connection still in
-    /// login is closed to admit a new one.
-    #[arg(long, default_value_t = iscsi_target::portal::MAX_CONNECTIONS)]
-    max_connections: usize,
-    /// Connections one client address may hold on a portal.
-    #[arg(long, default_value_t = iscsi_target::portal::MAX_CONNECTIONS_PER_ADDRESS)]
-    max_connections_per_address: usize,
-    /// Admin endpoint (GET /status).
-    #[arg(long, default_value = iscsi_target::admin::DEFAULT_ADMIN)]
-    admin: SocketAddr,
+    /// login is closed to admit a new one. [default: 1024]
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Connections one client address may hold on a portal. [default: 64]
+    #[arg(long)]
+    max_connections_per_address: Option<usize>,
+    /// Admin endpoint (GET /status). [default: 127.0.0.1:3261]
+    #[arg(long)]
+    admin: Option<SocketAddr>,
 }
 
 fn parse_smoothing(v: &str) -> Result<std::time::Duration, String> {
@@ -94,61 +105,108 @@ fn parse_lun(s: &str) -> Result<(String, PathBuf), String> {
 
 /// A byte count with an optional K/M/G/T suffix (powers of 1024).
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m: u64 = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G or T)")),
-            };
-            (&t[..i], m)
+    iscsi_target::config_file::parse_size(s)
+}
+
+/// The configuration: the file's (if any) with the command line's flags over it.
+fn configuration(args: &Args, file: Option<TargetConfig>) -> TargetConfig {
+    let mut cfg = file.unwrap_or_else(|| TargetConfig {
+        admin: iscsi_target::admin::DEFAULT_ADMIN.parse().ok(),
+        ..Default::default()
+    });
+    if !args.portals.is_empty() {
+        cfg.portals = args.portals.clone();
+    }
+    cfg.luns
+        .extend(args.luns.iter().map(|(iqn, path)| LunConfig {
+            iqn: iqn.clone(),
+            path: path.clone(),
+            size: args.size,
+            ..Default::default()
+        }));
+    for l in &mut cfg.luns {
+        l.write_through |= args.write_through;
+        if let Some(b) = args.physical_block_size {
+            l.physical_block_size = b;
         }
-        _ => (t, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("invalid size {s:?}"))
+    }
+    if let Some(i) = args.isns {
+        cfg.isns = Some(i);
+    }
+    if !args.balance.is_empty() {
+        cfg.balance = args.balance.clone();
+    }
+    if let Some(c) = args.cooldown {
+        cfg.cooldown_ms = c.saturating_mul(1000);
+    }
+    if !args.pin.is_empty() {
+        cfg.pin = args.pin.clone();
+    }
+    if let Some(m) = args.max_moves {
+        cfg.max_moves = m;
+    }
+    if let Some(s) = args.smoothing {
+        cfg.smoothing_ms = s.as_millis() as u64;
+    }
+    if let Some(a) = args.admin {
+        cfg.admin = Some(a);
+    }
+    if let Some(m) = args.max_connections {
+        cfg.limits.total = m;
+    }
+    if let Some(m) = args.max_connections_per_address {
+        cfg.limits.per_address = m;
+    }
+    cfg
+}
+
+/// `--check-config FILE`: every problem on stderr (with its line), exit 1; or "valid".
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match iscsi_target::config_file::load(path) {
+        Ok(f) => {
+            let c = &f.config;
+            let targets: std::collections::BTreeSet<&str> =
+                c.luns.iter().map(|l| l.iqn.as_str()).collect();
+            if c.portals.is_empty() {
+                eprintln!(
+                    "{}: no [[portal]] (give --portal when starting)",
+                    path.display()
+                );
+            }
+            println!(
+                "{}: valid (format version {}): {} portals, {} targets, {} LUNs",
+                path.display(),
+                iscsi_target::config_file::CURRENT_VERSION,
+                c.portals.len(),
+                targets.len(),
+                c.luns.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The file's configuration, or why it cannot be used.
+fn load_file(path: &std::path::Path) -> anyhow::Result<TargetConfig> {
+    Ok(iscsi_target::config_file::load(path)?.config)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cfg = TargetConfig {
-        portals: args.portals,
-        luns: args
-            .luns
-            .into_iter()
-            .map(|(iqn, path)| LunConfig {
-                iqn,
-                path,
-                size: args.size,
-                write_through: args.write_through,
-                physical_block_size: args.physical_block_size,
-                ..Default::default()
-            })
-            .collect(),
-        isns: args.isns,
-        balance: args.balance,
-        cooldown_ms: args.cooldown.saturating_mul(1000),
-        pin: args.pin,
-        max_moves: args.max_moves,
-        smoothing_ms: args.smoothing.as_millis() as u64,
-        admin: Some(args.admin),
-        limits: iscsi_target::portal::PortalLimits {
-            total: args.max_connections,
-            per_address: args.max_connections_per_address,
-        },
-        ..Default::default()
-    };
+    if let Some(path) = &args.check_config {
+        return Ok(check_config(path));
+    }
+    let file = args.config.as_deref().map(load_file).transpose()?;
+    let cfg = configuration(&args, file);
     let lun_files: Vec<String> = cfg
         .luns
         .iter()
         .map(|l| format!("{}={}", l.iqn, l.path.display()))
         .collect();
-    let handle = Target::start(cfg)?;
+    let mut handle = Target::start(cfg)?;
     for p in handle.portals() {
         println!("portal {p}");
     }
@@ -164,9 +222,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(super::until_stopped())?;
+        .block_on(serve(&args, &mut handle))?;
     handle.shutdown();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGINT or SIGTERM; on SIGHUP reloads the configuration file (with the same
+/// command-line flags over it). A reload that fails changes nothing and says why.
+async fn serve(args: &Args, handle: &mut iscsi_target::TargetHandle) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let stopped = super::until_stopped();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            r = &mut stopped => return r,
+            _ = hup.recv() => {
+                let Some(path) = &args.config else {
+                    tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
+                    continue;
+                };
+                let reloaded = load_file(path)
+                    .and_then(|file| handle.reload(configuration(args, Some(file))));
+                match reloaded {
+                    Ok(report) => {
+                        for what in &report.need_restart {
+                            tracing::warn!(
+                                "SIGHUP: {what} changed in {}: needs a restart; keeping the running one",
+                                path.display()
+                            );
+                        }
+                        tracing::info!("SIGHUP: reloaded {}: {report}", path.display());
+                        println!("reloaded {}: {report}", path.display());
+                    }
+                    Err(e) => {
+                        tracing::error!("SIGHUP: {} not reloaded, nothing changed: {e:#}", path.display());
+                        eprintln!("reload failed, nothing changed: {e:#}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +323,7 @@ mod tests {
         let specs: Vec<String> = a.balance.iter().map(|s| s.to_string()).collect();
         assert_eq!(specs, ["sessions:8:7", "bandwidth:80%:50%"]);
         assert_eq!(a.pin, ["iqn.db", "iqn.web"]);
-        assert_eq!(a.max_moves, balancer::DEFAULT_MAX_MOVES);
+        assert_eq!(a.max_moves, None);
         assert!(parse(&[]).unwrap().balance.is_empty());
         let e = parse(&["--balance", "cpu:90"]).unwrap_err().to_string();
         assert!(e.contains("percentages"), "{e}");
@@ -236,10 +333,10 @@ mod tests {
     fn durability_and_physical_block_flags() {
         let a = parse(&[]).unwrap();
         assert!(!a.write_through);
-        assert_eq!(a.physical_block_size, 512);
+        assert_eq!(a.physical_block_size, None);
         let a = parse(&["--write-through", "--physical-block-size", "4096"]).unwrap();
         assert!(a.write_through);
-        assert_eq!(a.physical_block_size, 4096);
+        assert_eq!(a.physical_block_size, Some(4096));
         assert!(parse(&["--physical-block-size", "2048"]).is_err());
     }
 
@@ -278,5 +375,56 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("no unit, bits or bytes?"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = TargetConfig {
+            portals: vec!["127.0.0.9:3260".parse().unwrap()],
+            luns: vec![LunConfig {
+                iqn: "iqn.f:t".into(),
+                path: PathBuf::from("null:1048576"),
+                ..Default::default()
+            }],
+            cooldown_ms: 3_000,
+            max_moves: 2,
+            pin: vec!["iqn.file".into()],
+            ..Default::default()
+        };
+        // Without flags: the file as it is.
+        let a = parse(&[]).unwrap();
+        let mut bare = a;
+        bare.portals.clear();
+        bare.luns.clear();
+        let c = configuration(&bare, Some(file.clone()));
+        assert_eq!((c.portals.len(), c.luns.len()), (1, 1));
+        assert_eq!((c.cooldown_ms, c.max_moves), (3_000, 2));
+        // Given flags: lists replaced (portals, pins), LUNs added, values replaced.
+        let a = parse(&[
+            "--cooldown",
+            "7",
+            "--pin",
+            "iqn.cli",
+            "--admin",
+            "127.0.0.1:9",
+        ])
+        .unwrap();
+        let c = configuration(&a, Some(file));
+        assert_eq!(c.portals[0].address.to_string(), "127.0.0.1:3260");
+        assert_eq!(c.portals.len(), 1);
+        let luns: Vec<&str> = c.luns.iter().map(|l| l.iqn.as_str()).collect();
+        assert_eq!(luns, ["iqn.f:t", "iqn.a:b"]);
+        assert_eq!((c.cooldown_ms, c.max_moves), (7_000, 2));
+        assert_eq!(c.pin, ["iqn.cli"]);
+        assert_eq!(c.admin, Some("127.0.0.1:9".parse().unwrap()));
+        // Without a file, the defaults of the flags.
+        let c = configuration(&parse(&[]).unwrap(), None);
+        assert_eq!(c.cooldown_ms, 10_000);
+        assert_eq!(c.admin, iscsi_target::admin::DEFAULT_ADMIN.parse().ok());
+        // --config alone is enough; --check-config too.
+        use clap::Parser;
+        assert!(Cli::try_parse_from(["target", "--config", "f.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["target", "--check-config", "f.toml"]).is_ok());
+        assert!(Cli::try_parse_from(["target"]).is_err());
     }
 }

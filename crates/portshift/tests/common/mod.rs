@@ -343,3 +343,34 @@ pub fn isnsadm(conf: &Path, args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// Debian's isnsd (open-isns-server) on `addr`, its database and files in `dir`, with
+/// Security = 0; returns once it listens.
+#[allow(dead_code)]
+pub fn isnsd(dir: &Path, addr: SocketAddr) -> Proc {
+    let isnsd = tool("isnsd", "open-isns-server");
+    let db = dir.join("isnsd-db");
+    std::fs::create_dir_all(&db).unwrap();
+    let conf = dir.join("isnsd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Security = 0\nBindAddress = {addr}\nDatabase = {}\nPIDFile = {}\nControlSocket = {}\nSourceName = iqn.2024-01.test:isnsd\nDefaultDiscoveryDomain = 1\n",
+            db.display(),
+            dir.join("isnsd.pid").display(),
+            dir.join("isnsctl").display()
+        ),
+    )
+    .unwrap();
+    spawn_listening(
+        Command::new(isnsd)
+            .arg("-f")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        addr,
+        "isnsd",
+        None,
+    )
+}

@@ -208,3 +208,32 @@ fn discovery_session_sends_targets_and_refuses_scsi() {
     h.run();
     assert!(h.side_effects.is_empty());
 }
+
+#[test]
+fn a_reloaded_catalog_follows_the_session_target_or_closes_a_session_whose_target_left() {
+    use crate::catalog::CatalogTarget;
+    let mut h = logged_in(&[]);
+    // The target moves to index 1 and gains LUN 1: the session follows it by name.
+    let mut c = (*catalog()).clone();
+    c.targets.insert(
+        0,
+        CatalogTarget {
+            name: "iqn.2024-01.test:other".into(),
+            luns: vec![0],
+        },
+    );
+    c.targets[1].luns = vec![0, 1];
+    assert!(h.conn.set_catalog(Arc::new(c.clone())));
+    assert!(!h.conn.is_closing());
+    assert_eq!(h.conn.target().map(|t| t.name.as_str()), Some(TARGET));
+    assert_eq!(h.conn.target().map(|t| t.luns.clone()), Some(vec![0, 1]));
+    // Its target is no longer served: the session is closed, saying why.
+    c.targets.remove(1);
+    assert!(!h.conn.set_catalog(Arc::new(c)));
+    let why = h
+        .conn
+        .close_reason()
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    assert!(why.contains("no longer served"), "{why}");
+}
