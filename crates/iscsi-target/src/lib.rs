@@ -5,6 +5,7 @@
 //! [`link`] its link's capacity.
 
 pub mod admin;
+pub mod auth_throttle;
 pub mod balance;
 pub mod control;
 pub mod events;
@@ -17,4 +18,4 @@ mod start;
 pub mod target_set;
 
 pub use link::PortalConfig;
-pub use start::{LunConfig, Target, TargetConfig, TargetHandle};
+pub use start::{Credentials, LunConfig, Target, TargetAccess, TargetConfig, TargetHandle};

@@ -278,7 +278,10 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let mut logged_in = false;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut conn = Connection::new(targets.catalog.clone(), portal, Instant::now());
+    let mut chap_random = [0u8; iscsi_proto::chap::CHALLENGE_LEN + 1];
+    rand::Rng::fill(&mut rand::rng(), &mut chap_random[..]);
+    let mut conn = Connection::new(targets.catalog.clone(), portal, Instant::now())
+        .with_chap_random(chap_random);
     let mut shell = ConnectionShell::new(targets, portal, tx).with_budget(limits.budget);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::new();
@@ -315,6 +318,21 @@ async fn serve(
             if !logged_in && conn.params().is_some() {
                 logged_in = true;
                 token.logged_in.store(true, Ordering::Relaxed);
+            }
+            if let Some(f) = shell.take_auth_failure() {
+                // Logged with the address, and answered late: only this connection waits.
+                let (delay, recent) = targets.auth_throttle.failed(peer.ip(), Instant::now());
+                tracing::warn!(
+                    %portal,
+                    %peer,
+                    initiator = %f.initiator,
+                    target = f.target.as_deref().unwrap_or("(discovery)"),
+                    "authentication failed (status 0x0201): {}; {recent} recent failure(s) from {}, answering in {} ms",
+                    f.why,
+                    peer.ip(),
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
             }
             if conn.has_output() {
                 conn.poll_transmit(&mut out);

@@ -267,13 +267,23 @@ impl Target {
             control.set_link_capacity(info.id, capacity);
         }
         let targets_summary = tables.iter().map(|(n, t)| (n.clone(), t.luns())).collect();
-        let target_set = Arc::new(TargetSet::new(
-            control.clone(),
-            tables
-                .into_iter()
-                .map(|(n, t)| (n, Arc::new(t)))
-                .collect::<HashMap<_, _>>(),
-        ));
+        let served: Vec<String> = tables.iter().map(|(n, _)| n.clone()).collect();
+        validate_access(&cfg, &served)?;
+        log_access(&cfg, &served);
+        let target_set = Arc::new(
+            TargetSet::new(
+                control.clone(),
+                tables
+                    .into_iter()
+                    .map(|(n, t)| (n, Arc::new(t)))
+                    .collect::<HashMap<_, _>>(),
+            )
+            .with_access(
+                &cfg.access,
+                cfg.discovery_chap.clone(),
+                cfg.discovery_mutual_chap.clone(),
+            ),
+        );
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut threads = Vec::new();
@@ -306,6 +316,62 @@ impl Target {
             shutdown,
             threads,
         })
+    }
+}
+
+/// Checks the access rules: each names a served target; CHAP credentials follow the rules of
+/// [`iscsi_proto::chap::validate_pair`] (secrets of 12 to 255 bytes, never the same secret in
+/// both directions); mutual CHAP needs CHAP; an allow list names at least one initiator.
+pub fn validate_access(cfg: &TargetConfig, served: &[String]) -> anyhow::Result<()> {
+    let pair =
+        |what: &str, chap: &Option<Credentials>, mutual: &Option<Credentials>| match (chap, mutual)
+        {
+            (Some(c), m) => iscsi_proto::chap::validate_pair(c, m.as_ref())
+                .map_err(|e| anyhow::anyhow!("{what}: {e}")),
+            (None, Some(_)) => Err(anyhow::anyhow!(
+                "{what}: mutual CHAP needs CHAP for the initiator too"
+            )),
+            (None, None) => Ok(()),
+        };
+    for (iqn, a) in &cfg.access {
+        if !served.contains(iqn) {
+            anyhow::bail!("access rules for {iqn}, which is not a target here (no --lun {iqn}=…)");
+        }
+        pair(&format!("CHAP of {iqn}"), &a.chap, &a.mutual_chap)?;
+        if let Some(allow) = &a.allow
+            && (allow.is_empty() || allow.iter().any(|i| i.is_empty()))
+        {
+            anyhow::bail!("the allow list of {iqn} must name initiators");
+        }
+    }
+    pair(
+        "discovery CHAP",
+        &cfg.discovery_chap,
+        &cfg.discovery_mutual_chap,
+    )
+}
+
+/// Says once, at start-up, how each target is protected — in particular a target that
+/// accepts every initiator because it has no allow rule.
+fn log_access(cfg: &TargetConfig, served: &[String]) {
+    for iqn in served {
+        let a = cfg.access.get(iqn);
+        let chap = match a.map(|a| (a.chap.is_some(), a.mutual_chap.is_some())) {
+            Some((true, true)) => "CHAP and mutual CHAP",
+            Some((true, false)) => "CHAP",
+            _ => "no authentication",
+        };
+        match a.and_then(|a| a.allow.as_ref()) {
+            Some(allow) => {
+                tracing::info!("target {iqn}: {chap}; {} initiator(s) allowed", allow.len())
+            }
+            None => tracing::warn!(
+                "target {iqn}: {chap}; accepts every initiator (no --allow rule for it)"
+            ),
+        }
+    }
+    if cfg.discovery_chap.is_some() {
+        tracing::info!("discovery sessions must pass CHAP");
     }
 }
 

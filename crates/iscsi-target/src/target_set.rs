@@ -3,23 +3,28 @@
 //! inline, on the portal thread; events become [`Control`] bookkeeping; login questions go to
 //! [`Control`], the connection cores' [`LoginPolicy`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use balancer::PortalId;
 use bytes::BytesMut;
+use iscsi_proto::chap::Credentials;
 use iscsi_proto::params::SessionType;
-use iscsi_target_core::{Catalog, CatalogPortal, CatalogTarget, Connection, Event, ScsiRequest};
+use iscsi_target_core::{
+    Access, Catalog, CatalogPortal, CatalogTarget, Connection, Event, ScsiRequest,
+};
 use scsi::{Asc, LunTable, Residual, ScsiOutcome, Sense};
 
+use crate::auth_throttle::AuthThrottle;
 use crate::control::{CommandSender, Control, SessionStats};
 use crate::load::{PortalStats, record_service};
 use crate::output_budget::{OutputShare, ProcessOutput};
 
 /// The targets served by this process: name → logical units, and the catalog the connection
-/// cores see. Shared by every portal.
+/// cores see — each target's entry there carries its access rules (CHAP, mutual CHAP, allow
+/// list), and the catalog the discovery sessions' CHAP. Shared by every portal.
 #[derive(Debug)]
 pub struct TargetSet {
     pub control: Arc<Control>,
@@ -27,6 +32,8 @@ pub struct TargetSet {
     pub catalog: Arc<Catalog>,
     /// Output queued by all the connections, against the process's budget.
     pub output: ProcessOutput,
+    /// Recent failed authentications by source address (the delay before answering them).
+    pub auth_throttle: AuthThrottle,
 }
 
 impl TargetSet {
@@ -38,6 +45,7 @@ impl TargetSet {
                 .map(|name| CatalogTarget {
                     name: name.clone(),
                     luns: targets.get(name).map(|t| t.luns()).unwrap_or_default(),
+                    ..Default::default()
                 })
                 .collect(),
             portals: control
@@ -49,13 +57,43 @@ impl TargetSet {
                     tag: p.tag,
                 })
                 .collect(),
+            ..Default::default()
         };
         TargetSet {
             control,
             targets,
             catalog: Arc::new(catalog),
             output: ProcessOutput::default(),
+            auth_throttle: AuthThrottle::default(),
         }
+    }
+
+    /// The same with each target's access rules (`access`, by target name; a target without
+    /// an entry accepts every initiator without authentication) and the CHAP of discovery
+    /// sessions (`discovery_chap`, answered back with `discovery_mutual_chap`).
+    pub fn with_access(
+        mut self,
+        access: &BTreeMap<String, crate::start::TargetAccess>,
+        discovery_chap: Option<Credentials>,
+        discovery_mutual_chap: Option<Credentials>,
+    ) -> Self {
+        let mut catalog = (*self.catalog).clone();
+        for t in &mut catalog.targets {
+            if let Some(a) = access.get(&t.name) {
+                t.access = Access {
+                    chap: a.chap.clone(),
+                    mutual_chap: a.mutual_chap.clone(),
+                    allow: a.allow.clone(),
+                };
+            }
+        }
+        catalog.discovery = Access {
+            chap: discovery_chap,
+            mutual_chap: discovery_mutual_chap,
+            allow: None,
+        };
+        self.catalog = Arc::new(catalog);
+        self
     }
 
     /// The same with a process output budget other than
@@ -91,6 +129,16 @@ pub struct ConnectionShell<'a> {
     peak_queued: usize,
     /// This connection's output, counted in the process budget until written.
     share: OutputShare<'a>,
+    /// A failed authentication not yet logged and delayed by the portal.
+    auth_failure: Option<AuthFailure>,
+}
+
+/// A login refused for failed authentication (0x0201).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFailure {
+    pub initiator: String,
+    pub target: Option<String>,
+    pub why: String,
 }
 
 impl<'a> ConnectionShell<'a> {
@@ -107,7 +155,14 @@ impl<'a> ConnectionShell<'a> {
             budget: OUTPUT_BUDGET,
             peak_queued: 0,
             share: set.output.share(),
+            auth_failure: None,
         }
+    }
+
+    /// The failed authentication the last [`ConnectionShell::feed`] met, once: the portal
+    /// logs it with the peer's address and delays the answer ([`AuthThrottle`]).
+    pub fn take_auth_failure(&mut self) -> Option<AuthFailure> {
+        self.auth_failure.take()
     }
 
     /// The same with an output budget other than [`OUTPUT_BUDGET`].
@@ -264,6 +319,17 @@ impl<'a> ConnectionShell<'a> {
                     conn.set_nexus(id);
                 }
                 Event::FullFeature { .. } => {}
+                Event::AuthenticationFailed {
+                    initiator,
+                    target,
+                    why,
+                } => {
+                    self.auth_failure = Some(AuthFailure {
+                        initiator,
+                        target,
+                        why,
+                    });
+                }
                 Event::Ended { why } => {
                     if let Some(id) = self.session.take() {
                         self.set.control.session_closed(id, &why);

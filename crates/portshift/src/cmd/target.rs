@@ -56,6 +56,8 @@ pub struct Args {
     /// Admin endpoint (GET /status).
     #[arg(long, default_value = iscsi_target::admin::DEFAULT_ADMIN)]
     admin: SocketAddr,
+    #[command(flatten)]
+    access: super::target_access::TargetAccessArgs,
 }
 
 fn parse_smoothing(v: &str) -> Result<std::time::Duration, String> {
@@ -124,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         ..Default::default()
     };
+    let cfg = args.access.apply(cfg)?;
     let lun_files: Vec<String> = cfg
         .luns
         .iter()
