@@ -55,6 +55,14 @@ impl AuthThrottle {
     }
 }
 
+impl AuthThrottle {
+    /// The recent failures recorded for `addr` (0 when none).
+    pub fn recent(&self, addr: IpAddr) -> u32 {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&addr).map_or(0, |f| f.count)
+    }
+}
+
 /// The delay after `count` recent failures: [`FIRST_DELAY`] doubled per failure, capped.
 pub fn delay(count: u32) -> Duration {
     let doublings = count.saturating_sub(1).min(16);
