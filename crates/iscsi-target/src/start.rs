@@ -567,6 +567,59 @@ mod tests {
     }
 
     #[test]
+    fn access_rules_are_checked_at_start() {
+        let creds = |u: &str, s: &str| Credentials {
+            user: u.into(),
+            secret: s.into(),
+        };
+        let with = |access: TargetAccess| {
+            let mut c = config("null:1048576");
+            c.access.insert("iqn.2024-01.test:null".into(), access);
+            c
+        };
+        let start_err = |c: TargetConfig| format!("{:#}", Target::start(c).unwrap_err());
+        // The same secret both ways (reflection).
+        let e = start_err(with(TargetAccess {
+            chap: Some(creds("a", "same-secret-12")),
+            mutual_chap: Some(creds("t", "same-secret-12")),
+            ..Default::default()
+        }));
+        assert!(e.contains("same as the initiator's secret"), "{e}");
+        let e = start_err(with(TargetAccess {
+            chap: Some(creds("a", "short")),
+            ..Default::default()
+        }));
+        assert!(e.contains("at least 12 bytes"), "{e}");
+        let e = start_err(with(TargetAccess {
+            mutual_chap: Some(creds("t", "target-secret-1")),
+            ..Default::default()
+        }));
+        assert!(e.contains("mutual CHAP needs CHAP"), "{e}");
+        let e = start_err(with(TargetAccess {
+            allow: Some(vec![]),
+            ..Default::default()
+        }));
+        assert!(e.contains("must name initiators"), "{e}");
+        let mut unknown = config("null:1048576");
+        unknown
+            .access
+            .insert("iqn.nope".into(), TargetAccess::default());
+        assert!(start_err(unknown).contains("not a target here"));
+        let mut disco = config("null:1048576");
+        disco.discovery_chap = Some(creds("d", "disco-secret-1"));
+        disco.discovery_mutual_chap = Some(creds("t", "disco-secret-1"));
+        assert!(start_err(disco).contains("discovery CHAP"));
+        // Good rules start.
+        let t = Target::start(with(TargetAccess {
+            chap: Some(creds("a", "alice-secret-1")),
+            mutual_chap: Some(creds("t", "array-secret-1")),
+            allow: Some(vec!["iqn.host".into()]),
+        }))
+        .unwrap();
+        t.shutdown();
+    }
+
+    #[test]
     fn null_store_luns() {
         let t = Target::start(config("null:1048576")).unwrap();
         assert_eq!(
