@@ -109,7 +109,8 @@ pub struct InitiatorChapArgs {
     /// Visible to every local user in the process list: prefer --chap-file.
     #[arg(long = "discovery-chap", value_name = "USER:SECRET", value_parser = parse_credentials)]
     pub discovery_chap: Option<Credentials>,
-    /// USER:SECRET: mutual CHAP of the discovery session (needs --discovery-chap).
+    /// USER:SECRET: mutual CHAP of the discovery session (needs --discovery-chap). Visible
+    /// to every local user in the process list: prefer --chap-file.
     #[arg(long = "discovery-mutual-chap", value_name = "USER:SECRET", value_parser = parse_credentials)]
     pub discovery_mutual_chap: Option<Credentials>,
     /// A secrets file (lines `chap USER SECRET`, `mutual-chap USER SECRET`,
