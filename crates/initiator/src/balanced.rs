@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::cdb::ScsiRequest;
-use crate::discovery::{isns_portals, send_targets};
+use crate::discovery::isns_portals;
 use crate::error::{Error, TaskError};
 use crate::follower::{Follower, FollowerConfig, State};
 use crate::full_feature::ScsiResult;
@@ -67,6 +67,10 @@ pub struct BalancedConfig {
     /// Leave voluntarily this long after each login: drain, log out, look up, log in again
     /// (`None` or zero: never).
     pub reconnect_every: Option<Duration>,
+    /// CHAP of the normal sessions (RFC 7143 §12.1.3); None: no authentication.
+    pub auth: Option<crate::login::ChapAuth>,
+    /// CHAP of the discovery (SendTargets) sessions.
+    pub discovery_auth: Option<crate::login::ChapAuth>,
 }
 
 impl BalancedConfig {
@@ -83,6 +87,8 @@ impl BalancedConfig {
             max_retries: 16,
             recovery_timeout: Duration::from_secs(60),
             reconnect_every: None,
+            auth: None,
+            discovery_auth: None,
         }
     }
 }
@@ -151,7 +157,13 @@ async fn lookup(
             portal,
             send_targets: true,
         } => {
-            let found = send_targets(*portal, &config.initiator_name, config.timeout).await?;
+            let found = crate::discovery::send_targets_with(
+                *portal,
+                crate::login::LoginConfig::discovery(&config.initiator_name)
+                    .with_auth(config.discovery_auth.clone()),
+                config.timeout,
+            )
+            .await?;
             let t = match target {
                 Some(name) => found.into_iter().find(|t| t.name == name),
                 None => found.into_iter().next(),

@@ -64,8 +64,18 @@ pub async fn send_targets(
     initiator_name: &str,
     timeout: Duration,
 ) -> Result<Vec<DiscoveredTarget>, Error> {
+    send_targets_with(portal, LoginConfig::discovery(initiator_name), timeout).await
+}
+
+/// [`send_targets`] with the discovery login `login` (e.g. with CHAP,
+/// [`LoginConfig::with_auth`]).
+pub async fn send_targets_with(
+    portal: SocketAddr,
+    login: LoginConfig,
+    timeout: Duration,
+) -> Result<Vec<DiscoveredTarget>, Error> {
     let config = SessionConfig {
-        login: LoginConfig::discovery(initiator_name),
+        login,
         queue_depth: 1,
         timeout,
     };

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use iscsi_proto::chap::{Challenge, Credentials, InitiatorAuth};
 use iscsi_proto::params::{Prefs, SessionType};
 use iscsi_proto::{InitiatorLoginConfig, InitiatorStep, LoginOutcome, LoginRequest, LoginResponse};
 
@@ -24,6 +25,25 @@ pub struct LoginConfig {
     pub isid: [u8; 6],
     /// Operational preferences.
     pub prefs: Prefs,
+    /// CHAP to log in with (RFC 7143 §12.1.3); None: AuthMethod=None.
+    pub auth: Option<ChapAuth>,
+}
+
+/// CHAP credentials of a login: the initiator's, and for mutual CHAP the ones the target must
+/// prove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChapAuth {
+    /// CHAP_N and secret the initiator answers the target's challenge with.
+    pub chap: Credentials,
+    /// Mutual CHAP: the target must answer our challenge as this user with this secret.
+    pub mutual: Option<Credentials>,
+}
+
+impl ChapAuth {
+    /// Checks the credentials (secret length, not the same secret both ways).
+    pub fn validate(&self) -> Result<(), iscsi_proto::chap::ChapError> {
+        iscsi_proto::chap::validate_pair(&self.chap, self.mutual.as_ref())
+    }
 }
 
 impl LoginConfig {
@@ -34,7 +54,14 @@ impl LoginConfig {
             target_name: Some(target.to_string()),
             isid: random_isid(),
             prefs: Prefs::initiator_default(),
+            auth: None,
         }
+    }
+
+    /// The same, authenticating with `auth`.
+    pub fn with_auth(mut self, auth: Option<ChapAuth>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// A discovery session (SessionType=Discovery, §13.21).
@@ -71,32 +98,50 @@ pub enum LoginProgress {
 
 /// The initiator's login state machine.
 #[derive(Debug)]
-pub struct LoginExchange(iscsi_proto::InitiatorLogin);
+pub struct LoginExchange(iscsi_proto::InitiatorLogin, Option<ChapAuth>);
 
 impl LoginExchange {
     /// A new login; `cmd_sn` is the CmdSN carried by all login requests (§3.2.2.1).
     pub fn new(config: LoginConfig, itt: u32, cmd_sn: u32) -> Self {
+        // A fresh random challenge for the target in every login (mutual CHAP).
+        let auth = config.auth.as_ref().map(|a| InitiatorAuth {
+            chap: a.chap.clone(),
+            mutual: a.mutual.clone().map(|m| {
+                let mut random = [0u8; iscsi_proto::chap::CHALLENGE_LEN + 1];
+                rand::Rng::fill(&mut rand::rng(), &mut random[..]);
+                (m, Challenge::from_random(&random))
+            }),
+        });
+        let checked = config.auth.clone();
         let session_type = if config.target_name.is_some() {
             SessionType::Normal
         } else {
             SessionType::Discovery
         };
-        LoginExchange(iscsi_proto::InitiatorLogin::new(InitiatorLoginConfig {
-            initiator_name: config.initiator_name,
-            initiator_alias: None,
-            target_name: config.target_name,
-            session_type,
-            isid: config.isid,
-            cid: 0,
-            itt,
-            cmd_sn,
-            prefs: config.prefs,
-            skip_security: false,
-        }))
+        LoginExchange(
+            iscsi_proto::InitiatorLogin::new(InitiatorLoginConfig {
+                initiator_name: config.initiator_name,
+                initiator_alias: None,
+                target_name: config.target_name,
+                session_type,
+                isid: config.isid,
+                cid: 0,
+                itt,
+                cmd_sn,
+                prefs: config.prefs,
+                skip_security: false,
+                auth,
+            }),
+            checked,
+        )
     }
 
-    /// The first request.
+    /// The first request; an error if the CHAP credentials break the rules.
     pub fn start(&mut self) -> Result<LoginRequest, Error> {
+        if let Some(a) = &self.1 {
+            a.validate()
+                .map_err(|e| iscsi_proto::LoginError::Authentication(e.to_string()))?;
+        }
         Ok(self.0.start())
     }
 

@@ -160,4 +160,8 @@ pub enum LoginError {
     /// Too many login round trips.
     #[error("login did not finish within {0} round trips")]
     TooManyRoundTrips(u32),
+    /// CHAP failed on the initiator's side: the target's challenge or answer was not
+    /// acceptable (RFC 7143 §12.1.3).
+    #[error("CHAP: {0}")]
+    Authentication(String),
 }

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::chap::{Authenticator, InitiatorAuth, Responder, TargetAuth};
 use crate::error::LoginError;
 use crate::params::{KeyResponse, Negotiator, Prefs, Role, SessionParams, SessionType, answer};
 use crate::pdu::{LoginRequest, LoginResponse, Stage};
@@ -110,6 +111,8 @@ pub enum TargetDecision {
         target_alias: Option<String>,
         /// TSIH for the new session, non-zero (§11.12.6).
         tsih: u16,
+        /// CHAP the initiator must pass in the security stage (§12.1.3); None: AuthMethod=None.
+        auth: Option<TargetAuth>,
     },
     /// Redirect to another portal: status 0x0101 (or 0x0102), TargetAddress=IP:PORT.
     Redirect {
@@ -199,6 +202,10 @@ pub struct TargetLogin {
     accepted: Option<Accepted>,
     sent_first_declarations: bool,
     declared_mrdsl: bool,
+    /// CHAP required by the decision, until it succeeds.
+    auth: Option<Authenticator>,
+    /// Why the login was refused, when the refusal is the login's own (e.g. CHAP).
+    failure: Option<String>,
 }
 
 impl TargetLogin {
@@ -220,7 +227,20 @@ impl TargetLogin {
             accepted: None,
             sent_first_declarations: false,
             declared_mrdsl: false,
+            auth: None,
+            failure: None,
         }
+    }
+
+    /// Why the login ended with an authentication failure (0x0201), for the log.
+    pub fn failure_reason(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Refuses the login with 0x0201 (§12.1.3, §11.13.5), remembering why.
+    fn auth_failed(&mut self, req: &LoginRequest, why: String) -> LoginStep {
+        self.failure = Some(why);
+        self.close(req, LoginStatus::AUTHENTICATION_FAILURE, Bytes::new())
     }
 
     fn response(&mut self, req: &LoginRequest, data: Bytes) -> LoginResponse {
@@ -364,6 +384,7 @@ impl TargetLogin {
                 portal_group_tag,
                 target_alias,
                 tsih,
+                auth,
             } => {
                 if tsih == 0 {
                     return self.close(&req, LoginStatus::TARGET_ERROR, Bytes::new());
@@ -373,6 +394,7 @@ impl TargetLogin {
                     alias: target_alias,
                     tsih,
                 });
+                self.auth = auth.map(Authenticator::new);
                 self.state = TState::Negotiating;
                 self.process(req, pairs)
             }
@@ -397,16 +419,57 @@ impl TargetLogin {
         let mut out = TextPairs::new();
         let accepted = self.accepted.clone().unwrap_or_default();
         let normal = self.neg.params.session_type == SessionType::Normal;
+        let security = req.csg == Stage::SecurityNegotiation;
+        let auth_pending = self.auth.as_ref().is_some_and(|a| !a.is_done());
+        if auth_pending && !security {
+            // §12.1.3: the security stage cannot be skipped when the target requires CHAP.
+            return self.auth_failed(
+                &req,
+                "the initiator skipped the security stage (no CHAP)".into(),
+            );
+        }
+        // Whether this request moved the CHAP exchange on.
+        let mut chap_progress = false;
+        let mut chap_keys: [Option<&str>; 4] = [None; 4];
         for (k, v) in pairs.iter() {
             let ans = match k {
                 "InitiatorName" | "TargetName" | "SessionType" | "InitiatorAlias" => continue,
-                "AuthMethod" if req.csg == Stage::SecurityNegotiation => {
-                    if v.split(',').any(|m| m == "None") {
-                        "None".to_string()
-                    } else {
-                        // §12.1: we implement no authentication method.
-                        return self.close(&req, LoginStatus::AUTHENTICATION_FAILURE, Bytes::new());
+                "AuthMethod" if security => match &mut self.auth {
+                    Some(a) => match a.on_auth_method(v) {
+                        Ok(m) => {
+                            chap_progress = true;
+                            m
+                        }
+                        Err(e) => return self.auth_failed(&req, e.to_string()),
+                    },
+                    None if v.split(',').any(|m| m == "None") => "None".to_string(),
+                    None => {
+                        return self.auth_failed(
+                            &req,
+                            format!("AuthMethod={v}: this target does not authenticate"),
+                        );
                     }
+                },
+                "CHAP_A" if security && auth_pending => {
+                    let Some(a) = &mut self.auth else { continue };
+                    match a.on_algorithm(v) {
+                        Ok(keys) => {
+                            chap_progress = true;
+                            for (k, v) in keys {
+                                let _ = out.push(k, v);
+                            }
+                            continue;
+                        }
+                        Err(e) => return self.auth_failed(&req, e.to_string()),
+                    }
+                }
+                "CHAP_N" | "CHAP_R" | "CHAP_I" | "CHAP_C" if security && auth_pending => {
+                    let slot = ["CHAP_N", "CHAP_R", "CHAP_I", "CHAP_C"]
+                        .iter()
+                        .position(|n| *n == k)
+                        .unwrap_or(0);
+                    chap_keys[slot] = Some(v);
+                    continue;
                 }
                 "AuthMethod"
                 | "SendTargets"
@@ -421,6 +484,31 @@ impl TargetLogin {
             };
             // Values we produce are short; a failure here means an absurd key, skip it.
             let _ = out.push(k, ans);
+        }
+        if chap_keys.iter().any(Option::is_some)
+            && let Some(a) = &mut self.auth
+        {
+            let [n, r, i, c] = chap_keys;
+            match a.on_response(n, r, i, c) {
+                Ok(keys) => {
+                    chap_progress = true;
+                    for (k, v) in keys {
+                        let _ = out.push(k, v);
+                    }
+                }
+                Err(e) => return self.auth_failed(&req, e.to_string()),
+            }
+        }
+        let mut transit = req.transit.then_some(req.nsg);
+        if self.auth.as_ref().is_some_and(|a| !a.is_done()) {
+            if !chap_progress {
+                return self.auth_failed(
+                    &req,
+                    "the initiator did not go on with CHAP (no credentials?)".into(),
+                );
+            }
+            // §11.13.3: the target stays in the security stage until CHAP is over.
+            transit = None;
         }
         if !self.sent_first_declarations {
             self.sent_first_declarations = true;
@@ -439,7 +527,6 @@ impl TargetLogin {
             let (k, v) = self.neg.declare_mrdsl();
             let _ = out.push(k, v);
         }
-        let transit = req.transit.then_some(req.nsg);
         self.respond_text(&req, out.to_bytes(), transit)
     }
 
@@ -506,6 +593,9 @@ pub struct InitiatorLoginConfig {
     pub prefs: Prefs,
     /// Start in LoginOperationalNegotiation (as libiscsi does without CHAP).
     pub skip_security: bool,
+    /// CHAP credentials (and mutual CHAP) to authenticate with (§12.1.3); None:
+    /// AuthMethod=None.
+    pub auth: Option<InitiatorAuth>,
 }
 
 impl InitiatorLoginConfig {
@@ -522,6 +612,7 @@ impl InitiatorLoginConfig {
             cmd_sn: 1,
             prefs: Prefs::initiator_default(),
             skip_security: false,
+            auth: None,
         }
     }
 
@@ -591,6 +682,7 @@ pub struct InitiatorLogin {
     answers: TextPairs,
     exp_stat_sn: u32,
     round_trips: u32,
+    chap: Option<Responder>,
 }
 
 impl InitiatorLogin {
@@ -598,12 +690,11 @@ impl InitiatorLogin {
     pub fn new(cfg: InitiatorLoginConfig) -> Self {
         let neg = Negotiator::new(cfg.prefs.clone(), Role::Initiator);
         InitiatorLogin {
-            stage: if cfg.skip_security {
+            stage: if cfg.skip_security && cfg.auth.is_none() {
                 Stage::LoginOperationalNegotiation
             } else {
                 Stage::SecurityNegotiation
             },
-            cfg,
             neg,
             asm: TextAssembler::default(),
             offered: Vec::new(),
@@ -611,6 +702,8 @@ impl InitiatorLogin {
             answers: TextPairs::new(),
             exp_stat_sn: 0,
             round_trips: 0,
+            chap: cfg.auth.clone().map(Responder::new),
+            cfg,
         }
     }
 
@@ -652,8 +745,21 @@ impl InitiatorLogin {
             }
             let _ = t.push("SessionType", self.cfg.session_type.as_str());
         }
-        if self.stage == Stage::SecurityNegotiation && first {
-            let _ = t.push("AuthMethod", "None");
+        if self.stage == Stage::SecurityNegotiation {
+            match &mut self.chap {
+                Some(c) if first => {
+                    let _ = t.push("AuthMethod", c.offer());
+                }
+                Some(c) => {
+                    for (k, v) in c.take_pending() {
+                        let _ = t.push(k, v);
+                    }
+                }
+                None if first => {
+                    let _ = t.push("AuthMethod", "None");
+                }
+                None => {}
+            }
         }
         if self.stage == Stage::LoginOperationalNegotiation && !self.offers_sent {
             self.offers_sent = true;
@@ -673,10 +779,27 @@ impl InitiatorLogin {
         }
     }
 
+    /// Whether the next request may ask to leave the current stage: not while CHAP keys
+    /// are still to be exchanged (§12.1.3).
+    fn may_transit(&self) -> bool {
+        self.stage != Stage::SecurityNegotiation
+            || self
+                .chap
+                .as_ref()
+                .is_none_or(|c| c.is_done() || !c.in_progress())
+    }
+
     /// The first Login Request.
     pub fn start(&mut self) -> LoginRequest {
         let text = self.stage_text(true);
-        self.request(true, self.next_stage(), text.to_bytes())
+        // With CHAP the security stage takes several exchanges: no transit yet.
+        let transit = self.chap.is_none();
+        self.request(transit, self.next_stage(), text.to_bytes())
+    }
+
+    /// A CHAP failure as a login error.
+    fn chap_error(e: crate::chap::ChapError) -> LoginError {
+        LoginError::Authentication(e.to_string())
     }
 
     /// Feed one Login Response.
@@ -728,12 +851,30 @@ impl InitiatorLogin {
                     self.neg.params.target_portal_group_tag = Some(tpgt as u16);
                 }
                 "TargetAddress" => {}
-                "AuthMethod" => {
-                    if v != "None" {
+                "AuthMethod" => match &mut self.chap {
+                    Some(c) => c.on_auth_method(v).map_err(Self::chap_error)?,
+                    None if v == "None" => {}
+                    None => {
                         return Err(LoginError::BadAnswer {
                             key: k.to_string(),
                             value: v.to_string(),
                         });
+                    }
+                },
+                "CHAP_A" | "CHAP_I" | "CHAP_C" | "CHAP_N" | "CHAP_R" => {
+                    let Some(c) = &mut self.chap else {
+                        return Err(LoginError::Protocol("CHAP keys from the target unasked"));
+                    };
+                    if k == "CHAP_A" {
+                        let (Some(i), Some(ch)) = (pairs.get("CHAP_I"), pairs.get("CHAP_C")) else {
+                            return Err(LoginError::Protocol("CHAP_A without CHAP_I and CHAP_C"));
+                        };
+                        c.on_challenge(v, i, ch).map_err(Self::chap_error)?;
+                    } else if k == "CHAP_R" {
+                        let name = pairs
+                            .get("CHAP_N")
+                            .ok_or(LoginError::Protocol("CHAP_R without CHAP_N"))?;
+                        c.on_target_response(name, v).map_err(Self::chap_error)?;
                     }
                 }
                 _ if self.offered.iter().any(|o| o == k) || k == "MaxRecvDataSegmentLength" => {
@@ -750,6 +891,15 @@ impl InitiatorLogin {
         if resp.transit {
             if resp.nsg <= self.stage || resp.nsg == Stage::Reserved {
                 return Err(LoginError::Protocol("target transited to a bad stage"));
+            }
+            if self.stage == Stage::SecurityNegotiation
+                && self.chap.as_ref().is_some_and(|c| !c.is_done())
+            {
+                // Mutual CHAP: a target that leaves the security stage without proving
+                // itself is not trusted (§12.1.3).
+                return Err(LoginError::Authentication(
+                    "the target left the security stage without completing CHAP".into(),
+                ));
             }
             self.stage = resp.nsg;
             if self.stage == Stage::FullFeaturePhase {
@@ -775,7 +925,7 @@ impl InitiatorLogin {
         }
         let text = self.stage_text(false);
         Ok(InitiatorStep::Send(self.request(
-            true,
+            self.may_transit(),
             self.next_stage(),
             text.to_bytes(),
         )))

@@ -15,6 +15,7 @@ fn accept() -> TargetDecision {
         portal_group_tag: 7,
         target_alias: Some("disk0".into()),
         tsih: 0x1234,
+        auth: None,
     }
 }
 

@@ -18,6 +18,15 @@ pub enum Event {
         tsih: u16,
         portal_group_tag: u16,
     },
+    /// A login was refused for failed authentication (status 0x0201, RFC 7143 §12.1.3): the
+    /// shell logs it with the peer's address and answers after a delay that grows with that
+    /// address's recent failures.
+    AuthenticationFailed {
+        initiator: String,
+        /// None for a discovery session.
+        target: Option<String>,
+        why: String,
+    },
     /// The connection, and with it the session, ended (after [`crate::Connection::on_closed`]).
     Ended { why: CloseReason },
 }

@@ -19,7 +19,7 @@ pub mod event;
 pub mod policy;
 pub mod request;
 
-pub use catalog::{Catalog, CatalogPortal, CatalogTarget};
+pub use catalog::{Access, Catalog, CatalogPortal, CatalogTarget};
 pub use connection::Connection;
 pub use event::{CloseReason, Event};
 pub use policy::{LoginDecision, LoginPolicy, SessionCommand};

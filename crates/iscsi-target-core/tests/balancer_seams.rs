@@ -71,6 +71,7 @@ impl World {
                 .map(|name| CatalogTarget {
                     name: name.clone(),
                     luns: vec![0],
+                    ..Default::default()
                 })
                 .collect(),
             portals: portals()
@@ -81,6 +82,7 @@ impl World {
                     tag: p.tag,
                 })
                 .collect(),
+            ..Default::default()
         };
         World {
             plane,
@@ -147,7 +149,7 @@ impl World {
                     c.session = Some(id);
                     c.conn.set_nexus(id);
                 }
-                Event::FullFeature { .. } => {}
+                Event::FullFeature { .. } | Event::AuthenticationFailed { .. } => {}
                 Event::Ended { why } => {
                     if let Some(id) = c.session.take() {
                         self.plane.session_closed(id, &why, self.ms);

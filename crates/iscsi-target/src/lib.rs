@@ -5,6 +5,7 @@
 //! [`link`] its link's capacity.
 
 pub mod admin;
+pub mod auth_throttle;
 pub mod balance;
 pub mod config_file;
 pub mod control;

@@ -278,7 +278,10 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     let mut logged_in = false;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut conn = Connection::new(targets.catalog(), portal, Instant::now());
+    let mut chap_random = [0u8; iscsi_proto::chap::CHALLENGE_LEN + 1];
+    rand::Rng::fill(&mut rand::rng(), &mut chap_random[..]);
+    let mut conn =
+        Connection::new(targets.catalog(), portal, Instant::now()).with_chap_random(chap_random);
     let mut shell = ConnectionShell::new(targets, portal, tx).with_budget(limits.budget);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::new();
@@ -318,6 +321,21 @@ async fn serve(
             if !logged_in && conn.params().is_some() {
                 logged_in = true;
                 token.logged_in.store(true, Ordering::Relaxed);
+            }
+            if let Some(f) = shell.take_auth_failure() {
+                // Logged with the address, and answered late: only this connection waits.
+                let (delay, recent) = targets.auth_throttle.failed(peer.ip(), Instant::now());
+                tracing::warn!(
+                    %portal,
+                    %peer,
+                    initiator = %f.initiator,
+                    target = f.target.as_deref().unwrap_or("(discovery)"),
+                    "authentication failed (status 0x0201): {}; {recent} recent failure(s) from {}, answering in {} ms",
+                    f.why,
+                    peer.ip(),
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
             }
             if conn.has_output() {
                 conn.poll_transmit(&mut out);
@@ -464,7 +482,7 @@ mod tests {
     use tokio::time::timeout;
 
     use super::*;
-    use crate::target_set::tests::{TARGET, target_set, target_set_of};
+    use crate::target_set::tests::{TARGET, target_set, target_set_of, target_set_with};
 
     const LIMIT: usize = 4;
     const BOUND: Duration = Duration::from_secs(10);
@@ -536,6 +554,84 @@ mod tests {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
+    }
+
+    /// A failed CHAP login is answered late, after the per-address delay, while the portal
+    /// serves other connections meanwhile.
+    #[tokio::test]
+    async fn a_failed_authentication_waits_alone() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let targets = Arc::new(target_set_with(crate::TargetAccess {
+            chap: Some(crate::Credentials {
+                user: "alice".into(),
+                secret: "alice-secret-1".into(),
+            }),
+            ..Default::default()
+        }));
+        // The guesser's address has failed four times: its next answer waits 1.6 s.
+        let guesser: std::net::IpAddr = "127.0.0.5".parse().unwrap();
+        for _ in 0..4 {
+            targets.auth_throttle.failed(guesser, Instant::now());
+        }
+        tokio::spawn(accept_loop(
+            PortalId(0),
+            listener,
+            targets.clone(),
+            rx,
+            PortalLimits {
+                total: LIMIT,
+                per_address: LIMIT,
+            },
+        ));
+        // No CHAP: refused with 0x0201, after the delay.
+        let slow = tokio::spawn(login_from([127, 0, 0, 5], addr, "iqn.guesser"));
+        let recorded = timeout(BOUND, async {
+            while targets.auth_throttle.recent(guesser) < 5 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(recorded.is_ok(), "the failure was recorded");
+        // Meanwhile another host's discovery session logs in on the same portal.
+        let mut s = connect_from([127, 0, 0, 6], addr).await.unwrap();
+        let mut b = BytesMut::new();
+        let keys = [
+            ("InitiatorName", "iqn.other"),
+            ("SessionType", "Discovery"),
+            ("AuthMethod", "None"),
+        ];
+        Pdu::LoginRequest(LoginRequest::operational([0x80, 0, 0, 0, 0, 2], 1, &keys))
+            .encode(&mut b, Digests::NONE)
+            .unwrap();
+        s.write_all(&b).await.unwrap();
+        let mut decoder = PduDecoder::new(Limits {
+            max_recv_data_segment_length: 8192,
+        });
+        let mut rbuf = BytesMut::new();
+        let answer = timeout(BOUND, async {
+            loop {
+                if let Some(Pdu::LoginResponse(r)) = decoder.decode(&mut rbuf).unwrap() {
+                    return r;
+                }
+                assert!(s.read_buf(&mut rbuf).await.unwrap() > 0);
+            }
+        })
+        .await
+        .expect("the other host is answered");
+        assert_eq!(
+            (answer.status_class, answer.nsg),
+            (0, Stage::FullFeaturePhase)
+        );
+        assert!(
+            !slow.is_finished(),
+            "the guesser is still waiting for its answer ({:?})",
+            crate::auth_throttle::delay(5)
+        );
+        let (_, class, detail) = timeout(BOUND, slow).await.unwrap().unwrap().unwrap();
+        assert_eq!((class, detail), (2, 1));
     }
 
     /// True once the peer has closed `s` (EOF or reset).

@@ -59,17 +59,9 @@ impl Default for LunConfig {
 
 pub use iscsi_proto::chap::Credentials;
 
-/// Who may log in to one target and how they authenticate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TargetAccess {
-    /// CHAP the initiator must pass to log in (`--chap IQN=USER:SECRET`).
-    pub chap: Option<Credentials>,
-    /// Credentials the target answers with when the initiator asks it to authenticate
-    /// back (`--mutual-chap IQN=USER:SECRET`).
-    pub mutual_chap: Option<Credentials>,
-    /// Initiator names allowed to log in (`--allow IQN=INITIATOR`); None: every initiator.
-    pub allow: Option<Vec<String>>,
-}
+/// Who may log in to one target and how they authenticate (`--chap`, `--mutual-chap`,
+/// `--allow`, or the configuration file): the connection cores' own type.
+pub use iscsi_target_core::Access as TargetAccess;
 
 /// Everything `portshift target` is told.
 #[derive(Debug, Clone)]
@@ -234,6 +226,8 @@ impl Target {
             control.set_link_capacity(info.id, capacity);
         }
         let targets_summary = summary(&built.names, &built.targets);
+        validate_access(&cfg, &built.names)?;
+        log_access(&cfg, &built.names);
         let target_set = Arc::new(TargetSet::with_entries(
             control.clone(),
             &built.names,
@@ -289,6 +283,62 @@ fn summary(names: &[String], targets: &HashMap<String, TargetEntry>) -> Vec<(Str
             )
         })
         .collect()
+}
+
+/// Checks the access rules: each names a served target; CHAP credentials follow the rules of
+/// [`iscsi_proto::chap::validate_pair`] (secrets of 12 to 255 bytes, never the same secret in
+/// both directions); mutual CHAP needs CHAP; an allow list names at least one initiator.
+pub fn validate_access(cfg: &TargetConfig, served: &[String]) -> anyhow::Result<()> {
+    let pair =
+        |what: &str, chap: &Option<Credentials>, mutual: &Option<Credentials>| match (chap, mutual)
+        {
+            (Some(c), m) => iscsi_proto::chap::validate_pair(c, m.as_ref())
+                .map_err(|e| anyhow::anyhow!("{what}: {e}")),
+            (None, Some(_)) => Err(anyhow::anyhow!(
+                "{what}: mutual CHAP needs CHAP for the initiator too"
+            )),
+            (None, None) => Ok(()),
+        };
+    for (iqn, a) in &cfg.access {
+        if !served.contains(iqn) {
+            anyhow::bail!("access rules for {iqn}, which is not a target here (no --lun {iqn}=…)");
+        }
+        pair(&format!("CHAP of {iqn}"), &a.chap, &a.mutual_chap)?;
+        if let Some(allow) = &a.allow
+            && (allow.is_empty() || allow.iter().any(|i| i.is_empty()))
+        {
+            anyhow::bail!("the allow list of {iqn} must name initiators");
+        }
+    }
+    pair(
+        "discovery CHAP",
+        &cfg.discovery_chap,
+        &cfg.discovery_mutual_chap,
+    )
+}
+
+/// Says once, at start-up, how each target is protected — in particular a target that
+/// accepts every initiator because it has no allow rule.
+fn log_access(cfg: &TargetConfig, served: &[String]) {
+    for iqn in served {
+        let a = cfg.access.get(iqn);
+        let chap = match a.map(|a| (a.chap.is_some(), a.mutual_chap.is_some())) {
+            Some((true, true)) => "CHAP and mutual CHAP",
+            Some((true, false)) => "CHAP",
+            _ => "no authentication",
+        };
+        match a.and_then(|a| a.allow.as_ref()) {
+            Some(allow) => {
+                tracing::info!("target {iqn}: {chap}; {} initiator(s) allowed", allow.len())
+            }
+            None => tracing::warn!(
+                "target {iqn}: {chap}; accepts every initiator (no --allow rule for it)"
+            ),
+        }
+    }
+    if cfg.discovery_chap.is_some() {
+        tracing::info!("discovery sessions must pass CHAP");
+    }
 }
 
 /// The connection limits of each portal: `cfg.limits` within this process's open-file
@@ -431,6 +481,7 @@ impl TargetHandle {
         }
         let old = self.set.served();
         let built = crate::reload::build(&cfg, Some(&old))?;
+        validate_access(&cfg, &built.names)?;
         let report = ReloadReport {
             added: built
                 .names
@@ -534,6 +585,59 @@ mod tests {
         c.balance.push("sessions:4".parse().unwrap());
         let e = Target::start(c).unwrap_err().to_string();
         assert!(e.contains("sessions given twice"), "{e}");
+    }
+
+    #[test]
+    fn access_rules_are_checked_at_start() {
+        let creds = |u: &str, s: &str| Credentials {
+            user: u.into(),
+            secret: s.into(),
+        };
+        let with = |access: TargetAccess| {
+            let mut c = config("null:1048576");
+            c.access.insert("iqn.2024-01.test:null".into(), access);
+            c
+        };
+        let start_err = |c: TargetConfig| format!("{:#}", Target::start(c).unwrap_err());
+        // The same secret both ways (reflection).
+        let e = start_err(with(TargetAccess {
+            chap: Some(creds("a", "same-secret-12")),
+            mutual_chap: Some(creds("t", "same-secret-12")),
+            ..Default::default()
+        }));
+        assert!(e.contains("same as the initiator's secret"), "{e}");
+        let e = start_err(with(TargetAccess {
+            chap: Some(creds("a", "short")),
+            ..Default::default()
+        }));
+        assert!(e.contains("at least 12 bytes"), "{e}");
+        let e = start_err(with(TargetAccess {
+            mutual_chap: Some(creds("t", "target-secret-1")),
+            ..Default::default()
+        }));
+        assert!(e.contains("mutual CHAP needs CHAP"), "{e}");
+        let e = start_err(with(TargetAccess {
+            allow: Some(vec![]),
+            ..Default::default()
+        }));
+        assert!(e.contains("must name initiators"), "{e}");
+        let mut unknown = config("null:1048576");
+        unknown
+            .access
+            .insert("iqn.nope".into(), TargetAccess::default());
+        assert!(start_err(unknown).contains("not a target here"));
+        let mut disco = config("null:1048576");
+        disco.discovery_chap = Some(creds("d", "disco-secret-1"));
+        disco.discovery_mutual_chap = Some(creds("t", "disco-secret-1"));
+        assert!(start_err(disco).contains("discovery CHAP"));
+        // Good rules start.
+        let t = Target::start(with(TargetAccess {
+            chap: Some(creds("a", "alice-secret-1")),
+            mutual_chap: Some(creds("t", "array-secret-1")),
+            allow: Some(vec!["iqn.host".into()]),
+        }))
+        .unwrap();
+        t.shutdown();
     }
 
     #[test]

@@ -10,14 +10,18 @@ use std::time::Instant;
 
 use balancer::PortalId;
 use bytes::BytesMut;
+use iscsi_proto::chap::Credentials;
 use iscsi_proto::params::SessionType;
-use iscsi_target_core::{Catalog, CatalogPortal, CatalogTarget, Connection, Event, ScsiRequest};
+use iscsi_target_core::{
+    Access, Catalog, CatalogPortal, CatalogTarget, Connection, Event, ScsiRequest,
+};
 use scsi::{Asc, LunTable, Residual, ScsiOutcome, Sense};
 
+use crate::auth_throttle::AuthThrottle;
 use crate::control::{CommandSender, Control, SessionStats};
 use crate::load::{PortalStats, record_service};
 use crate::output_budget::{OutputShare, ProcessOutput};
-use crate::{Credentials, LunConfig, TargetAccess};
+use crate::{LunConfig, TargetAccess};
 
 /// One served target: its logical units and who may log in to it. Rebuilt from the
 /// [`crate::TargetConfig`] at start and at every configuration reload (`crate::reload`).
@@ -64,6 +68,8 @@ pub struct TargetSet {
     generation: AtomicU64,
     /// Output queued by all the connections, against the process's budget.
     pub output: ProcessOutput,
+    /// Recent failed authentications by source address (the delay before answering them).
+    pub auth_throttle: AuthThrottle,
 }
 
 /// The catalog of `targets` in `names` order, through the control plane's portals.
@@ -71,13 +77,19 @@ fn catalog_of(
     control: &Control,
     names: &[String],
     targets: &HashMap<String, TargetEntry>,
+    discovery_chap: &Option<Credentials>,
+    discovery_mutual_chap: &Option<Credentials>,
 ) -> Catalog {
     Catalog {
         targets: names
             .iter()
-            .map(|name| CatalogTarget {
-                name: name.clone(),
-                luns: targets.get(name).map(|t| t.luns.luns()).unwrap_or_default(),
+            .map(|name| {
+                let entry = targets.get(name);
+                CatalogTarget {
+                    name: name.clone(),
+                    luns: entry.map(|t| t.luns.luns()).unwrap_or_default(),
+                    access: entry.map(|t| t.access.clone()).unwrap_or_default(),
+                }
             })
             .collect(),
         portals: control
@@ -89,6 +101,11 @@ fn catalog_of(
                 tag: p.tag,
             })
             .collect(),
+        discovery: Access {
+            chap: discovery_chap.clone(),
+            mutual_chap: discovery_mutual_chap.clone(),
+            allow: None,
+        },
     }
 }
 
@@ -112,7 +129,13 @@ impl TargetSet {
         discovery_chap: Option<Credentials>,
         discovery_mutual_chap: Option<Credentials>,
     ) -> Self {
-        let catalog = catalog_of(&control, names, &targets);
+        let catalog = catalog_of(
+            &control,
+            names,
+            &targets,
+            &discovery_chap,
+            &discovery_mutual_chap,
+        );
         TargetSet {
             control,
             served: RwLock::new(Arc::new(Served {
@@ -123,6 +146,7 @@ impl TargetSet {
             })),
             generation: AtomicU64::new(1),
             output: ProcessOutput::default(),
+            auth_throttle: AuthThrottle::default(),
         }
     }
 
@@ -154,7 +178,13 @@ impl TargetSet {
         discovery_chap: Option<Credentials>,
         discovery_mutual_chap: Option<Credentials>,
     ) {
-        let catalog = catalog_of(&self.control, names, &targets);
+        let catalog = catalog_of(
+            &self.control,
+            names,
+            &targets,
+            &discovery_chap,
+            &discovery_mutual_chap,
+        );
         self.control.set_targets(names.to_vec());
         *self.served.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Served {
             targets,
@@ -202,6 +232,16 @@ pub struct ConnectionShell<'a> {
     peak_queued: usize,
     /// This connection's output, counted in the process budget until written.
     share: OutputShare<'a>,
+    /// A failed authentication not yet logged and delayed by the portal.
+    auth_failure: Option<AuthFailure>,
+}
+
+/// A login refused for failed authentication (0x0201).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFailure {
+    pub initiator: String,
+    pub target: Option<String>,
+    pub why: String,
 }
 
 impl<'a> ConnectionShell<'a> {
@@ -220,7 +260,14 @@ impl<'a> ConnectionShell<'a> {
             budget: OUTPUT_BUDGET,
             peak_queued: 0,
             share: set.output.share(),
+            auth_failure: None,
         }
+    }
+
+    /// The failed authentication the last [`ConnectionShell::feed`] met, once: the portal
+    /// logs it with the peer's address and delays the answer ([`AuthThrottle`]).
+    pub fn take_auth_failure(&mut self) -> Option<AuthFailure> {
+        self.auth_failure.take()
     }
 
     /// The same with an output budget other than [`OUTPUT_BUDGET`].
@@ -403,6 +450,17 @@ impl<'a> ConnectionShell<'a> {
                     conn.set_nexus(id);
                 }
                 Event::FullFeature { .. } => {}
+                Event::AuthenticationFailed {
+                    initiator,
+                    target,
+                    why,
+                } => {
+                    self.auth_failure = Some(AuthFailure {
+                        initiator,
+                        target,
+                        why,
+                    });
+                }
                 Event::Ended { why } => {
                     if let Some(id) = self.session.take() {
                         self.set.control.session_closed(id, &why);
@@ -474,6 +532,17 @@ pub(crate) mod tests {
 
     pub(crate) fn target_set() -> TargetSet {
         target_set_of(64)
+    }
+
+    /// The test target with these access rules.
+    pub(crate) fn target_set_with(access: TargetAccess) -> TargetSet {
+        let set = target_set();
+        let mut targets = set.served().targets.clone();
+        if let Some(t) = targets.get_mut(TARGET) {
+            t.access = access;
+        }
+        set.replace(&[TARGET.to_string()], targets, None, None);
+        set
     }
 
     /// The test target with one LUN of `blocks` 512-byte blocks in memory.

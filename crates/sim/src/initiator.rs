@@ -355,6 +355,7 @@ impl SimInitiator {
             target_name: Some(self.config.target.clone()),
             isid: [0x80, 0, 0, 0, i[6], i[7]],
             prefs: Prefs::initiator_default(),
+            auth: None,
         };
         let mut exchange = LoginExchange::new(config, 0, 1);
         let Ok(first) = exchange.start() else {

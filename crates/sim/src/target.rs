@@ -160,6 +160,7 @@ impl SimTarget {
                         .get(name)
                         .map(|t: &Arc<LunTable>| t.luns())
                         .unwrap_or_default(),
+                    ..Default::default()
                 })
                 .collect(),
             portals: portals
@@ -170,6 +171,7 @@ impl SimTarget {
                     tag: p.tag,
                 })
                 .collect(),
+            ..Default::default()
         });
         let plane = ControlPlane::new(portals, targets, Some("sim".into()), balance.clone());
         SimTarget {
@@ -419,7 +421,8 @@ fn handle_events(
                 s.session = Some(id);
                 s.conn.set_nexus(id);
             }
-            Event::FullFeature { .. } => {}
+            // The simulated targets do not authenticate.
+            Event::FullFeature { .. } | Event::AuthenticationFailed { .. } => {}
             Event::Ended { why } => {
                 if let Some(id) = s.session.take() {
                     plane.session_closed(id, &why, now_ms);

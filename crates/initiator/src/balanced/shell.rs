@@ -105,7 +105,8 @@ impl Shell {
                     login: LoginConfig::normal(
                         &self.config.initiator_name,
                         self.target.as_deref().unwrap_or_default(),
-                    ),
+                    )
+                    .with_auth(self.config.auth.clone()),
                     queue_depth: self.config.queue_depth,
                     timeout: self.config.timeout,
                 };

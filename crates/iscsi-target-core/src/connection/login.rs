@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use iscsi_proto::chap::{Challenge, TargetAuth};
 use iscsi_proto::login::{LoginStatus, LoginStep, TargetDecision};
 use iscsi_proto::params::SessionType;
 use iscsi_proto::text::{TextAssembler, TextPairs};
 use iscsi_proto::{Limits, Pdu};
 
 use super::{Connection, Phase, Session};
+use crate::catalog::Access;
 use crate::event::{CloseReason, Event};
 use crate::policy::{LoginDecision, LoginPolicy};
 
@@ -45,47 +47,107 @@ impl Connection {
             ..
         } = &step
         {
-            let known = |t: &str| self.catalog.target_index(t).is_some();
-            let decision = match (session_type, target_name) {
-                (SessionType::Discovery, _) => TargetDecision::Accept {
-                    portal_group_tag: self.tpgt,
-                    target_alias: None,
-                    tsih: policy.next_tsih(),
-                },
-                (SessionType::Normal, Some(t)) if known(t) => {
-                    match policy.login_decision(self.portal, initiator_name, t) {
-                        LoginDecision::Accept { portal_group_tag } => TargetDecision::Accept {
-                            portal_group_tag,
+            let access = |t: &str| {
+                self.catalog
+                    .target_index(t)
+                    .map(|i| &self.catalog.targets[i].access)
+            };
+            // CHAP of the session, with this connection's challenge (§12.1.3).
+            let auth = |a: &Access| -> Result<Option<TargetAuth>, ()> {
+                let Some(chap) = &a.chap else { return Ok(None) };
+                let random = self.chap_random.as_ref().ok_or(())?;
+                Ok(Some(TargetAuth {
+                    chap: chap.clone(),
+                    mutual: a.mutual_chap.clone(),
+                    challenge: Challenge::from_random(random),
+                }))
+            };
+            let no_randomness = || {
+                (
+                    Some("no randomness for a CHAP challenge".to_string()),
+                    TargetDecision::Refuse(LoginStatus::TARGET_ERROR),
+                )
+            };
+            let (w, decision) = match (session_type, target_name) {
+                (SessionType::Discovery, _) => match auth(&self.catalog.discovery) {
+                    Ok(auth) => (
+                        None,
+                        TargetDecision::Accept {
+                            portal_group_tag: self.tpgt,
                             target_alias: None,
                             tsih: policy.next_tsih(),
+                            auth,
                         },
-                        LoginDecision::Redirect { address } => {
-                            why = Some(format!("to {address}"));
+                    ),
+                    Err(()) => no_randomness(),
+                },
+                (SessionType::Normal, Some(t))
+                    if access(t).is_some_and(|a| !a.allows(initiator_name)) =>
+                {
+                    (
+                        Some("the initiator is not in the target's allow list".into()),
+                        TargetDecision::Refuse(LoginStatus::AUTHORIZATION_FAILURE),
+                    )
+                }
+                (SessionType::Normal, Some(t)) if access(t).is_some() => {
+                    match policy.login_decision(self.portal, initiator_name, t) {
+                        LoginDecision::Accept { portal_group_tag } => {
+                            match access(t).map(auth).unwrap_or(Ok(None)) {
+                                Ok(auth) => (
+                                    None,
+                                    TargetDecision::Accept {
+                                        portal_group_tag,
+                                        target_alias: None,
+                                        tsih: policy.next_tsih(),
+                                        auth,
+                                    },
+                                ),
+                                Err(()) => no_randomness(),
+                            }
+                        }
+                        LoginDecision::Redirect { address } => (
+                            Some(format!("to {address}")),
                             TargetDecision::Redirect {
                                 address,
                                 permanent: false,
-                            }
-                        }
-                        LoginDecision::NotFound => {
-                            why = Some("the control plane does not serve it here".into());
-                            TargetDecision::Refuse(LoginStatus::NOT_FOUND)
-                        }
+                            },
+                        ),
+                        LoginDecision::NotFound => (
+                            Some("the control plane does not serve it here".into()),
+                            TargetDecision::Refuse(LoginStatus::NOT_FOUND),
+                        ),
                     }
                 }
-                (SessionType::Normal, Some(_)) => {
-                    why = Some("no such target".into());
-                    TargetDecision::Refuse(LoginStatus::NOT_FOUND)
-                }
-                (SessionType::Normal, None) => {
-                    why = Some("no TargetName".into());
-                    TargetDecision::Refuse(LoginStatus::NOT_FOUND)
-                }
+                (SessionType::Normal, Some(_)) => (
+                    Some("no such target".into()),
+                    TargetDecision::Refuse(LoginStatus::NOT_FOUND),
+                ),
+                (SessionType::Normal, None) => (
+                    Some("no TargetName".into()),
+                    TargetDecision::Refuse(LoginStatus::NOT_FOUND),
+                ),
             };
+            why = w;
             step = login.decide(decision);
         }
         match step {
             LoginStep::Send(r) => self.push(r),
             LoginStep::Close { response, status } => {
+                if status == LoginStatus::AUTHENTICATION_FAILURE {
+                    let reason = login
+                        .failure_reason()
+                        .unwrap_or("authentication failure")
+                        .to_owned();
+                    let names = self.login_names.as_deref();
+                    self.events.push_back(Event::AuthenticationFailed {
+                        initiator: names
+                            .and_then(|n| n.initiator.clone())
+                            .unwrap_or_else(|| "?".into()),
+                        target: names.and_then(|n| n.target.clone()),
+                        why: reason.clone(),
+                    });
+                    why = Some(format!("authentication failure: {reason}"));
+                }
                 self.log_login_end(status, why);
                 self.push(response);
                 self.close(CloseReason::LoginEnded);

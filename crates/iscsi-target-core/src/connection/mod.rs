@@ -36,7 +36,7 @@ mod text;
 mod write;
 
 pub use buffers::BufferPool;
-pub use text::send_targets;
+pub use text::{send_targets, send_targets_for};
 
 /// Commands the initiator may have outstanding: MaxCmdSN = ExpCmdSN + CMD_WINDOW - 1.
 pub const CMD_WINDOW: u32 = 128;
@@ -127,7 +127,12 @@ pub struct Connection {
     nexus: u64,
     /// Large Data-In and write buffers, reused across commands.
     pool: BufferPool,
+    /// Random bytes for this login's CHAP challenge, given by the shell.
+    chap_random: Option<ChapRandom>,
 }
+
+/// Random bytes for one CHAP challenge: CHAP_I, then CHAP_C (RFC 7143 §12.1.3).
+pub type ChapRandom = [u8; iscsi_proto::chap::CHALLENGE_LEN + 1];
 
 impl Connection {
     /// A connection accepted on `portal` at `now`, serving the targets of `catalog`.
@@ -158,7 +163,16 @@ impl Connection {
             ended: false,
             nexus: 0,
             pool: BufferPool::default(),
+            chap_random: None,
         }
+    }
+
+    /// Gives the connection the random bytes of its CHAP challenge (drawn by the shell from
+    /// a cryptographic generator). Without them a login that needs CHAP is refused with
+    /// 0x0300 (target error).
+    pub fn with_chap_random(mut self, random: ChapRandom) -> Self {
+        self.chap_random = Some(random);
+        self
     }
 
     // ---- input ---------------------------------------------------------------------------

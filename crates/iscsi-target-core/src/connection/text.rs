@@ -1,6 +1,7 @@
 //! Text negotiation in full feature phase (RFC 7143 §11.10, §11.11): SendTargets (§13.3,
 //! Appendix C) answered from the catalog, less the portals the control plane withholds
-//! ([`LoginPolicy::withheld_portals`]), long answers delivered in pieces with the C bit
+//! ([`LoginPolicy::withheld_portals`]) and the targets whose allow list leaves the session's
+//! initiator out ([`crate::catalog::Access::allows`]), long answers delivered in pieces with the C bit
 //! (§11.11.2); any other key is answered NotUnderstood.
 
 use balancer::PortalId;
@@ -33,11 +34,24 @@ pub fn send_targets(
     request: &str,
     catalog: &Catalog,
     session_target: Option<&str>,
+    withheld: impl FnMut(&str) -> Vec<PortalId>,
+) -> Bytes {
+    send_targets_for(request, catalog, session_target, None, withheld)
+}
+
+/// [`send_targets`] as seen by `initiator`: a target whose allow list does not name it is
+/// left out as if it did not exist.
+pub fn send_targets_for(
+    request: &str,
+    catalog: &Catalog,
+    session_target: Option<&str>,
+    initiator: Option<&str>,
     mut withheld: impl FnMut(&str) -> Vec<PortalId>,
 ) -> Bytes {
     let listed: Vec<DiscoveredTarget> = catalog
         .targets
         .iter()
+        .filter(|t| initiator.is_none_or(|i| t.access.allows(i)))
         .filter(|t| match request {
             "All" => true,
             "" => Some(t.name.as_str()) == session_target,
@@ -117,9 +131,14 @@ impl Connection {
             for (k, v) in pairs.iter() {
                 if k == "SendTargets" {
                     let own = s.params.target_name.as_deref();
-                    answer.extend_from_slice(&send_targets(v, &catalog, own, |target| {
-                        policy.withheld_portals(target)
-                    }));
+                    let initiator = Some(s.params.initiator_name.as_str());
+                    answer.extend_from_slice(&send_targets_for(
+                        v,
+                        &catalog,
+                        own,
+                        initiator,
+                        |target| policy.withheld_portals(target),
+                    ));
                 } else {
                     let _ = others.push(k, iscsi_proto::params::answer::NOT_UNDERSTOOD);
                 }
@@ -157,6 +176,7 @@ mod tests {
                 .map(|n| CatalogTarget {
                     name: n.to_string(),
                     luns: vec![0],
+                    ..Default::default()
                 })
                 .collect(),
             portals: ["127.0.0.1:3260", "127.0.0.2:3260"]
@@ -168,6 +188,7 @@ mod tests {
                     tag: i + 1,
                 })
                 .collect(),
+            ..Default::default()
         }
     }
 
@@ -245,6 +266,23 @@ mod tests {
             vec![]
         });
         assert_eq!(asked, ["iqn.b"]);
+    }
+
+    #[test]
+    fn leaves_out_the_targets_the_initiator_may_not_log_in_to() {
+        let mut c = catalog();
+        c.targets[0].access.allow = Some(vec!["iqn.friend".into()]);
+        let names = |initiator| {
+            let text = send_targets_for("All", &c, None, Some(initiator), none);
+            TextPairs::parse(&text)
+                .unwrap()
+                .get_all("TargetName")
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("iqn.friend"), ["iqn.a", "iqn.b"]);
+        assert_eq!(names("iqn.stranger"), ["iqn.b"]);
+        assert!(send_targets_for("iqn.a", &c, None, Some("iqn.stranger"), none).is_empty());
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct Args {
     /// again, log in through the first), e.g. 2s; reported as reconnects, not moves.
     #[arg(long, value_parser = parse_reconnect_every)]
     reconnect_every: Option<Duration>,
+    #[command(flatten)]
+    chap: super::target_access::InitiatorChapArgs,
 }
 
 /// Parse `10s`, `250ms`, `2m` or a plain number of seconds.
@@ -208,6 +210,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let mut bc = BalancedConfig::new(&args.initiator_name, args.target.as_deref(), source);
     bc.queue_depth = args.queue_depth.max(1);
     bc.reconnect_every = args.reconnect_every;
+    (bc.auth, bc.discovery_auth) = args.chap.auth()?;
     let (init, mut events) = BalancedInitiator::connect(bc).await?;
     let json = args.json;
     let printer = tokio::spawn(async move {

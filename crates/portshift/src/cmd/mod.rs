@@ -1,5 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
 
+pub mod chap_file;
 pub mod demo;
 pub mod demo_links;
 pub mod io;
@@ -7,6 +8,7 @@ pub mod isns;
 pub mod simulate;
 pub mod status;
 pub mod target;
+pub mod target_access;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};

@@ -76,6 +76,8 @@ pub struct Args {
     /// Admin endpoint (GET /status). [default: 127.0.0.1:3261]
     #[arg(long)]
     admin: Option<SocketAddr>,
+    #[command(flatten)]
+    access: super::target_access::TargetAccessArgs,
 }
 
 fn parse_smoothing(v: &str) -> Result<std::time::Duration, String> {
@@ -109,7 +111,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// The configuration: the file's (if any) with the command line's flags over it.
-fn configuration(args: &Args, file: Option<TargetConfig>) -> TargetConfig {
+fn configuration(args: &Args, file: Option<TargetConfig>) -> anyhow::Result<TargetConfig> {
     let mut cfg = file.unwrap_or_else(|| TargetConfig {
         admin: iscsi_target::admin::DEFAULT_ADMIN.parse().ok(),
         ..Default::default()
@@ -157,7 +159,7 @@ fn configuration(args: &Args, file: Option<TargetConfig>) -> TargetConfig {
     if let Some(m) = args.max_connections_per_address {
         cfg.limits.per_address = m;
     }
-    cfg
+    args.access.clone().apply(cfg)
 }
 
 /// `--check-config FILE`: every problem on stderr (with its line), exit 1; or "valid".
@@ -200,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(check_config(path));
     }
     let file = args.config.as_deref().map(load_file).transpose()?;
-    let cfg = configuration(&args, file);
+    let cfg = configuration(&args, file)?;
     let lun_files: Vec<String> = cfg
         .luns
         .iter()
@@ -244,7 +246,7 @@ async fn serve(args: &Args, handle: &mut iscsi_target::TargetHandle) -> anyhow::
                     continue;
                 };
                 let reloaded = load_file(path)
-                    .and_then(|file| handle.reload(configuration(args, Some(file))));
+                    .and_then(|file| handle.reload(configuration(args, Some(file))?));
                 match reloaded {
                     Ok(report) => {
                         for what in &report.need_restart {
@@ -396,7 +398,7 @@ mod tests {
         let mut bare = a;
         bare.portals.clear();
         bare.luns.clear();
-        let c = configuration(&bare, Some(file.clone()));
+        let c = configuration(&bare, Some(file.clone())).unwrap();
         assert_eq!((c.portals.len(), c.luns.len()), (1, 1));
         assert_eq!((c.cooldown_ms, c.max_moves), (3_000, 2));
         // Given flags: lists replaced (portals, pins), LUNs added, values replaced.
@@ -409,7 +411,7 @@ mod tests {
             "127.0.0.1:9",
         ])
         .unwrap();
-        let c = configuration(&a, Some(file));
+        let c = configuration(&a, Some(file)).unwrap();
         assert_eq!(c.portals[0].address.to_string(), "127.0.0.1:3260");
         assert_eq!(c.portals.len(), 1);
         let luns: Vec<&str> = c.luns.iter().map(|l| l.iqn.as_str()).collect();
@@ -418,7 +420,7 @@ mod tests {
         assert_eq!(c.pin, ["iqn.cli"]);
         assert_eq!(c.admin, Some("127.0.0.1:9".parse().unwrap()));
         // Without a file, the defaults of the flags.
-        let c = configuration(&parse(&[]).unwrap(), None);
+        let c = configuration(&parse(&[]).unwrap(), None).unwrap();
         assert_eq!(c.cooldown_ms, 10_000);
         assert_eq!(c.admin, iscsi_target::admin::DEFAULT_ADMIN.parse().ok());
         // --config alone is enough; --check-config too.

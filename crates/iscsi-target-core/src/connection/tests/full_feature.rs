@@ -220,6 +220,7 @@ fn a_reloaded_catalog_follows_the_session_target_or_closes_a_session_whose_targe
         CatalogTarget {
             name: "iqn.2024-01.test:other".into(),
             luns: vec![0],
+            ..Default::default()
         },
     );
     c.targets[1].luns = vec![0, 1];

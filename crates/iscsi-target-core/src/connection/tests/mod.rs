@@ -17,6 +17,7 @@ use crate::event::Event;
 use crate::policy::{LoginDecision, LoginPolicy, SessionCommand};
 use crate::request::ScsiRequest;
 
+mod access;
 mod chunks;
 mod full_feature;
 mod login_log;
