@@ -15,6 +15,7 @@ pub mod lu;
 pub mod lun;
 pub mod mode;
 pub mod opcodes;
+pub mod persistent_reservation;
 pub mod range_lock;
 pub mod reservation;
 pub mod sense;

@@ -97,6 +97,14 @@ impl LunTable {
         self.unit_attentions.nexus_established(nexus);
     }
 
+    /// Session `nexus` is the I_T nexus `port` (initiator name + ISID, portal group tag):
+    /// persistent reservations of every unit follow the port, not the session.
+    pub fn nexus_port(&self, nexus: u64, port: crate::persistent_reservation::NexusPort) {
+        self.units
+            .values()
+            .for_each(|u| u.nexus_port(nexus, port.clone()));
+    }
+
     /// The I_T nexus `nexus` ended (logout, connection loss): every unit
     /// releases what it held for it. Call once when a session ends.
     pub fn nexus_lost(&self, nexus: u64) {
