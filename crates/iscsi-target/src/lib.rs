@@ -12,6 +12,7 @@ pub mod link;
 pub mod load;
 pub mod output_budget;
 pub mod portal;
+pub mod pr_store;
 pub mod registration;
 mod start;
 pub mod target_set;

@@ -67,6 +67,9 @@ pub struct TargetAccess {
     pub allow: Option<Vec<String>>,
 }
 
+/// The target portal group tag every portal of the target shares.
+pub const SHARED_PORTAL_GROUP_TAG: u16 = 1;
+
 /// Everything `portshift target` is told.
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
@@ -218,8 +221,10 @@ impl Target {
             let lun = table.luns().len() as u16;
             let identity =
                 Identity::new(&l.iqn, lun).with_context(|| format!("target {}", l.iqn))?;
+            let unit = LogicalUnit::new(dev, identity);
+            let unit = crate::pr_store::attach(unit, null_size.is_none().then_some(&l.path))?;
             table
-                .insert(lun, Arc::new(LogicalUnit::new(dev, identity)))
+                .insert(lun, Arc::new(unit))
                 .map_err(|_| anyhow::anyhow!("too many LUNs for {}", l.iqn))?;
         }
 
@@ -234,7 +239,10 @@ impl Target {
             infos.push(PortalInfo {
                 id: PortalId(i as u16),
                 address: local,
-                tag: i as u16 + 1,
+                // One portal group for all portals (RFC 7143 §4.4.1): every portal is the
+                // same SCSI target port, so an initiator that keeps its ISID keeps its
+                // I_T nexus, and its persistent reservations, across a move.
+                tag: SHARED_PORTAL_GROUP_TAG,
             });
             listeners.push(l);
         }
