@@ -145,7 +145,8 @@ impl TargetConfig {
             .with_cooldown_ms(self.cooldown_ms)
             .with_smoothing_tau_ms(self.smoothing_ms)
             .with_max_moves(self.max_moves)?
-            .with_pinned(self.pin.iter().cloned());
+            .with_pinned(self.pin.iter().cloned())
+            .with_reservation_holders_movable(self.move_reservation_holders);
         Ok(Some(policy))
     }
 }
@@ -275,6 +276,12 @@ impl Target {
             control.set_link_capacity(info.id, capacity);
         }
         let targets_summary = tables.iter().map(|(n, t)| (n.clone(), t.luns())).collect();
+        let probed: Vec<LunTable> = tables.iter().map(|(_, t)| t.clone()).collect();
+        control.with_plane(|p, _| {
+            p.set_reservation_probe(iscsi_target_core::control::ReservationProbe::new(
+                move |id| probed.iter().any(|t| t.holds_reservation(id)),
+            ))
+        });
         let target_set = Arc::new(TargetSet::new(
             control.clone(),
             tables

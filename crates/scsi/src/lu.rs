@@ -195,6 +195,12 @@ impl LogicalUnit {
         self.num_blocks
     }
 
+    /// True when session `nexus` holds the RESERVE(6) reservation or a persistent
+    /// reservation registration of this unit.
+    pub fn holds_reservation(&self, nexus: u64) -> bool {
+        self.reservations.held_by(nexus) || self.persistent.is_registered(nexus, 0)
+    }
+
     /// The I_T nexus `nexus` is gone (logout, connection loss, session
     /// reinstatement): release what it held (SPC-2 §5.5.1).
     pub fn nexus_lost(&self, nexus: u64) {

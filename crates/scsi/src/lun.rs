@@ -105,6 +105,12 @@ impl LunTable {
             .for_each(|u| u.nexus_port(nexus, port.clone()));
     }
 
+    /// True when session `nexus` holds a RESERVE(6) reservation or a persistent
+    /// reservation registration on any unit.
+    pub fn holds_reservation(&self, nexus: u64) -> bool {
+        self.units.values().any(|u| u.holds_reservation(nexus))
+    }
+
     /// The I_T nexus `nexus` ended (logout, connection loss): every unit
     /// releases what it held for it. Call once when a session ends.
     pub fn nexus_lost(&self, nexus: u64) {

@@ -45,6 +45,13 @@ pub struct Args {
     /// Moves the balancer asks for in one interval at most.
     #[arg(long, default_value_t = balancer::DEFAULT_MAX_MOVES)]
     max_moves: usize,
+    /// Let the balancer move initiators that hold a reservation or a persistent reservation
+    /// registration. By default they stay: an initiator that draws a new ISID when it logs in
+    /// again (libiscsi does) is a new I_T nexus after a move and loses its registration.
+    /// portshift's initiator keeps its ISID, and all portals share one portal group, so it
+    /// keeps them.
+    #[arg(long)]
+    move_reservation_holders: bool,
     /// Connections each portal serves at a time (fewer when the open-file limit leaves
     /// less room; see the start-up log). At the limit, the oldest connection still in
     /// login is closed to admit a new one.
@@ -116,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cooldown_ms: args.cooldown.saturating_mul(1000),
         pin: args.pin,
         max_moves: args.max_moves,
+        move_reservation_holders: args.move_reservation_holders,
         smoothing_ms: args.smoothing.as_millis() as u64,
         admin: Some(args.admin),
         limits: iscsi_target::portal::PortalLimits {
