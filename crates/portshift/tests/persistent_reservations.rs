@@ -6,6 +6,10 @@
 //!   is kept and both portals are one portal group, so it is the same I_T nexus: READ KEYS and
 //!   READ RESERVATION still show its key and reservation, its writes succeed, and the other
 //!   initiator's writes still get RESERVATION CONFLICT.
+//! - A libiscsi host (tests/c/pr_hold.c, compiled with `cc -liscsi`) holding a registration is
+//!   left in place by the balancer by default (libiscsi draws a new ISID when it logs in
+//!   again, so a move would lose its registration), while a stock host beside it is moved
+//!   although the balancer moves the newest login first and the registrant logged in last.
 //! - With APTPL, registrations and the reservation survive SIGKILL of the target: after a
 //!   restart on the same LUN file they are read back, and the holder (same initiator port)
 //!   writes while another initiator is refused.
@@ -17,8 +21,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use balancer::EventKind;
 use bytes::Bytes;
-use common::{TwoPortalTarget, free_addr, portshift_server, snapshot, status, wait_for};
+use common::{
+    Proc, TwoPortalTarget, free_addr, portshift_server, snapshot, status, tool, wait_for,
+};
 use initiator::cdb::{persistent_reserve_in, persistent_reserve_out, write16};
 use initiator::{
     BalancedConfig, BalancedInitiator, PortalSource, Session, SessionConfig, TaskError,
@@ -254,4 +261,142 @@ fn aptpl_state_survives_sigkill_of_the_target() {
             "another initiator is refused after the restart"
         );
     });
+}
+
+/// tests/c/pr_hold.c compiled into `dir` against libiscsi.
+fn pr_hold_binary(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/pr_hold.c");
+    let out = dir.join("pr_hold");
+    let o = std::process::Command::new(tool("cc", "gcc"))
+        .args(["-Wall", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-liscsi")
+        .output()
+        .expect("run cc");
+    assert!(
+        o.status.success(),
+        "cannot compile pr_hold.c against libiscsi (install libiscsi-dev): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_libiscsi_registrant_is_left_in_place_by_default() {
+    const T1: &str = "iqn.2024-01.test.pr:t1";
+    const T2: &str = "iqn.2024-01.test.pr:t2";
+    const LIBISCSI_HOLDER: &str = "iqn.2024-01.test.pr:libiscsi-holder";
+    const MOVABLE: &str = "iqn.2024-01.test.pr:movable";
+    const HOLD_SECONDS: u64 = 12;
+    let perf = tool("iscsi-perf", "libiscsi-bin");
+    let dir = tempfile::tempdir().unwrap();
+    let hold = pr_hold_binary(dir.path());
+    let stack = TwoPortalTarget::start(
+        dir.path(),
+        &[T1, T2],
+        "16M",
+        &["--balance", "sessions:2", "--cooldown", "1"],
+    );
+    let [p0, _] = stack.portals.clone();
+    let admin = stack.admin;
+    let logged_in = |who: &str| {
+        snapshot(admin)
+            .events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Login { initiator, .. } if initiator == who))
+            .then_some(())
+    };
+    // A stock host first, alone on portal 1.
+    let _perf = Proc(
+        std::process::Command::new(perf)
+            .args(["-i", MOVABLE, &format!("iscsi://{p0}/{T2}/0")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn iscsi-perf"),
+    );
+    assert!(wait_for(Duration::from_secs(10), || logged_in(MOVABLE)).is_some());
+    std::thread::sleep(Duration::from_millis(1500));
+    // Then the registrant on the same portal: over sessions:2, and the newest login.
+    let out = dir.path().join("pr_hold.out");
+    let err = dir.path().join("pr_hold.err");
+    let mut holder = Proc(
+        std::process::Command::new(&hold)
+            .args([
+                LIBISCSI_HOLDER,
+                &format!("iscsi://{p0}/{T1}/0"),
+                &KEY.to_string(),
+                &HOLD_SECONDS.to_string(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("spawn pr_hold"),
+    );
+    let registered = wait_for(Duration::from_secs(10), || {
+        let s = std::fs::read_to_string(&out).unwrap_or_default();
+        s.contains("registered").then_some(())
+    });
+    assert!(
+        registered.is_some(),
+        "pr_hold did not register: {}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    // The table marks the libiscsi session as a registrant.
+    let marked = wait_for(Duration::from_secs(5), || {
+        snapshot(admin)
+            .table
+            .portals
+            .iter()
+            .flat_map(|p| p.sessions.iter())
+            .any(|s| s.initiator == LIBISCSI_HOLDER && s.holds_reservation)
+            .then_some(())
+    });
+    assert!(marked.is_some(), "{}", status(admin, false));
+    let moved = wait_for(Duration::from_secs(10), || {
+        snapshot(admin)
+            .events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::LogoutRequested { initiator, .. } if initiator == MOVABLE))
+            .then_some(())
+    });
+    // The holder runs to its end without an error, its key still registered.
+    let exited = wait_for(Duration::from_secs(HOLD_SECONDS + 15), || {
+        holder.0.try_wait().unwrap()
+    })
+    .expect("pr_hold did not finish");
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let events = snapshot(admin).events;
+    let touched: Vec<_> = events
+        .iter()
+        .filter(|e| match &e.kind {
+            EventKind::LogoutRequested { initiator, .. }
+            | EventKind::ForcedMove { initiator, .. }
+            | EventKind::Redirected { initiator, .. } => initiator == LIBISCSI_HOLDER,
+            _ => false,
+        })
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "the registrant was asked to move: {touched:?}"
+    );
+    assert!(
+        moved.is_some(),
+        "the stock host was never moved:\n{}",
+        status(admin, false)
+    );
+    assert!(
+        exited.success() && stdout.contains("io "),
+        "pr_hold failed: {stdout}\n{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    let logins = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Login { initiator, .. } if initiator == LIBISCSI_HOLDER))
+        .count();
+    assert_eq!(logins, 1, "the registrant logged in once: {events:?}");
+    eprintln!("pr_hold: {}", stdout.trim().replace('\n', "; "));
 }
