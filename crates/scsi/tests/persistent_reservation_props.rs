@@ -141,3 +141,36 @@ proptest! {
         }
     }
 }
+
+/// A unit added to a live table learns the ports of the sessions already logged in, so a
+/// registration made there belongs to the session's I_T nexus, not to the session.
+#[test]
+fn a_unit_added_later_knows_the_live_nexuses() {
+    let mut t = unit();
+    let lu = LogicalUnit::new(
+        Arc::new(MemDevice::new(64)),
+        Identity::new("iqn.p:t", 1).unwrap(),
+    );
+    t.insert(1, Arc::new(lu)).unwrap();
+    let data = prout_parameters(0, 0xA, false, false);
+    let task = ScsiTask {
+        cdb: &persistent_reserve_out(0, 0, 24),
+        lun: encode_lun(1).unwrap(),
+        expected_data_transfer_length: 24,
+        tpgt: 1,
+        nexus: 1,
+    };
+    let out = t.execute(&task, &data, &mut BytesMut::new());
+    assert_eq!(out.status, ScsiStatus::Good);
+    // The same initiator port in a new session (after a move) holds the registration.
+    t.nexus_lost(1);
+    t.nexus_port(
+        9,
+        NexusPort {
+            initiator: InitiatorPort::new("iqn.p:i1", [0x40, 0, 0, 0, 0, 1]),
+            tpgt: 1,
+        },
+    );
+    assert!(t.holds_reservation(9));
+    assert!(!t.holds_reservation(2));
+}
