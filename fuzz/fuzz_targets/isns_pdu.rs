@@ -48,10 +48,5 @@ fuzz_target!(|data: &[u8]| {
     }
     // The payload decoders on raw bytes, too.
     let _ = isns_proto::attr::decode_attrs(stream);
-    let _ = Message::decode(
-        isns_proto::FunctionId(0x8002),
-        Default::default(),
-        0,
-        stream,
-    );
+    let _ = Message::decode(isns_proto::FunctionId(0x8002), Default::default(), 0, stream);
 });

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use balancer::PortalId;
 use iscsi_proto::bytes::BytesMut;
 use iscsi_target_core::{
-    Catalog, CloseReason, Connection, Event, LoginDecision, LoginPolicy, ScsiRequest,
-    SessionCommand,
+    Catalog, CloseReason, Connection, Event, LoginDecision,
+    LoginPolicy, ScsiRequest, SessionCommand,
 };
 use libfuzzer_sys::fuzz_target;
 use scsi::{Identity, LogicalUnit, LunTable, MemDevice};
