@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-PEERS=(libiscsi-bin open-isns-utils open-isns-server tgt qemu-utils)
+PEERS=(libiscsi-bin libiscsi-dev gcc open-isns-utils open-isns-server tgt qemu-utils)
 
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -27,8 +27,17 @@ qemu_iscsi() {
     out="$(timeout 20 qemu-img info iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 2>&1)" && return 0
     runs qemu-img --version && ! grep -qiE 'load module|unknown protocol|unknown driver' <<<"$out"
 }
+# libiscsi_dev: a C program using libiscsi compiles and links (tests/c/pr_hold.c needs it).
+libiscsi_dev() {
+    local d rc=0
+    d="$(mktemp -d)"
+    printf '#include <iscsi/iscsi.h>\nint main(void) { return iscsi_create_context("iqn.probe") == 0; }\n' >"$d/p.c"
+    cc -o "$d/p" "$d/p.c" -liscsi >/dev/null 2>&1 || rc=1
+    rm -rf "$d"
+    return "$rc"
+}
 peers_work() {
-    runs iscsi-test-cu -l && runs iscsi-perf -t 1 iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
+    libiscsi_dev && runs iscsi-test-cu -l && runs iscsi-perf -t 1 iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
         runs iscsi-ls iscsi://127.0.0.1:1 && runs iscsi-inq iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
         runs iscsi-readcapacity16 iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
         runs isnsadm --help && runs isnsd --help && runs tgtadm --help && runs tgtd --help

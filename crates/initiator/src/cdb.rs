@@ -65,6 +65,28 @@ pub fn write16(lun: u16, lba: u64, block_size: u32, data: Bytes) -> ScsiRequest 
     request(lun, client::write16(lba, blocks), Transfer::Write(data))
 }
 
+/// PERSISTENT RESERVE IN with `service_action` (SPC-4 §6.13), reading at most `alloc` bytes.
+pub fn persistent_reserve_in(lun: u16, service_action: u8, alloc: u16) -> ScsiRequest {
+    let c = client::persistent_reserve_in(service_action, alloc);
+    request(lun, c, Transfer::Read(u32::from(alloc)))
+}
+
+/// PERSISTENT RESERVE OUT with `service_action` and TYPE `pr_type` (SPC-4 §6.14), carrying
+/// the basic parameter list: RESERVATION KEY `key`, SERVICE ACTION RESERVATION KEY `sa_key`,
+/// and the APTPL bit.
+pub fn persistent_reserve_out(
+    lun: u16,
+    service_action: u8,
+    pr_type: u8,
+    key: u64,
+    sa_key: u64,
+    aptpl: bool,
+) -> ScsiRequest {
+    let p = client::prout_parameters(key, sa_key, false, aptpl);
+    let c = client::persistent_reserve_out(service_action, pr_type, p.len() as u32);
+    request(lun, c, Transfer::Write(Bytes::copy_from_slice(&p)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

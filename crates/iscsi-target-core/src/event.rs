@@ -16,6 +16,9 @@ pub enum Event {
         /// None for a discovery session.
         target: Option<String>,
         tsih: u16,
+        /// ISID of the session: with the initiator name, the SCSI initiator port
+        /// (RFC 7143 §4.4.1); with the target name and portal group tag, the I_T nexus.
+        isid: [u8; 6],
         portal_group_tag: u16,
     },
     /// A login was refused for failed authentication (status 0x0201, RFC 7143 §12.1.3): the

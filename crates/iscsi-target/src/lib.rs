@@ -14,6 +14,7 @@ pub mod link;
 pub mod load;
 pub mod output_budget;
 pub mod portal;
+pub mod pr_store;
 pub mod registration;
 pub mod reload;
 mod start;

@@ -57,6 +57,8 @@ pub(crate) fn open_lun(l: &LunConfig, lun: u16) -> anyhow::Result<Arc<LogicalUni
         .with_write_through(l.write_through)
         .with_physical_block_size(l.physical_block_size)
         .with_context(|| format!("LUN {lun} of {}", l.iqn))?;
+    // Persistent reservations with APTPL live in `<LUN file>.pr` (none for a null store).
+    let unit = crate::pr_store::attach(unit, null_size.is_none().then_some(&l.path))?;
     Ok(Arc::new(unit))
 }
 

@@ -63,6 +63,9 @@ pub use iscsi_proto::chap::Credentials;
 /// `--allow`, or the configuration file): the connection cores' own type.
 pub use iscsi_target_core::Access as TargetAccess;
 
+/// The target portal group tag every portal of the target shares.
+pub const SHARED_PORTAL_GROUP_TAG: u16 = 1;
+
 /// Everything `portshift target` is told.
 #[derive(Debug, Clone)]
 pub struct TargetConfig {
@@ -138,7 +141,8 @@ impl TargetConfig {
             .with_cooldown_ms(self.cooldown_ms)
             .with_smoothing_tau_ms(self.smoothing_ms)
             .with_max_moves(self.max_moves)?
-            .with_pinned(self.pin.iter().cloned());
+            .with_pinned(self.pin.iter().cloned())
+            .with_reservation_holders_movable(self.move_reservation_holders);
         Ok(Some(policy))
     }
 }
@@ -194,7 +198,10 @@ impl Target {
             infos.push(PortalInfo {
                 id: PortalId(i as u16),
                 address: local,
-                tag: i as u16 + 1,
+                // One portal group for all portals (RFC 7143 §4.4.1): every portal is the
+                // same SCSI target port, so an initiator that keeps its ISID keeps its
+                // I_T nexus, and its persistent reservations, across a move.
+                tag: SHARED_PORTAL_GROUP_TAG,
             });
             listeners.push(l);
         }
@@ -235,6 +242,22 @@ impl Target {
             cfg.discovery_chap.clone(),
             cfg.discovery_mutual_chap.clone(),
         ));
+        // The balancer asks whether a session holds a reservation or registration, in
+        // whatever the targets are after reloads. Weak: the control plane must not keep the
+        // target set (which holds the control plane) alive.
+        let probed = Arc::downgrade(&target_set);
+        control.with_plane(|p, _| {
+            p.set_reservation_probe(iscsi_target_core::control::ReservationProbe::new(
+                move |id| {
+                    probed.upgrade().is_some_and(|set| {
+                        set.served()
+                            .targets
+                            .values()
+                            .any(|t| t.luns.holds_reservation(id))
+                    })
+                },
+            ))
+        });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut threads = Vec::new();

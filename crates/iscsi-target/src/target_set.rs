@@ -427,8 +427,16 @@ impl<'a> ConnectionShell<'a> {
                     session_type: SessionType::Normal,
                     initiator,
                     target: Some(target),
+                    isid,
+                    portal_group_tag,
                     ..
                 } => {
+                    let port = scsi::persistent_reservation::NexusPort {
+                        initiator: scsi::persistent_reservation::InitiatorPort::new(
+                            &initiator, isid,
+                        ),
+                        tpgt: portal_group_tag,
+                    };
                     let (id, stats) = self.set.control.session_started(
                         self.portal,
                         &initiator,
@@ -444,6 +452,7 @@ impl<'a> ConnectionShell<'a> {
                     self.target = Some(target);
                     if let Some(l) = &self.luns {
                         l.nexus_established(id);
+                        l.nexus_port(id, port);
                     }
                     self.session = Some(id);
                     self.stats = Some(stats);

@@ -582,6 +582,58 @@ fn cu_parser_reads_a_whole_captured_run() {
     }));
 }
 
+/// The persistent reservation suites of iscsi-test-cu (SPC-4 §5.9).
+const PR_SUITES: &[&str] = &[
+    "PrinReadKeys",
+    "PrinServiceactionRange",
+    "PrinReportCapabilities",
+    "ProutRegister",
+    "ProutReserve",
+    "ProutClear",
+    "ProutPreempt",
+];
+
+/// Every persistent reservation suite runs through the two portals (two initiator names, one
+/// per portal) and every test in it passes: none fails, none is inactive, and none prints
+/// `[SKIPPED]` (which CUnit would count as passed).
+#[test]
+fn libiscsi_persistent_reservation_suites_run_and_pass() {
+    let t = TargetProc::start(24300, "64M");
+    for suite in PR_SUITES {
+        let o = run_tool(
+            "iscsi-test-cu",
+            "libiscsi-bin",
+            &[
+                "--dataloss",
+                "-i",
+                "iqn.2024-01.org.portshift:pr-1",
+                "-I",
+                "iqn.2024-01.org.portshift:pr-2",
+                "-t",
+                &format!("ALL.{suite}"),
+                &t.url(0),
+                &t.url(1),
+            ],
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        let tests = out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&"tests") && f.len() >= 6)
+            .unwrap_or_else(|| panic!("{suite}: no CUnit summary:\n{out}"));
+        let n = |i: usize| tests[i].parse::<u32>().unwrap_or(u32::MAX);
+        let (total, ran, passed, failed, inactive) = (n(1), n(2), n(3), n(4), n(5));
+        assert!(total > 0, "{suite}: no tests:\n{out}");
+        assert_eq!(
+            (ran, passed, failed, inactive),
+            (total, total, 0, 0),
+            "{suite}: not every test ran and passed:\n{out}"
+        );
+        assert!(!out.contains("[SKIPPED]"), "{suite} skipped:\n{out}");
+        eprintln!("{suite}: {passed} of {total} passed");
+    }
+}
+
 /// A raw TCP session that logs in (Normal session) and can send PDUs.
 fn raw_login(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();

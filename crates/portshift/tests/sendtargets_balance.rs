@@ -76,7 +76,7 @@ fn send_targets_leaves_out_a_deleted_registration_until_it_is_restored() {
     let stack = TwoPortalTarget::start(dir.path(), &TARGETS, "16M", &balance);
     let [p0, p1] = stack.portals.clone();
     let (admin, target_log) = (stack.admin, stack.log.clone());
-    let both = |t: &str| (t.to_string(), vec![format!("{p0},1"), format!("{p1},2")]);
+    let both = |t: &str| (t.to_string(), vec![format!("{p0},1"), format!("{p1},1")]);
     let everything: BTreeMap<String, Vec<String>> = TARGETS.into_iter().map(both).collect();
     for p in [&p0, &p1] {
         assert_eq!(
@@ -130,7 +130,7 @@ fn send_targets_leaves_out_a_deleted_registration_until_it_is_restored() {
 
     // While (moved, P0) is deleted, SendTargets on either portal lists `moved` through P1 only.
     let mut expected = everything.clone();
-    expected.insert(moved.clone(), vec![format!("{p1},2")]);
+    expected.insert(moved.clone(), vec![format!("{p1},1")]);
     for p in [&p1, &p0] {
         assert_eq!(
             iscsi_ls(p),

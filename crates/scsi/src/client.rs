@@ -68,6 +68,62 @@ pub fn write16(lba: u64, blocks: u32) -> Cdb {
     rw16(opcode::WRITE_16, lba, blocks)
 }
 
+/// PERSISTENT RESERVE IN with `service_action` and ALLOCATION LENGTH `alloc` (SPC-4 §6.13).
+pub fn persistent_reserve_in(service_action: u8, alloc: u16) -> Cdb {
+    let mut c = [0u8; CDB_LEN];
+    c[0] = opcode::PERSISTENT_RESERVE_IN;
+    c[1] = service_action & 0x1F;
+    c[7..9].copy_from_slice(&alloc.to_be_bytes());
+    c
+}
+
+/// PERSISTENT RESERVE OUT with `service_action`, LU scope, TYPE `pr_type` and a
+/// parameter list of `param_len` bytes (SPC-4 §6.14).
+pub fn persistent_reserve_out(service_action: u8, pr_type: u8, param_len: u32) -> Cdb {
+    let mut c = [0u8; CDB_LEN];
+    c[0] = opcode::PERSISTENT_RESERVE_OUT;
+    c[1] = service_action & 0x1F;
+    c[2] = pr_type & 0x0F;
+    c[5..9].copy_from_slice(&param_len.to_be_bytes());
+    c
+}
+
+/// The basic 24-byte PERSISTENT RESERVE OUT parameter list (SPC-4 §6.14.3):
+/// RESERVATION KEY, SERVICE ACTION RESERVATION KEY, ALL_TG_PT and APTPL.
+pub fn prout_parameters(key: u64, sa_key: u64, all_tg_pt: bool, aptpl: bool) -> [u8; 24] {
+    let mut p = [0u8; 24];
+    p[0..8].copy_from_slice(&key.to_be_bytes());
+    p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+    p[20] = u8::from(all_tg_pt) << 2 | u8::from(aptpl);
+    p
+}
+
+/// READ KEYS parameter data: PRGENERATION and the registered keys.
+pub fn parse_read_keys(d: &[u8]) -> Option<(u32, Vec<u64>)> {
+    let generation = u32::from_be_bytes(d.get(0..4)?.try_into().ok()?);
+    let len = u32::from_be_bytes(d.get(4..8)?.try_into().ok()?) as usize;
+    let keys = d.get(8..)?;
+    let keys = keys.get(..len.min(keys.len()))?;
+    Some((
+        generation,
+        keys.chunks_exact(8)
+            .map(|k| u64::from_be_bytes(k.try_into().unwrap_or([0; 8])))
+            .collect(),
+    ))
+}
+
+/// READ RESERVATION parameter data: PRGENERATION and, when a reservation
+/// exists, its key and TYPE.
+pub fn parse_read_reservation(d: &[u8]) -> Option<(u32, Option<(u64, u8)>)> {
+    let generation = u32::from_be_bytes(d.get(0..4)?.try_into().ok()?);
+    let len = u32::from_be_bytes(d.get(4..8)?.try_into().ok()?);
+    if len < 16 {
+        return Some((generation, None));
+    }
+    let key = u64::from_be_bytes(d.get(8..16)?.try_into().ok()?);
+    Some((generation, Some((key, d.get(21)? & 0x0F))))
+}
+
 /// Sense-key specific bytes with SKSV set, as a field pointer (SPC-4 §4.5.2.4.2).
 fn field_pointer(key: SenseKey, b: &[u8]) -> Option<FieldPointer> {
     let [first, hi, lo]: [u8; 3] = b.get(..3)?.try_into().ok()?;

@@ -18,6 +18,7 @@ pub mod lun;
 pub mod mode;
 pub mod mode_select;
 pub mod opcodes;
+pub mod persistent_reservation;
 pub mod physical;
 pub mod range_lock;
 pub mod reservation;

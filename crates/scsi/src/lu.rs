@@ -14,6 +14,7 @@ use crate::lun;
 use crate::mode::{self, ModeState};
 use crate::mode_select;
 use crate::opcodes;
+use crate::persistent_reservation::{self as pr, NexusPort, PersistentReservations, PrOutcome};
 use crate::physical::{PhysicalBlockError, lbppb_exponent};
 use crate::range_lock::RangeLocks;
 use crate::reservation::{self, Reply, Reservations};
@@ -60,6 +61,8 @@ pub struct LogicalUnit {
     block_size: u32,
     num_blocks: u64,
     reservations: Reservations,
+    /// Persistent reservations (SPC-4 §5.9).
+    persistent: PersistentReservations,
     /// Serialises COMPARE AND WRITE, ORWRITE and WRITE ATOMIC on overlapping blocks.
     range_locks: RangeLocks,
     /// WCE and SWP, as MODE SELECT left them.
@@ -156,6 +159,7 @@ impl LogicalUnit {
             block_size,
             num_blocks,
             reservations: Reservations::new(),
+            persistent: PersistentReservations::new(),
             range_locks: RangeLocks::new(),
             mode: ModeState::new(false),
             lbppbe: 0,
@@ -192,6 +196,23 @@ impl LogicalUnit {
         self
     }
 
+    /// Replace the persistent reservations (e.g. with an APTPL store).
+    pub fn with_persistent_reservations(mut self, pr: PersistentReservations) -> LogicalUnit {
+        self.persistent = pr;
+        self
+    }
+
+    /// The unit's persistent reservations.
+    pub fn persistent_reservations(&self) -> &PersistentReservations {
+        &self.persistent
+    }
+
+    /// Session `nexus` is the I_T nexus `port` (initiator port and target
+    /// port), for persistent reservations.
+    pub fn nexus_port(&self, nexus: u64, port: NexusPort) {
+        self.persistent.nexus_port(nexus, port);
+    }
+
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
@@ -208,10 +229,17 @@ impl LogicalUnit {
         self.num_blocks
     }
 
+    /// True when session `nexus` holds the RESERVE(6) reservation or a persistent
+    /// reservation registration of this unit.
+    pub fn holds_reservation(&self, nexus: u64) -> bool {
+        self.reservations.held_by(nexus) || self.persistent.is_registered(nexus, 0)
+    }
+
     /// The I_T nexus `nexus` is gone (logout, connection loss, session
     /// reinstatement): release what it held (SPC-2 §5.5.1).
     pub fn nexus_lost(&self, nexus: u64) {
         self.reservations.nexus_lost(nexus);
+        self.persistent.nexus_lost(nexus);
     }
 
     /// LOGICAL UNIT RESET (or a target reset) reached this unit: SPC-2
@@ -265,9 +293,12 @@ impl LogicalUnit {
         let edtl = task.expected_data_transfer_length;
         let bs = self.block_size;
         let op = task.cdb.first().copied().unwrap_or(0);
-        if self
-            .reservations
-            .conflicts(task.nexus, reservation::access(&cmd))
+        if let Some(ua) = self.persistent.unit_attention(task.nexus, task.tpgt, op) {
+            return Err(ua);
+        }
+        let access = reservation::access(&cmd);
+        if self.reservations.conflicts(task.nexus, access)
+            || self.persistent.conflicts(task.nexus, task.tpgt, access)
         {
             return Ok(ScsiOutcome::reservation_conflict());
         }
@@ -283,6 +314,11 @@ impl LogicalUnit {
         }
         match cmd {
             Command::TestUnitReady | Command::StartStopUnit => Ok(ScsiOutcome::good(0, 0)),
+            // RESERVE(6) conflicts while persistent registrations exist
+            // (SPC-4 §5.9.1); RELEASE(6) then does nothing.
+            Command::Reserve6 if self.persistent.any_registration() => {
+                Ok(ScsiOutcome::reservation_conflict())
+            }
             Command::Reserve6 => Ok(reply(self.reservations.reserve6(task.nexus))),
             Command::Release6 => Ok(reply(self.reservations.release6(task.nexus))),
             Command::PreventAllowMediumRemoval { .. } => Ok(ScsiOutcome::good(0, 0)),
@@ -388,8 +424,34 @@ impl LogicalUnit {
                     .map_err(|e| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e))?;
                 Ok(ScsiOutcome::good(0, 0))
             }
-            Command::PersistentReserveIn { .. } | Command::PersistentReserveOut { .. } => {
-                Err(Sense::invalid_opcode())
+            Command::PersistentReserveIn {
+                service_action,
+                alloc_len,
+            } => {
+                let buf = self.persistent.reserve_in(service_action)?;
+                Ok(respond(data_in, &buf, u32::from(alloc_len), edtl))
+            }
+            Command::PersistentReserveOut {
+                service_action,
+                scope,
+                pr_type,
+                param_len,
+            } => {
+                if param_len > pr::MAX_PARAMETER_LIST {
+                    return Err(Sense::illegal_request(Asc::PARAMETER_LIST_LENGTH_ERROR));
+                }
+                let data = Self::take(data_out, param_len as usize)?;
+                match self.persistent.reserve_out(
+                    task.nexus,
+                    task.tpgt,
+                    service_action,
+                    scope,
+                    pr_type,
+                    data,
+                )? {
+                    PrOutcome::Good(_) => Ok(ScsiOutcome::good(0, 0)),
+                    PrOutcome::Conflict => Ok(ScsiOutcome::reservation_conflict()),
+                }
             }
             Command::PreFetch { lba, blocks } => {
                 self.check_range(lba, blocks)?;

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use crate::cdb::{self, Command};
 use crate::inquiry;
 use crate::lu::{LogicalUnit, request_sense_data, respond};
+use crate::persistent_reservation::NexusPort;
 use crate::sense::{Asc, Sense};
 use crate::task::{ScsiOutcome, ScsiTask};
 use crate::unit_attention::UnitAttentions;
@@ -66,6 +67,8 @@ pub struct LunTable {
     units: BTreeMap<u16, Arc<LogicalUnit>>,
     /// Pending UNIT ATTENTIONs after resets, by I_T nexus (shared by clones).
     unit_attentions: Arc<UnitAttentions>,
+    /// The I_T nexus of every live session (shared by clones), told to units added later.
+    ports: Arc<std::sync::Mutex<std::collections::HashMap<u64, NexusPort>>>,
 }
 
 impl LunTable {
@@ -77,6 +80,9 @@ impl LunTable {
     pub fn insert(&mut self, lun: u16, unit: Arc<LogicalUnit>) -> Result<(), Sense> {
         if lun > MAX_LUN {
             return Err(Sense::illegal_request(Asc::LOGICAL_UNIT_NOT_SUPPORTED));
+        }
+        for (nexus, port) in self.ports_map().iter() {
+            unit.nexus_port(*nexus, port.clone());
         }
         self.units.insert(lun, unit);
         Ok(())
@@ -99,6 +105,10 @@ impl LunTable {
         self.unit_attentions.inventory_changed();
     }
 
+    fn ports_map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, NexusPort>> {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The unit addressed by a transport LUN field.
     pub fn get(&self, lun_field: u64) -> Option<&Arc<LogicalUnit>> {
         decode_lun(lun_field).and_then(|l| self.units.get(&l))
@@ -114,9 +124,25 @@ impl LunTable {
         self.unit_attentions.nexus_established(nexus);
     }
 
+    /// Session `nexus` is the I_T nexus `port` (initiator name + ISID, portal group tag):
+    /// persistent reservations of every unit follow the port, not the session.
+    pub fn nexus_port(&self, nexus: u64, port: NexusPort) {
+        self.ports_map().insert(nexus, port.clone());
+        self.units
+            .values()
+            .for_each(|u| u.nexus_port(nexus, port.clone()));
+    }
+
+    /// True when session `nexus` holds a RESERVE(6) reservation or a persistent
+    /// reservation registration on any unit.
+    pub fn holds_reservation(&self, nexus: u64) -> bool {
+        self.units.values().any(|u| u.holds_reservation(nexus))
+    }
+
     /// The I_T nexus `nexus` ended (logout, connection loss): every unit
     /// releases what it held for it. Call once when a session ends.
     pub fn nexus_lost(&self, nexus: u64) {
+        self.ports_map().remove(&nexus);
         self.units.values().for_each(|u| u.nexus_lost(nexus));
         self.unit_attentions.nexus_lost(nexus);
     }

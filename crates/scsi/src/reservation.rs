@@ -97,6 +97,11 @@ impl Reservations {
         self.with(|st| matches!(st.reserve6, Some(h) if h != nexus))
     }
 
+    /// True when `nexus` holds the SPC-2 reservation.
+    pub fn held_by(&self, nexus: u64) -> bool {
+        self.active.load(Ordering::Acquire) && self.with(|st| st.reserve6 == Some(nexus))
+    }
+
     /// RESERVE(6) (SPC-2 §7.21): granted when free or already held by this
     /// nexus, else RESERVATION CONFLICT.
     pub fn reserve6(&self, nexus: u64) -> Reply {

@@ -411,12 +411,23 @@ fn handle_events(
                 session_type: SessionType::Normal,
                 initiator,
                 target: Some(target),
+                isid,
+                portal_group_tag,
                 ..
             } => {
                 let id = plane.session_started(s.portal, &initiator, &target, now_ms);
                 s.luns = targets.get(&target).cloned();
                 if let Some(l) = &s.luns {
                     l.nexus_established(id);
+                    l.nexus_port(
+                        id,
+                        scsi::persistent_reservation::NexusPort {
+                            initiator: scsi::persistent_reservation::InitiatorPort::new(
+                                &initiator, isid,
+                            ),
+                            tpgt: portal_group_tag,
+                        },
+                    );
                 }
                 s.session = Some(id);
                 s.conn.set_nexus(id);

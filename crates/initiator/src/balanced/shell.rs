@@ -41,6 +41,10 @@ pub(super) struct Shell {
     pub(super) stopping: bool,
     /// The last lookup or login error, returned when the first login fails.
     pub(super) last_error: Option<Error>,
+    /// The ISID of every login: drawn once, so that the session after a move is the same
+    /// SCSI initiator port, and with the target's shared portal group the same I_T nexus
+    /// (RFC 7143 §4.4.1), keeping its persistent reservations.
+    pub(super) isid: [u8; 6],
 }
 
 impl Shell {
@@ -102,10 +106,13 @@ impl Shell {
             }
             Action::Login(portal) => {
                 let sc = SessionConfig {
-                    login: LoginConfig::normal(
-                        &self.config.initiator_name,
-                        self.target.as_deref().unwrap_or_default(),
-                    )
+                    login: LoginConfig {
+                        isid: self.isid,
+                        ..LoginConfig::normal(
+                            &self.config.initiator_name,
+                            self.target.as_deref().unwrap_or_default(),
+                        )
+                    }
                     .with_auth(self.config.auth.clone()),
                     queue_depth: self.config.queue_depth,
                     timeout: self.config.timeout,

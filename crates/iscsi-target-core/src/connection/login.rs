@@ -158,6 +158,7 @@ impl Connection {
                 params,
                 exp_cmd_sn,
                 next_stat_sn,
+                isid,
                 ..
             } => {
                 // The final response goes out without digests; everything after uses them.
@@ -181,6 +182,7 @@ impl Connection {
                     initiator: params.initiator_name.clone(),
                     target: target.map(|i| self.catalog.targets[i].name.clone()),
                     tsih,
+                    isid,
                     portal_group_tag: self.tpgt,
                 });
                 self.phase = Phase::Full(Box::new(Session {

@@ -117,6 +117,32 @@ pub struct ControlPlane {
     /// ping-pongs among all requests since the start ([`balancer::ping_pongs`]).
     recent_moves: HashMap<(String, String), Vec<MoveRecord>>,
     ping_pongs: u64,
+    /// Whether a session's I_T nexus holds a reservation or a persistent-reservation
+    /// registration (asked of the logical units when the table is built).
+    reservation_probe: ReservationProbe,
+}
+
+/// Asks the logical units whether session `id` holds a reservation or registration.
+#[derive(Clone, Default)]
+pub struct ReservationProbe(Option<std::sync::Arc<dyn Fn(u64) -> bool + Send + Sync>>);
+
+impl ReservationProbe {
+    pub fn new(f: impl Fn(u64) -> bool + Send + Sync + 'static) -> Self {
+        ReservationProbe(Some(std::sync::Arc::new(f)))
+    }
+    fn holds(&self, session_id: u64) -> bool {
+        self.0.as_ref().is_some_and(|f| f(session_id))
+    }
+}
+
+impl std::fmt::Debug for ReservationProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ReservationProbe"
+        } else {
+            "NoReservationProbe"
+        })
+    }
 }
 
 /// (initiator, target) pairs [`ControlPlane::logout_request_delivered`] keeps recent moves of
@@ -162,7 +188,14 @@ impl ControlPlane {
             recent_moves: HashMap::new(),
             ping_pongs: 0,
             forced_moves: 0,
+            reservation_probe: ReservationProbe::default(),
         }
+    }
+
+    /// How the table learns which sessions hold a reservation or registration
+    /// ([`SessionEntry::holds_reservation`]; the balancer leaves them in place by default).
+    pub fn set_reservation_probe(&mut self, probe: ReservationProbe) {
+        self.reservation_probe = probe;
     }
 
     pub fn portals(&self) -> &[PortalInfo] {
@@ -586,7 +619,7 @@ impl ControlPlane {
                     outstanding: r.outstanding,
                     // Its work for now; divided by the portal's below.
                     cpu_share: w,
-                    ..Default::default()
+                    holds_reservation: self.reservation_probe.holds(*id),
                 });
             }
         }

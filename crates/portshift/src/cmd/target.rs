@@ -65,6 +65,13 @@ pub struct Args {
     /// Moves the balancer asks for in one interval at most. [default: 4]
     #[arg(long)]
     max_moves: Option<usize>,
+    /// Let the balancer move initiators that hold a reservation or a persistent reservation
+    /// registration. By default they stay: an initiator that draws a new ISID when it logs in
+    /// again (libiscsi does) is a new I_T nexus after a move and loses its registration.
+    /// portshift's initiator keeps its ISID, and all portals share one portal group, so it
+    /// keeps them.
+    #[arg(long)]
+    move_reservation_holders: bool,
     /// Connections each portal serves at a time (fewer when the open-file limit leaves
     /// less room; see the start-up log). At the limit, the oldest connection still in
     /// login is closed to admit a new one. [default: 1024]
@@ -147,6 +154,7 @@ fn configuration(args: &Args, file: Option<TargetConfig>) -> anyhow::Result<Targ
     if let Some(m) = args.max_moves {
         cfg.max_moves = m;
     }
+    cfg.move_reservation_holders |= args.move_reservation_holders;
     if let Some(s) = args.smoothing {
         cfg.smoothing_ms = s.as_millis() as u64;
     }

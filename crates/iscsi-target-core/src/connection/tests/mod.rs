@@ -343,6 +343,7 @@ fn full_feature_event_then_ended_with_nexus_lost() {
             initiator: INITIATOR.into(),
             target: Some(TARGET.into()),
             tsih: 1,
+            isid: [0x80, 0, 0, 0, 0, 1],
             portal_group_tag: 1,
         }]
     );
