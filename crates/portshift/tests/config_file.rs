@@ -143,6 +143,52 @@ fn the_three_target_example_with_chap_and_acls_starts() {
         [Some(1.25e9), Some(1.25e9)],
         "speed = \"10Gbit\""
     );
+    // The file's CHAP and allow lists are enforced: libiscsi, credentials in the URL.
+    const DB: &str = "iqn.2024-01.com.example:db";
+    const CLUSTER: &str = "iqn.2024-01.com.example:cluster";
+    const SCRATCH: &str = "iqn.2024-01.com.example:scratch";
+    let inq = |initiator: &str, cred: &str, iqn: &str, query: &str| {
+        let url = format!("iscsi://{cred}127.0.0.1:{port}/{iqn}/0{query}");
+        let o = Command::new(common::tool("iscsi-inq", "libiscsi-bin"))
+            .args(["-i", initiator, &url])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let node1 = "iqn.2024-01.com.example:node1";
+    let dbhost = "iqn.2024-01.com.example:dbhost";
+    let (ok, text) = inq(node1, "cluster%cluster-secret-01@", CLUSTER, "");
+    assert!(ok, "node1 with the cluster's secret: {text}");
+    let (ok, text) = inq(node1, "", CLUSTER, "");
+    assert!(
+        !ok && text.contains("(513)"),
+        "no credentials: 0x0201 expected: {text}"
+    );
+    let (ok, text) = inq(dbhost, "cluster%cluster-secret-01@", CLUSTER, "");
+    assert!(
+        !ok && text.contains("(514)"),
+        "dbhost is not on the cluster's allow list: 0x0202 expected: {text}"
+    );
+    let mutual = "?target_user=db-target&target_password=db-target-secret";
+    let (ok, text) = inq(dbhost, "dbhost%db-secret-0001@", DB, mutual);
+    assert!(ok, "dbhost with mutual CHAP: {text}");
+    let (ok, text) = inq(
+        dbhost,
+        "dbhost%db-secret-0001@",
+        DB,
+        "?target_user=db-target&target_password=not-the-target-secret",
+    );
+    assert!(
+        !ok,
+        "a target that cannot prove its secret is refused by libiscsi: {text}"
+    );
+    let (ok, text) = inq("iqn.2024-01.test:anyone", "", SCRATCH, "");
+    assert!(ok, "scratch accepts anyone without CHAP: {text}");
     // Readable by others, the same file is refused.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
