@@ -70,7 +70,16 @@ fn run_ok(name: &str, package: &str, args: &[&str]) -> String {
 }
 
 fn io(dir: &Path, name: &str, args: &[&str]) -> WorkloadReport {
-    let mut a = strings(&["io", "--json", "--verify", "--max-ios", "500"]);
+    // 256 blocks: 500 random I/Os surely read back blocks they wrote (verified reads).
+    let mut a = strings(&[
+        "io",
+        "--json",
+        "--verify",
+        "--max-ios",
+        "500",
+        "--region-blocks",
+        "256",
+    ]);
     a.extend(strings(args));
     let (out, err) = (
         dir.join(format!("{name}.json")),
