@@ -303,7 +303,7 @@ impl LogicalUnit {
             return Ok(ScsiOutcome::reservation_conflict());
         }
         if self.mode.software_write_protect()
-            && reservation::access(&cmd) == reservation::Access::Write
+            && access == reservation::Access::Write
             && !matches!(cmd, Command::SynchronizeCache { .. })
         {
             // SBC-3 §4.12: a write to a software write-protected medium.
@@ -487,8 +487,7 @@ impl LogicalUnit {
             }
             // Addressed to this unit alone (LunTable copies among all its units).
             Command::ExtendedCopy { param_len } => {
-                let data = Self::take(data_out, param_len as usize)?;
-                crate::xcopy::extended_copy(&[self], &self.copy_results, task, data)
+                Ok(self.extended_copy(&[self], param_len, task, data_out))
             }
             Command::ReceiveCopyResults {
                 service_action,

@@ -74,6 +74,7 @@ impl ModeState {
 
 /// One mode page, for page control `pc` (0 current, 1 changeable mask, 2 default).
 pub(crate) fn page(code: u8, pc: u8, state: &ModeState) -> Vec<u8> {
+    let changeable = pc == 1;
     let mut p = match code {
         // Caching (SBC-3 §6.5.5): WCE=1 when writes may sit in the host page cache until
         // SYNCHRONIZE CACHE or FUA; WCE=0 for a write-through unit (every write durable
@@ -88,41 +89,34 @@ pub(crate) fn page(code: u8, pc: u8, state: &ModeState) -> Vec<u8> {
             if wce {
                 p[2] = CACHING_WCE;
             }
-            p[0] = code;
-            p[1] = (p.len() - 2) as u8;
-            return p;
+            p
         }
         // Control (SPC-4 §7.5.8): TST 0, QUEUE ALGORITHM MODIFIER 1
         // (unrestricted reordering), QERR 0, D_SENSE 0 (fixed sense), busy
-        // timeout unlimited.
-        // SWP (byte 4) is changeable.
+        // timeout unlimited; SWP (byte 4), set by MODE SELECT, is the one changeable field.
         PAGE_CONTROL => {
             let mut p = vec![0u8; 12];
-            match pc {
-                1 => p[4] = CONTROL_SWP,
-                _ => {
-                    p[3] = 0x10;
-                    p[8] = 0xFF;
-                    p[9] = 0xFF;
-                    if pc == 0 && state.software_write_protect() {
-                        p[4] = CONTROL_SWP;
-                    }
+            if changeable {
+                p[4] = CONTROL_SWP;
+            } else {
+                p[3] = 0x10;
+                p[8] = 0xFF;
+                p[9] = 0xFF;
+                if pc == 0 && state.software_write_protect() {
+                    p[4] = CONTROL_SWP;
                 }
             }
-            p[0] = code;
-            p[1] = (p.len() - 2) as u8;
-            return p;
+            p
         }
-        // Informational Exceptions Control (SPC-4 §7.5.11): DEXCPT=1.
+        // Informational Exceptions Control (SPC-4 §7.5.11): DEXCPT=1, nothing changeable.
         _ => {
             let mut p = vec![0u8; 12];
-            p[2] = 0x08;
+            if !changeable {
+                p[2] = 0x08;
+            }
             p
         }
     };
-    if pc == 1 {
-        p.fill(0);
-    }
     p[0] = code;
     p[1] = (p.len() - 2) as u8;
     p

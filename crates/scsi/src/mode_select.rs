@@ -3,6 +3,7 @@
 //! (Control page) are changeable; any other field must keep its current value. Saving
 //! (SP = 1) is not supported: there is one set of current parameters, lost at restart.
 
+use crate::cdb::{be16, be32, be64};
 use crate::mode::{self, CACHING_WCE, CONTROL_SWP, ModeState, PAGE_CACHING, PAGE_CONTROL};
 use crate::sense::{Asc, Sense};
 
@@ -56,11 +57,7 @@ pub fn parse(
     }
     let (header_len, long_lba, bd_len) = if cdb.ten {
         let h = data.get(..8).ok_or_else(too_short)?;
-        (
-            8,
-            h[4] & 0x01 != 0,
-            usize::from(u16::from_be_bytes([h[6], h[7]])),
-        )
+        (8, h[4] & 0x01 != 0, usize::from(be16(h, 6)))
     } else {
         let h = data.get(..4).ok_or_else(too_short)?;
         (4, false, usize::from(h[3]))
@@ -125,12 +122,9 @@ fn check_block_descriptor(
     block_size: u32,
 ) -> Result<(), Sense> {
     let (blocks, len, len_at) = if long_lba {
-        let mut n = [0u8; 8];
-        n.copy_from_slice(&d[0..8]);
-        let l = u32::from_be_bytes([d[12], d[13], d[14], d[15]]);
-        (u64::from_be_bytes(n), l, 12)
+        (be64(d, 0), be32(d, 12), 12)
     } else {
-        let n = u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+        let n = u64::from(be32(d, 0));
         let l = u32::from_be_bytes([0, d[5], d[6], d[7]]);
         // A short descriptor saturates at 0xFFFFFFFF for larger units.
         let current = num_blocks.min(u64::from(u32::MAX));

@@ -16,14 +16,15 @@
 //! commands they send afterwards are refused by the reservation.
 //!
 //! Sans-IO: APTPL state is serialised with [`PersistentReservations::snapshot`]
-//! and handed to a [`PrStore`] the owner supplies (e.g.
-//! [`crate::device::FilePrStore`]).
+//! and handed to a [`PrStore`] the owner supplies (the target keeps it in
+//! `<LUN file>.pr`, `iscsi_target::pr_store`).
 
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::cdb::{be16, be32, be64};
 use crate::identity::relative_target_port;
 use crate::reservation::Access;
 use crate::sense::{Asc, Sense, SenseKey};
@@ -141,10 +142,14 @@ impl InitiatorPort {
         }
     }
 
+    /// The ISID as 12 hex digits (TransportIDs, the APTPL file).
+    pub fn isid_hex(&self) -> String {
+        self.isid.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// TransportID format 01b (SPC-4 §7.6.4.6): "name,i,0xISID", padded.
     pub fn transport_id(&self) -> Vec<u8> {
-        let isid: String = self.isid.iter().map(|b| format!("{b:02x}")).collect();
-        let mut s = format!("{},i,0x{isid}", self.name).into_bytes();
+        let mut s = format!("{},i,0x{}", self.name, self.isid_hex()).into_bytes();
         s.push(0);
         while !s.len().is_multiple_of(4) || s.len() < 20 {
             s.push(0);
@@ -190,7 +195,7 @@ pub fn parse_transport_id(b: &[u8], at: usize) -> Result<(TransportId, usize), S
     if b[0] & 0x0F != 0x05 || format > 1 {
         return Err(bad(0));
     }
-    let add = usize::from(u16::from_be_bytes([b[2], b[3]]));
+    let add = usize::from(be16(b, 2));
     if add < 4 || !add.is_multiple_of(4) {
         return Err(bad(2));
     }
@@ -206,13 +211,7 @@ pub fn parse_transport_id(b: &[u8], at: usize) -> Result<(TransportId, usize), S
             .rsplit_once(",i,0x")
             .or_else(|| text.rsplit_once(",I,0X"))
             .ok_or(bad(4))?;
-        if rest.len() != 12 || !rest.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(bad(4 + name.len()));
-        }
-        let mut isid = [0u8; 6];
-        for (i, o) in isid.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&rest[2 * i..2 * i + 2], 16).map_err(|_| bad(4))?;
-        }
+        let isid = parse_isid_hex(rest).ok_or(bad(4 + name.len()))?;
         (name, Some(isid))
     };
     if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(',') {
@@ -225,6 +224,18 @@ pub fn parse_transport_id(b: &[u8], at: usize) -> Result<(TransportId, usize), S
         },
         4 + add,
     ))
+}
+
+/// An ISID written as 12 hex digits.
+fn parse_isid_hex(hex: &str) -> Option<[u8; 6]> {
+    if hex.len() != 12 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut isid = [0u8; 6];
+    for (i, o) in isid.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(isid)
 }
 
 /// One registration: an initiator port through one target port, or through
@@ -250,7 +261,7 @@ impl Registration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     pub pr_type: PrType,
-    /// Index of the holder in the registrations (unused for all-registrants).
+    /// The holder's registration (unused for all-registrants types).
     holder: Registration,
 }
 
@@ -309,12 +320,6 @@ fn good() -> PrResult {
     Ok(PrOutcome::Good(Vec::new()))
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-
 /// The basic PERSISTENT RESERVE OUT parameter list (SPC-4 §6.14.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProutParams {
@@ -347,8 +352,8 @@ pub fn parse_prout(service_action: u8, data: &[u8]) -> Result<ProutParams, Sense
     let spec_i_pt = flags & 0x08 != 0;
     let all_tg_pt = flags & 0x04 != 0;
     let mut p = ProutParams {
-        key: u64_at(data, 0),
-        sa_key: u64_at(data, 8),
+        key: be64(data, 0),
+        sa_key: be64(data, 8),
         spec_i_pt,
         all_tg_pt,
         aptpl: flags & 0x01 != 0,
@@ -370,7 +375,7 @@ pub fn parse_prout(service_action: u8, data: &[u8]) -> Result<ProutParams, Sense
     if data.len() < 28 {
         return Err(Sense::illegal_request(Asc::PARAMETER_LIST_LENGTH_ERROR));
     }
-    let len = u32::from_be_bytes([data[24], data[25], data[26], data[27]]) as usize;
+    let len = be32(data, 24) as usize;
     if 28 + len != data.len() {
         return Err(Sense::illegal_request(Asc::PARAMETER_LIST_LENGTH_ERROR));
     }
@@ -391,7 +396,7 @@ pub fn parse_register_and_move(data: &[u8]) -> Result<MoveParams, Sense> {
     if data.len() < 24 {
         return Err(Sense::illegal_request(Asc::PARAMETER_LIST_LENGTH_ERROR));
     }
-    let len = u32::from_be_bytes([data[20], data[21], data[22], data[23]]) as usize;
+    let len = be32(data, 20) as usize;
     if 24 + len != data.len() {
         return Err(Sense::illegal_request(Asc::PARAMETER_LIST_LENGTH_ERROR));
     }
@@ -400,11 +405,11 @@ pub fn parse_register_and_move(data: &[u8]) -> Result<MoveParams, Sense> {
         return Err(Sense::illegal_request(Asc::PARAMETER_LIST_LENGTH_ERROR));
     }
     Ok(MoveParams {
-        key: u64_at(data, 0),
-        sa_key: u64_at(data, 8),
+        key: be64(data, 0),
+        sa_key: be64(data, 8),
         unreg: data[17] & 0x02 != 0,
         aptpl: data[17] & 0x01 != 0,
-        relative_target_port: u16::from_be_bytes([data[18], data[19]]),
+        relative_target_port: be16(data, 18),
         transport_id,
     })
 }
@@ -674,7 +679,7 @@ impl Inner {
         }
     }
 
-    /// Queue `asc` for every registrant's initiator port except `except`.
+    /// Queue `asc` for the initiator ports of the registrations `who` (once each).
     fn tell(&mut self, who: Vec<Registration>, asc: Asc) {
         for r in who {
             if !self
@@ -1004,13 +1009,8 @@ impl PrState {
     pub fn encode(&self) -> Vec<u8> {
         let mut s = format!("portshift-pr 1\ngeneration {}\n", self.generation);
         let reg = |r: &Registration| {
-            let isid: String = r
-                .initiator
-                .isid
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
             let tpgt = r.tpgt.map_or("*".to_string(), |t| t.to_string());
+            let isid = r.initiator.isid_hex();
             format!("{:016x} {tpgt} {isid} {}", r.key, r.initiator.name)
         };
         for r in &self.registrations {
@@ -1042,14 +1042,7 @@ impl PrState {
                 "*" => None,
                 t => Some(t.parse().map_err(|e| format!("tpgt: {e}"))?),
             };
-            let mut id = [0u8; 6];
-            if isid.len() != 12 {
-                return Err("isid: 12 hex digits".into());
-            }
-            for (i, o) in id.iter_mut().enumerate() {
-                *o = u8::from_str_radix(&isid[2 * i..2 * i + 2], 16)
-                    .map_err(|e| format!("isid: {e}"))?;
-            }
+            let id = parse_isid_hex(isid).ok_or("isid: 12 hex digits")?;
             Ok(Registration {
                 initiator: InitiatorPort::new(name, id),
                 tpgt,

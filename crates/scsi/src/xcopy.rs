@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use bytes::BytesMut;
 
+use crate::cdb::{be16, be32, be64};
 use crate::lu::{LogicalUnit, respond};
 use crate::reservation::Access;
 use crate::sense::{Asc, Sense, SenseKey};
@@ -89,20 +90,6 @@ pub struct CopyList {
 
 fn length_error() -> Sense {
     Sense::illegal_request(Asc::PARAMETER_LIST_LENGTH_ERROR)
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
 }
 
 /// Parse and check an EXTENDED COPY (LID1) parameter list (SPC-4 §6.4.3): the header, the
@@ -566,8 +553,8 @@ mod tests {
         let mut at = 0;
         let mut kinds = Vec::new();
         while at < v.len() {
-            kinds.push(u16::from_be_bytes([v[at], v[at + 1]]));
-            let len = usize::from(u16::from_be_bytes([v[at + 2], v[at + 3]]));
+            kinds.push(be16(&v, at));
+            let len = usize::from(be16(&v, at + 2));
             assert_eq!((4 + len) % 4, 0);
             at += 4 + len;
         }
