@@ -209,7 +209,7 @@ impl BalancedInitiator {
             stop: stop_rx,
             stopping: false,
             last_error: None,
-            isid: crate::login::LoginConfig::normal(&config.initiator_name, "").isid,
+            isid: crate::login::random_isid(),
         };
         shell
             .run_until(|s| !matches!(s, State::Discovering { .. } | State::LoggingIn { .. }))

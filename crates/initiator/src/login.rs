@@ -75,7 +75,7 @@ impl LoginConfig {
 
 /// ISID of type "random" (§11.12.5: T=10b) with fresh random B, C and D fields,
 /// so that two sessions of one initiator never look like a reinstatement (§6.3.5).
-fn random_isid() -> [u8; 6] {
+pub(crate) fn random_isid() -> [u8; 6] {
     let b = rand::random::<u32>().to_be_bytes();
     [0x80, 0x00, b[0], b[1], b[2], b[3]]
 }

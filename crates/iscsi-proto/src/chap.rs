@@ -159,6 +159,18 @@ pub fn parse_identifier(value: &str) -> Result<u8, ChapError> {
     value.parse::<u8>().map_err(|_| ChapError::Identifier)
 }
 
+/// A peer's CHAP_C: [`MIN_CHALLENGE`]..=[`MAX_CHALLENGE`] bytes.
+fn decode_challenge(value: &str) -> Result<Vec<u8>, ChapError> {
+    let ch = decode_binary(value, "CHAP_C", MAX_CHALLENGE)?;
+    if ch.len() < MIN_CHALLENGE {
+        return Err(ChapError::TooShort {
+            what: "CHAP_C",
+            min: MIN_CHALLENGE,
+        });
+    }
+    Ok(ch)
+}
+
 /// True when a CHAP_A list (comma-separated numbers) offers MD5.
 pub fn offers_md5(list: &str) -> bool {
     list.split(',')
@@ -350,13 +362,7 @@ impl Authenticator {
                     ));
                 };
                 let id = parse_identifier(id)?;
-                let ch = decode_binary(ch, "CHAP_C", MAX_CHALLENGE)?;
-                if ch.len() < MIN_CHALLENGE {
-                    return Err(ChapError::TooShort {
-                        what: "CHAP_C",
-                        min: MIN_CHALLENGE,
-                    });
-                }
+                let ch = decode_challenge(ch)?;
                 if same(&ch, &c.challenge) {
                     return Err(ChapError::Reflected);
                 }
@@ -466,13 +472,7 @@ impl Responder {
             return Err(ChapError::Algorithm);
         }
         let id = parse_identifier(id)?;
-        let ch = decode_binary(ch, "CHAP_C", MAX_CHALLENGE)?;
-        if ch.len() < MIN_CHALLENGE {
-            return Err(ChapError::TooShort {
-                what: "CHAP_C",
-                min: MIN_CHALLENGE,
-            });
-        }
+        let ch = decode_challenge(ch)?;
         let mut keys = vec![
             ("CHAP_N", self.auth.chap.user.clone()),
             (

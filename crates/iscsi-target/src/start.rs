@@ -2,7 +2,6 @@
 //! [`Control`] plane, one processor thread per portal ([`crate::portal`]) and a control thread
 //! (tokio runtime) serving the admin endpoint and the balancer loop.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use crate::control::{Control, PortalInfo};
 use crate::link::PortalConfig;
 use crate::portal::{DESCRIPTOR_RESERVE, PortalLimits};
 use crate::reload::ReloadReport;
-use crate::target_set::{TargetEntry, TargetSet};
+use crate::target_set::TargetSet;
 
 /// Largest number of portals and of logical units a target serves.
 pub const MAX_PORTALS: usize = 64;
@@ -163,7 +162,6 @@ pub struct TargetHandle {
     running: TargetConfig,
     control: Arc<Control>,
     portals: Vec<SocketAddr>,
-    targets: Vec<(String, Vec<u16>)>,
     admin: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
@@ -232,7 +230,6 @@ impl Target {
             }
             control.set_link_capacity(info.id, capacity);
         }
-        let targets_summary = summary(&built.names, &built.targets);
         validate_access(&cfg, &built.names)?;
         log_access(&cfg, &built.names);
         let target_set = Arc::new(TargetSet::with_entries(
@@ -287,25 +284,11 @@ impl Target {
             running: cfg,
             control,
             portals: infos.iter().map(|p| p.address).collect(),
-            targets: targets_summary,
             admin,
             shutdown,
             threads,
         })
     }
-}
-
-/// Each target's LUN numbers, in `names` order.
-fn summary(names: &[String], targets: &HashMap<String, TargetEntry>) -> Vec<(String, Vec<u16>)> {
-    names
-        .iter()
-        .map(|n| {
-            (
-                n.clone(),
-                targets.get(n).map(|t| t.luns.luns()).unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 /// Checks the access rules: each names a served target; CHAP credentials follow the rules of
@@ -487,8 +470,13 @@ impl TargetHandle {
     }
 
     /// Served targets and their LUNs.
-    pub fn targets(&self) -> &[(String, Vec<u16>)] {
-        &self.targets
+    pub fn targets(&self) -> Vec<(String, Vec<u16>)> {
+        self.set
+            .catalog()
+            .targets
+            .iter()
+            .map(|t| (t.name.clone(), t.luns.clone()))
+            .collect()
     }
 
     /// Serves what `cfg` describes from now on (SIGHUP): targets, LUNs and their access
@@ -512,17 +500,17 @@ impl TargetHandle {
                 .filter(|n| !old.targets.contains_key(*n))
                 .cloned()
                 .collect(),
-            removed: self
+            removed: old
+                .catalog
                 .targets
                 .iter()
-                .map(|(n, _)| n)
+                .map(|t| &t.name)
                 .filter(|n| !built.targets.contains_key(*n))
                 .cloned()
                 .collect(),
             luns_changed: built.changed.clone(),
             need_restart,
         };
-        self.targets = summary(&built.names, &built.targets);
         let changed: Vec<Arc<scsi::LunTable>> = built
             .changed
             .iter()

@@ -49,10 +49,8 @@ impl TargetEntry {
 #[derive(Debug)]
 pub struct Served {
     pub targets: HashMap<String, TargetEntry>,
+    /// What the connection cores see, discovery sessions' CHAP included.
     pub catalog: Arc<Catalog>,
-    /// CHAP of discovery sessions, and the target's answer to mutual CHAP.
-    pub discovery_chap: Option<Credentials>,
-    pub discovery_mutual_chap: Option<Credentials>,
 }
 
 /// The targets served by this process: name → logical units and access, and the catalog
@@ -77,8 +75,7 @@ fn catalog_of(
     control: &Control,
     names: &[String],
     targets: &HashMap<String, TargetEntry>,
-    discovery_chap: &Option<Credentials>,
-    discovery_mutual_chap: &Option<Credentials>,
+    discovery: Access,
 ) -> Catalog {
     Catalog {
         targets: names
@@ -101,11 +98,16 @@ fn catalog_of(
                 tag: p.tag,
             })
             .collect(),
-        discovery: Access {
-            chap: discovery_chap.clone(),
-            mutual_chap: discovery_mutual_chap.clone(),
-            allow: None,
-        },
+        discovery,
+    }
+}
+
+/// The access rules of discovery sessions: CHAP (and its mutual answer), no allow list.
+fn discovery_access(chap: Option<Credentials>, mutual_chap: Option<Credentials>) -> Access {
+    Access {
+        chap,
+        mutual_chap,
+        allow: None,
     }
 }
 
@@ -133,16 +135,13 @@ impl TargetSet {
             &control,
             names,
             &targets,
-            &discovery_chap,
-            &discovery_mutual_chap,
+            discovery_access(discovery_chap, discovery_mutual_chap),
         );
         TargetSet {
             control,
             served: RwLock::new(Arc::new(Served {
                 targets,
                 catalog: Arc::new(catalog),
-                discovery_chap,
-                discovery_mutual_chap,
             })),
             generation: AtomicU64::new(1),
             output: ProcessOutput::default(),
@@ -182,15 +181,12 @@ impl TargetSet {
             &self.control,
             names,
             &targets,
-            &discovery_chap,
-            &discovery_mutual_chap,
+            discovery_access(discovery_chap, discovery_mutual_chap),
         );
         self.control.set_targets(names.to_vec());
         *self.served.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Served {
             targets,
             catalog: Arc::new(catalog),
-            discovery_chap,
-            discovery_mutual_chap,
         });
         self.generation.fetch_add(1, Ordering::AcqRel);
     }

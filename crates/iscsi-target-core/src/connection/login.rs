@@ -134,21 +134,22 @@ impl Connection {
             LoginStep::Send(r) => self.push(r),
             LoginStep::Close { response, status } => {
                 if status == LoginStatus::AUTHENTICATION_FAILURE {
-                    let reason = login
-                        .failure_reason()
-                        .unwrap_or("authentication failure")
-                        .to_owned();
+                    // Logged by the shell, which knows the peer's address and delays the
+                    // answer; logging it here too would say it twice.
                     let names = self.login_names.as_deref();
                     self.events.push_back(Event::AuthenticationFailed {
                         initiator: names
                             .and_then(|n| n.initiator.clone())
                             .unwrap_or_else(|| "?".into()),
                         target: names.and_then(|n| n.target.clone()),
-                        why: reason.clone(),
+                        why: login
+                            .failure_reason()
+                            .unwrap_or("authentication failure")
+                            .to_owned(),
                     });
-                    why = Some(format!("authentication failure: {reason}"));
+                } else {
+                    self.log_login_end(status, why);
                 }
-                self.log_login_end(status, why);
                 self.push(response);
                 self.close(CloseReason::LoginEnded);
             }

@@ -36,7 +36,7 @@ mod text;
 mod write;
 
 pub use buffers::BufferPool;
-pub use text::{send_targets, send_targets_for};
+pub use text::send_targets;
 
 /// Commands the initiator may have outstanding: MaxCmdSN = ExpCmdSN + CMD_WINDOW - 1.
 pub const CMD_WINDOW: u32 = 128;

@@ -29,19 +29,9 @@ pub(super) struct TextContinuation {
 /// ones whose registration the balancer holds deleted in iSNS). A target keeps all its
 /// portals if every one of them would be withheld: it is never listed without an address.
 /// `request` is the SendTargets value: `All`, a target name, or empty (the target of the
-/// current session, given as `session_target`).
+/// current session, given as `session_target`). Asked by `initiator`, a target whose allow
+/// list does not name it is left out as if it did not exist.
 pub fn send_targets(
-    request: &str,
-    catalog: &Catalog,
-    session_target: Option<&str>,
-    withheld: impl FnMut(&str) -> Vec<PortalId>,
-) -> Bytes {
-    send_targets_for(request, catalog, session_target, None, withheld)
-}
-
-/// [`send_targets`] as seen by `initiator`: a target whose allow list does not name it is
-/// left out as if it did not exist.
-pub fn send_targets_for(
     request: &str,
     catalog: &Catalog,
     session_target: Option<&str>,
@@ -132,7 +122,7 @@ impl Connection {
                 if k == "SendTargets" {
                     let own = s.params.target_name.as_deref();
                     let initiator = Some(s.params.initiator_name.as_str());
-                    answer.extend_from_slice(&send_targets_for(
+                    answer.extend_from_slice(&send_targets(
                         v,
                         &catalog,
                         own,
@@ -207,7 +197,7 @@ mod tests {
     #[test]
     fn lists_every_target_with_every_portal() {
         let c = catalog();
-        let all = send_targets("All", &c, None, none);
+        let all = send_targets("All", &c, None, None, none);
         let pairs = TextPairs::parse(&all).unwrap();
         let names: Vec<_> = pairs.get_all("TargetName").collect();
         assert_eq!(names, ["iqn.a", "iqn.b"]);
@@ -221,11 +211,11 @@ mod tests {
                 "127.0.0.2:3260,2"
             ]
         );
-        let one = TextPairs::parse(&send_targets("iqn.b", &c, None, none)).unwrap();
+        let one = TextPairs::parse(&send_targets("iqn.b", &c, None, None, none)).unwrap();
         assert_eq!(one.get_all("TargetName").collect::<Vec<_>>(), ["iqn.b"]);
-        let own = TextPairs::parse(&send_targets("", &c, Some("iqn.a"), none)).unwrap();
+        let own = TextPairs::parse(&send_targets("", &c, Some("iqn.a"), None, none)).unwrap();
         assert_eq!(own.get_all("TargetName").collect::<Vec<_>>(), ["iqn.a"]);
-        assert!(send_targets("iqn.zzz", &c, None, none).is_empty());
+        assert!(send_targets("iqn.zzz", &c, None, None, none).is_empty());
     }
 
     #[test]
@@ -239,7 +229,7 @@ mod tests {
                 vec![]
             }
         };
-        let all = send_targets("All", &c, None, withheld);
+        let all = send_targets("All", &c, None, None, withheld);
         let pairs = TextPairs::parse(&all).unwrap();
         assert_eq!(
             pairs.iter().collect::<Vec<_>>(),
@@ -252,16 +242,16 @@ mod tests {
             ]
         );
         assert_eq!(
-            addresses(&send_targets("iqn.a", &c, None, withheld)),
+            addresses(&send_targets("iqn.a", &c, None, None, withheld)),
             ["127.0.0.2:3260,2"]
         );
         assert_eq!(
-            addresses(&send_targets("", &c, Some("iqn.a"), withheld)),
+            addresses(&send_targets("", &c, Some("iqn.a"), None, withheld)),
             ["127.0.0.2:3260,2"]
         );
         // Only the targets listed are asked about.
         let mut asked = Vec::new();
-        send_targets("iqn.b", &c, None, |t: &str| {
+        send_targets("iqn.b", &c, None, None, |t: &str| {
             asked.push(t.to_owned());
             vec![]
         });
@@ -273,7 +263,7 @@ mod tests {
         let mut c = catalog();
         c.targets[0].access.allow = Some(vec!["iqn.friend".into()]);
         let names = |initiator| {
-            let text = send_targets_for("All", &c, None, Some(initiator), none);
+            let text = send_targets("All", &c, None, Some(initiator), none);
             TextPairs::parse(&text)
                 .unwrap()
                 .get_all("TargetName")
@@ -282,7 +272,7 @@ mod tests {
         };
         assert_eq!(names("iqn.friend"), ["iqn.a", "iqn.b"]);
         assert_eq!(names("iqn.stranger"), ["iqn.b"]);
-        assert!(send_targets_for("iqn.a", &c, None, Some("iqn.stranger"), none).is_empty());
+        assert!(send_targets("iqn.a", &c, None, Some("iqn.stranger"), none).is_empty());
     }
 
     #[test]
@@ -290,7 +280,7 @@ mod tests {
         let c = catalog();
         let everything = |_: &str| vec![PortalId(0), PortalId(1)];
         assert_eq!(
-            addresses(&send_targets("iqn.a", &c, None, everything)),
+            addresses(&send_targets("iqn.a", &c, None, None, everything)),
             ["127.0.0.1:3260,1", "127.0.0.2:3260,2"]
         );
     }

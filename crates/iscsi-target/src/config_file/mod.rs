@@ -170,21 +170,29 @@ pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
     let parsed = parse(path, &text)?;
     if parsed.has_secrets {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| fail(format!("cannot stat: {e}")))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(fail(format!(
-                "holds CHAP secrets but its group or others may read it (mode {:o}); \
-                 run `chmod 600 {}`",
-                mode & 0o7777,
-                path.display()
-            )));
-        }
+        check_private(path).map_err(|e| fail(format!("holds CHAP secrets, but {e}")))?;
     }
     Ok(parsed)
+}
+
+/// A file that holds secrets must be private: refused when its group or others may access
+/// it (mode & 0o077), with the `chmod` that fixes it. Shared by the configuration file and
+/// the CHAP secrets files.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "its group or others may access it (mode {:03o}): refused; make it private with \
+             `chmod 600 {}`",
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// A byte count: a number of bytes, or a string with a K/M/G/T suffix (powers of 1024):

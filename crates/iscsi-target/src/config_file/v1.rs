@@ -12,9 +12,6 @@ use crate::link::{PortalConfig, parse_rate};
 use crate::portal::PortalLimits;
 use crate::{Credentials, LunConfig, NULL_PREFIX, TargetAccess, TargetConfig};
 
-/// Shortest CHAP secret accepted (RFC 7143 §12.1.3 asks for at least 96 bits).
-pub const MIN_SECRET_LEN: usize = 12;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct File {
@@ -118,19 +115,15 @@ enum Size {
 /// Checks one pair of credentials (`what` names it in messages).
 fn credentials(c: &Spanned<Chap>, what: &str, problems: &mut Problems) -> Credentials {
     let v = c.get_ref();
-    if v.user.is_empty() {
-        problems.at(c.span(), format!("{what}: user is empty"));
-    }
-    if v.secret.len() < MIN_SECRET_LEN {
-        problems.at(
-            c.span(),
-            format!("{what}: the secret must be at least {MIN_SECRET_LEN} bytes"),
-        );
-    }
-    Credentials {
+    let creds = Credentials {
         user: v.user.clone(),
         secret: v.secret.clone(),
+    };
+    // The rules every CHAP credential follows (name and secret lengths).
+    if let Err(e) = creds.validate() {
+        problems.at(c.span(), format!("{what}: {e}"));
     }
+    creds
 }
 
 /// One-way and mutual credentials of a target or of discovery, with the checks that need

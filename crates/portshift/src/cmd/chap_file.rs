@@ -19,7 +19,6 @@
 //! discovery-mutual-chap USER SECRET
 //! ```
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -61,18 +60,8 @@ pub struct Rule {
 
 /// Reads `path`, refusing a file that group or others may read or write.
 pub fn read(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the CHAP secrets file {}", path.display()))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "the CHAP secrets file {} is accessible to group or others (mode {:03o}): \
-             refused; make it private with `chmod 600 {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        );
-    }
+    iscsi_target::config_file::check_private(path)
+        .map_err(|e| anyhow::anyhow!("the CHAP secrets file {}: {e}", path.display()))?;
     std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the CHAP secrets file {}", path.display()))
 }
@@ -135,6 +124,8 @@ impl Rule {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
