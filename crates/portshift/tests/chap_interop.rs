@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::tgtd::Tgtd;
 use common::{Proc, TwoPortalTarget, free_addr, free_port_on_both, portshift_server, tool};
 use initiator::login::{ChapAuth, LoginConfig};
 use initiator::session::LoginAttempt;
@@ -504,86 +505,10 @@ fn a_redirected_login_must_authenticate_at_the_destination() {
     );
 }
 
-/// tgtd on 127.0.0.9 with target T1, LUN 1 (8 MiB file), bound to every initiator; its
-/// control port private. tgtd accepts control ports up to 32767.
-struct Tgtd {
-    portal: SocketAddr,
-    control: u16,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
-}
-
-impl Tgtd {
-    fn start() -> Tgtd {
-        let dir = tempfile::tempdir().unwrap();
-        for attempt in 0..5 {
-            let portal = free_addr("127.0.0.9");
-            let control = 10_000 + (portal.port() % 20_000);
-            let log =
-                std::fs::File::create(dir.path().join(format!("tgtd-{attempt}.log"))).unwrap();
-            let child = Command::new(tool("tgtd", "tgt"))
-                .args(["-f", "-C", &control.to_string(), "--iscsi"])
-                .arg(format!("portal={portal}"))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("spawn tgtd");
-            let t = Tgtd {
-                portal,
-                control,
-                _proc: Proc(child),
-                _dir: tempfile::tempdir().unwrap(),
-            };
-            let up = common::wait_for(Duration::from_secs(10), || {
-                t.adm(&["--mode", "target", "--op", "show"]).then_some(())
-            });
-            if up.is_none() {
-                continue;
-            }
-            let lun = dir.path().join("lun1.img");
-            std::fs::File::create(&lun)
-                .unwrap()
-                .set_len(8 << 20)
-                .unwrap();
-            assert!(t.adm(&["--mode", "target", "--op", "new", "--tid", "1", "-T", T1]));
-            assert!(t.adm(&[
-                "--mode",
-                "logicalunit",
-                "--op",
-                "new",
-                "--tid",
-                "1",
-                "--lun",
-                "1",
-                "-b",
-                lun.to_str().unwrap()
-            ]));
-            assert!(t.adm(&[
-                "--mode", "target", "--op", "bind", "--tid", "1", "-I", "ALL"
-            ]));
-            common::wait_for(Duration::from_secs(10), || {
-                std::net::TcpStream::connect(t.portal).ok()
-            })
-            .expect("tgtd portal listening");
-            // Keep the LUN file's directory alive with the daemon.
-            return Tgtd { _dir: dir, ..t };
-        }
-        panic!("tgtd did not start in 5 attempts");
-    }
-
-    fn adm(&self, args: &[&str]) -> bool {
-        Command::new(tool("tgtadm", "tgt"))
-            .args(["-C", &self.control.to_string(), "--lld", "iscsi"])
-            .args(args)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-}
-
 #[test]
 fn portshift_initiator_does_chap_against_tgtd_accounts() {
-    let t = Tgtd::start();
+    // tgtd with target T1, LUN 1 (8 MiB), bound to every initiator.
+    let t = Tgtd::start(T1, 8 << 20);
     for (u, s) in [ALICE, ARRAY] {
         assert!(t.adm(&[
             "--mode",

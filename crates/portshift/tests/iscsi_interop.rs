@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::tgtd::Tgtd;
 use common::{Proc, tool};
 
 const IQN: &str = "iqn.2024-01.org.portshift:interop";
@@ -327,90 +328,6 @@ fn iscsi_test_cu(tests: &str, urls: [&str; 2]) -> (CuRun, String) {
     );
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     (parse_cu(&out), out)
-}
-
-/// Debian's tgtd with one file-backed LUN (LUN 1; LUN 0 is its controller) on a private
-/// control port, killed on drop.
-struct Tgtd {
-    _proc: Proc,
-    portal: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Tgtd {
-    fn start(iqn: &str, size: u64) -> Tgtd {
-        let dir = tempfile::tempdir().unwrap();
-        let lun = dir.path().join("lun1.img");
-        std::fs::File::create(&lun).unwrap().set_len(size).unwrap();
-        let portal = common::free_addr("127.0.0.9");
-        let tgtadm = tool("tgtadm", "tgt");
-        let adm = |control: &str, args: &[&str]| {
-            Command::new(&tgtadm)
-                .args(["-C", control, "--lld", "iscsi"])
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        // A private control port (tgtd takes up to 32767); another one if it dies (the
-        // port's socket held by another tgtd on this machine).
-        for attempt in 0..3u32 {
-            let control =
-                (10_000 + (std::process::id() + 4_999 + attempt * 7919) % 20_000).to_string();
-            let log = dir.path().join(format!("tgtd-{attempt}.log"));
-            let child = Command::new(tool("tgtd", "tgt"))
-                .args(["-f", "-C", &control, "--iscsi", &format!("portal={portal}")])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let mut proc = Proc(child);
-            let up = common::wait_for(Duration::from_secs(15), || {
-                if adm(&control, &["--op", "show", "--mode", "sys"]) {
-                    Some(true)
-                } else if proc.0.try_wait().unwrap().is_some() {
-                    Some(false)
-                } else {
-                    None
-                }
-            });
-            if up != Some(true) {
-                eprintln!(
-                    "tgtd attempt {attempt}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-                continue;
-            }
-            let lun = lun.to_str().unwrap();
-            for args in [
-                &["--op", "new", "--mode", "target", "--tid", "1", "-T", iqn][..],
-                &[
-                    "--op",
-                    "new",
-                    "--mode",
-                    "logicalunit",
-                    "--tid",
-                    "1",
-                    "--lun",
-                    "1",
-                    "-b",
-                    lun,
-                ],
-                &[
-                    "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-                ],
-            ] {
-                assert!(adm(&control, args), "tgtadm {args:?}");
-            }
-            return Tgtd {
-                _proc: proc,
-                portal,
-                _dir: dir,
-            };
-        }
-        panic!("tgtd did not start (see the logs above)");
-    }
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use balancer::AdminSnapshot;
 
 pub mod raw;
+pub mod tgtd;
 
 /// A child process, killed (SIGKILL) and reaped on drop if still running.
 pub struct Proc(pub Child);
