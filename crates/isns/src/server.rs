@@ -1,6 +1,18 @@
 //! The iSNS server: a tokio TCP listener feeding the sans-IO [`Registry`]
-//! (RFC 4171 §5: iSNSP over TCP). Every change is committed to the [`Store`]
-//! before the response is sent. The registry decides which state change
+//! (RFC 4171 §5: iSNSP over TCP).
+//!
+//! Request pipeline: queries (DevAttrQry, DevGetNext) are answered on the
+//! connection's task under a read lock of the registry, concurrently; their
+//! refresh of the source's entity (§6.2.6) is an atomic store. Every other
+//! request goes to one committer thread, which applies all requests queued
+//! while its previous commit ran, in arrival order, under the write lock,
+//! then writes their changes to the [`Store`] in one durable transaction
+//! (group commit) and only then sends their responses. If the commit fails,
+//! the registry is reloaded from the store (which holds the state before
+//! the batch) and the batch's changing requests get Internal Error (11).
+//! The same thread runs the expiry sweep (a deadline queue, every
+//! `expiry_check`) and stores the refresh times of the entities refreshed
+//! since the last time, every `refresh_persist_interval`. The registry decides which state change
 //! notifications (§5.6.5.8) go where; this shell delivers them: to the SCN
 //! port (§6.3.10) of a subscriber's portal, or over the connection that sent
 //! the SCNReg. Stream framing is `isns_proto::MessageDecoder`'s.
@@ -8,20 +20,22 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc as std_mpsc,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use isns_proto::{Message, MessageDecoder, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::registry::{
-    self, Limits, Notification, Outcome, Registry, ScnConnection, ScnDestination, scn,
+    self, Changes, Limits, Notification, Outcome, Registry, ScnConnection, ScnDestination, scn,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 
 /// A connection that has not delivered a complete message this long after
 /// it was accepted is closed.
@@ -56,8 +70,13 @@ pub struct ServerConfig {
     /// change or deregister any entity. Any other source may change only the
     /// entity holding its own node (default: none).
     pub control_nodes: Vec<String>,
-    /// How often entities past their Registration Period are removed.
+    /// How often entities past their Registration Period are removed (a
+    /// look at the due deadlines only, not a scan).
     pub expiry_check: Duration,
+    /// How often the refresh times of entities refreshed since the last time
+    /// are stored (one transaction). A restart forgets at most this much of
+    /// refreshes, which only delays expiry.
+    pub refresh_persist_interval: Duration,
     /// Registration period (RFC 4171 §6.2.6, seconds) granted to a
     /// registration that gives none, asks for 0 (never expire) or asks for
     /// more than `max_registration_period`.
@@ -83,7 +102,8 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(600),
             source_name: scn::DEFAULT_SOURCE_NAME.into(),
             control_nodes: Vec::new(),
-            expiry_check: Duration::from_secs(10),
+            expiry_check: Duration::from_secs(1),
+            refresh_persist_interval: Duration::from_secs(2),
             default_registration_period: registry::DEFAULT_REGISTRATION_PERIOD,
             max_registration_period: registry::MAX_REGISTRATION_PERIOD,
             max_entities_per_address: registry::MAX_ENTITIES_PER_ADDRESS,
@@ -103,17 +123,39 @@ pub enum ServerError {
 /// Connection-scoped SCN delivery: the sender half of a connection's writer.
 type ConnTx = mpsc::Sender<Vec<u8>>;
 
-struct State {
-    registry: Registry,
-    store: Store,
+/// A response and the SCN messages it caused.
+type Reply = (Option<Message>, Vec<(ScnTarget, Vec<u8>)>);
+
+/// State shared by the connections and the committer.
+struct Shared {
+    registry: RwLock<Registry>,
     /// Connections on which a node sent SCNReg, by iSCSI name.
-    scn_conns: HashMap<String, ConnTx>,
+    scn_conns: Mutex<HashMap<String, ConnTx>>,
 }
+
+/// A request for the committer.
+struct Job {
+    msg: Message,
+    peer: IpAddr,
+    conn: ConnTx,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What the committer thread receives.
+enum Cmd {
+    Job(Job),
+    /// Store the pending refresh times and stop.
+    Stop,
+}
+
+/// Most requests one group commit takes.
+const MAX_BATCH: usize = 4096;
 
 /// The running iSNS server.
 pub struct Server {
     listener: TcpListener,
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
+    store: Store,
     config: ServerConfig,
 }
 
@@ -124,18 +166,25 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read(reg: &RwLock<Registry>) -> RwLockReadGuard<'_, Registry> {
+    reg.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write(reg: &RwLock<Registry>) -> RwLockWriteGuard<'_, Registry> {
+    reg.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Server {
-    /// Open the database, load the registry and bind the listener.
+    /// Open the database, load the registry and bind the listener. Entities
+    /// keep the refresh time they were stored with: one whose Registration
+    /// Period ran out while the server was down expires at the first sweep.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let store = Store::open(&config.db)?;
         let mut registry = store.load()?;
-        registry.grant_grace(now());
         registry.set_scn_source(&config.source_name);
         registry.set_control_nodes(config.control_nodes.iter().cloned());
         registry.set_limits(Limits {
@@ -144,14 +193,14 @@ impl Server {
             max_entities_per_address: config.max_entities_per_address,
         });
         let listener = listener::bind(config.listen)?;
-        let state = State {
-            registry,
-            store,
-            scn_conns: HashMap::new(),
+        let shared = Shared {
+            registry: RwLock::new(registry),
+            scn_conns: Mutex::new(HashMap::new()),
         };
         Ok(Server {
             listener,
-            state: Arc::new(Mutex::new(state)),
+            shared: Arc::new(shared),
+            store,
             config,
         })
     }
@@ -166,14 +215,28 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            shared,
+            store,
+            config,
+        } = self;
         let conns = Arc::new(Mutex::new(Conns::default()));
-        let sweeper = tokio::spawn(sweep_expired(self.state.clone(), self.config.clone()));
-        let _abort_sweeper = AbortOnDrop(sweeper);
+        let (jobs, rx) = std_mpsc::channel();
+        let committer = {
+            let shared = shared.clone();
+            let config = config.clone();
+            let rt = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name("isns-commit".into())
+                .spawn(move || commit_loop(&shared, &store, &rx, &config, &rt))?
+        };
+        let stop = StopOnDrop(jobs.clone(), Some(committer));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                accepted = self.listener.accept() => {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
@@ -182,19 +245,36 @@ impl Server {
                             continue;
                         }
                     };
-                    let Some(handle) = admit(&conns, peer.ip(), &self.config) else {
+                    let Some(handle) = admit(&conns, peer.ip(), &config) else {
                         continue;
                     };
-                    let state = self.state.clone();
-                    let config = self.config.clone();
+                    let shared = shared.clone();
+                    let jobs = jobs.clone();
+                    let config = config.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, peer.ip(), state, config, &handle).await {
+                        if let Err(e) = serve_connection(stream, peer.ip(), shared, jobs, config, &handle).await {
                             tracing::debug!(%peer, "connection ended: {e}");
                         }
                         drop(handle);
                     });
                 }
             }
+        }
+        tokio::task::spawn_blocking(move || drop(stop))
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(())
+    }
+}
+
+/// Stops the committer (storing pending refresh times) when the server stops.
+struct StopOnDrop(std_mpsc::Sender<Cmd>, Option<std::thread::JoinHandle<()>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Cmd::Stop);
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
         }
     }
 }
@@ -282,48 +362,156 @@ fn admit(conns: &Arc<Mutex<Conns>>, ip: IpAddr, config: &ServerConfig) -> Option
     })
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Merge the changes of one more request (or sweep) of a batch.
+fn merge(into: &mut Changes, from: &Changes) {
+    into.removed.extend(from.removed.iter().copied());
+    into.upserted.extend(from.upserted.iter().copied());
 }
 
-/// Periodically deregister entities whose Registration Period ran out (§6.2.6).
-async fn sweep_expired(state: Arc<Mutex<State>>, config: ServerConfig) {
-    let mut tick = tokio::time::interval(config.expiry_check);
-    loop {
-        tick.tick().await;
-        let st = state.clone();
-        let scns = tokio::task::spawn_blocking(move || {
-            let mut guard = lock(&st);
-            let st = &mut *guard;
-            let at = now();
-            // Undo copy only when something is to be removed.
-            if !st.registry.has_expired(at) {
-                return Vec::new();
+/// Group commit statistics, logged when the server stops.
+#[derive(Default)]
+struct CommitStats {
+    commits: u64,
+    requests: u64,
+    largest: usize,
+}
+
+/// The committer thread: applies queued changing requests in order, commits
+/// each batch in one transaction, answers after it; runs the expiry sweep
+/// and stores refresh times on their intervals.
+fn commit_loop(
+    shared: &Shared,
+    store: &Store,
+    rx: &std_mpsc::Receiver<Cmd>,
+    config: &ServerConfig,
+    rt: &tokio::runtime::Handle,
+) {
+    let start = std::time::Instant::now();
+    let mut next_sweep = start + config.expiry_check;
+    let mut next_flush = start + config.refresh_persist_interval;
+    let mut stats = CommitStats::default();
+    let mut stopping = false;
+    while !stopping {
+        let wait = next_sweep
+            .min(next_flush)
+            .saturating_duration_since(std::time::Instant::now());
+        let mut jobs = Vec::new();
+        match rx.recv_timeout(wait) {
+            Ok(Cmd::Job(j)) => jobs.push(j),
+            Ok(Cmd::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => stopping = true,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        while !stopping && jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Cmd::Job(j)) => jobs.push(j),
+                Ok(Cmd::Stop) => stopping = true,
+                Err(_) => break,
             }
-            let backup = st.registry.clone();
-            let outcome = st.registry.expire(at);
-            tracing::info!(count = outcome.changes.removed.len(), "entities expired");
-            if let Err(e) = st.store.commit(&st.registry, &outcome.changes) {
-                tracing::error!("persisting expiry: {e}");
-                st.registry = backup;
-                return Vec::new();
+        }
+        let clock = std::time::Instant::now();
+        let sweep = clock >= next_sweep;
+        let flush = stopping || clock >= next_flush;
+        let at = now();
+        let mut merged = Changes::default();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut expired = Vec::new();
+        let batch = {
+            let mut reg = write(&shared.registry);
+            for job in &jobs {
+                tracing::debug!(
+                    function = job.msg.function.name(),
+                    xid = job.msg.xid,
+                    "request"
+                );
+                let outcome = reg.handle_from(&job.msg, at, Some(job.peer));
+                merge(&mut merged, &outcome.changes);
+                outcomes.push(outcome);
             }
-            route_scns(st, outcome.notifications)
-        })
-        .await
-        .unwrap_or_default();
-        deliver_scns(scns).await;
+            if sweep {
+                let outcome = reg.expire(at);
+                if !outcome.changes.removed.is_empty() {
+                    tracing::info!(count = outcome.changes.removed.len(), "entities expired");
+                }
+                merge(&mut merged, &outcome.changes);
+                expired = outcome.notifications;
+                next_sweep = clock + config.expiry_check;
+            }
+            let mut batch = Batch::from_changes(&reg, &merged);
+            if flush {
+                batch.add_refreshed(reg.take_refreshed());
+                next_flush = clock + config.refresh_persist_interval;
+            }
+            batch
+        };
+        if let Err(e) = store.write(&batch) {
+            tracing::error!("persisting registry: {e}; reloading it from the store");
+            match store.load() {
+                Ok(stored) => write(&shared.registry).restore(stored),
+                Err(e) => tracing::error!("reloading the registry: {e}"),
+            }
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let response = if outcome.changes.is_empty() {
+                    outcome.response
+                } else {
+                    Some(Message::error_response(
+                        job.msg.function,
+                        job.msg.xid,
+                        Status::INTERNAL_ERROR,
+                    ))
+                };
+                let _ = job.reply.send((response, Vec::new()));
+            }
+            continue;
+        }
+        if !jobs.is_empty() && batch.entities() > 0 {
+            stats.commits += 1;
+            stats.requests += jobs.len() as u64;
+            stats.largest = stats.largest.max(jobs.len());
+            tracing::debug!(
+                requests = jobs.len(),
+                entities = batch.entities(),
+                "group commit"
+            );
+        }
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            let Outcome {
+                response,
+                notifications,
+                scn_connection,
+                ..
+            } = outcome;
+            match scn_connection {
+                Some(ScnConnection::Bind(name)) => {
+                    lock(&shared.scn_conns).insert(name, job.conn.clone());
+                }
+                Some(ScnConnection::Unbind(name)) => {
+                    lock(&shared.scn_conns).remove(&name);
+                }
+                None => {}
+            }
+            let scns = route_scns(shared, notifications);
+            let _ = job.reply.send((response, scns));
+        }
+        if !expired.is_empty() {
+            rt.spawn(deliver_scns(route_scns(shared, expired)));
+        }
+    }
+    if stats.commits > 0 {
+        tracing::info!(
+            commits = stats.commits,
+            requests = stats.requests,
+            mean = stats.requests as f64 / stats.commits as f64,
+            largest = stats.largest,
+            "group commits"
+        );
     }
 }
 
 async fn serve_connection(
     stream: TcpStream,
     peer: IpAddr,
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
+    jobs: std_mpsc::Sender<Cmd>,
     config: ServerConfig,
     handle: &ConnHandle,
 ) -> std::io::Result<()> {
@@ -382,12 +570,26 @@ async fn serve_connection(
                 e.spoke = true;
                 e.busy = true;
             });
-            let st = state.clone();
-            let conn_tx = tx.clone();
-            let (resp, scn) =
-                tokio::task::spawn_blocking(move || process(&st, &msg, peer, &conn_tx))
-                    .await
-                    .map_err(std::io::Error::other)?;
+            let (resp, scn) = if Registry::is_read_only(msg.function) {
+                // Queries: shared access, answered here.
+                let outcome = read(&shared.registry).handle_read(&msg, now());
+                (outcome.and_then(|o| o.response), Vec::new())
+            } else {
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    msg,
+                    peer,
+                    conn: tx.clone(),
+                    reply,
+                };
+                if jobs.send(Cmd::Job(job)).is_err() {
+                    return Ok(()); // the server is stopping
+                }
+                match answer.await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(()),
+                }
+            };
             if let Some(resp) = resp
                 && tx.send(resp.to_bytes()).await.is_err()
             {
@@ -409,66 +611,20 @@ enum ScnTarget {
     Portal(SocketAddr),
 }
 
-/// Handle one message under the state lock; persist changes before answering.
-fn process(
-    state: &Mutex<State>,
-    msg: &Message,
-    peer: IpAddr,
-    conn: &ConnTx,
-) -> (Option<Message>, Vec<(ScnTarget, Vec<u8>)>) {
-    let mut st = lock(state);
-    let st = &mut *st;
-    tracing::debug!(function = msg.function.name(), xid = msg.xid, "request");
-    // Undo copy only for requests that can change persistent state: queries
-    // (the common case) must not clone the whole registry under the lock.
-    let backup = Registry::may_change(msg.function).then(|| st.registry.clone());
-    let Outcome {
-        response,
-        changes,
-        notifications,
-        scn_connection,
-    } = st.registry.handle_from(msg, now(), Some(peer));
-    if !changes.is_empty()
-        && let Err(e) = st.store.commit(&st.registry, &changes)
-    {
-        tracing::error!("persisting registry: {e}");
-        if let Some(backup) = backup {
-            st.registry = backup;
-        }
-        return (
-            Some(Message::error_response(
-                msg.function,
-                msg.xid,
-                Status::INTERNAL_ERROR,
-            )),
-            Vec::new(),
-        );
-    }
-    match scn_connection {
-        Some(ScnConnection::Bind(name)) => {
-            st.scn_conns.insert(name, conn.clone());
-        }
-        Some(ScnConnection::Unbind(name)) => {
-            st.scn_conns.remove(&name);
-        }
-        None => {}
-    }
-    (response, route_scns(st, notifications))
-}
-
 /// Encode the registry's notifications and resolve their destinations.
-fn route_scns(st: &mut State, notifications: Vec<Notification>) -> Vec<(ScnTarget, Vec<u8>)> {
+fn route_scns(shared: &Shared, notifications: Vec<Notification>) -> Vec<(ScnTarget, Vec<u8>)> {
     if notifications.is_empty() {
         return Vec::new();
     }
-    st.scn_conns.retain(|_, tx| !tx.is_closed());
+    let mut scn_conns = lock(&shared.scn_conns);
+    scn_conns.retain(|_, tx| !tx.is_closed());
     notifications
         .into_iter()
         .filter_map(|n| {
             let target = match n.destination {
                 ScnDestination::Portal(addr) => ScnTarget::Portal(addr),
                 ScnDestination::Connection { node } => {
-                    ScnTarget::Conn(st.scn_conns.get(&node)?.clone())
+                    ScnTarget::Conn(scn_conns.get(&node)?.clone())
                 }
             };
             Some((target, n.message.to_bytes()))

@@ -2,8 +2,14 @@
 //!
 //! One row per Network Entity keyed by its registration sequence number, so
 //! iterating the table gives registration order; counters live in a meta
-//! table. [`Store::commit`] writes the entities a request changed in one
-//! durable redb transaction; the server calls it before sending the response.
+//! table. A [`Batch`] holds the rows that one or more requests changed (the
+//! server's group commit merges every request queued while the previous
+//! commit ran) and [`Store::write`] writes it in one durable redb
+//! transaction; the server answers those requests only after it. The last
+//! refresh time of each entity (§6.2.6) is kept in its own table, written
+//! lazily (coalesced, every persistence interval) with a batch; loading
+//! takes the later of it and the row's timestamp, so a restart loses at most
+//! one interval of refreshes, which only delays expiry.
 //! Rows are encoded with the iSNS TLV codec itself: a list of records
 //! `kind (u8), index (u32), length (u32), TLV attributes`. A third table keeps
 //! the client address each entity was registered from, so the per-address
@@ -23,6 +29,64 @@ const ENTITIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entities");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Entity seq → the client IP address that registered it (text form).
 const OWNERS: TableDefinition<u64, &str> = TableDefinition::new("owners");
+/// Entity seq → last refresh (§6.2.6), seconds since the Unix epoch.
+const REFRESHED: TableDefinition<u64, u64> = TableDefinition::new("refreshed");
+
+/// The rows one durable transaction writes: entities changed by one or more
+/// requests (in their state when the batch was built), their owners, the
+/// counters and refresh times.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Entity rows by seq: `None` removes the row.
+    rows: std::collections::BTreeMap<u64, Option<Vec<u8>>>,
+    owners: Vec<(u64, String)>,
+    counters: Option<Counters>,
+    refreshed: Vec<(u64, u64)>,
+}
+
+impl Batch {
+    /// The rows of `changes` (merged over any number of requests) as `reg`
+    /// holds them now, with its counters.
+    pub fn from_changes(reg: &Registry, changes: &Changes) -> Batch {
+        let mut b = Batch::default();
+        for seq in &changes.removed {
+            b.rows.insert(*seq, None);
+        }
+        for seq in changes.upserted.difference(&changes.removed) {
+            match reg.entity(*seq) {
+                Some(e) => {
+                    b.rows.insert(*seq, Some(encode_entity(e)));
+                    if let Some(ip) = reg.owner(*seq) {
+                        b.owners.push((*seq, ip.to_string()));
+                    }
+                }
+                None => {
+                    b.rows.insert(*seq, None);
+                }
+            }
+        }
+        if !changes.is_empty() {
+            b.counters = Some(reg.counters());
+        }
+        b
+    }
+
+    /// Also store these last refresh times (`(seq, time)`, from
+    /// [`Registry::take_refreshed`]).
+    pub fn add_refreshed(&mut self, refreshed: Vec<(u64, u64)>) {
+        self.refreshed.extend(refreshed);
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.counters.is_none() && self.refreshed.is_empty()
+    }
+
+    /// Entity rows written or removed.
+    pub fn entities(&self) -> usize {
+        self.rows.len()
+    }
+}
 
 /// Persistence errors.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +125,7 @@ impl Store {
         txn.open_table(ENTITIES)?;
         txn.open_table(META)?;
         txn.open_table(OWNERS)?;
+        txn.open_table(REFRESHED)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -77,11 +142,16 @@ impl Store {
             next_seq: get("next_seq", 1)?,
             next_auto_eid: u32::try_from(get("next_auto_eid", 1)?).unwrap_or(1),
         };
+        let refreshed = txn.open_table(REFRESHED)?;
         let table = txn.open_table(ENTITIES)?;
         let mut entities = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            entities.push(decode_entity(k.value(), v.value())?);
+            let e = decode_entity(k.value(), v.value())?;
+            if let Some(t) = refreshed.get(k.value())? {
+                e.refresh(t.value());
+            }
+            entities.push(e);
         }
         let mut owners = std::collections::HashMap::new();
         for row in txn.open_table(OWNERS)?.iter()? {
@@ -98,33 +168,45 @@ impl Store {
 
     /// Durably write the entities named in `changes` and the counters.
     pub fn commit(&self, reg: &Registry, changes: &Changes) -> Result<(), StoreError> {
+        self.write(&Batch::from_changes(reg, changes))
+    }
+
+    /// Durably write `batch` in one transaction.
+    pub fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(ENTITIES)?;
-            for seq in &changes.removed {
-                table.remove(*seq)?;
-            }
-            for e in reg
-                .entities()
-                .iter()
-                .filter(|e| changes.upserted.contains(&e.seq))
-            {
-                table.insert(e.seq, encode_entity(e).as_slice())?;
-            }
             let mut owners = txn.open_table(OWNERS)?;
-            for seq in &changes.removed {
-                owners.remove(*seq)?;
-            }
-            for seq in &changes.upserted {
-                if let Some(ip) = reg.owner(*seq) {
-                    owners.insert(*seq, ip.to_string().as_str())?;
+            let mut refreshed = txn.open_table(REFRESHED)?;
+            for (seq, row) in &batch.rows {
+                match row {
+                    Some(bytes) => {
+                        table.insert(*seq, bytes.as_slice())?;
+                    }
+                    None => {
+                        table.remove(*seq)?;
+                        owners.remove(*seq)?;
+                        refreshed.remove(*seq)?;
+                    }
                 }
             }
-            let mut meta = txn.open_table(META)?;
-            let counters = reg.counters();
-            meta.insert("next_index", u64::from(counters.next_index))?;
-            meta.insert("next_seq", counters.next_seq)?;
-            meta.insert("next_auto_eid", u64::from(counters.next_auto_eid))?;
+            for (seq, ip) in &batch.owners {
+                owners.insert(*seq, ip.as_str())?;
+            }
+            for (seq, at) in &batch.refreshed {
+                if !matches!(batch.rows.get(seq), Some(None)) {
+                    refreshed.insert(*seq, *at)?;
+                }
+            }
+            if let Some(counters) = batch.counters {
+                let mut meta = txn.open_table(META)?;
+                meta.insert("next_index", u64::from(counters.next_index))?;
+                meta.insert("next_seq", counters.next_seq)?;
+                meta.insert("next_auto_eid", u64::from(counters.next_auto_eid))?;
+            }
         }
         txn.commit()?;
         Ok(())
@@ -151,12 +233,12 @@ fn encode_object(o: &Object, extra: Option<Attribute>, out: &mut Vec<u8>) {
     out.extend_from_slice(&tlv);
 }
 
-/// Encode one entity row.
+/// Encode one entity row (its timestamp: the last registration or refresh).
 pub fn encode_entity(e: &Entity) -> Vec<u8> {
     let mut out = Vec::new();
     encode_object(
         &e.object,
-        Some(Attribute::u64(tag::TIMESTAMP, e.timestamp)),
+        Some(Attribute::u64(tag::TIMESTAMP, e.last_seen())),
         &mut out,
     );
     for c in &e.children {
@@ -203,12 +285,7 @@ pub fn decode_entity(seq: u64, mut buf: &[u8]) -> Result<Entity, StoreError> {
         .and_then(Attribute::as_u64)
         .unwrap_or(0);
     object.unset(tag::TIMESTAMP);
-    Ok(Entity {
-        seq,
-        object,
-        timestamp,
-        children: it.collect(),
-    })
+    Ok(Entity::new(seq, object, timestamp, it.collect()))
 }
 
 #[cfg(test)]
@@ -256,7 +333,7 @@ mod tests {
         }
         let loaded = Store::open(&path).unwrap().load().unwrap();
         assert_eq!(loaded, reg);
-        let ids: Vec<_> = loaded.entities().iter().map(Entity::id).collect();
+        let ids: Vec<_> = loaded.entities().map(Entity::id).collect();
         assert_eq!(ids, ["b", "c"]);
     }
 

@@ -24,7 +24,7 @@ impl Registry {
         // Authorize every existing object first: a refused request removes nothing.
         for (kind, key) in &targets {
             let pos = if *kind == ObjectType::Entity {
-                self.entities.iter().position(|e| e.object.matches(key))
+                self.entity_by_id(key)
             } else {
                 self.locate(*kind, key).map(|(p, _)| p)
             };
@@ -40,8 +40,7 @@ impl Registry {
 
     fn remove(&mut self, kind: ObjectType, key: &[Attribute], ch: &mut Changes) {
         if kind == ObjectType::Entity {
-            if let Some(p) = self.entities.iter().position(|e| e.object.matches(key)) {
-                let e = self.entities.remove(p);
+            if let Some(e) = self.entity_by_id(key).and_then(|s| self.take_entity(s)) {
                 ch.removed.insert(e.seq);
                 ch.upserted.remove(&e.seq);
                 ch.scn.push(ScnEvent {
@@ -54,9 +53,15 @@ impl Registry {
         let Some((p, i)) = self.locate(kind, key) else {
             return;
         };
-        let Some(e) = self.entities.get_mut(p) else {
+        // The entity leaves the indexes while it changes and goes back in
+        // (or stays out) below.
+        let Some(mut e) = self.take_entity(p) else {
             return;
         };
+        if i >= e.children.len() {
+            self.put_entity(e);
+            return;
+        }
         let obj = e.children.remove(i);
         ch.scn.push(ScnEvent {
             event: tag::scn::OBJECT_REMOVED,
@@ -86,14 +91,15 @@ impl Registry {
         }
         // An entity without nodes and portals is removed too (§5.6.5.4).
         if e.children.iter().all(|c| c.kind == ObjectType::PortalGroup) {
-            let e = self.entities.remove(p);
             ch.removed.insert(e.seq);
+            ch.upserted.remove(&e.seq);
             ch.scn.push(ScnEvent {
                 event: tag::scn::OBJECT_REMOVED,
                 object_key: e.object.key(),
             });
         } else {
             ch.upserted.insert(e.seq);
+            self.put_entity(e);
         }
     }
 }

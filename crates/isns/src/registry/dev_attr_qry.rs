@@ -1,6 +1,8 @@
 //! DevAttrQry (RFC 4171 §5.6.5.2) and DevGetNext (§5.6.5.3): answers in
 //! registration order, with related objects as open-isns' isnsd gives them.
 
+use std::ops::Bound;
+
 use isns_proto::tag::ObjectType;
 use isns_proto::{Attribute, Message, Status};
 
@@ -13,10 +15,9 @@ impl Registry {
         let kind = key_type(key)?;
         let wanted = req.operating();
         let mut found: Vec<(&Entity, &Object)> = Vec::new();
-        for (e, o) in self.objects(kind) {
-            if !key.is_empty() && !o.matches(key) {
-                continue;
-            }
+        // An index lookup for a node name, portal or EID key; a walk in
+        // registration order for an empty (list all) or partial key.
+        for (e, o) in self.matching(kind, key) {
             if kind != ObjectType::Entity {
                 found.push((e, &e.object));
             }
@@ -27,7 +28,7 @@ impl Registry {
         // attributes, which isnsadm shows as an empty list; do the same.
         let mut operating = Vec::new();
         for (e, o) in found {
-            let attrs = o.attributes(e.timestamp);
+            let attrs = o.attributes(e.last_seen());
             if wanted.is_empty() {
                 operating.extend(attrs);
             } else {
@@ -46,18 +47,25 @@ impl Registry {
         if key.is_empty() {
             return Err(Status::MESSAGE_FORMAT_ERROR);
         }
-        let all = self.objects(kind);
         let next = if key.iter().all(Attribute::is_nil) {
-            all.first()
+            self.objects_from(kind, ..).next()
         } else {
-            let cur = all
-                .iter()
-                .position(|(_, o)| o.matches(key))
+            // The current object through the index, then on from there:
+            // the rest of its entity, then the following entities.
+            let (cur_e, cur_o) = self
+                .matching(kind, key)
+                .next()
                 .ok_or(Status::NO_SUCH_ENTRY)?;
-            all.get(cur + 1)
+            self.objects_from(kind, cur_e.seq..=cur_e.seq)
+                .skip_while(|(_, o)| !std::ptr::eq(*o, cur_o))
+                .nth(1)
+                .or_else(|| {
+                    self.objects_from(kind, (Bound::Excluded(cur_e.seq), Bound::Unbounded))
+                        .next()
+                })
         };
         let (e, o) = next.ok_or(Status::NO_SUCH_ENTRY)?;
-        let attrs = o.attributes(e.timestamp);
+        let attrs = o.attributes(e.last_seen());
         let wanted = req.operating();
         let operating = if wanted.is_empty() {
             attrs

@@ -28,7 +28,7 @@ impl Registry {
         let mut entity = match pos {
             Some(p) => self
                 .entities
-                .get(p)
+                .get(&p)
                 .cloned()
                 .ok_or(Status::INTERNAL_ERROR)?,
             None => {
@@ -49,12 +49,12 @@ impl Registry {
                 let seq = self.counters.next_seq;
                 self.counters.next_seq += 1;
                 let index = self.alloc_index();
-                Entity {
+                Entity::new(
                     seq,
-                    object: Object::new(ObjectType::Entity, index, vec![eid]),
-                    timestamp: now,
-                    children: Vec::new(),
-                }
+                    Object::new(ObjectType::Entity, index, vec![eid]),
+                    now,
+                    Vec::new(),
+                )
             }
         };
         if replace && pos.is_some() {
@@ -197,44 +197,33 @@ impl Registry {
             }
         }
         ch.upserted.insert(entity.seq);
-        match pos {
-            Some(p) => {
-                if let Some(slot) = self.entities.get_mut(p) {
-                    *slot = entity;
-                }
-            }
-            None => {
-                ch.scn.push(ScnEvent {
-                    event: tag::scn::OBJECT_ADDED,
-                    object_key: entity.object.key(),
-                });
-                self.set_owner(entity.seq, client);
-                self.entities.push(entity);
-            }
+        if pos.is_none() {
+            ch.scn.push(ScnEvent {
+                event: tag::scn::OBJECT_ADDED,
+                object_key: entity.object.key(),
+            });
+            self.set_owner(entity.seq, client);
         }
+        self.put_entity(entity);
         Ok((key, operating))
     }
 
     /// Which existing entity (if any) a registration applies to (§5.6.5.1 message key rules).
-    fn entity_for_registration(&self, key: &[Attribute], groups: &Groups) -> Res<Option<usize>> {
+    fn entity_for_registration(&self, key: &[Attribute], groups: &Groups) -> Res<Option<u64>> {
         let Some(first) = key.first() else {
             // No key: a new entity, unless the operating attributes name an existing one.
             return Ok(groups
                 .entity
                 .iter()
                 .find(|a| a.tag == tag::ENTITY_IDENTIFIER && !a.is_nil())
-                .and_then(|a| {
-                    self.entities
-                        .iter()
-                        .position(|e| e.object.get(tag::ENTITY_IDENTIFIER) == Some(a))
-                }));
+                .and_then(|a| self.entity_by_id(std::slice::from_ref(a))));
         };
         match ObjectType::of_tag(first.tag) {
             Some(ObjectType::Entity) => {
                 if first.as_str().is_none_or(str::is_empty) {
                     return Ok(None);
                 }
-                Ok(self.entities.iter().position(|e| e.object.matches(key)))
+                Ok(self.entity_by_id(key))
             }
             Some(kind @ (ObjectType::IscsiNode | ObjectType::Portal)) => self
                 .locate(kind, key)
@@ -267,9 +256,8 @@ impl Registry {
         }
         if g.kind == ObjectType::Portal
             && self
-                .entities
-                .iter()
-                .any(|e| e.seq != entity.seq && e.find_child(g.kind, key).is_some())
+                .locate(g.kind, key)
+                .is_some_and(|(seq, _)| seq != entity.seq)
         {
             return Err(Status::INVALID_REGISTRATION);
         }

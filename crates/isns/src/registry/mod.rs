@@ -18,12 +18,16 @@
 //! every listing is in registration order: entities in the order they were
 //! first registered, objects inside an entity in the order they were registered.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+mod deadline;
 mod dereg;
 mod dev_attr_qry;
 mod dev_attr_reg;
+mod index;
 pub mod scn;
 #[cfg(test)]
 mod tests;
@@ -87,7 +91,9 @@ impl Limits {
 }
 
 /// A Network Entity and the objects it contains (§4.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Equality and cloning cover the registered state; the last refresh time
+/// ([`Entity::last_seen`]) is copied by `clone` and ignored by `==`.
 pub struct Entity {
     /// Registration order of the entity; also its persistent key.
     pub seq: u64,
@@ -96,9 +102,71 @@ pub struct Entity {
     pub timestamp: u64,
     /// Portals, storage nodes and portal groups, in registration order.
     pub children: Vec<Object>,
+    /// Last message from one of its nodes (§6.2.6), seconds since the Unix
+    /// epoch; raised under shared access (see [`Registry::handle_read`]).
+    refreshed: AtomicU64,
+}
+
+impl Clone for Entity {
+    fn clone(&self) -> Entity {
+        Entity {
+            seq: self.seq,
+            object: self.object.clone(),
+            timestamp: self.timestamp,
+            children: self.children.clone(),
+            refreshed: AtomicU64::new(self.refreshed.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl PartialEq for Entity {
+    fn eq(&self, other: &Entity) -> bool {
+        self.seq == other.seq
+            && self.object == other.object
+            && self.timestamp == other.timestamp
+            && self.children == other.children
+    }
+}
+
+impl Eq for Entity {}
+
+impl std::fmt::Debug for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entity")
+            .field("seq", &self.seq)
+            .field("object", &self.object)
+            .field("timestamp", &self.timestamp)
+            .field("refreshed", &self.refreshed.load(Ordering::Relaxed))
+            .field("children", &self.children)
+            .finish()
+    }
 }
 
 impl Entity {
+    /// A registered entity (last refreshed at `timestamp`).
+    pub fn new(seq: u64, object: Object, timestamp: u64, children: Vec<Object>) -> Entity {
+        Entity {
+            seq,
+            object,
+            timestamp,
+            children,
+            refreshed: AtomicU64::new(timestamp),
+        }
+    }
+
+    /// Last registration, update or refresh (any message from one of its
+    /// nodes, §6.2.6), seconds since the Unix epoch: the Timestamp (§6.2.4)
+    /// clients see and the start of the running Registration Period.
+    pub fn last_seen(&self) -> u64 {
+        self.timestamp.max(self.refreshed.load(Ordering::Relaxed))
+    }
+
+    /// Record contact at `at` (never moves the time back). Returns whether
+    /// the time moved on.
+    pub fn refresh(&self, at: u64) -> bool {
+        self.refreshed.fetch_max(at, Ordering::Relaxed) < at
+    }
+
     /// Entity Identifier (§6.2.1).
     pub fn id(&self) -> &str {
         self.object.get_str(tag::ENTITY_IDENTIFIER).unwrap_or("")
@@ -119,12 +187,17 @@ impl Entity {
     /// period the server would not grant now (0 = never expire, or above the
     /// maximum; e.g. stored by an older version) counts as the default.
     fn expired(&self, now: u64, limits: &Limits) -> bool {
+        now > self.deadline(limits)
+    }
+
+    /// Last second of the running Registration Period.
+    fn deadline(&self, limits: &Limits) -> u64 {
         let asked = self
             .object
             .get(tag::REGISTRATION_PERIOD)
             .and_then(Attribute::as_u32);
         let period = limits.grant(asked);
-        now > self.timestamp.saturating_add(u64::from(period))
+        self.last_seen().saturating_add(u64::from(period))
     }
 
     /// Portal groups with a usable (non-NIL, non-zero) tag that join `node` and `portal`
@@ -224,14 +297,47 @@ impl Default for Counters {
     }
 }
 
+/// Entities refreshed since the last [`Registry::take_refreshed`], by seq
+/// (each at most once per second it was refreshed in).
+#[derive(Debug, Default)]
+struct RefreshLog(Mutex<Vec<u64>>);
+
+impl RefreshLog {
+    fn push(&self, seq: u64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(seq);
+    }
+
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Clone for RefreshLog {
+    fn clone(&self) -> RefreshLog {
+        RefreshLog(Mutex::new(
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        ))
+    }
+}
+
 /// The registry of all entities in registration order.
+///
+/// Entities live in an ordered map keyed by their registration seq
+/// (registration order without sorting), with hash indexes from iSCSI Name,
+/// Portal and Entity Identifier to the holding entity ([`index`]) and a
+/// queue of expiry deadlines ([`deadline`]); every insertion and removal
+/// goes through `put_entity`/`take_entity`, which keep them exact. No
+/// request clones or walks the whole registry unless its key asks for all
+/// objects.
 ///
 /// Equality compares the persistent state (entities and counters), not the
 /// transient SCN sender state.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
-    /// Entities in registration order (`seq` ascending).
-    entities: Vec<Entity>,
+    /// Entities by registration seq.
+    entities: BTreeMap<u64, Entity>,
+    index: index::Indexes,
+    deadlines: deadline::DeadlineQueue,
     counters: Counters,
     scn: scn::Sender,
     /// Source names allowed to change any entity (Control Nodes, §5.6.1).
@@ -241,11 +347,15 @@ pub struct Registry {
     /// the entities (`store`), so the per-address limit holds across a
     /// restart.
     owners: HashMap<u64, IpAddr>,
+    /// Entities per client address (the counts of `owners`).
+    owner_counts: HashMap<IpAddr, usize>,
     /// Addresses refused at their limit and already logged at WARN; an
     /// address leaves the set when one of its entities goes.
     warned: HashSet<IpAddr>,
     /// The total limit was hit and logged at WARN (reset when an entity goes).
     warned_total: bool,
+    /// Entities refreshed since the refresh times were last taken for storing.
+    refreshed: RefreshLog,
 }
 
 impl PartialEq for Registry {
@@ -271,41 +381,63 @@ impl Registry {
     /// A registry from stored entities and counters (see [`Registry::entities`],
     /// [`Registry::counters`]). Entities are put in registration order and the
     /// counters raised past every stored sequence number and index.
-    pub fn from_parts(mut entities: Vec<Entity>, mut counters: Counters) -> Registry {
-        entities.sort_by_key(|e| e.seq);
-        for e in &entities {
+    pub fn from_parts(entities: Vec<Entity>, mut counters: Counters) -> Registry {
+        let mut reg = Registry::default();
+        for e in entities {
             counters.next_seq = counters.next_seq.max(e.seq.saturating_add(1));
             for o in std::iter::once(&e.object).chain(&e.children) {
                 if let Some(next) = o.index.checked_add(1) {
                     counters.next_index = counters.next_index.max(next);
                 }
             }
+            reg.put_entity(e);
         }
-        Registry {
-            entities,
-            counters,
-            scn: scn::Sender::default(),
-            control_nodes: BTreeSet::new(),
-            limits: Limits::default(),
-            owners: HashMap::new(),
-            warned: HashSet::new(),
-            warned_total: false,
-        }
+        reg.counters = counters;
+        reg
     }
 
     /// Set the registration periods the server grants (see [`Limits`]).
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+        let deadlines: Vec<(u64, u64)> = self
+            .entities
+            .values()
+            .map(|e| (e.seq, e.deadline(&limits)))
+            .collect();
+        for (seq, d) in deadlines {
+            self.deadlines.schedule(seq, d);
+        }
     }
 
     /// All entities in registration order.
-    pub fn entities(&self) -> &[Entity] {
-        &self.entities
+    pub fn entities(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = &Entity> + ExactSizeIterator + Clone + '_ {
+        self.entities.values()
+    }
+
+    /// The entity registered as `seq`.
+    pub fn entity(&self, seq: u64) -> Option<&Entity> {
+        self.entities.get(&seq)
     }
 
     /// The counters to store with the entities.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Put the persistent state of `stored` (entities, counters, owners) in
+    /// place of this registry's, keeping its settings (limits, Control
+    /// Nodes, SCN source): how the server undoes a batch whose commit
+    /// failed, by reloading what the store holds.
+    pub fn restore(&mut self, stored: Registry) {
+        let scn = std::mem::take(&mut self.scn);
+        let control_nodes = std::mem::take(&mut self.control_nodes);
+        let limits = self.limits;
+        *self = stored;
+        self.scn = scn;
+        self.control_nodes = control_nodes;
+        self.set_limits(limits);
     }
 
     /// Set the source name (§5.6.1) of the SCN messages this registry builds.
@@ -320,12 +452,32 @@ impl Registry {
         self.control_nodes = names.into_iter().collect();
     }
 
-    /// §5.6.1: a request that changes or removes objects of the entity at
-    /// `pos` must come from a Control Node or from a Storage Node of that
+    /// Insert or replace entity `e` (by seq), keeping the indexes and the
+    /// deadline queue exact. Every change of an entity goes through here or
+    /// [`Registry::take_entity`].
+    fn put_entity(&mut self, e: Entity) {
+        if let Some(old) = self.entities.remove(&e.seq) {
+            self.index.remove(&old);
+        }
+        self.index.add(&e);
+        self.deadlines.schedule(e.seq, e.deadline(&self.limits));
+        self.entities.insert(e.seq, e);
+    }
+
+    /// Remove entity `seq` with its index entries and deadline.
+    fn take_entity(&mut self, seq: u64) -> Option<Entity> {
+        let e = self.entities.remove(&seq)?;
+        self.index.remove(&e);
+        self.deadlines.cancel(seq);
+        Some(e)
+    }
+
+    /// §5.6.1: a request that changes or removes objects of the entity
+    /// `seq` must come from a Control Node or from a Storage Node of that
     /// entity. Refusals: Source Unknown (6) when the source names no
     /// registered node, Source Unauthorized (8) when it names a node of
     /// another entity.
-    fn authorize(&self, req: &Message, pos: usize) -> Res<()> {
+    fn authorize(&self, req: &Message, seq: u64) -> Res<()> {
         let Some(src) = req.source() else {
             return Err(Status::SOURCE_ABSENT);
         };
@@ -334,7 +486,7 @@ impl Registry {
             return Ok(());
         }
         let owner = name.and_then(|_| self.entity_of_node(src));
-        if owner == Some(pos) {
+        if owner == Some(seq) {
             return Ok(());
         }
         let status = if owner.is_some() {
@@ -342,7 +494,7 @@ impl Registry {
         } else {
             Status::SOURCE_UNKNOWN
         };
-        let target = self.entities.get(pos).map_or("", Entity::id);
+        let target = self.entities.get(&seq).map_or("", Entity::id);
         tracing::warn!(
             source = name.unwrap_or("(not an iSCSI name)"),
             function = req.function.name(),
@@ -372,11 +524,48 @@ impl Registry {
         )
     }
 
+    /// Whether [`Registry::handle_read`] answers `function` (under shared
+    /// access): the queries DevAttrQry and DevGetNext.
+    pub fn is_read_only(function: FunctionId) -> bool {
+        matches!(
+            function,
+            FunctionId::DEV_ATTR_QRY | FunctionId::DEV_GET_NEXT
+        )
+    }
+
     /// Handle one request; `now` is seconds since the Unix epoch. Returns the
     /// response (if the function has one), the state changes to persist and
     /// the SCNs to deliver. A failed request changes nothing.
     pub fn handle(&mut self, req: &Message, now: u64) -> Outcome {
         self.handle_from(req, now, None)
+    }
+
+    /// Answer a query ([`Registry::is_read_only`]) with shared access: the
+    /// server runs it under a read lock, concurrently with other queries.
+    /// The source's entity is refreshed (§6.2.6) through its atomic refresh
+    /// time. `None` for any other function: use [`Registry::handle_from`].
+    pub fn handle_read(&self, req: &Message, now: u64) -> Option<Outcome> {
+        let f = req.function;
+        if !Registry::is_read_only(f) {
+            return None;
+        }
+        let result = if req.source().is_none() {
+            Err(Status::SOURCE_ABSENT)
+        } else {
+            self.touch_source(req, now);
+            match f {
+                FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req),
+                _ => self.dev_get_next(req),
+            }
+        };
+        let response = match result {
+            Ok((key, operating)) => Message::response(req, Status::SUCCESS, key, operating),
+            Err(status) => Message::error_response(f, req.xid, status),
+        };
+        Some(Outcome {
+            response: Some(response),
+            ..Outcome::default()
+        })
     }
 
     /// [`Registry::handle`] for a request that came from `client` (the
@@ -394,6 +583,9 @@ impl Registry {
     /// Not Supported" claims a missing feature. The server logs the reason
     /// (once per address while it stays at its limit) at WARN.
     pub fn handle_from(&mut self, req: &Message, now: u64, client: Option<IpAddr>) -> Outcome {
+        if let Some(outcome) = self.handle_read(req, now) {
+            return outcome;
+        }
         let mut changes = Changes::default();
         let f = req.function;
         if f.is_response() || f == FunctionId::HEARTBEAT {
@@ -407,8 +599,6 @@ impl Registry {
             self.touch_source(req, now);
             match f {
                 FunctionId::DEV_ATTR_REG => self.dev_attr_reg(req, now, client, &mut changes),
-                FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req),
-                FunctionId::DEV_GET_NEXT => self.dev_get_next(req),
                 FunctionId::DEV_DEREG => self.dev_dereg(req, &mut changes),
                 FunctionId::SCN_REG => self.scn_reg(req, true, &mut changes),
                 FunctionId::SCN_DEREG => self.scn_reg(req, false, &mut changes),
@@ -439,41 +629,71 @@ impl Registry {
     }
 
     /// Contact from a registered node keeps its entity registered (§6.2.6):
-    /// the entity's timestamp is refreshed in memory (not persisted; loading
-    /// the store grants a fresh period instead).
-    fn touch_source(&mut self, req: &Message, now: u64) {
+    /// the entity's refresh time is raised (an atomic, so queries need only
+    /// shared access) and the entity noted for the next
+    /// [`Registry::take_refreshed`], at most once per second.
+    fn touch_source(&self, req: &Message, now: u64) {
         let Some(src) = req.source().filter(|a| a.tag == tag::ISCSI_NAME) else {
             return;
         };
-        if let Some(p) = self.entity_of_node(src)
-            && let Some(e) = self.entities.get_mut(p)
+        if let Some(e) = self.entity_of_node(src).and_then(|s| self.entities.get(&s))
+            && e.refresh(now)
         {
-            e.timestamp = e.timestamp.max(now);
+            self.refreshed.push(e.seq);
         }
     }
 
+    /// The entities refreshed since the last call, with their last refresh
+    /// time, for persisting (the server stores them every persistence
+    /// interval, coalesced). Entities gone since are left out.
+    pub fn take_refreshed(&self) -> Vec<(u64, u64)> {
+        let mut seqs = self.refreshed.take();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.into_iter()
+            .filter_map(|seq| Some((seq, self.entities.get(&seq)?.last_seen())))
+            .collect()
+    }
+
     /// Whether some entity's Registration Period ran out at `now` (§6.2.6):
-    /// [`Registry::expire`] would change something.
+    /// [`Registry::expire`] would change something. Looks only at the
+    /// deadlines already due.
     pub fn has_expired(&self, now: u64) -> bool {
-        self.entities.iter().any(|e| e.expired(now, &self.limits))
+        self.deadlines.due(now).any(|(_, seq)| {
+            self.entities
+                .get(&seq)
+                .is_some_and(|e| e.expired(now, &self.limits))
+        })
     }
 
     /// Remove entities not refreshed within their Registration Period.
-    /// Returns the changes to persist and the SCNs to deliver.
+    /// Returns the changes to persist and the SCNs to deliver. Only due
+    /// deadlines are looked at; an entity refreshed since its deadline was
+    /// queued is queued again with its actual deadline.
     pub fn expire(&mut self, now: u64) -> Outcome {
         let mut changes = Changes::default();
-        let limits = self.limits;
-        self.entities.retain(|e| {
-            let expired = e.expired(now, &limits);
-            if expired {
+        let mut gone = Vec::new();
+        while let Some((_, seq)) = self.deadlines.pop_due(now) {
+            let Some(e) = self.entities.get(&seq) else {
+                continue;
+            };
+            if e.expired(now, &self.limits) {
+                gone.push(seq);
+            } else {
+                let d = e.deadline(&self.limits);
+                self.deadlines.schedule(seq, d);
+            }
+        }
+        gone.sort_unstable();
+        for seq in gone {
+            if let Some(e) = self.take_entity(seq) {
                 changes.removed.insert(e.seq);
                 changes.scn.push(ScnEvent {
                     event: tag::scn::OBJECT_REMOVED,
                     object_key: e.object.key(),
                 });
             }
-            !expired
-        });
+        }
         self.forget_owners(&changes);
         let notifications = self.notifications(&changes, now);
         Outcome {
@@ -492,6 +712,12 @@ impl Registry {
         for seq in &changes.removed {
             if let Some(ip) = self.owners.remove(seq) {
                 self.warned.remove(&ip);
+                if let Some(n) = self.owner_counts.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.owner_counts.remove(&ip);
+                    }
+                }
             }
         }
     }
@@ -532,11 +758,13 @@ impl Registry {
     /// from (as [`Registry::owner`] gave them); addresses of entities it does
     /// not hold are dropped.
     pub fn with_owners(mut self, owners: HashMap<u64, IpAddr>) -> Registry {
-        let seqs: HashSet<u64> = self.entities.iter().map(|e| e.seq).collect();
-        self.owners = owners
-            .into_iter()
-            .filter(|(seq, _)| seqs.contains(seq))
-            .collect();
+        self.owners.clear();
+        self.owner_counts.clear();
+        for (seq, ip) in owners {
+            if self.entities.contains_key(&seq) {
+                self.set_owner(seq, Some(ip));
+            }
+        }
         self
     }
 
@@ -547,45 +775,96 @@ impl Registry {
 
     /// Entities created from `ip` that are still registered.
     pub fn entities_of(&self, ip: IpAddr) -> usize {
-        self.owners.values().filter(|o| **o == ip).count()
+        self.owner_counts.get(&ip).copied().unwrap_or(0)
     }
 
     /// Record that the entity `seq` was created from `client`.
     fn set_owner(&mut self, seq: u64, client: Option<IpAddr>) {
         if let Some(ip) = client {
-            self.owners.insert(seq, ip);
+            if let Some(old) = self.owners.insert(seq, ip)
+                && let Some(n) = self.owner_counts.get_mut(&old)
+            {
+                *n -= 1;
+            }
+            *self.owner_counts.entry(ip).or_insert(0) += 1;
         }
     }
 
-    /// Give every entity a fresh registration period from `now` (after loading from disk).
-    pub fn grant_grace(&mut self, now: u64) {
-        for e in &mut self.entities {
-            e.timestamp = e.timestamp.max(now);
-        }
-    }
-
-    /// All objects of `kind` in registration order, with their entity.
+    /// All objects of `kind` in registration order, with their entity (a
+    /// walk over the whole registry: for listings and tests).
     pub fn objects(&self, kind: ObjectType) -> Vec<(&Entity, &Object)> {
-        self.entities
-            .iter()
-            .flat_map(|e| {
-                let own = (kind == ObjectType::Entity).then_some((e, &e.object));
-                own.into_iter().chain(e.of_kind(kind).map(move |o| (e, o)))
-            })
-            .collect()
+        self.objects_from(kind, ..).collect()
     }
 
-    /// Position of the entity and of its child of `kind` matching `key`.
-    fn locate(&self, kind: ObjectType, key: &[Attribute]) -> Option<(usize, usize)> {
-        self.entities
-            .iter()
-            .enumerate()
-            .find_map(|(p, e)| Some((p, e.find_child(kind, key)?)))
+    /// Objects of `kind` in registration order, with their entity, from
+    /// the entities whose seq lies in `seqs`.
+    fn objects_from(
+        &self,
+        kind: ObjectType,
+        seqs: impl std::ops::RangeBounds<u64>,
+    ) -> impl Iterator<Item = (&Entity, &Object)> {
+        self.entities.range(seqs).flat_map(move |(_, e)| {
+            let own = (kind == ObjectType::Entity).then_some((e, &e.object));
+            own.into_iter().chain(e.of_kind(kind).map(move |o| (e, o)))
+        })
+    }
+
+    /// Objects of `kind` matching `key` in registration order: one index
+    /// lookup for a complete Entity Identifier, iSCSI Name or Portal key
+    /// (each names at most one object), a walk otherwise.
+    fn matching<'a>(
+        &'a self,
+        kind: ObjectType,
+        key: &'a [Attribute],
+    ) -> Box<dyn Iterator<Item = (&'a Entity, &'a Object)> + 'a> {
+        match self.index.lookup(kind, key) {
+            Some(seq) => Box::new(
+                seq.and_then(|s| self.entities.get(&s))
+                    .into_iter()
+                    .flat_map(move |e| {
+                        let own = (kind == ObjectType::Entity).then_some((e, &e.object));
+                        own.into_iter().chain(e.of_kind(kind).map(move |o| (e, o)))
+                    })
+                    .filter(move |(_, o)| o.matches(key)),
+            ),
+            None => Box::new(
+                self.objects_from(kind, ..)
+                    .filter(move |(_, o)| o.matches(key)),
+            ),
+        }
+    }
+
+    /// Seq of the entity and position of its child of `kind` matching `key`.
+    fn locate(&self, kind: ObjectType, key: &[Attribute]) -> Option<(u64, usize)> {
+        match self.index.lookup(kind, key) {
+            Some(seq) => {
+                let e = self.entities.get(&seq?)?;
+                Some((e.seq, e.find_child(kind, key)?))
+            }
+            None => self
+                .entities
+                .values()
+                .find_map(|e| Some((e.seq, e.find_child(kind, key)?))),
+        }
+    }
+
+    /// The entity (seq) with Entity Identifier `eid` (matching as `key`).
+    fn entity_by_id(&self, key: &[Attribute]) -> Option<u64> {
+        match self.index.lookup(ObjectType::Entity, key) {
+            Some(seq) => {
+                seq.filter(|s| self.entities.get(s).is_some_and(|e| e.object.matches(key)))
+            }
+            None => self
+                .entities
+                .values()
+                .find(|e| e.object.matches(key))
+                .map(|e| e.seq),
+        }
     }
 
     /// The entity holding the node named by `name` (an iSCSI Name attribute, tag 32).
-    fn entity_of_node(&self, name: &Attribute) -> Option<usize> {
+    fn entity_of_node(&self, name: &Attribute) -> Option<u64> {
         self.locate(ObjectType::IscsiNode, std::slice::from_ref(name))
-            .map(|(p, _)| p)
+            .map(|(seq, _)| seq)
     }
 }

@@ -86,28 +86,37 @@ impl Registry {
         let (p, i) = self
             .locate(ObjectType::IscsiNode, std::slice::from_ref(name))
             .ok_or(Status::NO_SUCH_ENTRY)?;
-        let e = self.entities.get_mut(p).ok_or(Status::INTERNAL_ERROR)?;
-        let node = e.children.get_mut(i).ok_or(Status::INTERNAL_ERROR)?;
-        if register {
+        let bitmap = if register {
             let bitmap = req
                 .operating()
                 .iter()
                 .find(|a| a.tag == tag::ISCSI_SCN_BITMAP)
                 .and_then(Attribute::as_u32)
                 .ok_or(Status::MESSAGE_FORMAT_ERROR)?;
-            node.set(Attribute::u32(tag::ISCSI_SCN_BITMAP, bitmap));
+            Some(bitmap)
         } else {
-            node.unset(tag::ISCSI_SCN_BITMAP);
+            None
+        };
+        let mut e = self.entity(p).cloned().ok_or(Status::INTERNAL_ERROR)?;
+        let node = e.children.get_mut(i).ok_or(Status::INTERNAL_ERROR)?;
+        match bitmap {
+            Some(bitmap) => node.set(Attribute::u32(tag::ISCSI_SCN_BITMAP, bitmap)),
+            None => node.unset(tag::ISCSI_SCN_BITMAP),
         }
         ch.upserted.insert(e.seq);
+        // Through put_entity: the subscriber index follows the bitmap.
+        self.put_entity(e);
         Ok((Vec::new(), Vec::new()))
     }
 
     /// iSCSI names of nodes registered for SCNs, with their bitmap (§6.4.4).
     pub fn scn_subscribers(&self) -> Vec<(String, u32)> {
-        self.objects(ObjectType::IscsiNode)
-            .into_iter()
-            .filter_map(|(_, n)| {
+        self.index
+            .subscribers
+            .iter()
+            .filter_map(|seq| self.entities.get(seq))
+            .flat_map(|e| e.of_kind(ObjectType::IscsiNode))
+            .filter_map(|n| {
                 let bitmap = n.get(tag::ISCSI_SCN_BITMAP)?.as_u32()?;
                 Some((n.get_str(tag::ISCSI_NAME)?.to_string(), bitmap))
             })
@@ -164,11 +173,8 @@ impl Registry {
     /// Portal address + SCN port (§6.3.10) of the entity holding node `name`:
     /// the first such portal in registration order.
     fn scn_portal(&self, name: &str) -> Option<SocketAddr> {
-        let key = [Attribute::string(tag::ISCSI_NAME, name)];
-        let e = self
-            .entities
-            .iter()
-            .find(|e| e.of_kind(ObjectType::IscsiNode).any(|n| n.matches(&key)))?;
+        let key = Attribute::string(tag::ISCSI_NAME, name);
+        let e = self.entities.get(&self.entity_of_node(&key)?)?;
         e.of_kind(ObjectType::Portal).find_map(|p| {
             let ip = p.get(tag::PORTAL_IP_ADDRESS)?.as_ip()?;
             let port = p.get(tag::SCN_PORT)?.as_tcp_port()?;

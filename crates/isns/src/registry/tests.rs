@@ -150,7 +150,7 @@ fn explicit_pg_in_registration_prevents_default() {
     ]
     .concat();
     ok(&mut reg, &req(FunctionId::DEV_ATTR_REG, vec![], ops));
-    assert_eq!(reg.entities()[0].id(), "isns.entity.0001");
+    assert_eq!(reg.entities().next().unwrap().id(), "isns.entity.0001");
     assert_eq!(target_portals(&mut reg, "iqn.t"), ["127.0.0.2"]);
 }
 
@@ -164,7 +164,7 @@ fn replace_flag_drops_previous_objects() {
     );
     m.flags = m.flags | Flags::REPLACE;
     ok(&mut reg, &m);
-    let e = &reg.entities()[0];
+    let e = &reg.entities().next().unwrap();
     assert_eq!(e.of_kind(ObjectType::IscsiNode).count(), 1);
     assert_eq!(e.of_kind(ObjectType::Portal).count(), 1);
     assert_eq!(e.of_kind(ObjectType::PortalGroup).count(), 1);
@@ -178,7 +178,14 @@ fn replace_flag_drops_previous_objects() {
             node("iqn.t4", 1),
         ),
     );
-    assert_eq!(reg.entities()[0].of_kind(ObjectType::IscsiNode).count(), 2);
+    assert_eq!(
+        reg.entities()
+            .next()
+            .unwrap()
+            .of_kind(ObjectType::IscsiNode)
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -219,7 +226,7 @@ fn dereg_node_then_entity_cascades() {
     .concat();
     let (_, ch) = ok(&mut reg, &req(FunctionId::DEV_DEREG, vec![], ops));
     assert!(ch.removed.contains(&1));
-    assert!(reg.entities().is_empty());
+    assert!(reg.entities().len() == 0);
 }
 
 #[test]
@@ -320,19 +327,19 @@ fn entities_expire_unless_refreshed() {
     assert!(reg.expire(1060).changes.is_empty());
     let ch = reg.expire(1061).changes;
     assert_eq!(ch.removed.into_iter().collect::<Vec<_>>(), vec![1]);
-    let ids: Vec<_> = reg.entities().iter().map(Entity::id).collect();
+    let ids: Vec<_> = reg.entities().map(Entity::id).collect();
     assert_eq!(ids, ["kept", "forever"]);
     assert!(reg.has_expired(4000));
     assert!(!reg.expire(4000).changes.is_empty());
     assert_eq!(
-        reg.entities().iter().map(Entity::id).collect::<Vec<_>>(),
+        reg.entities().map(Entity::id).collect::<Vec<_>>(),
         ["forever"]
     );
     // "forever" asked for 0 and was granted the default period.
     let last = 1000 + u64::from(DEFAULT_REGISTRATION_PERIOD);
     assert!(!reg.has_expired(last));
     assert!(!reg.expire(last + 1).changes.is_empty());
-    assert!(reg.entities().is_empty());
+    assert!(reg.entities().len() == 0);
 }
 
 #[test]
@@ -390,7 +397,7 @@ fn failed_registration_keeps_counters() {
         &mut reg,
         &req(FunctionId::DEV_ATTR_REG, vec![], node("iqn.new", 2)),
     );
-    let e = &reg.entities()[1];
+    let e = &reg.entities().nth(1).unwrap();
     assert_eq!((e.id(), e.seq), ("isns.entity.0001", before.next_seq));
     assert_eq!(e.object.index, before.next_index);
 }
@@ -407,7 +414,7 @@ fn from_parts_restores_order_and_counters() {
             node("iqn.second", 2),
         ),
     );
-    let mut entities = two.entities().to_vec();
+    let mut entities = two.entities().cloned().collect::<Vec<_>>();
     entities.reverse();
     let rebuilt = Registry::from_parts(entities.clone(), two.counters());
     assert_eq!(rebuilt, two);
@@ -532,7 +539,7 @@ fn owners_update_and_deregister_their_entity() {
             vec![s(tag::ENTITY_IDENTIFIER, "stor1")],
         ),
     );
-    let ids: Vec<&str> = reg.entities().iter().map(Entity::id).collect();
+    let ids: Vec<&str> = reg.entities().map(Entity::id).collect();
     assert_eq!(ids, ["other"]);
 }
 
@@ -592,7 +599,7 @@ fn registration_period_is_granted_by_the_server() {
     ] {
         let (resp, _) = ok(&mut reg, &with_period(eid, name, asked));
         assert_eq!(granted(&resp), Some(expect), "{eid}");
-        let e = reg.entities().iter().find(|e| e.id() == eid).unwrap();
+        let e = reg.entities().find(|e| e.id() == eid).unwrap();
         assert_eq!(
             e.object
                 .get(tag::REGISTRATION_PERIOD)
@@ -608,11 +615,11 @@ fn registration_period_is_granted_by_the_server() {
     assert!(!reg.has_expired(1900));
     let out = reg.expire(1901);
     assert_eq!(out.changes.removed.len(), 3);
-    let ids: Vec<_> = reg.entities().iter().map(Entity::id).collect();
+    let ids: Vec<_> = reg.entities().map(Entity::id).collect();
     assert_eq!(ids, ["max"]);
     assert!(reg.expire(1000 + 86_400).changes.is_empty());
     assert!(!reg.expire(1000 + 86_400 + 1).changes.is_empty());
-    assert!(reg.entities().is_empty());
+    assert!(reg.entities().len() == 0);
 }
 
 #[test]
@@ -626,7 +633,7 @@ fn stored_period_of_zero_expires_after_the_default() {
         node("iqn.z", 1),
     );
     ok(&mut reg, &r);
-    let mut entities = reg.entities().to_vec();
+    let mut entities = reg.entities().cloned().collect::<Vec<_>>();
     entities[0]
         .object
         .set(Attribute::u32(tag::REGISTRATION_PERIOD, 0));
@@ -719,7 +726,8 @@ fn per_address_limit_is_configurable_and_unknown_addresses_are_not_counted() {
     // `handle` (no address known) is bounded only by the total.
     assert_eq!(status(reg.handle(&r(3), 1)), Status::SUCCESS);
     // After a reload the addresses are unknown: nothing is counted.
-    let mut reloaded = Registry::from_parts(reg.entities().to_vec(), reg.counters());
+    let mut reloaded =
+        Registry::from_parts(reg.entities().cloned().collect::<Vec<_>>(), reg.counters());
     reloaded.set_limits(Limits {
         max_entities_per_address: 2,
         ..Limits::default()
