@@ -28,6 +28,8 @@ mod dereg;
 mod dev_attr_qry;
 mod dev_attr_reg;
 mod index;
+#[cfg(test)]
+mod index_tests;
 pub mod scn;
 #[cfg(test)]
 mod tests;
