@@ -8,7 +8,8 @@
 //! (DevDereg §5.6.5.4), [`scn`] (SCNReg/SCNDereg §5.6.5.5-6 and the SCN
 //! message §5.6.5.8). This module keeps the registry's invariants: entities
 //! in registration order (`seq` ascending), objects inside an entity in
-//! registration order, index counters advanced only by successful requests.
+//! registration order, index counters advanced only by successful requests,
+//! the lookup indexes (`index`) and expiry deadlines (`deadline`) exact.
 //!
 //! Behaviour follows what open-isns' isnsd does with `DefaultDiscoveryDomain = 1`
 //! (every node can see every other node; discovery domains are not implemented):
@@ -514,8 +515,7 @@ impl Registry {
     }
 
     /// Whether [`Registry::handle`] can record persistent [`Changes`] for
-    /// `function` (the mutating requests of §5.6.5). Callers that persist the
-    /// changes need an undo copy of the registry only for these.
+    /// `function` (the mutating requests of §5.6.5).
     pub fn may_change(function: FunctionId) -> bool {
         matches!(
             function,
