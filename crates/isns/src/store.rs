@@ -370,6 +370,97 @@ mod tests {
         assert_eq!(status, Some(isns_proto::Status::INVALID_REGISTRATION));
     }
 
+    fn register(reg: &mut Registry, name: &str, now: u64) -> Changes {
+        let m = Message::request(
+            FunctionId::DEV_ATTR_REG,
+            1,
+            Attribute::string(tag::ISCSI_NAME, name),
+            vec![],
+            vec![
+                Attribute::u32(tag::REGISTRATION_PERIOD, 5),
+                Attribute::string(tag::ISCSI_NAME, name),
+            ],
+        );
+        let out = reg.handle(&m, now);
+        assert_eq!(
+            out.response.and_then(|r| r.status),
+            Some(isns_proto::Status::SUCCESS)
+        );
+        out.changes
+    }
+
+    #[test]
+    fn restore_after_a_failed_commit_returns_to_the_stored_state() {
+        // What the server does when a batch's commit fails: reload and restore.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("reg.redb")).unwrap();
+        let mut reg = Registry::new();
+        reg.set_control_nodes(["iqn.ctl".to_string()]);
+        let ch = register(&mut reg, "iqn.kept", 100);
+        store.commit(&reg, &ch).unwrap();
+        let stored = reg.clone();
+        register(&mut reg, "iqn.uncommitted", 101);
+        assert_ne!(reg, stored);
+        reg.restore(store.load().unwrap());
+        assert_eq!(reg, stored);
+        // The indexes follow: the uncommitted name is free again, settings stay.
+        register(&mut reg, "iqn.uncommitted", 102);
+        let m = Message::request(
+            FunctionId::DEV_DEREG,
+            2,
+            Attribute::string(tag::ISCSI_NAME, "iqn.ctl"),
+            vec![],
+            vec![Attribute::string(tag::ISCSI_NAME, "iqn.kept")],
+        );
+        let out = reg.handle(&m, 103);
+        assert_eq!(
+            out.changes.removed.len(),
+            1,
+            "iqn.ctl is still a Control Node"
+        );
+    }
+
+    #[test]
+    fn refresh_times_are_stored_lazily_and_honoured_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reg.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            let mut reg = Registry::new();
+            let mut ch = register(&mut reg, "iqn.a", 100);
+            ch.upserted
+                .extend(register(&mut reg, "iqn.b", 100).upserted);
+            store.commit(&reg, &ch).unwrap();
+            // iqn.a queries at 104: a refresh in memory only ...
+            let q = Message::request(
+                FunctionId::DEV_ATTR_QRY,
+                3,
+                Attribute::string(tag::ISCSI_NAME, "iqn.a"),
+                vec![Attribute::string(tag::ISCSI_NAME, "iqn.a")],
+                vec![],
+            );
+            assert!(reg.handle_read(&q, 104).is_some());
+            assert!(reg.handle_read(&q, 104).is_some());
+            // ... taken once, coalesced, by the periodic flush.
+            let refreshed = reg.take_refreshed();
+            assert_eq!(refreshed, [(1, 104)]);
+            assert!(reg.take_refreshed().is_empty());
+            let mut batch = Batch::default();
+            batch.add_refreshed(refreshed);
+            store.write(&batch).unwrap();
+        }
+        // Loading grants no fresh period: b (last seen 100, period 5) is
+        // gone after 105, a (refreshed at 104) after 109.
+        let mut reg = Store::open(&path).unwrap().load().unwrap();
+        let seen: Vec<u64> = reg.entities().map(Entity::last_seen).collect();
+        assert_eq!(seen, [104, 100]);
+        assert_eq!(reg.expire(106).changes.removed.len(), 1);
+        let left: Vec<_> = reg.entities().map(|e| e.seq).collect();
+        assert_eq!(left, [1]);
+        assert!(reg.expire(109).changes.is_empty());
+        assert_eq!(reg.expire(110).changes.removed.len(), 1);
+    }
+
     #[test]
     fn corrupt_rows_are_errors() {
         assert!(decode_entity(1, &[9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
