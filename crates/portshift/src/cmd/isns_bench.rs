@@ -16,7 +16,7 @@ use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,7 +29,7 @@ use isns_proto::{Message, MessageDecoder, Status};
 use rand::Rng;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -43,7 +43,7 @@ pub struct Args {
     /// Persistent connections, each with one request in flight.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub concurrency: u64,
-    /// Seconds of the query phase.
+    /// Seconds of the query phase (0: no query phase).
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
     /// Target nodes per Network Entity (one DevAttrReg each).
@@ -52,6 +52,11 @@ pub struct Args {
     /// Portals per Network Entity.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub portals_per_entity: u64,
+    /// Entities registered from one local address: with the server on IPv4 loopback, the
+    /// registrations come from addresses of 127.2.0.0/16, this many entities each, as servers
+    /// limit the entities one client address may hold (`portshift isns`: 64).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub entities_per_address: u64,
     /// Seconds the registration phase may take; a server that has not registered every node by
     /// then ends the run with a report of how far it got.
     #[arg(long, default_value_t = 120)]
@@ -59,12 +64,30 @@ pub struct Args {
     /// Seconds one request may wait for its answer.
     #[arg(long, default_value_t = 10)]
     pub request_timeout: u64,
-    /// Deregister every entity registered (DevDereg) after the query phase.
+    /// Names of this run's entities and nodes (lowercase letters, digits, '-'); random by default.
+    #[arg(long, value_parser = parse_run_id)]
+    pub run_id: Option<String>,
+    /// Register nothing: query the nodes an earlier run with the same --run-id, --nodes,
+    /// --nodes-per-entity and --portals-per-entity registered (and left registered).
+    #[arg(long, requires = "run_id")]
+    pub skip_register: bool,
+    /// Deregister every entity of the run (DevDereg) after the query phase.
     #[arg(long)]
     pub cleanup: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_run_id(s: &str) -> Result<String, String> {
+    let ok = (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("1 to 32 lowercase letters, digits or '-'".into())
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -130,13 +153,16 @@ struct CleanupReport {
 #[derive(Serialize, Debug)]
 struct Report {
     server: SocketAddr,
+    run_id: String,
     nodes: u64,
     nodes_per_entity: u64,
     portals_per_entity: u64,
     entities: u64,
     concurrency: u64,
     duration_s: u64,
-    register: RegisterReport,
+    /// `None` with `--skip-register`.
+    register: Option<RegisterReport>,
+    /// `None` with `--duration 0` or when the registration did not finish.
     query: Option<QueryReport>,
     cleanup: Option<CleanupReport>,
     /// Errors of all phases together.
@@ -158,7 +184,7 @@ impl Failure {
     /// The key errors are counted under.
     fn key(&self) -> String {
         match self {
-            Failure::Status(s) => format!("status {} ({s})", s.0),
+            Failure::Status(s) => format!("status {s}"),
             Failure::Timeout => "timeout".into(),
             Failure::Io(e) => format!("connection: {}", e.kind()),
             Failure::Proto(e) => format!("malformed answer: {}", e.error),
@@ -175,20 +201,41 @@ impl Failure {
 /// One TCP connection to the server: one request in flight, answers matched by transaction ID.
 struct Conn {
     stream: TcpStream,
+    /// The local address it was bound to, if chosen.
+    local: Option<IpAddr>,
     buf: BytesMut,
     decoder: MessageDecoder,
     next_xid: u16,
 }
 
 impl Conn {
-    async fn open(server: SocketAddr, timeout: Duration) -> anyhow::Result<Conn> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(server))
+    /// Connects to `server`, from local address `local` when given.
+    async fn open(
+        server: SocketAddr,
+        local: Option<IpAddr>,
+        timeout: Duration,
+    ) -> anyhow::Result<Conn> {
+        let connect = async {
+            let socket = match server {
+                SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            if let Some(ip) = local {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            socket.connect(server).await
+        };
+        let stream = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
-            .with_context(|| format!("cannot connect to the iSNS server at {server}"))?;
+            .with_context(|| match local {
+                Some(ip) => format!("cannot connect from {ip} to the iSNS server at {server}"),
+                None => format!("cannot connect to the iSNS server at {server}"),
+            })?;
         let _ = stream.set_nodelay(true);
         Ok(Conn {
             stream,
+            local,
             buf: BytesMut::with_capacity(4096),
             decoder: MessageDecoder::new(),
             next_xid: 1,
@@ -265,15 +312,25 @@ impl Plan {
     }
 
     /// Portals of entity `e`: distinct addresses of 127.0.0.0/8 (never 127.0.0.0 or
-    /// 127.0.0.1), port 3260.
+    /// 127.0.0.1) on a port drawn from the run identifier, so that the portals of two runs
+    /// against one server do not collide (a portal belongs to one entity, §6.3).
     fn portals_of(&self, e: u64) -> Vec<SocketAddr> {
+        let port = self.portal_port();
         (0..self.portals_per_entity)
             .map(|k| {
                 let i = (e * self.portals_per_entity + k) % 0x00ff_fffd + 2;
                 let ip = Ipv4Addr::from(0x7f00_0000 | u32::try_from(i).unwrap_or(2));
-                SocketAddr::new(IpAddr::V4(ip), 3260)
+                SocketAddr::new(IpAddr::V4(ip), port)
             })
             .collect()
+    }
+
+    /// A port in 1024..=65023 from an FNV-1a hash of the run identifier.
+    fn portal_port(&self) -> u16 {
+        let h = self.run.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        1024 + u16::try_from(h % 64_000).unwrap_or(0)
     }
 
     fn registration(&self, e: u64) -> Registration {
@@ -385,7 +442,10 @@ fn progress(len: u64, template: &str) -> ProgressBar {
 
 async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     let plan = Arc::new(Plan {
-        run: format!("{:08x}", rand::rng().random::<u32>()),
+        run: args
+            .run_id
+            .clone()
+            .unwrap_or_else(|| format!("{:08x}", rand::rng().random::<u32>())),
         nodes: args.nodes,
         nodes_per_entity: args.nodes_per_entity,
         portals_per_entity: args.portals_per_entity,
@@ -393,7 +453,7 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     let request_timeout = Duration::from_secs(args.request_timeout.max(1));
     let mut conns = Vec::new();
     for _ in 0..args.concurrency {
-        conns.push(Conn::open(args.server, request_timeout).await?);
+        conns.push(Conn::open(args.server, None, request_timeout).await?);
     }
 
     // The initiator every query speaks as.
@@ -409,10 +469,15 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
         Err(f) => anyhow::bail!("registering the initiator: {}", f.key()),
     }
 
-    let (mut conns, register, mut entities_done) =
-        register_phase(&args, &plan, conns, request_timeout).await?;
-    let mut errors: u64 = register.errors.values().sum();
-    let query = if register.completed {
+    let (mut conns, register, mut entities_done) = if args.skip_register {
+        (conns, None, (0..plan.entities()).collect())
+    } else {
+        let (c, r, done) = register_phase(&args, &plan, conns, request_timeout).await?;
+        (c, Some(r), done)
+    };
+    let registered = register.as_ref().is_none_or(|r| r.completed);
+    let mut errors: u64 = register.iter().flat_map(|r| r.errors.values()).sum();
+    let query = if registered && args.duration > 0 {
         let (c, q) = query_phase(&args, &plan, conns, &entities_done, request_timeout).await?;
         conns = c;
         errors += q.errors.values().sum::<u64>();
@@ -430,6 +495,7 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = Report {
         server: args.server,
+        run_id: plan.run.clone(),
         nodes: args.nodes,
         nodes_per_entity: args.nodes_per_entity,
         portals_per_entity: args.portals_per_entity,
@@ -446,13 +512,13 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print_table(&report);
     }
-    if !report.register.completed {
+    if let Some(g) = report.register.as_ref().filter(|g| !g.completed) {
         eprintln!(
             "portshift isns-bench: registration did not finish: {} of {} nodes registered in {:.1} s{}",
-            report.register.registered_nodes,
+            g.registered_nodes,
             report.nodes,
-            report.register.elapsed_s,
-            if report.register.timed_out {
+            g.elapsed_s,
+            if g.timed_out {
                 format!(" (--register-timeout {} s reached)", args.register_timeout)
             } else {
                 " (errors)".into()
@@ -469,27 +535,43 @@ async fn bench(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Builds the request for one item of a work queue and says how many nodes it carries.
 type Build = Arc<dyn Fn(u64) -> Option<(Message, u64)> + Send + Sync>;
+/// The local address an item's request is sent from.
+type Source = Arc<dyn Fn(u64) -> IpAddr + Send + Sync>;
 
-/// Sends one request per item of `items` over `conns`, each connection taking the next item as
-/// it frees up, until the items run out or `deadline` passes. A connection broken by a failure
-/// is opened again. Returns the connections and what they measured (`done`: the items answered
-/// Success; `ok`: their nodes).
+/// Sends one request per item over `conns`, connection `i` taking the items of `lists[i]` in
+/// order, until they run out or `deadline` passes. With `source`, each request goes out from
+/// the item's local address (the connection is opened again when it changes); a connection
+/// broken by a failure is opened again. Returns the connections and what they measured
+/// (`done`: the items answered Success; `ok`: their nodes).
+#[allow(clippy::too_many_arguments)]
 async fn run_queue(
     server: SocketAddr,
     conns: Vec<Conn>,
-    items: Arc<Vec<u64>>,
+    lists: Vec<Vec<u64>>,
     build: Build,
+    source: Option<Source>,
     deadline: Instant,
     request_timeout: Duration,
     bar: &ProgressBar,
 ) -> anyhow::Result<(Vec<Conn>, Tally)> {
-    let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for mut conn in conns {
-        let (items, build, next, bar) = (items.clone(), build.clone(), next.clone(), bar.clone());
+    for (mut conn, items) in conns.into_iter().zip(lists) {
+        let (build, source, bar) = (build.clone(), source.clone(), bar.clone());
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::new();
-            while let Some(&item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+            for (i, &item) in items.iter().enumerate() {
+                if let Some(source) = &source {
+                    let ip = source(item);
+                    if conn.local != Some(ip) {
+                        match Conn::open(server, Some(ip), request_timeout).await {
+                            Ok(c) => conn = c,
+                            Err(e) => {
+                                *t.errors.entry(format!("{e:#}")).or_default() += 1;
+                                break;
+                            }
+                        }
+                    }
+                }
                 let Some((req, nodes)) = build(item) else {
                     continue;
                 };
@@ -511,7 +593,7 @@ async fn run_queue(
                         }
                         t.fail(&f);
                         if f.breaks_connection() {
-                            match Conn::open(server, request_timeout).await {
+                            match Conn::open(server, conn.local, request_timeout).await {
                                 Ok(c) => conn = c,
                                 Err(_) => break,
                             }
@@ -519,7 +601,7 @@ async fn run_queue(
                     }
                 }
                 if Instant::now() >= deadline {
-                    t.timed_out = next.load(Ordering::Relaxed) < items.len();
+                    t.timed_out = i + 1 < items.len();
                     break;
                 }
             }
@@ -534,6 +616,17 @@ async fn run_queue(
         tallies.push(t);
     }
     Ok((conns, Tally::merge(tallies)))
+}
+
+/// `items` dealt to `n` lists in blocks of `block` consecutive items, round robin.
+fn deal(items: &[u64], n: usize, block: usize) -> Vec<Vec<u64>> {
+    let mut lists = vec![Vec::new(); n.max(1)];
+    for (b, chunk) in items.chunks(block.max(1)).enumerate() {
+        if let Some(l) = lists.get_mut(b % n.max(1)) {
+            l.extend_from_slice(chunk);
+        }
+    }
+    lists
 }
 
 fn rate(n: u64, secs: f64) -> f64 {
@@ -559,12 +652,29 @@ async fn register_phase(
         let nodes = reg.nodes.len() as u64;
         request::dev_attr_reg(&reg).map(|m| (m, nodes))
     });
-    let items = Arc::new((0..plan.entities()).collect());
+    // Each connection registers blocks of consecutive entities, a block from one local address
+    // when the server is on IPv4 loopback.
+    let entities: Vec<u64> = (0..plan.entities()).collect();
+    let per_conn = entities.len().div_ceil(conns.len().max(1));
+    let block = usize::try_from(args.entities_per_address)
+        .unwrap_or(usize::MAX)
+        .min(per_conn)
+        .max(1);
+    let lists = deal(&entities, conns.len(), block);
+    let source: Option<Source> = match args.server.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => Some(Arc::new(move |e| {
+            let b = u32::try_from(e / block as u64).unwrap_or(0);
+            let host = 0x0002_0001_u32.wrapping_add(b) & 0x00ff_ffff;
+            IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | host))
+        })),
+        _ => None,
+    };
     let (conns, all) = run_queue(
         args.server,
         conns,
-        items,
+        lists,
         build,
+        source,
         deadline,
         request_timeout,
         &bar,
@@ -650,7 +760,7 @@ async fn query_phase(
                 };
                 t.fail(&failure);
                 if failure.breaks_connection() {
-                    match Conn::open(server, request_timeout).await {
+                    match Conn::open(server, conn.local, request_timeout).await {
                         Ok(c) => conn = c,
                         Err(_) => break,
                     }
@@ -702,11 +812,13 @@ async fn cleanup_phase(
         let source = p.target(p.nodes_of(e).start);
         Some((request::entity_dereg(&source, &p.entity_id(e)), 1))
     });
+    let lists = deal(&entities, conns.len(), 1);
     let (mut conns, mut all) = run_queue(
         args.server,
         conns,
-        Arc::new(entities),
+        lists,
         build,
+        None,
         deadline,
         request_timeout,
         &bar,
@@ -760,14 +872,15 @@ fn print_table(r: &Report) {
             l.p50, l.p90, l.p99, l.p99_9, l.max
         );
     };
-    let g = &r.register;
-    row(
-        "register",
-        g.registered_nodes,
-        g.elapsed_s,
-        g.nodes_per_s,
-        &g.latency_us,
-    );
+    if let Some(g) = &r.register {
+        row(
+            "register",
+            g.registered_nodes,
+            g.elapsed_s,
+            g.nodes_per_s,
+            &g.latency_us,
+        );
+    }
     if let Some(q) = &r.query {
         row(
             "query",
@@ -777,21 +890,29 @@ fn print_table(r: &Report) {
             &q.latency_us,
         );
     }
-    println!(
-        "register: {} DevAttrReg ({:.0}/s, latency per request), {} of {} nodes{}; errors: {}",
-        g.requests,
-        g.requests_per_s,
-        g.registered_nodes,
-        r.nodes,
-        if g.timed_out {
-            " (stopped by --register-timeout)"
-        } else {
-            ""
-        },
-        errors_text(&g.errors)
-    );
+    if let Some(g) = &r.register {
+        println!(
+            "register: {} DevAttrReg ({:.0}/s, latency per request), {} of {} nodes{}; errors: {}",
+            g.requests,
+            g.requests_per_s,
+            g.registered_nodes,
+            r.nodes,
+            if g.timed_out {
+                " (stopped by --register-timeout)"
+            } else {
+                ""
+            },
+            errors_text(&g.errors)
+        );
+    } else {
+        println!(
+            "register: skipped (nodes of run {} already registered)",
+            r.run_id
+        );
+    }
     match &r.query {
         Some(q) => println!("query: errors: {}", errors_text(&q.errors)),
+        None if r.duration_s == 0 => println!("query: not run (--duration 0)"),
         None => println!("query: not run (registration did not finish)"),
     }
     if let Some(c) = &r.cleanup {
