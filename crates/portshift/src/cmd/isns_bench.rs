@@ -924,3 +924,75 @@ fn print_table(r: &Report) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isns_proto::{Attribute, FunctionId};
+
+    fn plan(nodes: u64) -> Plan {
+        Plan {
+            run: "t".into(),
+            nodes,
+            nodes_per_entity: 10,
+            portals_per_entity: 4,
+        }
+    }
+
+    #[test]
+    fn entities_split_nodes_and_portals_never_repeat() {
+        let p = plan(25);
+        assert_eq!(p.entities(), 3);
+        assert_eq!(p.nodes_of(2), 20..25);
+        assert_eq!(p.registration(2).nodes.len(), 5);
+        let mut all: Vec<SocketAddr> = (0..p.entities()).flat_map(|e| p.portals_of(e)).collect();
+        assert!(
+            all.iter()
+                .all(|a| a.ip().is_loopback() && a.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 12);
+        assert_ne!(
+            plan(1).portal_port(),
+            Plan {
+                run: "u".into(),
+                ..plan(1)
+            }
+            .portal_port()
+        );
+    }
+
+    #[test]
+    fn deal_keeps_blocks_together_round_robin() {
+        let items: Vec<u64> = (0..7).collect();
+        assert_eq!(deal(&items, 2, 2), vec![vec![0, 1, 4, 5], vec![2, 3, 6]]);
+        assert_eq!(
+            deal(&items, 3, 1),
+            vec![vec![0, 3, 6], vec![1, 4], vec![2, 5]]
+        );
+    }
+
+    #[test]
+    fn answered_portals_from_pgs_or_portals() {
+        let req = request::target_portals("iqn.i", "iqn.t");
+        let a: SocketAddr = "127.0.0.5:3260".parse().unwrap();
+        let pgs = vec![
+            Attribute::string(tag::PG_ISCSI_NAME, "iqn.t"),
+            Attribute::ip(tag::PG_PORTAL_IP_ADDR, a.ip()),
+            Attribute::tcp_port(tag::PG_PORTAL_PORT, a.port()),
+            Attribute::u32(tag::PG_TAG, 1),
+        ];
+        let resp = Message::response(&req, Status::SUCCESS, vec![], pgs);
+        assert_eq!(answered_portals(&resp, "iqn.t"), vec![a]);
+        let portals = vec![
+            Attribute::string(tag::ISCSI_NAME, "iqn.t"),
+            Attribute::ip(tag::PORTAL_IP_ADDRESS, a.ip()),
+            Attribute::tcp_port(tag::PORTAL_PORT, a.port()),
+        ];
+        let resp = Message::response(&req, Status::SUCCESS, vec![], portals);
+        assert_eq!(answered_portals(&resp, "iqn.t"), vec![a]);
+        let empty = Message::error_response(FunctionId::DEV_ATTR_QRY, 1, Status::NO_SUCH_ENTRY);
+        assert!(answered_portals(&empty, "iqn.t").is_empty());
+    }
+}
