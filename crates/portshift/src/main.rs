@@ -20,6 +20,9 @@ struct Cli {
 enum Command {
     /// Run the iSNS server (RFC 4171).
     Isns(cmd::isns::Args),
+    /// Load an iSNS server (portshift's or another): register N target nodes, then query them
+    /// as initiators do over C connections; report rates and latency percentiles.
+    IsnsBench(cmd::isns_bench::Args),
     /// Run the multi-portal iSCSI target (RFC 7143), optionally with the balancer.
     Target(cmd::target::Args),
     /// Run a verifying I/O workload through portshift's own initiator.
@@ -73,6 +76,7 @@ fn main() -> std::process::ExitCode {
     return_large_blocks_to_the_system();
     let result = match cli.command {
         Command::Isns(a) => cmd::isns::run(a),
+        Command::IsnsBench(a) => cmd::isns_bench::run(a),
         Command::Target(a) => cmd::target::run(a),
         Command::Io(a) => cmd::io::run(a),
         Command::Status(a) => cmd::status::run(a),

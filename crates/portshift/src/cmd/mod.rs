@@ -5,6 +5,7 @@ pub mod demo;
 pub mod demo_links;
 pub mod io;
 pub mod isns;
+pub mod isns_bench;
 pub mod simulate;
 pub mod status;
 pub mod target;
