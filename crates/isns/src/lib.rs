@@ -7,10 +7,13 @@
 //!   order; decides which SCN messages go where (§5.6.5.8).
 //! * [`store`]: crash-safe persistence of the registry in redb.
 //! * [`server`]: the tokio TCP server: clock, persistence, SCN delivery.
+//! * `esi`: the server's Entity Status Inquiry task (sends what
+//!   `registry::esi` decides).
 //! * [`request`]: the client half without I/O: requests as messages, answers parsed.
 //! * [`client`]: the async client used by the target and initiator.
 
 pub mod client;
+mod esi;
 pub mod object;
 pub mod registry;
 pub mod request;

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::registry::{
-    self, Limits, Notification, Outcome, Registry, ScnConnection, ScnDestination, scn,
+    self, EsiConfig, Limits, Notification, Outcome, Registry, ScnConnection, ScnDestination, scn,
 };
 use crate::store::{Store, StoreError};
 
@@ -36,6 +36,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub struct ServerConfig {
     /// TCP address to listen on (default 127.0.0.1:3205).
     pub listen: SocketAddr,
+    /// More TCP addresses to listen on, served like `listen`.
+    pub extra_listen: Vec<SocketAddr>,
     /// redb database file.
     pub db: PathBuf,
     /// Maximum simultaneous client connections. When reached, the oldest idle
@@ -69,13 +71,42 @@ pub struct ServerConfig {
     /// refused with status 3. The addresses are kept in memory only: entities
     /// loaded from the database at start count against no address.
     pub max_entities_per_address: usize,
+    /// Entities in all (at most `registry::MAX_ENTITIES`); a registration
+    /// creating one more is refused with status 3.
+    pub max_entities: usize,
+    /// Portals, nodes and portal groups of one entity; a registration
+    /// exceeding it is refused with status 3.
+    pub max_objects_per_entity: usize,
+    /// Largest request accepted, bytes of message payload (at most
+    /// `isns_proto::MAX_MESSAGE_LEN`, 1 MiB); a larger one is answered with
+    /// status 2 "Message Format Error" and its connection closed.
+    pub max_message_len: usize,
+    /// Entity Status Inquiry (RFC 4171 §5.6.5.13): minimum interval granted,
+    /// misses allowed, or disabled.
+    pub esi: EsiConfig,
+    /// How long the server waits to connect to a portal's ESI port and for
+    /// its ESI Response.
+    pub esi_timeout: Duration,
+    /// Whether nodes in no discovery domain share a default one (isnsd's
+    /// `DefaultDiscoveryDomain`); read from the configuration file
+    /// (`default_discovery_domain`), used by the discovery-domain code.
+    pub default_dd: bool,
+    /// How often coalesced registration refreshes are written to the
+    /// database; read from the configuration file (`persist_interval`).
+    pub persist_interval: Duration,
 }
+
+/// Default time the server waits for an ESI Response.
+pub const ESI_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default interval between writes of coalesced registration refreshes.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(5);
 
 impl ServerConfig {
     /// Defaults with the given address and database.
     pub fn new(listen: SocketAddr, db: PathBuf) -> ServerConfig {
         ServerConfig {
             listen,
+            extra_listen: Vec::new(),
             db,
             max_connections: MAX_CONNECTIONS,
             max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
@@ -87,6 +118,13 @@ impl ServerConfig {
             default_registration_period: registry::DEFAULT_REGISTRATION_PERIOD,
             max_registration_period: registry::MAX_REGISTRATION_PERIOD,
             max_entities_per_address: registry::MAX_ENTITIES_PER_ADDRESS,
+            max_entities: registry::MAX_ENTITIES,
+            max_objects_per_entity: registry::MAX_OBJECTS_PER_ENTITY,
+            max_message_len: isns_proto::MAX_MESSAGE_LEN,
+            esi: EsiConfig::default(),
+            esi_timeout: ESI_TIMEOUT,
+            default_dd: true,
+            persist_interval: PERSIST_INTERVAL,
         }
     }
 }
@@ -103,9 +141,9 @@ pub enum ServerError {
 /// Connection-scoped SCN delivery: the sender half of a connection's writer.
 type ConnTx = mpsc::Sender<Vec<u8>>;
 
-struct State {
-    registry: Registry,
-    store: Store,
+pub(crate) struct State {
+    pub(crate) registry: Registry,
+    pub(crate) store: Store,
     /// Connections on which a node sent SCNReg, by iSCSI name.
     scn_conns: HashMap<String, ConnTx>,
 }
@@ -113,18 +151,20 @@ struct State {
 /// The running iSNS server.
 pub struct Server {
     listener: TcpListener,
+    /// Listeners on `ServerConfig::extra_listen`.
+    extra: Vec<TcpListener>,
     state: Arc<Mutex<State>>,
     config: ServerConfig,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+pub(crate) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -142,8 +182,17 @@ impl Server {
             default_registration_period: config.default_registration_period,
             max_registration_period: config.max_registration_period,
             max_entities_per_address: config.max_entities_per_address,
+            max_entities: config.max_entities,
+            max_objects_per_entity: config.max_objects_per_entity,
         });
+        registry.set_esi(config.esi);
+        registry.esi_sync_all(now());
         let listener = listener::bind(config.listen)?;
+        let extra = config
+            .extra_listen
+            .iter()
+            .map(|a| listener::bind(*a))
+            .collect::<Result<Vec<_>, _>>()?;
         let state = State {
             registry,
             store,
@@ -151,6 +200,7 @@ impl Server {
         };
         Ok(Server {
             listener,
+            extra,
             state: Arc::new(Mutex::new(state)),
             config,
         })
@@ -161,6 +211,14 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
+    /// Every address bound: `listen`, then `extra_listen` in order.
+    pub fn local_addrs(&self) -> Result<Vec<SocketAddr>, ServerError> {
+        std::iter::once(&self.listener)
+            .chain(&self.extra)
+            .map(|l| Ok(l.local_addr()?))
+            .collect()
+    }
+
     /// Serve until `shutdown` completes.
     pub async fn run(
         self,
@@ -169,33 +227,54 @@ impl Server {
         let conns = Arc::new(Mutex::new(Conns::default()));
         let sweeper = tokio::spawn(sweep_expired(self.state.clone(), self.config.clone()));
         let _abort_sweeper = AbortOnDrop(sweeper);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!("accept: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let Some(handle) = admit(&conns, peer.ip(), &self.config) else {
-                        continue;
-                    };
-                    let state = self.state.clone();
-                    let config = self.config.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, peer.ip(), state, config, &handle).await {
-                            tracing::debug!(%peer, "connection ended: {e}");
-                        }
-                        drop(handle);
-                    });
-                }
-            }
+        let esi = tokio::spawn(crate::esi::run(self.state.clone(), self.config.clone()));
+        let _abort_esi = AbortOnDrop(esi);
+        let _abort_extra: Vec<AbortOnDrop> = self
+            .extra
+            .into_iter()
+            .map(|l| {
+                AbortOnDrop(tokio::spawn(accept_loop(
+                    l,
+                    conns.clone(),
+                    self.state.clone(),
+                    self.config.clone(),
+                )))
+            })
+            .collect();
+        tokio::select! {
+            () = shutdown => Ok(()),
+            () = accept_loop(self.listener, conns, self.state, self.config) => Ok(()),
         }
+    }
+}
+
+/// Accept connections on `listener` for ever.
+async fn accept_loop(
+    listener: TcpListener,
+    conns: Arc<Mutex<Conns>>,
+    state: Arc<Mutex<State>>,
+    config: ServerConfig,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(handle) = admit(&conns, peer.ip(), &config) else {
+            continue;
+        };
+        let state = state.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, peer.ip(), state, config, &handle).await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            drop(handle);
+        });
     }
 }
 
@@ -341,7 +420,7 @@ async fn serve_connection(
         let _ = wr.shutdown().await;
     });
     let mut buf = BytesMut::new();
-    let mut decoder = MessageDecoder::new();
+    let mut decoder = MessageDecoder::with_max_message_len(config.max_message_len);
     let result = async {
         loop {
             let msg = match decoder.decode(&mut buf) {
@@ -404,7 +483,7 @@ async fn serve_connection(
 }
 
 /// Where to send one SCN message.
-enum ScnTarget {
+pub(crate) enum ScnTarget {
     Conn(ConnTx),
     Portal(SocketAddr),
 }
@@ -457,7 +536,10 @@ fn process(
 }
 
 /// Encode the registry's notifications and resolve their destinations.
-fn route_scns(st: &mut State, notifications: Vec<Notification>) -> Vec<(ScnTarget, Vec<u8>)> {
+pub(crate) fn route_scns(
+    st: &mut State,
+    notifications: Vec<Notification>,
+) -> Vec<(ScnTarget, Vec<u8>)> {
     if notifications.is_empty() {
         return Vec::new();
     }
@@ -477,7 +559,7 @@ fn route_scns(st: &mut State, notifications: Vec<Notification>) -> Vec<(ScnTarge
 }
 
 /// Read one message (the SCNRsp) from `s`.
-async fn read_one(mut s: impl AsyncRead + Unpin) -> std::io::Result<Message> {
+pub(crate) async fn read_one(mut s: impl AsyncRead + Unpin) -> std::io::Result<Message> {
     let mut buf = BytesMut::new();
     let mut decoder = MessageDecoder::new();
     loop {
@@ -493,7 +575,7 @@ async fn read_one(mut s: impl AsyncRead + Unpin) -> std::io::Result<Message> {
     }
 }
 
-async fn deliver_scns(scns: Vec<(ScnTarget, Vec<u8>)>) {
+pub(crate) async fn deliver_scns(scns: Vec<(ScnTarget, Vec<u8>)>) {
     for (target, bytes) in scns {
         match target {
             ScnTarget::Conn(tx) => {

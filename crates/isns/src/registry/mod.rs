@@ -24,7 +24,9 @@ use std::net::IpAddr;
 mod dereg;
 mod dev_attr_qry;
 mod dev_attr_reg;
+pub mod esi;
 pub mod scn;
+mod scn_event;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +35,7 @@ use isns_proto::{Attribute, FunctionId, Message, Status};
 
 use crate::object::Object;
 
+pub use esi::{EsiConfig, EsiProbe};
 pub use scn::{Notification, ScnConnection, ScnDestination};
 
 /// Default registration period (§6.2.6), seconds: granted to entities that
@@ -46,6 +49,8 @@ pub const MAX_REGISTRATION_PERIOD: u32 = 86_400;
 pub const MAX_ENTITIES: usize = 65_536;
 /// Default limit on the entities registered from one client address.
 pub const MAX_ENTITIES_PER_ADDRESS: usize = 64;
+/// Default limit on the portals, nodes and portal groups (implicit ones
+/// included) of one entity ([`Limits::max_objects_per_entity`]).
 pub const MAX_OBJECTS_PER_ENTITY: usize = 4096;
 
 /// What the server grants: registration periods (and, with them, how long an
@@ -61,6 +66,13 @@ pub struct Limits {
     /// a DevAttrReg creating one more is refused (see
     /// [`Registry::handle_from`]).
     pub max_entities_per_address: usize,
+    /// Entities in all (at most [`MAX_ENTITIES`]); a DevAttrReg creating one
+    /// more is refused with status 3.
+    pub max_entities: usize,
+    /// Portals, nodes and portal groups (implicit ones included) one entity
+    /// may hold; a DevAttrReg that would leave an entity with more is
+    /// refused with status 3 "Invalid Registration" and changes nothing.
+    pub max_objects_per_entity: usize,
 }
 
 impl Default for Limits {
@@ -69,6 +81,8 @@ impl Default for Limits {
             default_registration_period: DEFAULT_REGISTRATION_PERIOD,
             max_registration_period: MAX_REGISTRATION_PERIOD,
             max_entities_per_address: MAX_ENTITIES_PER_ADDRESS,
+            max_entities: MAX_ENTITIES,
+            max_objects_per_entity: MAX_OBJECTS_PER_ENTITY,
         }
     }
 }
@@ -246,6 +260,8 @@ pub struct Registry {
     warned: HashSet<IpAddr>,
     /// The total limit was hit and logged at WARN (reset when an entity goes).
     warned_total: bool,
+    /// Entity Status Inquiry monitoring (transient).
+    esi: esi::EsiState,
 }
 
 impl PartialEq for Registry {
@@ -290,6 +306,7 @@ impl Registry {
             owners: HashMap::new(),
             warned: HashSet::new(),
             warned_total: false,
+            esi: esi::EsiState::default(),
         }
     }
 
@@ -412,6 +429,7 @@ impl Registry {
                 FunctionId::DEV_DEREG => self.dev_dereg(req, &mut changes),
                 FunctionId::SCN_REG => self.scn_reg(req, true, &mut changes),
                 FunctionId::SCN_DEREG => self.scn_reg(req, false, &mut changes),
+                FunctionId::SCN_EVENT => self.scn_event(req, &mut changes),
                 _ => Err(Status::MESSAGE_NOT_SUPPORTED),
             }
         };
@@ -429,6 +447,7 @@ impl Registry {
             }
         };
         self.forget_owners(&changes);
+        self.esi_sync(&changes, now);
         let notifications = self.notifications(&changes, now);
         Outcome {
             response: Some(response),
@@ -475,6 +494,7 @@ impl Registry {
             !expired
         });
         self.forget_owners(&changes);
+        self.esi_sync(&changes, now);
         let notifications = self.notifications(&changes, now);
         Outcome {
             changes,
@@ -499,11 +519,12 @@ impl Registry {
     /// Refuse creating one more entity for `client` beyond the per-address
     /// or total limit.
     fn admit_entity(&mut self, client: Option<IpAddr>) -> Res<()> {
-        if self.entities.len() >= MAX_ENTITIES {
+        let total = self.limits.max_entities.min(MAX_ENTITIES);
+        if self.entities.len() >= total {
             if !std::mem::replace(&mut self.warned_total, true) {
                 tracing::warn!(
                     client = ?client,
-                    limit = MAX_ENTITIES,
+                    limit = total,
                     "registry full: refusing new entities (status 3)"
                 );
             }

@@ -1,0 +1,292 @@
+use super::super::tests::{node, ok, req_from, s};
+use super::*;
+use crate::registry::Limits;
+use isns_proto::tag::scn::OBJECT_REMOVED;
+use std::net::IpAddr;
+
+const EID: &str = "esi-ent";
+const NAME: &str = "iqn.esi";
+
+fn esi_portal(ip: &str, port: u16, interval: u32, esi_port: Option<u16>) -> Vec<Attribute> {
+    let mut v = vec![
+        Attribute::ip(tag::PORTAL_IP_ADDRESS, ip.parse::<IpAddr>().unwrap()),
+        Attribute::tcp_port(tag::PORTAL_PORT, port),
+        Attribute::u32(tag::ESI_INTERVAL, interval),
+    ];
+    v.extend(esi_port.map(|p| Attribute::tcp_port(tag::ESI_PORT, p)));
+    v
+}
+
+fn register(reg: &mut Registry, portals: Vec<Vec<Attribute>>, at: u64) -> Message {
+    let ops = [portals.concat(), node(NAME, 1)].concat();
+    let m = req_from(
+        NAME,
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, EID)],
+        ops,
+    );
+    let out = reg.handle(&m, at);
+    let resp = out.response.unwrap();
+    assert_eq!(resp.status, Some(Status::SUCCESS));
+    resp
+}
+
+fn config(min_interval: u32, allowed_misses: u32) -> EsiConfig {
+    EsiConfig {
+        enabled: true,
+        min_interval,
+        allowed_misses,
+    }
+}
+
+fn answer(probe: &EsiProbe) -> Message {
+    let mut m = Message::error_response(FunctionId::ESI, probe.message.xid, Status::SUCCESS);
+    m.attrs = probe.message.attrs.clone();
+    m
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn the_interval_is_granted_within_the_minimum_and_half_the_period() {
+    let mut reg = Registry::new();
+    reg.set_esi(config(20, 3));
+    let resp = register(
+        &mut reg,
+        vec![
+            esi_portal("10.0.0.1", 3260, 5, Some(4000)),
+            esi_portal("10.0.0.2", 3260, 100_000, Some(4000)),
+            esi_portal("10.0.0.3", 3260, 30, None),
+        ],
+        1000,
+    );
+    let granted: Vec<u32> = resp
+        .operating()
+        .iter()
+        .filter(|a| a.tag == tag::ESI_INTERVAL)
+        .filter_map(Attribute::as_u32)
+        .collect();
+    // Raised to the minimum; lowered to half the default period (3600 s).
+    assert_eq!(granted, [20, 1800, 30]);
+    // A portal without an ESI Port is not monitored.
+    assert_eq!(
+        reg.esi_monitored(),
+        [(addr("10.0.0.1:3260"), 20), (addr("10.0.0.2:3260"), 1800)]
+    );
+    assert_eq!(reg.esi_next_due(), Some(1020));
+}
+
+#[test]
+fn disabled_esi_refuses_registrations_asking_for_it() {
+    let mut reg = Registry::new();
+    reg.set_esi(EsiConfig {
+        enabled: false,
+        ..EsiConfig::default()
+    });
+    let m = req_from(
+        NAME,
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, EID)],
+        [esi_portal("10.0.0.1", 3260, 30, Some(4000)), node(NAME, 1)].concat(),
+    );
+    let out = reg.handle(&m, 0);
+    assert_eq!(
+        out.response.unwrap().status,
+        Some(Status::ESI_NOT_AVAILABLE)
+    );
+    assert!(reg.entities().is_empty());
+}
+
+#[test]
+fn esi_messages_are_due_one_interval_after_the_last_answer() {
+    let mut reg = Registry::new();
+    reg.set_esi(config(10, 3));
+    register(
+        &mut reg,
+        vec![esi_portal("10.0.0.1", 3260, 10, Some(4000))],
+        1000,
+    );
+    assert!(reg.esi_due(1009).is_empty());
+    let probes = reg.esi_due(1010);
+    assert_eq!(probes.len(), 1);
+    let p = &probes[0];
+    assert_eq!(p.portal, addr("10.0.0.1:3260"));
+    assert_eq!(p.destination, addr("10.0.0.1:4000"));
+    assert_eq!(p.message.function, FunctionId::ESI);
+    assert_eq!(
+        p.message.attrs,
+        vec![
+            Attribute::u64(tag::TIMESTAMP, 1010),
+            s(tag::ENTITY_IDENTIFIER, EID),
+            Attribute::ip(tag::PORTAL_IP_ADDRESS, "10.0.0.1".parse().unwrap()),
+            Attribute::tcp_port(tag::PORTAL_PORT, 3260),
+        ]
+    );
+    // Not sent again while awaiting the answer.
+    assert!(reg.esi_due(1020).is_empty());
+    // A wrong transaction ID is not an answer.
+    let mut wrong = answer(p);
+    wrong.xid = wrong.xid.wrapping_add(1);
+    assert!(!reg.esi_answered(p.portal, &wrong, 1012));
+    assert!(reg.esi_answered(p.portal, &answer(p), 1012));
+    // The answer refreshed the registration.
+    assert_eq!(reg.entities()[0].timestamp, 1012);
+    assert!(reg.esi_due(1021).is_empty());
+    assert_eq!(reg.esi_due(1022).len(), 1);
+}
+
+#[test]
+fn a_portal_goes_after_the_allowed_misses_and_its_silent_entity_with_it() {
+    let mut reg = Registry::new();
+    reg.set_esi(config(10, 3));
+    reg.set_scn_source("iqn.server");
+    register(
+        &mut reg,
+        vec![esi_portal("10.0.0.1", 3260, 30, Some(4000))],
+        1000,
+    );
+    // Another node watches for removals.
+    let watcher = req_from(
+        "iqn.w",
+        FunctionId::DEV_ATTR_REG,
+        vec![s(tag::ENTITY_IDENTIFIER, "w")],
+        node("iqn.w", 2),
+    );
+    ok(&mut reg, &watcher);
+    let sub = req_from(
+        "iqn.w",
+        FunctionId::SCN_REG,
+        vec![s(tag::ISCSI_NAME, "iqn.w")],
+        vec![Attribute::u32(tag::ISCSI_SCN_BITMAP, OBJECT_REMOVED)],
+    );
+    ok(&mut reg, &sub);
+    let portal = addr("10.0.0.1:3260");
+    // Misses 1 and 2: retried every interval / allowed misses (10 s).
+    let mut at = 1030;
+    for _ in 0..2 {
+        assert_eq!(reg.esi_due(at).len(), 1);
+        let out = reg.esi_failed(portal, at);
+        assert!(out.changes.is_empty());
+        assert_eq!(reg.entities().len(), 2);
+        assert!(reg.esi_due(at + 9).is_empty());
+        at += 10;
+    }
+    // Miss 3 of 3: the portal goes; nothing was heard from the entity since
+    // it registered, so the entity goes with it.
+    assert_eq!(reg.esi_due(at).len(), 1);
+    let out = reg.esi_failed(portal, at);
+    assert_eq!(at, 1050, "all retransmissions within twice the interval");
+    assert_eq!(reg.entities().len(), 1);
+    assert_eq!(reg.entities()[0].id(), "w");
+    assert_eq!(out.changes.removed.len(), 1);
+    let removed: Vec<_> = out
+        .changes
+        .scn
+        .iter()
+        .filter(|e| e.event == OBJECT_REMOVED)
+        .map(|e| e.object_key[0].clone())
+        .collect();
+    assert!(removed.contains(&Attribute::ip(
+        tag::PORTAL_IP_ADDRESS,
+        "10.0.0.1".parse().unwrap()
+    )));
+    assert!(removed.contains(&s(tag::ENTITY_IDENTIFIER, EID)));
+    assert_eq!(out.notifications.len(), 1, "the watcher is told");
+    assert!(reg.esi_monitored().is_empty());
+    assert_eq!(reg.esi_next_due(), None);
+}
+
+#[test]
+fn an_entity_that_spoke_since_keeps_its_other_objects() {
+    let mut reg = Registry::new();
+    reg.set_esi(config(10, 1));
+    register(
+        &mut reg,
+        vec![
+            esi_portal("10.0.0.1", 3260, 10, Some(4000)),
+            esi_portal("10.0.0.2", 3260, 0, None),
+        ],
+        1000,
+    );
+    assert_eq!(reg.esi_due(1010).len(), 1);
+    // The client queries (a refresh, §6.2.6) before the ESI fails.
+    let q = req_from(
+        NAME,
+        FunctionId::DEV_ATTR_QRY,
+        vec![s(tag::ISCSI_NAME, NAME)],
+        vec![],
+    );
+    reg.handle(&q, 1012);
+    let out = reg.esi_failed(addr("10.0.0.1:3260"), 1015);
+    assert!(out.changes.removed.is_empty());
+    assert_eq!(out.changes.upserted.len(), 1);
+    let e = &reg.entities()[0];
+    let portals: Vec<_> = e.of_kind(ObjectType::Portal).collect();
+    assert_eq!(portals.len(), 1);
+    assert_eq!(
+        portals[0]
+            .get(tag::PORTAL_IP_ADDRESS)
+            .and_then(Attribute::as_ip),
+        Some("10.0.0.2".parse().unwrap())
+    );
+}
+
+#[test]
+fn monitoring_follows_registration_changes() {
+    let mut reg = Registry::new();
+    reg.set_esi(config(10, 3));
+    register(
+        &mut reg,
+        vec![esi_portal("10.0.0.1", 3260, 10, Some(4000))],
+        1000,
+    );
+    assert_eq!(reg.esi_due(1010).len(), 1);
+    // Re-registering the same portal keeps its schedule (still in flight).
+    register(
+        &mut reg,
+        vec![esi_portal("10.0.0.1", 3260, 10, Some(4000))],
+        1011,
+    );
+    assert!(reg.esi_due(1012).is_empty());
+    // Turning ESI off for the portal stops monitoring it.
+    register(&mut reg, vec![esi_portal("10.0.0.1", 3260, 0, None)], 1013);
+    assert!(reg.esi_monitored().is_empty());
+    // Deregistering stops it too.
+    register(
+        &mut reg,
+        vec![esi_portal("10.0.0.1", 3260, 10, Some(4000))],
+        1014,
+    );
+    assert_eq!(reg.esi_monitored().len(), 1);
+    let dereg = req_from(
+        NAME,
+        FunctionId::DEV_DEREG,
+        vec![],
+        vec![s(tag::ENTITY_IDENTIFIER, EID)],
+    );
+    ok(&mut reg, &dereg);
+    assert!(reg.esi_monitored().is_empty());
+    // A stale answer or failure for a portal no longer monitored does nothing.
+    let out = reg.esi_failed(addr("10.0.0.1:3260"), 1100);
+    assert_eq!(out, Outcome::default());
+}
+
+#[test]
+fn monitoring_is_rebuilt_after_a_reload() {
+    let mut reg = Registry::new();
+    reg.set_limits(Limits::default());
+    reg.set_esi(config(10, 3));
+    register(
+        &mut reg,
+        vec![esi_portal("10.0.0.1", 3260, 10, Some(4000))],
+        1000,
+    );
+    let mut reloaded = Registry::from_parts(reg.entities().to_vec(), reg.counters());
+    reloaded.set_esi(config(10, 3));
+    assert!(reloaded.esi_monitored().is_empty());
+    reloaded.esi_sync_all(2000);
+    assert_eq!(reloaded.esi_monitored(), [(addr("10.0.0.1:3260"), 10)]);
+    assert_eq!(reloaded.esi_next_due(), Some(2010));
+}
