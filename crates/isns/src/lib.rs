@@ -9,10 +9,12 @@
 //! * [`server`]: the tokio TCP server: clock, persistence, SCN delivery.
 //! * `esi`: the server's Entity Status Inquiry task (sends what
 //!   `registry::esi` decides).
+//! * [`config`]: the server's TOML configuration file (`portshift isns --config`).
 //! * [`request`]: the client half without I/O: requests as messages, answers parsed.
 //! * [`client`]: the async client used by the target and initiator.
 
 pub mod client;
+pub mod config;
 mod esi;
 pub mod object;
 pub mod registry;
