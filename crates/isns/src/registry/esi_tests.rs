@@ -290,3 +290,147 @@ fn monitoring_is_rebuilt_after_a_reload() {
     assert_eq!(reloaded.esi_monitored(), [(addr("10.0.0.1:3260"), 10)]);
     assert_eq!(reloaded.esi_next_due(), Some(2010));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Time passes, then the due ESIs go out.
+        Tick(u8),
+        /// The in-flight ESI to portal `i` is answered (correctly or not).
+        Answer(usize, bool),
+        /// The in-flight ESI to portal `i` fails.
+        Fail(usize),
+        /// The client registers again (a refresh).
+        Reregister,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u8..40).prop_map(Step::Tick),
+            (0usize..2, any::<bool>()).prop_map(|(i, ok)| Step::Answer(i, ok)),
+            (0usize..2).prop_map(Step::Fail),
+            Just(Step::Reregister),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the order of answers, failures, refreshes and time: an ESI is
+        /// never sent twice while awaiting its answer, a portal goes exactly at its
+        /// `allowed_misses`-th consecutive miss, and a portal goes only then.
+        #[test]
+        fn misses_answers_and_time(
+            allowed in 1u32..4,
+            steps in proptest::collection::vec(step(), 0..60),
+        ) {
+            let mut reg = Registry::new();
+            reg.set_esi(config(10, allowed));
+            let portals = ["10.0.0.1", "10.0.0.2"];
+            let reg_msg = |reg: &mut Registry, at: u64| {
+                register(
+                    reg,
+                    portals.iter().map(|p| esi_portal(p, 3260, 20, Some(4000))).collect(),
+                    at,
+                );
+            };
+            reg_msg(&mut reg, 0);
+            let addrs: Vec<SocketAddr> =
+                portals.iter().map(|p| addr(&format!("{p}:3260"))).collect();
+            let mut now = 0u64;
+            let mut in_flight: BTreeMap<SocketAddr, EsiProbe> = BTreeMap::new();
+            let mut misses: BTreeMap<SocketAddr, u32> = BTreeMap::new();
+            let mut gone = false;
+            for s in steps {
+                match s {
+                    Step::Tick(dt) => {
+                        now += u64::from(dt);
+                        for p in reg.esi_due(now) {
+                            prop_assert!(!in_flight.contains_key(&p.portal), "sent twice");
+                            in_flight.insert(p.portal, p);
+                        }
+                    }
+                    Step::Answer(i, correct) => {
+                        let Some(p) = in_flight.get(&addrs[i]).cloned() else { continue };
+                        let mut a = answer(&p);
+                        if !correct {
+                            a.xid = a.xid.wrapping_add(1);
+                        }
+                        let accepted = reg.esi_answered(p.portal, &a, now);
+                        prop_assert_eq!(accepted, correct);
+                        if accepted {
+                            in_flight.remove(&p.portal);
+                            misses.insert(p.portal, 0);
+                        }
+                    }
+                    Step::Fail(i) => {
+                        if in_flight.remove(&addrs[i]).is_none() {
+                            continue;
+                        }
+                        let m = misses.entry(addrs[i]).or_insert(0);
+                        *m += 1;
+                        let before = reg.esi_monitored().len();
+                        let out = reg.esi_failed(addrs[i], now);
+                        let removed = reg.esi_monitored().len() < before;
+                        prop_assert_eq!(removed, *m >= allowed);
+                        prop_assert_eq!(out.changes.is_empty(), !removed);
+                        if removed {
+                            misses.remove(&addrs[i]);
+                            if reg.entities().is_empty() {
+                                gone = true;
+                                break;
+                            }
+                        }
+                    }
+                    Step::Reregister => {
+                        reg_msg(&mut reg, now);
+                        // Portals that were dropped come back as new ones.
+                        for a in &addrs {
+                            if !misses.contains_key(a) && !in_flight.contains_key(a) {
+                                misses.insert(*a, 0);
+                            }
+                        }
+                    }
+                }
+            }
+            if !gone {
+                prop_assert_eq!(reg.entities().len(), 1);
+            }
+        }
+
+        /// Arbitrary messages offered as ESI answers never panic and are
+        /// accepted only when they are the right ESI Response.
+        #[test]
+        fn arbitrary_answers(
+            function in any::<u16>(),
+            xid in any::<u16>(),
+            status in proptest::option::of(0u32..3),
+            attrs in proptest::collection::vec(
+                (0u32..40, proptest::collection::vec(any::<u8>(), 0..20)), 0..8),
+        ) {
+            let mut reg = Registry::new();
+            reg.set_esi(config(10, 3));
+            register(&mut reg, vec![esi_portal("10.0.0.1", 3260, 10, Some(4000))], 0);
+            let probe = reg.esi_due(10).remove(0);
+            let m = Message {
+                function: FunctionId(function),
+                flags: Flags::CLIENT,
+                xid,
+                status: status.map(Status),
+                attrs: attrs.into_iter().map(|(tag, value)| Attribute { tag, value }).collect(),
+            };
+            let right = m.function == FunctionId::ESI.response()
+                && m.xid == probe.message.xid
+                && m.status.is_none_or(|s| s == Status::SUCCESS)
+                && matches!(
+                    (
+                        m.attrs.iter().find(|a| a.tag == tag::PORTAL_IP_ADDRESS),
+                        m.attrs.iter().find(|a| a.tag == tag::PORTAL_PORT),
+                    ),
+                    (Some(ip), Some(port)) if socket_addr(ip, port) == Some(probe.portal)
+                );
+            prop_assert_eq!(reg.esi_answered(probe.portal, &m, 11), right);
+        }
+    }
+}
