@@ -65,6 +65,7 @@ async fn inquire(state: Arc<Mutex<State>>, probe: EsiProbe, timeout: Duration) {
         if let Err(e) = st.store.commit(&st.registry, &outcome.changes) {
             tracing::error!("persisting an ESI deregistration: {e}");
             st.registry = backup;
+            st.registry.esi_abandon(probe.portal);
             return Vec::new();
         }
         route_scns(st, outcome.notifications)

@@ -327,6 +327,15 @@ impl Registry {
         true
     }
 
+    /// Forget the ESI awaiting an answer from `portal` without counting a
+    /// miss: it goes out again at the next [`Registry::esi_due`] (for a
+    /// shell that could not record the outcome, e.g. the database failed).
+    pub fn esi_abandon(&mut self, portal: SocketAddr) {
+        if let Some(m) = self.esi.portals.get_mut(&portal) {
+            m.in_flight = None;
+        }
+    }
+
     /// The ESI to `portal` went unanswered (no connection, timeout, wrong
     /// answer). Below [`EsiConfig::allowed_misses`] consecutive misses it
     /// is retried later; at the limit the portal is deregistered, and with

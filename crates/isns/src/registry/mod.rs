@@ -6,7 +6,8 @@
 //! One module per RFC 4171 concept: `dev_attr_reg` (§5.6.5.1),
 //! `dev_attr_qry` (DevAttrQry §5.6.5.2, DevGetNext §5.6.5.3), `dereg`
 //! (DevDereg §5.6.5.4), [`scn`] (SCNReg/SCNDereg §5.6.5.5-6 and the SCN
-//! message §5.6.5.8). This module keeps the registry's invariants: entities
+//! message §5.6.5.8), `scn_event` (SCNEvent §5.6.5.7), [`esi`] (Entity
+//! Status Inquiry §5.6.5.13: which portals are polled, their misses). This module keeps the registry's invariants: entities
 //! in registration order (`seq` ascending), objects inside an entity in
 //! registration order, index counters advanced only by successful requests.
 //!
