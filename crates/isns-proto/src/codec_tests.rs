@@ -329,3 +329,43 @@ fn a_configured_message_limit_refuses_larger_messages() {
         MAX_MESSAGE_LEN
     );
 }
+
+proptest! {
+    /// With any configured limit, a message decodes exactly when its payload
+    /// fits, however it is split into PDUs.
+    #[test]
+    fn configured_limit_decides_by_payload_length(
+        limit in 4usize..3000,
+        aliases in 0usize..60,
+        cut in 1usize..200,
+    ) {
+        let ops: Vec<Attribute> = (0..aliases)
+            .map(|i| Attribute::string(tag::ISCSI_ALIAS, &format!("alias-{i:020}")))
+            .collect();
+        let m = Message::request(
+            FunctionId::DEV_ATTR_REG,
+            3,
+            Attribute::string(tag::ISCSI_NAME, "iqn.x"),
+            vec![],
+            ops,
+        );
+        let bytes = m.to_bytes();
+        let mut d = MessageDecoder::with_max_message_len(limit);
+        let mut buf = BytesMut::new();
+        let mut result = Ok(None);
+        for chunk in bytes.chunks(cut) {
+            buf.extend_from_slice(chunk);
+            result = d.decode(&mut buf);
+            if !matches!(result, Ok(None)) {
+                break;
+            }
+        }
+        if m.payload().len() <= limit {
+            prop_assert_eq!(result, Ok(Some(m)));
+        } else {
+            let e = result.unwrap_err();
+            prop_assert_eq!(&e.error, &Error::MessageTooLarge(limit));
+            prop_assert!(e.is_fatal());
+        }
+    }
+}
