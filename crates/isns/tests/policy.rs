@@ -128,6 +128,24 @@ async fn objects_per_entity_are_limited_with_status_3() {
     );
 }
 
+#[tokio::test]
+async fn total_entities_are_limited_with_status_3() {
+    let (addrs, _dir, _stop) = start(|c| c.max_entities = 2).await;
+    let mut c = Client::connect(addrs[0]).await.unwrap();
+    for i in 0..2u16 {
+        let n = format!("iqn.2024-01.test:n{i}");
+        c.call_ok(register(&n, &format!("e{i}"), &[&n], &[3260 + i]))
+            .await
+            .unwrap();
+    }
+    let n = "iqn.2024-01.test:n2";
+    let r = c.call(register(n, "e2", &[n], &[3262])).await.unwrap();
+    assert_eq!(r.status, Some(Status::INVALID_REGISTRATION));
+    // Updating a registered entity is still allowed at the limit.
+    let n0 = "iqn.2024-01.test:n0";
+    c.call_ok(register(n0, "e0", &[n0], &[3270])).await.unwrap();
+}
+
 async fn read_message(s: &mut TcpStream) -> Option<Message> {
     let mut buf = bytes::BytesMut::new();
     let mut decoder = MessageDecoder::new();
