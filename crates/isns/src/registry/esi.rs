@@ -188,10 +188,15 @@ impl Registry {
                 .partition(|(_, m)| touched(&m.entity));
         self.esi.portals = keep;
         for seq in &changes.upserted {
-            if let Some(p) = self.entities.iter().position(|e| e.seq == *seq) {
+            if let Some(p) = self.esi_entity(*seq) {
                 self.esi_watch(p, now, &mut old);
             }
         }
+    }
+
+    /// Position of the entity `seq` (entities are kept in `seq` order).
+    fn esi_entity(&self, seq: u64) -> Option<usize> {
+        self.entities.binary_search_by_key(&seq, |e| e.seq).ok()
     }
 
     /// Rebuild the monitoring of every entity (after loading from disk).
@@ -321,7 +326,7 @@ impl Registry {
         m.last_answer = now;
         m.due = now.saturating_add(u64::from(m.interval));
         let seq = m.entity;
-        if let Some(e) = self.entities.iter_mut().find(|e| e.seq == seq) {
+        if let Some(e) = self.esi_entity(seq).and_then(|p| self.entities.get_mut(p)) {
             e.timestamp = e.timestamp.max(now);
         }
         true
@@ -366,9 +371,8 @@ impl Registry {
         self.remove(ObjectType::Portal, &key, &mut changes);
         let last_monitored = !self.esi.portals.values().any(|o| o.entity == m.entity);
         let silent = self
-            .entities
-            .iter()
-            .find(|e| e.seq == m.entity)
+            .esi_entity(m.entity)
+            .and_then(|p| self.entities.get(p))
             .is_some_and(|e| e.timestamp <= m.last_answer);
         if last_monitored && silent {
             tracing::info!(entity = ?m.eid.as_str(),
