@@ -2,7 +2,8 @@
 //! the server and the client use): arbitrary bytes, fed in pieces whose size
 //! the first byte chooses, through header decoding, reassembly and message
 //! decoding. Every decoded message must re-encode and decode to itself; a
-//! recoverable error must have consumed input.
+//! recoverable error must have consumed input. Then once more with a small
+//! message size limit (`MessageDecoder::with_max_message_len`).
 #![no_main]
 
 use bytes::BytesMut;
@@ -46,7 +47,32 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    // The same stream through a decoder with a small message limit (the
+    // server's `max_message_bytes`): a decoded message fits it, a refusal
+    // names it.
+    let limit = usize::from(piece) * 16 + 4;
+    let mut small = MessageDecoder::with_max_message_len(limit);
+    let mut buf = BytesMut::from(stream);
+    loop {
+        match small.decode(&mut buf) {
+            Ok(Some(m)) => assert!(m.payload().len() <= limit),
+            Ok(None) => break,
+            Err(e) => {
+                if let isns_proto::Error::MessageTooLarge(n) = e.error {
+                    assert_eq!(n, limit);
+                }
+                if e.is_fatal() {
+                    break;
+                }
+            }
+        }
+    }
     // The payload decoders on raw bytes, too.
     let _ = isns_proto::attr::decode_attrs(stream);
-    let _ = Message::decode(isns_proto::FunctionId(0x8002), Default::default(), 0, stream);
+    let _ = Message::decode(
+        isns_proto::FunctionId(0x8002),
+        Default::default(),
+        0,
+        stream,
+    );
 });

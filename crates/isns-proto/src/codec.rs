@@ -11,7 +11,8 @@
 //! unbounded allocation):
 //!
 //! * PDU payload: at most [`MAX_PDU_PAYLOAD`] bytes and a multiple of 4 (§5.1.3);
-//! * reassembled message: at most [`MAX_MESSAGE_LEN`] bytes;
+//! * reassembled message: at most [`MAX_MESSAGE_LEN`] bytes (1 MiB), or less
+//!   with [`MessageDecoder::with_max_message_len`];
 //! * PDUs per message: at most [`MAX_PDUS_PER_MESSAGE`];
 //! * attributes: [`crate::MAX_ATTRIBUTES`] per message, [`crate::MAX_ATTR_LEN`] bytes each.
 
@@ -86,15 +87,41 @@ struct Partial {
 }
 
 /// Incremental decoder of the iSNSP messages on one connection.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MessageDecoder {
     partial: Option<Partial>,
+    /// Largest reassembled message accepted (at most [`MAX_MESSAGE_LEN`]).
+    max_message_len: usize,
+}
+
+impl Default for MessageDecoder {
+    fn default() -> MessageDecoder {
+        MessageDecoder {
+            partial: None,
+            max_message_len: MAX_MESSAGE_LEN,
+        }
+    }
 }
 
 impl MessageDecoder {
     /// A decoder with no message pending.
     pub fn new() -> MessageDecoder {
         MessageDecoder::default()
+    }
+
+    /// A decoder refusing messages longer than `max` bytes of payload
+    /// (clamped to 4..=[`MAX_MESSAGE_LEN`]) with
+    /// [`Error::MessageTooLarge`], a fatal error.
+    pub fn with_max_message_len(max: usize) -> MessageDecoder {
+        MessageDecoder {
+            partial: None,
+            max_message_len: max.clamp(4, MAX_MESSAGE_LEN),
+        }
+    }
+
+    /// The largest message this decoder accepts, bytes of payload.
+    pub fn max_message_len(&self) -> usize {
+        self.max_message_len
     }
 
     /// Decode the next whole message from the front of `buf`.
@@ -178,8 +205,8 @@ impl MessageDecoder {
         if p.pdus >= MAX_PDUS_PER_MESSAGE {
             return Err(Error::TooManyPdus(MAX_PDUS_PER_MESSAGE));
         }
-        if p.payload.len() + payload.len() > MAX_MESSAGE_LEN {
-            return Err(Error::MessageTooLarge(MAX_MESSAGE_LEN));
+        if p.payload.len() + payload.len() > self.max_message_len {
+            return Err(Error::MessageTooLarge(self.max_message_len));
         }
         p.payload.extend_from_slice(payload);
         p.pdus += 1;

@@ -299,3 +299,73 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_configured_message_limit_refuses_larger_messages() {
+    let ops: Vec<Attribute> = (0..40)
+        .map(|i| Attribute::string(tag::ISCSI_ALIAS, &format!("alias-{i:020}")))
+        .collect();
+    let m = Message::request(
+        FunctionId::DEV_ATTR_REG,
+        9,
+        Attribute::string(tag::ISCSI_NAME, "iqn.x"),
+        vec![],
+        ops,
+    );
+    let len = m.payload().len();
+    let mut exact = MessageDecoder::with_max_message_len(len);
+    assert_eq!(exact.max_message_len(), len);
+    let mut buf = BytesMut::from(m.to_bytes().as_slice());
+    assert_eq!(exact.decode(&mut buf), Ok(Some(m.clone())));
+    let mut small = MessageDecoder::with_max_message_len(len - 4);
+    let mut buf = BytesMut::from(m.to_bytes().as_slice());
+    let e = small.decode(&mut buf).unwrap_err();
+    assert_eq!(e.error, Error::MessageTooLarge(len - 4));
+    assert!(e.is_fatal());
+    assert_eq!(e.status(), Status::MESSAGE_FORMAT_ERROR);
+    // The limit never goes above the codec's own.
+    assert_eq!(
+        MessageDecoder::with_max_message_len(usize::MAX).max_message_len(),
+        MAX_MESSAGE_LEN
+    );
+}
+
+proptest! {
+    /// With any configured limit, a message decodes exactly when its payload
+    /// fits, however it is split into PDUs.
+    #[test]
+    fn configured_limit_decides_by_payload_length(
+        limit in 4usize..3000,
+        aliases in 0usize..60,
+        cut in 1usize..200,
+    ) {
+        let ops: Vec<Attribute> = (0..aliases)
+            .map(|i| Attribute::string(tag::ISCSI_ALIAS, &format!("alias-{i:020}")))
+            .collect();
+        let m = Message::request(
+            FunctionId::DEV_ATTR_REG,
+            3,
+            Attribute::string(tag::ISCSI_NAME, "iqn.x"),
+            vec![],
+            ops,
+        );
+        let bytes = m.to_bytes();
+        let mut d = MessageDecoder::with_max_message_len(limit);
+        let mut buf = BytesMut::new();
+        let mut result = Ok(None);
+        for chunk in bytes.chunks(cut) {
+            buf.extend_from_slice(chunk);
+            result = d.decode(&mut buf);
+            if !matches!(result, Ok(None)) {
+                break;
+            }
+        }
+        if m.payload().len() <= limit {
+            prop_assert_eq!(result, Ok(Some(m)));
+        } else {
+            let e = result.unwrap_err();
+            prop_assert_eq!(&e.error, &Error::MessageTooLarge(limit));
+            prop_assert!(e.is_fatal());
+        }
+    }
+}

@@ -3,14 +3,20 @@
 //! * [`object`]: registry objects (Network Entity, Portal, iSCSI Storage Node,
 //!   Portal Group, §4) with their attributes.
 //! * [`registry`]: the sans-IO registry: DevAttrReg, DevAttrQry, DevGetNext,
-//!   DevDereg, SCNReg, SCNDereg handling (§5.6.5), answers in registration
-//!   order; decides which SCN messages go where (§5.6.5.8).
+//!   DevDereg, SCNReg, SCNDereg, SCNEvent handling (§5.6.5), answers in
+//!   registration order; decides which SCN messages go where (§5.6.5.8) and
+//!   when which portal gets an Entity Status Inquiry (§5.6.5.13).
 //! * [`store`]: crash-safe persistence of the registry in redb.
 //! * [`server`]: the tokio TCP server: clock, persistence, SCN delivery.
+//! * `esi`: the server's Entity Status Inquiry task (sends what
+//!   `registry::esi` decides).
+//! * [`config`]: the server's TOML configuration file (`portshift isns --config`).
 //! * [`request`]: the client half without I/O: requests as messages, answers parsed.
 //! * [`client`]: the async client used by the target and initiator.
 
 pub mod client;
+pub mod config;
+mod esi;
 pub mod object;
 pub mod registry;
 pub mod request;

@@ -33,7 +33,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::registry::{
-    self, Changes, Limits, Notification, Outcome, Registry, ScnConnection, ScnDestination, scn,
+    self, Changes, EsiConfig, Limits, Notification, Outcome, Registry, ScnConnection,
+    ScnDestination, scn,
 };
 use crate::store::{Batch, Store, StoreError};
 
@@ -50,6 +51,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub struct ServerConfig {
     /// TCP address to listen on (default 127.0.0.1:3205).
     pub listen: SocketAddr,
+    /// More TCP addresses to listen on, served like `listen`.
+    pub extra_listen: Vec<SocketAddr>,
     /// redb database file.
     pub db: PathBuf,
     /// Maximum simultaneous client connections. When reached, the oldest idle
@@ -88,13 +91,38 @@ pub struct ServerConfig {
     /// refused with status 3. The addresses are kept in memory only: entities
     /// loaded from the database at start count against no address.
     pub max_entities_per_address: usize,
+    /// Entities in all (at most `registry::MAX_ENTITIES`); a registration
+    /// creating one more is refused with status 3.
+    pub max_entities: usize,
+    /// Portals, nodes and portal groups of one entity; a registration
+    /// exceeding it is refused with status 3.
+    pub max_objects_per_entity: usize,
+    /// Largest request accepted, bytes of message payload (at most
+    /// `isns_proto::MAX_MESSAGE_LEN`, 1 MiB); a larger one is answered with
+    /// status 2 "Message Format Error" and its connection closed.
+    pub max_message_len: usize,
+    /// Entity Status Inquiry (RFC 4171 §5.6.5.13): minimum interval granted,
+    /// misses allowed, or disabled.
+    pub esi: EsiConfig,
+    /// How long the server waits to connect to a portal's ESI port and for
+    /// its ESI Response.
+    pub esi_timeout: Duration,
+    /// Whether nodes in no discovery domain share a default one (isnsd's
+    /// `DefaultDiscoveryDomain`).
+    pub default_dd: bool,
 }
+
+/// Default time the server waits for an ESI Response.
+pub const ESI_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default interval between writes of coalesced registration refreshes.
+pub const REFRESH_PERSIST_INTERVAL: Duration = Duration::from_secs(2);
 
 impl ServerConfig {
     /// Defaults with the given address and database.
     pub fn new(listen: SocketAddr, db: PathBuf) -> ServerConfig {
         ServerConfig {
             listen,
+            extra_listen: Vec::new(),
             db,
             max_connections: MAX_CONNECTIONS,
             max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
@@ -103,10 +131,16 @@ impl ServerConfig {
             source_name: scn::DEFAULT_SOURCE_NAME.into(),
             control_nodes: Vec::new(),
             expiry_check: Duration::from_secs(1),
-            refresh_persist_interval: Duration::from_secs(2),
+            refresh_persist_interval: REFRESH_PERSIST_INTERVAL,
             default_registration_period: registry::DEFAULT_REGISTRATION_PERIOD,
             max_registration_period: registry::MAX_REGISTRATION_PERIOD,
             max_entities_per_address: registry::MAX_ENTITIES_PER_ADDRESS,
+            max_entities: registry::MAX_ENTITIES,
+            max_objects_per_entity: registry::MAX_OBJECTS_PER_ENTITY,
+            max_message_len: isns_proto::MAX_MESSAGE_LEN,
+            esi: EsiConfig::default(),
+            esi_timeout: ESI_TIMEOUT,
+            default_dd: true,
         }
     }
 }
@@ -127,14 +161,14 @@ type ConnTx = mpsc::Sender<Vec<u8>>;
 type Reply = (Option<Message>, Vec<(ScnTarget, Vec<u8>)>);
 
 /// State shared by the connections and the committer.
-struct Shared {
-    registry: RwLock<Registry>,
+pub(crate) struct Shared {
+    pub(crate) registry: RwLock<Registry>,
     /// Connections on which a node sent SCNReg, by iSCSI name.
     scn_conns: Mutex<HashMap<String, ConnTx>>,
 }
 
 /// A request for the committer.
-struct Job {
+pub(crate) struct Job {
     msg: Message,
     peer: IpAddr,
     conn: ConnTx,
@@ -142,8 +176,10 @@ struct Job {
 }
 
 /// What the committer thread receives.
-enum Cmd {
+pub(crate) enum Cmd {
     Job(Job),
+    /// The ESI to this portal went unanswered (`Registry::esi_failed`).
+    EsiFailed(SocketAddr),
     /// Store the pending refresh times and stop.
     Stop,
 }
@@ -154,12 +190,14 @@ const MAX_BATCH: usize = 4096;
 /// The running iSNS server.
 pub struct Server {
     listener: TcpListener,
+    /// Listeners on `ServerConfig::extra_listen`.
+    extra: Vec<TcpListener>,
     shared: Arc<Shared>,
     store: Store,
     config: ServerConfig,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -174,7 +212,7 @@ fn read(reg: &RwLock<Registry>) -> RwLockReadGuard<'_, Registry> {
     reg.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn write(reg: &RwLock<Registry>) -> RwLockWriteGuard<'_, Registry> {
+pub(crate) fn write(reg: &RwLock<Registry>) -> RwLockWriteGuard<'_, Registry> {
     reg.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -191,14 +229,24 @@ impl Server {
             default_registration_period: config.default_registration_period,
             max_registration_period: config.max_registration_period,
             max_entities_per_address: config.max_entities_per_address,
+            max_entities: config.max_entities,
+            max_objects_per_entity: config.max_objects_per_entity,
         });
+        registry.set_esi(config.esi);
+        registry.esi_sync_all(now());
         let listener = listener::bind(config.listen)?;
+        let extra = config
+            .extra_listen
+            .iter()
+            .map(|a| listener::bind(*a))
+            .collect::<Result<Vec<_>, _>>()?;
         let shared = Shared {
             registry: RwLock::new(registry),
             scn_conns: Mutex::new(HashMap::new()),
         };
         Ok(Server {
             listener,
+            extra,
             shared: Arc::new(shared),
             store,
             config,
@@ -210,6 +258,14 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
+    /// Every address bound: `listen`, then `extra_listen` in order.
+    pub fn local_addrs(&self) -> Result<Vec<SocketAddr>, ServerError> {
+        std::iter::once(&self.listener)
+            .chain(&self.extra)
+            .map(|l| Ok(l.local_addr()?))
+            .collect()
+    }
+
     /// Serve until `shutdown` completes.
     pub async fn run(
         self,
@@ -217,6 +273,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let Server {
             listener,
+            extra,
             shared,
             store,
             config,
@@ -232,38 +289,72 @@ impl Server {
                 .spawn(move || commit_loop(&shared, &store, &rx, &config, &rt))?
         };
         let stop = StopOnDrop(jobs.clone(), Some(committer));
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!("accept: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let Some(handle) = admit(&conns, peer.ip(), &config) else {
-                        continue;
-                    };
-                    let shared = shared.clone();
-                    let jobs = jobs.clone();
-                    let config = config.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, peer.ip(), shared, jobs, config, &handle).await {
-                            tracing::debug!(%peer, "connection ended: {e}");
-                        }
-                        drop(handle);
-                    });
-                }
-            }
-        }
+        let esi = tokio::spawn(crate::esi::run(
+            shared.clone(),
+            jobs.clone(),
+            config.clone(),
+        ));
+        let _abort_esi = AbortOnDrop(esi);
+        let accepting: Vec<AbortOnDrop> = std::iter::once(listener)
+            .chain(extra)
+            .map(|l| {
+                AbortOnDrop(tokio::spawn(accept_loop(
+                    l,
+                    conns.clone(),
+                    shared.clone(),
+                    jobs.clone(),
+                    config.clone(),
+                )))
+            })
+            .collect();
+        shutdown.await;
+        drop(accepting);
         tokio::task::spawn_blocking(move || drop(stop))
             .await
             .map_err(std::io::Error::other)?;
         Ok(())
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Accept connections on `listener` until aborted.
+async fn accept_loop(
+    listener: TcpListener,
+    conns: Arc<Mutex<Conns>>,
+    shared: Arc<Shared>,
+    jobs: std_mpsc::Sender<Cmd>,
+    config: ServerConfig,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(handle) = admit(&conns, peer.ip(), &config) else {
+            continue;
+        };
+        let shared = shared.clone();
+        let jobs = jobs.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, peer.ip(), shared, jobs, config, &handle).await
+            {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            drop(handle);
+        });
     }
 }
 
@@ -396,14 +487,17 @@ fn commit_loop(
             .min(next_flush)
             .saturating_duration_since(std::time::Instant::now());
         let mut jobs = Vec::new();
+        let mut esi_failed = Vec::new();
         match rx.recv_timeout(wait) {
             Ok(Cmd::Job(j)) => jobs.push(j),
+            Ok(Cmd::EsiFailed(portal)) => esi_failed.push(portal),
             Ok(Cmd::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => stopping = true,
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
         }
         while !stopping && jobs.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Cmd::Job(j)) => jobs.push(j),
+                Ok(Cmd::EsiFailed(portal)) => esi_failed.push(portal),
                 Ok(Cmd::Stop) => stopping = true,
                 Err(_) => break,
             }
@@ -427,13 +521,18 @@ fn commit_loop(
                 merge(&mut merged, &outcome.changes);
                 outcomes.push(outcome);
             }
+            for portal in &esi_failed {
+                let outcome = reg.esi_failed(*portal, at);
+                merge(&mut merged, &outcome.changes);
+                expired.extend(outcome.notifications);
+            }
             if sweep {
                 let outcome = reg.expire(at);
                 if !outcome.changes.removed.is_empty() {
                     tracing::info!(count = outcome.changes.removed.len(), "entities expired");
                 }
                 merge(&mut merged, &outcome.changes);
-                expired = outcome.notifications;
+                expired.extend(outcome.notifications);
                 next_sweep = clock + config.expiry_check;
             }
             let mut batch = Batch::from_changes(&reg, &merged);
@@ -446,7 +545,13 @@ fn commit_loop(
         if let Err(e) = store.write(&batch) {
             tracing::error!("persisting registry: {e}; reloading it from the store");
             match store.load() {
-                Ok(stored) => write(&shared.registry).restore(stored),
+                Ok(stored) => {
+                    let mut reg = write(&shared.registry);
+                    reg.restore(stored, at);
+                    for portal in &esi_failed {
+                        reg.esi_abandon(*portal);
+                    }
+                }
                 Err(e) => tracing::error!("reloading the registry: {e}"),
             }
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -529,7 +634,7 @@ async fn serve_connection(
         let _ = wr.shutdown().await;
     });
     let mut buf = BytesMut::new();
-    let mut decoder = MessageDecoder::new();
+    let mut decoder = MessageDecoder::with_max_message_len(config.max_message_len);
     let result = async {
         loop {
             let msg = match decoder.decode(&mut buf) {
@@ -606,7 +711,7 @@ async fn serve_connection(
 }
 
 /// Where to send one SCN message.
-enum ScnTarget {
+pub(crate) enum ScnTarget {
     Conn(ConnTx),
     Portal(SocketAddr),
 }
@@ -633,7 +738,7 @@ fn route_scns(shared: &Shared, notifications: Vec<Notification>) -> Vec<(ScnTarg
 }
 
 /// Read one message (the SCNRsp) from `s`.
-async fn read_one(mut s: impl AsyncRead + Unpin) -> std::io::Result<Message> {
+pub(crate) async fn read_one(mut s: impl AsyncRead + Unpin) -> std::io::Result<Message> {
     let mut buf = BytesMut::new();
     let mut decoder = MessageDecoder::new();
     loop {
@@ -649,7 +754,7 @@ async fn read_one(mut s: impl AsyncRead + Unpin) -> std::io::Result<Message> {
     }
 }
 
-async fn deliver_scns(scns: Vec<(ScnTarget, Vec<u8>)>) {
+pub(crate) async fn deliver_scns(scns: Vec<(ScnTarget, Vec<u8>)>) {
     for (target, bytes) in scns {
         match target {
             ScnTarget::Conn(tx) => {

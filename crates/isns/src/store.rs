@@ -401,7 +401,7 @@ mod tests {
         let stored = reg.clone();
         register(&mut reg, "iqn.uncommitted", 101);
         assert_ne!(reg, stored);
-        reg.restore(store.load().unwrap());
+        reg.restore(store.load().unwrap(), 42);
         assert_eq!(reg, stored);
         // The indexes follow: the uncommitted name is free again, settings stay.
         register(&mut reg, "iqn.uncommitted", 102);

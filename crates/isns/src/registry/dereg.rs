@@ -38,7 +38,8 @@ impl Registry {
         Ok((Vec::new(), Vec::new()))
     }
 
-    fn remove(&mut self, kind: ObjectType, key: &[Attribute], ch: &mut Changes) {
+    /// Remove one object (and what goes with it, §5.6.5.4), recording the changes.
+    pub(super) fn remove(&mut self, kind: ObjectType, key: &[Attribute], ch: &mut Changes) {
         if kind == ObjectType::Entity {
             if let Some(e) = self.entity_by_id(key).and_then(|s| self.take_entity(s)) {
                 ch.removed.insert(e.seq);

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use isns_proto::tag::{self, ObjectType};
 use isns_proto::{Attribute, Message, Status};
 
-use super::{Answer, Changes, Entity, MAX_OBJECTS_PER_ENTITY, Registry, Res, ScnEvent, pg_key_for};
+use super::{Answer, Changes, Entity, Registry, Res, ScnEvent, pg_key_for};
 use crate::object::Object;
 
 impl Registry {
@@ -179,9 +179,16 @@ impl Registry {
                 }
             }
         }
-        if entity.children.len() > MAX_OBJECTS_PER_ENTITY {
+        if entity.children.len() > self.limits.max_objects_per_entity {
+            tracing::warn!(
+                entity = entity.id(),
+                objects = entity.children.len(),
+                limit = self.limits.max_objects_per_entity,
+                "registration refused: too many objects for one entity (status 3)"
+            );
             return Err(Status::INVALID_REGISTRATION);
         }
+        self.esi_grant(&mut entity, granted)?;
         // Response: the entity key, then entity and registered objects (§5.7.5.1).
         let key = vec![
             entity

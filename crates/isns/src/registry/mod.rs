@@ -6,7 +6,8 @@
 //! One module per RFC 4171 concept: `dev_attr_reg` (§5.6.5.1),
 //! `dev_attr_qry` (DevAttrQry §5.6.5.2, DevGetNext §5.6.5.3), `dereg`
 //! (DevDereg §5.6.5.4), [`scn`] (SCNReg/SCNDereg §5.6.5.5-6 and the SCN
-//! message §5.6.5.8). This module keeps the registry's invariants: entities
+//! message §5.6.5.8), `scn_event` (SCNEvent §5.6.5.7), [`esi`] (Entity
+//! Status Inquiry §5.6.5.13: which portals are polled, their misses). This module keeps the registry's invariants: entities
 //! in registration order (`seq` ascending), objects inside an entity in
 //! registration order, index counters advanced only by successful requests,
 //! the lookup indexes (`index`) and expiry deadlines (`deadline`) exact.
@@ -28,10 +29,12 @@ mod deadline;
 mod dereg;
 mod dev_attr_qry;
 mod dev_attr_reg;
+pub mod esi;
 mod index;
 #[cfg(test)]
 mod index_tests;
 pub mod scn;
+mod scn_event;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +43,7 @@ use isns_proto::{Attribute, FunctionId, Message, Status};
 
 use crate::object::Object;
 
+pub use esi::{EsiConfig, EsiProbe};
 pub use scn::{Notification, ScnConnection, ScnDestination};
 
 /// Default registration period (§6.2.6), seconds: granted to entities that
@@ -53,6 +57,8 @@ pub const MAX_REGISTRATION_PERIOD: u32 = 86_400;
 pub const MAX_ENTITIES: usize = 65_536;
 /// Default limit on the entities registered from one client address.
 pub const MAX_ENTITIES_PER_ADDRESS: usize = 64;
+/// Default limit on the portals, nodes and portal groups (implicit ones
+/// included) of one entity ([`Limits::max_objects_per_entity`]).
 pub const MAX_OBJECTS_PER_ENTITY: usize = 4096;
 
 /// What the server grants: registration periods (and, with them, how long an
@@ -68,6 +74,13 @@ pub struct Limits {
     /// a DevAttrReg creating one more is refused (see
     /// [`Registry::handle_from`]).
     pub max_entities_per_address: usize,
+    /// Entities in all (at most [`MAX_ENTITIES`]); a DevAttrReg creating one
+    /// more is refused with status 3.
+    pub max_entities: usize,
+    /// Portals, nodes and portal groups (implicit ones included) one entity
+    /// may hold; a DevAttrReg that would leave an entity with more is
+    /// refused with status 3 "Invalid Registration" and changes nothing.
+    pub max_objects_per_entity: usize,
 }
 
 impl Default for Limits {
@@ -76,6 +89,8 @@ impl Default for Limits {
             default_registration_period: DEFAULT_REGISTRATION_PERIOD,
             max_registration_period: MAX_REGISTRATION_PERIOD,
             max_entities_per_address: MAX_ENTITIES_PER_ADDRESS,
+            max_entities: MAX_ENTITIES,
+            max_objects_per_entity: MAX_OBJECTS_PER_ENTITY,
         }
     }
 }
@@ -359,6 +374,8 @@ pub struct Registry {
     warned_total: bool,
     /// Entities refreshed since the refresh times were last taken for storing.
     refreshed: RefreshLog,
+    /// Entity Status Inquiry monitoring (transient).
+    esi: esi::EsiState,
 }
 
 impl PartialEq for Registry {
@@ -433,14 +450,18 @@ impl Registry {
     /// place of this registry's, keeping its settings (limits, Control
     /// Nodes, SCN source): how the server undoes a batch whose commit
     /// failed, by reloading what the store holds.
-    pub fn restore(&mut self, stored: Registry) {
+    /// ESI monitoring is rebuilt from the restored entities as of `now`.
+    pub fn restore(&mut self, stored: Registry, now: u64) {
         let scn = std::mem::take(&mut self.scn);
         let control_nodes = std::mem::take(&mut self.control_nodes);
         let limits = self.limits;
+        let esi = self.esi.config;
         *self = stored;
         self.scn = scn;
         self.control_nodes = control_nodes;
         self.set_limits(limits);
+        self.set_esi(esi);
+        self.esi_sync_all(now);
     }
 
     /// Set the source name (§5.6.1) of the SCN messages this registry builds.
@@ -604,6 +625,7 @@ impl Registry {
                 FunctionId::DEV_DEREG => self.dev_dereg(req, &mut changes),
                 FunctionId::SCN_REG => self.scn_reg(req, true, &mut changes),
                 FunctionId::SCN_DEREG => self.scn_reg(req, false, &mut changes),
+                FunctionId::SCN_EVENT => self.scn_event(req, &mut changes),
                 _ => Err(Status::MESSAGE_NOT_SUPPORTED),
             }
         };
@@ -621,6 +643,7 @@ impl Registry {
             }
         };
         self.forget_owners(&changes);
+        self.esi_sync(&changes, now);
         let notifications = self.notifications(&changes, now);
         Outcome {
             response: Some(response),
@@ -697,6 +720,7 @@ impl Registry {
             }
         }
         self.forget_owners(&changes);
+        self.esi_sync(&changes, now);
         let notifications = self.notifications(&changes, now);
         Outcome {
             changes,
@@ -727,11 +751,12 @@ impl Registry {
     /// Refuse creating one more entity for `client` beyond the per-address
     /// or total limit.
     fn admit_entity(&mut self, client: Option<IpAddr>) -> Res<()> {
-        if self.entities.len() >= MAX_ENTITIES {
+        let total = self.limits.max_entities.min(MAX_ENTITIES);
+        if self.entities.len() >= total {
             if !std::mem::replace(&mut self.warned_total, true) {
                 tracing::warn!(
                     client = ?client,
-                    limit = MAX_ENTITIES,
+                    limit = total,
                     "registry full: refusing new entities (status 3)"
                 );
             }

@@ -86,6 +86,9 @@ impl Registry {
         let (p, i) = self
             .locate(ObjectType::IscsiNode, std::slice::from_ref(name))
             .ok_or(Status::NO_SUCH_ENTRY)?;
+        // Only the node's own entity (or a Control Node) may change its SCN
+        // registration (§5.6.1), as for DevAttrReg and DevDereg.
+        self.authorize(req, p)?;
         let bitmap = if register {
             let bitmap = req
                 .operating()
@@ -93,6 +96,20 @@ impl Registry {
                 .find(|a| a.tag == tag::ISCSI_SCN_BITMAP)
                 .and_then(Attribute::as_u32)
                 .ok_or(Status::MESSAGE_FORMAT_ERROR)?;
+            // §5.6.5.5: "Control Nodes MAY conduct registrations for
+            // management SCNs; iSNS clients that are not supporting Control
+            // Nodes MUST NOT".
+            if bitmap & tag::scn::MANAGEMENT_REGISTRATION != 0
+                && !name
+                    .as_str()
+                    .is_some_and(|n| self.control_nodes.contains(n))
+            {
+                tracing::warn!(
+                    node = name.as_str().unwrap_or(""),
+                    "management SCN registration refused: not a control node (status 17)"
+                );
+                return Err(Status::SCN_REGISTRATION_REJECTED);
+            }
             Some(bitmap)
         } else {
             None
@@ -132,6 +149,9 @@ impl Registry {
             return out;
         }
         for (name, bitmap) in self.scn_subscribers() {
+            // A management registration (§6.4.4 bit 26, control nodes only)
+            // receives every event, its bitmap marked as management SCN.
+            let management = bitmap & tag::scn::MANAGEMENT_REGISTRATION;
             let events: Vec<_> = changes
                 .scn
                 .iter()
@@ -145,7 +165,7 @@ impl Registry {
                 Attribute::u64(tag::TIMESTAMP, now),
             ];
             for ev in events {
-                key.push(Attribute::u32(tag::ISCSI_SCN_BITMAP, ev.event));
+                key.push(Attribute::u32(tag::ISCSI_SCN_BITMAP, ev.event | management));
                 key.extend(ev.object_key.iter().cloned());
             }
             let xid = self.scn.next_xid;

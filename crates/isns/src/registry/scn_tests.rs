@@ -54,7 +54,8 @@ fn subscribers() -> Registry {
             ops,
         );
         ok(&mut reg, &m);
-        let sub = req(
+        let sub = req_from(
+            name,
             FunctionId::SCN_REG,
             vec![s(tag::ISCSI_NAME, name)],
             vec![Attribute::u32(tag::ISCSI_SCN_BITMAP, bitmap)],
@@ -193,7 +194,8 @@ fn scn_connection_follows_successful_scnreg_and_scndereg() {
     let out = reg.handle(&unknown, 0);
     assert_eq!(out.response.unwrap().status, Some(Status::NO_SUCH_ENTRY));
     assert_eq!(out.scn_connection, None);
-    let dereg = req(
+    let dereg = req_from(
+        "iqn.c",
         FunctionId::SCN_DEREG,
         vec![s(tag::ISCSI_NAME, "iqn.c")],
         vec![],

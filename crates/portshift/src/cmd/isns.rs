@@ -1,52 +1,142 @@
 //! `portshift isns`: run the iSNS server (RFC 4171) until SIGINT/SIGTERM.
+//! Settings come from the defaults, then the configuration file (`--config`,
+//! docs/isns.md), then the flags given on the command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// TCP address to listen on.
-    #[arg(long, default_value = "127.0.0.1:3205")]
-    pub listen: SocketAddr,
-    /// redb database file holding the registry (created if missing).
-    #[arg(long, default_value = "portshift-isns.redb")]
-    pub db: PathBuf,
+    /// The configuration file (TOML, `version = 1`, docs/isns.md). Flags given on the command
+    /// line override it; --listen and --control-node replace the file's lists.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Check a configuration file (with the flags given) and exit: print the effective
+    /// settings and exit 0 when valid, or each problem with its line and exit 1.
+    #[arg(long, value_name = "FILE.toml", conflicts_with = "config")]
+    pub check_config: Option<PathBuf>,
+    /// TCP address to listen on; repeat for several [default: 127.0.0.1:3205].
+    #[arg(long = "listen")]
+    pub listen: Vec<SocketAddr>,
+    /// redb database file holding the registry (created if missing)
+    /// [default: portshift-isns.redb].
+    #[arg(long)]
+    pub db: Option<PathBuf>,
     /// Maximum simultaneous client connections; when reached, the oldest idle connection is
-    /// closed to admit a new one.
-    #[arg(long, default_value_t = isns::server::MAX_CONNECTIONS)]
-    pub max_connections: usize,
-    /// Maximum simultaneous connections from one client address.
-    #[arg(long, default_value_t = isns::server::MAX_CONNECTIONS_PER_ADDRESS)]
-    pub max_connections_per_address: usize,
-    /// Seconds a new connection has to deliver its first whole message.
-    #[arg(long, default_value_t = isns::server::FIRST_MESSAGE_TIMEOUT.as_secs())]
-    pub first_message_timeout: u64,
+    /// closed to admit a new one [default: 256].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Maximum simultaneous connections from one client address [default: 64].
+    #[arg(long)]
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a new connection has to deliver its first whole message [default: 10].
+    #[arg(long)]
+    pub first_message_timeout: Option<u64>,
     /// Source name of a Control Node (RFC 4171 §5.6.1), which may change or deregister any
-    /// entity; repeat for more. Any other source changes only the entity holding its own node.
+    /// entity and register for management SCNs; repeat for more. Any other source changes
+    /// only the entity holding its own node.
     #[arg(long = "control-node")]
     pub control_nodes: Vec<String>,
+    /// Portals, nodes and portal groups one entity may hold; more is refused with status 3
+    /// [default: 4096].
+    #[arg(long)]
+    pub max_objects_per_entity: Option<usize>,
+    /// Largest request accepted, bytes (at most 1048576); a larger one is answered with
+    /// status 2 and its connection closed [default: 1048576].
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Smallest ESI interval granted, seconds [default: 60].
+    #[arg(long)]
+    pub esi_min_interval: Option<u32>,
+    /// Consecutive unanswered ESI messages after which a portal is deregistered [default: 3].
+    #[arg(long)]
+    pub esi_allowed_misses: Option<u32>,
+}
+
+/// The effective settings: defaults, then the file, then the flags.
+fn settings(args: &Args, file: Option<&Path>) -> anyhow::Result<isns::ServerConfig> {
+    let mut c = match file {
+        Some(path) => isns::config::load(path)?,
+        None => isns::config::defaults(),
+    };
+    if let Some((first, rest)) = args.listen.split_first() {
+        c.listen = *first;
+        c.extra_listen = rest.to_vec();
+    }
+    if let Some(db) = &args.db {
+        c.db = db.clone();
+    }
+    if let Some(n) = args.max_connections {
+        c.max_connections = n;
+    }
+    if let Some(n) = args.max_connections_per_address {
+        c.max_connections_per_address = n;
+    }
+    if let Some(s) = args.first_message_timeout {
+        c.first_message_timeout = Duration::from_secs(s);
+    }
+    if !args.control_nodes.is_empty() {
+        c.control_nodes = args.control_nodes.clone();
+    }
+    if let Some(n) = args.max_objects_per_entity {
+        anyhow::ensure!(n > 0, "--max-objects-per-entity must be at least 1");
+        c.max_objects_per_entity = n;
+    }
+    if let Some(n) = args.max_message_bytes {
+        let range = isns::config::MIN_MESSAGE_BYTES..=isns_proto::MAX_MESSAGE_LEN;
+        anyhow::ensure!(
+            range.contains(&n),
+            "--max-message-bytes must be within {}..={}",
+            range.start(),
+            range.end()
+        );
+        c.max_message_len = n;
+    }
+    if let Some(n) = args.esi_min_interval {
+        anyhow::ensure!(n > 0, "--esi-min-interval must be at least 1");
+        c.esi.min_interval = n;
+    }
+    if let Some(n) = args.esi_allowed_misses {
+        anyhow::ensure!(n > 0, "--esi-allowed-misses must be at least 1");
+        c.esi.allowed_misses = n;
+    }
+    Ok(c)
+}
+
+/// `--check-config FILE`: the effective settings on stdout, exit 0; or every problem on
+/// stderr, exit 1.
+fn check_config(args: &Args, path: &Path) -> ExitCode {
+    match settings(args, Some(path)) {
+        Ok(c) => {
+            println!("# {}: valid; effective settings:", path.display());
+            print!("{}", isns::config::describe(&c));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.check_config {
+        return Ok(check_config(&args, path));
+    }
+    let config = settings(&args, args.config.as_deref())?;
     super::runtime()?.block_on(async {
-        let mut config = isns::ServerConfig::new(args.listen, args.db.clone());
-        config.max_connections = args.max_connections;
-        config.max_connections_per_address = args.max_connections_per_address;
-        config.first_message_timeout = std::time::Duration::from_secs(args.first_message_timeout);
-        config.control_nodes = args.control_nodes.clone();
-        let server = isns::Server::bind(config).await.with_context(|| {
-            format!(
-                "starting iSNS server on {} with {}",
-                args.listen,
-                args.db.display()
-            )
-        })?;
-        let addr = server.local_addr()?;
-        tracing::info!(%addr, db = %args.db.display(), "iSNS server listening");
-        eprintln!("portshift isns: listening on {addr}");
+        let (listen, db) = (config.listen, config.db.clone());
+        let server = isns::Server::bind(config)
+            .await
+            .with_context(|| format!("starting iSNS server on {listen} with {}", db.display()))?;
+        for addr in server.local_addrs()? {
+            tracing::info!(%addr, db = %db.display(), "iSNS server listening");
+            eprintln!("portshift isns: listening on {addr}");
+        }
         let stop = super::until_stopped();
         server
             .run(async move {
