@@ -69,6 +69,10 @@ pub struct ServerConfig {
     /// refused with status 3. The addresses are kept in memory only: entities
     /// loaded from the database at start count against no address.
     pub max_entities_per_address: usize,
+    /// The default discovery domain (isnsd's `DefaultDiscoveryDomain`, see
+    /// [`crate::Registry::set_default_dd`]); on by default, which lets every
+    /// node in no DD see every other such node.
+    pub default_dd: bool,
 }
 
 impl ServerConfig {
@@ -87,6 +91,7 @@ impl ServerConfig {
             default_registration_period: registry::DEFAULT_REGISTRATION_PERIOD,
             max_registration_period: registry::MAX_REGISTRATION_PERIOD,
             max_entities_per_address: registry::MAX_ENTITIES_PER_ADDRESS,
+            default_dd: true,
         }
     }
 }
@@ -138,6 +143,7 @@ impl Server {
         registry.grant_grace(now());
         registry.set_scn_source(&config.source_name);
         registry.set_control_nodes(config.control_nodes.iter().cloned());
+        registry.set_default_dd(config.default_dd);
         registry.set_limits(Limits {
             default_registration_period: config.default_registration_period,
             max_registration_period: config.max_registration_period,

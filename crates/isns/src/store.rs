@@ -17,12 +17,17 @@ use isns_proto::tag::{self, ObjectType};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::object::Object;
+use crate::registry::dd::{self, Dd, Dds, Domains, Member};
 use crate::registry::{Changes, Counters, Entity, Registry};
 
 const ENTITIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entities");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Entity seq → the client IP address that registered it (text form).
 const OWNERS: TableDefinition<u64, &str> = TableDefinition::new("owners");
+/// Discovery domains ("dds") and sets ("sets"), each one TLV list (`dd`).
+const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
+/// Node name → its placement order in the default DD (`dd`).
+const DEFAULT_DD: TableDefinition<&str, u64> = TableDefinition::new("default_dd");
 
 /// Persistence errors.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,8 @@ impl Store {
         txn.open_table(ENTITIES)?;
         txn.open_table(META)?;
         txn.open_table(OWNERS)?;
+        txn.open_table(DOMAINS)?;
+        txn.open_table(DEFAULT_DD)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -93,7 +100,11 @@ impl Store {
             })?;
             owners.insert(seq, ip);
         }
-        Ok(Registry::from_parts(entities, counters).with_owners(owners))
+        let reg = Registry::from_parts(entities, counters).with_owners(owners);
+        Ok(match load_domains(&txn)? {
+            Some(domains) => reg.with_domains(domains),
+            None => reg,
+        })
     }
 
     /// Durably write the entities named in `changes` and the counters.
@@ -126,9 +137,207 @@ impl Store {
             meta.insert("next_seq", counters.next_seq)?;
             meta.insert("next_auto_eid", u64::from(counters.next_auto_eid))?;
         }
+        if changes.domains || !changes.default_dd.is_empty() {
+            commit_domains(&txn, reg, changes)?;
+        }
         txn.commit()?;
         Ok(())
     }
+}
+
+/// The stored discovery domains, sets and default-DD members; `None` when
+/// the database has none yet (written before discovery domains were kept).
+fn load_domains(txn: &redb::ReadTransaction) -> Result<Option<Domains>, StoreError> {
+    let table = txn.open_table(DOMAINS)?;
+    let Some(dds) = table.get("dds")? else {
+        return Ok(None);
+    };
+    let dds = decode_dds(dds.value())?;
+    let sets = match table.get("sets")? {
+        Some(v) => decode_sets(v.value())?,
+        None => (1, Vec::new()),
+    };
+    let mut default = Vec::new();
+    for row in txn.open_table(DEFAULT_DD)?.iter()? {
+        let (k, v) = row?;
+        default.push((v.value(), k.value().to_string()));
+    }
+    let mut d = Domains::from_parts(dds.1, sets.1, default);
+    d.raise_next_ids(dds.0, sets.0);
+    Ok(Some(d))
+}
+
+/// Write the DDs and DDSs (when `changes.domains`, or all of the domain
+/// state when the database has none yet) and the default-DD changes.
+fn commit_domains(
+    txn: &redb::WriteTransaction,
+    reg: &Registry,
+    changes: &Changes,
+) -> Result<(), StoreError> {
+    let d = reg.domains();
+    let mut table = txn.open_table(DOMAINS)?;
+    let first = table.get("dds")?.is_none();
+    if changes.domains || first {
+        table.insert("dds", encode_dds(d).as_slice())?;
+        table.insert("sets", encode_sets(d).as_slice())?;
+    }
+    let mut default = txn.open_table(DEFAULT_DD)?;
+    if first {
+        for (k, n) in d.default_members() {
+            default.insert(n, k)?;
+        }
+    } else {
+        for (n, k) in &changes.default_dd {
+            match k {
+                Some(k) => default.insert(n.as_str(), *k)?,
+                None => default.remove(n.as_str())?,
+            };
+        }
+    }
+    Ok(())
+}
+
+fn corrupt(why: &str) -> StoreError {
+    StoreError::Corrupt {
+        seq: 0,
+        why: format!("discovery domains: {why}"),
+    }
+}
+
+/// DDs as one TLV list: DD_Next_ID, then per DD its ID, name, features and
+/// members (iSCSI name + index handed out, or portal address + port).
+fn encode_dds(d: &Domains) -> Vec<u8> {
+    let mut attrs = vec![Attribute::u32(dd::DD_NEXT_ID, d.next_ids().0)];
+    for x in d.dds() {
+        attrs.push(Attribute::u32(dd::DD_ID, x.id));
+        if let Some(n) = &x.name {
+            attrs.push(Attribute::string(dd::DD_SYMBOLIC_NAME, n));
+        }
+        if let Some(f) = x.features {
+            attrs.push(Attribute::u32(dd::DD_FEATURES, f));
+        }
+        for m in &x.members {
+            match m {
+                Member::Node { name, index } => {
+                    attrs.push(Attribute::string(dd::DD_MEMBER_ISCSI_NAME, name));
+                    attrs.push(Attribute::u32(dd::DD_MEMBER_ISCSI_INDEX, *index));
+                }
+                Member::Portal { ip, port } => {
+                    attrs.push(Attribute {
+                        tag: dd::DD_MEMBER_PORTAL_IP_ADDR,
+                        value: ip.clone(),
+                    });
+                    attrs.push(Attribute::u32(dd::DD_MEMBER_PORTAL_PORT, *port));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for a in &attrs {
+        a.encode(&mut out);
+    }
+    out
+}
+
+fn decode_dds(buf: &[u8]) -> Result<(u32, Vec<Dd>), StoreError> {
+    let attrs = decode_attrs(buf).map_err(|e| corrupt(&e.to_string()))?;
+    let mut next = 1;
+    let mut out: Vec<Dd> = Vec::new();
+    let mut it = attrs.iter().peekable();
+    while let Some(a) = it.next() {
+        let u = || a.as_u32().ok_or_else(|| corrupt("bad number"));
+        if a.tag == dd::DD_NEXT_ID {
+            next = u()?;
+            continue;
+        }
+        if a.tag == dd::DD_ID {
+            out.push(Dd {
+                id: u()?,
+                name: None,
+                features: None,
+                members: Vec::new(),
+            });
+            continue;
+        }
+        let cur = out
+            .last_mut()
+            .ok_or_else(|| corrupt("attribute before DD_ID"))?;
+        match a.tag {
+            dd::DD_SYMBOLIC_NAME => cur.name = a.as_str().map(str::to_string),
+            dd::DD_FEATURES => cur.features = Some(u()?),
+            dd::DD_MEMBER_ISCSI_NAME => {
+                let index = match it.next_if(|b| b.tag == dd::DD_MEMBER_ISCSI_INDEX) {
+                    Some(b) => b.as_u32().ok_or_else(|| corrupt("bad index"))?,
+                    None => 0,
+                };
+                cur.members.push(Member::Node {
+                    name: a.as_str().ok_or_else(|| corrupt("bad name"))?.to_string(),
+                    index,
+                });
+            }
+            dd::DD_MEMBER_PORTAL_IP_ADDR => {
+                let port = it
+                    .next_if(|b| b.tag == dd::DD_MEMBER_PORTAL_PORT)
+                    .and_then(Attribute::as_u32)
+                    .ok_or_else(|| corrupt("portal member without port"))?;
+                cur.members.push(Member::Portal {
+                    ip: a.value.clone(),
+                    port,
+                });
+            }
+            t => return Err(corrupt(&format!("tag {t}"))),
+        }
+    }
+    Ok((next, out))
+}
+
+/// DDSs as one TLV list: DDS_Next_ID, then per set its ID, name, status
+/// and member DD IDs.
+fn encode_sets(d: &Domains) -> Vec<u8> {
+    let mut attrs = vec![Attribute::u32(dd::DDS_NEXT_ID, d.next_ids().1)];
+    for s in d.sets() {
+        attrs.push(Attribute::u32(dd::DDS_ID, s.id));
+        if let Some(n) = &s.name {
+            attrs.push(Attribute::string(dd::DDS_SYMBOLIC_NAME, n));
+        }
+        attrs.push(Attribute::u32(dd::DDS_STATUS, s.status));
+        attrs.extend(s.dds.iter().map(|id| Attribute::u32(dd::DD_ID, *id)));
+    }
+    let mut out = Vec::new();
+    for a in &attrs {
+        a.encode(&mut out);
+    }
+    out
+}
+
+fn decode_sets(buf: &[u8]) -> Result<(u32, Vec<Dds>), StoreError> {
+    let attrs = decode_attrs(buf).map_err(|e| corrupt(&e.to_string()))?;
+    let mut next = 1;
+    let mut out: Vec<Dds> = Vec::new();
+    for a in &attrs {
+        let u = a.as_u32().ok_or_else(|| corrupt("bad number"));
+        match a.tag {
+            dd::DDS_NEXT_ID => next = u?,
+            dd::DDS_ID => out.push(Dds {
+                id: u?,
+                name: None,
+                status: 0,
+                dds: Vec::new(),
+            }),
+            t => {
+                let cur = out
+                    .last_mut()
+                    .ok_or_else(|| corrupt("attribute before DDS_ID"))?;
+                match t {
+                    dd::DDS_SYMBOLIC_NAME => cur.name = a.as_str().map(str::to_string),
+                    dd::DDS_STATUS => cur.status = u?,
+                    dd::DD_ID => cur.dds.push(u?),
+                    t => return Err(corrupt(&format!("tag {t}"))),
+                }
+            }
+        }
+    }
+    Ok((next, out))
 }
 
 fn kind_code(k: ObjectType) -> u8 {

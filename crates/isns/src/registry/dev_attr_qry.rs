@@ -13,8 +13,9 @@ impl Registry {
         let kind = key_type(key)?;
         let wanted = req.operating();
         let mut found: Vec<(&Entity, &Object)> = Vec::new();
+        let viewer = self.viewer(req);
         for (e, o) in self.objects(kind) {
-            if !key.is_empty() && !o.matches(key) {
+            if !key.is_empty() && !o.matches(key) || !self.visible(&viewer, e, o) {
                 continue;
             }
             if kind != ObjectType::Entity {
@@ -26,6 +27,7 @@ impl Registry {
         // No match: isnsd (open-isns 0.10x) answers Success with no operating
         // attributes, which isnsadm shows as an empty list; do the same.
         let mut operating = Vec::new();
+        found.retain(|(e, o)| self.visible(&viewer, e, o)); // DD visibility (dd.rs)
         for (e, o) in found {
             let attrs = o.attributes(e.timestamp);
             if wanted.is_empty() {
@@ -46,7 +48,9 @@ impl Registry {
         if key.is_empty() {
             return Err(Status::MESSAGE_FORMAT_ERROR);
         }
-        let all = self.objects(kind);
+        let viewer = self.viewer(req);
+        let mut all = self.objects(kind);
+        all.retain(|(e, o)| self.visible(&viewer, e, o)); // DD visibility (dd.rs)
         let next = if key.iter().all(Attribute::is_nil) {
             all.first()
         } else {

@@ -21,6 +21,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
+pub mod dd;
 mod dereg;
 mod dev_attr_qry;
 mod dev_attr_reg;
@@ -181,12 +182,24 @@ pub struct Changes {
     pub removed: BTreeSet<u64>,
     /// State change events, turned into SCN messages by the registry.
     pub scn: Vec<ScnEvent>,
+    /// Discovery domains, sets or default-DD membership changed (`dd`):
+    /// the store rewrites them.
+    pub domains: bool,
+    /// SCN events for one node each (DD membership changes, §6.4.4):
+    /// (recipient iSCSI name, event).
+    pub dd_scn: Vec<(String, ScnEvent)>,
+    /// Nodes that joined (with their placement order) or left (`None`) the
+    /// default DD.
+    pub default_dd: Vec<(String, Option<u64>)>,
 }
 
 impl Changes {
     /// Whether anything must be persisted.
     pub fn is_empty(&self) -> bool {
-        self.upserted.is_empty() && self.removed.is_empty()
+        self.upserted.is_empty()
+            && self.removed.is_empty()
+            && !self.domains
+            && self.default_dd.is_empty()
     }
 }
 
@@ -246,11 +259,16 @@ pub struct Registry {
     warned: HashSet<IpAddr>,
     /// The total limit was hit and logged at WARN (reset when an entity goes).
     warned_total: bool,
+    /// Discovery domains and sets, and who sees whom (`dd`).
+    domains: dd::Domains,
 }
 
 impl PartialEq for Registry {
     fn eq(&self, other: &Registry) -> bool {
-        self.entities == other.entities && self.counters == other.counters
+        self.entities == other.entities
+            && self.counters == other.counters
+            && self.domains == other.domains
+            && self.default_registered() == other.default_registered()
     }
 }
 
@@ -281,7 +299,7 @@ impl Registry {
                 }
             }
         }
-        Registry {
+        let mut reg = Registry {
             entities,
             counters,
             scn: scn::Sender::default(),
@@ -290,7 +308,10 @@ impl Registry {
             owners: HashMap::new(),
             warned: HashSet::new(),
             warned_total: false,
-        }
+            domains: dd::Domains::default(),
+        };
+        reg.place_loaded_in_default_dd();
+        reg
     }
 
     /// Set the registration periods the server grants (see [`Limits`]).
@@ -369,6 +390,10 @@ impl Registry {
                 | FunctionId::DEV_DEREG
                 | FunctionId::SCN_REG
                 | FunctionId::SCN_DEREG
+                | FunctionId::DD_REG
+                | FunctionId::DD_DEREG
+                | FunctionId::DDS_REG
+                | FunctionId::DDS_DEREG
         )
     }
 
@@ -405,7 +430,14 @@ impl Registry {
             Err(Status::SOURCE_ABSENT)
         } else {
             self.touch_source(req, now);
+            let dd_key = req.key().first().is_some_and(|a| dd::is_dd_tag(a.tag));
             match f {
+                FunctionId::DEV_ATTR_QRY if dd_key => self.dd_qry(req),
+                FunctionId::DEV_GET_NEXT if dd_key => self.dd_get_next(req),
+                FunctionId::DD_REG => self.dd_reg(req, &mut changes),
+                FunctionId::DD_DEREG => self.dd_dereg(req, &mut changes),
+                FunctionId::DDS_REG => self.dds_reg(req, &mut changes),
+                FunctionId::DDS_DEREG => self.dds_dereg(req, &mut changes),
                 FunctionId::DEV_ATTR_REG => self.dev_attr_reg(req, now, client, &mut changes),
                 FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req),
                 FunctionId::DEV_GET_NEXT => self.dev_get_next(req),
@@ -429,6 +461,7 @@ impl Registry {
             }
         };
         self.forget_owners(&changes);
+        self.place_in_default_dd(&mut changes);
         let notifications = self.notifications(&changes, now);
         Outcome {
             response: Some(response),
@@ -475,6 +508,7 @@ impl Registry {
             !expired
         });
         self.forget_owners(&changes);
+        self.place_in_default_dd(&mut changes);
         let notifications = self.notifications(&changes, now);
         Outcome {
             changes,

@@ -119,14 +119,18 @@ impl Registry {
     /// order; each reports all selected events.
     pub(super) fn notifications(&mut self, changes: &Changes, now: u64) -> Vec<Notification> {
         let mut out = Vec::new();
-        if changes.scn.is_empty() {
+        if changes.scn.is_empty() && changes.dd_scn.is_empty() {
             return out;
         }
         for (name, bitmap) in self.scn_subscribers() {
+            let viewer = self.viewer_of(&name);
+            let own = changes.dd_scn.iter().filter(|(to, _)| *to == name);
             let events: Vec<_> = changes
                 .scn
                 .iter()
                 .filter(|ev| bitmap & ev.event != 0)
+                .filter(|ev| self.scn_visible(&viewer, &ev.object_key)) // DD visibility (dd.rs)
+                .chain(own.map(|(_, ev)| ev).filter(|ev| bitmap & ev.event != 0))
                 .collect();
             if events.is_empty() {
                 continue;

@@ -28,6 +28,19 @@ pub struct Args {
     /// entity; repeat for more. Any other source changes only the entity holding its own node.
     #[arg(long = "control-node")]
     pub control_nodes: Vec<String>,
+    /// The default discovery domain, as isnsd's `DefaultDiscoveryDomain` (RFC 4171 §2.2.2):
+    /// `on` places nodes registering in no discovery domain in one where they see each other;
+    /// `off` leaves them seeing only their own entity.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub default_dd: bool,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "1" | "true" | "yes" => Ok(true),
+        "off" | "0" | "false" | "no" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -37,6 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.max_connections_per_address = args.max_connections_per_address;
         config.first_message_timeout = std::time::Duration::from_secs(args.first_message_timeout);
         config.control_nodes = args.control_nodes.clone();
+        config.default_dd = args.default_dd;
         let server = isns::Server::bind(config).await.with_context(|| {
             format!(
                 "starting iSNS server on {} with {}",
