@@ -26,8 +26,6 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OWNERS: TableDefinition<u64, &str> = TableDefinition::new("owners");
 /// Discovery domains ("dds") and sets ("sets"), each one TLV list (`dd`).
 const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
-/// Node name → its placement order in the default DD (`dd`).
-const DEFAULT_DD: TableDefinition<&str, u64> = TableDefinition::new("default_dd");
 
 /// Persistence errors.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +65,6 @@ impl Store {
         txn.open_table(META)?;
         txn.open_table(OWNERS)?;
         txn.open_table(DOMAINS)?;
-        txn.open_table(DEFAULT_DD)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -137,16 +134,15 @@ impl Store {
             meta.insert("next_seq", counters.next_seq)?;
             meta.insert("next_auto_eid", u64::from(counters.next_auto_eid))?;
         }
-        if changes.domains || !changes.default_dd.is_empty() {
-            commit_domains(&txn, reg, changes)?;
+        if changes.domains {
+            commit_domains(&txn, reg)?;
         }
         txn.commit()?;
         Ok(())
     }
 }
 
-/// The stored discovery domains, sets and default-DD members; `None` when
-/// the database has none yet (written before discovery domains were kept).
+/// The stored discovery domains and sets; `None` when the database has none.
 fn load_domains(txn: &redb::ReadTransaction) -> Result<Option<Domains>, StoreError> {
     let table = txn.open_table(DOMAINS)?;
     let Some(dds) = table.get("dds")? else {
@@ -157,43 +153,17 @@ fn load_domains(txn: &redb::ReadTransaction) -> Result<Option<Domains>, StoreErr
         Some(v) => decode_sets(v.value())?,
         None => (1, Vec::new()),
     };
-    let mut default = Vec::new();
-    for row in txn.open_table(DEFAULT_DD)?.iter()? {
-        let (k, v) = row?;
-        default.push((v.value(), k.value().to_string()));
-    }
-    let mut d = Domains::from_parts(dds.1, sets.1, default);
+    let mut d = Domains::from_parts(dds.1, sets.1);
     d.raise_next_ids(dds.0, sets.0);
     Ok(Some(d))
 }
 
-/// Write the DDs and DDSs (when `changes.domains`, or all of the domain
-/// state when the database has none yet) and the default-DD changes.
-fn commit_domains(
-    txn: &redb::WriteTransaction,
-    reg: &Registry,
-    changes: &Changes,
-) -> Result<(), StoreError> {
+/// Write the DDs and DDSs (`changes.domains`).
+fn commit_domains(txn: &redb::WriteTransaction, reg: &Registry) -> Result<(), StoreError> {
     let d = reg.domains();
     let mut table = txn.open_table(DOMAINS)?;
-    let first = table.get("dds")?.is_none();
-    if changes.domains || first {
-        table.insert("dds", encode_dds(d).as_slice())?;
-        table.insert("sets", encode_sets(d).as_slice())?;
-    }
-    let mut default = txn.open_table(DEFAULT_DD)?;
-    if first {
-        for (k, n) in d.default_members() {
-            default.insert(n, k)?;
-        }
-    } else {
-        for (n, k) in &changes.default_dd {
-            match k {
-                Some(k) => default.insert(n.as_str(), *k)?,
-                None => default.remove(n.as_str())?,
-            };
-        }
-    }
+    table.insert("dds", encode_dds(d).as_slice())?;
+    table.insert("sets", encode_sets(d).as_slice())?;
     Ok(())
 }
 

@@ -8,16 +8,18 @@
 //!
 //! A DD is active when it belongs to no DDS or to at least one enabled DDS
 //! (DDS Status bit 0, §6.12.3); a DD has no enable bit of its own. The default
-//! DD (ID 0, isnsd's `DefaultDiscoveryDomain`): when on, a node registering
-//! while in no DD is placed in it, and a source that is no registered node is
-//! looked at as one of its members; a node leaves it when it is added to a
-//! DD and, like isnsd, does not return to it when it leaves that DD.
+//! DD (ID 0, isnsd's `DefaultDiscoveryDomain`), when on, holds every node that
+//! is in no DD (as isnsd's "domainless" nodes), and a source that is no
+//! registered node is looked at as one of its members. It is computed, never
+//! stored: a node leaves it when added to a DD and returns when it leaves the
+//! last one. (isnsd differs in one bug: nodes named in the DDReg that creates
+//! a DD keep a phantom membership after leaving it, so they never return.)
 //!
 //! Members are kept by name (iSCSI name, or portal address and port), so a
 //! member may be named before it registers (§5.6.5.9: the server hands out an
 //! index for it). Everything is indexed: node name → DD IDs, DD ID → active.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use isns_proto::tag::{self, ObjectType};
 use isns_proto::{Attribute, FunctionId, Message, Status};
@@ -67,7 +69,7 @@ pub enum Member {
 pub struct Dd {
     pub id: u32,
     pub name: Option<String>,
-    /// DD_Features (§6.11.1.9); `None` when never given (isnsd answers NIL).
+    /// DD_Features (§6.11.1.9); `None` when never given (answered as 0).
     pub features: Option<u32>,
     /// Members in the order they were added.
     pub members: Vec<Member>,
@@ -91,14 +93,11 @@ pub struct Domains {
     pub(crate) dds: Vec<Dd>,
     /// DDSs in registration order.
     pub(crate) sets: Vec<Dds>,
-    /// Nodes placed in the default DD, by placement order (and back).
-    default_order: BTreeMap<u64, String>,
-    default_of: HashMap<String, u64>,
     pub(crate) next_dd_id: u32,
     pub(crate) next_dds_id: u32,
     /// Whether the default DD exists (isnsd's `DefaultDiscoveryDomain`).
     default_dd: bool,
-    /// Node name → the DDs it belongs to (0 for the default DD).
+    /// Node name → the DDs it belongs to.
     by_node: HashMap<String, BTreeSet<u32>>,
     /// IDs of active DDs (see the module comment).
     active: HashSet<u32>,
@@ -109,8 +108,6 @@ impl Default for Domains {
         Domains {
             dds: Vec::new(),
             sets: Vec::new(),
-            default_order: BTreeMap::new(),
-            default_of: HashMap::new(),
             next_dd_id: 1,
             next_dds_id: 1,
             default_dd: true,
@@ -138,13 +135,8 @@ pub struct Viewer {
 }
 
 impl Domains {
-    /// Domains from stored parts (default-DD members with their placement
-    /// order); rebuilds the indexes.
-    pub fn from_parts(
-        dds: Vec<Dd>,
-        sets: Vec<Dds>,
-        default_members: Vec<(u64, String)>,
-    ) -> Domains {
+    /// Domains from stored parts; rebuilds the indexes.
+    pub fn from_parts(dds: Vec<Dd>, sets: Vec<Dds>) -> Domains {
         let mut d = Domains {
             next_dd_id: dds
                 .iter()
@@ -158,11 +150,6 @@ impl Domains {
                 .max()
                 .unwrap_or(0)
                 .saturating_add(1),
-            default_of: default_members
-                .iter()
-                .map(|(k, n)| (n.clone(), *k))
-                .collect(),
-            default_order: default_members.into_iter().collect(),
             dds,
             sets,
             ..Domains::default()
@@ -179,11 +166,6 @@ impl Domains {
     /// DDSs in registration order.
     pub fn sets(&self) -> &[Dds] {
         &self.sets
-    }
-
-    /// Nodes placed in the default DD, with their placement order.
-    pub fn default_members(&self) -> impl Iterator<Item = (u64, &str)> {
-        self.default_order.iter().map(|(k, n)| (*k, n.as_str()))
     }
 
     /// The next DD and DDS IDs to hand out.
@@ -205,12 +187,6 @@ impl Domains {
                     self.by_node.entry(name.clone()).or_default().insert(dd.id);
                 }
             }
-        }
-        for n in self.default_order.values() {
-            self.by_node
-                .entry(n.clone())
-                .or_default()
-                .insert(DEFAULT_DD_ID);
         }
         self.recompute_active();
     }
@@ -250,6 +226,9 @@ impl Domains {
 
     /// Whether nodes `a` and `b` share an active DD.
     pub fn share_active(&self, a: &str, b: &str) -> bool {
+        if self.default_dd && self.domainless(a) && self.domainless(b) {
+            return true;
+        }
         let (Some(x), Some(y)) = (self.by_node.get(a), self.by_node.get(b)) else {
             return false;
         };
@@ -264,38 +243,9 @@ impl Domains {
         self.sets.iter().position(|s| s.id == id)
     }
 
-    /// A node registered: the default DD takes it when it is in no DD.
-    /// Returns its placement order when the default DD changed.
-    fn node_registered(&mut self, name: &str) -> Option<u64> {
-        if !self.default_dd || self.by_node.get(name).is_some_and(|s| !s.is_empty()) {
-            return None;
-        }
-        let k = self
-            .default_order
-            .last_key_value()
-            .map_or(1, |(k, _)| k.saturating_add(1));
-        self.default_order.insert(k, name.to_string());
-        self.default_of.insert(name.to_string(), k);
-        self.by_node
-            .entry(name.to_string())
-            .or_default()
-            .insert(DEFAULT_DD_ID);
-        Some(k)
-    }
-
-    /// Remove `name` from the default DD; whether it was there.
-    fn leave_default(&mut self, name: &str) -> bool {
-        let Some(k) = self.default_of.remove(name) else {
-            return false;
-        };
-        self.default_order.remove(&k);
-        if let Some(s) = self.by_node.get_mut(name) {
-            s.remove(&DEFAULT_DD_ID);
-            if s.is_empty() {
-                self.by_node.remove(name);
-            }
-        }
-        true
+    /// Whether `name` is in no DD (so in the default DD when that is on).
+    fn domainless(&self, name: &str) -> bool {
+        self.by_node.get(name).is_none_or(BTreeSet::is_empty)
     }
 }
 
@@ -433,8 +383,8 @@ impl Registry {
             .map(|e| e.seq);
         let d = &self.domains;
         let mut dds: Vec<u32> = d.dds_of(name).filter(|id| d.is_active(*id)).collect();
-        if entity.is_none() && d.default_dd && !dds.contains(&DEFAULT_DD_ID) {
-            // isnsd: a source that is no registered node sees the default DD.
+        if d.default_dd && d.domainless(name) {
+            // Also a source that is no registered node (isnsd).
             dds.push(DEFAULT_DD_ID);
         }
         Viewer {
@@ -446,7 +396,9 @@ impl Registry {
 
     /// Whether `v` may see the node called `name`.
     fn node_visible(&self, v: &Viewer, name: &str) -> bool {
-        v.all || self.domains.dds_of(name).any(|id| v.dds.contains(&id))
+        v.all
+            || self.domains.dds_of(name).any(|id| v.dds.contains(&id))
+            || v.dds.contains(&DEFAULT_DD_ID) && self.domains.domainless(name)
     }
 
     /// §2.2.2, §5.6.5.2: whether `v` may see `o` of entity `e`: a node when
@@ -510,61 +462,6 @@ impl Registry {
         self.viewer(&req)
     }
 
-    /// After a successful request: nodes it registered join the default DD
-    /// when in no DD; nodes it removed leave it.
-    pub(super) fn place_in_default_dd(&mut self, ch: &mut Changes) {
-        let mut placed = Vec::new();
-        for ev in &ch.scn {
-            let Some(name) = ev
-                .object_key
-                .iter()
-                .find(|a| a.tag == tag::ISCSI_NAME)
-                .and_then(Attribute::as_str)
-            else {
-                continue;
-            };
-            let changed = match ev.event {
-                tag::scn::OBJECT_ADDED => self.domains.node_registered(name).map(Some),
-                tag::scn::OBJECT_REMOVED => self.domains.leave_default(name).then_some(None),
-                _ => None,
-            };
-            if let Some(order) = changed {
-                placed.push((name.to_string(), order));
-            }
-        }
-        ch.default_dd.extend(placed);
-    }
-
-    /// Registered nodes in no DD join the default DD, in registration
-    /// order (a registry built from entities alone, e.g. a database written
-    /// before discovery domains were kept; stored domains replace this).
-    pub(super) fn place_loaded_in_default_dd(&mut self) {
-        let names: Vec<String> = self
-            .entities
-            .iter()
-            .flat_map(|e| e.of_kind(ObjectType::IscsiNode))
-            .filter_map(|n| n.get_str(tag::ISCSI_NAME))
-            .map(str::to_string)
-            .collect();
-        for n in names {
-            self.domains.node_registered(&n);
-        }
-    }
-
-    /// Names in the default DD that are registered nodes, in order (what
-    /// equality of registries compares: unregistered names do not matter).
-    pub(super) fn default_registered(&self) -> Vec<&str> {
-        self.domains
-            .default_order
-            .values()
-            .filter(|n| {
-                self.entity_of_node(&Attribute::string(tag::ISCSI_NAME, n))
-                    .is_some()
-            })
-            .map(String::as_str)
-            .collect()
-    }
-
     /// The current index of a registered node or portal member, else the
     /// index handed out when it was named.
     fn member_index(&self, m: &Member) -> u32 {
@@ -624,17 +521,15 @@ impl Registry {
         }
     }
 
-    /// The attributes of a DD as isnsd answers them: ID, name, features
-    /// (NIL when never set), then each member's index and key.
+    /// The attributes of a DD as isnsd answers them: ID, name, features,
+    /// then each member's index and key.
     fn dd_attributes(&self, dd: &Dd) -> Vec<Attribute> {
         let mut out = vec![Attribute::u32(DD_ID, dd.id)];
         if let Some(n) = &dd.name {
             out.push(Attribute::string(DD_SYMBOLIC_NAME, n));
         }
-        out.push(match dd.features {
-            Some(f) => Attribute::u32(DD_FEATURES, f),
-            None => Attribute::nil(DD_FEATURES),
-        });
+        // §6.11.1.9: the default value of DD_Features is 0.
+        out.push(Attribute::u32(DD_FEATURES, dd.features.unwrap_or(0)));
         for m in &dd.members {
             match m {
                 Member::Node { name, .. } => {
@@ -654,13 +549,15 @@ impl Registry {
         out
     }
 
-    /// The default DD as isnsd lists it: ID 0 and its registered members' names.
+    /// The default DD as isnsd lists it: ID 0 and the names of the
+    /// registered nodes in no DD, in registration order.
     fn default_dd_attributes(&self) -> Vec<Attribute> {
         let mut out = vec![Attribute::u32(DD_ID, DEFAULT_DD_ID)];
-        for n in self.domains.default_order.values() {
-            let key = Attribute::string(tag::ISCSI_NAME, n);
-            if self.entity_of_node(&key).is_some() {
-                out.push(Attribute::string(DD_MEMBER_ISCSI_NAME, n));
+        for (_, n) in self.objects(ObjectType::IscsiNode) {
+            if let Some(name) = n.get_str(tag::ISCSI_NAME)
+                && self.domains.domainless(name)
+            {
+                out.push(Attribute::string(DD_MEMBER_ISCSI_NAME, name));
             }
         }
         out
@@ -771,9 +668,6 @@ impl Registry {
             None => self.domains.dds.push(dd),
         }
         for n in node_names(&added) {
-            if self.domains.leave_default(&n) {
-                ch.default_dd.push((n.clone(), None));
-            }
             self.domains.by_node.entry(n).or_default().insert(id);
         }
         self.domains.recompute_active();

@@ -188,18 +188,12 @@ pub struct Changes {
     /// SCN events for one node each (DD membership changes, §6.4.4):
     /// (recipient iSCSI name, event).
     pub dd_scn: Vec<(String, ScnEvent)>,
-    /// Nodes that joined (with their placement order) or left (`None`) the
-    /// default DD.
-    pub default_dd: Vec<(String, Option<u64>)>,
 }
 
 impl Changes {
     /// Whether anything must be persisted.
     pub fn is_empty(&self) -> bool {
-        self.upserted.is_empty()
-            && self.removed.is_empty()
-            && !self.domains
-            && self.default_dd.is_empty()
+        self.upserted.is_empty() && self.removed.is_empty() && !self.domains
     }
 }
 
@@ -268,7 +262,6 @@ impl PartialEq for Registry {
         self.entities == other.entities
             && self.counters == other.counters
             && self.domains == other.domains
-            && self.default_registered() == other.default_registered()
     }
 }
 
@@ -299,7 +292,7 @@ impl Registry {
                 }
             }
         }
-        let mut reg = Registry {
+        Registry {
             entities,
             counters,
             scn: scn::Sender::default(),
@@ -309,9 +302,7 @@ impl Registry {
             warned: HashSet::new(),
             warned_total: false,
             domains: dd::Domains::default(),
-        };
-        reg.place_loaded_in_default_dd();
-        reg
+        }
     }
 
     /// Set the registration periods the server grants (see [`Limits`]).
@@ -461,7 +452,6 @@ impl Registry {
             }
         };
         self.forget_owners(&changes);
-        self.place_in_default_dd(&mut changes);
         let notifications = self.notifications(&changes, now);
         Outcome {
             response: Some(response),
@@ -508,7 +498,6 @@ impl Registry {
             !expired
         });
         self.forget_owners(&changes);
-        self.place_in_default_dd(&mut changes);
         let notifications = self.notifications(&changes, now);
         Outcome {
             changes,

@@ -31,7 +31,7 @@ pub struct Args {
     /// The default discovery domain, as isnsd's `DefaultDiscoveryDomain` (RFC 4171 §2.2.2):
     /// `on` places nodes registering in no discovery domain in one where they see each other;
     /// `off` leaves them seeing only their own entity.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
     pub default_dd: bool,
 }
 
