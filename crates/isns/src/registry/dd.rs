@@ -179,6 +179,51 @@ impl Domains {
         self.next_dds_id = self.next_dds_id.max(dds);
     }
 
+    /// The invariants the indexes keep, for tests and fuzzing: IDs nonzero
+    /// and unique, names unique, set members existing DDs, and the node and
+    /// active indexes equal to what the DDs and sets give.
+    pub fn check(&self) -> Result<(), String> {
+        let mut ids = HashSet::new();
+        let mut names = HashSet::new();
+        for d in &self.dds {
+            if d.id == 0 || !ids.insert(d.id) {
+                return Err(format!("DD ID {} zero or repeated", d.id));
+            }
+            if let Some(n) = &d.name
+                && !names.insert(n.clone())
+            {
+                return Err(format!("DD name {n} repeated"));
+            }
+            let mut seen = HashSet::new();
+            if !d.members.iter().all(|m| seen.insert(m)) {
+                return Err(format!("DD {} lists a member twice", d.id));
+            }
+        }
+        let mut set_ids = HashSet::new();
+        for s in &self.sets {
+            if s.id == 0 || !set_ids.insert(s.id) {
+                return Err(format!("DDS ID {} zero or repeated", s.id));
+            }
+            if let Some(id) = s.dds.iter().find(|id| !ids.contains(*id)) {
+                return Err(format!("DDS {} holds missing DD {id}", s.id));
+            }
+        }
+        let mut fresh = self.clone();
+        fresh.reindex();
+        if fresh.by_node != self.by_node {
+            return Err("node index differs from the DDs' members".into());
+        }
+        if fresh.active != self.active {
+            return Err("active DDs differ from the sets' status".into());
+        }
+        if self.dds.iter().any(|d| d.id >= self.next_dd_id)
+            || self.sets.iter().any(|s| s.id >= self.next_dds_id)
+        {
+            return Err("next ID not above every ID".into());
+        }
+        Ok(())
+    }
+
     fn reindex(&mut self) {
         self.by_node.clear();
         for dd in &self.dds {
@@ -243,6 +288,12 @@ impl Domains {
         self.sets.iter().position(|s| s.id == id)
     }
 
+    /// No DDs and the default DD on: every node sees every node (what the
+    /// server did before discovery domains; checked first, in O(1)).
+    fn all_see_all(&self) -> bool {
+        self.default_dd && self.dds.is_empty()
+    }
+
     /// Whether `name` is in no DD (so in the default DD when that is on).
     fn domainless(&self, name: &str) -> bool {
         self.by_node.get(name).is_none_or(BTreeSet::is_empty)
@@ -256,6 +307,9 @@ fn parse_members(attrs: &[Attribute], registration: bool) -> Res<Vec<Member>> {
     while let Some(a) = attrs.get(i) {
         i += 1;
         match a.tag {
+            DD_ID | DD_FEATURES if !a.is_nil() && a.as_u32().is_none() => {
+                return Err(invalid(registration));
+            }
             DD_ID | DD_SYMBOLIC_NAME | DD_FEATURES => {}
             DD_MEMBER_ISCSI_NAME => {
                 let name = a
@@ -406,7 +460,7 @@ impl Registry {
     /// group when a node of its entity is visible (a PG: its own node); all
     /// objects of the source's own entity.
     pub(super) fn visible(&self, v: &Viewer, e: &Entity, o: &Object) -> bool {
-        if v.all || v.entity == Some(e.seq) {
+        if v.all || v.entity == Some(e.seq) || self.domains.all_see_all() {
             return true;
         }
         match o.kind {
@@ -428,7 +482,7 @@ impl Registry {
     /// gone are judged by the node name in their key; a removed entity or
     /// portal (no name in its key) is reported.
     pub(super) fn scn_visible(&self, v: &Viewer, key: &[Attribute]) -> bool {
-        if v.all {
+        if v.all || self.domains.all_see_all() {
             return true;
         }
         if let Some(n) = key

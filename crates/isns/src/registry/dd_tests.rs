@@ -600,3 +600,199 @@ fn domains_survive_a_store_reload() {
     assert_eq!(loaded.domains().sets(), reg.domains().sets());
     assert_eq!(loaded.domains().next_ids(), reg.domains().next_ids());
 }
+
+mod props {
+    //! Random DD/DDS operation sequences: never a panic, the indexes stay
+    //! consistent, a refused request changes nothing, and DD partners in an
+    //! active DD see each other.
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 5] = ["iqn.t", "iqn.h1", "iqn.h2", "iqn.h3", "iqn.ghost"];
+    const SOURCES: [&str; 3] = [ADM, "iqn.h1", "iqn.nobody"];
+
+    fn member() -> impl Strategy<Value = Vec<Attribute>> {
+        prop_oneof![
+            (0..NAMES.len()).prop_map(|i| vec![s(DD_MEMBER_ISCSI_NAME, NAMES[i])]),
+            (0u32..12).prop_map(|i| vec![Attribute::u32(DD_MEMBER_ISCSI_INDEX, i)]),
+            (1u8..4).prop_map(|d| vec![
+                Attribute::ip(DD_MEMBER_PORTAL_IP_ADDR, [127, 0, 0, d].into()),
+                Attribute::u32(DD_MEMBER_PORTAL_PORT, 3260),
+            ]),
+        ]
+    }
+
+    /// An attribute of the DD/DDS ranges with a value that may be malformed.
+    fn any_dd_attr() -> impl Strategy<Value = Attribute> {
+        (
+            prop_oneof![Just(DD_ID), Just(DDS_ID), 2049u32..2080, 0u32..70],
+            prop::collection::vec(any::<u8>(), 0..9),
+        )
+            .prop_map(|(tag, value)| Attribute { tag, value })
+    }
+
+    fn op() -> impl Strategy<Value = Message> {
+        let id = || prop_oneof![Just(None), (0u32..5).prop_map(Some)];
+        let key = move |t: u32| {
+            id().prop_map(move |i| {
+                i.map(|i| Attribute::u32(t, i))
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            })
+        };
+        let name = prop::option::of(prop_oneof![Just("a"), Just("b"), Just("")]);
+        prop_oneof![
+            (
+                0..SOURCES.len(),
+                key(DD_ID),
+                name.clone(),
+                prop::collection::vec(member(), 0..4)
+            )
+                .prop_map(|(src, key, name, members)| {
+                    let mut ops: Vec<Attribute> =
+                        name.map(|n| s(DD_SYMBOLIC_NAME, n)).into_iter().collect();
+                    ops.extend(members.concat());
+                    req_from(SOURCES[src], FunctionId::DD_REG, key, ops)
+                }),
+            (
+                0..SOURCES.len(),
+                key(DD_ID),
+                prop::collection::vec(member(), 0..3)
+            )
+                .prop_map(|(src, key, members)| {
+                    req_from(SOURCES[src], FunctionId::DD_DEREG, key, members.concat())
+                }),
+            (
+                0..SOURCES.len(),
+                key(DDS_ID),
+                prop::option::of(0u32..4),
+                prop::collection::vec(0u32..5, 0..3)
+            )
+                .prop_map(|(src, key, status, dds)| {
+                    let mut ops: Vec<Attribute> = status
+                        .map(|v| Attribute::u32(DDS_STATUS, v))
+                        .into_iter()
+                        .collect();
+                    ops.extend(dds.into_iter().map(|d| Attribute::u32(DD_ID, d)));
+                    req_from(SOURCES[src], FunctionId::DDS_REG, key, ops)
+                }),
+            (
+                0..SOURCES.len(),
+                key(DDS_ID),
+                prop::collection::vec(0u32..5, 0..2)
+            )
+                .prop_map(|(src, key, dds)| {
+                    let ops = dds.into_iter().map(|d| Attribute::u32(DD_ID, d)).collect();
+                    req_from(SOURCES[src], FunctionId::DDS_DEREG, key, ops)
+                }),
+            (
+                prop_oneof![
+                    Just(FunctionId::DD_REG),
+                    Just(FunctionId::DD_DEREG),
+                    Just(FunctionId::DDS_REG),
+                    Just(FunctionId::DDS_DEREG),
+                    Just(FunctionId::DEV_ATTR_QRY),
+                    Just(FunctionId::DEV_GET_NEXT)
+                ],
+                prop::collection::vec(any_dd_attr(), 0..3),
+                prop::collection::vec(any_dd_attr(), 0..5),
+            )
+                .prop_map(|(f, key, ops)| adm(f, key, ops)),
+            (0..4usize).prop_map(|i| {
+                let n = NAMES[i];
+                let ops = [portal(&format!("127.0.0.{}", 50 + i)), node(n, 2)].concat();
+                req_from(
+                    n,
+                    FunctionId::DEV_ATTR_REG,
+                    vec![s(tag::ENTITY_IDENTIFIER, &format!("p{i}"))],
+                    ops,
+                )
+            }),
+            (0..4usize).prop_map(|i| {
+                adm(
+                    FunctionId::DEV_DEREG,
+                    vec![],
+                    vec![s(tag::ISCSI_NAME, NAMES[i])],
+                )
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_dd_operations_keep_the_registry_consistent(
+            default_dd in any::<bool>(),
+            ops in prop::collection::vec(op(), 1..40),
+        ) {
+            let mut reg = world(default_dd);
+            for m in &ops {
+                let before = reg.clone();
+                let out = reg.handle(m, 1000);
+                let status = out.response.as_ref().and_then(|r| r.status).unwrap();
+                if status != Status::SUCCESS {
+                    prop_assert!(out.changes.is_empty() && out.notifications.is_empty());
+                    prop_assert_eq!(&reg, &before);
+                    prop_assert_eq!(reg.domains().dds(), before.domains().dds());
+                }
+                // Responses encode and decode (the server sends them).
+                let resp = out.response.unwrap();
+                let mut dec = isns_proto::MessageDecoder::new();
+                let mut buf = bytes::BytesMut::from(resp.to_bytes().as_slice());
+                prop_assert!(dec.decode(&mut buf).is_ok());
+                if let Err(e) = reg.domains().check() {
+                    prop_assert!(false, "after {:?}: {}", m, e);
+                }
+            }
+            // Members of a DD in no set see each other (sets aside: one may disable it).
+            let d = reg.domains().clone();
+            if d.sets().is_empty() {
+                for dd in d.dds() {
+                    let names: Vec<&str> = dd.members.iter().filter_map(|m| match m {
+                        Member::Node { name, .. } => Some(name.as_str()),
+                        Member::Portal { .. } => None,
+                    }).collect();
+                    for a in &names {
+                        for b in &names {
+                            prop_assert!(d.share_active(a, b));
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn malformed_dd_requests_get_a_clear_status(
+            f in prop_oneof![
+                Just(FunctionId::DD_REG),
+                Just(FunctionId::DD_DEREG),
+                Just(FunctionId::DDS_REG),
+                Just(FunctionId::DDS_DEREG),
+            ],
+            len in prop_oneof![1usize..4, 5usize..8],
+            bad_key in any::<bool>(),
+        ) {
+            // A non-NIL ID of the wrong length (not 4 bytes) in the key or among the operating
+            // attributes.
+            let id_tag = if f == FunctionId::DD_REG || f == FunctionId::DD_DEREG { DD_ID } else { DDS_ID };
+            let bad = Attribute { tag: id_tag, value: vec![1; len] };
+            let m = if bad_key {
+                adm(f, vec![bad], vec![])
+            } else {
+                adm(f, vec![Attribute::u32(id_tag, 1)], vec![bad.clone(), bad])
+            };
+            let mut reg = world(true);
+            dd_reg(&mut reg, "dd1", &["iqn.h1"]);
+            ok(&mut reg, &adm(FunctionId::DDS_REG, vec![], vec![Attribute::u32(DD_ID, 1)]));
+            let before = reg.clone();
+            let out = reg.handle(&m, 1000);
+            let status = out.response.unwrap().status.unwrap();
+            prop_assert!(
+                [Status::INVALID_REGISTRATION, Status::INVALID_DEREGISTRATION, Status::MESSAGE_FORMAT_ERROR]
+                    .contains(&status),
+                "{:?} answered {}", m, status
+            );
+            prop_assert!(out.changes.is_empty());
+            prop_assert_eq!(reg, before);
+        }
+    }
+}
