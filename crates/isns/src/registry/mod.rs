@@ -6,12 +6,12 @@
 //! One module per RFC 4171 concept: `dev_attr_reg` (§5.6.5.1),
 //! `dev_attr_qry` (DevAttrQry §5.6.5.2, DevGetNext §5.6.5.3), `dereg`
 //! (DevDereg §5.6.5.4), [`scn`] (SCNReg/SCNDereg §5.6.5.5-6 and the SCN
-//! message §5.6.5.8). This module keeps the registry's invariants: entities
+//! message §5.6.5.8), [`dd`] (DDReg/DDDereg/DDSReg/DDSDereg §5.6.5.9-12). This module keeps the registry's invariants: entities
 //! in registration order (`seq` ascending), objects inside an entity in
 //! registration order, index counters advanced only by successful requests.
 //!
-//! Behaviour follows what open-isns' isnsd does with `DefaultDiscoveryDomain = 1`
-//! (every node can see every other node; discovery domains are not implemented):
+//! Behaviour follows what open-isns' isnsd does (discovery domains, sets and
+//! the default DD in [`dd`]; what a source may see is decided there):
 //! implicit portal groups with PGT 1 for every node/portal pair of an entity,
 //! query answers made of the container entity, the object and its related
 //! objects, PGs with a NIL or 0 tag hiding a portal from a node. Unlike isnsd,
