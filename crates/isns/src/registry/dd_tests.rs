@@ -552,6 +552,45 @@ fn membership_changes_notify_the_members_concerned() {
 }
 
 #[test]
+fn portal_group_changes_reach_only_who_sees_the_target() {
+    // The balancer deletes a (target, portal) registration with a NIL-PGT Portal Group
+    // (DevAttrReg); the SCN about it goes only to subscribers that share a DD with the target.
+    let mut reg = world(false);
+    dd_reg(&mut reg, "dd1", &["iqn.t", "iqn.h1"]);
+    for n in ["iqn.h1", "iqn.h2"] {
+        ok(
+            &mut reg,
+            &req_from(
+                n,
+                FunctionId::SCN_REG,
+                vec![s(tag::ISCSI_NAME, n)],
+                vec![Attribute::u32(
+                    tag::ISCSI_SCN_BITMAP,
+                    tag::scn::OBJECT_UPDATED | tag::scn::OBJECT_ADDED,
+                )],
+            ),
+        );
+    }
+    let pg = crate::registry::tests::pg("iqn.t", "127.0.0.1", None);
+    let out = reg.handle(
+        &req_from(
+            "iqn.t",
+            FunctionId::DEV_ATTR_REG,
+            vec![s(tag::ENTITY_IDENTIFIER, "st")],
+            pg,
+        ),
+        1000,
+    );
+    assert_eq!(out.response.unwrap().status, Some(Status::SUCCESS));
+    let to: Vec<_> = out
+        .notifications
+        .iter()
+        .map(|n| n.message.key()[0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(to, ["iqn.h1"]);
+}
+
+#[test]
 fn domains_survive_a_store_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dd.redb");
