@@ -429,6 +429,13 @@ impl Registry {
                 ..Viewer::default()
             };
         }
+        if self.domains.all_see_all() {
+            // No DDs, default DD on: everyone is in the default DD; no lookup needed.
+            return Viewer {
+                dds: vec![DEFAULT_DD_ID],
+                ..Viewer::default()
+            };
+        }
         let src = req.source().filter(|s| s.tag == tag::ISCSI_NAME);
         let name = src.and_then(Attribute::as_str).unwrap_or("");
         let entity = src
