@@ -29,8 +29,8 @@ pub struct Args {
     #[arg(long = "control-node")]
     pub control_nodes: Vec<String>,
     /// The default discovery domain, as isnsd's `DefaultDiscoveryDomain` (RFC 4171 §2.2.2):
-    /// `on` places nodes registering in no discovery domain in one where they see each other;
-    /// `off` leaves them seeing only their own entity.
+    /// `on` puts every node that is in no discovery domain in a default one, where they see
+    /// each other; `off` leaves such a node seeing only its own entity.
     #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set, value_parser = parse_on_off)]
     pub default_dd: bool,
 }
