@@ -37,7 +37,7 @@ pub const PG_PORTAL_PORT: u32 = 50;
 pub const PG_TAG: u32 = 51;
 pub const PG_INDEX: u32 = 52;
 pub const PG_NEXT_INDEX: u32 = 53;
-// Discovery Domain (§6.11), only recognised, not implemented by the server.
+// Discovery Domain (§6.11); the rest of §6.11-12 in `isns::registry::dd`.
 pub const DD_ID: u32 = 2065;
 pub const DD_SYMBOLIC_NAME: u32 = 2066;
 

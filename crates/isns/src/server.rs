@@ -107,8 +107,9 @@ pub struct ServerConfig {
     /// How long the server waits to connect to a portal's ESI port and for
     /// its ESI Response.
     pub esi_timeout: Duration,
-    /// Whether nodes in no discovery domain share a default one (isnsd's
-    /// `DefaultDiscoveryDomain`).
+    /// The default discovery domain (isnsd's `DefaultDiscoveryDomain`, see
+    /// [`crate::Registry::set_default_dd`]); on by default, which lets every
+    /// node in no DD see every other such node.
     pub default_dd: bool,
 }
 
@@ -225,6 +226,7 @@ impl Server {
         let mut registry = store.load()?;
         registry.set_scn_source(&config.source_name);
         registry.set_control_nodes(config.control_nodes.iter().cloned());
+        registry.set_default_dd(config.default_dd);
         registry.set_limits(Limits {
             default_registration_period: config.default_registration_period,
             max_registration_period: config.max_registration_period,
@@ -457,6 +459,7 @@ fn admit(conns: &Arc<Mutex<Conns>>, ip: IpAddr, config: &ServerConfig) -> Option
 fn merge(into: &mut Changes, from: &Changes) {
     into.removed.extend(from.removed.iter().copied());
     into.upserted.extend(from.upserted.iter().copied());
+    into.domains |= from.domains;
 }
 
 /// Group commit statistics, logged when the server stops.

@@ -23,6 +23,7 @@ use isns_proto::tag::{self, ObjectType};
 use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::object::Object;
+use crate::registry::dd::{self, Dd, Dds, Domains, Member};
 use crate::registry::{Changes, Counters, Entity, Registry};
 
 const ENTITIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entities");
@@ -42,6 +43,8 @@ pub struct Batch {
     owners: Vec<(u64, String)>,
     counters: Option<Counters>,
     refreshed: Vec<(u64, u64)>,
+    /// The discovery domains and sets rows (`dds`, `sets`), when they changed.
+    domains: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Batch {
@@ -68,6 +71,10 @@ impl Batch {
         if !changes.is_empty() {
             b.counters = Some(reg.counters());
         }
+        if changes.domains {
+            let d = reg.domains();
+            b.domains = Some((encode_dds(d), encode_sets(d)));
+        }
         b
     }
 
@@ -79,7 +86,10 @@ impl Batch {
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.counters.is_none() && self.refreshed.is_empty()
+        self.rows.is_empty()
+            && self.counters.is_none()
+            && self.refreshed.is_empty()
+            && self.domains.is_none()
     }
 
     /// Entity rows written or removed.
@@ -87,6 +97,8 @@ impl Batch {
         self.rows.len()
     }
 }
+/// Discovery domains ("dds") and sets ("sets"), each one TLV list (`dd`).
+const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
 
 /// Persistence errors.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +138,7 @@ impl Store {
         txn.open_table(META)?;
         txn.open_table(OWNERS)?;
         txn.open_table(REFRESHED)?;
+        txn.open_table(DOMAINS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -163,7 +176,11 @@ impl Store {
             })?;
             owners.insert(seq, ip);
         }
-        Ok(Registry::from_parts(entities, counters).with_owners(owners))
+        let reg = Registry::from_parts(entities, counters).with_owners(owners);
+        Ok(match load_domains(&txn)? {
+            Some(domains) => reg.with_domains(domains),
+            None => reg,
+        })
     }
 
     /// Durably write the entities named in `changes` and the counters.
@@ -208,9 +225,173 @@ impl Store {
                 meta.insert("next_auto_eid", u64::from(counters.next_auto_eid))?;
             }
         }
+        if let Some((dds, sets)) = &batch.domains {
+            let mut table = txn.open_table(DOMAINS)?;
+            table.insert("dds", dds.as_slice())?;
+            table.insert("sets", sets.as_slice())?;
+        }
         txn.commit()?;
         Ok(())
     }
+}
+
+/// The stored discovery domains and sets; `None` when the database has none.
+fn load_domains(txn: &redb::ReadTransaction) -> Result<Option<Domains>, StoreError> {
+    let table = txn.open_table(DOMAINS)?;
+    let Some(dds) = table.get("dds")? else {
+        return Ok(None);
+    };
+    let dds = decode_dds(dds.value())?;
+    let sets = match table.get("sets")? {
+        Some(v) => decode_sets(v.value())?,
+        None => (1, Vec::new()),
+    };
+    let mut d = Domains::from_parts(dds.1, sets.1);
+    d.raise_next_ids(dds.0, sets.0);
+    Ok(Some(d))
+}
+
+fn corrupt(why: &str) -> StoreError {
+    StoreError::Corrupt {
+        seq: 0,
+        why: format!("discovery domains: {why}"),
+    }
+}
+
+/// DDs as one TLV list: DD_Next_ID, then per DD its ID, name, features and
+/// members (iSCSI name + index handed out, or portal address + port).
+fn encode_dds(d: &Domains) -> Vec<u8> {
+    let mut attrs = vec![Attribute::u32(dd::DD_NEXT_ID, d.next_ids().0)];
+    for x in d.dds() {
+        attrs.push(Attribute::u32(dd::DD_ID, x.id));
+        if let Some(n) = &x.name {
+            attrs.push(Attribute::string(dd::DD_SYMBOLIC_NAME, n));
+        }
+        if let Some(f) = x.features {
+            attrs.push(Attribute::u32(dd::DD_FEATURES, f));
+        }
+        for m in &x.members {
+            match m {
+                Member::Node { name, index } => {
+                    attrs.push(Attribute::string(dd::DD_MEMBER_ISCSI_NAME, name));
+                    attrs.push(Attribute::u32(dd::DD_MEMBER_ISCSI_INDEX, *index));
+                }
+                Member::Portal { ip, port } => {
+                    attrs.push(Attribute {
+                        tag: dd::DD_MEMBER_PORTAL_IP_ADDR,
+                        value: ip.clone(),
+                    });
+                    attrs.push(Attribute::u32(dd::DD_MEMBER_PORTAL_PORT, *port));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for a in &attrs {
+        a.encode(&mut out);
+    }
+    out
+}
+
+fn decode_dds(buf: &[u8]) -> Result<(u32, Vec<Dd>), StoreError> {
+    let attrs = decode_attrs(buf).map_err(|e| corrupt(&e.to_string()))?;
+    let mut next = 1;
+    let mut out: Vec<Dd> = Vec::new();
+    let mut it = attrs.iter().peekable();
+    while let Some(a) = it.next() {
+        let u = || a.as_u32().ok_or_else(|| corrupt("bad number"));
+        if a.tag == dd::DD_NEXT_ID {
+            next = u()?;
+            continue;
+        }
+        if a.tag == dd::DD_ID {
+            out.push(Dd {
+                id: u()?,
+                name: None,
+                features: None,
+                members: Vec::new(),
+            });
+            continue;
+        }
+        let cur = out
+            .last_mut()
+            .ok_or_else(|| corrupt("attribute before DD_ID"))?;
+        match a.tag {
+            dd::DD_SYMBOLIC_NAME => cur.name = a.as_str().map(str::to_string),
+            dd::DD_FEATURES => cur.features = Some(u()?),
+            dd::DD_MEMBER_ISCSI_NAME => {
+                let index = match it.next_if(|b| b.tag == dd::DD_MEMBER_ISCSI_INDEX) {
+                    Some(b) => b.as_u32().ok_or_else(|| corrupt("bad index"))?,
+                    None => 0,
+                };
+                cur.members.push(Member::Node {
+                    name: a.as_str().ok_or_else(|| corrupt("bad name"))?.to_string(),
+                    index,
+                });
+            }
+            dd::DD_MEMBER_PORTAL_IP_ADDR => {
+                let port = it
+                    .next_if(|b| b.tag == dd::DD_MEMBER_PORTAL_PORT)
+                    .and_then(Attribute::as_u32)
+                    .ok_or_else(|| corrupt("portal member without port"))?;
+                cur.members.push(Member::Portal {
+                    ip: a.value.clone(),
+                    port,
+                });
+            }
+            t => return Err(corrupt(&format!("tag {t}"))),
+        }
+    }
+    Ok((next, out))
+}
+
+/// DDSs as one TLV list: DDS_Next_ID, then per set its ID, name, status
+/// and member DD IDs.
+fn encode_sets(d: &Domains) -> Vec<u8> {
+    let mut attrs = vec![Attribute::u32(dd::DDS_NEXT_ID, d.next_ids().1)];
+    for s in d.sets() {
+        attrs.push(Attribute::u32(dd::DDS_ID, s.id));
+        if let Some(n) = &s.name {
+            attrs.push(Attribute::string(dd::DDS_SYMBOLIC_NAME, n));
+        }
+        attrs.push(Attribute::u32(dd::DDS_STATUS, s.status));
+        attrs.extend(s.dds.iter().map(|id| Attribute::u32(dd::DD_ID, *id)));
+    }
+    let mut out = Vec::new();
+    for a in &attrs {
+        a.encode(&mut out);
+    }
+    out
+}
+
+fn decode_sets(buf: &[u8]) -> Result<(u32, Vec<Dds>), StoreError> {
+    let attrs = decode_attrs(buf).map_err(|e| corrupt(&e.to_string()))?;
+    let mut next = 1;
+    let mut out: Vec<Dds> = Vec::new();
+    for a in &attrs {
+        let u = a.as_u32().ok_or_else(|| corrupt("bad number"));
+        match a.tag {
+            dd::DDS_NEXT_ID => next = u?,
+            dd::DDS_ID => out.push(Dds {
+                id: u?,
+                name: None,
+                status: 0,
+                dds: Vec::new(),
+            }),
+            t => {
+                let cur = out
+                    .last_mut()
+                    .ok_or_else(|| corrupt("attribute before DDS_ID"))?;
+                match t {
+                    dd::DDS_SYMBOLIC_NAME => cur.name = a.as_str().map(str::to_string),
+                    dd::DDS_STATUS => cur.status = u?,
+                    dd::DD_ID => cur.dds.push(u?),
+                    t => return Err(corrupt(&format!("tag {t}"))),
+                }
+            }
+        }
+    }
+    Ok((next, out))
 }
 
 fn kind_code(k: ObjectType) -> u8 {

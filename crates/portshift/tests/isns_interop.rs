@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, free_addr, isnsadm, isnsadm_conf, isnsd, portshift_server, tool};
+use common::{Proc, free_addr, isnsadm, isnsadm_conf, isnsd, isnsd_with, portshift_server, tool};
 use isns::{Client, NodeRegistration, NodeType, Registration};
 
 /// The source name isnsadm uses here.
@@ -19,6 +19,11 @@ const ADM_SOURCE: &str = "iqn.2024-01.test:adm";
 
 /// `portshift isns` on `addr` with its database at `db` (its output next to it, `.log`).
 fn portshift_isns(addr: SocketAddr, db: &Path) -> Proc {
+    portshift_isns_with(addr, db, true)
+}
+
+/// [`portshift_isns`] with `--default-dd on|off`.
+fn portshift_isns_with(addr: SocketAddr, db: &Path, default_dd: bool) -> Proc {
     let args = [
         "isns".to_string(),
         "--listen".into(),
@@ -29,6 +34,8 @@ fn portshift_isns(addr: SocketAddr, db: &Path) -> Proc {
         // isnsadm's own source name gets them here (it deregisters other entities' objects).
         "--control-node".into(),
         ADM_SOURCE.into(),
+        "--default-dd".into(),
+        if default_dd { "on" } else { "off" }.into(),
     ];
     portshift_server(&args, addr, &db.with_extension("log"))
 }
@@ -177,6 +184,134 @@ async fn isnsadm_sees_the_same_as_with_isnsd() {
     assert_eq!(ours[1], ["127.0.0.6:3260"]);
     assert_eq!(ours[3], ["127.0.0.5:3260", "127.0.0.6:3260"]);
     assert!(ours[4].is_empty());
+}
+
+const DD_T1: &str = "iqn.2024-01.test:dd-disk1";
+const DD_T2: &str = "iqn.2024-01.test:dd-disk2";
+const DD_H: [&str; 3] = [
+    "iqn.2024-01.test:dd-h1",
+    "iqn.2024-01.test:dd-h2",
+    "iqn.2024-01.test:dd-h3",
+];
+
+/// The discovery-domain isnsadm sequence against the server at `server`: `adm` (a Control
+/// Node for portshift; isnsd's Security = 0 lets anyone) registers two targets and two DDs,
+/// three initiators register themselves; each initiator lists and queries; members are
+/// added and removed and a DD deregistered. Returns (who, step, success, objects) per step.
+fn dd_sequence(
+    dir: &Path,
+    tag: &str,
+    server: SocketAddr,
+) -> Vec<(String, String, bool, Vec<String>)> {
+    let adm = adm_conf(dir, &format!("{tag}-adm.conf"), server);
+    let hosts: Vec<PathBuf> = DD_H
+        .iter()
+        .enumerate()
+        .map(|(i, h)| isnsadm_conf(dir, &format!("{tag}-h{}.conf", i + 1), server, h))
+        .collect();
+    let [h1, h2, h3] = DD_H;
+    let ghost = "iqn.2024-01.test:dd-ghost";
+    let mut out = Vec::new();
+    let mut run = |who: &str, conf: &Path, step: String| {
+        let args: Vec<&str> = step.split(' ').collect();
+        let (ok, text) = isnsadm(conf, &args);
+        let sort = step.starts_with("--list");
+        out.push((who.to_string(), step.clone(), ok, objects(&text, sort)));
+    };
+    let looks = |run: &mut dyn FnMut(&str, &Path, String), hosts: &[PathBuf]| {
+        for (i, conf) in hosts.iter().enumerate() {
+            let who = format!("h{}", i + 1);
+            for step in [
+                "--list nodes",
+                "--list dds",
+                "--list entities",
+                "--list portals",
+                "--list portal-groups",
+            ] {
+                run(&who, conf, step.to_string());
+            }
+            run(&who, conf, format!("--query iscsi-name={DD_T1}"));
+            run(&who, conf, "--query dd-id=1".to_string());
+        }
+    };
+    run(
+        "adm",
+        &adm,
+        format!("--register entity=dd-stor1 target={DD_T1} portal=127.0.0.1:3260"),
+    );
+    run(
+        "adm",
+        &adm,
+        format!("--register entity=dd-stor2 target={DD_T2} portal=127.0.0.2:3260"),
+    );
+    for (conf, h) in hosts.iter().zip(DD_H) {
+        run(h, conf, format!("--register initiator={h}"));
+    }
+    looks(&mut run, &hosts);
+    // Each DD is created empty and given its members by ID: isnsd keeps a phantom membership
+    // (in its DD 0 bit) for nodes named in the DDReg that creates a DD, so that those never
+    // return to its default DD when they leave the DD; portshift does not copy that bug.
+    run("adm", &adm, "--dd-register dd-name=dd1".to_string());
+    run("adm", &adm, "--dd-register dd-name=dd2".to_string());
+    run(
+        "adm",
+        &adm,
+        format!("--dd-register dd-id=1 member-name={DD_T1} member-name={h1}"),
+    );
+    run(
+        "adm",
+        &adm,
+        format!("--dd-register dd-id=2 member-name={DD_T2} member-name={h2} member-name={ghost}"),
+    );
+    looks(&mut run, &hosts);
+    run(
+        "adm",
+        &adm,
+        format!("--dd-register dd-id=1 member-name={h2}"),
+    );
+    run(
+        "adm",
+        &adm,
+        format!("--dd-register dd-id=1 member-name={h3}"),
+    );
+    looks(&mut run, &hosts);
+    run("adm", &adm, format!("--dd-deregister 1 member-name={h1}"));
+    run("adm", &adm, format!("--dd-deregister 1 member-name={h3}"));
+    looks(&mut run, &hosts);
+    run("adm", &adm, "--dd-deregister 2".to_string());
+    run("adm", &adm, "--dd-deregister 9".to_string());
+    looks(&mut run, &hosts);
+    out
+}
+
+/// Acceptance (issue 14): the discovery-domain sequence gives the same objects and values
+/// from isnsd and from portshift, with the default DD on and off.
+#[test]
+fn isnsadm_sees_the_same_discovery_domains_as_with_isnsd() {
+    for default_dd in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs_addr = free_addr("127.0.0.1");
+        let ours_addr = free_addr("127.0.0.1");
+        let _isnsd = isnsd_with(dir.path(), theirs_addr, default_dd);
+        let _ours = portshift_isns_with(ours_addr, &dir.path().join("ours.redb"), default_dd);
+        let theirs = dd_sequence(dir.path(), "theirs", theirs_addr);
+        let ours = dd_sequence(dir.path(), "ours", ours_addr);
+        assert_eq!(theirs.len(), ours.len());
+        for (i, (t, o)) in theirs.iter().zip(&ours).enumerate() {
+            assert_eq!(
+                t, o,
+                "DefaultDiscoveryDomain={default_dd}: step {i}: {} isnsadm {} differs (left isnsd, right portshift)",
+                t.0, t.1
+            );
+        }
+        // Sanity: the DDs did restrict what the initiators saw.
+        let h2_nodes_in_dd2 = ours
+            .iter()
+            .filter(|(who, step, _, _)| who == "h2" && step == "--list nodes")
+            .nth(1)
+            .unwrap();
+        assert_eq!(h2_nodes_in_dd2.3.len(), 2, "{h2_nodes_in_dd2:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,11 @@ impl Registry {
         let mut found: Vec<(&Entity, &Object)> = Vec::new();
         // An index lookup for a node name, portal or EID key; a walk in
         // registration order for an empty (list all) or partial key.
+        let viewer = self.viewer(req);
         for (e, o) in self.matching(kind, key) {
+            if !self.visible(&viewer, e, o) {
+                continue;
+            }
             if kind != ObjectType::Entity {
                 found.push((e, &e.object));
             }
@@ -27,6 +31,7 @@ impl Registry {
         // No match: isnsd (open-isns 0.10x) answers Success with no operating
         // attributes, which isnsadm shows as an empty list; do the same.
         let mut operating = Vec::new();
+        found.retain(|(e, o)| self.visible(&viewer, e, o)); // DD visibility (dd.rs)
         for (e, o) in found {
             let attrs = o.attributes(e.last_seen());
             if wanted.is_empty() {
@@ -47,22 +52,24 @@ impl Registry {
         if key.is_empty() {
             return Err(Status::MESSAGE_FORMAT_ERROR);
         }
+        let viewer = self.viewer(req);
+        // Only objects the source may see (dd.rs) count, also as the
+        // current one.
+        let seen = |(e, o): &(&Entity, &Object)| self.visible(&viewer, e, o);
         let next = if key.iter().all(Attribute::is_nil) {
-            self.objects_from(kind, ..).next()
+            self.objects_from(kind, ..).find(seen)
         } else {
             // The current object through the index, then on from there:
             // the rest of its entity, then the following entities.
             let (cur_e, cur_o) = self
                 .matching(kind, key)
-                .next()
+                .find(seen)
                 .ok_or(Status::NO_SUCH_ENTRY)?;
             self.objects_from(kind, cur_e.seq..=cur_e.seq)
                 .skip_while(|(_, o)| !std::ptr::eq(*o, cur_o))
-                .nth(1)
-                .or_else(|| {
-                    self.objects_from(kind, (Bound::Excluded(cur_e.seq), Bound::Unbounded))
-                        .next()
-                })
+                .skip(1)
+                .chain(self.objects_from(kind, (Bound::Excluded(cur_e.seq), Bound::Unbounded)))
+                .find(seen)
         };
         let (e, o) = next.ok_or(Status::NO_SUCH_ENTRY)?;
         let attrs = o.attributes(e.last_seen());

@@ -7,13 +7,14 @@
 //! `dev_attr_qry` (DevAttrQry §5.6.5.2, DevGetNext §5.6.5.3), `dereg`
 //! (DevDereg §5.6.5.4), [`scn`] (SCNReg/SCNDereg §5.6.5.5-6 and the SCN
 //! message §5.6.5.8), `scn_event` (SCNEvent §5.6.5.7), [`esi`] (Entity
-//! Status Inquiry §5.6.5.13: which portals are polled, their misses). This module keeps the registry's invariants: entities
+//! Status Inquiry §5.6.5.13: which portals are polled, their misses), [`dd`]
+//! (DDReg/DDDereg/DDSReg/DDSDereg §5.6.5.9-12). This module keeps the registry's invariants: entities
 //! in registration order (`seq` ascending), objects inside an entity in
 //! registration order, index counters advanced only by successful requests,
 //! the lookup indexes (`index`) and expiry deadlines (`deadline`) exact.
 //!
-//! Behaviour follows what open-isns' isnsd does with `DefaultDiscoveryDomain = 1`
-//! (every node can see every other node; discovery domains are not implemented):
+//! Behaviour follows what open-isns' isnsd does (discovery domains, sets and
+//! the default DD in [`dd`]; what a source may see is decided there):
 //! implicit portal groups with PGT 1 for every node/portal pair of an entity,
 //! query answers made of the container entity, the object and its related
 //! objects, PGs with a NIL or 0 tag hiding a portal from a node. Unlike isnsd,
@@ -25,6 +26,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod dd;
 mod deadline;
 mod dereg;
 mod dev_attr_qry;
@@ -272,12 +274,18 @@ pub struct Changes {
     pub removed: BTreeSet<u64>,
     /// State change events, turned into SCN messages by the registry.
     pub scn: Vec<ScnEvent>,
+    /// Discovery domains, sets or default-DD membership changed (`dd`):
+    /// the store rewrites them.
+    pub domains: bool,
+    /// SCN events for one node each (DD membership changes, §6.4.4):
+    /// (recipient iSCSI name, event).
+    pub dd_scn: Vec<(String, ScnEvent)>,
 }
 
 impl Changes {
     /// Whether anything must be persisted.
     pub fn is_empty(&self) -> bool {
-        self.upserted.is_empty() && self.removed.is_empty()
+        self.upserted.is_empty() && self.removed.is_empty() && !self.domains
     }
 }
 
@@ -376,11 +384,15 @@ pub struct Registry {
     refreshed: RefreshLog,
     /// Entity Status Inquiry monitoring (transient).
     esi: esi::EsiState,
+    /// Discovery domains and sets, and who sees whom (`dd`).
+    domains: dd::Domains,
 }
 
 impl PartialEq for Registry {
     fn eq(&self, other: &Registry) -> bool {
-        self.entities == other.entities && self.counters == other.counters
+        self.entities == other.entities
+            && self.counters == other.counters
+            && self.domains == other.domains
     }
 }
 
@@ -456,7 +468,9 @@ impl Registry {
         let control_nodes = std::mem::take(&mut self.control_nodes);
         let limits = self.limits;
         let esi = self.esi.config;
+        let default_dd = self.domains.default_dd;
         *self = stored;
+        self.set_default_dd(default_dd);
         self.scn = scn;
         self.control_nodes = control_nodes;
         self.set_limits(limits);
@@ -544,6 +558,10 @@ impl Registry {
                 | FunctionId::DEV_DEREG
                 | FunctionId::SCN_REG
                 | FunctionId::SCN_DEREG
+                | FunctionId::DD_REG
+                | FunctionId::DD_DEREG
+                | FunctionId::DDS_REG
+                | FunctionId::DDS_DEREG
         )
     }
 
@@ -576,7 +594,11 @@ impl Registry {
             Err(Status::SOURCE_ABSENT)
         } else {
             self.touch_source(req, now);
+            // Keyed by a DD or DDS attribute: a discovery domain query (dd.rs).
+            let dd_key = req.key().first().is_some_and(|a| dd::is_dd_tag(a.tag));
             match f {
+                FunctionId::DEV_ATTR_QRY if dd_key => self.dd_qry(req),
+                FunctionId::DEV_GET_NEXT if dd_key => self.dd_get_next(req),
                 FunctionId::DEV_ATTR_QRY => self.dev_attr_qry(req),
                 _ => self.dev_get_next(req),
             }
@@ -621,6 +643,10 @@ impl Registry {
         } else {
             self.touch_source(req, now);
             match f {
+                FunctionId::DD_REG => self.dd_reg(req, &mut changes),
+                FunctionId::DD_DEREG => self.dd_dereg(req, &mut changes),
+                FunctionId::DDS_REG => self.dds_reg(req, &mut changes),
+                FunctionId::DDS_DEREG => self.dds_dereg(req, &mut changes),
                 FunctionId::DEV_ATTR_REG => self.dev_attr_reg(req, now, client, &mut changes),
                 FunctionId::DEV_DEREG => self.dev_dereg(req, &mut changes),
                 FunctionId::SCN_REG => self.scn_reg(req, true, &mut changes),

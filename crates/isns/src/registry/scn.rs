@@ -145,17 +145,25 @@ impl Registry {
     /// order; each reports all selected events.
     pub(super) fn notifications(&mut self, changes: &Changes, now: u64) -> Vec<Notification> {
         let mut out = Vec::new();
-        if changes.scn.is_empty() {
+        if changes.scn.is_empty() && changes.dd_scn.is_empty() {
             return out;
         }
         for (name, bitmap) in self.scn_subscribers() {
             // A management registration (§6.4.4 bit 26, control nodes only)
             // receives every event, its bitmap marked as management SCN.
             let management = bitmap & tag::scn::MANAGEMENT_REGISTRATION;
+            let viewer = self.viewer_of(&name);
+            // Management registrations hear about every DD membership change too.
+            let own = changes
+                .dd_scn
+                .iter()
+                .filter(|(to, _)| management != 0 || *to == name);
             let events: Vec<_> = changes
                 .scn
                 .iter()
                 .filter(|ev| bitmap & ev.event != 0)
+                .filter(|ev| management != 0 || self.scn_visible(&viewer, &ev.object_key)) // DD visibility (dd.rs)
+                .chain(own.map(|(_, ev)| ev).filter(|ev| bitmap & ev.event != 0))
                 .collect();
             if events.is_empty() {
                 continue;

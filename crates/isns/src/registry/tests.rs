@@ -277,7 +277,7 @@ fn query_errors() {
         reg.handle(&anon, 0).response.unwrap().status,
         Some(Status::SOURCE_ABSENT)
     );
-    let unsupported = req(FunctionId::DD_REG, vec![], vec![]);
+    let unsupported = req(FunctionId(0x00ff), vec![], vec![]);
     assert_eq!(
         reg.handle(&unsupported, 0).response.unwrap().status,
         Some(Status::MESSAGE_NOT_SUPPORTED)

@@ -55,6 +55,11 @@ pub struct Args {
     /// Consecutive unanswered ESI messages after which a portal is deregistered [default: 3].
     #[arg(long)]
     pub esi_allowed_misses: Option<u32>,
+    /// The default discovery domain, as isnsd's `DefaultDiscoveryDomain` (RFC 4171 §2.2.2):
+    /// `on` puts every node that is in no discovery domain in a default one, where they see
+    /// each other; `off` leaves such a node seeing only its own entity.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub default_dd: Option<bool>,
 }
 
 /// The effective settings: defaults, then the file, then the flags.
@@ -99,6 +104,9 @@ fn settings(args: &Args, file: Option<&Path>) -> anyhow::Result<isns::ServerConf
     if let Some(n) = args.esi_min_interval {
         anyhow::ensure!(n > 0, "--esi-min-interval must be at least 1");
         c.esi.min_interval = n;
+    }
+    if let Some(on) = args.default_dd {
+        c.default_dd = on;
     }
     if let Some(n) = args.esi_allowed_misses {
         anyhow::ensure!(n > 0, "--esi-allowed-misses must be at least 1");
@@ -147,4 +155,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "1" | "true" | "yes" => Ok(true),
+        "off" | "0" | "false" | "no" => Ok(false),
+        _ => Err(format!("expected on or off, not {s:?}")),
+    }
 }

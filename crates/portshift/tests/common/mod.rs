@@ -349,6 +349,12 @@ pub fn isnsadm(conf: &Path, args: &[&str]) -> (bool, String) {
 /// Security = 0; returns once it listens.
 #[allow(dead_code)]
 pub fn isnsd(dir: &Path, addr: SocketAddr) -> Proc {
+    isnsd_with(dir, addr, true)
+}
+
+/// [`isnsd`] with `DefaultDiscoveryDomain` on (1) or off (0).
+#[allow(dead_code)]
+pub fn isnsd_with(dir: &Path, addr: SocketAddr, default_dd: bool) -> Proc {
     let isnsd = tool("isnsd", "open-isns-server");
     let db = dir.join("isnsd-db");
     std::fs::create_dir_all(&db).unwrap();
@@ -356,10 +362,11 @@ pub fn isnsd(dir: &Path, addr: SocketAddr) -> Proc {
     std::fs::write(
         &conf,
         format!(
-            "Security = 0\nBindAddress = {addr}\nDatabase = {}\nPIDFile = {}\nControlSocket = {}\nSourceName = iqn.2024-01.test:isnsd\nDefaultDiscoveryDomain = 1\n",
+            "Security = 0\nBindAddress = {addr}\nDatabase = {}\nPIDFile = {}\nControlSocket = {}\nSourceName = iqn.2024-01.test:isnsd\nDefaultDiscoveryDomain = {}\n",
             db.display(),
             dir.join("isnsd.pid").display(),
-            dir.join("isnsctl").display()
+            dir.join("isnsctl").display(),
+            u8::from(default_dd)
         ),
     )
     .unwrap();
