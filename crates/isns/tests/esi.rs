@@ -1,50 +1,19 @@
 //! Entity Status Inquiry against the real server (RFC 4171 §5.6.5.13): a
 //! small TCP listener in the test plays the portal's ESI port.
 
-use std::net::SocketAddr;
+mod common;
+use common::{read_message, start};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use isns::Client;
 use isns::registry::EsiConfig;
-use isns::{Client, Server, ServerConfig};
 use isns_proto::tag;
-use isns_proto::{Attribute, FunctionId, Message, MessageDecoder, Status};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-async fn start(
-    tune: impl FnOnce(&mut ServerConfig),
-) -> (
-    SocketAddr,
-    tempfile::TempDir,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("isns.redb"));
-    tune(&mut config);
-    let server = Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
-    (addr, dir, tx)
-}
-
-async fn read_message(s: &mut TcpStream) -> Option<Message> {
-    let mut buf = bytes::BytesMut::new();
-    let mut decoder = MessageDecoder::new();
-    loop {
-        if let Some(m) = decoder.decode(&mut buf).ok()? {
-            return Some(m);
-        }
-        if s.read_buf(&mut buf).await.ok()? == 0 {
-            return None;
-        }
-    }
-}
+use isns_proto::{Attribute, FunctionId, Message, Status};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 
 /// The portal's ESI port: answers each ESI (echoing its attributes, as
 /// open-isns clients do) while `answering`, else closes the connection

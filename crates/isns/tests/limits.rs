@@ -2,32 +2,15 @@
 //! real client (first-message timeout, per-address and total limits with
 //! eviction of the oldest idle connection).
 
+mod common;
+use common::start;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use isns::{Client, NodeRegistration, NodeType, Registration, Server, ServerConfig};
+use isns::{Client, NodeRegistration, NodeType, Registration};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
-
-async fn start(
-    tune: impl FnOnce(&mut ServerConfig),
-) -> (
-    SocketAddr,
-    tempfile::TempDir,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("isns.redb"));
-    tune(&mut config);
-    let server = Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
-    (addr, dir, tx)
-}
 
 /// A TCP connection to `server` from `from` (falls back to the default
 /// source address if binding `from` fails).

@@ -2,34 +2,17 @@
 //! Source Unauthorized for another entity's objects (RFC 4171 §5.6.1),
 //! objects per entity, message size, several listen addresses.
 
+mod common;
+use common::{read_message, start_all as start};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use isns::{Client, Server, ServerConfig};
+use isns::Client;
 use isns_proto::tag;
-use isns_proto::{Attribute, FunctionId, Message, MessageDecoder, Status};
+use isns_proto::{Attribute, FunctionId, Message, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn start(
-    tune: impl FnOnce(&mut ServerConfig),
-) -> (
-    Vec<SocketAddr>,
-    tempfile::TempDir,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("isns.redb"));
-    tune(&mut config);
-    let server = Server::bind(config).await.unwrap();
-    let addrs = server.local_addrs().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
-    (addrs, dir, tx)
-}
 
 fn register(source: &str, eid: &str, nodes: &[&str], portals: &[u16]) -> Message {
     let mut ops = Vec::new();
@@ -144,19 +127,6 @@ async fn total_entities_are_limited_with_status_3() {
     // Updating a registered entity is still allowed at the limit.
     let n0 = "iqn.2024-01.test:n0";
     c.call_ok(register(n0, "e0", &[n0], &[3270])).await.unwrap();
-}
-
-async fn read_message(s: &mut TcpStream) -> Option<Message> {
-    let mut buf = bytes::BytesMut::new();
-    let mut decoder = MessageDecoder::new();
-    loop {
-        if let Some(m) = decoder.decode(&mut buf).ok()? {
-            return Some(m);
-        }
-        if s.read_buf(&mut buf).await.ok()? == 0 {
-            return None;
-        }
-    }
 }
 
 #[tokio::test]

@@ -1,31 +1,16 @@
 //! Client library against the real server over loopback TCP.
 
+mod common;
+use common::{read_message, start};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use isns::{
-    Client, NodeRegistration, NodeType, PortalGroupRegistration, Registration, Server, ServerConfig,
-};
+use isns::{Client, NodeRegistration, NodeType, PortalGroupRegistration, Registration};
 use isns_proto::tag;
-use isns_proto::{Attribute, FunctionId, Message, MessageDecoder, Status};
+use isns_proto::{Attribute, FunctionId, Message, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn start() -> (
-    SocketAddr,
-    tempfile::TempDir,
-    tokio::sync::oneshot::Sender<()>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("isns.redb"));
-    let server = Server::bind(config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
-    (addr, dir, tx)
-}
 
 fn a(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -63,7 +48,7 @@ fn storage() -> Registration {
 
 #[tokio::test]
 async fn register_query_rebalance_deregister() {
-    let (addr, _dir, _stop) = start().await;
+    let (addr, _dir, _stop) = start(|_| {}).await;
     let mut target = Client::connect(addr).await.unwrap();
     assert_eq!(target.register(&storage()).await.unwrap(), "stor1");
     let mut ini = Client::connect(addr).await.unwrap();
@@ -123,7 +108,7 @@ async fn register_query_rebalance_deregister() {
 
 #[tokio::test]
 async fn two_clients_share_the_registry() {
-    let (addr, _dir, _stop) = start().await;
+    let (addr, _dir, _stop) = start(|_| {}).await;
     let mut c = Client::connect(addr).await.unwrap();
     c.register(&storage()).await.unwrap();
     // A second client on the same server sees the same data; the first one keeps working.
@@ -144,22 +129,9 @@ async fn two_clients_share_the_registry() {
     );
 }
 
-async fn read_message(s: &mut TcpStream) -> Option<Message> {
-    let mut buf = bytes::BytesMut::new();
-    let mut decoder = MessageDecoder::new();
-    loop {
-        if let Some(m) = decoder.decode(&mut buf).ok()? {
-            return Some(m);
-        }
-        if s.read_buf(&mut buf).await.ok()? == 0 {
-            return None;
-        }
-    }
-}
-
 #[tokio::test]
 async fn garbage_gets_error_or_close_while_others_work() {
-    let (addr, _dir, _stop) = start().await;
+    let (addr, _dir, _stop) = start(|_| {}).await;
     let mut good = Client::connect(addr).await.unwrap();
     good.register(&storage()).await.unwrap();
 
@@ -243,7 +215,7 @@ async fn garbage_gets_error_or_close_while_others_work() {
 
 #[tokio::test]
 async fn scn_is_sent_to_the_portal_scn_port() {
-    let (addr, _dir, _stop) = start().await;
+    let (addr, _dir, _stop) = start(|_| {}).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let scn_port = listener.local_addr().unwrap().port();
     let mut ini = Client::connect(addr).await.unwrap();

@@ -979,7 +979,7 @@ impl Registry {
             .into_iter()
             .filter(|(_, attrs)| key_matches(key, attrs))
         {
-            operating.extend(select(attrs, wanted));
+            operating.extend(super::select(attrs, wanted));
         }
         Ok((key.to_vec(), operating))
     }
@@ -1010,7 +1010,7 @@ impl Registry {
         let (id, attrs) = next.ok_or(Status::NO_SUCH_ENTRY)?;
         Ok((
             vec![Attribute::u32(id_tag, id)],
-            select(attrs, req.operating()),
+            super::select(attrs, req.operating()),
         ))
     }
 
@@ -1030,18 +1030,6 @@ impl Registry {
 fn key_matches(key: &[Attribute], attrs: &[Attribute]) -> bool {
     key.iter()
         .all(|k| k.is_nil() || attrs.iter().any(|a| a.tag == k.tag && a.value == k.value))
-}
-
-/// All of `attrs`, or those with a tag in `wanted`.
-fn select(attrs: Vec<Attribute>, wanted: &[Attribute]) -> Vec<Attribute> {
-    if wanted.is_empty() {
-        attrs
-    } else {
-        attrs
-            .into_iter()
-            .filter(|a| wanted.iter().any(|w| w.tag == a.tag))
-            .collect()
-    }
 }
 
 fn same_member(a: &Member, b: &Member) -> bool {

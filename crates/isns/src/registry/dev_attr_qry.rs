@@ -73,16 +73,7 @@ impl Registry {
         };
         let (e, o) = next.ok_or(Status::NO_SUCH_ENTRY)?;
         let attrs = o.attributes(e.last_seen());
-        let wanted = req.operating();
-        let operating = if wanted.is_empty() {
-            attrs
-        } else {
-            attrs
-                .into_iter()
-                .filter(|a| wanted.iter().any(|w| w.tag == a.tag))
-                .collect()
-        };
-        Ok((o.key(), operating))
+        Ok((o.key(), super::select(attrs, req.operating())))
     }
 }
 

@@ -229,6 +229,29 @@ impl Entity {
     }
 }
 
+/// All of `attrs`, or those with a tag in `wanted` (the operating
+/// attributes of a query, §5.6.5.2: which attributes to return).
+pub(super) fn select(attrs: Vec<Attribute>, wanted: &[Attribute]) -> Vec<Attribute> {
+    if wanted.is_empty() {
+        attrs
+    } else {
+        attrs
+            .into_iter()
+            .filter(|a| wanted.iter().any(|w| w.tag == a.tag))
+            .collect()
+    }
+}
+
+/// The iSCSI SCN Bitmap (§6.4.4) among the operating attributes of an
+/// SCNReg or SCNEvent; Message Format Error (2) without one.
+pub(super) fn scn_bitmap(req: &Message) -> Res<u32> {
+    req.operating()
+        .iter()
+        .find(|a| a.tag == tag::ISCSI_SCN_BITMAP)
+        .and_then(Attribute::as_u32)
+        .ok_or(Status::MESSAGE_FORMAT_ERROR)
+}
+
 /// The PG key attributes (48, 49, 50) linking a node and a portal.
 fn pg_key_for(node: &Object, portal: &Object) -> Option<Vec<Attribute>> {
     let name = node.get(tag::ISCSI_NAME)?;

@@ -90,12 +90,7 @@ impl Registry {
         // registration (§5.6.1), as for DevAttrReg and DevDereg.
         self.authorize(req, p)?;
         let bitmap = if register {
-            let bitmap = req
-                .operating()
-                .iter()
-                .find(|a| a.tag == tag::ISCSI_SCN_BITMAP)
-                .and_then(Attribute::as_u32)
-                .ok_or(Status::MESSAGE_FORMAT_ERROR)?;
+            let bitmap = super::scn_bitmap(req)?;
             // §5.6.5.5: "Control Nodes MAY conduct registrations for
             // management SCNs; iSNS clients that are not supporting Control
             // Nodes MUST NOT".

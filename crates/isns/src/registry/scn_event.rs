@@ -13,7 +13,7 @@
 //! "SCN Event Rejected". Nothing is persisted.
 
 use isns_proto::tag::{self, ObjectType};
-use isns_proto::{Attribute, Message, Status};
+use isns_proto::{Message, Status};
 
 use super::{Answer, Changes, Registry, ScnEvent};
 
@@ -28,12 +28,7 @@ impl Registry {
             .iter()
             .find(|a| a.tag == tag::ISCSI_NAME)
             .ok_or(Status::MESSAGE_FORMAT_ERROR)?;
-        let bitmap = req
-            .operating()
-            .iter()
-            .find(|a| a.tag == tag::ISCSI_SCN_BITMAP)
-            .and_then(Attribute::as_u32)
-            .ok_or(Status::MESSAGE_FORMAT_ERROR)?;
+        let bitmap = super::scn_bitmap(req)?;
         let (p, _) = self
             .locate(ObjectType::IscsiNode, std::slice::from_ref(name))
             .ok_or(Status::NO_SUCH_ENTRY)?;
@@ -61,6 +56,7 @@ impl Registry {
 mod tests {
     use super::super::tests::{node, ok, req_from, s, storage};
     use super::*;
+    use isns_proto::Attribute;
     use isns_proto::FunctionId;
     use isns_proto::tag::scn::{MANAGEMENT_REGISTRATION, OBJECT_ADDED, OBJECT_UPDATED};
 
