@@ -78,8 +78,19 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then FUZZ=(cargo +nig
 for target in $(cd fuzz && "${FUZZ[@]}" list); do
     [ -d "fuzz/seeds/$target" ] || { echo "fuzz target $target has no seed corpus in fuzz/seeds/$target" >&2; exit 1; }
     mkdir -p "fuzz/corpus/$target"
-    (cd fuzz && "${FUZZ[@]}" run "$target" "corpus/$target" "seeds/$target" -- \
-        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 2>&1 | tail -n 3)
+    out="$(mktemp)"
+    if (cd fuzz && "${FUZZ[@]}" run "$target" "corpus/$target" "seeds/$target" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048) >"$out" 2>&1; then
+        echo "$target: $(grep -E '^Done [0-9]+ runs' "$out" | tail -n 1)"
+        rm -f "$out"
+    else
+        # Say what failed and how to replay it: the panic, the input and its base64 form.
+        echo "fuzz target $target failed:" >&2
+        grep -E -A3 "panicked at|^ERROR|^SUMMARY" "$out" | head -n 20 >&2
+        grep -E -A2 "^Base64:|^Failing input:" "$out" >&2
+        rm -f "$out"
+        exit 1
+    fi
 done
 unset RUSTC_BOOTSTRAP
 

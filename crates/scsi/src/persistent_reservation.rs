@@ -712,6 +712,7 @@ impl Inner {
         } else {
             held.holder.same(&r)
         };
+        self.rehome_all_registrants();
         if released {
             self.st.reservation = None;
             if held.pr_type.tells_registrants() && !held.pr_type.all_registrants() {
@@ -876,7 +877,22 @@ impl Inner {
         self.st.registrations = kept;
         let n = gone.len();
         self.tell(gone, REGISTRATIONS_PREEMPTED);
+        self.rehome_all_registrants();
         n
+    }
+
+    /// An all-registrants reservation is held by every registration (SPC-4 §5.9.11.3); the one
+    /// recorded as its holder is only a representative, so when that registration goes while
+    /// others remain, another one stands in. (`me` of a PREEMPT is never removed, so this never
+    /// releases.)
+    fn rehome_all_registrants(&mut self) {
+        if let Some(h) = &mut self.st.reservation
+            && h.pr_type.all_registrants()
+            && !self.st.registrations.iter().any(|r| r.same(&h.holder))
+            && let Some(first) = self.st.registrations.first()
+        {
+            h.holder = first.clone();
+        }
     }
 
     /// PREEMPT and PREEMPT AND ABORT (§5.9.11.4, §5.9.11.5).

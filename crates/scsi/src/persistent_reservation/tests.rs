@@ -170,6 +170,31 @@ fn unregistering_holder_releases() {
     assert_eq!(reservation(&pr), None);
 }
 
+/// Found by the `scsi_pr` fuzz target: an all-registrants reservation outlived the registration
+/// recorded as its holder, and its APTPL form no longer decoded ("the holder is not
+/// registered"), so a restart would have lost every registration.
+#[test]
+fn all_registrants_reservation_outlives_its_first_holder_in_the_aptpl_form() {
+    // The holder unregisters, and the holder's key is preempted.
+    for leave in [0, 1] {
+        let pr = unit();
+        ok(out(&pr, 1, prout::REGISTER, 0, 0, 0xA));
+        ok(out(&pr, 2, prout::REGISTER, 0, 0, 0xB));
+        ok(out(&pr, 1, prout::RESERVE, 7, 0xA, 0));
+        if leave == 0 {
+            ok(out(&pr, 1, prout::REGISTER, 0, 0xA, 0));
+        } else {
+            ok(out(&pr, 2, prout::PREEMPT, 7, 0xB, 0xA));
+        }
+        assert_eq!(keys(&pr), vec![0xB]);
+        assert_eq!(reservation(&pr), Some((0, 7)));
+        let st = pr.state();
+        let back = PrState::decode(&st.encode()).expect("the APTPL form decodes");
+        assert_eq!(back.registrations, st.registrations);
+        assert_eq!(back.reservation, st.reservation);
+    }
+}
+
 #[test]
 fn clear_removes_everything_and_tells_others() {
     let pr = unit();
