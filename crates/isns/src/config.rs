@@ -1,16 +1,19 @@
 //! The iSNS server's configuration file (`portshift isns --config FILE.toml`,
 //! docs/isns.md): a versioned TOML file (`version = 1`, like the target's)
 //! read onto a [`ServerConfig`]. Unknown keys are refused; every problem is
-//! reported with the file's line and column. Values the file does not give
+//! reported with the file's line and column (the `config-file` crate's
+//! [`ConfigError`], shared with the target's file). Values the file does not give
 //! keep the defaults of [`ServerConfig::new`] with [`DEFAULT_LISTEN`] and
 //! [`DEFAULT_DATABASE`]; command-line flags are applied on top by the caller.
 //! [`describe`] writes the effective settings back as a version 1 file.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use config_file::Problems;
+pub use config_file::{ConfigError, Problem};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -26,28 +29,6 @@ pub const DEFAULT_DATABASE: &str = "portshift-isns.redb";
 /// Smallest message size limit accepted, bytes (a message of a few attributes).
 pub const MIN_MESSAGE_BYTES: usize = 1024;
 
-/// Everything wrong with one configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    /// Each problem, prefixed with `line:column: ` when known.
-    pub problems: Vec<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}:{p}", self.file.display())?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 /// The defaults the file starts from.
 pub fn defaults() -> ServerConfig {
     let listen = DEFAULT_LISTEN
@@ -59,7 +40,8 @@ pub fn defaults() -> ServerConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    version: Spanned<i64>,
+    #[allow(dead_code)] // read by config_file::version first
+    version: i64,
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     database: Option<PathBuf>,
     source_name: Option<String>,
@@ -95,73 +77,12 @@ struct Esi {
     timeout_seconds: Option<Spanned<u64>>,
 }
 
-/// Collects problems with their positions.
-struct Problems<'a> {
-    text: &'a str,
-    list: Vec<String>,
-}
-
-impl Problems<'_> {
-    fn at(&mut self, span: std::ops::Range<usize>, message: impl fmt::Display) {
-        let (line, col) = line_col(self.text, span.start);
-        self.list.push(format!("{line}:{col}: {message}"));
-    }
-
-    /// A positive count; `what` names the key.
-    fn positive<T: Copy + PartialOrd + Default + fmt::Display>(
-        &mut self,
-        v: &Option<Spanned<T>>,
-        what: &str,
-    ) -> Option<T> {
-        let v = v.as_ref()?;
-        if *v.get_ref() <= T::default() {
-            self.at(v.span(), format!("{what} must be at least 1"));
-            return None;
-        }
-        Some(*v.get_ref())
-    }
-}
-
-/// The 1-based line and column of byte `offset` of `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset.min(text.len())).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
 /// Parse `text` (the contents of `file`, named in messages; relative
 /// `database` paths are taken from `file`'s directory).
 pub fn parse(file: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
-    let fail = |list: Vec<String>| ConfigError {
-        file: file.to_owned(),
-        problems: list,
-    };
-    let mut p = Problems {
-        text,
-        list: Vec::new(),
-    };
-    let f: File = match toml::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            let msg = e.message().trim().to_string();
-            match e.span() {
-                Some(s) => p.at(s, msg),
-                None => p.list.push(format!(" {msg}")),
-            }
-            return Err(fail(p.list));
-        }
-    };
-    if *f.version.get_ref() != CURRENT_VERSION {
-        p.at(
-            f.version.span(),
-            format!(
-                "unknown format version {} (this portshift reads version {CURRENT_VERSION})",
-                f.version.get_ref()
-            ),
-        );
-        return Err(fail(p.list));
-    }
+    config_file::version(file, text, CURRENT_VERSION)?;
+    let f: File = config_file::from_toml(file, text)?;
+    let mut p = Problems::default();
     let mut c = defaults();
     if let Some(listen) = &f.listen {
         let mut addrs = Vec::new();
@@ -296,19 +217,13 @@ pub fn parse(file: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
         }
         c.esi = esi;
     }
-    if p.list.is_empty() {
-        Ok(c)
-    } else {
-        Err(fail(p.list))
-    }
+    p.finish(c, file, text)
 }
 
 /// Read and parse `path`.
 pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_owned(),
-        problems: vec![format!(" cannot read: {e}")],
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
     parse(path, &text)
 }
 
@@ -468,15 +383,21 @@ timeout_seconds = 2
             .unwrap_err();
         assert_eq!(e.problems.len(), 3, "{e}");
         assert!(
-            e.problems[0].starts_with("2:11: \"nowhere\" is not an IP:PORT"),
+            e.problems[0]
+                .to_string()
+                .starts_with("2:11: \"nowhere\" is not an IP:PORT"),
             "{e}"
         );
         assert!(
-            e.problems[1].starts_with("4:26: max_objects_per_entity must be at least 1"),
+            e.problems[1]
+                .to_string()
+                .starts_with("4:26: max_objects_per_entity must be at least 1"),
             "{e}"
         );
         assert!(
-            e.problems[2].starts_with("5:21: max_message_bytes must be within"),
+            e.problems[2]
+                .to_string()
+                .starts_with("5:21: max_message_bytes must be within"),
             "{e}"
         );
         assert!(e.to_string().starts_with("/etc/portshift/isns.toml:2:11: "));
@@ -486,21 +407,31 @@ timeout_seconds = 2
     fn unknown_keys_and_versions_are_refused() {
         let e = p("version = 1\n[esi]\nmin_intervall = 5\n").unwrap_err();
         assert!(
-            e.problems[0].starts_with("3:1: unknown field `min_intervall`"),
+            e.problems[0]
+                .to_string()
+                .starts_with("3:1: unknown field `min_intervall`"),
             "{e}"
         );
         let e = p("version = 2\n").unwrap_err();
-        assert!(e.problems[0].contains("unknown format version 2"), "{e}");
+        assert!(
+            e.problems[0].message.contains("format version 2 is newer"),
+            "{e}"
+        );
         let e = p("listen = []\n").unwrap_err();
-        assert!(e.problems[0].contains("missing field `version`"), "{e}");
+        assert!(e.problems[0].message.contains("no format version"), "{e}");
         let e = p("version = 1\nlisten = []\n").unwrap_err();
-        assert!(e.problems[0].contains("at least one address"), "{e}");
+        assert!(
+            e.problems[0].message.contains("at least one address"),
+            "{e}"
+        );
         let e = p("version = 1\n[limits]\ndefault_registration_period = 90000\n").unwrap_err();
         assert!(
-            e.problems[0].contains("above max_registration_period"),
+            e.problems[0]
+                .message
+                .contains("above max_registration_period"),
             "{e}"
         );
         let e = p("version = 1\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n").unwrap_err();
-        assert!(e.problems[0].contains("listed twice"), "{e}");
+        assert!(e.problems[0].message.contains("listed twice"), "{e}");
     }
 }

@@ -177,13 +177,6 @@ fn a_file_with_secrets_readable_by_others_is_refused() {
     assert!(load(&path).is_ok());
 }
 
-#[test]
-fn line_and_column() {
-    assert_eq!(line_col("ab\ncd\n", 0), (1, 1));
-    assert_eq!(line_col("ab\ncd\n", 4), (2, 2));
-    assert_eq!(line_col("ab", 99), (1, 3));
-}
-
 proptest::proptest! {
     /// Bad input gets problems, never a panic: the demo example with bytes replaced,
     /// removed or inserted anywhere.
