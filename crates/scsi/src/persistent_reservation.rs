@@ -214,7 +214,10 @@ pub fn parse_transport_id(b: &[u8], at: usize) -> Result<(TransportId, usize), S
         let isid = parse_isid_hex(rest).ok_or(bad(4 + name.len()))?;
         (name, Some(isid))
     };
-    if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(',') {
+    // An iSCSI name has no commas, spaces or control characters (RFC 3720 §3.2.6.2, RFC 3722):
+    // refused here, so every name kept is one word of the APTPL file's lines.
+    let foreign = |c: char| c == ',' || c.is_whitespace() || c.is_control();
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(foreign) {
         return Err(bad(4));
     }
     Ok((

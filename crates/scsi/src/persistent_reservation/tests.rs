@@ -372,6 +372,19 @@ fn transport_ids_parse_both_formats() {
     assert!(id.matches(&a));
     f0[0] = 0x04; // not iSCSI
     assert!(parse_transport_id(&f0, 0).is_err());
+    // Found by the scsi_pr fuzz target: a name with a space was kept and broke the APTPL
+    // file's line. Spaces, control characters and commas are no part of an iSCSI name.
+    for bad in [
+        &b"iqn.x y\0\0\0\0\0\0\0\0\0"[..],
+        b"iqn.x\ty\0",
+        b"iqn.x,y\0",
+    ] {
+        let mut f = vec![0x05, 0, 0, 12];
+        f.extend_from_slice(&bad[..bad.len().min(12)]);
+        f.resize(16, 0);
+        let e = parse_transport_id(&f, 0).unwrap_err();
+        assert_eq!(e.asc, Asc::INVALID_FIELD_IN_PARAMETER_LIST, "{bad:?}");
+    }
 }
 
 #[test]
