@@ -121,6 +121,13 @@ impl Attribute {
     }
 }
 
+/// Append the TLV encoding of each of `attrs` to `out`, in order (§5.5).
+pub fn encode_attrs<'a>(attrs: impl IntoIterator<Item = &'a Attribute>, out: &mut Vec<u8>) {
+    for a in attrs {
+        a.encode(out);
+    }
+}
+
 /// A portal address from an (IP, port) attribute pair.
 pub fn socket_addr(ip: &Attribute, port: &Attribute) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip.as_ip()?, port.as_tcp_port()?))
@@ -203,7 +210,7 @@ mod tests {
                 .map(|(tag, words)| Attribute { tag, value: words.concat() })
                 .collect();
             let mut buf = Vec::new();
-            for a in &attrs { a.encode(&mut buf); }
+            encode_attrs(&attrs, &mut buf);
             prop_assert_eq!(decode_attrs(&buf).unwrap(), attrs);
         }
 

@@ -118,9 +118,7 @@ impl Message {
         if let Some(s) = self.status {
             out.extend_from_slice(&s.0.to_be_bytes());
         }
-        for a in &self.attrs {
-            a.encode(&mut out);
-        }
+        crate::attr::encode_attrs(&self.attrs, &mut out);
         out
     }
 

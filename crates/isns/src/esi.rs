@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::registry::EsiProbe;
-use crate::server::{Cmd, ServerConfig, Shared, now, read_one, write};
+use crate::server::{Cmd, ServerConfig, Shared, now, read, read_one, write};
 
 /// Send the ESI messages as they come due, until aborted.
 pub(crate) async fn run(shared: Arc<Shared>, jobs: std_mpsc::Sender<Cmd>, config: ServerConfig) {
@@ -26,7 +26,16 @@ pub(crate) async fn run(shared: Arc<Shared>, jobs: std_mpsc::Sender<Cmd>, config
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let probes = write(&shared.registry).esi_due(now());
+        let now = now();
+        // Most seconds nothing is due: look under the read lock, so queries
+        // are not held up by a write lock taken for nothing.
+        if read(&shared.registry)
+            .esi_next_due()
+            .is_none_or(|due| due > now)
+        {
+            continue;
+        }
+        let probes = write(&shared.registry).esi_due(now);
         for probe in probes {
             tokio::spawn(inquire(
                 shared.clone(),

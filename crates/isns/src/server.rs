@@ -209,7 +209,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn read(reg: &RwLock<Registry>) -> RwLockReadGuard<'_, Registry> {
+pub(crate) fn read(reg: &RwLock<Registry>) -> RwLockReadGuard<'_, Registry> {
     reg.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

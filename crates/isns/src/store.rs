@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use isns_proto::Attribute;
-use isns_proto::attr::decode_attrs;
+use isns_proto::attr::{decode_attrs, encode_attrs};
 use isns_proto::tag::{self, ObjectType};
 use redb::{Database, ReadableTable, TableDefinition};
 
@@ -287,9 +287,7 @@ fn encode_dds(d: &Domains) -> Vec<u8> {
         }
     }
     let mut out = Vec::new();
-    for a in &attrs {
-        a.encode(&mut out);
-    }
+    encode_attrs(&attrs, &mut out);
     out
 }
 
@@ -350,17 +348,10 @@ fn decode_dds(buf: &[u8]) -> Result<(u32, Vec<Dd>), StoreError> {
 fn encode_sets(d: &Domains) -> Vec<u8> {
     let mut attrs = vec![Attribute::u32(dd::DDS_NEXT_ID, d.next_ids().1)];
     for s in d.sets() {
-        attrs.push(Attribute::u32(dd::DDS_ID, s.id));
-        if let Some(n) = &s.name {
-            attrs.push(Attribute::string(dd::DDS_SYMBOLIC_NAME, n));
-        }
-        attrs.push(Attribute::u32(dd::DDS_STATUS, s.status));
-        attrs.extend(s.dds.iter().map(|id| Attribute::u32(dd::DD_ID, *id)));
+        attrs.extend(s.attributes());
     }
     let mut out = Vec::new();
-    for a in &attrs {
-        a.encode(&mut out);
-    }
+    encode_attrs(&attrs, &mut out);
     out
 }
 
@@ -405,9 +396,7 @@ fn kind_code(k: ObjectType) -> u8 {
 
 fn encode_object(o: &Object, extra: Option<Attribute>, out: &mut Vec<u8>) {
     let mut tlv = Vec::new();
-    for a in o.attrs.iter().chain(extra.as_ref()) {
-        a.encode(&mut tlv);
-    }
+    encode_attrs(o.attrs.iter().chain(extra.as_ref()), &mut tlv);
     out.push(kind_code(o.kind));
     out.extend_from_slice(&o.index.to_be_bytes());
     out.extend_from_slice(&u32::try_from(tlv.len()).unwrap_or(u32::MAX).to_be_bytes());

@@ -22,9 +22,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use isns_proto::tag::{self, ObjectType};
-use isns_proto::{Attribute, FunctionId, Message, Status};
+use isns_proto::{Attribute, Message, Status};
 
-use super::{Answer, Changes, Entity, Registry, Res, ScnEvent};
+use super::{Answer, Changes, Entity, Registry, Res, ScnEvent, source_name};
 use crate::object::Object;
 
 // Tags of §6.11 and §6.12 (RFC 4171 §6.1 table).
@@ -86,6 +86,20 @@ pub struct Dds {
     pub dds: Vec<u32>,
 }
 
+impl Dds {
+    /// The set as attributes (§6.12): ID, name, status, member DD IDs, as
+    /// answered to a query and as stored.
+    pub fn attributes(&self) -> Vec<Attribute> {
+        let mut out = vec![Attribute::u32(DDS_ID, self.id)];
+        if let Some(n) = &self.name {
+            out.push(Attribute::string(DDS_SYMBOLIC_NAME, n));
+        }
+        out.push(Attribute::u32(DDS_STATUS, self.status));
+        out.extend(self.dds.iter().map(|id| Attribute::u32(DD_ID, *id)));
+        out
+    }
+}
+
 /// All DDs and DDSs with their indexes.
 #[derive(Debug, Clone)]
 pub struct Domains {
@@ -130,8 +144,10 @@ pub struct Viewer {
     all: bool,
     /// Seq of the source's own entity.
     entity: Option<u64>,
-    /// Active DDs the source belongs to.
+    /// Active DDs the source belongs to (not the default DD).
     dds: Vec<u32>,
+    /// The source is in the default DD (it belongs to no other).
+    in_default: bool,
 }
 
 impl Domains {
@@ -401,16 +417,9 @@ impl Registry {
         self
     }
 
-    fn is_control(&self, req: &Message) -> bool {
-        req.source()
-            .filter(|s| s.tag == tag::ISCSI_NAME)
-            .and_then(Attribute::as_str)
-            .is_some_and(|n| self.control_nodes.contains(n))
-    }
-
     /// DD and DDS management is for Control Nodes (§5.6.1); others get 8.
     fn authorize_dd(&self, req: &Message) -> Res<()> {
-        if self.is_control(req) {
+        if self.is_control(source_name(req)) {
             Ok(())
         } else {
             tracing::warn!(
@@ -423,7 +432,19 @@ impl Registry {
 
     /// What the source of `req` may see.
     pub(super) fn viewer(&self, req: &Message) -> Viewer {
-        if self.is_control(req) {
+        self.viewer_for(req.source().filter(|s| s.tag == tag::ISCSI_NAME))
+    }
+
+    /// The viewer of an SCN subscriber (a node name).
+    pub(super) fn viewer_of(&self, name: &str) -> Viewer {
+        self.viewer_for(Some(&Attribute::string(tag::ISCSI_NAME, name)))
+    }
+
+    /// What the node named by `src` (an iSCSI Name attribute, or none) may
+    /// see. Allocates only when there are DDs to list.
+    fn viewer_for(&self, src: Option<&Attribute>) -> Viewer {
+        let name = src.and_then(Attribute::as_str);
+        if self.is_control(name) {
             return Viewer {
                 all: true,
                 ..Viewer::default()
@@ -432,23 +453,18 @@ impl Registry {
         if self.domains.all_see_all() {
             // No DDs, default DD on: everyone is in the default DD; no lookup needed.
             return Viewer {
-                dds: vec![DEFAULT_DD_ID],
+                in_default: true,
                 ..Viewer::default()
             };
         }
-        let src = req.source().filter(|s| s.tag == tag::ISCSI_NAME);
-        let name = src.and_then(Attribute::as_str).unwrap_or("");
-        let entity = src.and_then(|s| self.entity_of_node(s));
+        let name = name.unwrap_or("");
         let d = &self.domains;
-        let mut dds: Vec<u32> = d.dds_of(name).filter(|id| d.is_active(*id)).collect();
-        if d.default_dd && d.domainless(name) {
-            // Also a source that is no registered node (isnsd).
-            dds.push(DEFAULT_DD_ID);
-        }
         Viewer {
             all: false,
-            entity,
-            dds,
+            entity: src.and_then(|s| self.entity_of_node(s)),
+            dds: d.dds_of(name).filter(|id| d.is_active(*id)).collect(),
+            // Also a source that is no registered node (isnsd).
+            in_default: d.default_dd && d.domainless(name),
         }
     }
 
@@ -456,7 +472,7 @@ impl Registry {
     fn node_visible(&self, v: &Viewer, name: &str) -> bool {
         v.all
             || self.domains.dds_of(name).any(|id| v.dds.contains(&id))
-            || v.dds.contains(&DEFAULT_DD_ID) && self.domains.domainless(name)
+            || v.in_default && self.domains.domainless(name)
     }
 
     /// §2.2.2, §5.6.5.2: whether `v` may see `o` of entity `e`: a node when
@@ -504,13 +520,6 @@ impl Registry {
         // scan of its own).
         let found = kind.and_then(|k| self.matching(k, key).next());
         found.is_none_or(|(e, o)| self.visible(v, e, o))
-    }
-
-    /// The viewer of an SCN subscriber (a node name).
-    pub(super) fn viewer_of(&self, name: &str) -> Viewer {
-        let src = Attribute::string(tag::ISCSI_NAME, name);
-        let req = Message::request(FunctionId::DEV_ATTR_QRY, 0, src, Vec::new(), Vec::new());
-        self.viewer(&req)
     }
 
     /// The current index of a registered node or portal member, else the
@@ -614,16 +623,6 @@ impl Registry {
         out
     }
 
-    fn dds_attributes(s: &Dds) -> Vec<Attribute> {
-        let mut out = vec![Attribute::u32(DDS_ID, s.id)];
-        if let Some(n) = &s.name {
-            out.push(Attribute::string(DDS_SYMBOLIC_NAME, n));
-        }
-        out.push(Attribute::u32(DDS_STATUS, s.status));
-        out.extend(s.dds.iter().map(|id| Attribute::u32(DD_ID, *id)));
-        out
-    }
-
     /// DDReg, §5.6.5.9: create a DD (no key, or a NIL DD_ID key) or add to
     /// the DD the key names. The DD_ID is the one asked for in the operating
     /// attributes or the next free one; names must be unique; members named
@@ -691,14 +690,10 @@ impl Registry {
             }
         }
         // Everything checked: take IDs and indices, then change state.
-        if dd.id == 0 {
-            let mut id = self.domains.next_dd_id.max(1);
-            while self.domains.dd_pos(id).is_some() {
-                id = id.checked_add(1).ok_or(Status::INTERNAL_ERROR)?;
-            }
-            dd.id = id;
-        }
-        self.domains.next_dd_id = self.domains.next_dd_id.max(dd.id.saturating_add(1));
+        let domains = &mut self.domains;
+        dd.id = take_id(dd.id, &mut domains.next_dd_id, |id| {
+            domains.dds.iter().any(|d| d.id == id)
+        })?;
         for m in &mut added {
             if let Member::Node { name, index } = m {
                 let key = Attribute::string(tag::ISCSI_NAME, name);
@@ -896,15 +891,11 @@ impl Registry {
                 _ => return Err(bad),
             }
         }
-        if s.id == 0 {
-            let mut id = self.domains.next_dds_id.max(1);
-            while self.domains.dds_pos(id).is_some() {
-                id = id.checked_add(1).ok_or(Status::INTERNAL_ERROR)?;
-            }
-            s.id = id;
-        }
-        self.domains.next_dds_id = self.domains.next_dds_id.max(s.id.saturating_add(1));
-        let answer = Self::dds_attributes(&s);
+        let domains = &mut self.domains;
+        s.id = take_id(s.id, &mut domains.next_dds_id, |id| {
+            domains.sets.iter().any(|x| x.id == id)
+        })?;
+        let answer = s.attributes();
         match existing {
             Some(p) => {
                 if let Some(slot) = self.domains.sets.get_mut(p) {
@@ -946,7 +937,7 @@ impl Registry {
     /// DDs `v` may see: all for a Control Node, else those it belongs to.
     fn dd_list(&self, v: &Viewer) -> Vec<(u32, Vec<Attribute>)> {
         let mut out = Vec::new();
-        if self.domains.default_dd && (v.all || v.dds.contains(&DEFAULT_DD_ID)) {
+        if self.domains.default_dd && (v.all || v.in_default) {
             out.push((DEFAULT_DD_ID, self.default_dd_attributes()));
         }
         for dd in &self.domains.dds {
@@ -963,7 +954,7 @@ impl Registry {
             .sets
             .iter()
             .filter(|s| v.all || s.dds.iter().any(|id| v.dds.contains(id)))
-            .map(|s| (s.id, Self::dds_attributes(s)))
+            .map(|s| (s.id, s.attributes()))
             .collect()
     }
 
@@ -1050,3 +1041,18 @@ fn node_names(members: &[Member]) -> impl Iterator<Item = String> + '_ {
 #[cfg(test)]
 #[path = "dd_tests.rs"]
 mod tests;
+
+/// The ID a DD or DDS registration gets (§5.6.5.9, §5.6.5.11): `asked`
+/// when the client gave one, else the first free one from `next` (IDs
+/// start at 1; 0 is the default DD). `next` moves past the ID taken.
+fn take_id(asked: u32, next: &mut u32, taken: impl Fn(u32) -> bool) -> Res<u32> {
+    let mut id = asked;
+    if id == 0 {
+        id = (*next).max(1);
+        while taken(id) {
+            id = id.checked_add(1).ok_or(Status::INTERNAL_ERROR)?;
+        }
+    }
+    *next = (*next).max(id.saturating_add(1));
+    Ok(id)
+}

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::registry::tests::{node, ok, portal, req_from, s};
-use isns_proto::tag;
+use isns_proto::{FunctionId, tag};
 
 const ADM: &str = "iqn.adm";
 

@@ -542,8 +542,8 @@ impl Registry {
         let Some(src) = req.source() else {
             return Err(Status::SOURCE_ABSENT);
         };
-        let name = (src.tag == tag::ISCSI_NAME).then(|| src.as_str()).flatten();
-        if name.is_some_and(|n| self.control_nodes.contains(n)) {
+        let name = source_name(req);
+        if self.is_control(name) {
             return Ok(());
         }
         let owner = name.and_then(|_| self.entity_of_node(src));
@@ -892,22 +892,15 @@ impl Registry {
         &'a self,
         kind: ObjectType,
         key: &'a [Attribute],
-    ) -> Box<dyn Iterator<Item = (&'a Entity, &'a Object)> + 'a> {
-        match self.index.lookup(kind, key) {
-            Some(seq) => Box::new(
-                seq.and_then(|s| self.entities.get(&s))
-                    .into_iter()
-                    .flat_map(move |e| {
-                        let own = (kind == ObjectType::Entity).then_some((e, &e.object));
-                        own.into_iter().chain(e.of_kind(kind).map(move |o| (e, o)))
-                    })
-                    .filter(move |(_, o)| o.matches(key)),
-            ),
-            None => Box::new(
-                self.objects_from(kind, ..)
-                    .filter(move |(_, o)| o.matches(key)),
-            ),
-        }
+    ) -> impl Iterator<Item = (&'a Entity, &'a Object)> + 'a {
+        let seqs = match self.index.lookup(kind, key) {
+            Some(Some(seq)) => Some(seq..=seq),
+            Some(None) => None,
+            None => Some(0..=u64::MAX),
+        };
+        seqs.into_iter()
+            .flat_map(move |r| self.objects_from(kind, r))
+            .filter(move |(_, o)| o.matches(key))
     }
 
     /// Seq of the entity and position of its child of `kind` matching `key`.
@@ -938,9 +931,24 @@ impl Registry {
         }
     }
 
+    /// Whether `name` is a configured Control Node (§5.6.1): it may change any
+    /// entity, manage discovery domains, see everything and register for
+    /// management SCNs.
+    fn is_control(&self, name: Option<&str>) -> bool {
+        name.is_some_and(|n| self.control_nodes.contains(n))
+    }
+
     /// The entity holding the node named by `name` (an iSCSI Name attribute, tag 32).
     fn entity_of_node(&self, name: &Attribute) -> Option<u64> {
         self.locate(ObjectType::IscsiNode, std::slice::from_ref(name))
             .map(|(seq, _)| seq)
     }
+}
+
+/// The request's source when it is an iSCSI Name (tag 32), the only kind of
+/// source a node has.
+fn source_name(req: &Message) -> Option<&str> {
+    req.source()
+        .filter(|s| s.tag == tag::ISCSI_NAME)
+        .and_then(Attribute::as_str)
 }

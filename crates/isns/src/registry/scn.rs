@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use isns_proto::tag::{self, ObjectType};
 use isns_proto::{Attribute, Flags, FunctionId, Message, Status};
 
-use super::{Answer, Changes, Registry};
+use super::{Answer, Changes, Registry, Res};
 
 /// Source name of SCN messages unless [`Registry::set_scn_source`] sets another.
 pub const DEFAULT_SOURCE_NAME: &str = "iqn.2024-01.portshift:isns-server";
@@ -63,12 +63,7 @@ impl Default for Sender {
 
 /// The connection binding a successful SCNReg/SCNDereg `req` asks for.
 pub(super) fn connection_change(req: &Message) -> Option<ScnConnection> {
-    let name = req
-        .key()
-        .iter()
-        .find(|a| a.tag == tag::ISCSI_NAME)
-        .and_then(Attribute::as_str)?
-        .to_string();
+    let name = key_name(req).and_then(Attribute::as_str)?.to_string();
     match req.function {
         FunctionId::SCN_REG => Some(ScnConnection::Bind(name)),
         FunctionId::SCN_DEREG => Some(ScnConnection::Unbind(name)),
@@ -76,29 +71,33 @@ pub(super) fn connection_change(req: &Message) -> Option<ScnConnection> {
     }
 }
 
+/// The iSCSI Name in the Message Key of an SCNReg, SCNDereg or SCNEvent.
+fn key_name(req: &Message) -> Option<&Attribute> {
+    req.key().iter().find(|a| a.tag == tag::ISCSI_NAME)
+}
+
 impl Registry {
-    pub(super) fn scn_reg(&mut self, req: &Message, register: bool, ch: &mut Changes) -> Answer {
-        let name = req
-            .key()
-            .iter()
-            .find(|a| a.tag == tag::ISCSI_NAME)
-            .ok_or(Status::MESSAGE_FORMAT_ERROR)?;
+    /// The node an SCNReg, SCNDereg or SCNEvent is about: its name, entity
+    /// (seq) and place in it. No name: Message Format Error (3); no such
+    /// node: No Such Entry (12); only the node's own entity or a Control
+    /// Node may ask (§5.6.1, as for DevAttrReg and DevDereg): status 6/8.
+    pub(super) fn scn_node<'m>(&self, req: &'m Message) -> Res<(&'m Attribute, u64, usize)> {
+        let name = key_name(req).ok_or(Status::MESSAGE_FORMAT_ERROR)?;
         let (p, i) = self
             .locate(ObjectType::IscsiNode, std::slice::from_ref(name))
             .ok_or(Status::NO_SUCH_ENTRY)?;
-        // Only the node's own entity (or a Control Node) may change its SCN
-        // registration (§5.6.1), as for DevAttrReg and DevDereg.
         self.authorize(req, p)?;
+        Ok((name, p, i))
+    }
+
+    pub(super) fn scn_reg(&mut self, req: &Message, register: bool, ch: &mut Changes) -> Answer {
+        let (name, p, i) = self.scn_node(req)?;
         let bitmap = if register {
             let bitmap = super::scn_bitmap(req)?;
             // §5.6.5.5: "Control Nodes MAY conduct registrations for
             // management SCNs; iSNS clients that are not supporting Control
             // Nodes MUST NOT".
-            if bitmap & tag::scn::MANAGEMENT_REGISTRATION != 0
-                && !name
-                    .as_str()
-                    .is_some_and(|n| self.control_nodes.contains(n))
-            {
+            if bitmap & tag::scn::MANAGEMENT_REGISTRATION != 0 && !self.is_control(name.as_str()) {
                 tracing::warn!(
                     node = name.as_str().unwrap_or(""),
                     "management SCN registration refused: not a control node (status 17)"

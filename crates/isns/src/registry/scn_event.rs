@@ -6,13 +6,13 @@
 //! The Message Key names the node the event is about (iSCSI Name); the
 //! operating attribute is the iSCSI SCN Bitmap with the event(s). Only the
 //! node's own entity or a Control Node may announce events about it
-//! (status 6/8 otherwise, see [`Registry::authorize`]). A bitmap with no
+//! (status 6/8 otherwise, see [`Registry::scn_node`]). A bitmap with no
 //! object event (OBJECT_UPDATED, OBJECT_ADDED, OBJECT_REMOVED) or with any
 //! other bit (DD membership and management bits are the server's to set,
 //! the self-only bits are registration options) is refused with status 16
 //! "SCN Event Rejected". Nothing is persisted.
 
-use isns_proto::tag::{self, ObjectType};
+use isns_proto::tag;
 use isns_proto::{Message, Status};
 
 use super::{Answer, Changes, Registry, ScnEvent};
@@ -23,16 +23,8 @@ pub const CLIENT_EVENTS: u32 =
 
 impl Registry {
     pub(super) fn scn_event(&mut self, req: &Message, ch: &mut Changes) -> Answer {
-        let name = req
-            .key()
-            .iter()
-            .find(|a| a.tag == tag::ISCSI_NAME)
-            .ok_or(Status::MESSAGE_FORMAT_ERROR)?;
+        let (name, _, _) = self.scn_node(req)?;
         let bitmap = super::scn_bitmap(req)?;
-        let (p, _) = self
-            .locate(ObjectType::IscsiNode, std::slice::from_ref(name))
-            .ok_or(Status::NO_SUCH_ENTRY)?;
-        self.authorize(req, p)?;
         if bitmap & CLIENT_EVENTS == 0 || bitmap & !CLIENT_EVENTS != 0 {
             return Err(Status::SCN_EVENT_REJECTED);
         }
