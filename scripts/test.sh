@@ -58,6 +58,15 @@ if ! qemu_iscsi; then
     qemu_iscsi || { echo "qemu-img still cannot open iscsi:// URLs" >&2; exit 1; }
 fi
 
+# Tools of the packaging and terminal tests: groff renders the man pages, systemd-analyze
+# verifies the example units, script(1) runs `portshift io` on a pseudo-terminal.
+packaging_tools_work() { runs groff --version && runs systemd-analyze --version && runs script --version; }
+if ! packaging_tools_work; then
+    echo "== installing groff-base, systemd, bsdutils"
+    apt_install groff-base systemd bsdutils
+    packaging_tools_work || { echo "groff, systemd-analyze or script still do not run" >&2; exit 1; }
+fi
+
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"
     cargo install --locked cargo-fuzz

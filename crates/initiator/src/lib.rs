@@ -31,4 +31,4 @@ pub use balanced::{
 };
 pub mod workload;
 
-pub use workload::{WorkloadConfig, WorkloadReport, run_workload};
+pub use workload::{Progress, WorkloadConfig, WorkloadReport, run_workload};

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -61,6 +61,29 @@ pub struct WorkloadConfig {
     pub io_timeout: Duration,
     /// Stop issuing once this is set (e.g. on SIGINT); I/Os in flight still complete.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Live counters for a progress display, updated as each I/O completes.
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// What has completed so far, for a display that samples it while the workload runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// I/Os completed (with or without error).
+    pub ios: AtomicU64,
+    /// Bytes read and written by successful I/Os.
+    pub bytes: AtomicU64,
+    /// I/Os that failed, and reads that did not verify.
+    pub errors: AtomicU64,
+}
+
+impl Progress {
+    fn add(&self, bytes: u64, failed: bool) {
+        self.ios.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl WorkloadConfig {
@@ -82,6 +105,7 @@ impl WorkloadConfig {
             seed: 1,
             io_timeout: Duration::from_secs(90),
             stop: None,
+            progress: None,
         }
     }
 }
@@ -338,6 +362,7 @@ pub async fn run_workload(
         };
         in_flight.remove(&done.chunk);
         report.ios += 1;
+        let (bytes_before, bad_before) = (report.bytes, report.errors + report.mismatches);
         let lba = done.chunk * per_io as u64;
         let slot = expected.get_mut(done.chunk as usize);
         match (done.kind, done.result) {
@@ -381,6 +406,10 @@ pub async fn run_workload(
                     }
                 }
             }
+        }
+        if let Some(p) = &cfg.progress {
+            let bad = report.errors + report.mismatches > bad_before;
+            p.add(report.bytes - bytes_before, bad);
         }
     }
     let elapsed = start.elapsed();

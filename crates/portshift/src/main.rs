@@ -1,6 +1,6 @@
 //! `portshift`: the one binary. Each subcommand lives in its own module under `cmd/`.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
 mod render;
@@ -34,6 +34,10 @@ enum Command {
     /// Simulate a fleet of portals and initiators on a virtual clock and compare balancing
     /// policies (the real policy code, a fluid model of links and processors).
     Simulate(cmd::simulate::Args),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::packaging::CompletionsArgs),
+    /// Write the manual pages (portshift.1 and one per subcommand) into a directory.
+    Man(cmd::packaging::ManArgs),
 }
 
 /// Raises the soft limit on open files to the hard limit, so that the portals, the iSNS server
@@ -82,6 +86,8 @@ fn main() -> std::process::ExitCode {
         Command::Status(a) => cmd::status::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
+        Command::Completions(a) => cmd::packaging::completions(a, Cli::command()),
+        Command::Man(a) => cmd::packaging::man(a, Cli::command()),
     };
     match result {
         Ok(code) => code,

@@ -2,15 +2,20 @@
 //! following the target's portal moves (iSNS or a fixed portal). With
 //! `--reconnect-every` the host also comes and goes on its own. SIGINT or SIGTERM
 //! stops issuing I/O; the report is still printed.
+//!
+//! On a terminal (stderr), a progress bar shows the run's time with live IOPS, MB/s, moves and
+//! errors; piped, the output is the events and the summary only (`--json`: the report only).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use initiator::{
-    BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, WorkloadConfig,
+    BalancedConfig, BalancedInitiator, InitiatorEvent, PortalSource, Progress, WorkloadConfig,
     WorkloadReport, run_workload,
 };
 
@@ -187,6 +192,77 @@ fn print_summary(r: &WorkloadReport) {
     }
 }
 
+/// The live display on a terminal: the run's time as a bar, and the rates of the last second.
+struct LiveBar {
+    bar: ProgressBar,
+    /// Moves seen so far (from the initiator's events).
+    moves: Arc<AtomicU64>,
+}
+
+impl LiveBar {
+    /// A bar on stderr when it is a terminal and the report is text; otherwise none.
+    fn new(json: bool, duration: Duration) -> Option<LiveBar> {
+        if json || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = ProgressBar::with_draw_target(
+            Some(duration.as_millis().max(1) as u64),
+            ProgressDrawTarget::stderr_with_hz(4),
+        );
+        let style = ProgressStyle::with_template("{elapsed:>4} [{bar:24}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        Some(LiveBar {
+            bar,
+            moves: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Redraws twice a second from `progress` until the bar is finished.
+    async fn run(bar: ProgressBar, moves: Arc<AtomicU64>, progress: Arc<Progress>) {
+        let start = Instant::now();
+        let mut last = (start, 0u64, 0u64);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        while !bar.is_finished() {
+            tick.tick().await;
+            let now = Instant::now();
+            let ios = progress.ios.load(Ordering::Relaxed);
+            let bytes = progress.bytes.load(Ordering::Relaxed);
+            let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+            bar.set_message(live_message(
+                (ios - last.1) as f64 / dt,
+                (bytes - last.2) as f64 / dt,
+                moves.load(Ordering::Relaxed),
+                progress.errors.load(Ordering::Relaxed),
+            ));
+            bar.set_position(now.duration_since(start).as_millis() as u64);
+            last = (now, ios, bytes);
+        }
+    }
+}
+
+/// The bar's text: `12,345 IOPS  48.2 MB/s  moves 1  errors 0`.
+fn live_message(iops: f64, bytes_per_s: f64, moves: u64, errors: u64) -> String {
+    format!(
+        "{} IOPS  {:.1} MB/s  moves {moves}  errors {errors}",
+        thousands(iops.round() as u64),
+        bytes_per_s / 1e6
+    )
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Sets `stop` on the first SIGINT or SIGTERM.
 async fn stop_on_signal(stop: Arc<AtomicBool>) {
     match super::until_stopped().await {
@@ -213,10 +289,21 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     (bc.auth, bc.discovery_auth) = args.chap.auth()?;
     let (init, mut events) = BalancedInitiator::connect(bc).await?;
     let json = args.json;
+    let live = LiveBar::new(json, args.duration);
+    let (bar, moves) = match &live {
+        Some(l) => (Some(l.bar.clone()), l.moves.clone()),
+        None => (None, Arc::new(AtomicU64::new(0))),
+    };
     let printer = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
-            if !json {
-                print_event(&e);
+            if matches!(e, InitiatorEvent::Moved { .. }) {
+                moves.fetch_add(1, Ordering::Relaxed);
+            }
+            match (&bar, json) {
+                (_, true) => {}
+                // Printed above the bar, which is drawn again below.
+                (Some(bar), false) => bar.suspend(|| print_event(&e)),
+                (None, false) => print_event(&e),
             }
         }
     });
@@ -235,8 +322,19 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     wc.stop = Some(stop.clone());
     let signals = tokio::spawn(stop_on_signal(stop));
+    let drawing = live.as_ref().map(|l| {
+        let progress = Arc::new(Progress::default());
+        wc.progress = Some(progress.clone());
+        tokio::spawn(LiveBar::run(l.bar.clone(), l.moves.clone(), progress))
+    });
     let report = run_workload(&init, &wc).await;
     signals.abort();
+    if let Some(l) = &live {
+        l.bar.finish_and_clear();
+    }
+    if let Some(d) = drawing {
+        d.abort();
+    }
     init.shutdown(Duration::from_secs(5)).await;
     // A move that completed between the last I/O and the final logout belongs in the report.
     let report = report.map(|mut r| {
@@ -275,5 +373,17 @@ mod tests {
         assert_eq!(parse_reconnect_every("1s"), Ok(Duration::from_secs(1)));
         assert!(parse_reconnect_every("50ms").is_err());
         assert!(parse_reconnect_every("0").is_err());
+    }
+
+    #[test]
+    fn live_message_reads_as_rates() {
+        assert_eq!(
+            live_message(12_345.4, 48_210_000.0, 1, 0),
+            "12,345 IOPS  48.2 MB/s  moves 1  errors 0"
+        );
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -6,6 +6,7 @@ pub mod demo_links;
 pub mod io;
 pub mod isns;
 pub mod isns_bench;
+pub mod packaging;
 pub mod simulate;
 pub mod status;
 pub mod target;
