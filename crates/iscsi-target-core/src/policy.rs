@@ -14,6 +14,9 @@ pub enum LoginDecision {
     Redirect { address: String },
     /// The target name is not served (0x0203).
     NotFound,
+    /// The target is shutting down: 0x0301 "service unavailable" (RFC 7143 §11.13.5), which
+    /// tells the initiator to try again later.
+    Unavailable,
 }
 
 /// The control plane as a connection core sees it: during login, and when it answers

@@ -14,7 +14,7 @@
 //! back to the sessions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use balancer::clock::unix_ms;
@@ -110,6 +110,8 @@ pub struct Control {
     portal_stats: Vec<Arc<PortalStats>>,
     /// The event log, stamped with the wall clock.
     pub events: Events,
+    /// Set when the target begins to stop: normal logins are refused from then on.
+    stopping: AtomicBool,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -134,6 +136,7 @@ impl Control {
             targets_changed: tokio::sync::Notify::new(),
             portal_stats,
             events: Events::new(inner.clone()),
+            stopping: AtomicBool::new(false),
             inner,
         }
     }
@@ -193,11 +196,42 @@ impl Control {
         self.inner().plane.set_link_capacity(id, bytes_per_s);
     }
 
-    /// Decides how to answer a normal-session login for (initiator, target) arriving on `portal`.
+    /// Decides how to answer a normal-session login for (initiator, target) arriving on `portal`:
+    /// once the target is stopping, "service unavailable" (try again later).
     pub fn login_decision(&self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
+        if self.is_stopping() {
+            return LoginDecision::Unavailable;
+        }
         self.inner()
             .plane
             .decide_login(portal, initiator, target, unix_ms())
+    }
+
+    /// The first step of a graceful stop: refuses every normal login from now on and asks every
+    /// session to log out within `time2logout` seconds (Async Message "logout requested";
+    /// one that does not is dropped after that, see [`SessionCommand::RequestLogout`]).
+    /// Returns how many sessions were asked.
+    pub fn begin_stop(&self, time2logout: u16) -> usize {
+        self.stopping.store(true, Ordering::SeqCst);
+        let g = self.inner();
+        g.links
+            .values()
+            .filter(|l| {
+                l.handle
+                    .send(SessionCommand::RequestLogout { time2logout })
+                    .is_ok()
+            })
+            .count()
+    }
+
+    /// Whether [`Control::begin_stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Normal sessions in full-feature phase now.
+    pub fn session_count(&self) -> usize {
+        self.inner().links.len()
     }
 
     /// A fresh non-zero Target Session Identifying Handle (RFC 7143 §11.12.6).
@@ -383,6 +417,34 @@ mod tests {
         assert_eq!(p0.load.link_utilisation(), Some(0.5));
         assert!(c.portal_stats(PortalId(2)).is_none());
         assert_eq!(t.portals[1].load, balancer::PortalLoad::default());
+    }
+
+    #[test]
+    fn a_stopping_target_refuses_logins_and_asks_every_session_to_log_out() {
+        let c = control();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        let (a, _) = c.session_started(PortalId(0), "iqn.i1", "iqn.t1", tx1);
+        c.session_started(PortalId(1), "iqn.i2", "iqn.t1", tx2);
+        assert!(matches!(
+            c.login_decision(PortalId(0), "iqn.i3", "iqn.t1"),
+            LoginDecision::Accept { .. }
+        ));
+        assert_eq!(c.session_count(), 2);
+        assert_eq!(c.begin_stop(3), 2);
+        assert!(c.is_stopping());
+        for rx in [&mut rx1, &mut rx2] {
+            assert_eq!(
+                rx.try_recv().unwrap(),
+                SessionCommand::RequestLogout { time2logout: 3 }
+            );
+        }
+        assert_eq!(
+            c.login_decision(PortalId(0), "iqn.i3", "iqn.t1"),
+            LoginDecision::Unavailable
+        );
+        c.session_ended(a, "logout");
+        assert_eq!(c.session_count(), 1);
     }
 
     #[test]

@@ -23,6 +23,6 @@ pub mod target_set;
 pub use link::PortalConfig;
 pub use reload::ReloadReport;
 pub use start::{
-    Credentials, LunConfig, MAX_LUNS, MAX_PORTALS, NULL_PREFIX, Target, TargetAccess, TargetConfig,
-    TargetHandle,
+    Credentials, LunConfig, MAX_LUNS, MAX_PORTALS, NULL_PREFIX, StopReport, Target, TargetAccess,
+    TargetConfig, TargetHandle,
 };

@@ -455,6 +455,18 @@ async fn measure(control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// How often a graceful stop looks whether sessions are left.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// What [`TargetHandle::drain_for_stop`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// Sessions asked to log out.
+    pub asked: usize,
+    /// Sessions still there when it returned (the grace ran out).
+    pub left: usize,
+}
+
 /// How often the control thread samples the configuration table.
 pub const MEASURE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -537,6 +549,24 @@ impl TargetHandle {
     /// Bound admin endpoint address.
     pub fn admin(&self) -> Option<SocketAddr> {
         self.admin
+    }
+
+    /// A graceful stop's first part (SIGTERM): refuses new logins ("service unavailable"),
+    /// asks every session to log out (Async Message "logout requested", RFC 7143 §11.9.1) —
+    /// an initiator finishes its commands in flight before it logs out — and waits until no
+    /// session is left or `grace` has passed. [`TargetHandle::shutdown`] then deregisters from
+    /// iSNS and stops the processors. A session that ignores the request within half the grace
+    /// is dropped by its connection (`LOGOUT_GRACE`, 3 s, after that).
+    pub async fn drain_for_stop(&self, grace: Duration) -> StopReport {
+        let time2logout = u16::try_from((grace / 2).as_secs()).unwrap_or(u16::MAX);
+        let asked = self.control.begin_stop(time2logout);
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut left = self.control.session_count();
+        while left > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(STOP_POLL).await;
+            left = self.control.session_count();
+        }
+        StopReport { asked, left }
     }
 
     /// Stops every processor and waits for their threads.

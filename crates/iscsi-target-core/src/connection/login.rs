@@ -116,6 +116,10 @@ impl Connection {
                             Some("the control plane does not serve it here".into()),
                             TargetDecision::Refuse(LoginStatus::NOT_FOUND),
                         ),
+                        LoginDecision::Unavailable => (
+                            Some("the target is shutting down".into()),
+                            TargetDecision::Refuse(LoginStatus::SERVICE_UNAVAILABLE),
+                        ),
                     }
                 }
                 (SessionType::Normal, Some(_)) => (

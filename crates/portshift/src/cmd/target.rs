@@ -57,6 +57,11 @@ pub struct Args {
     /// An initiator name the balancer never moves (repeatable).
     #[arg(long = "pin", value_name = "INITIATOR")]
     pin: Vec<String>,
+    /// On SIGTERM or SIGINT: how long to wait for the sessions to log out (each is asked to,
+    /// within half of it; new logins are refused meanwhile) before stopping anyway, e.g. 10s.
+    /// A second signal stops at once.
+    #[arg(long, default_value = "10s", value_parser = super::io::parse_duration)]
+    stop_grace: std::time::Duration,
     /// Time constant of the smoothed load figures the balancer decides on, e.g. 5s, 800ms
     /// (at most 10m): a step in a portal's load is 63% in the figures after it, 95% after
     /// three times it. Shorter reacts sooner to bursts and moves more. [default: 5s]
@@ -232,22 +237,67 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve(&args, &mut handle))?;
+        .block_on(async {
+            let mut stop = StopSignals::new()?;
+            serve(&args, &mut handle, &mut stop).await?;
+            // SIGTERM or SIGINT: stop gracefully within the grace; a second one stops at once.
+            let grace = args.stop_grace;
+            println!(
+                "stopping: refusing logins, asking every session to log out (grace {} s)",
+                grace.as_secs_f64()
+            );
+            tokio::select! {
+                r = handle.drain_for_stop(grace) => {
+                    println!("stopping: {} sessions asked to log out, {} left", r.asked, r.left);
+                }
+                _ = stop.next() => println!("stopping at once (second signal)"),
+            }
+            anyhow::Ok(())
+        })?;
+    // Deregisters from iSNS and stops the processors.
     handle.shutdown();
+    println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT and SIGTERM, installed once so that a second signal during the graceful stop is
+/// caught too.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<StopSignals> {
+        use anyhow::Context;
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }
 
 /// Waits for SIGINT or SIGTERM; on SIGHUP reloads the configuration file (with the same
 /// command-line flags over it). A reload that fails changes nothing and says why.
-async fn serve(args: &Args, handle: &mut iscsi_target::TargetHandle) -> anyhow::Result<()> {
+async fn serve(
+    args: &Args,
+    handle: &mut iscsi_target::TargetHandle,
+    stop: &mut StopSignals,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
-    let stopped = super::until_stopped();
-    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            r = &mut stopped => return r,
+            _ = stop.next() => return Ok(()),
             _ = hup.recv() => {
                 let Some(path) = &args.config else {
                     tracing::warn!("SIGHUP: no --config file to reload; nothing changed");

@@ -78,6 +78,23 @@ fn a_login_the_policy_refuses_is_logged_as_refused() {
 }
 
 #[test]
+fn a_stopping_target_answers_service_unavailable() {
+    let lines = logged(|| {
+        let mut h = Harness::new(TestPolicy {
+            decision: LoginDecision::Unavailable,
+            ..TestPolicy::default()
+        });
+        let r = h.login_to(TARGET);
+        assert_eq!((r.status_class, r.status_detail), (3, 1), "0x0301");
+    });
+    let line = login_line(&lines, TARGET);
+    assert!(
+        line.contains("login refused (status 0x0301): the target is shutting down"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_redirected_login_is_logged_at_info_with_the_address() {
     let lines = logged(|| {
         let mut h = Harness::new(TestPolicy {
