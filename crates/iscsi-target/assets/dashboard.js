@@ -266,7 +266,9 @@ async function poll() {
     }
     if (state.history.length > KEEP) state.history.splice(0, state.history.length - KEEP);
     state.lastOk = Date.now();
+    state.updates = (state.updates || 0) + 1;
     render();
+    document.body.dataset.updates = state.updates;
     setConnection(true, "live · " + clock(state.lastOk));
   } catch (e) {
     setConnection(false, "no answer" + (state.lastOk ? " since " + clock(state.lastOk) : "") + ": " + e.message);

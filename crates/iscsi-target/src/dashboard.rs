@@ -267,6 +267,19 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any query string: `since` is its number when it is one, else 0; never a panic.
+        #[test]
+        fn since_never_panics(q in "[ -~]{0,64}", n in proptest::num::u64::ANY) {
+            let uri = format!("/dashboard.json?{}", q.replace([' ', '#'], ""));
+            if let Ok(u) = uri.parse::<Uri>() {
+                let _ = since_ms(&u);
+            }
+            let u = format!("/dashboard.json?a=b&since={n}").parse::<Uri>().unwrap();
+            proptest::prop_assert_eq!(since_ms(&u), n);
+        }
+    }
+
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
