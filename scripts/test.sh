@@ -58,6 +58,11 @@ if ! qemu_iscsi; then
     qemu_iscsi || { echo "qemu-img still cannot open iscsi:// URLs" >&2; exit 1; }
 fi
 
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "== installing cargo-fuzz"
+    cargo install --locked cargo-fuzz
+fi
+
 # Headless Chromium opens the target's dashboard in tests/dashboard.rs (a real browser running
 # the page's script); checked by running it.
 if ! runs chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank; then
@@ -65,11 +70,6 @@ if ! runs chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank;
     apt_install chromium
     runs chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank ||
         { echo "chromium still does not run after apt-get install" >&2; exit 1; }
-fi
-
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "== installing cargo-fuzz"
-    cargo install --locked cargo-fuzz
 fi
 
 echo "== cargo fmt --check"
