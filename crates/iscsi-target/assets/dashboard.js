@@ -10,7 +10,7 @@ const MIN_SPAN_MS = 60000;   // the charts show at least the last minute
 const MOVES = new Set(["logout_requested", "forced_move"]);
 const SVG = "http://www.w3.org/2000/svg";
 
-const state = { metrics: [], fractions: [], history: [], status: null, last: 0, lastOk: 0 };
+const state = { metrics: [], fractions: [], history: [], status: null, now: null, last: 0, lastOk: 0, updates: 0 };
 
 function el(tag, attrs, ...children) {
   const e = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
@@ -96,7 +96,9 @@ function chart(portalIndex, portalId, mi, t0, t1) {
     .filter((s) => s.at_ms >= t0 && s.loads[portalIndex])
     .map((s) => [s.at_ms, s.loads[portalIndex][mi]]);
   const values = pts.map((p) => p[1]).filter((v) => v !== null && v !== undefined);
-  const now = values.length ? values[values.length - 1] : null;
+  // "now" from the same snapshot as the tables (the newest history sample may be older).
+  const current = state.now && state.now.loads[portalIndex];
+  const now = current ? current[mi] : values.length ? values[values.length - 1] : null;
   const top = niceMax(Math.max(0, ...values, th ? th.high * 1.15 : 0) * 1.1, metric === "sessions");
 
   const svg = el("svg:svg", { role: "img", "aria-label": metric + " of " + portalName(portalId) });
@@ -258,6 +260,7 @@ async function poll() {
     state.metrics = feed.metrics;
     state.fractions = feed.fractions;
     state.status = feed.status;
+    state.now = feed.now;
     for (const s of feed.history) {
       if (s.at_ms > state.last) {
         state.history.push(s);
@@ -266,7 +269,7 @@ async function poll() {
     }
     if (state.history.length > KEEP) state.history.splice(0, state.history.length - KEEP);
     state.lastOk = Date.now();
-    state.updates = (state.updates || 0) + 1;
+    state.updates += 1;
     render();
     document.body.dataset.updates = state.updates;
     setConnection(true, "live · " + clock(state.lastOk));

@@ -116,6 +116,8 @@ pub struct Feed {
     pub fractions: Vec<bool>,
     /// The samples after the `since` query parameter (all of them without it).
     pub history: Vec<Sample>,
+    /// The loads in `status` (the history's newest sample may be up to a second older).
+    pub now: Sample,
     /// The same document as `GET /status`.
     pub status: AdminSnapshot,
 }
@@ -126,15 +128,15 @@ struct Dashboard {
 }
 
 impl Dashboard {
-    /// Takes a snapshot and records its loads in the history.
-    fn sample(&self) -> AdminSnapshot {
+    /// Takes a snapshot and records its loads in the history; returns both.
+    fn sample(&self) -> (AdminSnapshot, Sample) {
         let snap = self.control.snapshot();
         let s = Sample::of(&snap, balancer::clock::unix_ms());
         self.history
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(s);
-        snap
+            .push(s.clone());
+        (snap, s)
     }
 }
 
@@ -206,7 +208,7 @@ fn since_ms(uri: &Uri) -> u64 {
 }
 
 async fn feed(State(d): State<Arc<Dashboard>>, uri: Uri) -> Json<Feed> {
-    let status = d.sample();
+    let (status, now) = d.sample();
     let history = d
         .history
         .lock()
@@ -216,6 +218,7 @@ async fn feed(State(d): State<Arc<Dashboard>>, uri: Uri) -> Json<Feed> {
         metrics: Metric::ALL.iter().map(|m| m.name()).collect(),
         fractions: Metric::ALL.iter().map(|m| m.is_fraction()).collect(),
         history,
+        now,
         status,
     })
 }
@@ -346,6 +349,7 @@ mod tests {
             assert_eq!(s["loads"][0][0], serde_json::json!(0.0), "no sessions: {s}");
         }
         assert_eq!(v["status"]["table"]["portals"].as_array().unwrap().len(), 2);
+        assert_eq!(v["now"]["loads"].as_array().unwrap().len(), 2, "{body}");
         let last = history.last().unwrap()["at_ms"].as_u64().unwrap();
         let newer = get(addr, &format!("/dashboard.json?since={last}")).await;
         let body = newer.split("\r\n\r\n").nth(1).unwrap();
