@@ -72,6 +72,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
 
+# Headless Chromium opens the target's dashboard in tests/dashboard.rs (a real browser running
+# the page's script); checked by running it.
+if ! runs chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank; then
+    echo "== installing chromium"
+    apt_install chromium
+    runs chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank ||
+        { echo "chromium still does not run after apt-get install" >&2; exit 1; }
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -44,6 +44,7 @@ impl Default for AdminLimits {
 pub fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/status", get(status))
+        .merge(crate::dashboard::router(control.clone()))
         .with_state(control)
 }
 

@@ -1,7 +1,7 @@
 //! Multi-portal iSCSI target: one processor (OS thread + event loop) per portal.
 //!
 //! Layout: [`control`] is the configuration table and the seam to the balancer; [`events`] the
-//! event log; [`admin`] the JSON admin endpoint; [`load`] each portal's measured load and
+//! event log; [`admin`] the JSON admin endpoint and [`dashboard`] its live page; [`load`] each portal's measured load and
 //! [`link`] its link's capacity.
 
 pub mod admin;
@@ -9,6 +9,7 @@ pub mod auth_throttle;
 pub mod balance;
 pub mod config_file;
 pub mod control;
+pub mod dashboard;
 pub mod events;
 pub mod link;
 pub mod load;

@@ -36,7 +36,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 /// A portal's load under every metric that is measured: sessions, IOPS, link utilisation (when
 /// the link capacity is known) and processor demand (when measured).
 fn load_cell(p: &balancer::PortalRow) -> String {
-    let mut cell = format!("{} sess {:.0} iops", p.sessions.len(), p.iops());
+    let mut cell = format!("{} sess {:.0} iops", p.sessions.len(), iops(p));
     if let Some(u) = p.load.link_utilisation() {
         let _ = write!(cell, " bw {}", Metric::Bandwidth.format(u));
     }
@@ -173,7 +173,7 @@ pub fn portal_load(s: &AdminSnapshot) -> Vec<String> {
 }
 
 /// Time of day (UTC) of a Unix-milliseconds instant, `HH:MM:SS`.
-fn clock(ms: u64) -> String {
+pub(crate) fn clock(ms: u64) -> String {
     let secs = ms / 1000 % 86_400;
     format!(
         "{:02}:{:02}:{:02} UTC",

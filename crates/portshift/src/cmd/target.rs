@@ -85,7 +85,7 @@ pub struct Args {
     /// Connections one client address may hold on a portal. [default: 64]
     #[arg(long)]
     max_connections_per_address: Option<usize>,
-    /// Admin endpoint (GET /status). [default: 127.0.0.1:3261]
+    /// Admin endpoint (GET /status; the live dashboard at GET /). [default: 127.0.0.1:3261]
     #[arg(long)]
     admin: Option<SocketAddr>,
     #[command(flatten)]
