@@ -44,7 +44,8 @@ impl Default for AdminLimits {
 pub fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/status", get(status))
-        .with_state(control)
+        .with_state(control.clone())
+        .merge(crate::admin_ops::router(control))
 }
 
 async fn status(State(c): State<Arc<Control>>) -> Json<balancer::AdminSnapshot> {

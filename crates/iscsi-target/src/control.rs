@@ -110,6 +110,8 @@ pub struct Control {
     portal_stats: Vec<Arc<PortalStats>>,
     /// The event log, stamped with the wall clock.
     pub events: Events,
+    /// The admin endpoint's operator calls: token and registrar ([`crate::admin_ops`]).
+    pub operator: crate::admin_ops::Operator,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -134,6 +136,7 @@ impl Control {
             targets_changed: tokio::sync::Notify::new(),
             portal_stats,
             events: Events::new(inner.clone()),
+            operator: Default::default(),
             inner,
         }
     }
