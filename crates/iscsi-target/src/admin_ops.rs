@@ -498,6 +498,42 @@ mod tests {
         assert!(out.contains("\"mutating_enabled\":false"), "{out}");
     }
 
+    /// A malformed body, an unknown portal or initiator, or draining the last portal is
+    /// answered with a 4xx and a reason, and changes nothing.
+    #[tokio::test]
+    async fn bad_requests_are_refused_clearly() {
+        let (addr, c) = serve(Some("t")).await;
+        for (path, body, status) in [
+            ("/balance/drain", "{not json", "400"),
+            ("/balance/drain", r#"{"port":"P0"}"#, "422"),
+            ("/balance/drain", r#"{"portal":"P9"}"#, "404"),
+            ("/balance/move", r#"{"initiator":"iqn.nobody"}"#, "404"),
+            (
+                "/balance/move",
+                r#"{"initiator":"iqn.x","to":"10.0.0.1:1"}"#,
+                "404",
+            ),
+        ] {
+            let out = request(addr, post(path, Some("t"), body)).await;
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {status}")),
+                "{path} {body}: {out}"
+            );
+        }
+        let out = request(
+            addr,
+            post("/balance/drain", Some("t"), r#"{"portal":"P1"}"#),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let out = request(addr, post("/balance/drain", Some("t"), r#"{"portal":"0"}"#)).await;
+        assert!(out.starts_with("HTTP/1.1 409"), "{out}");
+        assert!(out.contains("last portal"), "{out}");
+        let v = view(&c);
+        assert_eq!(v.drained.len(), 1);
+        assert_eq!(v.drained[0].portal, PortalId(1));
+    }
+
     #[test]
     fn a_token_file_must_be_private_and_hold_one_token() {
         use std::os::unix::fs::PermissionsExt;

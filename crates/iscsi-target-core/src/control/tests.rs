@@ -719,3 +719,47 @@ fn pause_and_pin_hold_the_balancer() {
         "{actions:?}"
     );
 }
+
+proptest::proptest! {
+    /// Whatever an operator types as a portal, `find_portal` answers without panicking, and
+    /// only a portal's id (`P1`, `p1`, `1`) or exact address names it.
+    #[test]
+    fn find_portal_takes_any_text(name in "\\PC{0,24}") {
+        let p = plane(1);
+        let expected = match name.trim() {
+            "P0" | "p0" | "0" | "127.0.0.1:3260" => Some(P0),
+            "P1" | "p1" | "1" | "127.0.0.2:3260" => Some(P1),
+            n => {
+                let digits = n.strip_prefix(['P', 'p']).unwrap_or(n);
+                match digits.parse::<u16>() {
+                    Ok(0) => Some(P0),
+                    Ok(1) => Some(P1),
+                    _ => None,
+                }
+            }
+        };
+        proptest::prop_assert_eq!(p.find_portal(&name).ok(), expected);
+    }
+
+    /// Draining and undraining in any order never leaves every portal drained, and a login
+    /// is answered Accept only on a portal that is not drained.
+    #[test]
+    fn drains_never_close_every_portal(ops in proptest::collection::vec((0u16..3, proptest::bool::ANY), 0..12)) {
+        let mut p = plane(1);
+        for (portal, drain) in ops {
+            let id = PortalId(portal);
+            let r = if drain { p.drain(id) } else { p.undrain(id) };
+            if portal > 1 {
+                proptest::prop_assert!(r.is_err());
+            }
+            proptest::prop_assert!(p.operator().drained.len() < 2);
+            for at in [P0, P1] {
+                let accepted = matches!(
+                    p.decide_login(at, "iqn.x", "iqn.t1", 0),
+                    LoginDecision::Accept { .. }
+                );
+                proptest::prop_assert_eq!(accepted, !p.is_drained(at));
+            }
+        }
+    }
+}
