@@ -69,6 +69,23 @@ pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(token.to_string())
 }
 
+/// What to warn about when the admin endpoint listens on `addr` beyond loopback: anyone who
+/// reaches it reads the status, and POSTs are guarded only by the token (if any).
+pub fn exposure_warning(addr: std::net::SocketAddr, has_token: bool) -> Option<String> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "admin endpoint on {addr}, beyond loopback: anyone who can reach it reads the status; \
+         state-changing calls {}",
+        if has_token {
+            "need the --admin-token-file token (sent in clear over HTTP)"
+        } else {
+            "are disabled (no --admin-token-file)"
+        }
+    ))
+}
+
 /// The operator's routes, merged into [`crate::admin::router`].
 pub fn router(control: Arc<Control>) -> Router {
     Router::new()
@@ -532,6 +549,19 @@ mod tests {
         let v = view(&c);
         assert_eq!(v.drained.len(), 1);
         assert_eq!(v.drained[0].portal, PortalId(1));
+    }
+
+    #[test]
+    fn an_endpoint_beyond_loopback_is_warned_about() {
+        assert_eq!(
+            exposure_warning("127.0.0.1:3261".parse().unwrap(), false),
+            None
+        );
+        assert_eq!(exposure_warning("[::1]:3261".parse().unwrap(), true), None);
+        let w = exposure_warning("0.0.0.0:3261".parse().unwrap(), false).unwrap();
+        assert!(w.contains("disabled"), "{w}");
+        let w = exposure_warning("10.0.0.1:3261".parse().unwrap(), true).unwrap();
+        assert!(w.contains("token"), "{w}");
     }
 
     #[test]

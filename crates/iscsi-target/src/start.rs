@@ -395,7 +395,13 @@ fn spawn_control_thread(
                 control.operator.set_token(cfg.admin_token.clone());
                 let admin = match cfg.admin {
                     Some(a) => match crate::admin::serve(a, control.clone()).await {
-                        Ok((addr, _task)) => Some(addr),
+                        Ok((addr, _task)) => {
+                            let token = cfg.admin_token.is_some();
+                            if let Some(w) = crate::admin_ops::exposure_warning(addr, token) {
+                                tracing::warn!("{w}");
+                            }
+                            Some(addr)
+                        }
                         Err(e) => {
                             let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {a}: {e}")));
                             return;
