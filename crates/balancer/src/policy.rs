@@ -168,6 +168,8 @@ pub struct Balancer {
     settling: Vec<Settling>,
     /// Moves asked for, oldest first.
     history: Vec<MoveRecord>,
+    /// Initiators an operator pinned at run time, besides the policy's.
+    operator_pinned: Vec<String>,
 }
 
 impl Balancer {
@@ -180,7 +182,15 @@ impl Balancer {
             pending: HashMap::new(),
             settling: Vec::new(),
             history: Vec::new(),
+            operator_pinned: Vec::new(),
         }
+    }
+
+    /// Initiators an operator pinned (`portshift balance pin`): never moved, like the
+    /// policy's pinned ones. Replaces the previous list.
+    pub fn set_operator_pinned<I: IntoIterator<Item = String>>(&mut self, names: I) {
+        self.operator_pinned.clear();
+        self.operator_pinned.extend(names);
     }
 
     /// The policy the balancer runs.
@@ -308,6 +318,10 @@ impl Balancer {
     fn movable(&self, s: &SessionEntry, now_ms: u64) -> bool {
         !self.pending.contains_key(&s.session_id)
             && !self.policy.is_pinned(&s.initiator)
+            && !self
+                .operator_pinned
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&s.initiator))
             && (self.policy.move_reservation_holders || !s.holds_reservation)
             && self
                 .last_move(s)

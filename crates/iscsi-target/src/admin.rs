@@ -1,5 +1,6 @@
 //! The admin endpoint: `GET /status` returns the [`balancer::AdminSnapshot`] as JSON. It binds to
-//! loopback by default; it changes nothing, so it needs no authentication there.
+//! loopback by default; reading needs no authentication there. The calls that change state
+//! ([`crate::admin_ops`], `POST /balance/*`) need the bearer token of `--admin-token-file`.
 //!
 //! It has a budget so that it can never take file descriptors from the portals: at most
 //! [`AdminLimits::max_connections`] connections are accepted at a time (more wait in the
@@ -45,7 +46,8 @@ pub fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/status", get(status))
         .merge(crate::dashboard::router(control.clone()))
-        .with_state(control)
+        .with_state(control.clone())
+        .merge(crate::admin_ops::router(control))
 }
 
 async fn status(State(c): State<Arc<Control>>) -> Json<balancer::AdminSnapshot> {

@@ -112,6 +112,8 @@ pub struct Control {
     pub events: Events,
     /// Set when the target begins to stop: normal logins are refused from then on.
     stopping: AtomicBool,
+    /// The admin endpoint's operator calls: token and registrar ([`crate::admin_ops`]).
+    pub operator: crate::admin_ops::Operator,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -137,6 +139,7 @@ impl Control {
             portal_stats,
             events: Events::new(inner.clone()),
             stopping: AtomicBool::new(false),
+            operator: Default::default(),
             inner,
         }
     }

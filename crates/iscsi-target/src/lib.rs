@@ -1,10 +1,11 @@
 //! Multi-portal iSCSI target: one processor (OS thread + event loop) per portal.
 //!
 //! Layout: [`control`] is the configuration table and the seam to the balancer; [`events`] the
-//! event log; [`admin`] the JSON admin endpoint and [`dashboard`] its live page; [`load`] each portal's measured load and
+//! event log; [`admin`] the JSON admin endpoint, [`dashboard`] its live page and [`admin_ops`] its operator calls; [`load`] each portal's measured load and
 //! [`link`] its link's capacity.
 
 pub mod admin;
+pub mod admin_ops;
 pub mod auth_throttle;
 pub mod balance;
 pub mod config_file;

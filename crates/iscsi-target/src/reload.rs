@@ -222,6 +222,7 @@ pub(crate) fn keep_restart_only(
         portals => "portals",
         isns => "isns",
         admin => "admin",
+        admin_token => "admin token",
         limits => "limits",
         balance => "balancing rules",
         cooldown_ms => "balancing cooldown",

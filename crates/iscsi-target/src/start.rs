@@ -87,6 +87,9 @@ pub struct TargetConfig {
     pub smoothing_ms: u64,
     /// Admin endpoint address; None to run without it.
     pub admin: Option<SocketAddr>,
+    /// The token the admin endpoint's mutating calls need (`--admin-token-file`); None: such
+    /// calls are disabled.
+    pub admin_token: Option<String>,
     /// Connection limits wanted for each portal; lowered at start so that every portal's
     /// share fits in the open-file limit ([`PortalLimits::sized`]).
     pub limits: PortalLimits,
@@ -115,6 +118,7 @@ impl Default for TargetConfig {
             max_moves: balancer::DEFAULT_MAX_MOVES,
             smoothing_ms: balancer::SMOOTHING_TAU_MS,
             admin: None,
+            admin_token: None,
             limits: PortalLimits::default(),
             access: Default::default(),
             discovery_chap: None,
@@ -388,9 +392,16 @@ fn spawn_control_thread(
                 }
             };
             rt.block_on(async move {
+                control.operator.set_token(cfg.admin_token.clone());
                 let admin = match cfg.admin {
                     Some(a) => match crate::admin::serve(a, control.clone()).await {
-                        Ok((addr, _task)) => Some(addr),
+                        Ok((addr, _task)) => {
+                            let token = cfg.admin_token.is_some();
+                            if let Some(w) = crate::admin_ops::exposure_warning(addr, token) {
+                                tracing::warn!("{w}");
+                            }
+                            Some(addr)
+                        }
                         Err(e) => {
                             let _ = ready.send(Err(anyhow::anyhow!("cannot listen on {a}: {e}")));
                             return;
@@ -407,6 +418,7 @@ fn spawn_control_thread(
                     )),
                     None => crate::registration::Registrar::Local,
                 });
+                control.operator.set_registrar(registrar.clone());
                 let keeper = tokio::spawn(crate::registration::keep_registered(
                     registrar.clone(),
                     control.clone(),

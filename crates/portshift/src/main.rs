@@ -29,6 +29,8 @@ enum Command {
     Io(cmd::io::Args),
     /// Print a target's configuration table, iSNS registrations and events.
     Status(cmd::status::Args),
+    /// Operate a target's balancer: pause, resume, move, pin, drain, undrain (needs the token).
+    Balance(cmd::balance::Args),
     /// Run the whole system on loopback and show a real rebalance.
     Demo(cmd::demo::Args),
     /// Simulate a fleet of portals and initiators on a virtual clock and compare balancing
@@ -84,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Target(a) => cmd::target::run(a),
         Command::Io(a) => cmd::io::run(a),
         Command::Status(a) => cmd::status::run(a),
+        Command::Balance(a) => cmd::balance::run(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Simulate(a) => cmd::simulate::run(a),
         Command::Completions(a) => cmd::packaging::completions(a, Cli::command()),

@@ -89,7 +89,15 @@ impl BalanceLoop {
     /// One pass at `now_ms`: samples the plane (record the command counts first), runs the
     /// policy and returns what to do, in order.
     pub fn step(&mut self, plane: &mut ControlPlane, now_ms: u64) -> Vec<Action> {
-        let table = plane.sample(now_ms);
+        let mut table = plane.sample(now_ms);
+        if plane.operator().paused {
+            return Vec::new();
+        }
+        // The operator's pins and drains (see [`super::operator`]): a drained portal serves
+        // nothing the balancer could move a session to.
+        self.policy
+            .set_operator_pinned(plane.operator().pinned.iter().cloned());
+        table.served.retain(|(_, p)| !plane.is_drained(*p));
         let decisions = self.policy.step(&table, now_ms);
         self.apply(plane, decisions)
     }
@@ -141,6 +149,8 @@ impl BalanceLoop {
                         awaiting_delete,
                     });
                 }
+                // A drained portal's registrations come back when it is undrained.
+                Decision::Restore { portal, .. } if plane.is_drained(portal) => {}
                 Decision::Restore {
                     target,
                     portal,

@@ -14,6 +14,7 @@
 mod balance;
 mod events;
 pub mod measure;
+pub mod operator;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +32,7 @@ use measure::RateMeter;
 
 pub use balance::{Action, BalanceLoop, TIME2LOGOUT};
 pub use events::{EVENT_LOG_CAPACITY, EventLog};
+pub use operator::{OperatorError, OperatorMove, OperatorPlan, OperatorState};
 
 /// IOPS are measured over windows of at least this many milliseconds: a sample taken sooner
 /// after the previous one keeps the previous figure.
@@ -120,6 +122,8 @@ pub struct ControlPlane {
     /// Whether a session's I_T nexus holds a reservation or a persistent-reservation
     /// registration (asked of the logical units when the table is built).
     reservation_probe: ReservationProbe,
+    /// What the operator set: pause, pins, drained portals ([`operator`]).
+    operator: OperatorState,
 }
 
 /// Asks the logical units whether session `id` holds a reservation or registration.
@@ -189,6 +193,7 @@ impl ControlPlane {
             ping_pongs: 0,
             forced_moves: 0,
             reservation_probe: ReservationProbe::default(),
+            operator: OperatorState::default(),
         }
     }
 
@@ -259,7 +264,11 @@ impl ControlPlane {
             return LoginDecision::NotFound;
         };
         let here_tag = here.tag;
-        let placed = self.placement(initiator, target);
+        let placed = if self.is_drained(portal) {
+            self.drain_redirect(initiator, target)
+        } else {
+            self.placement(initiator, target)
+        };
         match placed.and_then(|p| self.portal(p)).cloned() {
             Some(there) if there.id != portal => {
                 self.events.push(
@@ -270,10 +279,17 @@ impl ControlPlane {
                         from: portal,
                         to: there.id,
                     },
-                    format!(
-                        "the balancer placed this initiator on {} ({}); login answered 0x0101",
-                        there.id, there.address
-                    ),
+                    if self.is_drained(portal) {
+                        format!(
+                            "{portal} is drained; login answered 0x0101 with {} ({})",
+                            there.id, there.address
+                        )
+                    } else {
+                        format!(
+                            "the balancer placed this initiator on {} ({}); login answered 0x0101",
+                            there.id, there.address
+                        )
+                    },
                 );
                 LoginDecision::Redirect {
                     address: there.address.to_string(),
@@ -536,7 +552,7 @@ impl ControlPlane {
     pub fn withheld_portals(&self, target: &str) -> Vec<PortalId> {
         self.registrations
             .iter()
-            .filter(|r| r.target == target && !r.registered)
+            .filter(|r| r.target == target && (!r.registered || self.is_drained(r.portal)))
             .map(|r| r.portal)
             .collect()
     }

@@ -570,3 +570,196 @@ fn set_targets_adds_and_removes_registrations_and_placements() {
         LoginDecision::Accept { .. }
     ));
 }
+
+// ---- the operator's requests (`portshift balance`) ------------------------------------------
+
+/// Drain: the portal's registrations are deleted first, then each session is asked to log
+/// out and placed elsewhere; logins there are redirected, SendTargets leaves it out, the
+/// balancer neither moves anyone there nor restores it; undrain restores it.
+#[test]
+fn a_drained_portal_is_emptied_and_takes_nobody_until_undrained() {
+    let mut p = plane(2);
+    let ids = login_all(&mut p, P0, &[1, 2], 0);
+    assert_eq!(p.find_portal("P0"), Ok(P0));
+    assert_eq!(p.find_portal("1"), Ok(P1));
+    assert_eq!(p.find_portal("127.0.0.2:3260"), Ok(P1));
+    assert!(matches!(
+        p.find_portal("P7"),
+        Err(OperatorError::UnknownPortal(_))
+    ));
+    let plan = p.drain(P0).unwrap();
+    assert_eq!(
+        plan.actions,
+        vec![
+            Action::DeleteRegistration {
+                target: "iqn.t1".into(),
+                portal: P0
+            },
+            Action::DeleteRegistration {
+                target: "iqn.t2".into(),
+                portal: P0
+            },
+            Action::RequestLogout {
+                session_id: ids[0],
+                time2logout: TIME2LOGOUT
+            },
+            Action::RequestLogout {
+                session_id: ids[1],
+                time2logout: TIME2LOGOUT
+            },
+        ]
+    );
+    assert!(plan.moves.iter().all(|m| m.from == P0 && m.to == P1));
+    // The last portal cannot be drained too.
+    assert_eq!(p.drain(P1), Err(OperatorError::LastPortal(P1)));
+    for t in ["iqn.t1", "iqn.t2"] {
+        p.operator_registration_changed(t, P0, true, Ok(()), "drain", 1);
+    }
+    for m in &plan.moves {
+        p.operator_logout_sent(m, true, "drain", 1);
+    }
+    assert_eq!(p.withheld_portals("iqn.t1"), [P0]);
+    // A newcomer and a returning host are both sent to P1.
+    for i in ["iqn.new", "iqn.i1"] {
+        assert!(matches!(
+            p.decide_login(P0, i, "iqn.t1", 2),
+            LoginDecision::Redirect { address } if address == "127.0.0.2:3260"
+        ));
+    }
+    // The balancer may not move anyone to the drained portal, even with P1 over HIGH.
+    for id in ids {
+        p.session_ended(id, "logout", 3);
+    }
+    login_all(&mut p, P1, &[1, 2], 3);
+    let mut b = BalanceLoop::new(Balancer::new(policy("sessions:2", 0)));
+    assert!(b.step(&mut p, 4).is_empty());
+    let plan = p.undrain(P0).unwrap();
+    assert_eq!(plan.actions.len(), 2);
+    for t in ["iqn.t1", "iqn.t2"] {
+        p.operator_registration_changed(t, P0, false, Ok(()), "undrain", 5);
+    }
+    assert!(p.withheld_portals("iqn.t1").is_empty());
+    assert!(p.registrations().iter().all(|r| r.registered));
+    assert!(matches!(
+        p.decide_login(P0, "iqn.new", "iqn.t1", 6),
+        LoginDecision::Accept { .. }
+    ));
+    assert!(!b.step(&mut p, 7).is_empty(), "P0 takes sessions again");
+}
+
+/// Move: the named host (all its sessions) is placed on the destination and asked to log out;
+/// nobody else is; unknown hosts and drained destinations are refused with nothing changed.
+#[test]
+fn an_operator_move_places_the_host_and_asks_it_to_log_out() {
+    let mut p = plane(2);
+    let ids = login_all(&mut p, P0, &[1, 2], 0);
+    assert_eq!(
+        p.operator_move("iqn.nobody", None),
+        Err(OperatorError::UnknownInitiator("iqn.nobody".into()))
+    );
+    let plan = p.operator_move("IQN.I1", Some(P1)).unwrap();
+    assert_eq!(
+        plan.actions,
+        vec![Action::RequestLogout {
+            session_id: ids[0],
+            time2logout: TIME2LOGOUT
+        }]
+    );
+    p.operator_logout_sent(&plan.moves[0], true, "operator", 1);
+    assert_eq!(p.snapshot().logout_requests, 1);
+    assert!(matches!(
+        p.decide_login(P0, "iqn.i1", "iqn.t1", 2),
+        LoginDecision::Redirect { .. }
+    ));
+    assert!(matches!(
+        p.decide_login(P0, "iqn.i2", "iqn.t2", 2),
+        LoginDecision::Accept { .. }
+    ));
+    // Already there: nothing to do.
+    p.session_ended(ids[0], "logout", 3);
+    login_all(&mut p, P1, &[1], 3);
+    assert!(
+        p.operator_move("iqn.i1", Some(P1))
+            .unwrap()
+            .actions
+            .is_empty()
+    );
+    p.drain(P1).unwrap();
+    assert_eq!(
+        p.operator_move("iqn.i2", Some(P1)),
+        Err(OperatorError::DestinationDrained(P1))
+    );
+    assert_eq!(
+        p.operator_move("iqn.i2", None),
+        Err(OperatorError::NoDestination)
+    );
+}
+
+/// Pause stops every decision; a pin keeps the pinned host where it is.
+#[test]
+fn pause_and_pin_hold_the_balancer() {
+    let mut p = plane(3);
+    login_all(&mut p, P0, &[1, 2, 3], 0);
+    let mut b = BalanceLoop::new(Balancer::new(policy("sessions:2", 0)));
+    p.set_paused(true);
+    assert!(b.step(&mut p, 1_000).is_empty());
+    p.set_paused(false);
+    for i in ["iqn.i1", "iqn.I2", "iqn.i3"] {
+        p.set_pinned(i, true);
+    }
+    assert!(p.is_operator_pinned("IQN.I2"));
+    assert!(b.step(&mut p, 2_000).is_empty());
+    p.set_pinned("iqn.i3", false);
+    let actions = b.step(&mut p, 3_000);
+    assert!(
+        actions.contains(&Action::RequestLogout {
+            session_id: 3,
+            time2logout: TIME2LOGOUT
+        }),
+        "{actions:?}"
+    );
+}
+
+proptest::proptest! {
+    /// Whatever an operator types as a portal, `find_portal` answers without panicking, and
+    /// only a portal's id (`P1`, `p1`, `1`) or exact address names it.
+    #[test]
+    fn find_portal_takes_any_text(name in "\\PC{0,24}") {
+        let p = plane(1);
+        let expected = match name.trim() {
+            "P0" | "p0" | "0" | "127.0.0.1:3260" => Some(P0),
+            "P1" | "p1" | "1" | "127.0.0.2:3260" => Some(P1),
+            n => {
+                let digits = n.strip_prefix(['P', 'p']).unwrap_or(n);
+                match digits.parse::<u16>() {
+                    Ok(0) => Some(P0),
+                    Ok(1) => Some(P1),
+                    _ => None,
+                }
+            }
+        };
+        proptest::prop_assert_eq!(p.find_portal(&name).ok(), expected);
+    }
+
+    /// Draining and undraining in any order never leaves every portal drained, and a login
+    /// is answered Accept only on a portal that is not drained.
+    #[test]
+    fn drains_never_close_every_portal(ops in proptest::collection::vec((0u16..3, proptest::bool::ANY), 0..12)) {
+        let mut p = plane(1);
+        for (portal, drain) in ops {
+            let id = PortalId(portal);
+            let r = if drain { p.drain(id) } else { p.undrain(id) };
+            if portal > 1 {
+                proptest::prop_assert!(r.is_err());
+            }
+            proptest::prop_assert!(p.operator().drained.len() < 2);
+            for at in [P0, P1] {
+                let accepted = matches!(
+                    p.decide_login(at, "iqn.x", "iqn.t1", 0),
+                    LoginDecision::Accept { .. }
+                );
+                proptest::prop_assert_eq!(accepted, !p.is_drained(at));
+            }
+        }
+    }
+}

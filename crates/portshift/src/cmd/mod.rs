@@ -1,5 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(Args) -> anyhow::Result<ExitCode>`.
 
+pub mod balance;
 pub mod chap_file;
 pub mod demo;
 pub mod demo_links;

@@ -88,6 +88,10 @@ pub struct Args {
     /// Admin endpoint (GET /status; the live dashboard at GET /). [default: 127.0.0.1:3261]
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// File holding the token the admin endpoint's state-changing calls need (`portshift
+    /// balance`); must be private (mode 600). Without it those calls are disabled.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     access: super::target_access::TargetAccessArgs,
 }
@@ -165,6 +169,9 @@ fn configuration(args: &Args, file: Option<TargetConfig>) -> anyhow::Result<Targ
     }
     if let Some(a) = args.admin {
         cfg.admin = Some(a);
+    }
+    if let Some(path) = &args.admin_token_file {
+        cfg.admin_token = Some(iscsi_target::admin_ops::read_token_file(path)?);
     }
     if let Some(m) = args.max_connections {
         cfg.limits.total = m;
