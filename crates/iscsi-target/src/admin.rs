@@ -1,4 +1,5 @@
-//! The admin endpoint: `GET /status` returns the [`balancer::AdminSnapshot`] as JSON. It binds to
+//! The admin endpoint: `GET /status` returns the [`balancer::AdminSnapshot`] as JSON (and
+//! `GET /metrics` the Prometheus figures, [`crate::metrics`]). It binds to
 //! loopback by default; it changes nothing, so it needs no authentication there.
 //!
 //! It has a budget so that it can never take file descriptors from the portals: at most
@@ -44,6 +45,7 @@ impl Default for AdminLimits {
 pub fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", crate::metrics::route(control.clone()))
         .with_state(control)
 }
 
