@@ -227,14 +227,9 @@ impl Control {
 
     /// Decides how to answer a normal-session login for (initiator, target) arriving on `portal`.
     pub fn login_decision(&self, portal: PortalId, initiator: &str, target: &str) -> LoginDecision {
-        let d = self
-            .inner()
+        self.inner()
             .plane
-            .decide_login(portal, initiator, target, unix_ms());
-        if d == LoginDecision::NotFound {
-            LoginCounters::count(&self.logins.not_found);
-        }
-        d
+            .decide_login(portal, initiator, target, unix_ms())
     }
 
     /// A fresh non-zero Target Session Identifying Handle (RFC 7143 §11.12.6).

@@ -23,6 +23,8 @@ use axum::routing::{MethodRouter, get};
 use metrics::{Key, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use iscsi_proto::login::LoginStatus;
+
 use crate::control::Control;
 
 /// Upper bounds of the command latency buckets, in seconds (explicit, so that histograms of
@@ -86,21 +88,36 @@ impl LatencyHistogram {
     }
 }
 
-/// Login outcomes the connection cores do not record as events (RFC 4544's
-/// `iscsiTgtLoginStats` is the model: accepted and redirected logins are counted from the
-/// event log's `login` and `redirected` events).
+/// Login outcomes that are not in the event log (RFC 4544's `iscsiTgtLoginStats` is the
+/// model: accepted and redirected logins are counted from the event log's `login` and
+/// `redirected` events).
 #[derive(Debug, Default)]
 pub struct LoginCounters {
-    /// Logins answered 0x0203 "not found": the target name is not served.
-    pub not_found: AtomicU64,
-    /// Logins answered 0x0201 "authentication failure".
+    /// Answered 0x0201 "authentication failure" (`iscsiTgtLoginAuthenticateFails`).
     pub authentication_failed: AtomicU64,
+    /// Answered 0x0202 "authorization failure" (`iscsiTgtLoginAuthorizeFails`).
+    pub authorization_failed: AtomicU64,
+    /// Answered 0x0203 "not found": the target name is not served (here).
+    pub not_found: AtomicU64,
+    /// Refused with any other status of class 2 or 3 (`iscsiTgtLoginOtherFails`).
+    pub other_failed: AtomicU64,
 }
 
 impl LoginCounters {
     #[inline]
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a login refused with `status` (class 2 or 3).
+    pub fn refused(&self, status: LoginStatus) {
+        let c = match status {
+            LoginStatus::AUTHENTICATION_FAILURE => &self.authentication_failed,
+            LoginStatus::AUTHORIZATION_FAILURE => &self.authorization_failed,
+            LoginStatus::NOT_FOUND => &self.not_found,
+            _ => &self.other_failed,
+        };
+        Self::count(c);
     }
 }
 
@@ -182,7 +199,7 @@ const TARGET_WRITTEN_BYTES: Family = family(
 );
 const LOGINS: Family = family(
     "portshift_target_logins_total",
-    "Normal-session logins by result (RFC 4544 iscsiTgtLoginStats): accepted, redirected, not_found, authentication_failed.",
+    "Logins by result (RFC 4544 iscsiTgtLoginStats): accepted and redirected (normal sessions), authentication_failed, authorization_failed, not_found, other_failed.",
     None,
 );
 const BALANCER_ACTIONS: Family = family(
@@ -322,11 +339,16 @@ impl TargetMetrics {
         for (result, n) in [
             ("accepted", count("login")),
             ("redirected", count("redirected")),
-            ("not_found", logins.not_found.load(Ordering::Relaxed)),
             (
                 "authentication_failed",
                 logins.authentication_failed.load(Ordering::Relaxed),
             ),
+            (
+                "authorization_failed",
+                logins.authorization_failed.load(Ordering::Relaxed),
+            ),
+            ("not_found", logins.not_found.load(Ordering::Relaxed)),
+            ("other_failed", logins.other_failed.load(Ordering::Relaxed)),
         ] {
             self.counter(&LOGINS, vec![Label::new("result", result)], n);
         }
@@ -468,6 +490,9 @@ mod tests {
         p1.commands_answered(120, 4);
         p1.received(4096);
         LoginCounters::count(&c.logins.authentication_failed);
+        c.logins.refused(iscsi_proto::login::LoginStatus::NOT_FOUND);
+        c.logins
+            .refused(iscsi_proto::login::LoginStatus::TOO_MANY_CONNECTIONS);
         c.place("iqn.i2", "iqn.t1", PortalId(0));
         let _ = c.login_decision(PortalId(1), "iqn.i2", "iqn.t1");
         let text = TargetMetrics::new().render(&c);
@@ -483,6 +508,9 @@ mod tests {
             "portshift_target_logins_total{result=\"accepted\"} 2",
             "portshift_target_logins_total{result=\"redirected\"} 1",
             "portshift_target_logins_total{result=\"authentication_failed\"} 1",
+            "portshift_target_logins_total{result=\"not_found\"} 1",
+            "portshift_target_logins_total{result=\"other_failed\"} 1",
+            "portshift_target_logins_total{result=\"authorization_failed\"} 0",
             "portshift_target_balancer_moves_total 0",
             "# TYPE portshift_target_portal_command_duration_seconds histogram",
             "portshift_target_portal_command_duration_seconds_bucket{portal=\"127.0.0.2:3260\",le=\"0.00025\"} 4",

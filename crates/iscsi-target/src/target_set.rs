@@ -477,6 +477,9 @@ impl<'a> ConnectionShell<'a> {
                 }
             }
         }
+        if let Some(status) = conn.take_login_refusal() {
+            self.set.control.logins.refused(status);
+        }
         any
     }
 }
