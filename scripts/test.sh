@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs every portshift test: formatting, lints, unit, property, integration and interop tests
-# against the third-party peers (libiscsi, open-isns, tgt, qemu-img), and a short run of each
-# fuzz target. Installs whatever it needs on a fresh Debian machine.
+# against the third-party peers (libiscsi, open-isns, tgt, qemu-img, prometheus and promtool),
+# and a short run of each fuzz target. Installs whatever it needs on a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-PEERS=(libiscsi-bin libiscsi-dev gcc open-isns-utils open-isns-server tgt qemu-utils)
+PEERS=(libiscsi-bin libiscsi-dev gcc open-isns-utils open-isns-server tgt qemu-utils prometheus)
 
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -40,7 +40,8 @@ peers_work() {
     libiscsi_dev && runs iscsi-test-cu -l && runs iscsi-perf -t 1 iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
         runs iscsi-ls iscsi://127.0.0.1:1 && runs iscsi-inq iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
         runs iscsi-readcapacity16 iscsi://127.0.0.1:1/iqn.2026-11.org.example:probe/0 &&
-        runs isnsadm --help && runs isnsd --help && runs tgtadm --help && runs tgtd --help
+        runs isnsadm --help && runs isnsd --help && runs tgtadm --help && runs tgtd --help &&
+        runs promtool --version && runs prometheus --version
 }
 if ! peers_work; then
     echo "== installing third-party peers: ${PEERS[*]}"

@@ -1,6 +1,7 @@
-//! The admin endpoint: `GET /status` returns the [`balancer::AdminSnapshot`] as JSON. It binds to
-//! loopback by default; reading needs no authentication there. The calls that change state
-//! ([`crate::admin_ops`], `POST /balance/*`) need the bearer token of `--admin-token-file`.
+//! The admin endpoint: `GET /status` returns the [`balancer::AdminSnapshot`] as JSON (and
+//! `GET /metrics` the Prometheus figures, [`crate::metrics`]). It binds to loopback by default;
+//! reading needs no authentication there. The calls that change state ([`crate::admin_ops`],
+//! `POST /balance/*`) need the bearer token of `--admin-token-file`.
 //!
 //! It has a budget so that it can never take file descriptors from the portals: at most
 //! [`AdminLimits::max_connections`] connections are accepted at a time (more wait in the
@@ -45,6 +46,7 @@ impl Default for AdminLimits {
 pub fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", crate::metrics::route(control.clone()))
         .merge(crate::dashboard::router(control.clone()))
         .with_state(control.clone())
         .merge(crate::admin_ops::router(control))

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::events::Events;
 use crate::load::PortalStats;
+use crate::metrics::LoginCounters;
 
 pub use iscsi_target_core::control::PortalInfo;
 pub use iscsi_target_core::{LoginDecision, SessionCommand};
@@ -68,6 +69,18 @@ impl SessionStats {
 struct Link {
     handle: CommandSender,
     stats: Arc<SessionStats>,
+    /// The session's target, for the per-target totals.
+    target: Arc<str>,
+}
+
+/// A target's sessions and counters, live and ended sessions together ([`Control::target_totals`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetTotals {
+    pub target: String,
+    /// Sessions logged in now.
+    pub sessions: usize,
+    /// Commands and bytes of every session since start-up (`outstanding`: the live ones').
+    pub counters: SessionCounters,
 }
 
 /// The plane and the session links, under one lock.
@@ -77,6 +90,21 @@ pub(crate) struct Inner {
     links: HashMap<u64, Link>,
     /// Each portal's counters and published load, in portal order.
     portal_stats: Vec<Arc<PortalStats>>,
+    /// Counters of the sessions that ended, by target (for monotonic per-target totals).
+    ended: HashMap<Arc<str>, SessionCounters>,
+}
+
+impl Inner {
+    /// Forgets session `id`'s link, folding its counters into its target's ended totals.
+    fn unlink(&mut self, id: u64) {
+        if let Some(l) = self.links.remove(&id) {
+            let c = l.stats.counters();
+            let t = self.ended.entry(l.target).or_default();
+            t.commands += c.commands;
+            t.bytes_sent += c.bytes_sent;
+            t.bytes_received += c.bytes_received;
+        }
+    }
 }
 
 impl Inner {
@@ -114,6 +142,8 @@ pub struct Control {
     stopping: AtomicBool,
     /// The admin endpoint's operator calls: token and registrar ([`crate::admin_ops`]).
     pub operator: crate::admin_ops::Operator,
+    /// Login outcomes that are not events (for `/metrics`).
+    pub logins: LoginCounters,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -131,6 +161,7 @@ impl Control {
             plane,
             links: HashMap::new(),
             portal_stats: portal_stats.clone(),
+            ended: HashMap::new(),
         }));
         Control {
             portals,
@@ -140,6 +171,7 @@ impl Control {
             events: Events::new(inner.clone()),
             stopping: AtomicBool::new(false),
             operator: Default::default(),
+            logins: LoginCounters::default(),
             inner,
         }
     }
@@ -260,6 +292,7 @@ impl Control {
             Link {
                 handle,
                 stats: stats.clone(),
+                target: target.into(),
             },
         );
         (id, stats)
@@ -268,7 +301,7 @@ impl Control {
     /// Records the end of a session (logout or connection loss).
     pub fn session_ended(&self, session_id: u64, why: &str) {
         let mut g = self.inner();
-        g.links.remove(&session_id);
+        g.unlink(session_id);
         g.plane.session_ended(session_id, why, unix_ms());
     }
 
@@ -277,7 +310,7 @@ impl Control {
     /// ([`ControlPlane::session_closed`]).
     pub fn session_closed(&self, session_id: u64, why: &CloseReason) {
         let mut g = self.inner();
-        g.links.remove(&session_id);
+        g.unlink(session_id);
         g.plane.session_closed(session_id, why, unix_ms());
     }
 
@@ -315,6 +348,58 @@ impl Control {
     /// and returns the table.
     pub fn sample(&self) -> ConfigTable {
         self.with_plane(|p, now| p.sample(now))
+    }
+
+    /// Each served target's sessions now and counters since start-up (ended sessions
+    /// included), in the order of [`Control::targets`]; then any other target that had
+    /// sessions (one removed by a reload).
+    pub fn target_totals(&self) -> Vec<TargetTotals> {
+        let names = self.targets();
+        let g = self.inner();
+        let mut out: Vec<TargetTotals> = names
+            .iter()
+            .map(|t| TargetTotals {
+                target: t.clone(),
+                sessions: 0,
+                counters: SessionCounters::default(),
+            })
+            .collect();
+        let slot =
+            |out: &mut Vec<TargetTotals>, t: &str| match out.iter().position(|x| x.target == t) {
+                Some(i) => i,
+                None => {
+                    out.push(TargetTotals {
+                        target: t.to_string(),
+                        sessions: 0,
+                        counters: SessionCounters::default(),
+                    });
+                    out.len() - 1
+                }
+            };
+        for (t, c) in &g.ended {
+            let i = slot(&mut out, t);
+            let o = &mut out[i].counters;
+            o.commands += c.commands;
+            o.bytes_sent += c.bytes_sent;
+            o.bytes_received += c.bytes_received;
+        }
+        for l in g.links.values() {
+            let i = slot(&mut out, &l.target);
+            let c = l.stats.counters();
+            out[i].sessions += 1;
+            let o = &mut out[i].counters;
+            o.commands += c.commands;
+            o.bytes_sent += c.bytes_sent;
+            o.bytes_received += c.bytes_received;
+            o.outstanding += c.outstanding;
+        }
+        out
+    }
+
+    /// How many events of each kind the event log has recorded since start-up, by
+    /// [`balancer::EventKind::label`].
+    pub fn event_counts(&self) -> Vec<(&'static str, u64)> {
+        self.inner().plane.events().counts().to_vec()
     }
 
     /// The admin endpoint's document.

@@ -1,7 +1,7 @@
 //! Multi-portal iSCSI target: one processor (OS thread + event loop) per portal.
 //!
 //! Layout: [`control`] is the configuration table and the seam to the balancer; [`events`] the
-//! event log; [`admin`] the JSON admin endpoint, [`dashboard`] its live page and [`admin_ops`] its operator calls; [`load`] each portal's measured load and
+//! event log; [`admin`] the JSON admin endpoint, [`dashboard`] its live page, [`admin_ops`] its operator calls and [`metrics`] its Prometheus `/metrics`; [`load`] each portal's measured load and
 //! [`link`] its link's capacity.
 
 pub mod admin;
@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod events;
 pub mod link;
 pub mod load;
+pub mod metrics;
 pub mod output_budget;
 pub mod portal;
 pub mod pr_store;

@@ -30,6 +30,8 @@ use balancer::PortalLoad;
 use hdrhistogram::Histogram;
 use iscsi_target_core::control::measure::{PortalCounters, PortalMeter, ServiceWindow};
 
+use crate::metrics::LatencyHistogram;
+
 /// Largest service time recorded, in microseconds (longer ones count as this): 60 s.
 const SERVICE_MAX_US: u64 = 60_000_000;
 
@@ -40,6 +42,10 @@ pub struct PortalStats {
     pub bytes_sent: AtomicU64,
     /// Bytes read from them.
     pub bytes_received: AtomicU64,
+    /// SCSI commands answered through the portal.
+    pub commands: AtomicU64,
+    /// Their service times ([`crate::metrics`]).
+    pub latency: LatencyHistogram,
     published: Mutex<PortalLoad>,
 }
 
@@ -54,6 +60,14 @@ impl PortalStats {
     #[inline]
     pub fn received(&self, n: usize) {
         self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `n` commands answered in one feeding pass with a service time of `us`
+    /// microseconds (three relaxed additions: no lock, no allocation).
+    #[inline]
+    pub fn commands_answered(&self, us: u64, n: u64) {
+        self.commands.fetch_add(n, Ordering::Relaxed);
+        self.latency.record(us, n);
     }
 
     /// The load the portal's processor last published.

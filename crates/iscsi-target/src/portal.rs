@@ -323,6 +323,7 @@ async fn serve(
                 token.logged_in.store(true, Ordering::Relaxed);
             }
             if let Some(f) = shell.take_auth_failure() {
+                crate::metrics::LoginCounters::count(&targets.control.logins.authentication_failed);
                 // Logged with the address, and answered late: only this connection waits.
                 let (delay, recent) = targets.auth_throttle.failed(peer.ip(), Instant::now());
                 tracing::warn!(

@@ -329,7 +329,11 @@ impl<'a> ConnectionShell<'a> {
             }
         };
         if answered > 0 {
-            record_service(now.elapsed().as_micros() as u64, answered);
+            let us = now.elapsed().as_micros() as u64;
+            record_service(us, answered);
+            if let Some(p) = self.portal_stats {
+                p.commands_answered(us, answered);
+            }
         }
         if let Some(s) = &self.stats {
             let outstanding = conn.outstanding_commands().min(u32::MAX as usize) as u32;
@@ -472,6 +476,9 @@ impl<'a> ConnectionShell<'a> {
                     }
                 }
             }
+        }
+        if let Some(status) = conn.take_login_refusal() {
+            self.set.control.logins.refused(status);
         }
         any
     }

@@ -70,6 +70,7 @@ async fn inquire(
             None
         }
     };
+    shared.metrics.esi_sent(answer.is_some());
     if let Some(m) = &answer
         && write(&shared.registry).esi_answered(probe.portal, m, now())
     {

@@ -13,10 +13,14 @@
 //! * [`config`]: the server's TOML configuration file (`portshift isns --config`).
 //! * [`request`]: the client half without I/O: requests as messages, answers parsed.
 //! * [`client`]: the async client used by the target and initiator.
+//! * [`metrics`]: the server's Prometheus figures; [`admin`] serves them (`/metrics`) and
+//!   the object counts (`/status`) over HTTP.
 
+pub mod admin;
 pub mod client;
 pub mod config;
 mod esi;
+pub mod metrics;
 pub mod object;
 pub mod registry;
 pub mod request;

@@ -166,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) registry: RwLock<Registry>,
     /// Connections on which a node sent SCNReg, by iSCSI name.
     scn_conns: Mutex<HashMap<String, ConnTx>>,
+    /// Requests, SCNs and ESIs counted for `/metrics`.
+    pub(crate) metrics: crate::metrics::IsnsMetrics,
 }
 
 /// A request for the committer.
@@ -245,6 +247,7 @@ impl Server {
         let shared = Shared {
             registry: RwLock::new(registry),
             scn_conns: Mutex::new(HashMap::new()),
+            metrics: crate::metrics::IsnsMetrics::new(),
         };
         Ok(Server {
             listener,
@@ -266,6 +269,13 @@ impl Server {
             .chain(&self.extra)
             .map(|l| Ok(l.local_addr()?))
             .collect()
+    }
+
+    /// The figures the admin endpoint shows ([`crate::admin::serve`]).
+    pub fn stats(&self) -> crate::metrics::ServerStats {
+        crate::metrics::ServerStats {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Serve until `shutdown` completes.
@@ -297,6 +307,17 @@ impl Server {
             config.clone(),
         ));
         let _abort_esi = AbortOnDrop(esi);
+        let upkeep = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    shared.metrics.upkeep();
+                }
+            })
+        };
+        let _abort_upkeep = AbortOnDrop(upkeep);
         let accepting: Vec<AbortOnDrop> = std::iter::once(listener)
             .chain(extra)
             .map(|l| {
@@ -674,6 +695,7 @@ async fn serve_connection(
                 }
             };
             spoke = true;
+            let (function, started) = (msg.function, Instant::now());
             handle.update(|e| {
                 e.spoke = true;
                 e.busy = true;
@@ -698,6 +720,8 @@ async fn serve_connection(
                     Err(_) => return Ok(()),
                 }
             };
+            let status = resp.as_ref().and_then(|r| r.status);
+            shared.metrics.request(function, status, started.elapsed());
             if let Some(resp) = resp
                 && tx.send(resp.to_bytes()).await.is_err()
             {
@@ -726,7 +750,7 @@ fn route_scns(shared: &Shared, notifications: Vec<Notification>) -> Vec<(ScnTarg
     }
     let mut scn_conns = lock(&shared.scn_conns);
     scn_conns.retain(|_, tx| !tx.is_closed());
-    notifications
+    let routed: Vec<(ScnTarget, Vec<u8>)> = notifications
         .into_iter()
         .filter_map(|n| {
             let target = match n.destination {
@@ -737,7 +761,9 @@ fn route_scns(shared: &Shared, notifications: Vec<Notification>) -> Vec<(ScnTarg
             };
             Some((target, n.message.to_bytes()))
         })
-        .collect()
+        .collect();
+    shared.metrics.scns_sent(routed.len());
+    routed
 }
 
 /// Read one message (the SCNRsp) from `s`.

@@ -152,6 +152,9 @@ impl Connection {
                             .to_owned(),
                     });
                 } else {
+                    if status.class >= 2 {
+                        self.login_refused = Some(status);
+                    }
                     self.log_login_end(status, why);
                 }
                 self.push(response);

@@ -123,6 +123,9 @@ pub struct Connection {
     login_deadline: Instant,
     /// The names the login requests gave so far (None once in full feature phase).
     login_names: Option<Box<login::LoginNames>>,
+    /// The status of a login this connection refused (class 2 or 3, authentication failures
+    /// aside: those are an [`Event::AuthenticationFailed`]), until the shell takes it.
+    login_refused: Option<iscsi_proto::login::LoginStatus>,
     ended: bool,
     nexus: u64,
     /// Large Data-In and write buffers, reused across commands.
@@ -160,6 +163,7 @@ impl Connection {
             logout_requested: None,
             login_deadline: now + LOGIN_TIMEOUT,
             login_names: None,
+            login_refused: None,
             ended: false,
             nexus: 0,
             pool: BufferPool::default(),
@@ -314,6 +318,12 @@ impl Connection {
     /// Why the connection is closing, once [`Connection::is_closing`].
     pub fn close_reason(&self) -> Option<&CloseReason> {
         self.closing.as_ref()
+    }
+
+    /// The status of the login this connection refused, if it refused one and it was not
+    /// taken yet (for the shell's login statistics, RFC 4544 `iscsiTgtLoginStats`).
+    pub fn take_login_refusal(&mut self) -> Option<iscsi_proto::login::LoginStatus> {
+        self.login_refused.take()
     }
 
     /// The negotiated parameters, once in full feature phase.

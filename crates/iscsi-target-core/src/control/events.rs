@@ -15,6 +15,8 @@ pub struct EventLog {
     last_seq: u64,
     capacity: usize,
     events: VecDeque<Event>,
+    /// Events pushed since the start, by [`EventKind::label`] (dropped ones included).
+    counts: Vec<(&'static str, u64)>,
 }
 
 impl Default for EventLog {
@@ -30,6 +32,7 @@ impl EventLog {
             last_seq: 0,
             capacity: capacity.max(1),
             events: VecDeque::new(),
+            counts: Vec::new(),
         }
     }
 
@@ -42,6 +45,11 @@ impl EventLog {
             kind,
             reason: reason.into(),
         };
+        let label = ev.kind.label();
+        match self.counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((label, 1)),
+        }
         tracing::info!(seq = ev.seq, kind = ev.kind.label(), reason = %ev.reason, "event");
         if self.events.len() == self.capacity {
             self.events.pop_front();
@@ -53,6 +61,12 @@ impl EventLog {
     /// Sequence number of the most recent event (0 if none was pushed).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// How many events of each kind were pushed since the start (also those the ring has
+    /// dropped), by [`EventKind::label`], in the order each kind first appeared.
+    pub fn counts(&self) -> &[(&'static str, u64)] {
+        &self.counts
     }
 
     /// Every kept event, oldest first.
@@ -94,5 +108,7 @@ mod tests {
         assert_eq!(s.last().unwrap().seq, (EVENT_LOG_CAPACITY + 5) as u64);
         assert_eq!(log.last_seq(), (EVENT_LOG_CAPACITY + 5) as u64);
         assert_eq!(log.since(log.last_seq() - 2).count(), 2);
+        // The counts go on past the ring's capacity.
+        assert_eq!(log.counts(), [("failed", (EVENT_LOG_CAPACITY + 5) as u64)]);
     }
 }

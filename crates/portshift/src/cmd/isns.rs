@@ -60,7 +60,15 @@ pub struct Args {
     /// each other; `off` leaves such a node seeing only its own entity.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub default_dd: Option<bool>,
+    /// Serve the admin endpoint (HTTP: `GET /metrics` in the Prometheus text format,
+    /// `GET /status` the object counts as JSON; docs/metrics.md) on this address; given without
+    /// a value, on 127.0.0.1:3206 (loopback). Off unless given.
+    #[arg(long, value_name = "IP:PORT", num_args = 0..=1, default_missing_value = DEFAULT_ADMIN)]
+    pub admin: Option<SocketAddr>,
 }
+
+/// Where `--admin` without a value serves: loopback.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:3206";
 
 /// The effective settings: defaults, then the file, then the flags.
 fn settings(args: &Args, file: Option<&Path>) -> anyhow::Result<isns::ServerConfig> {
@@ -145,6 +153,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             tracing::info!(%addr, db = %db.display(), "iSNS server listening");
             eprintln!("portshift isns: listening on {addr}");
         }
+        let _admin = match args.admin {
+            Some(addr) => {
+                let (bound, task) = isns::admin::serve(addr, server.stats())
+                    .await
+                    .with_context(|| format!("starting the admin endpoint on {addr}"))?;
+                tracing::info!(%bound, "iSNS admin endpoint listening");
+                eprintln!("portshift isns: admin endpoint on http://{bound}/metrics");
+                Some(task)
+            }
+            None => None,
+        };
         let stop = super::until_stopped();
         server
             .run(async move {
