@@ -151,8 +151,6 @@ pub(crate) fn build(cfg: &TargetConfig, old: Option<&Served>) -> anyhow::Result<
             }
             None => {
                 let mut t = LunTable::new();
-                // Each initiator port's first session is told that the target (re)started.
-                t.announce_power_on();
                 for (n, u) in units {
                     t.insert(n, u)
                         .map_err(|_| anyhow::anyhow!("LUN {n} of {iqn}: out of range"))?;

@@ -118,12 +118,6 @@ impl LunTable {
         self.units.keys().copied().collect()
     }
 
-    /// Tell each initiator port's first nexus that the target powered on (a serving target
-    /// calls this on its tables; SAM-5 §6.3.1).
-    pub fn announce_power_on(&self) {
-        self.unit_attentions.announce_power_on();
-    }
-
     /// The I_T nexus `nexus` was established (a session logged in): resets from now on
     /// establish a UNIT ATTENTION for it (SAM-5 §5.12).
     pub fn nexus_established(&self, nexus: u64) {
@@ -132,14 +126,7 @@ impl LunTable {
 
     /// Session `nexus` is the I_T nexus `port` (initiator name + ISID, portal group tag):
     /// persistent reservations of every unit follow the port, not the session.
-    /// The port's first nexus since this process started is told of the power on
-    /// ([`UnitAttentions::power_on_for`]) when the table announces it
-    /// ([`LunTable::announce_power_on`]).
     pub fn nexus_port(&self, nexus: u64, port: NexusPort) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        port.hash(&mut h);
-        self.unit_attentions.power_on_for(nexus, h.finish());
         self.ports_map().insert(nexus, port.clone());
         self.units
             .values()

@@ -8,13 +8,6 @@
 //! configuration reload) likewise establishes REPORTED LUNS DATA HAS CHANGED for every nexus
 //! (SPC-4 §6.33), reported after a pending reset condition. While no condition is pending,
 //! checking a command is one relaxed atomic load.
-//!
-//! The power on (this process's start) is announced the same way to each initiator port
-//! ([`UnitAttentions::power_on_for`]): the first I_T nexus of every initiator port after the
-//! start gets POWER ON, RESET, OR BUS DEVICE RESET OCCURRED on its first command, so a host
-//! that reconnects to a restarted target learns that it restarted (as tgtd does for each new
-//! nexus). A port is told once: a session that moves to another portal keeps its initiator
-//! port (name and ISID, one portal group) and is not told again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,17 +25,6 @@ pub struct UnitAttentions {
     nexuses: Mutex<HashMap<u64, bool>>,
     /// Nexuses with REPORTED LUNS DATA HAS CHANGED pending (counted in `pending` too).
     inventory: Mutex<std::collections::HashSet<u64>>,
-    /// Nexuses whose pending condition announces the power on, with their port's key; and
-    /// the ports already told.
-    power_on: Mutex<PowerOn>,
-}
-
-#[derive(Debug, Default)]
-struct PowerOn {
-    /// Whether the power on is announced at all ([`UnitAttentions::announce_power_on`]).
-    enabled: bool,
-    pending: HashMap<u64, u64>,
-    told: std::collections::HashSet<u64>,
 }
 
 impl UnitAttentions {
@@ -55,35 +37,8 @@ impl UnitAttentions {
         self.nexuses().entry(nexus).or_insert(false);
     }
 
-    fn power_on(&self) -> std::sync::MutexGuard<'_, PowerOn> {
-        self.power_on.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Announce the power on to each initiator port from now on (a target process sets this
-    /// on the tables it serves; a table built for a test does not).
-    pub fn announce_power_on(&self) {
-        self.power_on().enabled = true;
-    }
-
-    /// The established `nexus` belongs to the initiator port with key `port`: unless that port
-    /// was already told, its next command reports the power on (once announced).
-    pub fn power_on_for(&self, nexus: u64, port: u64) {
-        let mut po = self.power_on();
-        if !po.enabled || po.told.contains(&port) || po.pending.values().any(|p| *p == port) {
-            return;
-        }
-        let mut map = self.nexuses();
-        let pending = map.entry(nexus).or_insert(false);
-        if !*pending {
-            *pending = true;
-            self.pending.fetch_add(1, Ordering::Relaxed);
-        }
-        po.pending.insert(nexus, port);
-    }
-
     /// The I_T nexus is gone: its pending condition, if any, goes with it.
     pub fn nexus_lost(&self, nexus: u64) {
-        self.power_on().pending.remove(&nexus);
         if self.nexuses().remove(&nexus) == Some(true) {
             self.pending.fetch_sub(1, Ordering::Relaxed);
         }
@@ -137,11 +92,6 @@ impl UnitAttentions {
         if let Some(pending) = map.get_mut(&nexus).filter(|p| **p) {
             *pending = false;
             self.pending.fetch_sub(1, Ordering::Relaxed);
-            drop(map);
-            let mut po = self.power_on();
-            if let Some(port) = po.pending.remove(&nexus) {
-                po.told.insert(port);
-            }
             return Some(Sense::new(
                 SenseKey::UnitAttention,
                 Asc::POWER_ON_RESET_OCCURRED,
@@ -162,39 +112,6 @@ impl UnitAttentions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_power_on_is_told_once_to_each_initiator_port() {
-        let ua = UnitAttentions::default();
-        ua.nexus_established(1);
-        ua.power_on_for(1, 100);
-        assert_eq!(ua.check(1, opcode::READ_10), None, "not announced");
-        ua.announce_power_on();
-        ua.power_on_for(1, 100);
-        assert_eq!(ua.check(1, opcode::INQUIRY), None, "INQUIRY is exempt");
-        assert_eq!(
-            ua.check(1, opcode::READ_10).map(|s| (s.key, s.asc)),
-            Some((SenseKey::UnitAttention, Asc::POWER_ON_RESET_OCCURRED))
-        );
-        assert_eq!(ua.check(1, opcode::READ_10), None, "reported once");
-        // The same port again (a move, a reconnect): not told again; another port is.
-        ua.nexus_lost(1);
-        ua.nexus_established(2);
-        ua.power_on_for(2, 100);
-        assert_eq!(ua.check(2, opcode::READ_10), None);
-        ua.nexus_established(3);
-        ua.power_on_for(3, 200);
-        // A nexus lost before it was told: its port's next nexus is told.
-        ua.nexus_lost(3);
-        assert_eq!(ua.pending.load(Ordering::Relaxed), 0);
-        ua.nexus_established(4);
-        ua.power_on_for(4, 200);
-        assert_eq!(
-            ua.check(4, opcode::WRITE_10).map(|s| s.asc),
-            Some(Asc::POWER_ON_RESET_OCCURRED)
-        );
-        assert_eq!(ua.pending.load(Ordering::Relaxed), 0);
-    }
 
     #[test]
     fn one_condition_per_reset_for_known_nexuses_only() {
