@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use balancer::PortalId;
-use iscsi_target_core::Action;
 use iscsi_target_core::control::{OperatorError, OperatorMove, OperatorPlan};
+use iscsi_target_core::{Action, ControlPlane};
 use serde::{Deserialize, Serialize};
 
 use crate::control::{Control, SessionCommand};
@@ -328,24 +328,16 @@ async fn drain(
     if let Some(r) = authorize(&c, &headers) {
         return r;
     }
-    let _busy = c.operator.busy.lock().await;
-    let plan = c.with_plane(|p, _| {
-        let portal = p.find_portal(&req.portal)?;
-        p.drain(portal).map(|plan| (portal, plan))
-    });
-    let (portal, plan) = match plan {
-        Ok(x) => x,
-        Err(e) => return refused(e).into_response(),
-    };
-    tracing::info!("admin: draining {portal}");
-    let moves = execute(&c, plan, &format!("operator: draining {portal}")).await;
-    answer(
-        format!(
-            "draining {portal}: registrations deleted, {} session(s) asked to log out",
-            moves.len()
+    match on_portal(&c, &req, "draining", ControlPlane::drain).await {
+        Ok((portal, moves)) => answer(
+            format!(
+                "draining {portal}: registrations deleted, {} session(s) asked to log out",
+                moves.len()
+            ),
+            moves,
         ),
-        moves,
-    )
+        Err(r) => r,
+    }
 }
 
 async fn undrain(
@@ -356,21 +348,34 @@ async fn undrain(
     if let Some(r) = authorize(&c, &headers) {
         return r;
     }
+    match on_portal(&c, &req, "undraining", ControlPlane::undrain).await {
+        Ok((portal, _)) => answer(
+            format!("{portal} undrained: registrations restored, logins accepted"),
+            Vec::new(),
+        ),
+        Err(r) => r,
+    }
+}
+
+/// A drain or undrain of the portal `req` names: one operator call at a time, the plane's plan
+/// for `op` on that portal (a refusal answered as such), carried out; `verb` names it in the
+/// log and in the event reasons.
+async fn on_portal(
+    c: &Control,
+    req: &PortalRequest,
+    verb: &str,
+    op: fn(&mut ControlPlane, PortalId) -> Result<OperatorPlan, OperatorError>,
+) -> Result<(PortalId, Vec<MoveView>), Response> {
     let _busy = c.operator.busy.lock().await;
-    let plan = c.with_plane(|p, _| {
-        let portal = p.find_portal(&req.portal)?;
-        p.undrain(portal).map(|plan| (portal, plan))
-    });
-    let (portal, plan) = match plan {
-        Ok(x) => x,
-        Err(e) => return refused(e).into_response(),
-    };
-    tracing::info!("admin: undraining {portal}");
-    execute(&c, plan, &format!("operator: undraining {portal}")).await;
-    answer(
-        format!("{portal} undrained: registrations restored, logins accepted"),
-        Vec::new(),
-    )
+    let (portal, plan) = c
+        .with_plane(|p, _| {
+            let portal = p.find_portal(&req.portal)?;
+            op(p, portal).map(|plan| (portal, plan))
+        })
+        .map_err(|e| refused(e).into_response())?;
+    tracing::info!("admin: {verb} {portal}");
+    let moves = execute(c, plan, &format!("operator: {verb} {portal}")).await;
+    Ok((portal, moves))
 }
 
 /// Carries out `plan`'s actions in order and reports each result to the plane.
