@@ -6,15 +6,22 @@
 //! It has a budget so that it can never take file descriptors from the portals: at most
 //! [`AdminLimits::max_connections`] connections are accepted at a time (more wait in the
 //! kernel's backlog, holding no descriptor of this process), and a connection that sends
-//! nothing for [`AdminLimits::idle_timeout`] is closed.
+//! nothing for [`AdminLimits::idle_timeout`] while no request of it is being answered is closed.
+//! A request whose answer takes longer (a drain waiting for the iSNS client) keeps its
+//! connection.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::serve::Listener;
+use axum::extract::Request;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::serve::{IncomingStream, Listener};
 use axum::{Json, Router, extract::State, routing::get};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,6 +78,15 @@ pub async fn serve_with(
     control: Arc<Control>,
     limits: AdminLimits,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_router(addr, router(control), limits)
+}
+
+/// Serves `app` on `addr` within `limits`.
+fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+    limits: AdminLimits,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = listener::bind(addr)?;
     let local = listener.local_addr()?;
     let listener = BudgetedListener {
@@ -78,13 +94,39 @@ pub async fn serve_with(
         permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
         idle_timeout: limits.idle_timeout,
     };
-    let app = router(control);
+    let app = app
+        .layer(axum::middleware::from_fn(answering))
+        .into_make_service_with_connect_info::<Answering>();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::warn!("admin endpoint stopped: {e}");
         }
     });
     Ok((local, task))
+}
+
+/// How many requests of one connection are being answered right now: while any is, the
+/// connection is not idle, whatever its reads do.
+#[derive(Clone, Default)]
+struct Answering(Arc<AtomicUsize>);
+
+impl Connected<IncomingStream<'_, BudgetedListener>> for Answering {
+    fn connect_info(stream: IncomingStream<'_, BudgetedListener>) -> Self {
+        stream.io().answering.clone()
+    }
+}
+
+/// Counts the request as being answered on its connection until its handler returns.
+async fn answering(ConnectInfo(a): ConnectInfo<Answering>, req: Request, next: Next) -> Response {
+    struct Guard(Answering);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    a.0.fetch_add(1, Ordering::Relaxed);
+    let _guard = Guard(a);
+    next.run(req).await
 }
 
 /// A TCP listener that accepts only while a connection permit is free.
@@ -112,6 +154,7 @@ impl Listener for BudgetedListener {
                         stream,
                         idle_timeout: self.idle_timeout,
                         deadline: Box::pin(tokio::time::sleep(self.idle_timeout)),
+                        answering: Answering::default(),
                         _permit: permit,
                     };
                     return (io, peer);
@@ -129,13 +172,21 @@ impl Listener for BudgetedListener {
     }
 }
 
-/// A connection that fails its pending read once nothing arrived for `idle_timeout`, and
-/// holds its permit until it is dropped.
+/// A connection that fails its pending read once nothing arrived for `idle_timeout` while none
+/// of its requests was being answered, and holds its permit until it is dropped.
 struct IdleLimited {
     stream: TcpStream,
     idle_timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    answering: Answering,
     _permit: OwnedSemaphorePermit,
+}
+
+impl IdleLimited {
+    fn restart_deadline(&mut self) {
+        let next = Instant::now() + self.idle_timeout;
+        self.deadline.as_mut().reset(next);
+    }
 }
 
 impl AsyncRead for IdleLimited {
@@ -148,10 +199,16 @@ impl AsyncRead for IdleLimited {
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    let next = Instant::now() + self.idle_timeout;
-                    self.deadline.as_mut().reset(next);
+                    self.restart_deadline();
                 }
                 Poll::Ready(r)
+            }
+            Poll::Pending if self.answering.0.load(Ordering::Relaxed) > 0 => {
+                // A request is being answered: the clock starts again, and its wake-up brings
+                // the next look (the answer's write restarts it too).
+                self.restart_deadline();
+                let _ = self.deadline.as_mut().poll(cx);
+                Poll::Pending
             }
             Poll::Pending => {
                 ready!(self.deadline.as_mut().poll(cx));
@@ -170,6 +227,7 @@ impl AsyncWrite for IdleLimited {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.restart_deadline();
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -232,6 +290,54 @@ mod tests {
             .expect("the endpoint answers once idle connections are gone");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("\"registrations\""), "{answer}");
+        task.abort();
+    }
+
+    /// A request whose answer takes longer than the idle timeout gets its answer: the
+    /// connection is not idle while its request is being answered. Then, silent, it is closed.
+    #[tokio::test]
+    async fn a_slow_answer_outlives_the_idle_timeout() {
+        let app = Router::new().route(
+            "/slow",
+            axum::routing::post(async || {
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                "done"
+            }),
+        );
+        let limits = AdminLimits {
+            max_connections: 1,
+            idle_timeout: Duration::from_millis(300),
+        };
+        let (addr, task) = serve_router("127.0.0.1:0".parse().unwrap(), app, limits).unwrap();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        // Keep-alive: read until the body arrived, then until the server closes the idle
+        // connection.
+        loop {
+            let Ok(n) = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await else {
+                panic!(
+                    "the server must answer, then close the idle connection; got {:?}",
+                    String::from_utf8_lossy(&out)
+                );
+            };
+            let n = n.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("done"), "{out}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(1400),
+            "closed too early"
+        );
         task.abort();
     }
 
