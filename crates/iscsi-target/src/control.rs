@@ -125,6 +125,9 @@ pub(crate) fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The logical units of each served target: name and table, in target order.
+pub type ServedLuns = Arc<[(String, Arc<scsi::LunTable>)]>;
+
 /// Shared between every portal processor, the balancer loop and the admin endpoint.
 #[derive(Debug)]
 pub struct Control {
@@ -144,6 +147,9 @@ pub struct Control {
     pub operator: crate::admin_ops::Operator,
     /// Login outcomes that are not events (for `/metrics`).
     pub logins: LoginCounters,
+    /// The logical units of each served target, in target order, for their statistics
+    /// (`/metrics`); set by the [`crate::target_set::TargetSet`] that serves them.
+    luns: std::sync::RwLock<ServedLuns>,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -172,6 +178,7 @@ impl Control {
             stopping: AtomicBool::new(false),
             operator: Default::default(),
             logins: LoginCounters::default(),
+            luns: std::sync::RwLock::new(Arc::from(Vec::new())),
             inner,
         }
     }
@@ -208,6 +215,16 @@ impl Control {
         *self.targets.write().unwrap_or_else(|e| e.into_inner()) = targets.into();
         drop(g);
         self.targets_changed.notify_one();
+    }
+
+    /// The logical units now served: target name and its table, in target order.
+    pub fn served_luns(&self) -> ServedLuns {
+        self.luns.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records the logical units served now (at start and after each reload).
+    pub fn set_served_luns(&self, luns: Vec<(String, Arc<scsi::LunTable>)>) {
+        *self.luns.write().unwrap_or_else(|e| e.into_inner()) = luns.into();
     }
 
     pub fn portal(&self, id: PortalId) -> Option<&PortalInfo> {

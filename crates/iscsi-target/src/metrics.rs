@@ -197,6 +197,31 @@ const TARGET_WRITTEN_BYTES: Family = family(
     "Bytes written to the target's sessions.",
     Some(Unit::Bytes),
 );
+const LUN_COMMANDS: Family = family(
+    "portshift_target_lun_commands_total",
+    "SCSI commands executed on the logical unit.",
+    None,
+);
+const LUN_READ_BYTES: Family = family(
+    "portshift_target_lun_read_bytes_total",
+    "Data-in bytes the logical unit's commands returned.",
+    Some(Unit::Bytes),
+);
+const LUN_WRITTEN_BYTES: Family = family(
+    "portshift_target_lun_written_bytes_total",
+    "Data-out bytes the logical unit's commands took (commands that ended GOOD).",
+    Some(Unit::Bytes),
+);
+const LUN_ERRORS: Family = family(
+    "portshift_target_lun_errors_total",
+    "Commands of the logical unit that did not end GOOD, by SCSI status.",
+    None,
+);
+const TARGET_ERRORS: Family = family(
+    "portshift_target_errors_total",
+    "Commands of the target that did not end GOOD, by SCSI status (those addressed to no logical unit included).",
+    None,
+);
 const LOGINS: Family = family(
     "portshift_target_logins_total",
     "Logins by result (RFC 4544 iscsiTgtLoginStats): accepted and redirected (normal sessions), authentication_failed, authorization_failed, not_found, other_failed.",
@@ -269,6 +294,11 @@ impl TargetMetrics {
             &TARGET_COMMANDS,
             &TARGET_READ_BYTES,
             &TARGET_WRITTEN_BYTES,
+            &TARGET_ERRORS,
+            &LUN_COMMANDS,
+            &LUN_READ_BYTES,
+            &LUN_WRITTEN_BYTES,
+            &LUN_ERRORS,
             &LOGINS,
             &BALANCER_ACTIONS,
             &BALANCER_MOVES,
@@ -327,6 +357,37 @@ impl TargetMetrics {
             self.counter(&TARGET_COMMANDS, target(), t.counters.commands);
             self.counter(&TARGET_READ_BYTES, target(), t.counters.bytes_received);
             self.counter(&TARGET_WRITTEN_BYTES, target(), t.counters.bytes_sent);
+        }
+        for (target, table) in control.served_luns().iter() {
+            let mut sum = table.unaddressed().figures();
+            for lun in table.luns() {
+                let Some(unit) = table.unit(lun) else {
+                    continue;
+                };
+                let f = unit.statistics().figures();
+                sum = sum.plus(&f);
+                let labels = || {
+                    vec![
+                        Label::new("target", target.clone()),
+                        Label::new("lun", lun.to_string()),
+                    ]
+                };
+                self.counter(&LUN_COMMANDS, labels(), f.commands);
+                self.counter(&LUN_READ_BYTES, labels(), f.read_bytes);
+                self.counter(&LUN_WRITTEN_BYTES, labels(), f.written_bytes);
+                for status in scsi::ErrorStatus::ALL {
+                    let mut l = labels();
+                    l.push(Label::new("status", status.name()));
+                    self.counter(&LUN_ERRORS, l, f.errors_with(status));
+                }
+            }
+            for status in scsi::ErrorStatus::ALL {
+                let l = vec![
+                    Label::new("target", target.clone()),
+                    Label::new("status", status.name()),
+                ];
+                self.counter(&TARGET_ERRORS, l, sum.errors_with(status));
+            }
         }
         let counts = control.event_counts();
         let count = |kind: &str| {
@@ -495,7 +556,34 @@ mod tests {
             .refused(iscsi_proto::login::LoginStatus::TOO_MANY_CONNECTIONS);
         c.place("iqn.i2", "iqn.t1", PortalId(0));
         let _ = c.login_decision(PortalId(1), "iqn.i2", "iqn.t1");
+        // LUN 0 of iqn.t1: a 1 KiB read, a 512-byte write, a read past the end, and a command
+        // for LUN 9, which the target does not have.
+        let set = crate::target_set::tests::target_set_of_control(Arc::new(c), "iqn.t1", 64);
+        let luns = set.served().targets["iqn.t1"].luns.clone();
+        let run = |cdb: &[u8], lun: u16, data_out: &[u8]| {
+            let task = scsi::ScsiTask {
+                cdb,
+                lun: scsi::encode_lun(lun).unwrap(),
+                expected_data_transfer_length: 1024,
+                tpgt: 1,
+                nexus: 1,
+            };
+            let mut data_in = bytes::BytesMut::new();
+            luns.execute_transfer(&task, !data_out.is_empty(), data_out, &mut data_in)
+        };
+        run(&[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], 0, &[]);
+        run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0], 0, &[7; 512]);
+        run(&[0x28, 0, 0, 0, 1, 0, 0, 0, 1, 0], 0, &[]);
+        run(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 9, &[]);
+        let c = set.control.clone();
         let text = TargetMetrics::new().render(&c);
+        // Every family rendered is described.
+        for l in text.lines() {
+            if let Some(name) = l.strip_prefix("# TYPE ").and_then(|r| r.split(' ').next()) {
+                let help = format!("# HELP {name} ");
+                assert!(text.contains(&help), "{name} has no help text:\n{text}");
+            }
+        }
         for line in [
             "# TYPE portshift_target_portal_sessions gauge",
             "portshift_target_portal_sessions{portal=\"127.0.0.2:3260\"} 1",
@@ -512,6 +600,13 @@ mod tests {
             "portshift_target_logins_total{result=\"other_failed\"} 1",
             "portshift_target_logins_total{result=\"authorization_failed\"} 0",
             "portshift_target_balancer_moves_total 0",
+            "portshift_target_lun_commands_total{target=\"iqn.t1\",lun=\"0\"} 3",
+            "portshift_target_lun_read_bytes_total{target=\"iqn.t1\",lun=\"0\"} 1024",
+            "portshift_target_lun_written_bytes_total{target=\"iqn.t1\",lun=\"0\"} 512",
+            "portshift_target_lun_errors_total{target=\"iqn.t1\",lun=\"0\",status=\"check_condition\"} 1",
+            "portshift_target_lun_errors_total{target=\"iqn.t1\",lun=\"0\",status=\"busy\"} 0",
+            // The LUN 0 read past the end and the command for LUN 9.
+            "portshift_target_errors_total{target=\"iqn.t1\",status=\"check_condition\"} 2",
             "# TYPE portshift_target_portal_command_duration_seconds histogram",
             "portshift_target_portal_command_duration_seconds_bucket{portal=\"127.0.0.2:3260\",le=\"0.00025\"} 4",
             "portshift_target_portal_command_duration_seconds_bucket{portal=\"127.0.0.2:3260\",le=\"0.0001\"} 0",

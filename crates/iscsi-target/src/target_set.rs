@@ -102,6 +102,17 @@ fn catalog_of(
     }
 }
 
+/// Each of `names` that has an entry in `targets`, with its logical units.
+fn luns_in_order(
+    names: &[String],
+    targets: &HashMap<String, TargetEntry>,
+) -> Vec<(String, Arc<LunTable>)> {
+    names
+        .iter()
+        .filter_map(|n| Some((n.clone(), targets.get(n)?.luns.clone())))
+        .collect()
+}
+
 /// The access rules of discovery sessions: CHAP (and its mutual answer), no allow list.
 fn discovery_access(chap: Option<Credentials>, mutual_chap: Option<Credentials>) -> Access {
     Access {
@@ -137,6 +148,7 @@ impl TargetSet {
             &targets,
             discovery_access(discovery_chap, discovery_mutual_chap),
         );
+        control.set_served_luns(luns_in_order(names, &targets));
         TargetSet {
             control,
             served: RwLock::new(Arc::new(Served {
@@ -184,6 +196,7 @@ impl TargetSet {
             discovery_access(discovery_chap, discovery_mutual_chap),
         );
         self.control.set_targets(names.to_vec());
+        self.control.set_served_luns(luns_in_order(names, &targets));
         *self.served.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Served {
             targets,
             catalog: Arc::new(catalog),
@@ -560,13 +573,22 @@ pub(crate) mod tests {
     /// The test target with one LUN of `blocks` 512-byte blocks in memory.
     pub(crate) fn target_set_of(blocks: u64) -> TargetSet {
         let control = Arc::new(Control::new(two_portals(), vec![TARGET.into()], None, None));
+        target_set_of_control(control, TARGET, blocks)
+    }
+
+    /// `control`'s target `target` with one LUN of `blocks` 512-byte blocks in memory.
+    pub(crate) fn target_set_of_control(
+        control: Arc<Control>,
+        target: &str,
+        blocks: u64,
+    ) -> TargetSet {
         let mut luns = LunTable::new();
         let lu = LogicalUnit::new(
             Arc::new(MemDevice::new(blocks)),
-            Identity::new(TARGET, 0).unwrap(),
+            Identity::new(target, 0).unwrap(),
         );
         luns.insert(0, Arc::new(lu)).unwrap();
-        TargetSet::new(control, [(TARGET.to_string(), Arc::new(luns))].into())
+        TargetSet::new(control, [(target.to_string(), Arc::new(luns))].into())
     }
 
     fn login(keys: &[(&str, &str)]) -> BytesMut {

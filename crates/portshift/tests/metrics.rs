@@ -158,6 +158,17 @@ fn promtool_accepts_the_target_and_isns_documents() {
         .status()
         .expect("run iscsi-inq");
     assert!(!refused.success(), "a login to an unknown target succeeded");
+    // A command for a LUN the target does not have ends in CHECK CONDITION and is counted.
+    let no_lun = Command::new(tool("iscsi-readcapacity16", "libiscsi-bin"))
+        .args(["-i", host, &format!("iscsi://{p0}/{}/5", TARGETS[0])])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run iscsi-readcapacity16");
+    assert!(
+        !no_lun.success(),
+        "READ CAPACITY of a missing LUN succeeded"
+    );
     let not_found = "portshift_target_logins_total{result=\"not_found\"}";
     let doc = wait_for(Duration::from_secs(5), || {
         let (_, body) = http_get(stack.admin, "/metrics");
@@ -177,6 +188,21 @@ fn promtool_accepts_the_target_and_isns_documents() {
         TARGETS[0]
     );
     assert!(sample(&doc, &t1).unwrap_or(0.0) > 100.0, "{doc}");
+    // Per logical unit: iscsi-perf's reads on LUN 0, and the target's error count.
+    let lun0 = |family: &str| {
+        let series = format!("{family}{{target=\"{}\",lun=\"0\"}}", TARGETS[0]);
+        sample(&doc, &series).unwrap_or(0.0)
+    };
+    assert!(lun0("portshift_target_lun_commands_total") > 100.0, "{doc}");
+    assert!(
+        lun0("portshift_target_lun_read_bytes_total") > 100.0 * 512.0,
+        "{doc}"
+    );
+    let errors = format!(
+        "portshift_target_errors_total{{target=\"{}\",status=\"check_condition\"}}",
+        TARGETS[0]
+    );
+    assert!(sample(&doc, &errors).unwrap_or(0.0) >= 1.0, "{doc}");
 
     let (status, isns_doc) = http_get(stack.isns_admin, "/metrics");
     assert!(status.contains(" 200"), "{status}");

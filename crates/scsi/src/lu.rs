@@ -71,6 +71,8 @@ pub struct LogicalUnit {
     lbppbe: u8,
     /// Results of EXTENDED COPY lists held for RECEIVE COPY RESULTS.
     copy_results: crate::xcopy::HeldResults,
+    /// Commands, bytes and errors, for monitoring.
+    statistics: crate::statistics::LuStatistics,
 }
 
 impl std::fmt::Debug for LogicalUnit {
@@ -164,7 +166,13 @@ impl LogicalUnit {
             mode: ModeState::new(false),
             lbppbe: 0,
             copy_results: Default::default(),
+            statistics: Default::default(),
         }
+    }
+
+    /// The unit's command statistics.
+    pub fn statistics(&self) -> &crate::statistics::LuStatistics {
+        &self.statistics
     }
 
     /// Write-through: every write is durable before its status, and the Caching mode page

@@ -69,6 +69,8 @@ pub struct LunTable {
     unit_attentions: Arc<UnitAttentions>,
     /// The I_T nexus of every live session (shared by clones), told to units added later.
     ports: Arc<std::sync::Mutex<std::collections::HashMap<u64, NexusPort>>>,
+    /// The commands addressed to no unit of the table (shared by clones).
+    unaddressed: Arc<crate::statistics::LuStatistics>,
 }
 
 impl LunTable {
@@ -112,6 +114,11 @@ impl LunTable {
     /// The unit addressed by a transport LUN field.
     pub fn get(&self, lun_field: u64) -> Option<&Arc<LogicalUnit>> {
         decode_lun(lun_field).and_then(|l| self.units.get(&l))
+    }
+
+    /// The statistics of the commands addressed to a LUN the table does not hold.
+    pub fn unaddressed(&self) -> &crate::statistics::LuStatistics {
+        &self.unaddressed
     }
 
     pub fn luns(&self) -> Vec<u16> {

@@ -16,8 +16,25 @@ impl LunTable {
     /// length of the CDB, and a write whose EDTL is shorter than its transfer writes only the
     /// EDTL's whole blocks and reports the overflow (RFC 7143 §11.4.5.1, as libiscsi's
     /// iSCSIResiduals tests expect). The residual is [`Residual::None`] unless the status is
-    /// GOOD.
+    /// GOOD. The command is counted in its unit's statistics (or the table's unaddressed
+    /// ones).
     pub fn execute_transfer(
+        &self,
+        task: &ScsiTask<'_>,
+        write: bool,
+        data_out: &[u8],
+        data_in: &mut BytesMut,
+    ) -> (ScsiOutcome, Residual) {
+        let (outcome, residual) = self.transfer(task, write, data_out, data_in);
+        let written = if write { data_out.len() } else { 0 };
+        match self.get(task.lun) {
+            Some(u) => u.statistics().record(&outcome, written),
+            None => self.unaddressed().record(&outcome, written),
+        }
+        (outcome, residual)
+    }
+
+    fn transfer(
         &self,
         task: &ScsiTask<'_>,
         write: bool,
@@ -108,6 +125,20 @@ mod tests {
     }
 
     #[test]
+    fn commands_to_a_missing_lun_are_counted_apart() {
+        let t = table();
+        let read = [opcode::READ_10, 0, 0, 0, 0, 1, 0, 0, 1, 0];
+        let mut to_lun_3 = task(&read, 512);
+        to_lun_3.lun = crate::encode_lun(3).unwrap();
+        let (o, _) = t.execute_transfer(&to_lun_3, false, &[], &mut BytesMut::new());
+        assert_eq!(o.status, ScsiStatus::CheckCondition);
+        let f = t.unaddressed().figures();
+        assert_eq!(f.commands, 1);
+        assert_eq!(f.errors_with(crate::ErrorStatus::CheckCondition), 1);
+        assert_eq!(t.unit(0).unwrap().statistics().figures().commands, 0);
+    }
+
+    #[test]
     fn a_write_longer_than_its_edtl_writes_the_edtl_and_reports_overflow() {
         let t = table();
         // WRITE(10) of 2 blocks with an EDTL of one block.
@@ -118,6 +149,8 @@ mod tests {
         let read = [opcode::READ_10, 0, 0, 0, 0, 1, 0, 0, 2, 0];
         let mut got = BytesMut::new();
         let (o, r) = t.execute_transfer(&task(&read, 1024), false, &[], &mut got);
+        let f = t.unit(0).unwrap().statistics().figures();
+        assert_eq!((f.commands, f.written_bytes, f.read_bytes), (2, 512, 1024));
         assert_eq!((o.status, r), (ScsiStatus::Good, Residual::None));
         assert_eq!(&got[..512], &data[..]);
         assert_eq!(
