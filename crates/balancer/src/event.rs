@@ -66,6 +66,9 @@ pub enum EventKind {
     RegistrationRestored { target: String, portal: PortalId },
     /// A decision could not be carried out (for example iSNS was unreachable).
     Failed { what: String },
+    /// An operator changed how the balancer acts: paused or resumed it, pinned or unpinned
+    /// an initiator (`portshift balance`, the admin endpoint).
+    Operator { action: String },
 }
 
 impl EventKind {
@@ -80,6 +83,7 @@ impl EventKind {
             EventKind::ForcedMove { .. } => "forced-move",
             EventKind::RegistrationRestored { .. } => "registration-restored",
             EventKind::Failed { .. } => "failed",
+            EventKind::Operator { .. } => "operator",
         }
     }
 }

@@ -82,6 +82,8 @@ function describe(k) {
         " dropped after " + k.waited_ms + " ms (Time2Logout " + k.time2logout + " s)";
     case "failed":
       return k.what;
+    case "operator":
+      return k.action;
     default:
       return k.type;
   }

@@ -246,7 +246,7 @@ async fn pause(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
     if let Some(r) = authorize(&c, &headers) {
         return r;
     }
-    c.with_plane(|p, _| p.set_paused(true));
+    c.with_plane(|p, now| p.set_paused(true, now));
     tracing::info!("admin: balancer paused");
     answer("balancer paused".into(), Vec::new())
 }
@@ -255,7 +255,7 @@ async fn resume(State(c): State<Arc<Control>>, headers: HeaderMap) -> Response {
     if let Some(r) = authorize(&c, &headers) {
         return r;
     }
-    c.with_plane(|p, _| p.set_paused(false));
+    c.with_plane(|p, now| p.set_paused(false, now));
     tracing::info!("admin: balancer resumed");
     answer("balancer resumed".into(), Vec::new())
 }
@@ -283,7 +283,7 @@ fn set_pin(c: Arc<Control>, headers: HeaderMap, req: PinRequest, pinned: bool) -
     if req.initiator.trim().is_empty() {
         return (StatusCode::BAD_REQUEST, "no initiator named\n").into_response();
     }
-    c.with_plane(|p, _| p.set_pinned(req.initiator.trim(), pinned));
+    c.with_plane(|p, now| p.set_pinned(req.initiator.trim(), pinned, now));
     let verb = if pinned { "pinned" } else { "unpinned" };
     tracing::info!("admin: {} {verb}", req.initiator);
     answer(format!("{} {verb}", req.initiator.trim()), Vec::new())

@@ -275,6 +275,7 @@ pub fn event_line(e: &Event) -> String {
             format!("registration restored  ({target}, {portal})")
         }
         EventKind::Failed { what } => format!("FAILED           {what}"),
+        EventKind::Operator { action } => format!("operator         {action}"),
     };
     format!("#{:<4} {what}  [{}]", e.seq, e.reason)
 }

@@ -126,6 +126,7 @@ pub fn line(e: &EventKind) -> String {
             initiator, from, ..
         } => format!("forced-move {initiator} {from}"),
         EventKind::Failed { what } => format!("failed {what}"),
+        EventKind::Operator { action } => format!("operator {action}"),
     }
 }
 

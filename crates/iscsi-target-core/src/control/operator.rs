@@ -69,18 +69,39 @@ impl ControlPlane {
 
     /// Pauses (true) or resumes the balancer: while paused, [`super::BalanceLoop::step`]
     /// samples the table and decides nothing.
-    pub fn set_paused(&mut self, paused: bool) {
+    pub fn set_paused(&mut self, paused: bool, now_ms: u64) {
         self.operator.paused = paused;
+        let action = if paused {
+            "balancer paused"
+        } else {
+            "balancer resumed"
+        };
+        self.push_event(
+            now_ms,
+            EventKind::Operator {
+                action: action.into(),
+            },
+            "operator",
+        );
     }
 
     /// Pins (true) or unpins `initiator`: the balancer does not move a pinned initiator.
-    pub fn set_pinned(&mut self, initiator: &str, pinned: bool) {
+    pub fn set_pinned(&mut self, initiator: &str, pinned: bool, now_ms: u64) {
         let name = initiator.to_ascii_lowercase();
-        if pinned {
+        let verb = if pinned {
             self.operator.pinned.insert(name);
+            "pinned"
         } else {
             self.operator.pinned.remove(&name);
-        }
+            "unpinned"
+        };
+        self.push_event(
+            now_ms,
+            EventKind::Operator {
+                action: format!("{initiator} {verb}"),
+            },
+            "operator",
+        );
     }
 
     /// Whether the operator pinned `initiator`.

@@ -701,15 +701,35 @@ fn pause_and_pin_hold_the_balancer() {
     let mut p = plane(3);
     login_all(&mut p, P0, &[1, 2, 3], 0);
     let mut b = BalanceLoop::new(Balancer::new(policy("sessions:2", 0)));
-    p.set_paused(true);
+    p.set_paused(true, 900);
     assert!(b.step(&mut p, 1_000).is_empty());
-    p.set_paused(false);
+    p.set_paused(false, 1_100);
     for i in ["iqn.i1", "iqn.I2", "iqn.i3"] {
-        p.set_pinned(i, true);
+        p.set_pinned(i, true, 1_200);
     }
     assert!(p.is_operator_pinned("IQN.I2"));
     assert!(b.step(&mut p, 2_000).is_empty());
-    p.set_pinned("iqn.i3", false);
+    p.set_pinned("iqn.i3", false, 2_500);
+    // Each operator call is in the event log.
+    let ops: Vec<String> = p
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Operator { action } => Some(action.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "balancer paused",
+            "balancer resumed",
+            "iqn.i1 pinned",
+            "iqn.I2 pinned",
+            "iqn.i3 pinned",
+            "iqn.i3 unpinned"
+        ]
+    );
     let actions = b.step(&mut p, 3_000);
     assert!(
         actions.contains(&Action::RequestLogout {

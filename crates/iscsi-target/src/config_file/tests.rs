@@ -208,3 +208,29 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_admin_token_file_key_reads_a_private_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = GOOD.replace(
+        "[[portal]]",
+        &format!(
+            "admin_token_file = {:?}\n[[portal]]",
+            token.display().to_string()
+        ),
+    );
+    let c = parse_str(&text).unwrap();
+    assert_eq!(c.config.admin_token.as_deref(), Some("s3cret"));
+    // Readable by others: refused, at the key's line.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let p = first_problem(&text);
+    assert_eq!(p.at.map(|a| a.0), Some(2), "{p:?}");
+    assert!(p.message.contains("admin token file"), "{p:?}");
+    // Missing: refused.
+    let p = first_problem(&text.replace("admin.token", "none.token"));
+    assert!(p.message.contains("none.token"), "{p:?}");
+}

@@ -19,6 +19,7 @@ pub(super) struct File {
     version: i64,
     isns: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
+    admin_token_file: Option<Spanned<String>>,
     #[serde(default)]
     portal: Vec<Portal>,
     limits: Option<Limits>,
@@ -213,6 +214,12 @@ impl File {
                         format!("admin: expected IP:PORT or \"off\" ({e})"),
                     ),
                 },
+            }
+        }
+        if let Some(t) = &self.admin_token_file {
+            match crate::admin_ops::read_token_file(std::path::Path::new(t.get_ref())) {
+                Ok(token) => cfg.admin_token = Some(token),
+                Err(e) => problems.at(t.span(), e.to_string()),
             }
         }
         if let Some(l) = &self.limits {
