@@ -88,8 +88,16 @@ pub enum Phase {
 #[derive(Debug)]
 enum Data {
     None,
-    Read { buf: BytesMut, next_data_sn: u32 },
-    Write { data: Bytes },
+    /// Read data: `whole` while one Data-In carried all of it from offset 0 (kept as the
+    /// decoder split it off the connection's buffer: no copy), else assembled in `buf`.
+    Read {
+        buf: BytesMut,
+        whole: Option<Bytes>,
+        next_data_sn: u32,
+    },
+    Write {
+        data: Bytes,
+    },
 }
 
 #[derive(Debug)]

@@ -325,13 +325,65 @@ async fn read_pdus(
     }
 }
 
+/// Writes the session task's batches in order; the batches ready at once go out in one
+/// vectored write (at most [`BATCHES_PER_WRITE`]).
 async fn write_batches(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<BytesMut>) {
+    let mut ready: Vec<BytesMut> = Vec::with_capacity(BATCHES_PER_WRITE);
     while let Some(b) = rx.recv().await {
-        if wr.write_all(&b).await.is_err() {
+        ready.push(b);
+        while ready.len() < BATCHES_PER_WRITE {
+            match rx.try_recv() {
+                Ok(b) => ready.push(b),
+                Err(_) => break,
+            }
+        }
+        if write_all_vectored(&mut wr, &mut ready).await.is_err() {
             return;
         }
+        ready.clear();
     }
     let _ = wr.shutdown().await;
+}
+
+/// How many batches one vectored write takes at most.
+const BATCHES_PER_WRITE: usize = 32;
+
+/// Writes every byte of `bufs`, in order, with as few `writev` calls as the socket allows.
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [BytesMut]) -> std::io::Result<()> {
+    use bytes::Buf;
+    let mut first = 0;
+    while first < bufs.len() {
+        // On the stack: no allocation per write.
+        let mut slices = [std::io::IoSlice::new(&[]); BATCHES_PER_WRITE];
+        let mut count = 0;
+        for (slot, b) in slices
+            .iter_mut()
+            .zip(bufs[first..].iter().filter(|b| !b.is_empty()))
+        {
+            *slot = std::io::IoSlice::new(b);
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let mut n = wr.write_vectored(&slices[..count]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < bufs.len() {
+            let b = &mut bufs[first];
+            let take = n.min(b.len());
+            b.advance(take);
+            n -= take;
+            if b.is_empty() {
+                first += 1;
+            }
+        }
+        while first < bufs.len() && bufs[first].is_empty() {
+            first += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Encode everything the full feature session wants sent into one batch, split off `buf` so that its
@@ -372,25 +424,35 @@ async fn drive(
     let mut wbuf = BytesMut::new();
     loop {
         tokio::select! {
-            p = pdus.recv() => match p {
-                Some(Ok(pdu)) => {
-                    if let Err(e) = ffp.receive(pdu) {
-                        lost(&mut ffp, &events, e);
+            p = pdus.recv() => on_pdu(&mut ffp, &events, p),
+            r = requests.recv(), if requests_open => {
+                requests_open = on_request(&mut ffp, &mut waiters, &mut next_id, r);
+            }
+        }
+        // What else is ready is handled before one batch is sent: one write for many
+        // commands, one wake-up of the writer (bounded, so neither side starves the other).
+        for _ in 0..READY_PER_BATCH {
+            let mut any = false;
+            if let Ok(p) = pdus.try_recv() {
+                on_pdu(&mut ffp, &events, Some(p));
+                any = true;
+            }
+            if requests_open {
+                match requests.try_recv() {
+                    Ok(r) => {
+                        requests_open = on_request(&mut ffp, &mut waiters, &mut next_id, Some(r));
+                        any = true;
                     }
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        requests_open = on_request(&mut ffp, &mut waiters, &mut next_id, None);
+                        any = true;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => {}
                 }
-                Some(Err(e)) => lost(&mut ffp, &events, e),
-                None => lost(&mut ffp, &events, Error::Closed),
-            },
-            r = requests.recv(), if requests_open => match r {
-                Some(Request::Scsi(req, tx)) => {
-                    next_id += 1;
-                    waiters.insert(next_id, tx);
-                    ffp.submit(next_id, req);
-                }
-                Some(Request::Logout) => ffp.logout(),
-                // Every handle is gone: log out.
-                None => { requests_open = false; ffp.logout(); }
-            },
+            }
+            if !any {
+                break;
+            }
         }
         match batch(&mut ffp, digests, &mut wbuf) {
             Ok(b) if !b.is_empty() => {
@@ -425,6 +487,52 @@ async fn drive(
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     reader.abort();
     let _ = events.send(SessionEvent::Closed);
+}
+
+/// How many more ready PDUs and requests the session task takes before it sends a batch.
+const READY_PER_BATCH: usize = 64;
+
+/// A PDU (or the reader's end) from the connection.
+fn on_pdu(
+    ffp: &mut FullFeatureSession,
+    events: &mpsc::UnboundedSender<SessionEvent>,
+    p: Option<Result<Pdu, Error>>,
+) {
+    match p {
+        Some(Ok(pdu)) => {
+            if let Err(e) = ffp.receive(pdu) {
+                lost(ffp, events, e);
+            }
+        }
+        Some(Err(e)) => lost(ffp, events, e),
+        None => lost(ffp, events, Error::Closed),
+    }
+}
+
+/// A request from a handle (`None`: every handle is gone, so log out). False once no more
+/// requests can come.
+fn on_request(
+    ffp: &mut FullFeatureSession,
+    waiters: &mut HashMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>>,
+    next_id: &mut u64,
+    r: Option<Request>,
+) -> bool {
+    match r {
+        Some(Request::Scsi(req, tx)) => {
+            *next_id += 1;
+            waiters.insert(*next_id, tx);
+            ffp.submit(*next_id, req);
+            true
+        }
+        Some(Request::Logout) => {
+            ffp.logout();
+            true
+        }
+        None => {
+            ffp.logout();
+            false
+        }
+    }
 }
 
 fn lost(ffp: &mut FullFeatureSession, events: &mpsc::UnboundedSender<SessionEvent>, e: Error) {

@@ -130,12 +130,15 @@ impl Prefs {
     }
 
     /// What portshift's initiator offers (ImmediateData=Yes, InitialR2T=No, ...):
-    /// the target's values, but no digests and one outstanding R2T.
+    /// the target's values, but no digests, one outstanding R2T, and a MaxRecvDataSegmentLength
+    /// of 1 MiB, so that a 1 MiB READ comes back in one Data-In PDU that is handed to the
+    /// caller without a copy.
     pub fn initiator_default() -> Self {
         Prefs {
             header_digest: vec![DigestAlg::None],
             data_digest: vec![DigestAlg::None],
             max_outstanding_r2t: 1,
+            max_recv_data_segment_length: 1024 * 1024,
             ..Prefs::target_default()
         }
     }
@@ -637,7 +640,7 @@ mod tests {
         assert_eq!(p.max_burst_length, 65536);
         assert_eq!(p.first_burst_length, 65536);
         assert_eq!(p.target_max_recv_data_segment_length, 8192);
-        assert_eq!(p.initiator_max_recv_data_segment_length, 256 * 1024);
+        assert_eq!(p.initiator_max_recv_data_segment_length, 1024 * 1024);
         assert!(p.initial_r2t);
     }
 

@@ -79,7 +79,13 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     raise_descriptor_limit();
-    return_large_blocks_to_the_system();
+    // A server's memory must come back once a connection closes; `portshift io` is a client
+    // whose every 1 MiB READ allocates its buffer: there glibc's own threshold (which rises
+    // to keep such blocks in the heap) saves an mmap, a munmap and 256 page faults per READ
+    // (BENCHMARKS.md, issue 17).
+    if !matches!(cli.command, Command::Io(_)) {
+        return_large_blocks_to_the_system();
+    }
     let result = match cli.command {
         Command::Isns(a) => cmd::isns::run(a),
         Command::IsnsBench(a) => cmd::isns_bench::run(a),

@@ -66,8 +66,10 @@ impl FullFeatureSession {
             Transfer::Read(n) => {
                 cmd.read = true;
                 cmd.edtl = n;
+                // Capacity only: Data-In in order is appended, with no zero-fill first.
                 Data::Read {
-                    buf: BytesMut::zeroed(n as usize),
+                    buf: BytesMut::new(),
+                    whole: None,
                     next_data_sn: 0,
                 }
             }

@@ -21,17 +21,40 @@ impl FullFeatureSession {
             )));
         };
         match &mut task.data {
-            Data::Read { buf, next_data_sn } => {
+            Data::Read {
+                buf,
+                whole,
+                next_data_sn,
+            } => {
                 if d.data_sn != *next_data_sn {
                     task.fault.get_or_insert("Data-In DataSN out of order");
                 }
                 *next_data_sn = d.data_sn.wrapping_add(1);
                 let off = d.buffer_offset as usize;
-                match buf.get_mut(off..off.saturating_add(d.data.len())) {
-                    Some(dst) => dst.copy_from_slice(&d.data),
-                    None => {
-                        task.fault
-                            .get_or_insert("Data-In beyond the expected transfer length");
+                let end = off.saturating_add(d.data.len());
+                if let Some(w) = whole.take() {
+                    // Another Data-In after one that seemed to carry everything.
+                    buf.extend_from_slice(&w);
+                }
+                if end > task.edtl as usize {
+                    task.fault
+                        .get_or_insert("Data-In beyond the expected transfer length");
+                } else if off == 0 && end == task.edtl as usize && buf.is_empty() {
+                    // All of it in one PDU: kept as it came, no copy.
+                    *whole = Some(d.data);
+                } else if off == buf.len() {
+                    if buf.capacity() == 0 {
+                        buf.reserve(task.edtl as usize);
+                    }
+                    // In order (DataPDUInOrder): appended, no zero-fill, one copy.
+                    buf.extend_from_slice(&d.data);
+                } else {
+                    // Out of order or a gap: the gap reads as zeros until it arrives.
+                    if buf.len() < end {
+                        buf.resize(end, 0);
+                    }
+                    if let Some(dst) = buf.get_mut(off..end) {
+                        dst.copy_from_slice(&d.data);
                     }
                 }
             }
@@ -102,8 +125,15 @@ impl FullFeatureSession {
         } else {
             let under = underflow.unwrap_or(0).min(task.edtl);
             let data = match task.data {
-                Data::Read { mut buf, .. } => {
-                    buf.truncate((task.edtl - under) as usize);
+                Data::Read { whole: Some(w), .. } if w.len() >= (task.edtl - under) as usize => {
+                    w.slice(..(task.edtl - under) as usize)
+                }
+                Data::Read { mut buf, whole, .. } => {
+                    if let Some(w) = whole {
+                        buf.extend_from_slice(&w);
+                    }
+                    // What the target did not send reads as zeros.
+                    buf.resize((task.edtl - under) as usize, 0);
                     buf.freeze()
                 }
                 _ => Bytes::new(),

@@ -74,6 +74,22 @@ fn read_assembles_data_in_with_status() {
     assert_eq!(c.outstanding(), 0);
 }
 
+/// Data-In out of order (a target with DataPDUInOrder=No) and a segment the target never
+/// sent: each lands at its offset, the missing one reads as zeros.
+#[test]
+fn read_places_out_of_order_data_in_by_offset() {
+    let mut c = session_with(SessionParams::default(), 40, 8);
+    c.submit(1, cdb::read16(1, 0, 3, 4));
+    let itt = command(&drain_out(&mut c)[0]).itt;
+    c.receive(data_in(itt, 0, 8, &[9, 10, 11, 12], None))
+        .unwrap();
+    c.receive(data_in(itt, 1, 0, &[1, 2, 3, 4], Some(0)))
+        .unwrap();
+    let done = c.poll_completion().unwrap();
+    let data = done.result.unwrap().data;
+    assert_eq!(data.as_ref(), &[1, 2, 3, 4, 0, 0, 0, 0, 9, 10, 11, 12]);
+}
+
 #[test]
 fn read_with_underflow_in_scsi_response() {
     let mut c = session_with(SessionParams::default(), 40, 8);

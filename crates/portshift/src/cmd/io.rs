@@ -122,8 +122,22 @@ fn parse_rate(v: &str) -> Result<f64, String> {
     }
 }
 
+/// One thread, like iscsi-perf: the session's reader, writer and workers hand each other work
+/// without a cross-thread wake-up (a futex and an eventfd write each) per I/O; on this two-core
+/// machine the other core is the target's (BENCHMARKS.md, issue 17).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::runtime()?.block_on(run_async(args))
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting tokio runtime: {e}"))?
+        .block_on(async {
+            // A spawned task, not the block_on future: waking it from the session's tasks
+            // is a push on the run queue, where waking the block_on future is an eventfd
+            // write per I/O.
+            tokio::spawn(run_async(args))
+                .await
+                .map_err(|e| anyhow::anyhow!("the I/O task failed: {e}"))?
+        })
 }
 
 fn print_event(e: &InitiatorEvent) {
