@@ -338,12 +338,19 @@ pub fn fleet(server: std::net::SocketAddr, f: &isns::fleet::Fleet) -> String {
         .filter(|n| n.is_target())
         .count();
     let deleted = f.deleted();
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let _ = writeln!(
         out,
-        "iSNS fleet at {server}: {} entities, {portals} portals, {targets} targets, {} deleted registration{}",
-        f.entities.len(),
-        deleted.len(),
-        if deleted.len() == 1 { "" } else { "s" }
+        "iSNS fleet at {server}: {}, {}, {}, {}",
+        count(f.entities.len(), "entity", "entities"),
+        count(portals, "portal", "portals"),
+        count(targets, "target", "targets"),
+        count(
+            deleted.len(),
+            "deleted registration",
+            "deleted registrations"
+        ),
     );
     for e in &f.entities {
         let _ = writeln!(out, "\nENTITY {}", e.id);
