@@ -36,6 +36,9 @@ pub use crate::follower::{InitiatorEvent, MoveRecord, ReconnectCause, ReconnectR
 pub enum PortalSource {
     /// Query this iSNS server; log in through the first portal it lists.
     Isns(SocketAddr),
+    /// Query the first of these iSNS servers that answers; log in through the first portal
+    /// it lists.
+    IsnsServers(crate::discovery::IsnsServers),
     /// Always start at this portal; with `send_targets`, ask it for the target's portals first.
     Fixed {
         /// The portal.
@@ -144,6 +147,12 @@ async fn lookup(
                 isns_portals(*server, &config.initiator_name, target, config.timeout).await?;
             Ok((target.to_string(), portals))
         }
+        PortalSource::IsnsServers(servers) => {
+            let target = target
+                .ok_or_else(|| Error::Discovery("a target name is required with iSNS".into()))?;
+            let (_, portals) = servers.portals(&config.initiator_name, target).await?;
+            Ok((target.to_string(), portals))
+        }
         PortalSource::Fixed {
             portal,
             send_targets: false,
@@ -189,7 +198,10 @@ impl BalancedInitiator {
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
         let follower = Follower::new(
             FollowerConfig {
-                isns: matches!(config.source, PortalSource::Isns(_)),
+                isns: matches!(
+                    config.source,
+                    PortalSource::Isns(_) | PortalSource::IsnsServers(_)
+                ),
                 max_attempts: config.max_reconnects.max(1),
                 reconnect_every: config.reconnect_every,
             },

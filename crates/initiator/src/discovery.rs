@@ -1,7 +1,9 @@
 //! Finding a target's portals: SendTargets in a discovery session (RFC 7143
-//! §12.3, Appendix C) and DevAttrQry through iSNS (RFC 4171 §5.6.5.2).
+//! §12.3, Appendix C) and DevAttrQry through iSNS (RFC 4171 §5.6.5.2), from one iSNS server or
+//! the first of several that answers ([`IsnsServers`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use iscsi_proto::text::{TextAssembler, TextPairs};
@@ -135,6 +137,67 @@ pub async fn isns_portals(
         .map_err(|_| Error::Timeout("iSNS query"))?
         .map_err(|e| Error::Discovery(format!("iSNS server {server}: {e}")))
 }
+
+/// Several iSNS servers for discovery (`--isns H:P,H:P`): a query goes to the server that
+/// answered last (the first one at the start) and, when that one does not answer within the
+/// timeout, to the next, each at most once ([`isns::FailoverClient`]). Clones share the
+/// connection and the choice of server.
+#[derive(Clone)]
+pub struct IsnsServers {
+    servers: Vec<SocketAddr>,
+    client: Arc<tokio::sync::Mutex<isns::FailoverClient>>,
+}
+
+impl IsnsServers {
+    /// `servers` in the order tried; connecting and each answer bounded by `timeout`.
+    pub fn new(servers: Vec<SocketAddr>, timeout: Duration) -> IsnsServers {
+        IsnsServers {
+            client: Arc::new(tokio::sync::Mutex::new(isns::FailoverClient::new(
+                servers.clone(),
+                timeout,
+            ))),
+            servers,
+        }
+    }
+
+    /// The servers, in the order given.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// The portals of `target` in the order the first server that answers lists them, with
+    /// that server.
+    pub async fn portals(
+        &self,
+        initiator_name: &str,
+        target: &str,
+    ) -> Result<(SocketAddr, Vec<SocketAddr>), Error> {
+        let mut client = self.client.lock().await;
+        let mut call = client.call();
+        let failed = |e: isns::FailoverError| Error::Discovery(e.to_string());
+        loop {
+            let (server, c) = client.next(&mut call).await.map_err(failed)?;
+            let result = c.query_target_portals(initiator_name, target).await;
+            if let Some(portals) = client.outcome(&mut call, server, result).map_err(failed)? {
+                return Ok((server, portals));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for IsnsServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("IsnsServers").field(&self.servers).finish()
+    }
+}
+
+impl PartialEq for IsnsServers {
+    fn eq(&self, other: &IsnsServers) -> bool {
+        self.servers == other.servers
+    }
+}
+
+impl Eq for IsnsServers {}
 
 #[cfg(test)]
 mod tests {

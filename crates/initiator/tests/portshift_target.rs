@@ -52,7 +52,7 @@ fn moved_by_the_balancer_without_io_errors() {
                 ..Default::default()
             })
             .collect(),
-        isns: Some(isns_addr),
+        isns: vec![isns_addr],
         balance: vec!["sessions:2".parse().expect("spec")],
         cooldown_ms: 1000,
         pin: Vec::new(),
@@ -154,7 +154,7 @@ fn voluntary_reconnects_keep_the_data_verified() {
             size: Some(4 << 20),
             ..Default::default()
         }],
-        isns: None,
+        isns: Vec::new(),
         balance: Vec::new(),
         cooldown_ms: 1000,
         pin: Vec::new(),

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use balancer::{EventKind, PortalId, RegistrationRow};
-use isns::client::{Client, NodeRegistration, NodeType, PortalGroupRegistration, Registration};
+use isns::client::{
+    Client, ClientError, NodeRegistration, NodeType, PortalGroupRegistration, Registration,
+};
+use isns::failover::{FailoverClient, FailoverError};
 
 use crate::control::{Control, PortalInfo};
 
@@ -20,6 +23,12 @@ use crate::control::{Control, PortalInfo};
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(20);
 /// Registration period asked of the server (RFC 4171 §6.2.6), well above the refresh interval.
 pub const REGISTRATION_PERIOD: u32 = 120;
+/// How often the keeper checks that the iSNS server in use answers and holds the registration
+/// (one query), and how often it retries while no server answers.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Bound on connecting to an iSNS server and on each of its answers; a server slower than this
+/// counts as not answering and the next one is tried.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What a full registration sends, from the control plane's registration table: one
 /// DevAttrReg of the entity with its portals, target nodes and the Portal Groups that are
@@ -69,7 +78,7 @@ pub fn full_registration(
 pub enum Registrar {
     /// No iSNS server: changes are recorded in the target's table only.
     Local,
-    /// Registrations live in an iSNS server.
+    /// Registrations live in an iSNS server (the first of a list that answers).
     Isns(Box<IsnsRegistrar>),
 }
 
@@ -77,7 +86,7 @@ impl std::fmt::Debug for Registrar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Registrar::Local => write!(f, "Registrar::Local"),
-            Registrar::Isns(r) => write!(f, "Registrar::Isns({})", r.server),
+            Registrar::Isns(r) => write!(f, "Registrar::Isns({:?})", r.servers),
         }
     }
 }
@@ -85,21 +94,28 @@ impl std::fmt::Debug for Registrar {
 /// Why a registration change failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
-    #[error("iSNS server {server}: {source}")]
-    Isns {
-        server: SocketAddr,
-        source: isns::client::ClientError,
-    },
+    #[error(transparent)]
+    Isns(#[from] FailoverError),
     #[error("unknown portal {0}")]
     UnknownPortal(PortalId),
 }
 
-/// The iSNS side: one client connection, serialised by a mutex (registration changes are rare).
+/// The connection side of an [`IsnsRegistrar`]: the servers and which of them holds the full
+/// registration.
+struct Link {
+    client: FailoverClient,
+    /// The server the full registration was last sent to; a call reaching any other server
+    /// (after a failover, or a server that stopped answering and came back) sends it first.
+    registered_with: Option<SocketAddr>,
+}
+
+/// The iSNS side: one client connection to the first of the servers that answers, serialised by
+/// a mutex (registration changes are rare).
 pub struct IsnsRegistrar {
-    server: SocketAddr,
+    servers: Vec<SocketAddr>,
     entity: String,
     control: Arc<Control>,
-    client: tokio::sync::Mutex<Option<Client>>,
+    link: tokio::sync::Mutex<Link>,
     /// Held across a change and the control plane's record of it (see [`Registrar::hold`]).
     changes: tokio::sync::Mutex<()>,
 }
@@ -108,6 +124,12 @@ impl IsnsRegistrar {
     /// A registrar for the portals and targets of `control` at iSNS `server`. Nothing is sent
     /// until [`IsnsRegistrar::register_all`].
     pub fn new(server: SocketAddr, control: Arc<Control>) -> Self {
+        Self::with_servers(vec![server], control)
+    }
+
+    /// A registrar using the first of `servers` that answers, moving to the next when it stops
+    /// answering (see [`isns::failover`]).
+    pub fn with_servers(servers: Vec<SocketAddr>, control: Arc<Control>) -> Self {
         let entity = format!(
             "portshift:{}",
             control
@@ -117,10 +139,13 @@ impl IsnsRegistrar {
                 .unwrap_or_default()
         );
         IsnsRegistrar {
-            server,
+            link: tokio::sync::Mutex::new(Link {
+                client: FailoverClient::new(servers.clone(), CALL_TIMEOUT),
+                registered_with: None,
+            }),
+            servers,
             entity,
             control,
-            client: tokio::sync::Mutex::new(None),
             changes: tokio::sync::Mutex::new(()),
         }
     }
@@ -129,52 +154,16 @@ impl IsnsRegistrar {
         &self.entity
     }
 
-    fn err(&self, source: isns::client::ClientError) -> RegistrationError {
-        RegistrationError::Isns {
-            server: self.server,
-            source,
-        }
+    /// The iSNS servers, in the order they are tried.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
     }
 
-    /// Runs `f` on a connected client, connecting (again) when needed; a failed call drops the
-    /// connection so the next one starts afresh.
-    async fn with_client<T>(
-        &self,
-        f: impl AsyncFnOnce(&mut Client) -> Result<T, isns::client::ClientError>,
-    ) -> Result<T, RegistrationError> {
-        let mut guard = self.client.lock().await;
-        let client = match &mut *guard {
-            Some(c) => c,
-            slot @ None => {
-                let mut c = Client::connect(self.server)
-                    .await
-                    .map_err(|e| self.err(e))?;
-                c.set_timeout(Duration::from_secs(5));
-                slot.insert(c)
-            }
-        };
-        match f(client).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                *guard = None;
-                Err(self.err(e))
-            }
-        }
-    }
-
-    /// Registers the entity, portals, target nodes and Portal Groups as the control plane's
-    /// registration table has them now (deleted ones with a NIL tag).
-    pub async fn register_all(&self) -> Result<(), RegistrationError> {
-        self.register_all_as(false).await
-    }
-
-    /// [`IsnsRegistrar::register_all`] with the Replace flag (RFC 4171 §5.6.5.1): the
-    /// entity's objects are replaced by these, so target nodes no longer served (after a
-    /// configuration reload) leave iSNS.
-    pub async fn register_all_as(&self, replace: bool) -> Result<(), RegistrationError> {
-        // The table read and sent as one change: a balancer change recorded meanwhile would
-        // otherwise be undone in iSNS by this older copy of the table.
-        let _held = self.changes.lock().await;
+    /// Sends the full registration as the control plane's table has it now: the entity with
+    /// its portals, target nodes and registered Portal Groups, then the deleted (target,
+    /// portal) registrations with a NIL tag — so a server reached after a failover learns the
+    /// balancer's deletions too, and nothing deleted is restored.
+    async fn send_full(&self, c: &mut Client, replace: bool) -> Result<(), ClientError> {
         let snapshot = self.control.snapshot();
         let (mut reg, deleted) = full_registration(
             &self.entity,
@@ -183,23 +172,128 @@ impl IsnsRegistrar {
             &snapshot.registrations,
         );
         reg.replace = replace;
-        self.with_client(async |c| {
-            c.register(&reg).await?;
-            for (target, portal) in &deleted {
-                c.delete_registration(target, *portal).await?;
-            }
-            Ok(())
-        })
-        .await
+        c.register(&reg).await?;
+        for (target, portal) in &deleted {
+            c.delete_registration(target, *portal).await?;
+        }
+        Ok(())
     }
 
-    /// Deregisters the whole entity (at shutdown).
-    pub async fn deregister_all(&self) -> Result<(), RegistrationError> {
-        let source = self.control.targets().first().cloned().unwrap_or_default();
-        let entity = self.entity.clone();
-        self.with_client(async |c| c.deregister_entity(&source, &entity).await)
-            .await
+    /// Carries out `op` on the server in use or, when it does not answer, the next one; a
+    /// server that does not hold the full registration yet gets it first (from the table as
+    /// it is now). Returns the server that answered.
+    async fn with_client(&self, op: Op<'_>) -> Result<SocketAddr, RegistrationError> {
+        let mut guard = self.link.lock().await;
+        let link = &mut *guard;
+        let mut call = link.client.call();
+        loop {
+            let (server, c) = link.client.next(&mut call).await?;
+            let mut result = Ok(());
+            let full = matches!(op, Op::Full { .. });
+            if link.registered_with != Some(server) && !full && !matches!(op, Op::Deregister) {
+                link.registered_with = None;
+                result = self.send_full(c, false).await;
+                if result.is_ok() {
+                    link.registered_with = Some(server);
+                    tracing::info!("registered with iSNS server {server}");
+                }
+            }
+            if result.is_ok() {
+                result = self.perform(c, &op).await;
+            }
+            match &result {
+                Ok(()) if full => link.registered_with = Some(server),
+                Ok(()) if matches!(op, Op::Deregister) => link.registered_with = None,
+                Err(e) if isns::failover::not_answered(e) => link.registered_with = None,
+                _ => {}
+            }
+            if link.client.outcome(&mut call, server, result)?.is_some() {
+                return Ok(server);
+            }
+        }
     }
+
+    /// Sends one operation's requests.
+    async fn perform(&self, c: &mut Client, op: &Op<'_>) -> Result<(), ClientError> {
+        match *op {
+            Op::Full { replace } => self.send_full(c, replace).await,
+            Op::Check => {
+                let Some(first) = self.control.targets().first().cloned() else {
+                    return Ok(());
+                };
+                let resp = c.call_ok(isns::request::entity_of_node(&first)).await?;
+                if isns::request::entity_of_node_answer(&resp) != Some(self.entity.as_str()) {
+                    tracing::warn!(
+                        "the iSNS server lost this target's registration; registering again"
+                    );
+                    self.send_full(c, false).await?;
+                }
+                Ok(())
+            }
+            Op::Delete { target, portal } => c.delete_registration(target, portal).await,
+            Op::Restore {
+                target,
+                portal,
+                tag,
+            } => c.restore_registration(target, portal, tag).await,
+            Op::Deregister => {
+                let source = self.control.targets().first().cloned().unwrap_or_default();
+                c.deregister_entity(&source, &self.entity).await
+            }
+        }
+    }
+
+    /// Registers the entity, portals, target nodes and Portal Groups as the control plane's
+    /// registration table has them now (deleted ones with a NIL tag).
+    pub async fn register_all(&self) -> Result<(), RegistrationError> {
+        self.register_all_as(false).await.map(|_| ())
+    }
+
+    /// [`IsnsRegistrar::register_all`] with the Replace flag (RFC 4171 §5.6.5.1): the
+    /// entity's objects are replaced by these, so target nodes no longer served (after a
+    /// configuration reload) leave iSNS. Returns the server that took it.
+    pub async fn register_all_as(&self, replace: bool) -> Result<SocketAddr, RegistrationError> {
+        // The table read and sent as one change: a balancer change recorded meanwhile would
+        // otherwise be undone in iSNS by this older copy of the table.
+        let _held = self.changes.lock().await;
+        self.with_client(Op::Full { replace }).await
+    }
+
+    /// Makes sure the server in use holds the registration, cheaply: asks for the entity of
+    /// the first target node (a query, which also refreshes the entity, RFC 4171 §6.2.6) and
+    /// registers everything again when the server no longer knows it (restarted with an empty
+    /// registry, or the entity expired). When the server in use does not answer, the next one
+    /// gets the full registration ([`IsnsRegistrar::with_client`]). Returns the server.
+    pub async fn ensure_registered(&self) -> Result<SocketAddr, RegistrationError> {
+        let _held = self.changes.lock().await;
+        self.with_client(Op::Check).await
+    }
+
+    /// Deregisters the whole entity (at shutdown), from the server in use.
+    pub async fn deregister_all(&self) -> Result<(), RegistrationError> {
+        self.with_client(Op::Deregister).await.map(|_| ())
+    }
+}
+
+/// What [`IsnsRegistrar::with_client`] carries out.
+enum Op<'a> {
+    /// The full registration ([`IsnsRegistrar::send_full`]).
+    Full {
+        replace: bool,
+    },
+    /// [`IsnsRegistrar::ensure_registered`]'s query.
+    Check,
+    Delete {
+        target: &'a str,
+        portal: SocketAddr,
+    },
+    Restore {
+        target: &'a str,
+        portal: SocketAddr,
+        tag: u32,
+    },
+    /// DevDereg of the entity.
+    Deregister,
 }
 
 impl Registrar {
@@ -217,8 +311,12 @@ impl Registrar {
                     .portal(portal)
                     .ok_or(RegistrationError::UnknownPortal(portal))?
                     .address;
-                r.with_client(async |c| c.delete_registration(target, addr).await)
-                    .await
+                r.with_client(Op::Delete {
+                    target,
+                    portal: addr,
+                })
+                .await
+                .map(|_| ())
             }
         }
     }
@@ -249,16 +347,25 @@ impl Registrar {
                     .portal(portal)
                     .ok_or(RegistrationError::UnknownPortal(portal))?;
                 let (addr, tag) = (p.address, u32::from(p.tag));
-                r.with_client(async |c| c.restore_registration(target, addr, tag).await)
-                    .await
+                r.with_client(Op::Restore {
+                    target,
+                    portal: addr,
+                    tag,
+                })
+                .await
+                .map(|_| ())
             }
         }
     }
 }
 
-/// Keeps the registration alive: registers at start, then again every [`REFRESH_INTERVAL`]
-/// (which also re-creates it after an iSNS server restart). Failures become events, and the
-/// keeper retries every few seconds until it succeeds.
+/// Keeps the registration alive: registers at start, sends the full registration again every
+/// [`REFRESH_INTERVAL`], and every [`CHECK_INTERVAL`] in between makes sure the server in use
+/// still answers and holds it ([`IsnsRegistrar::ensure_registered`]): a server that stopped
+/// answering is replaced by the next of the list, which gets everything (the balancer's
+/// deletions included) within a check interval plus the call timeouts. Failures become events;
+/// while no server answers, the keeper tries again every check interval. I/O never waits for
+/// any of this.
 pub async fn keep_registered(
     registrar: Arc<Registrar>,
     control: Arc<Control>,
@@ -269,20 +376,32 @@ pub async fn keep_registered(
     };
     let mut failing = false;
     let mut replace = false;
+    let mut used: Option<SocketAddr> = None;
+    let mut next_full = tokio::time::Instant::now();
     loop {
-        let result = r.register_all_as(replace).await;
+        let full = replace || tokio::time::Instant::now() >= next_full;
+        let result = if full {
+            r.register_all_as(replace).await
+        } else {
+            r.ensure_registered().await
+        };
         let answer = match &result {
-            Ok(()) => Ok(format!("registered with {}", r.server)),
+            Ok(server) => Ok(format!("registered with {server}")),
             Err(e) => Err(e.to_string()),
         };
         control.with_plane(|plane, now| plane.isns_answered(answer, now));
-        let wait = match result {
-            Ok(()) => {
+        match result {
+            Ok(server) => {
                 if failing {
-                    tracing::info!("iSNS registration with {} re-established", r.server);
+                    tracing::info!("iSNS registration with {server} re-established");
+                } else if used.is_some_and(|u| u != server) {
+                    tracing::warn!("iSNS registration moved to {server}");
                 }
+                if full {
+                    next_full = tokio::time::Instant::now() + REFRESH_INTERVAL;
+                }
+                used = Some(server);
                 failing = false;
-                REFRESH_INTERVAL
             }
             Err(e) => {
                 if !failing {
@@ -294,12 +413,13 @@ pub async fn keep_registered(
                     );
                 }
                 failing = true;
-                Duration::from_secs(2)
+                // Whichever server answers next gets the full registration.
+                next_full = tokio::time::Instant::now();
             }
-        };
+        }
         replace = false;
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
             _ = control.targets_changed.notified() => replace = true,
             _ = shutdown.changed() => {
                 if *shutdown.borrow() {
@@ -441,5 +561,129 @@ mod tests {
             .unwrap();
         assert_eq!(listed, [control.portals()[1].address]);
         let _ = server_stop.send(());
+    }
+
+    /// An iSNS server on its own runtime and thread; `kill` drops the runtime, closing its
+    /// listener and connections as a killed process would.
+    struct KillableServer {
+        addr: SocketAddr,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl KillableServer {
+        fn start() -> KillableServer {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("isns.redb");
+            let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+            let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let config = isns::ServerConfig::new("127.0.0.1:0".parse().unwrap(), db);
+                    let server = isns::Server::bind(config).await.unwrap();
+                    addr_tx.send(server.local_addr().unwrap()).unwrap();
+                    let _ = server
+                        .run(async move {
+                            let _ = stop_rx.await;
+                        })
+                        .await;
+                });
+                rt.shutdown_background();
+            });
+            KillableServer {
+                addr: addr_rx.recv().unwrap(),
+                stop: Some(stop),
+                thread: Some(thread),
+                _dir: dir,
+            }
+        }
+
+        fn kill(&mut self) {
+            if let Some(s) = self.stop.take() {
+                let _ = s.send(());
+            }
+            if let Some(t) = self.thread.take() {
+                t.join().unwrap();
+            }
+        }
+    }
+
+    impl Drop for KillableServer {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    async fn listed(server: SocketAddr, target: &str) -> Vec<SocketAddr> {
+        let mut c = isns::Client::connect(server).await.unwrap();
+        c.query_target_portals("iqn.2024-01.test:probe", target)
+            .await
+            .unwrap()
+    }
+
+    /// When the server in use stops answering, the keeper moves to the next one and registers
+    /// everything there as the table has it now: a registration the balancer deleted stays
+    /// deleted (it is not restored by the failover), and the contact shows the new server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failover_registers_everything_with_the_next_server_deletions_included() {
+        let target = "iqn.2024-01.test:t1";
+        let control = Arc::new(Control::new(two_portals(), vec![target.into()], None, None));
+        let [p0, p1] = [control.portals()[0].address, control.portals()[1].address];
+        let mut a = KillableServer::start();
+        let b = KillableServer::start();
+        let registrar = Arc::new(Registrar::Isns(Box::new(IsnsRegistrar::with_servers(
+            vec![a.addr, b.addr],
+            control.clone(),
+        ))));
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let keeper = tokio::spawn(keep_registered(registrar.clone(), control.clone(), rx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while listed(a.addr, target).await != [p0, p1] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never registered with A"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            listed(b.addr, target).await.is_empty(),
+            "registered with B too"
+        );
+
+        // The balancer deletes (t1, P0), as balance.rs does.
+        {
+            let _held = registrar.hold().await;
+            registrar
+                .delete_registration(target, PortalId(0))
+                .await
+                .unwrap();
+            control.delete_registration(target, PortalId(0));
+        }
+        assert_eq!(listed(a.addr, target).await, [p1]);
+
+        a.kill();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let contact = control.snapshot().isns_contact;
+            if contact.is_some_and(|c| c.ok && c.detail.contains(&b.addr.to_string())) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never moved to B: {:?}",
+                control.snapshot().isns_contact
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Everything is at B, the deletion included: only P1 is listed for the target.
+        assert_eq!(listed(b.addr, target).await, [p1]);
+        stop.send(true).unwrap();
+        keeper.await.unwrap();
     }
 }

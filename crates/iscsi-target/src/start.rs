@@ -72,7 +72,8 @@ pub struct TargetConfig {
     /// given (else the interface's reported speed is used, if any).
     pub portals: Vec<PortalConfig>,
     pub luns: Vec<LunConfig>,
-    pub isns: Option<SocketAddr>,
+    /// iSNS servers to register with, in the order tried (see [`crate::registration`]).
+    pub isns: Vec<SocketAddr>,
     /// The balancing metrics (one `--balance` each); empty: no balancing. A portal is
     /// overloaded when any is at or above its HIGH, recovered when all are at or below LOW.
     pub balance: Vec<BalanceSpec>,
@@ -111,7 +112,7 @@ impl Default for TargetConfig {
         TargetConfig {
             portals: Vec::new(),
             luns: Vec::new(),
-            isns: None,
+            isns: Vec::new(),
             balance: Vec::new(),
             cooldown_ms: 10_000,
             pin: Vec::new(),
@@ -210,7 +211,13 @@ impl Target {
         let control = Arc::new(Control::new(
             infos.clone(),
             built.names.clone(),
-            cfg.isns.map(|a| a.to_string()),
+            (!cfg.isns.is_empty()).then(|| {
+                cfg.isns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
             balance.clone(),
         ));
         for (p, info) in cfg.portals.iter().zip(&infos) {
@@ -412,11 +419,15 @@ fn spawn_control_thread(
                 let _ = ready.send(Ok(admin));
                 // iSNS registration and the balancer loop. Without an iSNS server the
                 // registrar only records changes in the target's own table.
-                let registrar = Arc::new(match cfg.isns {
-                    Some(server) => crate::registration::Registrar::Isns(Box::new(
-                        crate::registration::IsnsRegistrar::new(server, control.clone()),
-                    )),
-                    None => crate::registration::Registrar::Local,
+                let registrar = Arc::new(if cfg.isns.is_empty() {
+                    crate::registration::Registrar::Local
+                } else {
+                    crate::registration::Registrar::Isns(Box::new(
+                        crate::registration::IsnsRegistrar::with_servers(
+                            cfg.isns.clone(),
+                            control.clone(),
+                        ),
+                    ))
                 });
                 control.operator.set_registrar(registrar.clone());
                 let keeper = tokio::spawn(crate::registration::keep_registered(
@@ -603,7 +614,7 @@ mod tests {
                 size: None,
                 ..Default::default()
             }],
-            isns: None,
+            isns: Vec::new(),
             balance: Vec::new(),
             cooldown_ms: 0,
             pin: Vec::new(),

@@ -29,7 +29,7 @@ fn target() -> TargetHandle {
             size: None,
             ..Default::default()
         }],
-        isns: None,
+        isns: Vec::new(),
         balance: Vec::new(),
         cooldown_ms: 0,
         pin: Vec::new(),

@@ -13,6 +13,9 @@
 //! * [`config`]: the server's TOML configuration file (`portshift isns --config`).
 //! * [`request`]: the client half without I/O: requests as messages, answers parsed.
 //! * [`client`]: the async client used by the target and initiator.
+//! * [`fleet`]: the whole registry as entities, portals, targets and their (deleted)
+//!   registrations, for `portshift status --isns`.
+//! * [`failover`]: a client of several servers that moves to the next when one stops answering.
 //! * [`metrics`]: the server's Prometheus figures; [`admin`] serves them (`/metrics`) and
 //!   the object counts (`/status`) over HTTP.
 
@@ -20,6 +23,8 @@ pub mod admin;
 pub mod client;
 pub mod config;
 mod esi;
+pub mod failover;
+pub mod fleet;
 pub mod metrics;
 pub mod object;
 pub mod registry;
@@ -30,6 +35,7 @@ pub mod store;
 pub use client::{
     Client, ClientError, NodeRegistration, NodeType, PortalGroupRegistration, Registration,
 };
+pub use failover::{FailoverClient, FailoverError};
 pub use registry::Registry;
 pub use server::{Server, ServerConfig};
 pub use store::Store;

@@ -324,6 +324,85 @@ pub fn status(s: &AdminSnapshot, max_events: usize) -> String {
     out
 }
 
+/// `portshift status --isns`: the fleet as iSNS server `server` has it. Per entity its
+/// portals (P0, P1, ... in registration order), then a row per target with, per portal, the
+/// Portal Group Tag it is registered with or DELETED; other nodes (initiators) after; then
+/// every deleted (target, portal) registration.
+pub fn fleet(server: std::net::SocketAddr, f: &isns::fleet::Fleet) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let portals: usize = f.entities.iter().map(|e| e.portals.len()).sum();
+    let targets = f
+        .entities
+        .iter()
+        .flat_map(|e| &e.nodes)
+        .filter(|n| n.is_target())
+        .count();
+    let deleted = f.deleted();
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let _ = writeln!(
+        out,
+        "iSNS fleet at {server}: {}, {}, {}, {}",
+        count(f.entities.len(), "entity", "entities"),
+        count(portals, "portal", "portals"),
+        count(targets, "target", "targets"),
+        count(
+            deleted.len(),
+            "deleted registration",
+            "deleted registrations"
+        ),
+    );
+    for e in &f.entities {
+        let _ = writeln!(out, "\nENTITY {}", e.id);
+        for (i, p) in e.portals.iter().enumerate() {
+            let _ = writeln!(out, "  P{i}  {p}");
+        }
+        let width = e
+            .nodes
+            .iter()
+            .map(|n| n.name.len())
+            .max()
+            .unwrap_or(0)
+            .max("TARGET".len());
+        let ts: Vec<_> = e.nodes.iter().filter(|n| n.is_target()).collect();
+        if !ts.is_empty() {
+            let mut head = format!("  {:width$}", "TARGET");
+            for i in 0..e.portals.len() {
+                let _ = write!(head, "  {:8}", format!("P{i}"));
+            }
+            let _ = writeln!(out, "{}", head.trim_end());
+            for n in ts {
+                let mut row = format!("  {:width$}", n.name);
+                for r in &n.registrations {
+                    let cell = match r.tag {
+                        Some(t) => format!("PGT {t}"),
+                        None => "DELETED".into(),
+                    };
+                    let _ = write!(row, "  {cell:8}");
+                }
+                let _ = writeln!(out, "{}", row.trim_end());
+            }
+        }
+        for n in e.nodes.iter().filter(|n| !n.is_target()) {
+            let kind = if n.node_type & isns_proto::tag::node_type::INITIATOR != 0 {
+                "initiator"
+            } else {
+                "node"
+            };
+            let _ = writeln!(out, "  {kind} {}", n.name);
+        }
+    }
+    let _ = writeln!(out, "\nDELETED REGISTRATIONS");
+    if deleted.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for (t, p) in deleted {
+        let _ = writeln!(out, "  ({t}, {p})");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

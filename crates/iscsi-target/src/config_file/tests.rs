@@ -18,7 +18,10 @@ fn the_demo_example_is_the_demo_setup() {
     assert_eq!(c.portals.len(), 2);
     assert_eq!(c.portals[1].address, "127.0.0.2:3260".parse().unwrap());
     assert_eq!(c.portals[0].link_capacity, None);
-    assert_eq!(c.isns, Some("127.0.0.1:3205".parse().unwrap()));
+    assert_eq!(
+        c.isns,
+        vec!["127.0.0.1:3205".parse::<std::net::SocketAddr>().unwrap()]
+    );
     assert_eq!(c.balance, ["sessions:2".parse().unwrap()]);
     assert_eq!(c.cooldown_ms, 3_000);
     assert_eq!(c.luns.len(), 3);
@@ -233,4 +236,36 @@ fn the_admin_token_file_key_reads_a_private_token() {
     // Missing: refused.
     let p = first_problem(&text.replace("admin.token", "none.token"));
     assert!(p.message.contains("none.token"), "{p:?}");
+}
+
+/// `isns` takes one server or a list of them (tried in order); a bad entry, a repeated one or
+/// an empty list is a problem on the key's line.
+#[test]
+fn isns_takes_one_server_or_a_list() {
+    let one = GOOD.replace("version = 1\n", "version = 1\nisns = \"127.0.0.1:3205\"\n");
+    assert_eq!(
+        parse_str(&one).unwrap().config.isns,
+        vec!["127.0.0.1:3205".parse::<std::net::SocketAddr>().unwrap()]
+    );
+    let two = GOOD.replace(
+        "version = 1\n",
+        "version = 1\nisns = [\"127.0.0.1:3205\", \"[::1]:3206\"]\n",
+    );
+    assert_eq!(
+        parse_str(&two).unwrap().config.isns,
+        vec![
+            "127.0.0.1:3205".parse::<std::net::SocketAddr>().unwrap(),
+            "[::1]:3206".parse().unwrap()
+        ]
+    );
+    for (bad, says) in [
+        ("[\"127.0.0.1:3205\", \"nowhere\"]", "expected HOST:PORT"),
+        ("[\"127.0.0.1:3205\", \"127.0.0.1:3205\"]", "given twice"),
+        ("[]", "empty"),
+    ] {
+        let text = GOOD.replace("version = 1\n", &format!("version = 1\nisns = {bad}\n"));
+        let p = first_problem(&text);
+        assert_eq!(p.at.map(|a| a.0), Some(2), "{bad}: {p:?}");
+        assert!(p.message.contains(says), "{bad}: {p:?}");
+    }
 }

@@ -17,7 +17,7 @@ use crate::{Credentials, LunConfig, NULL_PREFIX, TargetAccess, TargetConfig};
 pub(super) struct File {
     #[allow(dead_code)]
     version: i64,
-    isns: Option<Spanned<String>>,
+    isns: Option<Spanned<Servers>>,
     admin: Option<Spanned<String>>,
     admin_token_file: Option<Spanned<String>>,
     #[serde(default)]
@@ -27,6 +27,14 @@ pub(super) struct File {
     discovery: Option<Discovery>,
     #[serde(default)]
     target: Vec<Target>,
+}
+
+/// The `isns` key: one server `"HOST:PORT"` or a list of them, tried in order.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Servers {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -199,10 +207,27 @@ impl File {
         }
 
         if let Some(i) = &self.isns {
-            match i.get_ref().parse() {
-                Ok(a) => cfg.isns = Some(a),
-                Err(e) => problems.at(i.span(), format!("isns: expected HOST:PORT ({e})")),
+            let given = match i.get_ref() {
+                Servers::One(s) => std::slice::from_ref(s),
+                Servers::Many(v) => v.as_slice(),
+            };
+            let mut servers = Vec::new();
+            for s in given {
+                match s.parse() {
+                    Ok(a) if servers.contains(&a) => {
+                        problems.at(i.span(), format!("isns: {a} is given twice"))
+                    }
+                    Ok(a) => servers.push(a),
+                    Err(e) => problems.at(
+                        i.span(),
+                        format!("isns: expected HOST:PORT or a list of them, not {s:?} ({e})"),
+                    ),
+                }
             }
+            if given.is_empty() {
+                problems.at(i.span(), "isns: the list of servers is empty");
+            }
+            cfg.isns = servers;
         }
         if let Some(a) = &self.admin {
             match a.get_ref().as_str() {

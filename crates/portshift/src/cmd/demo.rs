@@ -111,7 +111,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             })
             .collect(),
-        isns: Some(isns_addr),
+        isns: vec![isns_addr],
         balance: vec![BALANCE.parse()?],
         cooldown_ms: COOLDOWN_MS,
         pin: Vec::new(),

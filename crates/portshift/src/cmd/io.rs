@@ -19,12 +19,17 @@ use initiator::{
     WorkloadReport, run_workload,
 };
 
+/// Bound on connecting to an iSNS server and on its answer before the next one is asked.
+const ISNS_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("discovery").required(true).args(["isns", "portal"])))]
 pub struct Args {
-    /// iSNS server (HOST:PORT); log in through the first portal it lists for --target.
-    #[arg(long)]
-    isns: Option<SocketAddr>,
+    /// iSNS servers, HOST:PORT[,HOST:PORT...]: log in through the first portal the first
+    /// server that answers lists for --target (a server that does not answer within 3 s is
+    /// left for the next, also when the host asks again after a move).
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    isns: Vec<SocketAddr>,
     /// Fixed portal (IP:PORT); without --target the first SendTargets answer is used.
     #[arg(long)]
     portal: Option<SocketAddr>,
@@ -286,16 +291,23 @@ async fn stop_on_signal(stop: Arc<AtomicBool>) {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
-    let source = match (args.isns, args.portal) {
-        (Some(server), _) => {
+    let source = match (args.isns.as_slice(), args.portal) {
+        ([server], _) => {
             anyhow::ensure!(args.target.is_some(), "--isns needs --target IQN");
-            PortalSource::Isns(server)
+            PortalSource::Isns(*server)
         }
-        (None, Some(portal)) => PortalSource::Fixed {
+        ([_, _, ..], _) => {
+            anyhow::ensure!(args.target.is_some(), "--isns needs --target IQN");
+            PortalSource::IsnsServers(initiator::discovery::IsnsServers::new(
+                args.isns.clone(),
+                ISNS_TIMEOUT,
+            ))
+        }
+        ([], Some(portal)) => PortalSource::Fixed {
             portal,
             send_targets: !(args.no_send_targets && args.target.is_some()),
         },
-        (None, None) => anyhow::bail!("give --isns HOST:PORT or --portal IP:PORT"),
+        ([], None) => anyhow::bail!("give --isns HOST:PORT or --portal IP:PORT"),
     };
     let mut bc = BalancedConfig::new(&args.initiator_name, args.target.as_deref(), source);
     bc.queue_depth = args.queue_depth.max(1);

@@ -1,6 +1,10 @@
 //! `portshift status`: fetch a target's admin snapshot and print FIG. 2 and FIG. 3 side by side,
 //! with the events below. `--watch` fetches and prints again every second: redrawn in place on
 //! a terminal (ANSI clear screen and cursor home), successive snapshots on a pipe.
+//!
+//! `--isns H:P[,H:P...]` shows the whole fleet from the iSNS registry instead (the first server
+//! that answers): every entity with its portals, targets and registrations, and the deleted
+//! ones (see [`isns::fleet`]).
 
 use std::process::ExitCode;
 
@@ -26,6 +30,50 @@ pub struct Args {
     /// With --watch: stop after this many snapshots.
     #[arg(long, requires = "watch", value_name = "N")]
     count: Option<u64>,
+    /// Show the whole fleet as these iSNS servers' registry has it (the first that answers):
+    /// every entity, its portals, targets and registrations, and which are deleted.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "HOST:PORT",
+        conflicts_with = "watch"
+    )]
+    isns: Vec<std::net::SocketAddr>,
+    /// With --isns: the iSCSI name the queries are sent as. Where discovery domains are in
+    /// use, give a Control Node name (`portshift isns --control-node`) to see everything.
+    #[arg(long, default_value = FLEET_SOURCE, requires = "isns")]
+    source: String,
+}
+
+/// The default source of the fleet queries.
+const FLEET_SOURCE: &str = "iqn.2026-11.org.portshift:status";
+/// Bound on connecting to an iSNS server and on each answer.
+const FLEET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The fleet as the first of `servers` that answers has it, with that server.
+pub async fn fleet(
+    servers: &[std::net::SocketAddr],
+    source: &str,
+) -> anyhow::Result<(std::net::SocketAddr, isns::fleet::Fleet)> {
+    let mut client = isns::FailoverClient::new(servers.to_vec(), FLEET_TIMEOUT);
+    let mut call = client.call();
+    loop {
+        let (server, c) = client.next(&mut call).await?;
+        let mut fleet = isns::fleet::Fleet::default();
+        let mut result = Ok(());
+        for q in isns::fleet::queries(source) {
+            result = match c.call(q).await {
+                Ok(resp) => fleet.add(&resp),
+                Err(e) => Err(e),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        if client.outcome(&mut call, server, result)?.is_some() {
+            return Ok((server, fleet));
+        }
+    }
 }
 
 /// ANSI: clear the screen and move the cursor home.
@@ -54,6 +102,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if !args.isns.is_empty() {
+        let (server, fleet) = rt.block_on(fleet(&args.isns, &args.source))?;
+        if args.json {
+            let doc = serde_json::json!({
+                "server": server,
+                "entities": fleet.entities,
+                "deleted": fleet.deleted().iter().map(|(t, p)| {
+                    serde_json::json!({ "target": t, "portal": p })
+                }).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            print!("{}", crate::render::fleet(server, &fleet));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.watch {
         return rt.block_on(watch(&args));
     }
@@ -125,6 +189,8 @@ mod tests {
             events: 40,
             watch: true,
             count: None,
+            isns: Vec::new(),
+            source: FLEET_SOURCE.into(),
         }
     }
 

@@ -39,9 +39,11 @@ pub struct Args {
     /// or the configuration file's per-LUN value]
     #[arg(long, value_parser = parse_physical_block_size)]
     physical_block_size: Option<u32>,
-    /// iSNS server to register with, HOST:PORT.
-    #[arg(long)]
-    isns: Option<SocketAddr>,
+    /// iSNS servers to register with, HOST:PORT[,HOST:PORT...] (or repeat the option): the
+    /// first that answers is used; when it stops answering, the next one gets the whole
+    /// registration.
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT")]
+    isns: Vec<SocketAddr>,
     /// Balancing rule METRIC:HIGH[:LOW]: sessions:2, iops:20000:10000, bandwidth:80%:50%
     /// (of the link capacity), cpu:90% (of the portal's processor). Repeat to combine: a portal
     /// is overloaded when any metric is at or above HIGH, and its deleted registrations come
@@ -148,8 +150,8 @@ fn configuration(args: &Args, file: Option<TargetConfig>) -> anyhow::Result<Targ
             l.physical_block_size = b;
         }
     }
-    if let Some(i) = args.isns {
-        cfg.isns = Some(i);
+    if !args.isns.is_empty() {
+        cfg.isns = args.isns.clone();
     }
     if !args.balance.is_empty() {
         cfg.balance = args.balance.clone();
