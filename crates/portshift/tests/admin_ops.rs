@@ -349,7 +349,12 @@ fn drain_empties_a_portal_of_libiscsi_hosts_and_a_verifying_host() {
         snap.table
     );
     for r in snap.registrations.iter().filter(|r| r.portal == P0) {
-        assert!(!r.registered, "{r:?} still registered");
+        assert!(
+            !r.registered,
+            "{r:?} still registered; events: {:#?}\ntarget log:\n{}",
+            snap.events,
+            std::fs::read_to_string(&stack.log).unwrap_or_default()
+        );
     }
     // Every host is back, on P1; the libiscsi hosts came back to P0 and were redirected.
     wait_on(admin, &hosts, P1, Duration::from_secs(20));

@@ -125,7 +125,13 @@ fn the_three_target_example_with_chap_and_acls_starts() {
         admin,
         &log,
     );
-    let out = std::fs::read_to_string(&log).unwrap();
+    // The admin endpoint listens before the start-up lines are printed: wait for them.
+    let out = wait_for(Duration::from_secs(10), || {
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        out.contains("target iqn.2024-01.com.example:scratch luns")
+            .then_some(out)
+    })
+    .unwrap_or_else(|| std::fs::read_to_string(&log).unwrap_or_default());
     for line in [
         format!("portal 127.0.0.1:{port}"),
         format!("portal [::1]:{port}"),
