@@ -434,7 +434,7 @@ async fn no_acknowledged_registration_is_lost_when_a_member_and_a_server_die() {
     let (_pb, b) = isns_on_etcd(dir.path(), "isns-b", &cluster.endpoints());
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut tasks = Vec::new();
-    for (side, first) in [("a", a), ("b", b)] {
+    for (side, net, first) in [("a", 5, a), ("b", 6, b)] {
         let acked = acked.clone();
         tasks.push(tokio::spawn(async move {
             let servers = [first, b];
@@ -444,7 +444,7 @@ async fn no_acknowledged_registration_is_lost_when_a_member_and_a_server_die() {
             let mut moves = 0;
             for i in 0..EACH {
                 let eid = format!("burst-{side}-{i}");
-                let reg = target(&eid, &format!("127.0.5.{}:3260", i + 1), None);
+                let reg = target(&eid, &format!("127.0.{net}.{}:3260", i + 1), None);
                 loop {
                     match client.register(&reg).await {
                         Ok(_) => {
