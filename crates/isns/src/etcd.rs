@@ -817,3 +817,50 @@ async fn keep_session(store: Arc<EtcdStore>, lease: i64, alive: Arc<AtomicBool>)
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::Object;
+    use isns_proto::Attribute;
+    use isns_proto::tag::{self, ObjectType};
+
+    #[test]
+    fn entity_values_round_trip_with_their_owner() {
+        let e = Entity::new(
+            7,
+            Object::new(
+                ObjectType::Entity,
+                3,
+                vec![Attribute::string(tag::ENTITY_IDENTIFIER, "stor")],
+            ),
+            1234,
+            vec![Object::new(
+                ObjectType::IscsiNode,
+                4,
+                vec![Attribute::string(tag::ISCSI_NAME, "iqn.t")],
+            )],
+        );
+        let row = store::encode_entity(&e);
+        for owner in [None, Some("127.0.0.9"), Some("::1")] {
+            let (back, ip) = decode_value(7, &encode_value(owner, &row)).unwrap();
+            assert_eq!(back, e);
+            assert_eq!(ip.map(|i| i.to_string()).as_deref(), owner);
+        }
+        assert!(decode_value(7, &[]).is_err());
+        assert!(decode_value(7, &[9, b'1']).is_err());
+        assert!(decode_value(7, &[3, b'x', b'y', b'z']).is_err());
+    }
+
+    #[test]
+    fn counters_round_trip_and_short_values_are_errors() {
+        let c = Counters {
+            next_index: 42,
+            next_seq: 1 << 40,
+            next_auto_eid: 9,
+        };
+        assert_eq!(decode_counters(&encode_counters(c)).unwrap(), c);
+        assert!(decode_counters(&[0; 23]).is_err());
+        assert!(decode_domains(&[0, 0]).is_err());
+    }
+}

@@ -161,3 +161,7 @@ fn stored_events(old: Option<&Entity>, new: Option<&Entity>) -> Vec<ScnEvent> {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;
