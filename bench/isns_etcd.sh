@@ -5,9 +5,10 @@
 #   bench/isns_etcd.sh [SECONDS]       (default 10 s per query measurement)
 # For each setup, on a fresh registry: register N target nodes (default NODES=10000; 10 per
 # entity, 4 portals each) over 8 connections through the first server, then SECONDS of
-# queries (DevAttrQry for a random node's portals, one in flight per connection): through the
-# one server with C = 8, or, with two servers, C = 4 through each at once (8 connections in
-# all; q/s summed, p99 the larger). The servers' CPU time (utime + stime) gives CPU per query.
+# queries (DevAttrQry for a random node's portals, one in flight per connection) from two
+# load generators of C = 4 at once (8 connections in all; q/s summed, p99 the larger): both
+# against the one server, or one against each of the two servers, so every setup has the same
+# client side. The servers' CPU time (utime + stime) gives CPU per query.
 # Writes the table to bench/results/isns-etcd-latest.md.
 # PORTSHIFT_BIN=path runs that binary instead of building target/release/portshift.
 set -euo pipefail
@@ -93,13 +94,15 @@ register() {
 RES="$DIR/results"
 : > "$RES"
 
-# measure SETUP REG PORT:PID... -> queries through each server at once, C = 8 / servers
+# measure SETUP REG PORT:PID PORT:PID -> two load generators at once (C = 4 each), one per
+# argument (the same server twice, or two servers); CPU time of each distinct server PID
 measure() {
     local setup=$1 reg=$2
     shift 2
     local n=$# c=$((8 / $#)) i=0 t0=0 t1=0
     local pids=() ports=() jobs=()
-    for sp in "$@"; do ports+=("${sp%%:*}"); pids+=("${sp##*:}"); done
+    for sp in "$@"; do ports+=("${sp%%:*}"); done
+    mapfile -t pids < <(printf '%s\n' "$@" | sed 's/.*://' | sort -u)
     for p in "${pids[@]}"; do t0=$((t0 + $(cputicks "$p"))); done
     for port in "${ports[@]}"; do
         ibench "$port" --nodes "$NODES" --concurrency "$c" --duration "$SECS" --skip-register \
@@ -124,14 +127,14 @@ measure() {
 server embedded --db "$DIR/isns.redb"
 read -r reg ok < <(register "$PORT")
 [ "$ok" = true ] || echo "embedded: registration did not finish" >&2
-measure embedded "$reg" "$PORT:$PID"
+measure embedded "$reg" "$PORT:$PID" "$PORT:$PID"
 kill "$PID"
 
 # 2. etcd, one server.
 server etcd-one --etcd "$ENDPOINTS" --etcd-prefix /bench-one/
 read -r reg ok < <(register "$PORT")
 [ "$ok" = true ] || echo "etcd, one server: registration did not finish" >&2
-measure etcd-one "$reg" "$PORT:$PID"
+measure etcd-one "$reg" "$PORT:$PID" "$PORT:$PID"
 kill "$PID"
 
 # 3. etcd, two servers on one registry: registered through A, queried through A and B.
@@ -152,8 +155,8 @@ mkdir -p bench/results
     echo "|---|---|---|---|---|---|"
     while read -r setup qps p99 cpu err reg; do
         case "$setup" in
-        embedded) name="embedded redb, 1 server (C = 8)" ;;
-        etcd-one) name="etcd (3 members), 1 server (C = 8)" ;;
+        embedded) name="embedded redb, 1 server (C = 4 + 4)" ;;
+        etcd-one) name="etcd (3 members), 1 server (C = 4 + 4)" ;;
         etcd-two) name="etcd (3 members), 2 servers (C = 4 each)" ;;
         esac
         echo "| $name | $reg | $qps | $p99 | $cpu | $err |"
