@@ -385,6 +385,20 @@ timeout_seconds = 2
     }
 
     #[test]
+    fn etcd_endpoints_and_prefix() {
+        let c = p("version = 1\netcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\netcd_prefix = \"/x/\"\n").unwrap();
+        assert_eq!(c.etcd, ["http://127.0.0.1:2379", "http://127.0.0.2:2379"]);
+        assert_eq!(c.etcd_prefix, "/x/");
+        assert!(
+            describe(&c).contains("etcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]")
+        );
+        assert!(p("version = 1\netcd = [\" \"]\n").is_err());
+        let d = p("version = 1\n").unwrap();
+        assert!(d.etcd.is_empty(), "redb by default");
+        assert!(!describe(&d).contains("etcd"));
+    }
+
+    #[test]
     fn a_minimal_file_keeps_the_defaults() {
         let c = p("version = 1\n").unwrap();
         assert_eq!(describe(&c), describe(&defaults()));
