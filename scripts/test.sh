@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every portshift test: formatting, lints, unit, property, integration and interop tests
-# against the third-party peers (libiscsi, open-isns, tgt, qemu-img, prometheus and promtool, etcd),
-# and a short run of each fuzz target. Installs whatever it needs on a fresh Debian machine.
+# against the third-party peers (libiscsi, open-isns, tgt, qemu-img, prometheus and promtool,
+# etcd), and a short run of each fuzz target. Installs whatever it needs on a fresh Debian
+# machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
