@@ -414,11 +414,69 @@ impl EtcdStore {
             ));
             ops.push(TxnOp::put(self.domains_key(), v.clone(), None));
         }
-        let resp = client.txn(Txn::new().when(compares).and_then(ops)).await?;
-        if !resp.succeeded() {
-            return Err(EtcdError::Conflict);
+        let rev = match client.txn(Txn::new().when(compares).and_then(ops)).await {
+            Ok(resp) if resp.succeeded() => resp.header().map_or(0, |h| h.revision()),
+            Ok(_) => return Err(EtcdError::Conflict),
+            // No answer (a member died mid-request): the transaction may have been applied.
+            Err(e) => match self.applied_at(p).await {
+                Some(rev) => {
+                    tracing::info!(rev, "etcd write answered with an error was applied: {e}");
+                    rev
+                }
+                None => return Err(e.into()),
+            },
+        };
+        self.written(p, rev);
+        Ok(())
+    }
+
+    /// Whether the write `p`, whose transaction got no answer, was applied: then `meta` holds
+    /// its counters and every row it put holds its value, all at one revision (one
+    /// transaction), and the rows it removed are gone. That revision, if so.
+    async fn applied_at(&self, p: &Prepared) -> Option<i64> {
+        // Reads that fail (the member the request went to is down) are tried again: giving up
+        // would undo a change that other servers already see.
+        for _ in 0..20 {
+            match self.check_applied(p).await {
+                Ok(answer) => return answer,
+                Err(e) => {
+                    tracing::debug!("etcd read: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
-        let rev = resp.header().map_or(0, |h| h.revision());
+        None
+    }
+
+    async fn check_applied(&self, p: &Prepared) -> Result<Option<i64>, etcd_client::Error> {
+        let mut client = self.client.clone();
+        let Some((meta, _)) = p.meta.as_ref() else {
+            return Ok(None);
+        };
+        let resp = client.get(self.meta_key(), None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        if kv.value() != meta.as_slice() {
+            return Ok(None);
+        }
+        let rev = kv.mod_revision();
+        for row in &p.rows {
+            let resp = client.get(self.entity_key(row.seq), None).await?;
+            let same = match (&row.value, resp.kvs().first()) {
+                (Some(v), Some(kv)) => kv.value() == v.as_slice() && kv.mod_revision() == rev,
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                return Ok(None);
+            }
+        }
+        Ok(Some(rev))
+    }
+
+    /// Record in the revisions the copy holds that `p` was written at `rev`.
+    fn written(&self, p: &Prepared, rev: i64) {
         let mut revs = lock(&self.revs);
         for row in &p.rows {
             match row.value {
@@ -436,7 +494,6 @@ impl EtcdStore {
         if p.domains.is_some() {
             revs.domains = rev;
         }
-        Ok(())
     }
 
     /// Undo a write that failed in the local copy: the rows, counters and
