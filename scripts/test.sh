@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every portshift test: formatting, lints, unit, property, integration and interop tests
-# against the third-party peers (libiscsi, open-isns, tgt, qemu-img, prometheus and promtool),
-# and a short run of each fuzz target. Installs whatever it needs on a fresh Debian machine.
+# against the third-party peers (libiscsi, open-isns, tgt, qemu-img, prometheus and promtool,
+# etcd), and a short run of each fuzz target. Installs whatever it needs on a fresh Debian
+# machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,6 +81,16 @@ if ! runs chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank;
     apt_install chromium
     runs chromium --headless --no-sandbox --disable-gpu --dump-dom about:blank ||
         { echo "chromium still does not run after apt-get install" >&2; exit 1; }
+fi
+
+# etcd (etcd-server: etcd 3.4, etcd-client: etcdctl) for tests/isns_etcd.rs, which start a
+# three-member cluster on loopback; protoc (protobuf-compiler) builds the etcd-client crate's
+# gRPC code. Checked by running each.
+etcd_works() { runs etcd --version && runs etcdctl version && runs protoc --version; }
+if ! etcd_works; then
+    echo "== installing etcd-server, etcd-client, protobuf-compiler"
+    apt_install etcd-server etcd-client protobuf-compiler
+    etcd_works || { echo "etcd, etcdctl or protoc still do not run after apt-get install" >&2; exit 1; }
 fi
 
 echo "== cargo fmt --check"

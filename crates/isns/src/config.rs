@@ -44,6 +44,8 @@ struct File {
     version: i64,
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     database: Option<PathBuf>,
+    etcd: Option<Spanned<Vec<String>>>,
+    etcd_prefix: Option<String>,
     source_name: Option<String>,
     control_nodes: Option<Vec<String>>,
     default_discovery_domain: Option<bool>,
@@ -115,6 +117,15 @@ pub fn parse(file: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
             Some(dir) if db.is_relative() && !dir.as_os_str().is_empty() => dir.join(db),
             _ => db,
         };
+    }
+    if let Some(e) = &f.etcd {
+        if e.get_ref().iter().any(|u| u.trim().is_empty()) {
+            p.at(e.span(), "etcd endpoints must not be empty");
+        }
+        c.etcd = e.get_ref().clone();
+    }
+    if let Some(prefix) = f.etcd_prefix {
+        c.etcd_prefix = prefix;
     }
     if let Some(s) = f.source_name {
         c.source_name = s;
@@ -241,6 +252,10 @@ pub fn describe(c: &ServerConfig) -> String {
     let _ = writeln!(s, "version = {CURRENT_VERSION}");
     let _ = writeln!(s, "listen = [{listen}]");
     let _ = writeln!(s, "database = {:?}", c.db.display().to_string());
+    if !c.etcd.is_empty() {
+        let _ = writeln!(s, "etcd = [{}]", list(&mut c.etcd.iter().cloned()));
+        let _ = writeln!(s, "etcd_prefix = {:?}", c.etcd_prefix);
+    }
     let _ = writeln!(s, "source_name = {:?}", c.source_name);
     let _ = writeln!(
         s,
@@ -367,6 +382,20 @@ timeout_seconds = 2
         // The description reads back as the same settings.
         let again = p(&describe(&c)).unwrap();
         assert_eq!(describe(&again), describe(&c));
+    }
+
+    #[test]
+    fn etcd_endpoints_and_prefix() {
+        let c = p("version = 1\netcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\netcd_prefix = \"/x/\"\n").unwrap();
+        assert_eq!(c.etcd, ["http://127.0.0.1:2379", "http://127.0.0.2:2379"]);
+        assert_eq!(c.etcd_prefix, "/x/");
+        assert!(
+            describe(&c).contains("etcd = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]")
+        );
+        assert!(p("version = 1\netcd = [\" \"]\n").is_err());
+        let d = p("version = 1\n").unwrap();
+        assert!(d.etcd.is_empty(), "redb by default");
+        assert!(!describe(&d).contains("etcd"));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub(crate) async fn run(shared: Arc<Shared>, jobs: std_mpsc::Sender<Cmd>, config
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if !shared.esi_active() {
+            continue;
+        }
         let now = now();
         // Most seconds nothing is due: look under the read lock, so queries
         // are not held up by a write lock taken for nothing.

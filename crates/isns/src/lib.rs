@@ -7,6 +7,9 @@
 //!   registration order; decides which SCN messages go where (§5.6.5.8) and
 //!   when which portal gets an Entity Status Inquiry (§5.6.5.13).
 //! * [`store`]: crash-safe persistence of the registry in redb.
+//! * [`etcd`]: the registry in an etcd cluster, shared by several servers
+//!   (conditional transactions, a watch-fed local copy, leases, ESI election).
+//! * [`backend`]: the storage interface over the two (`--etcd` or redb).
 //! * [`server`]: the tokio TCP server: clock, persistence, SCN delivery.
 //! * `esi`: the server's Entity Status Inquiry task (sends what
 //!   `registry::esi` decides).
@@ -20,9 +23,11 @@
 //!   the object counts (`/status`) over HTTP.
 
 pub mod admin;
+pub mod backend;
 pub mod client;
 pub mod config;
 mod esi;
+pub mod etcd;
 pub mod failover;
 pub mod fleet;
 pub mod metrics;

@@ -32,11 +32,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::backend::{Backend, WriteError};
+use crate::etcd::EtcdStore;
 use crate::registry::{
     self, Changes, EsiConfig, Limits, Notification, Outcome, Registry, ScnConnection,
     ScnDestination, scn,
 };
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, StoreError};
 
 /// A connection that has not delivered a complete message this long after
 /// it was accepted is closed.
@@ -53,8 +55,14 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// More TCP addresses to listen on, served like `listen`.
     pub extra_listen: Vec<SocketAddr>,
-    /// redb database file.
+    /// redb database file (unless `etcd` is set).
     pub db: PathBuf,
+    /// etcd endpoints (`http://host:port`): keep the registry in this etcd
+    /// cluster instead of `db`, shared with every server given the same
+    /// cluster and prefix (`crate::etcd`).
+    pub etcd: Vec<String>,
+    /// Key prefix of the registry in etcd.
+    pub etcd_prefix: String,
     /// Maximum simultaneous client connections. When reached, the oldest idle
     /// connection (no request in progress; preferring those that never sent
     /// a complete message) is closed to admit the new one.
@@ -125,6 +133,8 @@ impl ServerConfig {
             listen,
             extra_listen: Vec::new(),
             db,
+            etcd: Vec::new(),
+            etcd_prefix: crate::etcd::DEFAULT_PREFIX.into(),
             max_connections: MAX_CONNECTIONS,
             max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
             first_message_timeout: FIRST_MESSAGE_TIMEOUT,
@@ -168,6 +178,17 @@ pub(crate) struct Shared {
     scn_conns: Mutex<HashMap<String, ConnTx>>,
     /// Requests, SCNs and ESIs counted for `/metrics`.
     pub(crate) metrics: crate::metrics::IsnsMetrics,
+    /// The etcd store, when the registry is in etcd (ESI runs only on the
+    /// election winner).
+    pub(crate) etcd: Option<Arc<EtcdStore>>,
+}
+
+impl Shared {
+    /// Whether this server sends Entity Status Inquiries: always on the
+    /// embedded store, on etcd only while it holds the ESI role.
+    pub(crate) fn esi_active(&self) -> bool {
+        self.etcd.as_ref().is_none_or(|e| e.is_leader())
+    }
 }
 
 /// A request for the committer.
@@ -188,7 +209,7 @@ pub(crate) enum Cmd {
 }
 
 /// Most requests one group commit takes.
-const MAX_BATCH: usize = 4096;
+pub(crate) const MAX_BATCH: usize = 4096;
 
 /// The running iSNS server.
 pub struct Server {
@@ -196,7 +217,7 @@ pub struct Server {
     /// Listeners on `ServerConfig::extra_listen`.
     extra: Vec<TcpListener>,
     shared: Arc<Shared>,
-    store: Store,
+    backend: Backend,
     config: ServerConfig,
 }
 
@@ -224,8 +245,8 @@ impl Server {
     /// keep the refresh time they were stored with: one whose Registration
     /// Period ran out while the server was down expires at the first sweep.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        let store = Store::open(&config.db)?;
-        let mut registry = store.load()?;
+        let backend = Backend::open(&config).await?;
+        let mut registry = backend.load().await?;
         registry.set_scn_source(&config.source_name);
         registry.set_control_nodes(config.control_nodes.iter().cloned());
         registry.set_default_dd(config.default_dd);
@@ -248,12 +269,13 @@ impl Server {
             registry: RwLock::new(registry),
             scn_conns: Mutex::new(HashMap::new()),
             metrics: crate::metrics::IsnsMetrics::new(),
+            etcd: backend.etcd().cloned(),
         };
         Ok(Server {
             listener,
             extra,
             shared: Arc::new(shared),
-            store,
+            backend,
             config,
         })
     }
@@ -287,9 +309,24 @@ impl Server {
             listener,
             extra,
             shared,
-            store,
+            backend,
             config,
         } = self;
+        let mut etcd_tasks = Vec::new();
+        if let Some(etcd) = backend.etcd() {
+            let name = format!("{} {}", config.source_name, listener.local_addr()?);
+            etcd_tasks.push(AbortOnDrop(tokio::spawn(crate::etcd::run_watch(
+                etcd.clone(),
+                shared.clone(),
+            ))));
+            etcd_tasks.push(AbortOnDrop(tokio::spawn(crate::etcd::run_lease_keeper(
+                etcd.clone(),
+            ))));
+            etcd_tasks.push(AbortOnDrop(tokio::spawn(crate::etcd::run_election(
+                etcd.clone(),
+                name,
+            ))));
+        }
         let conns = Arc::new(Mutex::new(Conns::default()));
         let (jobs, rx) = std_mpsc::channel();
         let committer = {
@@ -298,7 +335,7 @@ impl Server {
             let rt = tokio::runtime::Handle::current();
             std::thread::Builder::new()
                 .name("isns-commit".into())
-                .spawn(move || commit_loop(&shared, &store, &rx, &config, &rt))?
+                .spawn(move || commit_loop(&shared, &backend, &rx, &config, &rt))?
         };
         let stop = StopOnDrop(jobs.clone(), Some(committer));
         let esi = tokio::spawn(crate::esi::run(
@@ -332,6 +369,7 @@ impl Server {
             .collect();
         shutdown.await;
         drop(accepting);
+        drop(etcd_tasks);
         tokio::task::spawn_blocking(move || drop(stop))
             .await
             .map_err(std::io::Error::other)?;
@@ -496,7 +534,7 @@ struct CommitStats {
 /// and stores refresh times on their intervals.
 fn commit_loop(
     shared: &Shared,
-    store: &Store,
+    backend: &Backend,
     rx: &std_mpsc::Receiver<Cmd>,
     config: &ServerConfig,
     rt: &tokio::runtime::Handle,
@@ -518,7 +556,7 @@ fn commit_loop(
             Ok(Cmd::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => stopping = true,
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
         }
-        while !stopping && jobs.len() < MAX_BATCH {
+        while !stopping && jobs.len() < backend.max_batch() {
             match rx.try_recv() {
                 Ok(Cmd::Job(j)) => jobs.push(j),
                 Ok(Cmd::EsiFailed(portal)) => esi_failed.push(portal),
@@ -529,78 +567,97 @@ fn commit_loop(
         let clock = std::time::Instant::now();
         let sweep = clock >= next_sweep;
         let flush = stopping || clock >= next_flush;
-        let at = now();
-        let mut merged = Changes::default();
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut expired = Vec::new();
-        let batch = {
-            let mut reg = write(&shared.registry);
-            for job in &jobs {
-                tracing::debug!(
-                    function = job.msg.function.name(),
-                    xid = job.msg.xid,
-                    "request"
-                );
-                let outcome = reg.handle_from(&job.msg, at, Some(job.peer));
-                merge(&mut merged, &outcome.changes);
-                outcomes.push(outcome);
-            }
-            for portal in &esi_failed {
-                let outcome = reg.esi_failed(*portal, at);
-                merge(&mut merged, &outcome.changes);
-                expired.extend(outcome.notifications);
-            }
-            if sweep {
-                let outcome = reg.expire(at);
-                if !outcome.changes.removed.is_empty() {
-                    tracing::info!(count = outcome.changes.removed.len(), "entities expired");
-                }
-                merge(&mut merged, &outcome.changes);
-                expired.extend(outcome.notifications);
-                next_sweep = clock + config.expiry_check;
-            }
-            let mut batch = Batch::from_changes(&reg, &merged);
-            if flush {
-                batch.add_refreshed(reg.take_refreshed());
-                next_flush = clock + config.refresh_persist_interval;
-            }
-            batch
-        };
-        if let Err(e) = store.write(&batch) {
-            tracing::error!("persisting registry: {e}; reloading it from the store");
-            match store.load() {
-                Ok(stored) => {
-                    let mut reg = write(&shared.registry);
-                    reg.restore(stored, at);
-                    for portal in &esi_failed {
-                        reg.esi_abandon(*portal);
-                    }
-                }
-                Err(e) => tracing::error!("reloading the registry: {e}"),
-            }
-            for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                let response = if outcome.changes.is_empty() {
-                    outcome.response
-                } else {
-                    Some(Message::error_response(
-                        job.msg.function,
-                        job.msg.xid,
-                        Status::INTERNAL_ERROR,
-                    ))
-                };
-                let _ = job.reply.send((response, Vec::new()));
-            }
-            continue;
+        if sweep {
+            next_sweep = clock + config.expiry_check;
         }
-        if !jobs.is_empty() && batch.entities() > 0 {
+        if flush {
+            next_flush = clock + config.refresh_persist_interval;
+        }
+        let mut attempt = 0;
+        // Apply the requests and write their changes; a write refused
+        // (etcd: another server wrote first) is undone and the requests
+        // applied again on the state as it is now.
+        let (outcomes, expired, pending) = loop {
+            let at = now();
+            let mut merged = Changes::default();
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            let mut expired = Vec::new();
+            let mut pending = {
+                let mut reg = write(&shared.registry);
+                for job in &jobs {
+                    tracing::debug!(
+                        function = job.msg.function.name(),
+                        xid = job.msg.xid,
+                        "request"
+                    );
+                    let outcome = reg.handle_from(&job.msg, at, Some(job.peer));
+                    merge(&mut merged, &outcome.changes);
+                    outcomes.push(outcome);
+                }
+                for portal in &esi_failed {
+                    let outcome = reg.esi_failed(*portal, at);
+                    merge(&mut merged, &outcome.changes);
+                    expired.extend(outcome.notifications);
+                }
+                if sweep && attempt == 0 && backend.expires_locally() {
+                    let outcome = reg.expire(at);
+                    if !outcome.changes.removed.is_empty() {
+                        tracing::info!(count = outcome.changes.removed.len(), "entities expired");
+                    }
+                    merge(&mut merged, &outcome.changes);
+                    expired.extend(outcome.notifications);
+                }
+                let batch = Batch::from_changes(&reg, &merged);
+                let refreshed = (flush && attempt == 0).then(|| reg.take_refreshed());
+                backend.prepare(&reg, batch, refreshed)
+            };
+            let error = match backend.write(&mut pending, rt) {
+                Ok(()) => break (outcomes, expired, Some(pending)),
+                Err(WriteError::Retry(e)) if attempt < backend.retries() => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "write refused ({e}); undoing and applying again");
+                    None
+                }
+                Err(WriteError::Retry(e) | WriteError::Failed(e)) => Some(e),
+            };
+            if let Err(e) = backend.undo(&shared.registry, &pending, rt) {
+                tracing::error!("restoring the registry from the store: {e}");
+            }
+            {
+                let mut reg = write(&shared.registry);
+                for portal in &esi_failed {
+                    reg.esi_abandon(*portal);
+                }
+            }
+            esi_failed.clear();
+            if let Some(e) = error {
+                tracing::error!("persisting registry: {e}; the requests failed");
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    let response = if outcome.changes.is_empty() {
+                        outcome.response
+                    } else {
+                        Some(Message::error_response(
+                            job.msg.function,
+                            job.msg.xid,
+                            Status::INTERNAL_ERROR,
+                        ))
+                    };
+                    let _ = job.reply.send((response, Vec::new()));
+                }
+                break (Vec::new(), Vec::new(), None);
+            }
+            if attempt > 3 {
+                std::thread::sleep(Duration::from_millis(20 * u64::from(attempt.min(25))));
+            }
+        };
+        let Some(pending) = pending else {
+            continue;
+        };
+        if !jobs.is_empty() && pending.changes_registry() {
             stats.commits += 1;
             stats.requests += jobs.len() as u64;
             stats.largest = stats.largest.max(jobs.len());
-            tracing::debug!(
-                requests = jobs.len(),
-                entities = batch.entities(),
-                "group commit"
-            );
+            tracing::debug!(requests = jobs.len(), attempt, "group commit");
         }
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             let Outcome {
@@ -744,7 +801,10 @@ pub(crate) enum ScnTarget {
 }
 
 /// Encode the registry's notifications and resolve their destinations.
-fn route_scns(shared: &Shared, notifications: Vec<Notification>) -> Vec<(ScnTarget, Vec<u8>)> {
+pub(crate) fn route_scns(
+    shared: &Shared,
+    notifications: Vec<Notification>,
+) -> Vec<(ScnTarget, Vec<u8>)> {
     if notifications.is_empty() {
         return Vec::new();
     }

@@ -39,12 +39,12 @@ const REFRESHED: TableDefinition<u64, u64> = TableDefinition::new("refreshed");
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Entity rows by seq: `None` removes the row.
-    rows: std::collections::BTreeMap<u64, Option<Vec<u8>>>,
-    owners: Vec<(u64, String)>,
-    counters: Option<Counters>,
+    pub(crate) rows: std::collections::BTreeMap<u64, Option<Vec<u8>>>,
+    pub(crate) owners: Vec<(u64, String)>,
+    pub(crate) counters: Option<Counters>,
     refreshed: Vec<(u64, u64)>,
     /// The discovery domains and sets rows (`dds`, `sets`), when they changed.
-    domains: Option<(Vec<u8>, Vec<u8>)>,
+    pub(crate) domains: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Batch {
@@ -241,14 +241,22 @@ fn load_domains(txn: &redb::ReadTransaction) -> Result<Option<Domains>, StoreErr
     let Some(dds) = table.get("dds")? else {
         return Ok(None);
     };
-    let dds = decode_dds(dds.value())?;
-    let sets = match table.get("sets")? {
-        Some(v) => decode_sets(v.value())?,
-        None => (1, Vec::new()),
+    let sets = table.get("sets")?;
+    decode_domains(dds.value(), sets.as_ref().map_or(&[][..], |v| v.value())).map(Some)
+}
+
+/// Discovery domains and sets from their two stored TLV lists (`sets` may
+/// be empty: no sets).
+pub(crate) fn decode_domains(dds: &[u8], sets: &[u8]) -> Result<Domains, StoreError> {
+    let dds = decode_dds(dds)?;
+    let sets = if sets.is_empty() {
+        (1, Vec::new())
+    } else {
+        decode_sets(sets)?
     };
     let mut d = Domains::from_parts(dds.1, sets.1);
     d.raise_next_ids(dds.0, sets.0);
-    Ok(Some(d))
+    Ok(d)
 }
 
 fn corrupt(why: &str) -> StoreError {

@@ -37,6 +37,7 @@ mod index;
 mod index_tests;
 pub mod scn;
 mod scn_event;
+mod sync;
 #[cfg(test)]
 mod tests;
 

@@ -26,6 +26,14 @@ pub struct Args {
     /// [default: portshift-isns.redb].
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Keep the registry in this etcd cluster instead of --db (client URLs, comma-separated:
+    /// http://H:P,http://H:P). Every server given the same cluster serves the same registry
+    /// (docs/isns.md, "Several servers on etcd").
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of the registry in etcd [default: /portshift/isns/].
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
     /// Maximum simultaneous client connections; when reached, the oldest idle connection is
     /// closed to admit a new one [default: 256].
     #[arg(long)]
@@ -82,6 +90,12 @@ fn settings(args: &Args, file: Option<&Path>) -> anyhow::Result<isns::ServerConf
     }
     if let Some(db) = &args.db {
         c.db = db.clone();
+    }
+    if !args.etcd.is_empty() {
+        c.etcd = args.etcd.clone();
+    }
+    if let Some(p) = &args.etcd_prefix {
+        c.etcd_prefix = p.clone();
     }
     if let Some(n) = args.max_connections {
         c.max_connections = n;
@@ -145,12 +159,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let config = settings(&args, args.config.as_deref())?;
     super::runtime()?.block_on(async {
-        let (listen, db) = (config.listen, config.db.clone());
+        let listen = config.listen;
+        let db = if config.etcd.is_empty() {
+            config.db.display().to_string()
+        } else {
+            format!("etcd {}", config.etcd.join(","))
+        };
         let server = isns::Server::bind(config)
             .await
-            .with_context(|| format!("starting iSNS server on {listen} with {}", db.display()))?;
+            .with_context(|| format!("starting iSNS server on {listen} with {db}"))?;
         for addr in server.local_addrs()? {
-            tracing::info!(%addr, db = %db.display(), "iSNS server listening");
+            tracing::info!(%addr, %db, "iSNS server listening");
             eprintln!("portshift isns: listening on {addr}");
         }
         let _admin = match args.admin {

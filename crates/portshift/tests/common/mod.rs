@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use balancer::AdminSnapshot;
 
+pub mod etcd;
 pub mod raw;
 pub mod tgtd;
 
