@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::etcd::EtcdCluster;
-use common::{Proc, free_addr, isnsadm, isnsadm_conf, portshift_server, wait_for};
+use common::etcd::{EtcdCluster, isns_on_etcd};
+use common::{free_addr, isnsadm, isnsadm_conf, portshift_server, wait_for};
 use isns::{Client, NodeRegistration, NodeType, Registration};
 use isns_proto::tag;
 use isns_proto::{Attribute, FunctionId, Message, MessageDecoder, Status};
@@ -17,28 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// isnsadm's source name: a Control Node of the servers.
-const ADM: &str = "iqn.2024-01.test:adm";
-
-/// `portshift isns` named `name` on a free port, its registry in `etcd`; log `dir/NAME.log`.
-fn isns_on_etcd(dir: &Path, name: &str, etcd: &str) -> (Proc, SocketAddr) {
-    let addr = free_addr("127.0.0.1");
-    let args: Vec<String> = [
-        "isns",
-        "--listen",
-        &addr.to_string(),
-        "--etcd",
-        etcd,
-        "--db",
-        &dir.join(format!("{name}.redb")).display().to_string(),
-        "--control-node",
-        ADM,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let p = portshift_server(&args, addr, &dir.join(format!("{name}.log")));
-    (p, addr)
-}
+const ADM: &str = common::etcd::CONTROL_NODE;
 
 /// The quoted values of the isnsadm output lines naming `what` (e.g. "iSCSI name").
 fn values(out: &str, what: &str) -> Vec<String> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{Proc, free_addr, tool, wait_for};
+use super::{Proc, free_addr, portshift_server, tool, wait_for};
 
 /// One member: its client and peer addresses, process and data directory.
 pub struct Member {
@@ -142,4 +142,28 @@ impl Drop for EtcdCluster {
             let _ = std::fs::remove_dir_all(&m.data);
         }
     }
+}
+
+/// isnsadm's source name in the etcd tests: a Control Node of the servers.
+pub const CONTROL_NODE: &str = "iqn.2024-01.test:adm";
+
+/// `portshift isns` named `name` on a free port, its registry in `etcd`; log `dir/NAME.log`.
+pub fn isns_on_etcd(dir: &Path, name: &str, etcd: &str) -> (Proc, SocketAddr) {
+    let addr = free_addr("127.0.0.1");
+    let args: Vec<String> = [
+        "isns",
+        "--listen",
+        &addr.to_string(),
+        "--etcd",
+        etcd,
+        "--db",
+        &dir.join(format!("{name}.redb")).display().to_string(),
+        "--control-node",
+        CONTROL_NODE,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = portshift_server(&args, addr, &dir.join(format!("{name}.log")));
+    (p, addr)
 }
