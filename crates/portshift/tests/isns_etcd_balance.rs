@@ -137,11 +137,7 @@ fn a_balancer_move_works_through_the_surviving_isns_server() {
     // One etcd member and A die.
     cluster.kill(0);
     drop(isns_a.take());
-    let moved = wait_for(Duration::from_secs(10), || {
-        snapshot(admin1)
-            .isns_contact
-            .filter(|c| c.ok && c.detail.contains(&b.to_string()))
-    });
+    let moved = common::wait_isns_contact(admin1, b, Duration::from_secs(10));
     assert!(
         moved.is_some(),
         "S1 did not move to B: {:?}\n{}",

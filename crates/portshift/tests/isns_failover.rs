@@ -160,11 +160,7 @@ fn a_target_and_its_hosts_fail_over_to_the_next_isns_server() {
         "re-registered with B {:.2} s after A was killed",
         took.as_secs_f64()
     );
-    let contact = wait_for(Duration::from_secs(5), || {
-        snapshot(admin)
-            .isns_contact
-            .filter(|c| c.ok && c.detail.contains(&b.to_string()))
-    });
+    let contact = common::wait_isns_contact(admin, b, Duration::from_secs(5));
     assert!(
         contact.is_some(),
         "the target's status does not name B: {:?}",

@@ -383,3 +383,18 @@ pub fn isnsd_with(dir: &Path, addr: SocketAddr, default_dd: bool) -> Proc {
         None,
     )
 }
+
+/// Waits up to `limit` for the target at `admin` to report a working contact with the iSNS
+/// server `server`; the contact, or `None`.
+#[allow(dead_code)]
+pub fn wait_isns_contact(
+    admin: SocketAddr,
+    server: SocketAddr,
+    limit: Duration,
+) -> Option<balancer::snapshot::IsnsContact> {
+    wait_for(limit, || {
+        snapshot(admin)
+            .isns_contact
+            .filter(|c| c.ok && c.detail.contains(&server.to_string()))
+    })
+}
