@@ -521,7 +521,7 @@ impl EtcdStore {
             Ok::<_, EtcdError>(r.kvs().first().map(|kv| kv.value().to_vec()))
         };
         let mut stored = Vec::new();
-        for (seq, rev) in rows {
+        for (seq, rev) in rows.iter().copied() {
             let v = if rev == 0 {
                 None
             } else {
@@ -530,7 +530,7 @@ impl EtcdStore {
                     None => None,
                 }
             };
-            stored.push((seq, v));
+            stored.push((seq, rev, v));
         }
         let counters = match (p.meta.is_some(), meta) {
             (false, _) => None,
@@ -540,6 +540,7 @@ impl EtcdStore {
                 None => Some(Counters::default()),
             },
         };
+        let domains_rev = domains;
         let domains = match (p.domains.is_some(), domains) {
             (false, _) => None,
             (true, 0) => Some(Domains::from_parts(Vec::new(), Vec::new())),
@@ -556,16 +557,28 @@ impl EtcdStore {
             .map_or(0, |h| h.revision());
         {
             let mut reg = write(registry);
+            let revs = lock(&self.revs);
             let at = now();
-            for (seq, v) in stored {
+            for (seq, rev, v) in stored {
+                // The watch applied a newer state of this row while it was
+                // read again (another server's write): that state stays, or
+                // the copy would lose it for good (the watch does not send
+                // it twice) and its subscribers its SCN.
+                if revs.entities.get(&seq).map_or(0, |x| x.0) != rev {
+                    continue;
+                }
                 // Notifications dropped: they would report undoing changes
                 // no client was told about.
                 let _ = reg.apply_stored(seq, v, at);
             }
-            if let Some(c) = counters {
+            if let Some(c) = counters
+                && revs.meta == meta
+            {
                 reg.set_counters(c);
             }
-            if let Some(d) = domains {
+            if let Some(d) = domains
+                && revs.domains == domains_rev
+            {
                 reg.set_domains(d);
             }
         }
