@@ -117,7 +117,7 @@ fn normal_login_in_two_stages() {
     };
     assert_eq!(next_stat_sn, exp_stat_sn);
     assert_eq!(exp_cmd_sn, 1);
-    assert_eq!(tp.initiator_max_recv_data_segment_length, 256 * 1024);
+    assert_eq!(tp.initiator_max_recv_data_segment_length, 1024 * 1024);
     assert_eq!(tp.max_burst_length, params.max_burst_length);
     assert_eq!(tp.first_burst_length, params.first_burst_length);
     assert_eq!(tp.immediate_data, params.immediate_data);
