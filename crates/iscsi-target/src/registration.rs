@@ -563,63 +563,6 @@ mod tests {
         let _ = server_stop.send(());
     }
 
-    /// An iSNS server on its own runtime and thread; `kill` drops the runtime, closing its
-    /// listener and connections as a killed process would.
-    struct KillableServer {
-        addr: SocketAddr,
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        thread: Option<std::thread::JoinHandle<()>>,
-        _dir: tempfile::TempDir,
-    }
-
-    impl KillableServer {
-        fn start() -> KillableServer {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("isns.redb");
-            let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-            let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let thread = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let config = isns::ServerConfig::new("127.0.0.1:0".parse().unwrap(), db);
-                    let server = isns::Server::bind(config).await.unwrap();
-                    addr_tx.send(server.local_addr().unwrap()).unwrap();
-                    let _ = server
-                        .run(async move {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                });
-                rt.shutdown_background();
-            });
-            KillableServer {
-                addr: addr_rx.recv().unwrap(),
-                stop: Some(stop),
-                thread: Some(thread),
-                _dir: dir,
-            }
-        }
-
-        fn kill(&mut self) {
-            if let Some(s) = self.stop.take() {
-                let _ = s.send(());
-            }
-            if let Some(t) = self.thread.take() {
-                t.join().unwrap();
-            }
-        }
-    }
-
-    impl Drop for KillableServer {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-
     async fn listed(server: SocketAddr, target: &str) -> Vec<SocketAddr> {
         let mut c = isns::Client::connect(server).await.unwrap();
         c.query_target_portals("iqn.2024-01.test:probe", target)
@@ -635,8 +578,8 @@ mod tests {
         let target = "iqn.2024-01.test:t1";
         let control = Arc::new(Control::new(two_portals(), vec![target.into()], None, None));
         let [p0, p1] = [control.portals()[0].address, control.portals()[1].address];
-        let mut a = KillableServer::start();
-        let b = KillableServer::start();
+        let mut a = isns::testing::KillableServer::start();
+        let b = isns::testing::KillableServer::start();
         let registrar = Arc::new(Registrar::Isns(Box::new(IsnsRegistrar::with_servers(
             vec![a.addr, b.addr],
             control.clone(),

@@ -209,63 +209,6 @@ impl FailoverClient {
 mod tests {
     use super::*;
 
-    /// A server on its own runtime and thread; `stop` drops the runtime, closing its listener
-    /// and every connection as a killed process would.
-    struct Running {
-        addr: SocketAddr,
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        thread: Option<std::thread::JoinHandle<()>>,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Running {
-        fn start() -> Running {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("isns.redb");
-            let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-            let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let thread = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let config = crate::ServerConfig::new("127.0.0.1:0".parse().unwrap(), db);
-                    let server = crate::Server::bind(config).await.unwrap();
-                    addr_tx.send(server.local_addr().unwrap()).unwrap();
-                    let _ = server
-                        .run(async move {
-                            let _ = stop_rx.await;
-                        })
-                        .await;
-                });
-                rt.shutdown_background();
-            });
-            Running {
-                addr: addr_rx.recv().unwrap(),
-                stop: Some(stop),
-                thread: Some(thread),
-                _dir: dir,
-            }
-        }
-
-        fn kill(&mut self) {
-            if let Some(s) = self.stop.take() {
-                let _ = s.send(());
-            }
-            if let Some(t) = self.thread.take() {
-                t.join().unwrap();
-            }
-        }
-    }
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            self.kill();
-        }
-    }
-
     const NODE: &str = "iqn.2024-01.test.failover:t1";
 
     /// Registers, then asks for the node's portals, through whichever server answers.
@@ -306,8 +249,8 @@ mod tests {
     /// every server gone, the error names each server.
     #[tokio::test]
     async fn moves_to_the_next_server_when_one_stops_answering() {
-        let mut a = Running::start();
-        let mut b = Running::start();
+        let mut a = crate::testing::KillableServer::start();
+        let mut b = crate::testing::KillableServer::start();
         let mut c = FailoverClient::new(vec![a.addr, b.addr], Duration::from_secs(2));
         let (server, _) = register_and_query(&mut c).await.unwrap();
         assert_eq!(server, a.addr);

@@ -36,6 +36,8 @@ pub mod registry;
 pub mod request;
 pub mod server;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use client::{
     Client, ClientError, NodeRegistration, NodeType, PortalGroupRegistration, Registration,
