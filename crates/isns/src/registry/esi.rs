@@ -381,14 +381,7 @@ impl Registry {
                 &mut changes,
             );
         }
-        self.forget_owners(&changes);
-        self.esi_sync(&changes, now);
-        let notifications = self.notifications(&changes, now);
-        Outcome {
-            changes,
-            notifications,
-            ..Outcome::default()
-        }
+        self.settle(changes, now)
     }
 }
 

@@ -769,6 +769,12 @@ impl Registry {
                 });
             }
         }
+        self.settle(changes, now)
+    }
+
+    /// The end of every change not made by a request: owners of removed entities forgotten,
+    /// ESI monitoring brought in line, and the notifications the change amounts to.
+    fn settle(&mut self, changes: Changes, now: u64) -> Outcome {
         self.forget_owners(&changes);
         self.esi_sync(&changes, now);
         let notifications = self.notifications(&changes, now);

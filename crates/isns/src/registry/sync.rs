@@ -52,14 +52,7 @@ impl Registry {
                 changes.removed.insert(seq);
             }
         }
-        self.forget_owners(&changes);
-        self.esi_sync(&changes, now);
-        let notifications = self.notifications(&changes, now);
-        Outcome {
-            changes,
-            notifications,
-            ..Outcome::default()
-        }
+        self.settle(changes, now)
     }
 
     /// Counters another server stored: each raised to at least the stored
