@@ -25,12 +25,9 @@ for t in isnsd jq; do
         exit 1
     }
 done
-if [ -n "${PORTSHIFT_BIN:-}" ]; then
-    BIN="$PORTSHIFT_BIN"
-else
-    cargo build --release -p portshift >/dev/null
-    BIN="$PWD/target/release/portshift"
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+BIN="$(portshift_bin)"
 DIR="$(mktemp -d)"
 SRV_PID=""
 cleanup() {
@@ -40,8 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -23,12 +23,9 @@ for t in etcd etcdctl jq; do
         exit 1
     }
 done
-if [ -n "${PORTSHIFT_BIN:-}" ]; then
-    BIN="$PORTSHIFT_BIN"
-else
-    cargo build --release -p portshift >/dev/null
-    BIN="$PWD/target/release/portshift"
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+BIN="$(portshift_bin)"
 DIR="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -38,8 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

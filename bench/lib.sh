@@ -1,6 +1,17 @@
 # Shared by bench/run.sh and bench/cpu_ab.sh: how a read workload is measured.
 # Needs SECS (seconds per measurement) and INI (initiator name) set by the caller.
 
+# portshift_bin -> the binary to benchmark: $PORTSHIFT_BIN if set, else target/release/portshift,
+# built first.
+portshift_bin() {
+    if [ -n "${PORTSHIFT_BIN:-}" ]; then
+        echo "$PORTSHIFT_BIN"
+    else
+        cargo build --release -q -p portshift >&2
+        echo "$PWD/target/release/portshift"
+    fi
+}
+
 # CPU time of process PID so far, in clock ticks.
 cputicks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)

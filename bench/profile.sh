@@ -26,8 +26,9 @@ for t in tgtd tgtadm iscsi-perf strace taskset; do
     command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y tgt libiscsi-bin strace util-linux)" >&2; exit 1; }
 done
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install -y time)" >&2; exit 1; }
-cargo build --release -q -p portshift
-BIN="${PORTSHIFT_BIN:-target/release/portshift}"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+BIN="$(portshift_bin)"
 INI=iqn.2026-12.org.example:profile-client
 IQN_TGT=iqn.2026-12.org.example:profile-tgt
 IQN_PS=iqn.2026-12.org.example:profile-ps
@@ -64,7 +65,6 @@ kill -0 "$PS_PID" 2>/dev/null || { echo "portshift target did not start:" >&2; c
 kill -0 "$TGT_PID" 2>/dev/null || { echo "tgtd did not start:" >&2; cat "$DIR/tgtd.log" >&2; exit 1; }
 # tgtd forks nothing, but its backing-store threads belong to the same process: /proc/PID/stat
 # and strace -f cover them.
-TICK=$(getconf CLK_TCK)
 ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 
 # perf_ios OUTPUT -> the I/O count of an iscsi-perf run (its last "iops average" times SECS)

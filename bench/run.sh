@@ -22,12 +22,9 @@ for t in tgtd tgtadm iscsi-perf qemu-img; do
         exit 1
     }
 done
-if [ -n "${PORTSHIFT_BIN:-}" ]; then
-    BIN="$PORTSHIFT_BIN"
-else
-    cargo build --release -p portshift >/dev/null
-    BIN="$PWD/target/release/portshift"
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+BIN="$(portshift_bin)"
 # The LUN files live on tmpfs when there is room (RAM-backed page cache): writes then measure
 # the targets, not the kernel writing dirty pages back to a disk. BENCH_DIR=path overrides.
 if [ -z "${BENCH_DIR:-}" ] && [ -d /dev/shm ] &&
@@ -75,8 +72,6 @@ for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PS_PORT) 2>/dev/null && brea
 kill -0 "$PS_PID" 2>/dev/null || { echo "portshift target did not start:" >&2; cat "$DIR/ps.log" >&2; exit 1; }
 kill -0 "$TGT_PID" 2>/dev/null || { echo "tgtd did not start:" >&2; cat "$DIR/tgtd.log" >&2; exit 1; }
 
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
 
 # writeperf PID COUNT DEPTH BYTES STEP URL -> prints "IOPS MBPS CPU-US-PER-IO"
 # (qemu-img bench -w, no flushes: cache=none is writeback with O_DIRECT on the client side).
