@@ -42,16 +42,7 @@ const P1: PortalId = PortalId(1);
 
 /// The portals `server` lists for `target` (empty when it does not answer).
 fn listed(server: SocketAddr, target: &str) -> Vec<SocketAddr> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut c = isns::Client::connect(server).await.ok()?;
-        c.set_timeout(Duration::from_secs(2));
-        c.query_target_portals(CONTROL_NODE, target).await.ok()
-    })
-    .unwrap_or_default()
+    common::isns_listed(server, CONTROL_NODE, target)
 }
 
 fn strings(v: &[&str]) -> Vec<String> {

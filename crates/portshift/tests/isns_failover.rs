@@ -44,18 +44,7 @@ fn isns_at(dir: &Path, addr: SocketAddr) -> Proc {
 
 /// The portals `server` lists for TARGET (empty when it does not know it or does not answer).
 fn listed(server: SocketAddr) -> Vec<SocketAddr> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut c = isns::Client::connect(server).await.ok()?;
-        c.set_timeout(Duration::from_secs(2));
-        c.query_target_portals("iqn.2024-01.test.failover:probe", TARGET)
-            .await
-            .ok()
-    })
-    .unwrap_or_default()
+    common::isns_listed(server, "iqn.2024-01.test.failover:probe", TARGET)
 }
 
 fn report(out: &Path, err: &Path) -> WorkloadReport {

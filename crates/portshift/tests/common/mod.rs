@@ -398,3 +398,19 @@ pub fn wait_isns_contact(
             .filter(|c| c.ok && c.detail.contains(&server.to_string()))
     })
 }
+
+/// The portals the iSNS server at `server` lists for `target`, asked as `source` (empty when it
+/// does not know the target or does not answer within 2 s).
+#[allow(dead_code)]
+pub fn isns_listed(server: SocketAddr, source: &str, target: &str) -> Vec<SocketAddr> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut c = isns::Client::connect(server).await.ok()?;
+        c.set_timeout(Duration::from_secs(2));
+        c.query_target_portals(source, target).await.ok()
+    })
+    .unwrap_or_default()
+}
