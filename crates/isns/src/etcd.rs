@@ -54,6 +54,8 @@ pub const ELECTION_TTL: i64 = 5;
 pub const MAX_BATCH: usize = 40;
 /// How long a server waits for its watch to catch up after a refused write.
 const CATCH_UP: Duration = Duration::from_secs(5);
+/// How long the reads undoing a refused write are tried again.
+const UNDO_PATIENCE: Duration = Duration::from_secs(15);
 
 /// etcd errors.
 #[derive(Debug, thiserror::Error)]
@@ -427,6 +429,13 @@ impl EtcdStore {
             },
         };
         self.written(p, rev);
+        // The leases of removed entities hold no key any more: end them now
+        // rather than let etcd keep them until their TTL (best effort).
+        for row in p.rows.iter().filter(|r| r.value.is_none() && r.lease != 0) {
+            if let Err(e) = client.lease_revoke(row.lease).await {
+                tracing::debug!(lease = row.lease, "etcd lease revoke: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -500,7 +509,28 @@ impl EtcdStore {
     /// domains it touched go back to what the copy last read from etcd (the
     /// same revisions, read again), then wait until the watch has applied
     /// everything up to now, so the requests can be applied again.
+    ///
+    /// The reads are tried again for up to [`UNDO_PATIENCE`] (a member that
+    /// just died is still chosen for a while): an undo given up would leave
+    /// the copy holding changes etcd never took, and applying the requests
+    /// again on it would turn their additions into updates (no SCN).
     pub async fn undo(&self, registry: &RwLock<Registry>, p: &Prepared) -> Result<(), EtcdError> {
+        let until = Instant::now() + UNDO_PATIENCE;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.try_undo(registry, p).await {
+                Ok(()) => return Ok(()),
+                Err(e @ EtcdError::Etcd(_)) if Instant::now() < until => {
+                    tracing::debug!("undoing a write: {e}; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_undo(&self, registry: &RwLock<Registry>, p: &Prepared) -> Result<(), EtcdError> {
         let mut client = self.client.clone();
         // The revision each touched key is held at in the copy now (the
         // watch may have moved some since the write was prepared).

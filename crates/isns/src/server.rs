@@ -32,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, WriteError};
+use crate::backend::{Backend, Pending, WriteError};
 use crate::etcd::EtcdStore;
 use crate::registry::{
     self, Changes, EsiConfig, Limits, Notification, Outcome, Registry, ScnConnection,
@@ -544,6 +544,10 @@ fn commit_loop(
     let mut next_flush = start + config.refresh_persist_interval;
     let mut stats = CommitStats::default();
     let mut stopping = false;
+    // A failed write whose undo failed too (the store did not answer): the
+    // copy still holds its changes, so nothing is applied on it until the
+    // undo succeeds.
+    let mut unrestored: Option<Pending> = None;
     while !stopping {
         let wait = next_sweep
             .min(next_flush)
@@ -563,6 +567,24 @@ fn commit_loop(
                 Ok(Cmd::Stop) => stopping = true,
                 Err(_) => break,
             }
+        }
+        if let Some(p) = unrestored.take()
+            && let Err(e) = backend.undo(&shared.registry, &p, rt)
+        {
+            tracing::error!("restoring the registry from the store: {e}; the requests failed");
+            unrestored = Some(p);
+            {
+                let mut reg = write(&shared.registry);
+                for portal in &esi_failed {
+                    reg.esi_abandon(*portal);
+                }
+            }
+            for job in jobs {
+                let response =
+                    Message::error_response(job.msg.function, job.msg.xid, Status::INTERNAL_ERROR);
+                let _ = job.reply.send((Some(response), Vec::new()));
+            }
+            continue;
         }
         let clock = std::time::Instant::now();
         let sweep = clock >= next_sweep;
@@ -620,9 +642,14 @@ fn commit_loop(
                 }
                 Err(WriteError::Retry(e) | WriteError::Failed(e)) => Some(e),
             };
-            if let Err(e) = backend.undo(&shared.registry, &pending, rt) {
-                tracing::error!("restoring the registry from the store: {e}");
-            }
+            let error = match backend.undo(&shared.registry, &pending, rt) {
+                Ok(()) => error,
+                Err(e) => {
+                    tracing::error!("restoring the registry from the store: {e}");
+                    unrestored = Some(pending);
+                    error.or(Some(e))
+                }
+            };
             {
                 let mut reg = write(&shared.registry);
                 for portal in &esi_failed {

@@ -285,9 +285,19 @@ async fn scn_reaches_a_subscriber_of_a_for_changes_made_through_b() {
     let mut sub = Subscriber::connect(a, "iqn.2024-01.test:watcher").await;
     let mut cb = Client::connect(b).await.unwrap();
     let name = "iqn.2024-01.test:viab";
+    let before = leases(&cluster);
     cb.register(&target("viab", "127.0.3.1:3260", None))
         .await
         .unwrap();
+    let granted: Vec<String> = leases(&cluster)
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .collect();
+    assert_eq!(
+        granted.len(),
+        1,
+        "one lease for the new entity: {granted:?}"
+    );
     let scns = sub.scns(Duration::from_secs(3)).await;
     assert!(
         scns.iter()
@@ -308,6 +318,23 @@ async fn scn_reaches_a_subscriber_of_a_for_changes_made_through_b() {
         1,
         "one OBJECT_REMOVED for viab on A: {scns:?}"
     );
+    assert!(
+        !leases(&cluster).contains(&granted[0]),
+        "the deregistered entity's lease {} was revoked",
+        granted[0]
+    );
+}
+
+/// The IDs of the etcd cluster's leases (`etcdctl lease list`).
+fn leases(cluster: &EtcdCluster) -> Vec<String> {
+    let out = cluster
+        .etcdctl_output(&["lease", "list"])
+        .expect("etcdctl lease list");
+    out.lines()
+        .skip(1) // "found N leases"
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// The server named by the etcd election key (its listen address), once there is one.
@@ -411,6 +438,32 @@ async fn no_acknowledged_registration_is_lost_when_a_member_and_a_server_die() {
     let mut cluster = EtcdCluster::start(dir.path());
     let (pa, a) = isns_on_etcd(dir.path(), "isns-a", &cluster.endpoints());
     let (_pb, b) = isns_on_etcd(dir.path(), "isns-b", &cluster.endpoints());
+    // A node subscribed on B (which survives) reads SCNs all through the burst.
+    let mut sub = Subscriber::connect(b, "iqn.2024-01.test:burst-watcher").await;
+    let (stop_watch, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(async move {
+        let mut added = Vec::new();
+        loop {
+            let batch = sub.scns(Duration::from_millis(200)).await;
+            added.extend(
+                batch
+                    .into_iter()
+                    .filter(|(bits, _)| bits & tag::scn::OBJECT_ADDED != 0)
+                    .flat_map(|(_, names)| names),
+            );
+            if stopped.try_recv().is_ok() {
+                break;
+            }
+        }
+        added.extend(
+            sub.scns(Duration::from_secs(2))
+                .await
+                .into_iter()
+                .filter(|(bits, _)| bits & tag::scn::OBJECT_ADDED != 0)
+                .flat_map(|(_, names)| names),
+        );
+        added
+    });
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut tasks = Vec::new();
     for (side, net, first) in [("a", 5, a), ("b", 6, b)] {
@@ -470,6 +523,22 @@ async fn no_acknowledged_registration_is_lost_when_a_member_and_a_server_die() {
     for eid in &acked {
         assert!(listed.contains(eid), "{eid} was acknowledged but is lost");
     }
+    // SCNs kept arriving: the subscriber on B was told of every acknowledged registration.
+    stop_watch.send(()).unwrap();
+    let added = watcher.await.unwrap();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|eid| {
+            let node = format!("iqn.2024-01.test:{eid}");
+            !added.iter().any(|n| *n == node)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no OBJECT_ADDED on B for {} of {} acknowledged registrations: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
     // The survivor answers queries.
     let mut c = Client::connect(b).await.unwrap();
     assert_eq!(
