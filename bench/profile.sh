@@ -128,8 +128,16 @@ for wl in randread-4k-qd32 seqread-1m-qd4; do
         read -r sc top < <(target_syscalls "$pid" "$url" "${args[@]}")
         tot=$(awk -v a="$us" -v b="$sy" 'BEGIN { printf "%.2f", a + b }')
         echo "| $t | $wl | $iops | $us | $sy | $tot | $sc | $top |"
+        [ $wl = seqread-1m-qd4 ] && last_1m_iops=$iops
     done
 done
+echo
+# The ceiling of a 1 MiB READ stream: one loopback TCP stream with the copies such a READ
+# needs at least (send from a buffer, receive into one), pinned as the target and client are.
+stream=$(python3 bench/stream.py "$SECS" 0 1)
+echo "Loopback TCP stream (bench/stream.py, sender on CPU 0, receiver on CPU 1): $stream GB/s;" \
+    "portshift's 1 MiB reads: $(awk -v i="${last_1m_iops:-0}" -v s="$stream" \
+    'BEGIN { g = i * 1048576 / 1e9; printf "%.2f GB/s = %.0f%% of it", g, (s > 0 ? 100 * g / s : 0) }')"
 echo
 echo "## Initiators against portshift's target (client on CPU 1, target on CPU 0; $SECS s per run)"
 echo

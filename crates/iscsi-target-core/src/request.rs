@@ -1,8 +1,8 @@
 //! SCSI work a connection core asks its shell to do (SAM-5 §5.1 execute command, §7 task
 //! management): the core never touches the logical units itself.
 
-use bytes::{Bytes, BytesMut};
-use scsi::ScsiTask;
+use bytes::Bytes;
+use scsi::{LendingDataIn, ScsiTask};
 
 /// One piece of SCSI work, in the order the core emitted it.
 #[derive(Debug)]
@@ -59,8 +59,9 @@ pub struct ScsiCommandRequest {
     pub tpgt: u16,
     /// All the data the initiator sent for it.
     pub data_out: Bytes,
-    /// Where data-in goes (empty, with room for the EDTL when R is set).
-    pub data_in: BytesMut,
+    /// Where data-in goes: a buffer (empty, with room for the EDTL when R is set), or a view
+    /// of the medium a READ lends (not when DataDigest is on: its CRC reads the data here).
+    pub data_in: LendingDataIn,
     pub(crate) cdb: Cdb,
     /// R2Ts sent for it: the ExpDataSN of its SCSI Response.
     pub(crate) r2ts: u32,
@@ -75,7 +76,7 @@ impl ScsiCommandRequest {
     }
 
     /// The task to execute, its data-out and the data-in buffer, borrowed together.
-    pub fn parts(&mut self) -> (ScsiTask<'_>, &[u8], &mut BytesMut) {
+    pub fn parts(&mut self) -> (ScsiTask<'_>, &[u8], &mut LendingDataIn) {
         let task = ScsiTask {
             cdb: self.cdb.bytes(),
             lun: self.lun,

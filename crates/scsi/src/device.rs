@@ -6,9 +6,9 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 /// Logical block size used by every device in this crate.
 pub const BLOCK_SIZE: u32 = 512;
@@ -39,6 +39,12 @@ pub trait BlockDevice: Send + Sync {
             out.truncate(start);
         }
         r
+    }
+    /// `len` bytes at byte `offset` as a view of the medium itself (no copy, no system call),
+    /// for the transport to send; `None` when the device has no such view (the caller reads
+    /// a copy with [`BlockDevice::read_append`]).
+    fn view(&self, _offset: u64, _len: usize) -> Option<io::Result<Bytes>> {
+        None
     }
     /// Write all of `buf` at byte `offset`.
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
@@ -120,6 +126,87 @@ pub enum DeviceError {
 pub struct FileDevice {
     file: File,
     num_blocks: u64,
+    /// The whole file mapped read-only and shared (the page cache itself), for
+    /// [`BlockDevice::view`]; `None` where the file cannot be mapped.
+    map: Option<Arc<Mapping>>,
+}
+
+/// A read-only shared mapping of a whole file (mmap(2) `PROT_READ`, `MAP_SHARED`): its pages
+/// are the page cache's, so writes through the file (pwrite) show in it at once.
+///
+/// Why: a 4 KiB READ from the page cache cost a `pread` (a system call and a copy into a
+/// buffer) before the response's `writev` copied it again. With the mapping the READ costs
+/// neither; the socket copies straight from the page cache. Measured with `bench/profile.sh`
+/// (BENCHMARKS.md, "mapped reads").
+///
+/// The file must keep its size while mapped: the device holds the file's exclusive `flock`,
+/// so no other portshift opens it; a program that ignores the lock and shrinks the file
+/// makes sends from the lost range fail (`EFAULT` from `writev`), and a copy of them in user
+/// space (a data digest, a small PDU gathered into the header buffer) would be killed by
+/// SIGBUS. docs/operations.md says so.
+#[derive(Debug)]
+struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only memory owned by this value until it is dropped; reading it
+// from any thread is as safe as reading the file (the kernel keeps it coherent with writes).
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send: shared references only read.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map all `len` bytes of `file`; `None` when the system refuses (no mmap support).
+    fn new(file: &File, len: u64) -> Option<Mapping> {
+        let len = usize::try_from(len).ok().filter(|l| *l > 0)?;
+        // SAFETY: a fresh mapping chosen by the kernel (no fixed address), of an open
+        // descriptor; the result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            tracing::debug!(
+                "mmap of a file LUN failed ({}); reading with pread",
+                io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(Mapping {
+            ptr: std::ptr::NonNull::new(ptr.cast())?,
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no view outlives it (each holds
+        // an `Arc` of it).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// `len` bytes at `start` of a mapping, kept alive by the `Arc` (the owner of a [`Bytes`]).
+struct MappedRange {
+    map: Arc<Mapping>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MappedRange {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `start + len <= map.len` (checked in `FileDevice::view`), the mapping lives
+        // as long as `self.map`, and it is never written through this process (PROT_READ).
+        unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr().add(self.start), self.len) }
+    }
 }
 
 impl FileDevice {
@@ -181,9 +268,11 @@ impl FileDevice {
                 existing
             }
         };
+        let map = Mapping::new(&file, size).map(Arc::new);
         Ok(FileDevice {
             file,
             num_blocks: size / u64::from(BLOCK_SIZE),
+            map,
         })
     }
 }
@@ -253,6 +342,18 @@ impl BlockDevice for FileDevice {
         // which `reserve` made room for.
         unsafe { out.set_len(start + len) };
         Ok(())
+    }
+    fn view(&self, offset: u64, len: usize) -> Option<io::Result<Bytes>> {
+        let map = self.map.as_ref()?;
+        let start = usize::try_from(offset).ok()?;
+        if start.checked_add(len)? > map.len {
+            return Some(Err(io::ErrorKind::UnexpectedEof.into()));
+        }
+        Some(Ok(Bytes::from_owner(MappedRange {
+            map: map.clone(),
+            start,
+            len,
+        })))
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
@@ -619,5 +720,32 @@ mod tests {
         let mut buf = [9u8; 512];
         d.read_at(0, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_view_shows_the_file_as_written_before_and_after_it_was_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FileDevice::open(&dir.path().join("lun"), Some(64 * 1024)).unwrap();
+        d.write_at(4096, &[7u8; 4096]).unwrap();
+        let v = d.view(4096, 4096).expect("a file LUN is mapped").unwrap();
+        assert_eq!(&v[..], &[7u8; 4096][..]);
+        // The view is the page cache: a write after it was taken shows in it (so it must be
+        // sent before the command's status, which the portal's writev does).
+        d.write_at(4096, &[9u8; 512]).unwrap();
+        assert_eq!(&v[..512], &[9u8; 512][..]);
+        assert_eq!(&v[512..], &[7u8; 3584][..]);
+        // A view outlives nothing it needs: the device may go first.
+        drop(d);
+        assert_eq!(v.len(), 4096);
+        assert_eq!(v[0], 9);
+    }
+
+    #[test]
+    fn a_view_past_the_end_is_an_error_and_memory_devices_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = FileDevice::open(&dir.path().join("lun"), Some(8192)).unwrap();
+        assert!(d.view(4096, 4097).expect("mapped").is_err());
+        assert!(d.view(u64::MAX - 10, 4096).is_none_or(|r| r.is_err()));
+        assert!(MemDevice::new(16).view(0, 512).is_none());
     }
 }

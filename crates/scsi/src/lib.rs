@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod cdb;
 pub mod client;
+pub mod data_in;
 pub mod defect;
 pub mod device;
 pub mod identity;
@@ -31,6 +32,7 @@ pub mod unit_attention;
 pub mod xcopy;
 
 pub use cdb::{Command, data_out_length};
+pub use data_in::{DataSink, LendingDataIn};
 pub use device::{BLOCK_SIZE, BlockDevice, DeviceError, FileDevice, MemDevice, NullDevice};
 pub use identity::{Identity, IdentityError};
 pub use lu::{Limits, LogicalUnit};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::cdb::{self, Command, CompareAndWrite, Rw, Verify, WriteSame, WriteVerify};
+use crate::data_in::DataSink;
 use crate::device::BlockDevice;
 use crate::identity::Identity;
 use crate::inquiry;
@@ -267,7 +268,7 @@ impl LogicalUnit {
         &self,
         task: &ScsiTask<'_>,
         data_out: &[u8],
-        data_in: &mut BytesMut,
+        data_in: &mut dyn DataSink,
     ) -> ScsiOutcome {
         self.execute_parsed(cdb::parse(task.cdb), task, data_out, data_in)
     }
@@ -278,14 +279,14 @@ impl LogicalUnit {
         cmd: Result<Command, Sense>,
         task: &ScsiTask<'_>,
         data_out: &[u8],
-        data_in: &mut BytesMut,
+        data_in: &mut dyn DataSink,
     ) -> ScsiOutcome {
-        let start = data_in.len();
+        let start = data_in.buf().len();
         let result = cmd.and_then(|cmd| self.dispatch(cmd, task, data_out, data_in));
         match result {
             Ok(outcome) => outcome,
             Err(sense) => {
-                data_in.truncate(start);
+                data_in.buf().truncate(start);
                 ScsiOutcome::check_condition(sense)
             }
         }
@@ -296,7 +297,7 @@ impl LogicalUnit {
         cmd: Command,
         task: &ScsiTask<'_>,
         data_out: &[u8],
-        data_in: &mut BytesMut,
+        data_in: &mut dyn DataSink,
     ) -> Exec {
         let edtl = task.expected_data_transfer_length;
         let bs = self.block_size;
@@ -335,7 +336,7 @@ impl LogicalUnit {
                 // sense is ever pending: report NO SENSE.
                 let none = Sense::new(SenseKey::NoSense, Asc::NO_ADDITIONAL_SENSE);
                 let buf = request_sense_data(&none, desc);
-                Ok(respond(data_in, &buf, u32::from(alloc_len), edtl))
+                Ok(respond(data_in.buf(), &buf, u32::from(alloc_len), edtl))
             }
             Command::Inquiry {
                 evpd,
@@ -345,14 +346,14 @@ impl LogicalUnit {
                 let alloc = u32::from(alloc_len);
                 if evpd {
                     let buf = inquiry::vpd(page, &self.identity, &self.limits, task.tpgt)?;
-                    Ok(respond(data_in, &buf, alloc, edtl))
+                    Ok(respond(data_in.buf(), &buf, alloc, edtl))
                 } else {
-                    Ok(respond(data_in, &inquiry::standard(0), alloc, edtl))
+                    Ok(respond(data_in.buf(), &inquiry::standard(0), alloc, edtl))
                 }
             }
             Command::ModeSense(ms) => {
                 let buf = mode::mode_sense(&ms, self.num_blocks, bs, &self.mode)?;
-                Ok(respond(data_in, &buf, u32::from(ms.alloc_len), edtl))
+                Ok(respond(data_in.buf(), &buf, u32::from(ms.alloc_len), edtl))
             }
             Command::ReadCapacity10 => {
                 let last = self.num_blocks.saturating_sub(1);
@@ -360,7 +361,7 @@ impl LogicalUnit {
                 let mut buf = [0u8; 8];
                 buf[0..4].copy_from_slice(&last.to_be_bytes());
                 buf[4..8].copy_from_slice(&bs.to_be_bytes());
-                Ok(respond(data_in, &buf, 8, edtl))
+                Ok(respond(data_in.buf(), &buf, 8, edtl))
             }
             Command::ReadCapacity16 { alloc_len } => {
                 // SBC-3 §5.16.2 table 64.
@@ -369,7 +370,7 @@ impl LogicalUnit {
                 buf[8..12].copy_from_slice(&bs.to_be_bytes());
                 buf[13] = self.lbppbe;
                 buf[14] = 0x80 | 0x40; // LBPME, LBPRZ; LOWEST ALIGNED LBA 0
-                Ok(respond(data_in, &buf, alloc_len, edtl))
+                Ok(respond(data_in.buf(), &buf, alloc_len, edtl))
             }
             Command::GetLbaStatus { lba, alloc_len } => {
                 // SBC-3 §5.6: one descriptor, the run of blocks from `lba` that are all
@@ -398,14 +399,14 @@ impl LogicalUnit {
                 buf[16..20].copy_from_slice(&count.to_be_bytes());
                 // PROVISIONING STATUS: 0 mapped, 1 deallocated.
                 buf[20] = u8::from(!mapped);
-                Ok(respond(data_in, &buf, alloc_len, edtl))
+                Ok(respond(data_in.buf(), &buf, alloc_len, edtl))
             }
             Command::ReportLuns {
                 select_report,
                 alloc_len,
             } => {
                 let buf = lun::report_luns(select_report, &[self.identity.lun])?;
-                Ok(respond(data_in, &buf, alloc_len, edtl))
+                Ok(respond(data_in.buf(), &buf, alloc_len, edtl))
             }
             Command::ReportSupportedOperationCodes {
                 rctd,
@@ -415,7 +416,7 @@ impl LogicalUnit {
                 alloc_len,
             } => {
                 let buf = opcodes::report(rctd, options, opcode, service_action)?;
-                Ok(respond(data_in, &buf, alloc_len, edtl))
+                Ok(respond(data_in.buf(), &buf, alloc_len, edtl))
             }
             Command::Read(rw) => self.read(op, rw, edtl, data_in),
             Command::Write(rw) => self.write(op, rw, data_out),
@@ -437,7 +438,7 @@ impl LogicalUnit {
                 alloc_len,
             } => {
                 let buf = self.persistent.reserve_in(service_action)?;
-                Ok(respond(data_in, &buf, u32::from(alloc_len), edtl))
+                Ok(respond(data_in.buf(), &buf, u32::from(alloc_len), edtl))
             }
             Command::PersistentReserveOut {
                 service_action,
@@ -479,7 +480,7 @@ impl LogicalUnit {
                 Ok(ScsiOutcome::good(0, 0))
             }
             Command::ReadDefectData(r) => Ok(respond(
-                data_in,
+                data_in.buf(),
                 &crate::defect::data(&r),
                 r.alloc_len,
                 edtl,
@@ -507,7 +508,7 @@ impl LogicalUnit {
                 service_action,
                 list_id,
                 alloc_len,
-                data_in,
+                data_in.buf(),
             ),
         }
     }
@@ -603,16 +604,26 @@ impl LogicalUnit {
         ))
     }
 
-    fn read(&self, op: u8, rw: Rw, edtl: u32, data_in: &mut BytesMut) -> Exec {
+    fn read(&self, op: u8, rw: Rw, edtl: u32, data_in: &mut dyn DataSink) -> Exec {
         self.check_transfer(op, rw.lba, rw.blocks)?;
         let wanted = self.bytes(rw.blocks);
         let len = wanted.min(edtl as usize);
+        let failed =
+            |e: io::Error| medium_error(&self.identity, Asc::UNRECOVERED_READ_ERROR, rw.lba, &e);
+        let offset = self.offset(rw.lba);
         if len > 0 {
-            self.device
-                .read_append(self.offset(rw.lba), len, data_in)
-                .map_err(|e| {
-                    medium_error(&self.identity, Asc::UNRECOVERED_READ_ERROR, rw.lba, &e)
-                })?;
+            // A device that maps its medium lends the pages: no system call, no copy here.
+            match data_in
+                .lends()
+                .then(|| self.device.view(offset, len))
+                .flatten()
+            {
+                Some(view) => data_in.lend(view.map_err(failed)?),
+                None => self
+                    .device
+                    .read_append(offset, len, data_in.buf())
+                    .map_err(failed)?,
+            }
         }
         Ok(ScsiOutcome::good(len as u32, wanted as u32))
     }

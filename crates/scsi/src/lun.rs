@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use crate::data_in::DataSink;
 
 use crate::cdb::{self, Command};
 use crate::inquiry;
@@ -194,7 +194,7 @@ impl LunTable {
         &self,
         task: &ScsiTask<'_>,
         data_out: &[u8],
-        data_in: &mut BytesMut,
+        data_in: &mut dyn DataSink,
     ) -> ScsiOutcome {
         if let Some(ua) = self.unit_attention(task) {
             return ScsiOutcome::check_condition(ua);
@@ -207,7 +207,7 @@ impl LunTable {
         }) = cmd
         {
             return match report_luns(select_report, &self.luns()) {
-                Ok(buf) => respond(data_in, &buf, alloc_len, edtl),
+                Ok(buf) => respond(data_in.buf(), &buf, alloc_len, edtl),
                 Err(s) => ScsiOutcome::check_condition(s),
             };
         }
@@ -226,13 +226,13 @@ impl LunTable {
                 alloc_len,
                 ..
             }) => respond(
-                data_in,
+                data_in.buf(),
                 &inquiry::standard(inquiry::NO_LUN_PERIPHERAL),
                 u32::from(alloc_len),
                 edtl,
             ),
             Ok(Command::RequestSense { desc, alloc_len }) => respond(
-                data_in,
+                data_in.buf(),
                 &request_sense_data(&not_supported, desc),
                 u32::from(alloc_len),
                 edtl,

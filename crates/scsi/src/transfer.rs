@@ -4,9 +4,8 @@
 
 use std::borrow::Cow;
 
-use bytes::BytesMut;
-
 use crate::cdb::opcode;
+use crate::data_in::DataSink;
 use crate::lun::LunTable;
 use crate::task::{Residual, ScsiOutcome, ScsiStatus, ScsiTask};
 
@@ -23,7 +22,7 @@ impl LunTable {
         task: &ScsiTask<'_>,
         write: bool,
         data_out: &[u8],
-        data_in: &mut BytesMut,
+        data_in: &mut dyn DataSink,
     ) -> (ScsiOutcome, Residual) {
         let (outcome, residual) = self.transfer(task, write, data_out, data_in);
         let written = if write { data_out.len() } else { 0 };
@@ -39,7 +38,7 @@ impl LunTable {
         task: &ScsiTask<'_>,
         write: bool,
         data_out: &[u8],
-        data_in: &mut BytesMut,
+        data_in: &mut dyn DataSink,
     ) -> (ScsiOutcome, Residual) {
         let edtl = task.expected_data_transfer_length;
         let mut write_len = None;
@@ -90,6 +89,7 @@ pub fn shorten_transfer(cdb: &mut [u8], blocks: u32) -> Option<bool> {
 mod tests {
     use super::*;
     use crate::{Identity, LogicalUnit, MemDevice};
+    use bytes::BytesMut;
     use std::sync::Arc;
 
     fn table() -> LunTable {

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::{DataIn, Pdu, RESERVED_TAG, ScsiResponse};
-use scsi::{Residual, ScsiOutcome, ScsiStatus, Sense};
+use scsi::{LendingDataIn, Residual, ScsiOutcome, ScsiStatus, Sense};
 
 use super::write::CmdInfo;
 use super::{Connection, Phase};
@@ -17,11 +17,18 @@ const MAX_DATA_IN_RESERVE: usize = super::buffers::MAX_POOLED;
 impl Connection {
     /// Queues `cmd` for execution by the shell with all its data-out.
     pub(super) fn submit(&mut self, cmd: CmdInfo, data_out: Bytes, pooled_out: bool, r2ts: u32) {
-        let data_in = if cmd.read {
+        let buf = if cmd.read {
             self.pool.take((cmd.edtl as usize).min(MAX_DATA_IN_RESERVE))
         } else {
             BytesMut::new()
         };
+        // A data digest is computed over the data in user space: no lent views then (see
+        // scsi::device's Mapping).
+        let lending = match &self.phase {
+            Phase::Full(s) => !s.digests.data,
+            Phase::Login(_) => false,
+        };
+        let data_in = LendingDataIn::new(buf, lending);
         self.scsi
             .push_back(ScsiRequest::Command(ScsiCommandRequest {
                 token: cmd.itt,
@@ -52,7 +59,7 @@ impl Connection {
             token: itt,
             lun,
             read,
-            mut data_in,
+            data_in,
             data_out,
             r2ts,
             pooled_out,
@@ -61,10 +68,23 @@ impl Connection {
         if pooled_out && let Ok(buf) = data_out.try_into_mut() {
             self.pool.give(buf);
         }
+        let LendingDataIn {
+            buf: mut data_in,
+            view,
+            ..
+        } = data_in;
         if !read {
             data_in.clear();
         }
         let status = outcome.status as u8;
+        if outcome.status == ScsiStatus::Good
+            && read
+            && let Some(view) = view.filter(|v| !v.is_empty())
+        {
+            // The medium's pages, lent: the buffer goes back unused.
+            self.pool.give(data_in);
+            return self.data_in(lun, itt, view, status, residual);
+        }
         if outcome.status == ScsiStatus::Good && !data_in.is_empty() {
             let data = data_in.freeze();
             self.pool.lend(&data);
