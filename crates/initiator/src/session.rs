@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use iscsi_proto::params::SessionParams;
-use iscsi_proto::{Limits, Pdu, PduDecoder};
+use iscsi_proto::{BHS_LEN, Limits, Pdu, PduDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +24,10 @@ use crate::transport::Transport;
 const LOGIN_ITT: u32 = 0;
 /// Depth of the reader → driver PDU channel.
 const PDU_CHANNEL: usize = 256;
+/// Least room the reader gives an empty receive buffer.
+const READ_RESERVE: usize = 64 * 1024;
+/// Most room the reader gives an empty receive buffer (the largest PDU has a 16 MiB segment).
+const MAX_READ_RESERVE: usize = 17 * 1024 * 1024;
 
 /// How to open a session.
 #[derive(Debug, Clone)]
@@ -300,9 +304,15 @@ async fn read_pdus(
     tx: mpsc::Sender<Result<Pdu, Error>>,
     portal: SocketAddr,
 ) {
+    // Bytes of the last PDU: the size an empty buffer is given for the next read, so that a
+    // large Data-In lands in one buffer instead of being copied into the larger one the
+    // decoder reserves once it has seen the header.
+    let mut last = READ_RESERVE;
     loop {
+        let before = buf.len();
         match decoder.decode(&mut buf) {
             Ok(Some(p)) => {
+                last = before - buf.len();
                 if tx.send(Ok(p)).await.is_err() {
                     return;
                 }
@@ -314,7 +324,15 @@ async fn read_pdus(
                 return;
             }
         }
-        buf.reserve(64 * 1024);
+        if buf.len() < BHS_LEN {
+            // No header yet: room for a PDU like the last one (at least 64 KiB).
+            buf.reserve(last.clamp(READ_RESERVE, MAX_READ_RESERVE));
+        } else if buf.len() == buf.capacity() {
+            // The decoder reserved room for the whole PDU it has the header of: only a PDU
+            // that is complete and followed by nothing needs more. Reserving more otherwise
+            // would copy the partial PDU into a new buffer.
+            buf.reserve(READ_RESERVE);
+        }
         let source = match rd.read_buf(&mut buf).await {
             Ok(0) => std::io::ErrorKind::UnexpectedEof.into(),
             Ok(_) => continue,
