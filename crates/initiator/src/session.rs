@@ -2,7 +2,6 @@
 //! driver task that feeds received PDUs to the full feature session, hands completions to
 //! waiting callers and writes all pending PDUs in one batch per wake-up.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use crate::cdb::{self, Capacity, ScsiRequest, StandardInquiry};
 use crate::error::{Error, TaskError};
 use crate::follower::MAX_REDIRECTS;
 use crate::full_feature::{Completion, FullFeatureEvent, FullFeatureSession, Phase, ScsiResult};
+use crate::id_map::IdMap;
 use crate::login::{LoggedIn, LoginConfig, LoginExchange, LoginProgress};
 use crate::transport::Transport;
 
@@ -436,7 +436,7 @@ async fn drive(
     let reader = tokio::spawn(read_pdus(rd, rbuf, decoder, pdu_tx, portal));
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_batches(wr, out_rx));
-    let mut waiters: HashMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>> = HashMap::new();
+    let mut waiters: IdMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>> = IdMap::default();
     let mut next_id = 0u64;
     let mut requests_open = true;
     let mut wbuf = BytesMut::new();
@@ -531,7 +531,7 @@ fn on_pdu(
 /// requests can come.
 fn on_request(
     ffp: &mut FullFeatureSession,
-    waiters: &mut HashMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>>,
+    waiters: &mut IdMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>>,
     next_id: &mut u64,
     r: Option<Request>,
 ) -> bool {
