@@ -289,7 +289,7 @@ fn start(t: Transport, logged: &LoggedIn, info: LoginInfo, queue_depth: usize) -
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let ffp = FullFeatureSession::new(logged, queue_depth);
     let portal = info.portal;
-    tokio::spawn(drive(ffp, t, req_rx, ev_tx));
+    tokio::spawn(drive(ffp, t, req_rx, ev_tx, queue_depth));
     Session {
         client: SessionClient { tx: req_tx, portal },
         events: ev_rx,
@@ -422,6 +422,7 @@ async fn drive(
     t: Transport,
     mut requests: mpsc::UnboundedReceiver<Request>,
     events: mpsc::UnboundedSender<SessionEvent>,
+    queue_depth: usize,
 ) {
     let Transport {
         stream,
@@ -440,6 +441,9 @@ async fn drive(
     let mut next_id = 0u64;
     let mut requests_open = true;
     let mut wbuf = BytesMut::new();
+    // Received PDUs handled per turn: after that many the new commands go out and the callers
+    // run, so that the target works on them while the rest of the answers are handled here.
+    let group = group_size(queue_depth);
     loop {
         tokio::select! {
             p = pdus.recv() => on_pdu(&mut ffp, &events, p),
@@ -448,11 +452,16 @@ async fn drive(
             }
         }
         // What else is ready is handled before one batch is sent: one write for many
-        // commands, one wake-up of the writer (bounded, so neither side starves the other).
+        // commands, one wake-up of the writer. Requests are all taken (they are what the
+        // batch sends); received PDUs at most `group` per turn.
+        let mut received = 1;
         for _ in 0..READY_PER_BATCH {
             let mut any = false;
-            if let Ok(p) = pdus.try_recv() {
+            if received < group
+                && let Ok(p) = pdus.try_recv()
+            {
                 on_pdu(&mut ffp, &events, Some(p));
+                received += 1;
                 any = true;
             }
             if requests_open {
@@ -482,9 +491,11 @@ async fn drive(
                 lost(&mut ffp, &events, e);
             }
         }
+        let mut completed = false;
         while let Some(Completion { id, result }) = ffp.poll_completion() {
             if let Some(w) = waiters.remove(&id) {
                 let _ = w.send(result);
+                completed = true;
             }
         }
         while let Some(e) = ffp.poll_event() {
@@ -492,6 +503,11 @@ async fn drive(
         }
         if ffp.phase() == Phase::Closed {
             break;
+        }
+        if completed && !pdus.is_empty() {
+            // Let the callers just completed issue their next commands before the next
+            // group of answers is taken: they go out in the next batch.
+            tokio::task::yield_now().await;
         }
     }
     requests.close();
@@ -509,6 +525,13 @@ async fn drive(
 
 /// How many more ready PDUs and requests the session task takes before it sends a batch.
 const READY_PER_BATCH: usize = 64;
+
+/// Received PDUs handled per turn of the session task at `queue_depth`: a quarter of the
+/// queue, at most 8, so that at least four groups of commands are in flight and the target
+/// works on one while the initiator handles another.
+fn group_size(queue_depth: usize) -> usize {
+    (queue_depth / 4).clamp(1, 8)
+}
 
 /// A PDU (or the reader's end) from the connection.
 fn on_pdu(
