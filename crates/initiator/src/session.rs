@@ -308,6 +308,7 @@ async fn read_pdus(
     // large Data-In lands in one buffer instead of being copied into the larger one the
     // decoder reserves once it has seen the header.
     let mut last = READ_RESERVE;
+    let mut lowat = RecvLowat::new(&rd);
     loop {
         let before = buf.len();
         match decoder.decode(&mut buf) {
@@ -333,6 +334,7 @@ async fn read_pdus(
             // would copy the partial PDU into a new buffer.
             buf.reserve(READ_RESERVE);
         }
+        lowat.wait_for(missing(&buf, decoder.digests()));
         let source = match rd.read_buf(&mut buf).await {
             Ok(0) => std::io::ErrorKind::UnexpectedEof.into(),
             Ok(_) => continue,
@@ -340,6 +342,77 @@ async fn read_pdus(
         };
         let _ = tx.send(Err(Error::Io { portal, source })).await;
         return;
+    }
+}
+
+/// Bytes still to come of the PDU whose header is at the front of `buf` (0 without a header).
+fn missing(buf: &[u8], digests: iscsi_proto::Digests) -> usize {
+    let Some(h) = buf.get(..BHS_LEN) else {
+        return 0;
+    };
+    // RFC 7143 §11.2.1: TotalAHSLength in 4-byte words, DataSegmentLength in 3 bytes,
+    // the segment padded to 4 bytes; digests of 4 bytes each (§11.1).
+    let ahs = h[4] as usize * 4;
+    let dsl = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+    let header_digest = if digests.header { 4 } else { 0 };
+    let data_digest = if digests.data && dsl > 0 { 4 } else { 0 };
+    let total = BHS_LEN + ahs + header_digest + dsl.next_multiple_of(4) + data_digest;
+    total.saturating_sub(buf.len())
+}
+
+/// Least part of a PDU still to come for which the reader waits until all of it is queued.
+const LOWAT_FROM: usize = 256 * 1024;
+/// Most bytes the reader asks the kernel to queue before waking it.
+const LOWAT_MAX: usize = 1024 * 1024;
+
+/// SO_RCVLOWAT of the connection (socket(7)): while a large Data-In is coming, wake the
+/// reader once the rest of it is queued instead of at every segment. Reading a 1 MiB PDU in
+/// many small pieces woke both ends for each and had them contend for the socket lock.
+struct RecvLowat {
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::RawFd,
+    current: usize,
+}
+
+impl RecvLowat {
+    fn new(rd: &OwnedReadHalf) -> Self {
+        RecvLowat {
+            #[cfg(target_os = "linux")]
+            fd: std::os::fd::AsRawFd::as_raw_fd(rd.as_ref()),
+            current: 1,
+        }
+    }
+
+    /// Before waiting for more bytes when `missing` bytes of the current PDU are still to come
+    /// (they will come: the target has started the PDU).
+    fn wait_for(&mut self, missing: usize) {
+        let want = if missing >= LOWAT_FROM {
+            missing.min(LOWAT_MAX)
+        } else {
+            1
+        };
+        if want == self.current {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let v = want as libc::c_int;
+            // SAFETY: `fd` is the connection's socket, open for as long as the read half
+            // that owns it (this struct lives in the reader next to it); the value is a c_int
+            // on the stack, its size passed with it.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                self.current = want;
+            }
+        }
     }
 }
 
