@@ -2,6 +2,7 @@
 # Where the data path's time goes, for both ends, in one run on this machine:
 #   bench/profile.sh [SECONDS]            (default 5 s per measurement)
 #   PERF=1 bench/profile.sh               (also a perf cpu-clock profile of portshift's target)
+#   ONLY=initiators bench/profile.sh      (only the second table: no tgtd, no target table)
 #
 # Targets: Debian's tgtd (127.0.0.9) and `portshift target` (127.0.0.1), each with a 1 GiB
 # page-cached file LUN (on /dev/shm when it has room). The target is pinned to CPU 0 and the
@@ -21,6 +22,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-5}"
+ONLY="${ONLY:-}"
+case "$ONLY" in ""|initiators) ;; *) echo "ONLY must be empty or 'initiators'" >&2; exit 1 ;; esac
 export PATH="$PATH:/usr/sbin:/sbin"
 for t in tgtd tgtadm iscsi-perf strace taskset; do
     command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y tgt libiscsi-bin strace util-linux)" >&2; exit 1; }
@@ -47,22 +50,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
-head -c 1073741824 /dev/urandom > "$DIR/tgt.img"
-cp "$DIR/tgt.img" "$DIR/ps.img"
-cat "$DIR/tgt.img" "$DIR/ps.img" > /dev/null
-
+head -c 1073741824 /dev/urandom > "$DIR/ps.img"
+if [ -z "$ONLY" ]; then
+cp "$DIR/ps.img" "$DIR/tgt.img"
+cat "$DIR/tgt.img" > /dev/null
 taskset -c 0 tgtd -f --iscsi portal=127.0.0.9:$TGT_PORT -C $CTL > "$DIR/tgtd.log" 2>&1 &
 TGT_PID=$!
 for _ in $(seq 50); do tgtadm -C $CTL --op show --mode sys >/dev/null 2>&1 && break; sleep 0.1; done
 tgtadm -C $CTL --lld iscsi --op new --mode target --tid 1 -T $IQN_TGT
 tgtadm -C $CTL --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$DIR/tgt.img"
 tgtadm -C $CTL --lld iscsi --op bind --mode target --tid 1 -I ALL
+fi
+cat "$DIR/ps.img" > /dev/null
 taskset -c 0 "$BIN" target --portal 127.0.0.1:$PS_PORT --lun "$IQN_PS=$DIR/ps.img" \
     --admin 127.0.0.1:$ADMIN_PORT > "$DIR/ps.log" 2>&1 &
 PS_PID=$!
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PS_PORT) 2>/dev/null && break; sleep 0.1; done
 kill -0 "$PS_PID" 2>/dev/null || { echo "portshift target did not start:" >&2; cat "$DIR/ps.log" >&2; exit 1; }
-kill -0 "$TGT_PID" 2>/dev/null || { echo "tgtd did not start:" >&2; cat "$DIR/tgtd.log" >&2; exit 1; }
+[ -n "$ONLY" ] || kill -0 "$TGT_PID" 2>/dev/null || { echo "tgtd did not start:" >&2; cat "$DIR/tgtd.log" >&2; exit 1; }
 # tgtd forks nothing, but its backing-store threads belong to the same process: /proc/PID/stat
 # and strace -f cover them.
 ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
@@ -112,6 +117,7 @@ client_run() {
 OUT=bench/results/profile.md
 mkdir -p bench/results
 {
+if [ -z "$ONLY" ]; then
 echo "## Targets (iscsi-perf client on CPU 1, target on CPU 0; $SECS s per run)"
 echo
 echo "| target | workload | IOPS | user µs/IO | system µs/IO | total µs/IO | syscalls/IO | top syscalls by time: calls in the strace run |"
@@ -139,6 +145,7 @@ echo "Loopback TCP stream (bench/stream.py, sender on CPU 0, receiver on CPU 1):
     "portshift's 1 MiB reads: $(awk -v i="${last_1m_iops:-0}" -v s="$stream" \
     'BEGIN { g = i * 1048576 / 1e9; printf "%.2f GB/s = %.0f%% of it", g, (s > 0 ? 100 * g / s : 0) }')"
 echo
+fi
 echo "## Initiators against portshift's target (client on CPU 1, target on CPU 0; $SECS s per run)"
 echo
 echo "| initiator | workload | IOPS | MB/s | client user µs/IO | client system µs/IO | client syscalls/IO |"

@@ -291,6 +291,12 @@ impl BalancedInitiator {
     }
 
     async fn ready(&self) -> Result<SessionClient, TaskError> {
+        // The common case, a session up: no receiver to clone.
+        if let Current::Ready(h) = &*self.view.current.borrow()
+            && !h.is_closed()
+        {
+            return Ok(h.clone());
+        }
         let mut rx = self.view.current.clone();
         let deadline = tokio::time::Instant::now() + self.view.config.recovery_timeout;
         loop {

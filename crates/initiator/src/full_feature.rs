@@ -8,7 +8,7 @@
 //! Data-In assembly with status and residuals, sense data, NOP-In pings,
 //! Asynchronous Messages (§11.9), Reject, and Logout (§11.14). ErrorRecoveryLevel 0.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::params::SessionParams;
@@ -17,6 +17,7 @@ use scsi::Sense;
 
 use crate::cdb::{ScsiRequest, Transfer};
 use crate::error::{Error, TaskError};
+use crate::id_map::IdMap;
 use crate::login::LoggedIn;
 
 /// Hard bound on outstanding tasks regardless of the target's window.
@@ -121,7 +122,7 @@ pub struct FullFeatureSession {
     queue_depth: usize,
     /// Waiting requests: caller's id, encoded LUN field, request.
     queue: VecDeque<(u64, u64, ScsiRequest)>,
-    tasks: HashMap<u32, Task>,
+    tasks: IdMap<u32, Task>,
     out: VecDeque<Pdu>,
     completions: VecDeque<Completion>,
     events: VecDeque<FullFeatureEvent>,
@@ -141,7 +142,7 @@ impl FullFeatureSession {
             next_itt: 0x1000,
             queue_depth: queue_depth.clamp(1, MAX_QUEUE_DEPTH),
             queue: VecDeque::new(),
-            tasks: HashMap::new(),
+            tasks: IdMap::default(),
             out: VecDeque::new(),
             completions: VecDeque::new(),
             events: VecDeque::new(),

@@ -14,6 +14,7 @@
 pub mod cdb;
 pub mod error;
 pub mod full_feature;
+mod id_map;
 pub mod login;
 
 pub use error::{Error, TaskError};

@@ -2,13 +2,12 @@
 //! driver task that feeds received PDUs to the full feature session, hands completions to
 //! waiting callers and writes all pending PDUs in one batch per wake-up.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use iscsi_proto::params::SessionParams;
-use iscsi_proto::{Limits, Pdu, PduDecoder};
+use iscsi_proto::{BHS_LEN, Limits, Pdu, PduDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +16,7 @@ use crate::cdb::{self, Capacity, ScsiRequest, StandardInquiry};
 use crate::error::{Error, TaskError};
 use crate::follower::MAX_REDIRECTS;
 use crate::full_feature::{Completion, FullFeatureEvent, FullFeatureSession, Phase, ScsiResult};
+use crate::id_map::IdMap;
 use crate::login::{LoggedIn, LoginConfig, LoginExchange, LoginProgress};
 use crate::transport::Transport;
 
@@ -24,6 +24,10 @@ use crate::transport::Transport;
 const LOGIN_ITT: u32 = 0;
 /// Depth of the reader → driver PDU channel.
 const PDU_CHANNEL: usize = 256;
+/// Least room the reader gives an empty receive buffer.
+const READ_RESERVE: usize = 64 * 1024;
+/// Most room the reader gives an empty receive buffer (the largest PDU has a 16 MiB segment).
+const MAX_READ_RESERVE: usize = 17 * 1024 * 1024;
 
 /// How to open a session.
 #[derive(Debug, Clone)]
@@ -285,7 +289,7 @@ fn start(t: Transport, logged: &LoggedIn, info: LoginInfo, queue_depth: usize) -
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let ffp = FullFeatureSession::new(logged, queue_depth);
     let portal = info.portal;
-    tokio::spawn(drive(ffp, t, req_rx, ev_tx));
+    tokio::spawn(drive(ffp, t, req_rx, ev_tx, queue_depth));
     Session {
         client: SessionClient { tx: req_tx, portal },
         events: ev_rx,
@@ -300,9 +304,16 @@ async fn read_pdus(
     tx: mpsc::Sender<Result<Pdu, Error>>,
     portal: SocketAddr,
 ) {
+    // Bytes of the last PDU: the size an empty buffer is given for the next read, so that a
+    // large Data-In lands in one buffer instead of being copied into the larger one the
+    // decoder reserves once it has seen the header.
+    let mut last = READ_RESERVE;
+    let mut lowat = RecvLowat::new(&rd);
     loop {
+        let before = buf.len();
         match decoder.decode(&mut buf) {
             Ok(Some(p)) => {
+                last = before - buf.len();
                 if tx.send(Ok(p)).await.is_err() {
                     return;
                 }
@@ -314,7 +325,16 @@ async fn read_pdus(
                 return;
             }
         }
-        buf.reserve(64 * 1024);
+        if buf.len() < BHS_LEN {
+            // No header yet: room for a PDU like the last one (at least 64 KiB).
+            buf.reserve(last.clamp(READ_RESERVE, MAX_READ_RESERVE));
+        } else if buf.len() == buf.capacity() {
+            // The decoder reserved room for the whole PDU it has the header of: only a PDU
+            // that is complete and followed by nothing needs more. Reserving more otherwise
+            // would copy the partial PDU into a new buffer.
+            buf.reserve(READ_RESERVE);
+        }
+        lowat.wait_for(missing(&buf, decoder.digests()));
         let source = match rd.read_buf(&mut buf).await {
             Ok(0) => std::io::ErrorKind::UnexpectedEof.into(),
             Ok(_) => continue,
@@ -322,6 +342,77 @@ async fn read_pdus(
         };
         let _ = tx.send(Err(Error::Io { portal, source })).await;
         return;
+    }
+}
+
+/// Bytes still to come of the PDU whose header is at the front of `buf` (0 without a header).
+fn missing(buf: &[u8], digests: iscsi_proto::Digests) -> usize {
+    let Some(h) = buf.get(..BHS_LEN) else {
+        return 0;
+    };
+    // RFC 7143 §11.2.1: TotalAHSLength in 4-byte words, DataSegmentLength in 3 bytes,
+    // the segment padded to 4 bytes; digests of 4 bytes each (§11.1).
+    let ahs = h[4] as usize * 4;
+    let dsl = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+    let header_digest = if digests.header { 4 } else { 0 };
+    let data_digest = if digests.data && dsl > 0 { 4 } else { 0 };
+    let total = BHS_LEN + ahs + header_digest + dsl.next_multiple_of(4) + data_digest;
+    total.saturating_sub(buf.len())
+}
+
+/// Least part of a PDU still to come for which the reader waits until all of it is queued.
+const LOWAT_FROM: usize = 256 * 1024;
+/// Most bytes the reader asks the kernel to queue before waking it.
+const LOWAT_MAX: usize = 1024 * 1024;
+
+/// SO_RCVLOWAT of the connection (socket(7)): while a large Data-In is coming, wake the
+/// reader once the rest of it is queued instead of at every segment. Reading a 1 MiB PDU in
+/// many small pieces woke both ends for each and had them contend for the socket lock.
+struct RecvLowat {
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::RawFd,
+    current: usize,
+}
+
+impl RecvLowat {
+    fn new(rd: &OwnedReadHalf) -> Self {
+        RecvLowat {
+            #[cfg(target_os = "linux")]
+            fd: std::os::fd::AsRawFd::as_raw_fd(rd.as_ref()),
+            current: 1,
+        }
+    }
+
+    /// Before waiting for more bytes when `missing` bytes of the current PDU are still to come
+    /// (they will come: the target has started the PDU).
+    fn wait_for(&mut self, missing: usize) {
+        let want = if missing >= LOWAT_FROM {
+            missing.min(LOWAT_MAX)
+        } else {
+            1
+        };
+        if want == self.current {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let v = want as libc::c_int;
+            // SAFETY: `fd` is the connection's socket, open for as long as the read half
+            // that owns it (this struct lives in the reader next to it); the value is a c_int
+            // on the stack, its size passed with it.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVLOWAT,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                self.current = want;
+            }
+        }
     }
 }
 
@@ -404,6 +495,7 @@ async fn drive(
     t: Transport,
     mut requests: mpsc::UnboundedReceiver<Request>,
     events: mpsc::UnboundedSender<SessionEvent>,
+    queue_depth: usize,
 ) {
     let Transport {
         stream,
@@ -418,10 +510,13 @@ async fn drive(
     let reader = tokio::spawn(read_pdus(rd, rbuf, decoder, pdu_tx, portal));
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_batches(wr, out_rx));
-    let mut waiters: HashMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>> = HashMap::new();
+    let mut waiters: IdMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>> = IdMap::default();
     let mut next_id = 0u64;
     let mut requests_open = true;
     let mut wbuf = BytesMut::new();
+    // Received PDUs handled per turn: after that many the new commands go out and the callers
+    // run, so that the target works on them while the rest of the answers are handled here.
+    let group = group_size(queue_depth);
     loop {
         tokio::select! {
             p = pdus.recv() => on_pdu(&mut ffp, &events, p),
@@ -430,11 +525,16 @@ async fn drive(
             }
         }
         // What else is ready is handled before one batch is sent: one write for many
-        // commands, one wake-up of the writer (bounded, so neither side starves the other).
+        // commands, one wake-up of the writer. Requests are all taken (they are what the
+        // batch sends); received PDUs at most `group` per turn.
+        let mut received = 1;
         for _ in 0..READY_PER_BATCH {
             let mut any = false;
-            if let Ok(p) = pdus.try_recv() {
+            if received < group
+                && let Ok(p) = pdus.try_recv()
+            {
                 on_pdu(&mut ffp, &events, Some(p));
+                received += 1;
                 any = true;
             }
             if requests_open {
@@ -464,9 +564,11 @@ async fn drive(
                 lost(&mut ffp, &events, e);
             }
         }
+        let mut completed = false;
         while let Some(Completion { id, result }) = ffp.poll_completion() {
             if let Some(w) = waiters.remove(&id) {
                 let _ = w.send(result);
+                completed = true;
             }
         }
         while let Some(e) = ffp.poll_event() {
@@ -474,6 +576,11 @@ async fn drive(
         }
         if ffp.phase() == Phase::Closed {
             break;
+        }
+        if completed && !pdus.is_empty() {
+            // Let the callers just completed issue their next commands before the next
+            // group of answers is taken: they go out in the next batch.
+            tokio::task::yield_now().await;
         }
     }
     requests.close();
@@ -491,6 +598,13 @@ async fn drive(
 
 /// How many more ready PDUs and requests the session task takes before it sends a batch.
 const READY_PER_BATCH: usize = 64;
+
+/// Received PDUs handled per turn of the session task at `queue_depth`: a quarter of the
+/// queue, at most 8, so that at least four groups of commands are in flight and the target
+/// works on one while the initiator handles another.
+fn group_size(queue_depth: usize) -> usize {
+    (queue_depth / 4).clamp(1, 8)
+}
 
 /// A PDU (or the reader's end) from the connection.
 fn on_pdu(
@@ -513,7 +627,7 @@ fn on_pdu(
 /// requests can come.
 fn on_request(
     ffp: &mut FullFeatureSession,
-    waiters: &mut HashMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>>,
+    waiters: &mut IdMap<u64, oneshot::Sender<Result<ScsiResult, TaskError>>>,
     next_id: &mut u64,
     r: Option<Request>,
 ) -> bool {

@@ -6,9 +6,8 @@
 //! LUN is cut into I/O-sized chunks and no two I/Os are in flight on the same
 //! chunk, so the expected generation is always known.
 
-use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -235,11 +234,223 @@ enum Kind {
     Write(u64),
 }
 
-struct Done {
-    chunk: u64,
-    kind: Kind,
-    result: Result<Bytes, TaskError>,
-    latency: Duration,
+/// What every worker needs to pick, issue and check its I/Os.
+struct Plan {
+    cfg: WorkloadConfig,
+    bs: u32,
+    per_io: u32,
+    chunks: u64,
+    hash: u32,
+    start: tokio::time::Instant,
+}
+
+/// The state the workers share (one lock, taken twice per I/O and never across an await).
+struct Shared {
+    expected: Vec<u64>,
+    /// One bit per chunk: set while an I/O on it is in flight.
+    in_flight: Vec<u64>,
+    rng: rand::rngs::StdRng,
+    hist: Histogram<u64>,
+    report: WorkloadReport,
+    issued: u64,
+}
+
+/// The next I/O a worker may issue, or why it may not.
+enum Next {
+    Io {
+        chunk: u64,
+        kind: Kind,
+        req: cdb::ScsiRequest,
+    },
+    /// Not before this instant (--rate-iops).
+    NotBefore(tokio::time::Instant),
+    /// Every free chunk drawn was in flight; try again after the others ran.
+    Busy,
+    Stop,
+}
+
+impl Plan {
+    fn stopped(&self) -> bool {
+        self.cfg
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+
+    fn next(&self, s: &mut Shared, now: tokio::time::Instant) -> Next {
+        let cfg = &self.cfg;
+        if now.duration_since(self.start) >= cfg.duration
+            || self.stopped()
+            || cfg.max_ios.is_some_and(|m| s.issued >= m)
+        {
+            return Next::Stop;
+        }
+        if let Some(rate) = cfg.rate_iops.filter(|r| *r > 0.0) {
+            let at = self.start + Duration::from_secs_f64(s.issued as f64 / rate);
+            if now < at {
+                return Next::NotBefore(at);
+            }
+        }
+        let mut chunk = s.rng.random_range(0..self.chunks);
+        let mut tries = 0;
+        while busy(&s.in_flight, chunk) && tries < 64 {
+            chunk = s.rng.random_range(0..self.chunks);
+            tries += 1;
+        }
+        if busy(&s.in_flight, chunk) {
+            return Next::Busy;
+        }
+        let (bs, per_io) = (self.bs, self.per_io);
+        let lba = chunk * per_io as u64;
+        let read = s.rng.random_range(0..100u8) < cfg.read_percent;
+        let (req, kind) = if read {
+            (cdb::read16(cfg.lun, lba, per_io, bs), Kind::Read)
+        } else {
+            let prev = s.expected.get(chunk as usize).copied().unwrap_or(0);
+            let generation = if prev == UNKNOWN { 1 } else { prev + 1 };
+            let mut buf = BytesMut::with_capacity((bs * per_io) as usize);
+            for b in 0..per_io as u64 {
+                fill_block(&mut buf, bs as usize, lba + b, generation, self.hash);
+            }
+            (
+                cdb::write16(cfg.lun, lba, bs, buf.freeze()),
+                Kind::Write(generation),
+            )
+        };
+        set_busy(&mut s.in_flight, chunk, true);
+        s.issued += 1;
+        Next::Io { chunk, kind, req }
+    }
+
+    /// Account one completed I/O.
+    fn done(
+        &self,
+        s: &mut Shared,
+        chunk: u64,
+        kind: Kind,
+        result: Result<Bytes, TaskError>,
+        latency: Duration,
+    ) {
+        let (cfg, bs, per_io, hash) = (&self.cfg, self.bs, self.per_io, self.hash);
+        let Shared {
+            expected,
+            in_flight,
+            hist,
+            report,
+            ..
+        } = s;
+        set_busy(in_flight, chunk, false);
+        report.ios += 1;
+        let (bytes_before, bad_before) = (report.bytes, report.errors + report.mismatches);
+        let lba = chunk * per_io as u64;
+        let slot = expected.get_mut(chunk as usize);
+        match (kind, result) {
+            (kind, Err(e)) => {
+                report.errors += 1;
+                if report.error_samples.len() < MAX_ERROR_SAMPLES {
+                    report.error_samples.push(format!("lba {lba}: {e}"));
+                }
+                if let (Kind::Write(_), Some(s)) = (kind, slot) {
+                    *s = UNKNOWN;
+                }
+            }
+            (Kind::Write(generation), Ok(_)) => {
+                report.writes += 1;
+                report.bytes += (bs * per_io) as u64;
+                if let Some(s) = slot {
+                    *s = generation;
+                }
+                let _ = hist.record(latency.as_micros().max(1) as u64);
+            }
+            (Kind::Read, Ok(data)) => {
+                report.reads += 1;
+                report.bytes += data.len() as u64;
+                let _ = hist.record(latency.as_micros().max(1) as u64);
+                let generation = slot.map(|s| *s).unwrap_or(0);
+                if cfg.verify && generation != 0 && generation != UNKNOWN {
+                    report.verified_reads += 1;
+                    let bad = data
+                        .chunks(bs as usize)
+                        .enumerate()
+                        .find_map(|(i, b)| check_block(b, lba + i as u64, generation, hash).err())
+                        .or_else(|| {
+                            (data.len() != (bs * per_io) as usize)
+                                .then(|| format!("lba {lba}: short read of {} bytes", data.len()))
+                        });
+                    if let Some(why) = bad {
+                        report.mismatches += 1;
+                        if report.error_samples.len() < MAX_ERROR_SAMPLES {
+                            report.error_samples.push(why);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(p) = &cfg.progress {
+            let bad = report.errors + report.mismatches > bad_before;
+            p.add(report.bytes - bytes_before, bad);
+        }
+    }
+}
+
+fn busy(bits: &[u64], chunk: u64) -> bool {
+    bits.get((chunk / 64) as usize)
+        .is_some_and(|w| w & (1 << (chunk % 64)) != 0)
+}
+
+fn set_busy(bits: &mut [u64], chunk: u64, on: bool) {
+    if let Some(w) = bits.get_mut((chunk / 64) as usize) {
+        if on {
+            *w |= 1 << (chunk % 64);
+        } else {
+            *w &= !(1 << (chunk % 64));
+        }
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    // A worker that panicked left the counts as they were between two I/Os: keep going.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One of the queue-depth workers: issue an I/O, wait for it, account it, issue the next.
+/// A completion is followed by the next command at once, from the task it woke (no task per
+/// I/O, no timer per I/O: the timeout is one sleep per worker, moved on every half bound).
+async fn worker(init: BalancedInitiator, plan: Arc<Plan>, shared: Arc<Mutex<Shared>>) {
+    let bound = plan.cfg.io_timeout;
+    // The sleep fires at least `bound` after the start of the I/O in flight: it is pushed to
+    // 1.5 x bound ahead whenever less than `bound` is left.
+    let timer = tokio::time::sleep_until(plan.start + bound + bound / 2);
+    tokio::pin!(timer);
+    let mut now = tokio::time::Instant::now();
+    loop {
+        let next = plan.next(&mut lock(&shared), now);
+        let (chunk, kind, req) = match next {
+            Next::Io { chunk, kind, req } => (chunk, kind, req),
+            Next::NotBefore(at) => {
+                tokio::time::sleep_until(at).await;
+                now = tokio::time::Instant::now();
+                continue;
+            }
+            Next::Busy => {
+                tokio::task::yield_now().await;
+                now = tokio::time::Instant::now();
+                continue;
+            }
+            Next::Stop => return,
+        };
+        if timer.deadline() < now + bound {
+            timer.as_mut().reset(now + bound + bound / 2);
+        }
+        let result = tokio::select! {
+            biased;
+            r = init.execute(req) => r.map(|r| r.data),
+            _ = &mut timer => Err(TaskError::Unfinished),
+        };
+        let t1 = tokio::time::Instant::now();
+        plan.done(&mut lock(&shared), chunk, kind, result, t1 - now);
+        now = t1;
+    }
 }
 
 /// Run the workload; errors only when the LUN cannot be sized.
@@ -270,154 +481,47 @@ pub async fn run_workload(
     if chunks == 0 {
         return Err(Error::Protocol("LUN smaller than one I/O".into()));
     }
-    let hash = name_hash(&cfg.initiator_name);
-    let mut expected = vec![0u64; chunks as usize];
-    let mut in_flight: HashSet<u64> = HashSet::new();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+    let hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
         .map_err(|e| Error::Protocol(format!("histogram: {e}")))?;
-    let mut report = WorkloadReport {
+    let report = WorkloadReport {
         target: init.target().to_string(),
         block_size: bs,
         region_blocks: chunks * per_io as u64,
         ..Default::default()
     };
-    let mut set: JoinSet<Done> = JoinSet::new();
+    let shared = Arc::new(Mutex::new(Shared {
+        expected: vec![0u64; chunks as usize],
+        in_flight: vec![0u64; chunks.div_ceil(64) as usize],
+        rng: rand::rngs::StdRng::seed_from_u64(cfg.seed),
+        hist,
+        report,
+        issued: 0,
+    }));
     let start = Instant::now();
-    report.started_at_ms = unix_ms();
-    let mut issued = 0u64;
-    let stopped = || cfg.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
-    let pace = cfg.rate_iops.filter(|r| *r > 0.0);
-    loop {
-        let may_issue = start.elapsed() < cfg.duration && !stopped();
-        // With a rate, when the next I/O is due (if it is not yet).
-        let mut due = None;
-        while may_issue && set.len() < qd && cfg.max_ios.is_none_or(|m| issued < m) {
-            if let Some(rate) = pace {
-                let at = start + Duration::from_secs_f64(issued as f64 / rate);
-                if Instant::now() < at {
-                    due = Some(at);
-                    break;
-                }
-            }
-            let mut chunk = rng.random_range(0..chunks);
-            let mut tries = 0;
-            while in_flight.contains(&chunk) && tries < 64 {
-                chunk = rng.random_range(0..chunks);
-                tries += 1;
-            }
-            if in_flight.contains(&chunk) {
-                break;
-            }
-            let lba = chunk * per_io as u64;
-            let read = rng.random_range(0..100u8) < cfg.read_percent;
-            let (req, kind) = if read {
-                (cdb::read16(cfg.lun, lba, per_io, bs), Kind::Read)
-            } else {
-                let prev = expected.get(chunk as usize).copied().unwrap_or(0);
-                let generation = if prev == UNKNOWN { 1 } else { prev + 1 };
-                let mut buf = BytesMut::with_capacity((bs * per_io) as usize);
-                for b in 0..per_io as u64 {
-                    fill_block(&mut buf, bs as usize, lba + b, generation, hash);
-                }
-                (
-                    cdb::write16(cfg.lun, lba, bs, buf.freeze()),
-                    Kind::Write(generation),
-                )
-            };
-            in_flight.insert(chunk);
-            issued += 1;
-            let init = init.clone();
-            let timeout = cfg.io_timeout;
-            set.spawn(async move {
-                let t0 = Instant::now();
-                let result = match tokio::time::timeout(timeout, init.execute(req)).await {
-                    Ok(r) => r.map(|r| r.data),
-                    Err(_) => Err(TaskError::Unfinished),
-                };
-                Done {
-                    chunk,
-                    kind,
-                    result,
-                    latency: t0.elapsed(),
-                }
-            });
-        }
-        let joined = match due {
-            Some(at) => {
-                let at = tokio::time::Instant::from_std(at);
-                tokio::select! {
-                    j = set.join_next(), if !set.is_empty() => j,
-                    _ = tokio::time::sleep_until(at) => continue,
-                }
-            }
-            None => set.join_next().await,
-        };
-        let Some(joined) = joined else {
-            break;
-        };
-        let Ok(done) = joined else {
-            report.errors += 1;
-            continue;
-        };
-        in_flight.remove(&done.chunk);
-        report.ios += 1;
-        let (bytes_before, bad_before) = (report.bytes, report.errors + report.mismatches);
-        let lba = done.chunk * per_io as u64;
-        let slot = expected.get_mut(done.chunk as usize);
-        match (done.kind, done.result) {
-            (kind, Err(e)) => {
-                report.errors += 1;
-                if report.error_samples.len() < MAX_ERROR_SAMPLES {
-                    report.error_samples.push(format!("lba {lba}: {e}"));
-                }
-                if let (Kind::Write(_), Some(s)) = (kind, slot) {
-                    *s = UNKNOWN;
-                }
-            }
-            (Kind::Write(generation), Ok(_)) => {
-                report.writes += 1;
-                report.bytes += (bs * per_io) as u64;
-                if let Some(s) = slot {
-                    *s = generation;
-                }
-                let _ = hist.record(done.latency.as_micros().max(1) as u64);
-            }
-            (Kind::Read, Ok(data)) => {
-                report.reads += 1;
-                report.bytes += data.len() as u64;
-                let _ = hist.record(done.latency.as_micros().max(1) as u64);
-                let generation = slot.map(|s| *s).unwrap_or(0);
-                if cfg.verify && generation != 0 && generation != UNKNOWN {
-                    report.verified_reads += 1;
-                    let bad = data
-                        .chunks(bs as usize)
-                        .enumerate()
-                        .find_map(|(i, b)| check_block(b, lba + i as u64, generation, hash).err())
-                        .or_else(|| {
-                            (data.len() != (bs * per_io) as usize)
-                                .then(|| format!("lba {lba}: short read of {} bytes", data.len()))
-                        });
-                    if let Some(why) = bad {
-                        report.mismatches += 1;
-                        if report.error_samples.len() < MAX_ERROR_SAMPLES {
-                            report.error_samples.push(why);
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(p) = &cfg.progress {
-            let bad = report.errors + report.mismatches > bad_before;
-            p.add(report.bytes - bytes_before, bad);
+    let plan = Arc::new(Plan {
+        cfg: cfg.clone(),
+        bs,
+        per_io,
+        chunks,
+        hash: name_hash(&cfg.initiator_name),
+        start: tokio::time::Instant::from_std(start),
+    });
+    let started_at_ms = unix_ms();
+    // Aborted with the set if this future is dropped.
+    let mut workers = JoinSet::new();
+    for _ in 0..qd {
+        workers.spawn(worker(init.clone(), plan.clone(), shared.clone()));
+    }
+    let mut panicked = 0;
+    while let Some(j) = workers.join_next().await {
+        if j.is_err() {
+            panicked += 1;
         }
     }
     let elapsed = start.elapsed();
-    report.ended_at_ms = unix_ms();
-    report.elapsed_ms = elapsed.as_millis() as u64;
-    report.iops = report.ios as f64 / elapsed.as_secs_f64().max(1e-9);
-    report.moves = init.moves();
-    report.reconnects = init.reconnects();
+    let mut s = lock(&shared);
+    let mut report = std::mem::take(&mut s.report);
+    let hist = &s.hist;
     if !hist.is_empty() {
         report.latency = Latency {
             mean_us: hist.mean(),
@@ -428,6 +532,14 @@ pub async fn run_workload(
             max_us: hist.max(),
         };
     }
+    drop(s);
+    report.errors += panicked;
+    report.started_at_ms = started_at_ms;
+    report.ended_at_ms = unix_ms();
+    report.elapsed_ms = elapsed.as_millis() as u64;
+    report.iops = report.ios as f64 / elapsed.as_secs_f64().max(1e-9);
+    report.moves = init.moves();
+    report.reconnects = init.reconnects();
     Ok(report)
 }
 

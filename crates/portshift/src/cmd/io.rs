@@ -131,6 +131,7 @@ fn parse_rate(v: &str) -> Result<f64, String> {
 /// without a cross-thread wake-up (a futex and an eventfd write each) per I/O; on this two-core
 /// machine the other core is the target's (BENCHMARKS.md, issue 17).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    keep_freed_memory();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -143,6 +144,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|e| anyhow::anyhow!("the I/O task failed: {e}"))?
         })
+}
+
+/// Each Data-In of a large read is a fresh buffer of the PDU's size, freed when the I/O is
+/// accounted. With glibc's defaults (top-of-heap trimmed past 128 KiB, growing with the largest
+/// mmap freed) the heap shrank and grew again about every fifth 1 MiB read, and every page came
+/// back through a page fault and a zeroing: 1 MiB reads at QD4 spent more system time per I/O
+/// than iscsi-perf's. Keeping up to 64 MiB of freed memory (and serving blocks up to 32 MiB
+/// from the heap) reuses the same pages.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes two glibc malloc tunables; it is called before the runtime
+    // (and any other thread of this process) exists. Measured in bench/profile.sh: see the
+    // commit that added it.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
 }
 
 fn print_event(e: &InitiatorEvent) {
