@@ -530,7 +530,7 @@ async fn no_acknowledged_registration_is_lost_when_a_member_and_a_server_die() {
         .iter()
         .filter(|eid| {
             let node = format!("iqn.2024-01.test:{eid}");
-            !added.iter().any(|n| *n == node)
+            !added.contains(&node)
         })
         .collect();
     assert!(
