@@ -521,6 +521,15 @@ fn merge(into: &mut Changes, from: &Changes) {
     into.domains |= from.domains;
 }
 
+/// Give up the ESI failures of a batch whose write did not happen: ESI probes those portals
+/// again.
+fn abandon_esi(shared: &Shared, esi_failed: &[SocketAddr]) {
+    let mut reg = write(&shared.registry);
+    for portal in esi_failed {
+        reg.esi_abandon(*portal);
+    }
+}
+
 /// Group commit statistics, logged when the server stops.
 #[derive(Default)]
 struct CommitStats {
@@ -573,12 +582,7 @@ fn commit_loop(
         {
             tracing::error!("restoring the registry from the store: {e}; the requests failed");
             unrestored = Some(p);
-            {
-                let mut reg = write(&shared.registry);
-                for portal in &esi_failed {
-                    reg.esi_abandon(*portal);
-                }
-            }
+            abandon_esi(shared, &esi_failed);
             for job in jobs {
                 let response =
                     Message::error_response(job.msg.function, job.msg.xid, Status::INTERNAL_ERROR);
@@ -650,12 +654,7 @@ fn commit_loop(
                     error.or(Some(e))
                 }
             };
-            {
-                let mut reg = write(&shared.registry);
-                for portal in &esi_failed {
-                    reg.esi_abandon(*portal);
-                }
-            }
+            abandon_esi(shared, &esi_failed);
             esi_failed.clear();
             if let Some(e) = error {
                 tracing::error!("persisting registry: {e}; the requests failed");
