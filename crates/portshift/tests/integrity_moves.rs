@@ -59,8 +59,10 @@ const EXIT_LIMIT: Duration = Duration::from_secs(30);
 /// Slack between the target's and the hosts' millisecond timestamps (same clock; the target
 /// logs an event just after queuing the Async Message, so the host may see it a little earlier).
 const CLOCK_SLACK_MS: u64 = 5;
-/// A requested move must have been acted on within this long (Time2Logout is 2 s).
-const ACT_WITHIN_MS: u64 = 2_000;
+/// A requested move must have been acted on within this long. Time2Logout is 2 s, but a host
+/// starved of CPU on a loaded 2-core machine can see the request later; the request stays
+/// pending in the balancer for 15 s, so a later one for the same session cannot come sooner.
+const ACT_WITHIN_MS: u64 = 10_000;
 
 fn target_name(i: usize) -> String {
     format!("iqn.2024-01.test.h7:t{}", i + 1)
@@ -164,15 +166,16 @@ fn match_moves(host: &str, requests: &[&Request], report: &WorkloadReport) -> Ve
     let mut unseen = Vec::new();
     for (k, &req) in requests.iter().enumerate() {
         let (_, from, to, at, _) = req;
-        // The next request is for a later session, so this one's move (the new login) is over
-        // by then.
+        // The next request is for a later session, so the host saw this one before it was
+        // made. (Not necessarily before the host had noted its new login: the target may ask
+        // a session to leave as soon as it has answered the login.)
         let next = requests.get(k + 1).map_or(u64::MAX, |r| r.3);
         let matches = moves.peek().is_some_and(|m| {
             m.from.to_string() == *from
                 && m.to.to_string() == *to
                 && m.at_ms + CLOCK_SLACK_MS >= *at
                 && m.at_ms <= at + ACT_WITHIN_MS
-                && m.at_ms + m.pause_ms <= next.saturating_add(CLOCK_SLACK_MS)
+                && m.at_ms <= next
         });
         if matches {
             moves.next();
@@ -194,13 +197,21 @@ fn match_moves(host: &str, requests: &[&Request], report: &WorkloadReport) -> Ve
         });
         if let Some(i) = excused {
             voluntary.remove(i);
-        } else {
-            assert!(
-                *at + CLOCK_SLACK_MS >= report.ended_at_ms,
+        } else if *at + CLOCK_SLACK_MS < report.ended_at_ms {
+            // First on stdout: a failure's report shows the start of it.
+            let near: Vec<_> = report
+                .moves
+                .iter()
+                .filter(|m| m.at_ms.abs_diff(*at) <= 30_000)
+                .collect();
+            println!(
+                "MISMATCH {host}: request {k} {from} -> {to} at {at} not matched; next request \
+                 at {next}; the host's moves within 30 s: {near:?}"
+            );
+            panic!(
                 "{host}: the target requested a logout {from} -> {to} at {at} that the host \
                  does not list as a move: moves {:?}, reconnects {:?}",
-                report.moves,
-                report.reconnects
+                report.moves, report.reconnects
             );
         }
         unseen.push(req.clone());
@@ -461,7 +472,6 @@ fn run(rule: Rule) {
         by_host.entry(r.0.as_str()).or_default().push(r);
     }
 
-    println!("host   from -> to                          pause");
     let mut pauses = Vec::new();
     let mut unseen = Vec::new();
     for (i, r) in reports.iter().enumerate() {
@@ -470,7 +480,6 @@ fn run(rule: Rule) {
         assert_eq!(r.mismatches, 0, "{host}: mismatches: {:?}", r.error_samples);
         assert!(r.verified_reads > 0, "{host}: no read was verified: {r:?}");
         for m in &r.moves {
-            println!("host{} {} -> {}  {:>5} ms", i + 1, m.from, m.to, m.pause_ms);
             assert_ne!(
                 m.from,
                 m.to,
@@ -527,6 +536,13 @@ fn run(rule: Rule) {
         unseen.len() <= requests.len() / 4,
         "too many logout requests unseen by the hosts: {unseen:?}"
     );
+    // Last: a failure's report shows the start of stdout, which the summary above leads.
+    println!("host   from -> to                          pause");
+    for (i, r) in reports.iter().enumerate() {
+        for m in &r.moves {
+            println!("host{} {} -> {}  {:>5} ms", i + 1, m.from, m.to, m.pause_ms);
+        }
+    }
 }
 
 /// The checker itself: what it accepts and what it rejects.
@@ -575,6 +591,23 @@ mod checker {
         // came after the I/O phase ended at 8000.
         let unseen = match_moves("h", &reqs, &report(&[1001, 3002], &[(1990, 20)], 8000));
         assert_eq!(unseen, vec![r2, r4]);
+    }
+
+    #[test]
+    fn a_slow_host_still_matches_its_requests() {
+        let (r1, r2) = (req(1000), req(1003));
+        // The host saw the first request at 1001 but noted its new login (pause 4) only after
+        // the target had asked the new session to leave at 1003; the second it saw 5 s late.
+        let unseen = match_moves("h", &[&r1, &r2], &report(&[1001, 6003], &[], 9000));
+        assert!(unseen.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "does not list as a move")]
+    fn a_move_seen_after_the_next_request_belongs_to_that_one() {
+        // Seen at 2500, after the request at 2000: it cannot be the move for the one at 1000.
+        let (r1, r2) = (req(1000), req(2000));
+        match_moves("h", &[&r1, &r2], &report(&[2500], &[], 9000));
     }
 
     #[test]
