@@ -19,6 +19,8 @@ use balancer::PortalId;
 use bytes::{Buf, Bytes, BytesMut};
 use iscsi_proto::{Digests, Pdu};
 use iscsi_target_core::{CloseReason, Connection};
+use scsi::LentView;
+use scsi::data_in::hold_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
@@ -339,8 +341,9 @@ async fn serve(
                 tokio::time::sleep(delay).await;
             }
             if conn.has_output() {
-                conn.poll_transmit(&mut out);
-                let written = tx_buf.write(&mut stream, &mut out, limits.stall).await;
+                let written = tx_buf
+                    .write(&mut stream, &mut conn, &mut out, limits.stall)
+                    .await;
                 shell.sent(written.bytes);
                 if let Err(e) = written.result {
                     write_failed = true;
@@ -360,8 +363,9 @@ async fn serve(
         }
     };
     if !write_failed && conn.has_output() {
-        conn.poll_transmit(&mut out);
-        let written = tx_buf.write(&mut stream, &mut out, limits.stall).await;
+        let written = tx_buf
+            .write(&mut stream, &mut conn, &mut out, limits.stall)
+            .await;
         shell.sent(written.bytes);
     }
     let _ = stream.shutdown().await;
@@ -390,14 +394,24 @@ struct Written {
 
 /// Encoded output of one batch: small parts gathered in `hdr`, large data segments kept as
 /// their own `Bytes`.
+///
+/// Some data may be views of a unit's medium (the page cache, lent by a READ). Every copy of
+/// them — into `hdr` while encoding, into the socket by each `writev` — is made holding their
+/// ranges shared ([`scsi::data_in::hold_all`]), so no WRITE changes a block while it is
+/// copied; nothing is held while the batch waits for the socket. A `writev` that stops inside
+/// a block of a view has the rest of that block copied before the ranges are let go, so each
+/// block goes out as it was at one moment (the Data-In PDUs of a view are cut at block
+/// boundaries: `Connection::poll_transmit_lent`).
 #[derive(Default)]
 struct TxBatch {
     hdr: BytesMut,
     segs: Vec<Bytes>,
+    lent: Vec<LentView>,
 }
 
 impl TxBatch {
     fn encode(&mut self, pdus: &mut Vec<(Pdu, Digests)>) {
+        let _held = hold_all(&self.lent);
         for (pdu, digests) in pdus.drain(..) {
             match pdu.encode_header(&mut self.hdr, digests) {
                 Ok(payload) => {
@@ -417,15 +431,20 @@ impl TxBatch {
         }
     }
 
-    /// Encodes `pdus` and writes them all; gives the bytes written, whatever the outcome.
+    /// Takes `conn`'s queued output (PDUs and the views lent to them), encodes and writes it
+    /// all; gives the bytes written, whatever the outcome.
     async fn write(
         &mut self,
         stream: &mut TcpStream,
+        conn: &mut Connection,
         pdus: &mut Vec<(Pdu, Digests)>,
         stall: Duration,
     ) -> Written {
+        conn.poll_transmit_lent(pdus, &mut self.lent);
         let mut bytes = 0;
         let result = self.write_counted(stream, pdus, stall, &mut bytes).await;
+        self.segs.clear();
+        self.lent.clear();
         Written { bytes, result }
     }
 
@@ -439,17 +458,24 @@ impl TxBatch {
         self.encode(pdus);
         let mut first = 0;
         while first < self.segs.len() {
+            // No progress for `stall`: the peer stopped reading.
+            tokio::time::timeout(stall, stream.writable())
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            let TxBatch { segs, lent, .. } = self;
+            let held = hold_all(lent);
             let n = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut count = 0;
-                for (slot, seg) in slices.iter_mut().zip(self.segs.iter().skip(first)) {
+                for (slot, seg) in slices.iter_mut().zip(segs.iter().skip(first)) {
                     *slot = IoSlice::new(seg);
                     count += 1;
                 }
-                // No progress for `stall`: the peer stopped reading.
-                tokio::time::timeout(stall, stream.write_vectored(&slices[..count]))
-                    .await
-                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??
+                match stream.try_write_vectored(&slices[..count]) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
             };
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
@@ -457,7 +483,7 @@ impl TxBatch {
             *bytes += n;
             let mut left = n;
             while left > 0 {
-                let Some(seg) = self.segs.get_mut(first) else {
+                let Some(seg) = segs.get_mut(first) else {
                     break;
                 };
                 if seg.len() <= left {
@@ -466,13 +492,21 @@ impl TxBatch {
                 } else {
                     seg.advance(left);
                     left = 0;
+                    // Stopped inside this segment: finish its block now, as it is.
+                    if let Some(k) = lent.iter().find_map(|v| v.to_block_end(seg))
+                        && k > 0
+                    {
+                        let rest = Bytes::copy_from_slice(&seg[..k.min(seg.len())]);
+                        seg.advance(rest.len());
+                        segs.insert(first, rest);
+                    }
                 }
             }
+            drop(held);
             while self.segs.get(first).is_some_and(|s| s.is_empty()) {
                 first += 1;
             }
         }
-        self.segs.clear();
         Ok(())
     }
 }

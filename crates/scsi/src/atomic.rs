@@ -1,8 +1,8 @@
 //! WRITE ATOMIC (16) (SBC-4 §5.48): the CDB and the Block Limits VPD fields that advertise
 //! it. The unit writes the blocks under its range lock with a single write call, so other
 //! COMPARE AND WRITE, ORWRITE and WRITE ATOMIC commands on overlapping blocks see all or
-//! nothing of it. (Plain READs do not take the range lock, and a file system gives no
-//! all-or-nothing guarantee across a crash for a write larger than its block: see
+//! nothing of it; READs hold the range shared while they copy, so they do too. (A file system
+//! gives no all-or-nothing guarantee across a crash for a write larger than its block: see
 //! docs/conformance.md.)
 
 use crate::cdb::Rw;

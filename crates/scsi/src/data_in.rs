@@ -3,11 +3,75 @@
 //! a view of the medium's own pages, which the transport sends without copying them first.
 //!
 //! A lent view is read by the kernel when the socket takes the response (`writev` copies it
-//! into the socket), which is before the command's status can reach the initiator: the data
-//! are what the medium held at one moment between the command's arrival and its status, as
-//! with a copy made at execution (BENCHMARKS.md, "mapped reads").
+//! into the socket), which is before the command's status can reach the initiator. The
+//! transport holds the view's range shared ([`LentView::hold`]) while it copies, as the
+//! device's `pread` does for a copy, and writes hold it exclusively: each block of the data
+//! is what the medium held at one moment between the command's arrival and its status
+//! ([`crate::range_lock`]; BENCHMARKS.md, "mapped reads").
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
+
+use crate::range_lock::{RangeGuard, RangeLocks, stripe_mask};
+
+/// A READ's data lent from the medium: the bytes (the page cache's own pages) and the range
+/// lock of the unit they belong to, which whoever copies them must hold shared.
+#[derive(Debug, Clone)]
+pub struct LentView {
+    /// The data, starting at a block boundary of the medium.
+    pub data: Bytes,
+    /// The unit's range locks.
+    pub locks: Arc<RangeLocks>,
+    /// The first block.
+    pub lba: u64,
+    /// The unit's logical block size in bytes.
+    pub block_size: u32,
+}
+
+impl LentView {
+    /// The stripes of [`LentView::locks`] covering the data.
+    pub fn stripes(&self) -> u64 {
+        let blocks = self.data.len().div_ceil(self.block_size.max(1) as usize);
+        stripe_mask(self.lba, u32::try_from(blocks).unwrap_or(u32::MAX))
+    }
+
+    /// Hold the data's blocks shared: no write to them while the guard lives.
+    pub fn hold(&self) -> RangeGuard<'_> {
+        let blocks = self.data.len().div_ceil(self.block_size.max(1) as usize);
+        self.locks
+            .shared(self.lba, u32::try_from(blocks).unwrap_or(u32::MAX))
+    }
+
+    /// If `part` starts inside this view's data (it is, e.g., what is left of one PDU's data
+    /// after a short `writev`): how many of its bytes lie before the next block boundary of
+    /// the medium (0 when it starts on one). `None` when `part` is not within the view.
+    pub fn to_block_end(&self, part: &[u8]) -> Option<usize> {
+        let base = self.data.as_ptr() as usize;
+        let at = (part.as_ptr() as usize).checked_sub(base)?;
+        let bs = self.block_size.max(1) as usize;
+        (at < self.data.len()).then(|| (bs - at % bs) % bs)
+    }
+}
+
+/// Hold the ranges of all `views` shared (see [`LentView::hold`]), in the one order every
+/// holder follows ([`crate::range_lock::lock_shared_all`]); nothing when there are none. No
+/// allocation for views of up to four units.
+pub fn hold_all(views: &[LentView]) -> RangeGuard<'_> {
+    let mut ranges: SmallVec<[(&RangeLocks, u64); 4]> = SmallVec::new();
+    for v in views {
+        let mask = v.stripes();
+        match ranges.iter_mut().find(|(l, _)| std::ptr::eq(*l, &*v.locks)) {
+            Some((_, m)) => *m |= mask,
+            None => ranges.push((&v.locks, mask)),
+        }
+    }
+    if ranges.is_empty() {
+        return RangeGuard::default();
+    }
+    crate::range_lock::lock_shared_all(&mut ranges)
+}
 
 /// The data-in of one command.
 pub trait DataSink {
@@ -18,9 +82,11 @@ pub trait DataSink {
         false
     }
     /// Take `view` as the command's whole data-in instead of appending a copy. Only called
-    /// when [`DataSink::lends`] and nothing was appended.
-    fn lend(&mut self, view: Bytes) {
-        self.buf().extend_from_slice(&view);
+    /// when [`DataSink::lends`] and nothing was appended. A sink that does not keep views
+    /// copies the data, holding its range.
+    fn lend(&mut self, view: LentView) {
+        let _held = view.hold();
+        self.buf().extend_from_slice(&view.data);
     }
 }
 
@@ -37,7 +103,7 @@ pub struct LendingDataIn {
     /// Data-in appended by the command.
     pub buf: BytesMut,
     /// The medium's pages lent by a READ instead (then `buf` is empty).
-    pub view: Option<Bytes>,
+    pub view: Option<LentView>,
     /// Whether views are taken (e.g. not when a data digest must be computed over the data in
     /// user space).
     pub lending: bool,
@@ -61,7 +127,7 @@ impl DataSink for LendingDataIn {
     fn lends(&self) -> bool {
         self.lending && self.view.is_none()
     }
-    fn lend(&mut self, view: Bytes) {
+    fn lend(&mut self, view: LentView) {
         self.view = Some(view);
     }
 }

@@ -32,7 +32,7 @@ pub mod unit_attention;
 pub mod xcopy;
 
 pub use cdb::{Command, data_out_length};
-pub use data_in::{DataSink, LendingDataIn};
+pub use data_in::{DataSink, LendingDataIn, LentView};
 pub use device::{BLOCK_SIZE, BlockDevice, DeviceError, FileDevice, MemDevice, NullDevice};
 pub use identity::{Identity, IdentityError};
 pub use lu::{Limits, LogicalUnit};

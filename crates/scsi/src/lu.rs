@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::cdb::{self, Command, CompareAndWrite, Rw, Verify, WriteSame, WriteVerify};
-use crate::data_in::DataSink;
+use crate::data_in::{DataSink, LentView};
 use crate::device::BlockDevice;
 use crate::identity::Identity;
 use crate::inquiry;
@@ -65,7 +65,7 @@ pub struct LogicalUnit {
     /// Persistent reservations (SPC-4 §5.9).
     persistent: PersistentReservations,
     /// Serialises COMPARE AND WRITE, ORWRITE and WRITE ATOMIC on overlapping blocks.
-    range_locks: RangeLocks,
+    range_locks: Arc<RangeLocks>,
     /// WCE and SWP, as MODE SELECT left them.
     mode: ModeState,
     /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY (16)).
@@ -163,7 +163,7 @@ impl LogicalUnit {
             num_blocks,
             reservations: Reservations::new(),
             persistent: PersistentReservations::new(),
-            range_locks: RangeLocks::new(),
+            range_locks: Arc::new(RangeLocks::new()),
             mode: ModeState::new(false),
             lbppbe: 0,
             copy_results: Default::default(),
@@ -490,6 +490,7 @@ impl LogicalUnit {
                 // BLOCK ERASE: release every block, durably.
                 let werr = |e: io::Error| medium_error(&self.identity, Asc::WRITE_ERROR, 0, &e);
                 let len = self.num_blocks * u64::from(bs);
+                let _held = self.range_locks.exclusive(0, u32::MAX);
                 self.device.deallocate(0, len).map_err(werr)?;
                 self.device.flush().map_err(werr)?;
                 Ok(ScsiOutcome::good(0, 0))
@@ -562,7 +563,6 @@ impl LogicalUnit {
         if data.is_empty() {
             return Ok(ScsiOutcome::good(0, 0));
         }
-        let _guard = self.range_locks.lock(rw.lba, rw.blocks);
         self.write_medium(rw.lba, data, rw.fua)?;
         Ok(ScsiOutcome::good(0, 0))
     }
@@ -618,11 +618,19 @@ impl LogicalUnit {
                 .then(|| self.device.view(offset, len))
                 .flatten()
             {
-                Some(view) => data_in.lend(view.map_err(failed)?),
-                None => self
-                    .device
-                    .read_append(offset, len, data_in.buf())
-                    .map_err(failed)?,
+                // The transport holds the range while it copies the view (crate::data_in).
+                Some(view) => data_in.lend(LentView {
+                    data: view.map_err(failed)?,
+                    locks: self.range_locks.clone(),
+                    lba: rw.lba,
+                    block_size: self.block_size,
+                }),
+                None => {
+                    let _held = self.range_locks.shared(rw.lba, rw.blocks);
+                    self.device
+                        .read_append(offset, len, data_in.buf())
+                        .map_err(failed)?
+                }
             }
         }
         Ok(ScsiOutcome::good(len as u32, wanted as u32))
@@ -658,8 +666,14 @@ impl LogicalUnit {
         Ok(ScsiOutcome::good(0, 0))
     }
 
-    /// Read `blocks` blocks at `lba` into a fresh buffer.
+    /// Read `blocks` blocks at `lba` into a fresh buffer, holding them shared.
     pub(crate) fn read_medium(&self, lba: u64, blocks: u32) -> Result<Vec<u8>, Sense> {
+        let _held = self.range_locks.shared(lba, blocks);
+        self.read_medium_held(lba, blocks)
+    }
+
+    /// [`LogicalUnit::read_medium`] for a caller that holds the range already.
+    fn read_medium_held(&self, lba: u64, blocks: u32) -> Result<Vec<u8>, Sense> {
         let mut medium = vec![0u8; self.bytes(blocks)];
         self.device
             .read_at(self.offset(lba), &mut medium)
@@ -667,8 +681,18 @@ impl LogicalUnit {
         Ok(medium)
     }
 
-    /// Write `data` at `lba`; durable before returning when `fua` or write-through.
+    /// Write `data` at `lba`, holding its blocks exclusively; durable before returning when
+    /// `fua` or write-through.
     pub(crate) fn write_medium(&self, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense> {
+        let blocks = data.len().div_ceil(self.block_size as usize);
+        let _held = self
+            .range_locks
+            .exclusive(lba, u32::try_from(blocks).unwrap_or(u32::MAX));
+        self.write_medium_held(lba, data, fua)
+    }
+
+    /// [`LogicalUnit::write_medium`] for a caller that holds the range exclusively already.
+    fn write_medium_held(&self, lba: u64, data: &[u8], fua: bool) -> Result<(), Sense> {
         let werr = |e: io::Error| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e);
         if data.is_empty() {
             return Ok(());
@@ -715,12 +739,12 @@ impl LogicalUnit {
             return Ok(ScsiOutcome::good(0, 0));
         }
         let (verify, write) = data.split_at(len);
-        let _guard = self.range_locks.lock(caw.lba, blocks);
-        let medium = self.read_medium(caw.lba, blocks)?;
+        let _held = self.range_locks.exclusive(caw.lba, blocks);
+        let medium = self.read_medium_held(caw.lba, blocks)?;
         if let Some(at) = first_difference(&medium, verify) {
             return Err(miscompare(at));
         }
-        self.write_medium(caw.lba, write, caw.fua)?;
+        self.write_medium_held(caw.lba, write, caw.fua)?;
         Ok(ScsiOutcome::good(0, 0))
     }
 
@@ -732,10 +756,10 @@ impl LogicalUnit {
         if data.is_empty() {
             return Ok(ScsiOutcome::good(0, 0));
         }
-        let _guard = self.range_locks.lock(rw.lba, rw.blocks);
-        let mut medium = self.read_medium(rw.lba, rw.blocks)?;
+        let _held = self.range_locks.exclusive(rw.lba, rw.blocks);
+        let mut medium = self.read_medium_held(rw.lba, rw.blocks)?;
         medium.iter_mut().zip(data).for_each(|(m, d)| *m |= d);
-        self.write_medium(rw.lba, &medium, rw.fua)?;
+        self.write_medium_held(rw.lba, &medium, rw.fua)?;
         Ok(ScsiOutcome::good(0, 0))
     }
 
@@ -763,6 +787,7 @@ impl LogicalUnit {
         } else {
             Self::take(data_out, bs)?
         };
+        let _held = self.range_locks.exclusive(ws.lba, ws.blocks);
         if block.iter().all(|&b| b == 0) {
             let len = self.bytes(ws.blocks) as u64;
             self.device
@@ -817,6 +842,7 @@ impl LogicalUnit {
             return Err(Sense::invalid_field_in_parameter_list(8));
         }
         for (lba, count) in ranges {
+            let _held = self.range_locks.exclusive(lba, count);
             self.device
                 .write_zeroes(self.offset(lba), self.bytes(count) as u64)
                 .map_err(|e| medium_error(&self.identity, Asc::WRITE_ERROR, lba, &e))?;

@@ -1,40 +1,60 @@
-//! Striped locks keyed by LBA range, for commands that must be atomic with
-//! respect to each other on the same blocks (COMPARE AND WRITE, SBC-3
-//! §5.2; ORWRITE, SBC-3 §5.9) while several portals execute commands on
-//! their own threads. READ and WRITE never take these locks.
+//! Striped reader-writer locks keyed by LBA range. Every command that changes the medium
+//! (WRITE, WRITE SAME, UNMAP, COMPARE AND WRITE, ORWRITE…) holds its range exclusively
+//! while it writes; whatever copies the medium for a READ holds it shared while it copies —
+//! the device's `pread`, or the portal's `writev` that copies a lent view of the page cache
+//! into its socket (see [`crate::data_in::LentView`]). The page cache gives no atomicity of
+//! a copy against a concurrent `pwrite` of the same page, so without this a READ running
+//! beside an overlapping WRITE could return a block half old, half new; with it each block a
+//! READ returns is what the medium held at one moment (SAM-5 §5.4, the rule for lent
+//! views). COMPARE AND WRITE (SBC-3 §5.2) and ORWRITE (SBC-3 §5.9) hold the range
+//! exclusively across their read and write.
+//!
+//! Holders never wait for anything else while they hold a range (a `pwrite`, a `pread`, a
+//! non-blocking `writev`), so a waiter waits a bounded time.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use smallvec::SmallVec;
 
 /// Number of stripes (one bit each in a `u64` mask).
-const STRIPES: usize = 64;
+pub const STRIPES: usize = 64;
 /// log2 of the blocks covered by one chunk; chunk `c` maps to stripe
 /// `c % STRIPES`.
 const CHUNK_SHIFT: u32 = 8;
 
-/// A fixed table of mutexes; a range locks every stripe its chunks map to,
-/// in ascending stripe order, so two ranges can never deadlock.
+/// A fixed table of reader-writer locks; a range locks every stripe its chunks map to, in
+/// ascending stripe order, so two ranges can never deadlock (holders of several tables lock
+/// them in one order too, see [`lock_shared_all`]).
 #[derive(Debug)]
 pub struct RangeLocks {
-    stripes: [Mutex<()>; STRIPES],
+    stripes: [RwLock<()>; STRIPES],
 }
 
-/// Held for the duration of one command; unlocks on drop.
+/// One held stripe.
 #[derive(Debug)]
+enum Held<'a> {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'a, ()>),
+    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'a, ()>),
+}
+
+/// Held while the range is read or written; unlocks on drop. Up to eight stripes are held
+/// without an allocation (a 4 KiB command takes one).
+#[derive(Debug, Default)]
 pub struct RangeGuard<'a> {
-    _held: Vec<MutexGuard<'a, ()>>,
+    _held: SmallVec<[Held<'a>; 8]>,
 }
 
 impl Default for RangeLocks {
     fn default() -> RangeLocks {
         RangeLocks {
-            stripes: std::array::from_fn(|_| Mutex::new(())),
+            stripes: std::array::from_fn(|_| RwLock::new(())),
         }
     }
 }
 
 /// Bit mask of the stripes covering `blocks` blocks from `lba` (at least
 /// the stripe of `lba`, so a zero-length range still serialises).
-fn stripe_mask(lba: u64, blocks: u32) -> u64 {
+pub fn stripe_mask(lba: u64, blocks: u32) -> u64 {
     let first = lba >> CHUNK_SHIFT;
     let last = lba.saturating_add(u64::from(blocks.max(1)) - 1) >> CHUNK_SHIFT;
     if last - first >= STRIPES as u64 {
@@ -48,19 +68,54 @@ impl RangeLocks {
         RangeLocks::default()
     }
 
-    /// Lock the blocks `[lba, lba + blocks)` against other holders of an
-    /// overlapping range. A poisoned stripe is taken over (it guards no data).
-    pub fn lock(&self, lba: u64, blocks: u32) -> RangeGuard<'_> {
-        let mask = stripe_mask(lba, blocks);
-        let held = self
-            .stripes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| mask & (1 << i) != 0)
-            .map(|(_, m)| m.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        RangeGuard { _held: held }
+    /// Hold the blocks `[lba, lba + blocks)` exclusively: no other holder of an overlapping
+    /// range, shared or exclusive. A poisoned stripe is taken over (it guards no data).
+    pub fn exclusive(&self, lba: u64, blocks: u32) -> RangeGuard<'_> {
+        let mut g = RangeGuard::default();
+        self.lock_mask(stripe_mask(lba, blocks), true, &mut g);
+        g
     }
+
+    /// Hold the blocks `[lba, lba + blocks)` shared: other shared holders may overlap, no
+    /// exclusive one.
+    pub fn shared(&self, lba: u64, blocks: u32) -> RangeGuard<'_> {
+        let mut g = RangeGuard::default();
+        self.lock_mask(stripe_mask(lba, blocks), false, &mut g);
+        g
+    }
+
+    /// Adds the stripes of `mask` to `guard`, in ascending order.
+    fn lock_mask<'a>(&'a self, mask: u64, exclusive: bool, guard: &mut RangeGuard<'a>) {
+        for (i, s) in self.stripes.iter().enumerate() {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            guard._held.push(if exclusive {
+                Held::Exclusive(s.write().unwrap_or_else(|e| e.into_inner()))
+            } else {
+                Held::Shared(s.read().unwrap_or_else(|e| e.into_inner()))
+            });
+        }
+    }
+}
+
+/// Hold, shared, the stripes `mask` of each table in `ranges` (a table may appear several
+/// times; its masks are merged): the tables in the order of their addresses, each table's
+/// stripes ascending — the one global order every holder follows. For a transport about to
+/// copy several lent views of possibly several units at once.
+pub fn lock_shared_all<'a>(ranges: &mut [(&'a RangeLocks, u64)]) -> RangeGuard<'a> {
+    ranges.sort_unstable_by_key(|(l, _)| std::ptr::from_ref(*l) as usize);
+    let mut g = RangeGuard::default();
+    let mut i = 0;
+    while let Some(&(locks, _)) = ranges.get(i) {
+        let mut mask = 0;
+        while let Some(&(_, m)) = ranges.get(i).filter(|(l, _)| std::ptr::eq(*l, locks)) {
+            mask |= m;
+            i += 1;
+        }
+        locks.lock_mask(mask, false, &mut g);
+    }
+    g
 }
 
 #[cfg(test)]
@@ -156,12 +211,12 @@ mod tests {
     fn assert_second_waits(first: (u64, u32), second: (u64, u32)) {
         let locks = Arc::new(RangeLocks::new());
         let order = Arc::new(Mutex::new(Vec::new()));
-        let guard = locks.lock(first.0, first.1);
+        let guard = locks.exclusive(first.0, first.1);
         let (tx, rx) = mpsc::channel();
         let waiter = {
             let (locks, order) = (locks.clone(), order.clone());
             thread::spawn(move || {
-                let _g = locks.lock(second.0, second.1);
+                let _g = locks.exclusive(second.0, second.1);
                 order.lock().unwrap().push("second locked");
                 tx.send(()).unwrap();
             })
@@ -193,12 +248,12 @@ mod tests {
     #[test]
     fn non_overlapping_ranges_do_not_block() {
         let locks = Arc::new(RangeLocks::new());
-        let _a = locks.lock(0, 256);
+        let _a = locks.exclusive(0, 256);
         let (tx, rx) = mpsc::channel();
         for (lba, blocks) in [(256, 256), (256 * 2, 256 * 60)] {
             let (locks, tx) = (locks.clone(), tx.clone());
             thread::spawn(move || {
-                let _b = locks.lock(lba, blocks);
+                let _b = locks.exclusive(lba, blocks);
                 tx.send((lba, blocks)).unwrap();
             });
             let got = rx.recv_timeout(DEADLINE);
@@ -217,7 +272,7 @@ mod tests {
                 let mut overlaps = 0;
                 for i in 0..2000u64 {
                     // Ranges [t*10 + i%50, +200) all overlap each other.
-                    let _g = locks.lock(t * 10 + i % 50, 200);
+                    let _g = locks.exclusive(t * 10 + i % 50, 200);
                     overlaps += inside.fetch_add(1, Ordering::SeqCst);
                     thread::yield_now();
                     inside.fetch_sub(1, Ordering::SeqCst);
@@ -232,5 +287,56 @@ mod tests {
                 "another holder was inside an overlapping range"
             );
         }
+    }
+
+    #[test]
+    fn shared_holders_overlap_but_keep_an_exclusive_one_out() {
+        let locks = Arc::new(RangeLocks::new());
+        let a = locks.shared(0, 100);
+        // Another shared holder of an overlapping range goes ahead at once.
+        let (tx, rx) = mpsc::channel();
+        {
+            let (locks, tx) = (locks.clone(), tx.clone());
+            thread::spawn(move || {
+                let _b = locks.shared(50, 100);
+                tx.send("shared").unwrap();
+            });
+        }
+        assert_eq!(rx.recv_timeout(DEADLINE), Ok("shared"));
+        // An exclusive one waits for the shared holder.
+        {
+            let locks = locks.clone();
+            thread::spawn(move || {
+                let _c = locks.exclusive(99, 1);
+                tx.send("exclusive").unwrap();
+            });
+        }
+        assert!(
+            rx.recv_timeout(SETTLE).is_err(),
+            "a writer ran beside a reader"
+        );
+        drop(a);
+        assert_eq!(rx.recv_timeout(DEADLINE), Ok("exclusive"));
+    }
+
+    #[test]
+    fn holding_several_tables_merges_each_tables_stripes() {
+        let (x, y) = (RangeLocks::new(), RangeLocks::new());
+        let mut ranges = [
+            (&y, stripe_mask(0, 1)),
+            (&x, stripe_mask(256, 1)),
+            (&y, stripe_mask(512, 1)),
+        ];
+        let g = lock_shared_all(&mut ranges);
+        // One guard per stripe: x's stripe 1, y's stripes 0 and 2.
+        assert_eq!(g._held.len(), 3);
+        // Shared: the same stripes can still be held shared again.
+        let again = x.shared(256, 1);
+        drop(again);
+        // Not exclusively, while held.
+        assert!(y.stripes[2].try_write().is_err());
+        assert!(y.stripes[1].try_write().is_ok());
+        drop(g);
+        assert!(y.stripes[2].try_write().is_ok());
     }
 }

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use iscsi_proto::{DataIn, Pdu, RESERVED_TAG, ScsiResponse};
-use scsi::{LendingDataIn, Residual, ScsiOutcome, ScsiStatus, Sense};
+use scsi::{LendingDataIn, LentView, Residual, ScsiOutcome, ScsiStatus, Sense};
 
 use super::write::CmdInfo;
 use super::{Connection, Phase};
@@ -79,11 +79,12 @@ impl Connection {
         let status = outcome.status as u8;
         if outcome.status == ScsiStatus::Good
             && read
-            && let Some(view) = view.filter(|v| !v.is_empty())
+            && let Some(view) = view.filter(|v| !v.data.is_empty())
         {
             // The medium's pages, lent: the buffer goes back unused.
             self.pool.give(data_in);
-            return self.data_in(lun, itt, view, status, residual);
+            let data = self.keep_lent(view);
+            return self.data_in(lun, itt, data, status, residual);
         }
         if outcome.status == ScsiStatus::Good && !data_in.is_empty() {
             let data = data_in.freeze();
@@ -111,6 +112,31 @@ impl Connection {
             ..ScsiResponse::default()
         };
         self.push(r);
+    }
+
+    /// The data of a lent `view`, recorded for the transport ([`Connection::poll_transmit_lent`])
+    /// when the Data-In PDUs cut it at block boundaries (MaxRecvDataSegmentLength and
+    /// MaxBurstLength multiples of the block size: then no block is split between two
+    /// PDUs, and the transport only has to mind a `writev` that stops inside one); otherwise
+    /// a copy made now, holding the view's range.
+    fn keep_lent(&mut self, view: LentView) -> Bytes {
+        let bs = view.block_size.max(1) as usize;
+        let aligned = match &self.phase {
+            Phase::Full(s) => {
+                let seg = (s.params.initiator_max_recv_data_segment_length as usize).max(512);
+                let burst = (s.params.max_burst_length as usize).max(seg);
+                seg.is_multiple_of(bs) && burst.is_multiple_of(bs)
+            }
+            Phase::Login(_) => false,
+        };
+        if aligned {
+            let data = view.data.clone();
+            self.lent.push(view);
+            data
+        } else {
+            let _held = view.hold();
+            Bytes::copy_from_slice(&view.data)
+        }
     }
 
     /// A SCSI Response with CHECK CONDITION and `sense`.

@@ -108,6 +108,8 @@ pub struct Connection {
     phase: Phase,
     decoder: PduDecoder,
     out: Vec<(Pdu, Digests)>,
+    /// The medium views lent to data in `out` ([`Connection::poll_transmit_lent`]).
+    lent: Vec<scsi::LentView>,
     /// Approximate bytes of `out`: every Data-In segment plus one header per PDU
     /// (see [`Connection::queued_bytes`]); kept up to date as PDUs are queued.
     out_bytes: usize,
@@ -153,6 +155,7 @@ impl Connection {
                 max_recv_data_segment_length: LOGIN_MRDSL,
             }),
             out: Vec::new(),
+            lent: Vec::new(),
             out_bytes: 0,
             scsi: VecDeque::new(),
             events: VecDeque::new(),
@@ -294,10 +297,28 @@ impl Connection {
         }
     }
 
-    /// Moves the queued PDUs (each with the digests to encode it with) to `into`.
+    /// Moves the queued PDUs (each with the digests to encode it with) to `into`. Lent
+    /// views among their data are forgotten: for a caller that copies the PDUs at once or
+    /// drops them (see [`Connection::poll_transmit_lent`]).
     pub fn poll_transmit(&mut self, into: &mut Vec<(Pdu, Digests)>) {
         into.append(&mut self.out);
         self.out_bytes = 0;
+        self.lent.clear();
+    }
+
+    /// [`Connection::poll_transmit`], also moving to `lent` the views of the medium that some
+    /// of the PDUs' data are slices of: whoever copies those data (encodes or writes the
+    /// PDUs) must hold each view's range shared while copying ([`scsi::LentView::hold`],
+    /// [`scsi::range_lock::lock_shared_all`]), and must not copy a block of a view in two
+    /// goes with nothing held between them.
+    pub fn poll_transmit_lent(
+        &mut self,
+        into: &mut Vec<(Pdu, Digests)>,
+        lent: &mut Vec<scsi::LentView>,
+    ) {
+        into.append(&mut self.out);
+        self.out_bytes = 0;
+        lent.append(&mut self.lent);
     }
 
     /// The next piece of SCSI work, in order.
