@@ -411,11 +411,15 @@ struct TxBatch {
 
 impl TxBatch {
     fn encode(&mut self, pdus: &mut Vec<(Pdu, Digests)>) {
-        let _held = hold_all(&self.lent);
+        // Taken before the first copy of a data segment, if there are views at all.
+        let mut held = None;
         for (pdu, digests) in pdus.drain(..) {
             match pdu.encode_header(&mut self.hdr, digests) {
                 Ok(payload) => {
                     if payload.data.len() <= COPY_THRESHOLD {
+                        if held.is_none() && !self.lent.is_empty() && !payload.data.is_empty() {
+                            held = Some(hold_all(&self.lent));
+                        }
                         self.hdr.extend_from_slice(&payload.data);
                     } else {
                         self.segs.push(self.hdr.split().freeze());

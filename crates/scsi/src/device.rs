@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use bytes::{Bytes, BytesMut};
 
@@ -128,7 +128,8 @@ pub struct FileDevice {
     num_blocks: u64,
     /// The whole file mapped read-only and shared (the page cache itself), for
     /// [`BlockDevice::view`]; `None` where the file cannot be mapped.
-    map: Option<Arc<Mapping>>,
+    /// Views are slices of it: a READ's view costs a reference count, no allocation.
+    map: Option<Bytes>,
 }
 
 /// A read-only shared mapping of a whole file (mmap(2) `PROT_READ`, `MAP_SHARED`): its pages
@@ -188,24 +189,19 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; no view outlives it (each holds
-        // an `Arc` of it).
+        // SAFETY: unmaps exactly the mapping made in `new`; no view outlives it (the mapping
+        // is the owner of the `Bytes` every view is a slice of).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
-/// `len` bytes at `start` of a mapping, kept alive by the `Arc` (the owner of a [`Bytes`]).
-struct MappedRange {
-    map: Arc<Mapping>,
-    start: usize,
-    len: usize,
-}
-
-impl AsRef<[u8]> for MappedRange {
+/// The whole mapping as bytes: the owner of the [`Bytes`] every view is a slice of, so the
+/// mapping lives until the last view of it is dropped.
+impl AsRef<[u8]> for Mapping {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `start + len <= map.len` (checked in `FileDevice::view`), the mapping lives
-        // as long as `self.map`, and it is never written through this process (PROT_READ).
-        unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr().add(self.start), self.len) }
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives (unmapped in
+        // `drop`), and they are never written through this process (PROT_READ).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
@@ -268,7 +264,7 @@ impl FileDevice {
                 existing
             }
         };
-        let map = Mapping::new(&file, size).map(Arc::new);
+        let map = Mapping::new(&file, size).map(Bytes::from_owner);
         Ok(FileDevice {
             file,
             num_blocks: size / u64::from(BLOCK_SIZE),
@@ -346,14 +342,10 @@ impl BlockDevice for FileDevice {
     fn view(&self, offset: u64, len: usize) -> Option<io::Result<Bytes>> {
         let map = self.map.as_ref()?;
         let start = usize::try_from(offset).ok()?;
-        if start.checked_add(len)? > map.len {
-            return Some(Err(io::ErrorKind::UnexpectedEof.into()));
+        match start.checked_add(len) {
+            Some(end) if end <= map.len() => Some(Ok(map.slice(start..end))),
+            _ => Some(Err(io::ErrorKind::UnexpectedEof.into())),
         }
-        Some(Ok(Bytes::from_owner(MappedRange {
-            map: map.clone(),
-            start,
-            len,
-        })))
     }
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.file.write_all_at(buf, offset)
