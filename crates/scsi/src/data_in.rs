@@ -31,17 +31,20 @@ pub struct LentView {
 }
 
 impl LentView {
+    /// The blocks the data cover (the last one possibly in part, when the EDTL cut it).
+    fn blocks(&self) -> u32 {
+        let blocks = self.data.len().div_ceil(self.block_size.max(1) as usize);
+        u32::try_from(blocks).unwrap_or(u32::MAX)
+    }
+
     /// The stripes of [`LentView::locks`] covering the data.
     pub fn stripes(&self) -> u64 {
-        let blocks = self.data.len().div_ceil(self.block_size.max(1) as usize);
-        stripe_mask(self.lba, u32::try_from(blocks).unwrap_or(u32::MAX))
+        stripe_mask(self.lba, self.blocks())
     }
 
     /// Hold the data's blocks shared: no write to them while the guard lives.
     pub fn hold(&self) -> RangeGuard<'_> {
-        let blocks = self.data.len().div_ceil(self.block_size.max(1) as usize);
-        self.locks
-            .shared(self.lba, u32::try_from(blocks).unwrap_or(u32::MAX))
+        self.locks.shared(self.lba, self.blocks())
     }
 
     /// If `part` starts inside this view's data (it is, e.g., what is left of one PDU's data

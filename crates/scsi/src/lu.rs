@@ -64,7 +64,8 @@ pub struct LogicalUnit {
     reservations: Reservations,
     /// Persistent reservations (SPC-4 §5.9).
     persistent: PersistentReservations,
-    /// Serialises COMPARE AND WRITE, ORWRITE and WRITE ATOMIC on overlapping blocks.
+    /// Held exclusively by whatever writes the medium, shared by whatever copies it for a
+    /// READ (crate::range_lock); shared with the transport through lent views.
     range_locks: Arc<RangeLocks>,
     /// WCE and SWP, as MODE SELECT left them.
     mode: ModeState,

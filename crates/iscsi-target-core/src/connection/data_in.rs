@@ -3,7 +3,7 @@
 //! Response; residuals (§11.4.5).
 
 use bytes::{Bytes, BytesMut};
-use iscsi_proto::{DataIn, Pdu, RESERVED_TAG, ScsiResponse};
+use iscsi_proto::{DataIn, Pdu, RESERVED_TAG, ScsiResponse, SessionParams};
 use scsi::{LendingDataIn, LentView, Residual, ScsiOutcome, ScsiStatus, Sense};
 
 use super::write::CmdInfo;
@@ -123,8 +123,7 @@ impl Connection {
         let bs = view.block_size.max(1) as usize;
         let aligned = match &self.phase {
             Phase::Full(s) => {
-                let seg = (s.params.initiator_max_recv_data_segment_length as usize).max(512);
-                let burst = (s.params.max_burst_length as usize).max(seg);
+                let (seg, burst) = data_in_cuts(&s.params);
                 seg.is_multiple_of(bs) && burst.is_multiple_of(bs)
             }
             Phase::Login(_) => false,
@@ -161,8 +160,7 @@ impl Connection {
         let Phase::Full(s) = &mut self.phase else {
             return;
         };
-        let seg = (s.params.initiator_max_recv_data_segment_length as usize).max(512);
-        let burst = (s.params.max_burst_length as usize).max(seg);
+        let (seg, burst) = data_in_cuts(&s.params);
         let total = data.len();
         let (o, u, count) = residual_fields(residual);
         let digests = s.digests;
@@ -199,6 +197,13 @@ impl Connection {
             off += n;
         }
     }
+}
+
+/// Where Data-In PDUs are cut (§11.7): (most data per PDU, the initiator's
+/// MaxRecvDataSegmentLength; burst length, MaxBurstLength, at whose boundaries F is set).
+fn data_in_cuts(params: &SessionParams) -> (usize, usize) {
+    let seg = (params.initiator_max_recv_data_segment_length as usize).max(512);
+    (seg, (params.max_burst_length as usize).max(seg))
 }
 
 /// (O, U, count) of a residual.
