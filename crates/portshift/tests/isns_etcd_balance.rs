@@ -222,21 +222,26 @@ fn a_balancer_move_works_through_the_surviving_isns_server() {
         "no logout request moved the verifying host from P0 to P1"
     );
 
-    // P0 has only the pinned host left: after the cooldown the registration is restored, and
-    // B lists P0 again.
+    // P0 has only the pinned host left: after the cooldown the registration is restored (S1
+    // records it once B has acknowledged it), and B lists P0 again. (B may list it a little
+    // before S1 records it: the answer to S1 is still on its way.)
     let restored = wait_for(Duration::from_secs(20), || {
-        (listed(b, S1_IO) == p).then_some(())
+        snapshot(admin1).events.into_iter().find(|e| {
+            matches!(&e.kind, EventKind::RegistrationRestored { target, portal }
+                if target == S1_IO && *portal == P0)
+        })
     });
     assert!(
         restored.is_some(),
-        "B does not list P0 again for {S1_IO}: {:?}\n{:#?}",
-        listed(b, S1_IO),
-        snapshot(admin1).events
+        "S1 did not restore ({S1_IO}, P0): {:#?}\n{}\nB:\n{}",
+        snapshot(admin1).events,
+        s1_text(),
+        std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default()
     );
-    assert!(
-        snapshot(admin1).events.iter().any(|e| matches!(&e.kind,
-            EventKind::RegistrationRestored { target, portal } if target == S1_IO && *portal == P0)),
-        "no restore event"
+    assert_eq!(
+        listed(b, S1_IO),
+        p,
+        "B does not list P0 again for {S1_IO} after acknowledging its restore"
     );
 
     // Both hosts end clean.
