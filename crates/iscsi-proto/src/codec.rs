@@ -125,29 +125,39 @@ impl PduDecoder {
             return Ok(None);
         }
 
-        let header_area = buf.split_to(BHS_LEN + ahs_len);
+        // The header is copied (it is parsed into fields anyway) and consumed with `advance`:
+        // splitting it off would share the buffer, a reference count taken and dropped per
+        // PDU, and an allocation whenever the buffer goes from owned to shared.
+        let ahs = buf.get(BHS_LEN..BHS_LEN + ahs_len).unwrap_or(&[]).to_vec();
         if hd > 0 {
+            let computed = crc32c(buf.get(..BHS_LEN + ahs_len).unwrap_or(&[]));
+            buf.advance(BHS_LEN + ahs_len);
             let received = buf.get_u32_le();
-            let computed = crc32c(&header_area);
             if received != computed {
                 buf.advance(padded + dd);
                 return Err(DecodeError::HeaderDigest { computed, received });
             }
+        } else {
+            buf.advance(BHS_LEN + ahs_len);
         }
-        let mut seg = buf.split_to(padded);
-        if dd > 0 {
-            let received = buf.get_u32_le();
-            let computed = crc32c(&seg);
-            if received != computed {
-                return Err(DecodeError::DataDigest {
-                    computed,
-                    received,
-                    header: Box::new(raw),
-                });
+        let data = if padded == 0 {
+            Bytes::new()
+        } else {
+            let mut seg = buf.split_to(padded);
+            if dd > 0 {
+                let received = buf.get_u32_le();
+                let computed = crc32c(&seg);
+                if received != computed {
+                    return Err(DecodeError::DataDigest {
+                        computed,
+                        received,
+                        header: Box::new(raw),
+                    });
+                }
             }
-        }
-        seg.truncate(dsl);
-        let data = seg.freeze();
+            seg.truncate(dsl);
+            seg.freeze()
+        };
 
         let opcode = bhs.opcode_raw();
         if Opcode::from_u8(opcode).is_none() {
@@ -156,8 +166,7 @@ impl PduDecoder {
                 header: Box::new(raw),
             });
         }
-        let ahs = header_area.get(BHS_LEN..).unwrap_or(&[]);
-        Pdu::from_parts(&bhs, ahs, data)
+        Pdu::from_parts(&bhs, &ahs, data)
             .map(Some)
             .map_err(|reason| DecodeError::Malformed {
                 opcode,
