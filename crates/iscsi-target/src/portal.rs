@@ -392,8 +392,9 @@ struct Written {
     result: std::io::Result<()>,
 }
 
-/// Encoded output of one batch: small parts gathered in `hdr`, large data segments kept as
-/// their own `Bytes`.
+/// Encoded output of one batch: small parts gathered in `hdr` (never split off it: the
+/// buffer is reused batch after batch without an allocation or a reference count), large data
+/// segments kept as their own `Bytes`; `segs` lists them in wire order.
 ///
 /// Some data may be views of a unit's medium (the page cache, lent by a READ). Every copy of
 /// them — into `hdr` while encoding, into the socket by each `writev` — is made holding their
@@ -405,14 +406,39 @@ struct Written {
 #[derive(Default)]
 struct TxBatch {
     hdr: BytesMut,
-    segs: Vec<Bytes>,
+    segs: Vec<Seg>,
     lent: Vec<LentView>,
+}
+
+/// One part of a batch's output.
+enum Seg {
+    /// Bytes of [`TxBatch::hdr`] still to write.
+    Hdr(std::ops::Range<usize>),
+    /// A data segment still to write.
+    Data(Bytes),
+}
+
+impl Seg {
+    fn bytes<'a>(&'a self, hdr: &'a [u8]) -> &'a [u8] {
+        match self {
+            Seg::Hdr(r) => hdr.get(r.clone()).unwrap_or_default(),
+            Seg::Data(b) => b,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Seg::Hdr(r) => r.len(),
+            Seg::Data(b) => b.len(),
+        }
+    }
 }
 
 impl TxBatch {
     fn encode(&mut self, pdus: &mut Vec<(Pdu, Digests)>) {
         // Taken before the first copy of a data segment, if there are views at all.
         let mut held = None;
+        let mut start = self.hdr.len();
         for (pdu, digests) in pdus.drain(..) {
             match pdu.encode_header(&mut self.hdr, digests) {
                 Ok(payload) => {
@@ -422,16 +448,17 @@ impl TxBatch {
                         }
                         self.hdr.extend_from_slice(&payload.data);
                     } else {
-                        self.segs.push(self.hdr.split().freeze());
-                        self.segs.push(payload.data);
+                        self.segs.push(Seg::Hdr(start..self.hdr.len()));
+                        self.segs.push(Seg::Data(payload.data));
+                        start = self.hdr.len();
                     }
                     self.hdr.extend_from_slice(payload.trailer.as_slice());
                 }
                 Err(e) => tracing::error!("cannot encode a response: {e}"),
             }
         }
-        if !self.hdr.is_empty() {
-            self.segs.push(self.hdr.split().freeze());
+        if self.hdr.len() > start {
+            self.segs.push(Seg::Hdr(start..self.hdr.len()));
         }
     }
 
@@ -448,6 +475,7 @@ impl TxBatch {
         let mut bytes = 0;
         let result = self.write_counted(stream, pdus, stall, &mut bytes).await;
         self.segs.clear();
+        self.hdr.clear();
         self.lent.clear();
         Written { bytes, result }
     }
@@ -466,13 +494,13 @@ impl TxBatch {
             tokio::time::timeout(stall, stream.writable())
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-            let TxBatch { segs, lent, .. } = self;
+            let TxBatch { hdr, segs, lent } = self;
             let held = hold_all(lent);
             let n = {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let mut count = 0;
                 for (slot, seg) in slices.iter_mut().zip(segs.iter().skip(first)) {
-                    *slot = IoSlice::new(seg);
+                    *slot = IoSlice::new(seg.bytes(hdr));
                     count += 1;
                 }
                 match stream.try_write_vectored(&slices[..count]) {
@@ -493,21 +521,28 @@ impl TxBatch {
                 if seg.len() <= left {
                     left -= seg.len();
                     first += 1;
-                } else {
-                    seg.advance(left);
-                    left = 0;
-                    // Stopped inside this segment: finish its block now, as it is.
-                    if let Some(k) = lent.iter().find_map(|v| v.to_block_end(seg))
-                        && k > 0
-                    {
-                        let rest = Bytes::copy_from_slice(&seg[..k.min(seg.len())]);
-                        seg.advance(rest.len());
-                        segs.insert(first, rest);
+                    continue;
+                }
+                match seg {
+                    Seg::Hdr(r) => r.start += left,
+                    Seg::Data(data) => {
+                        data.advance(left);
+                        // Stopped inside this segment: finish its block now, as it is.
+                        if let Some(k) = lent.iter().find_map(|v| v.to_block_end(data))
+                            && k > 0
+                        {
+                            let k = k.min(data.len());
+                            let at = hdr.len();
+                            hdr.extend_from_slice(data.get(..k).unwrap_or_default());
+                            data.advance(k);
+                            segs.insert(first, Seg::Hdr(at..hdr.len()));
+                        }
                     }
                 }
+                left = 0;
             }
             drop(held);
-            while self.segs.get(first).is_some_and(|s| s.is_empty()) {
+            while self.segs.get(first).is_some_and(|s| s.len() == 0) {
                 first += 1;
             }
         }

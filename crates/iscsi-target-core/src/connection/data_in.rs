@@ -17,16 +17,21 @@ const MAX_DATA_IN_RESERVE: usize = super::buffers::MAX_POOLED;
 impl Connection {
     /// Queues `cmd` for execution by the shell with all its data-out.
     pub(super) fn submit(&mut self, cmd: CmdInfo, data_out: Bytes, pooled_out: bool, r2ts: u32) {
-        let buf = if cmd.read {
-            self.pool.take((cmd.edtl as usize).min(MAX_DATA_IN_RESERVE))
-        } else {
-            BytesMut::new()
-        };
         // A data digest is computed over the data in user space: no lent views then (see
         // scsi::device's Mapping).
         let lending = match &self.phase {
             Phase::Full(s) => !s.digests.data,
             Phase::Login(_) => false,
+        };
+        let reserve = (cmd.edtl as usize).min(MAX_DATA_IN_RESERVE);
+        // A READ that may lend the medium's pages starts with no buffer when the pool would
+        // not serve one anyway (small reads): most are lent, and one that is copied after all
+        // (a device without views) grows it then. Taking one here cost an allocation and a
+        // free per 4 KiB READ.
+        let buf = if cmd.read && !(lending && reserve < super::buffers::MIN_POOLED) {
+            self.pool.take(reserve)
+        } else {
+            BytesMut::new()
         };
         let data_in = LendingDataIn::new(buf, lending);
         self.scsi
