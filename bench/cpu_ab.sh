@@ -13,18 +13,13 @@ command -v iscsi-perf >/dev/null || { echo "missing iscsi-perf: apt-get install 
 INI=iqn.2026-11.org.example:bench-client
 IQN=iqn.2026-11.org.example:bench-ps
 PORT=3293; ADMIN=3294
-if [ -z "${BENCH_DIR:-}" ] && [ -d /dev/shm ] &&
-    [ "$(df -k --output=avail /dev/shm | tail -n1)" -gt $((2 * 1024 * 1024)) ]; then
-    BENCH_DIR=/dev/shm
-fi
-DIR="$(mktemp -d -p "${BENCH_DIR:-/tmp}")"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+DIR="$(scratch_dir 2)"
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
-head -c 1073741824 /dev/urandom > "$DIR/lun.img"
-cat "$DIR/lun.img" > /dev/null
-# shellcheck source=bench/lib.sh
-. bench/lib.sh
+fill_lun "$DIR/lun.img"
 
 # start BIN: runs one target on the LUN file, sets PID.
 start() {

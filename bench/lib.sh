@@ -12,6 +12,24 @@ portshift_bin() {
     fi
 }
 
+# scratch_dir GIB -> a new temporary directory for the LUN files: $BENCH_DIR if set, else
+# /dev/shm when it has room for GIB GiB (so the targets, not write-back to a disk, are
+# measured), else /tmp.
+scratch_dir() {
+    local base="${BENCH_DIR:-}"
+    if [ -z "$base" ] && [ -d /dev/shm ] &&
+        [ "$(df -k --output=avail /dev/shm | tail -n1)" -gt $(($1 * 1024 * 1024)) ]; then
+        base=/dev/shm
+    fi
+    mktemp -d -p "${base:-/tmp}"
+}
+
+# fill_lun FILE: 1 GiB of random bytes in FILE, read once so that it sits in the page cache.
+fill_lun() {
+    head -c 1073741824 /dev/urandom > "$1"
+    cat "$1" > /dev/null
+}
+
 # CPU time of process PID so far, in clock ticks.
 cputicks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
