@@ -36,11 +36,7 @@ INI=iqn.2026-12.org.example:profile-client
 IQN_TGT=iqn.2026-12.org.example:profile-tgt
 IQN_PS=iqn.2026-12.org.example:profile-ps
 TGT_PORT=3296; PS_PORT=3297; ADMIN_PORT=3298; CTL=18
-if [ -z "${BENCH_DIR:-}" ] && [ -d /dev/shm ] &&
-    [ "$(df -k --output=avail /dev/shm | tail -n1)" -gt $((3 * 1024 * 1024)) ]; then
-    BENCH_DIR=/dev/shm
-fi
-DIR="$(mktemp -d -p "${BENCH_DIR:-/tmp}")"
+DIR="$(scratch_dir 3)"
 TGT_PID=""; PS_PID=""
 cleanup() {
     [ -n "$TGT_PID" ] && kill -9 "$TGT_PID" 2>/dev/null || true

@@ -27,11 +27,7 @@ done
 BIN="$(portshift_bin)"
 # The LUN files live on tmpfs when there is room (RAM-backed page cache): writes then measure
 # the targets, not the kernel writing dirty pages back to a disk. BENCH_DIR=path overrides.
-if [ -z "${BENCH_DIR:-}" ] && [ -d /dev/shm ] &&
-    [ "$(df -k --output=avail /dev/shm | tail -n1)" -gt $((3 * 1024 * 1024)) ]; then
-    BENCH_DIR=/dev/shm
-fi
-DIR="$(mktemp -d -p "${BENCH_DIR:-/tmp}")"
+DIR="$(scratch_dir 3)"
 IQN_TGT=iqn.2026-11.org.example:bench-tgt
 IQN_PS=iqn.2026-11.org.example:bench-ps
 INI=iqn.2026-11.org.example:bench-client
