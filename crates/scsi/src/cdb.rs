@@ -522,14 +522,20 @@ pub fn parse(cdb: &[u8]) -> Result<Command, Sense> {
 /// comparison with the iSCSI Expected Data Transfer Length). `block_size`
 /// converts block counts.
 pub fn data_out_length(cdb: &[u8], block_size: u32) -> Result<u32, Sense> {
+    data_out_length_of(&parse(cdb)?, block_size)
+}
+
+/// [`data_out_length`] of a command already parsed: a transport that needs the length and
+/// then executes the command parses its CDB once.
+pub fn data_out_length_of(cmd: &Command, block_size: u32) -> Result<u32, Sense> {
     let bytes = |blocks: u32| u64::from(blocks) * u64::from(block_size);
-    let n: u64 = match parse(cdb)? {
+    let n: u64 = match cmd {
         Command::Write(rw) | Command::OrWrite(rw) | Command::WriteAtomic(rw) => bytes(rw.blocks),
         Command::ModeSelect(ms) => u64::from(ms.param_len),
-        Command::ExtendedCopy { param_len } => u64::from(param_len),
+        Command::ExtendedCopy { param_len } => u64::from(*param_len),
         Command::WriteVerify(wv) => bytes(wv.blocks),
         Command::CompareAndWrite(caw) => 2 * bytes(u32::from(caw.blocks)),
-        Command::PersistentReserveOut { param_len, .. } => u64::from(param_len),
+        Command::PersistentReserveOut { param_len, .. } => u64::from(*param_len),
         Command::Verify(v) => match v.bytchk {
             0 => 0,
             3 => u64::from(block_size),
@@ -537,7 +543,7 @@ pub fn data_out_length(cdb: &[u8], block_size: u32) -> Result<u32, Sense> {
         },
         Command::WriteSame(ws) if ws.ndob => 0,
         Command::WriteSame(_) => u64::from(block_size),
-        Command::Unmap { param_len } => u64::from(param_len),
+        Command::Unmap { param_len } => u64::from(*param_len),
         _ => 0,
     };
     // A transfer that does not fit in 32 bits cannot match any EDTL.

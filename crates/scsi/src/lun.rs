@@ -196,11 +196,29 @@ impl LunTable {
         data_out: &[u8],
         data_in: &mut dyn DataSink,
     ) -> ScsiOutcome {
+        self.execute_parsed(
+            self.get(task.lun).map(|u| &**u),
+            cdb::parse(task.cdb),
+            task,
+            data_out,
+            data_in,
+        )
+    }
+
+    /// [`LunTable::execute`] of a CDB already parsed (`cmd` is `cdb::parse(task.cdb)`)
+    /// addressed to `unit` (`self.get(task.lun)`).
+    pub(crate) fn execute_parsed(
+        &self,
+        unit: Option<&LogicalUnit>,
+        cmd: Result<Command, Sense>,
+        task: &ScsiTask<'_>,
+        data_out: &[u8],
+        data_in: &mut dyn DataSink,
+    ) -> ScsiOutcome {
         if let Some(ua) = self.unit_attention(task) {
             return ScsiOutcome::check_condition(ua);
         }
         let edtl = task.expected_data_transfer_length;
-        let cmd = cdb::parse(task.cdb);
         if let Ok(Command::ReportLuns {
             select_report,
             alloc_len,
@@ -211,7 +229,7 @@ impl LunTable {
                 Err(s) => ScsiOutcome::check_condition(s),
             };
         }
-        if let Some(unit) = self.get(task.lun) {
+        if let Some(unit) = unit {
             if let Ok(Command::ExtendedCopy { param_len }) = cmd {
                 // The copy may name any unit of this target (SPC-4 §6.4).
                 let units: Vec<&LogicalUnit> = self.units.values().map(|u| &**u).collect();

@@ -2,10 +2,9 @@
 //! (iSCSI, RFC 7143 §11.4.5): the residual between the EDTL and the SCSI transfer length, and
 //! a write whose EDTL is shorter than its transfer.
 
-use std::borrow::Cow;
-
-use crate::cdb::opcode;
+use crate::cdb::{self, opcode};
 use crate::data_in::DataSink;
+use crate::lu::LogicalUnit;
 use crate::lun::LunTable;
 use crate::task::{Residual, ScsiOutcome, ScsiStatus, ScsiTask};
 
@@ -24,17 +23,21 @@ impl LunTable {
         data_out: &[u8],
         data_in: &mut dyn DataSink,
     ) -> (ScsiOutcome, Residual) {
-        let (outcome, residual) = self.transfer(task, write, data_out, data_in);
+        let unit = self.get(task.lun).map(|u| &**u);
+        let (outcome, residual) = self.transfer(unit, task, write, data_out, data_in);
         let written = if write { data_out.len() } else { 0 };
-        match self.get(task.lun) {
+        match unit {
             Some(u) => u.statistics().record(&outcome, written),
             None => self.unaddressed().record(&outcome, written),
         }
         (outcome, residual)
     }
 
+    /// Parses the CDB once: for the data-out length of a write and for its execution (again
+    /// only when a write's EDTL shortens its transfer).
     fn transfer(
         &self,
+        unit: Option<&LogicalUnit>,
         task: &ScsiTask<'_>,
         write: bool,
         data_out: &[u8],
@@ -42,22 +45,38 @@ impl LunTable {
     ) -> (ScsiOutcome, Residual) {
         let edtl = task.expected_data_transfer_length;
         let mut write_len = None;
-        let mut cdb = Cow::Borrowed(task.cdb);
-        if write && let Ok(tl) = self.data_out_length(task.lun, task.cdb) {
+        let mut cmd = cdb::parse(task.cdb);
+        let mut shortened = None;
+        let bs = unit.map_or(crate::device::BLOCK_SIZE, LogicalUnit::block_size);
+        if write
+            && let Ok(c) = &cmd
+            && let Ok(tl) = cdb::data_out_length_of(c, bs)
+        {
             write_len = Some(tl);
             if tl > edtl {
-                let bs = self.get(task.lun).map_or(512, |u| u.block_size()).max(1);
-                if shorten_transfer(cdb.to_mut(), edtl / bs) == Some(false) {
-                    // WRITE(6) cannot say "0 blocks": nothing is written.
-                    if let Some(s) = self.unit_attention(task) {
-                        return (ScsiOutcome::check_condition(s), Residual::None);
+                let mut short = task.cdb.to_vec();
+                match shorten_transfer(&mut short, edtl / bs.max(1)) {
+                    Some(true) => {
+                        cmd = cdb::parse(&short);
+                        shortened = Some(short);
                     }
-                    return (ScsiOutcome::good(0, 0), Residual::compute(edtl, tl));
+                    // WRITE(6) cannot say "0 blocks": nothing is written.
+                    Some(false) => {
+                        if let Some(s) = self.unit_attention(task) {
+                            return (ScsiOutcome::check_condition(s), Residual::None);
+                        }
+                        return (ScsiOutcome::good(0, 0), Residual::compute(edtl, tl));
+                    }
+                    // Not a WRITE (MODE SELECT, UNMAP, ...): executed as it came.
+                    None => {}
                 }
             }
         }
-        let t = ScsiTask { cdb: &cdb, ..*task };
-        let outcome = self.execute(&t, data_out, data_in);
+        let t = ScsiTask {
+            cdb: shortened.as_deref().unwrap_or(task.cdb),
+            ..*task
+        };
+        let outcome = self.execute_parsed(unit, cmd, &t, data_out, data_in);
         let residual = if outcome.status == ScsiStatus::Good {
             Residual::compute(edtl, write_len.unwrap_or(outcome.data_in_wanted))
         } else {
