@@ -129,16 +129,14 @@ impl PduDecoder {
         // splitting it off would share the buffer, a reference count taken and dropped per
         // PDU, and an allocation whenever the buffer goes from owned to shared.
         let ahs = buf.get(BHS_LEN..BHS_LEN + ahs_len).unwrap_or(&[]).to_vec();
-        if hd > 0 {
-            let computed = crc32c(buf.get(..BHS_LEN + ahs_len).unwrap_or(&[]));
-            buf.advance(BHS_LEN + ahs_len);
+        let header_crc = (hd > 0).then(|| crc32c(buf.get(..BHS_LEN + ahs_len).unwrap_or(&[])));
+        buf.advance(BHS_LEN + ahs_len);
+        if let Some(computed) = header_crc {
             let received = buf.get_u32_le();
             if received != computed {
                 buf.advance(padded + dd);
                 return Err(DecodeError::HeaderDigest { computed, received });
             }
-        } else {
-            buf.advance(BHS_LEN + ahs_len);
         }
         let data = if padded == 0 {
             Bytes::new()
@@ -198,6 +196,12 @@ pub struct Payload {
     /// Padding to 4 bytes plus the data digest, if any.
     pub trailer: Trailer,
 }
+
+/// Data segments at most this long are copied next to their header when a batch of PDUs is
+/// encoded for one vectored write; longer ones go out by reference, each in its own I/O
+/// vector (fewer vectors for small PDUs, no copy of large payloads). Used by the target's
+/// portals and the initiator alike.
+pub const COPY_DATA_MAX: usize = 2048;
 
 impl Payload {
     /// Total bytes of data plus trailer.

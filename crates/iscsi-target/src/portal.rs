@@ -30,9 +30,6 @@ use crate::target_set::{ConnectionShell, OUTPUT_BUDGET, TargetSet};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 512 * 1024;
-/// Data segments at most this long are copied next to their header instead of being
-/// referenced by their own I/O vector.
-const COPY_THRESHOLD: usize = 2048;
 /// I/O vectors per `writev`.
 const MAX_IOVECS: usize = 64;
 /// The most connections one portal serves at a time: its limit when the open-file limit
@@ -432,6 +429,10 @@ impl Seg {
             Seg::Data(b) => b.len(),
         }
     }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl TxBatch {
@@ -442,7 +443,7 @@ impl TxBatch {
         for (pdu, digests) in pdus.drain(..) {
             match pdu.encode_header(&mut self.hdr, digests) {
                 Ok(payload) => {
-                    if payload.data.len() <= COPY_THRESHOLD {
+                    if payload.data.len() <= iscsi_proto::COPY_DATA_MAX {
                         if held.is_none() && !self.lent.is_empty() && !payload.data.is_empty() {
                             held = Some(hold_all(&self.lent));
                         }
@@ -542,7 +543,7 @@ impl TxBatch {
                 left = 0;
             }
             drop(held);
-            while self.segs.get(first).is_some_and(|s| s.len() == 0) {
+            while self.segs.get(first).is_some_and(Seg::is_empty) {
                 first += 1;
             }
         }
