@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use iscsi_proto::params::SessionParams;
 use iscsi_proto::{BHS_LEN, Limits, Pdu, PduDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -416,13 +416,13 @@ impl RecvLowat {
     }
 }
 
-/// Writes the session task's batches in order; the batches ready at once go out in one
-/// vectored write (at most [`BATCHES_PER_WRITE`]).
-async fn write_batches(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<BytesMut>) {
-    let mut ready: Vec<BytesMut> = Vec::with_capacity(BATCHES_PER_WRITE);
+/// Writes the session task's output in order: what is ready at once goes out in one vectored
+/// write (at most [`PARTS_PER_WRITE`] parts).
+async fn write_batches(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    let mut ready: Vec<Bytes> = Vec::with_capacity(PARTS_PER_WRITE);
     while let Some(b) = rx.recv().await {
         ready.push(b);
-        while ready.len() < BATCHES_PER_WRITE {
+        while ready.len() < PARTS_PER_WRITE {
             match rx.try_recv() {
                 Ok(b) => ready.push(b),
                 Err(_) => break,
@@ -436,16 +436,16 @@ async fn write_batches(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<B
     let _ = wr.shutdown().await;
 }
 
-/// How many batches one vectored write takes at most.
-const BATCHES_PER_WRITE: usize = 32;
+/// How many parts one vectored write takes at most.
+const PARTS_PER_WRITE: usize = 64;
 
 /// Writes every byte of `bufs`, in order, with as few `writev` calls as the socket allows.
-async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [BytesMut]) -> std::io::Result<()> {
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [Bytes]) -> std::io::Result<()> {
     use bytes::Buf;
     let mut first = 0;
     while first < bufs.len() {
         // On the stack: no allocation per write.
-        let mut slices = [std::io::IoSlice::new(&[]); BATCHES_PER_WRITE];
+        let mut slices = [std::io::IoSlice::new(&[]); PARTS_PER_WRITE];
         let mut count = 0;
         for (slot, b) in slices
             .iter_mut()
@@ -477,17 +477,30 @@ async fn write_all_vectored(wr: &mut OwnedWriteHalf, bufs: &mut [BytesMut]) -> s
     Ok(())
 }
 
-/// Encode everything the full feature session wants sent into one batch, split off `buf` so that its
-/// allocation is reused once the writer has dropped earlier batches.
+/// Encodes everything the full feature session wants sent, in wire order, into `parts`:
+/// headers and data segments up to [`iscsi_proto::COPY_DATA_MAX`] copied into `buf` and split
+/// off it (its allocation is reused once the writer has dropped earlier parts), longer data
+/// segments (a write's payload) as they are, sent from the caller's buffer.
 fn batch(
     ffp: &mut FullFeatureSession,
     digests: iscsi_proto::Digests,
     buf: &mut BytesMut,
-) -> Result<BytesMut, Error> {
+    parts: &mut Vec<Bytes>,
+) -> Result<(), Error> {
     while let Some(p) = ffp.poll_transmit() {
-        p.encode(buf, digests)?;
+        let payload = p.encode_header(buf, digests)?;
+        if payload.data.len() > iscsi_proto::COPY_DATA_MAX {
+            parts.push(buf.split().freeze());
+            parts.push(payload.data);
+        } else {
+            buf.extend_from_slice(&payload.data);
+        }
+        buf.extend_from_slice(payload.trailer.as_slice());
     }
-    Ok(buf.split())
+    if !buf.is_empty() {
+        parts.push(buf.split().freeze());
+    }
+    Ok(())
 }
 
 async fn drive(
@@ -514,6 +527,7 @@ async fn drive(
     let mut next_id = 0u64;
     let mut requests_open = true;
     let mut wbuf = BytesMut::new();
+    let mut parts: Vec<Bytes> = Vec::new();
     // Received PDUs handled per turn: after that many the new commands go out and the callers
     // run, so that the target works on them while the rest of the answers are handled here.
     let group = group_size(queue_depth);
@@ -554,13 +568,15 @@ async fn drive(
                 break;
             }
         }
-        match batch(&mut ffp, digests, &mut wbuf) {
-            Ok(b) if !b.is_empty() => {
-                let _ = out_tx.send(b);
+        match batch(&mut ffp, digests, &mut wbuf, &mut parts) {
+            Ok(()) => {
+                for b in parts.drain(..) {
+                    let _ = out_tx.send(b);
+                }
             }
-            Ok(_) => {}
             Err(e) => {
                 wbuf.clear();
+                parts.clear();
                 lost(&mut ffp, &events, e);
             }
         }
