@@ -337,6 +337,20 @@ fn wait_in_log(log: &Path, needle: &str, count: usize) -> String {
     })
 }
 
+/// A connection to the target's portal. The portal is bound before the admin endpoint the
+/// start waited for, so it should answer at once; if it does not within 5 s the failure says
+/// whether the target is still running and what it logged (one CI run saw a refused
+/// connection here, with nothing else to go on).
+fn connect_portal(portal: SocketAddr, target: &mut Proc, log: &Path) -> TcpStream {
+    wait_for(Duration::from_secs(5), || TcpStream::connect(portal).ok()).unwrap_or_else(|| {
+        panic!(
+            "portal {portal} refused connections; target status {:?}; its log:\n{}",
+            target.0.try_wait(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
 #[test]
 fn sighup_adds_a_lun_and_a_target_while_a_host_keeps_doing_io_on_another() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,7 +370,7 @@ fn sighup_adds_a_lun_and_a_target_while_a_host_keeps_doing_io_on_another() {
     );
     write_private(&file, &first);
     let log = d.join("target.log");
-    let target = portshift_server(
+    let mut target = portshift_server(
         &strings(&["target", "--config", file.to_str().unwrap()]),
         admin,
         &log,
@@ -364,7 +378,7 @@ fn sighup_adds_a_lun_and_a_target_while_a_host_keeps_doing_io_on_another() {
 
     // A session of target a, and a verifying host on target b.
     let mut sa = RawSession::login(
-        TcpStream::connect(portal).unwrap(),
+        connect_portal(portal, &mut target, &log),
         "iqn.2024-01.test.cfg:watcher",
         a,
     );
@@ -486,7 +500,7 @@ fn sighup_removing_a_target_closes_its_sessions_and_deregisters_it_from_isns() {
     ));
     write_private(&file, &both);
     let log = d.join("target.log");
-    let target = portshift_server(
+    let mut target = portshift_server(
         &strings(&["target", "--config", file.to_str().unwrap()]),
         admin,
         &log,
@@ -501,8 +515,8 @@ fn sighup_removing_a_target_closes_its_sessions_and_deregisters_it_from_isns() {
         "{}",
         nodes()
     );
-    let mut sk = RawSession::login(TcpStream::connect(portal).unwrap(), "iqn.h:1", keep);
-    let mut sg = RawSession::login(TcpStream::connect(portal).unwrap(), "iqn.h:2", gone);
+    let mut sk = RawSession::login(connect_portal(portal, &mut target, &log), "iqn.h:1", keep);
+    let mut sg = RawSession::login(connect_portal(portal, &mut target, &log), "iqn.h:2", gone);
     assert_eq!(sense_of(&read_status(&mut sg)), None);
 
     let one = with_isns(config_text(portal, admin, &[(keep, vec![d.join("k.img")])]));
