@@ -47,10 +47,9 @@ io() {
         --no-send-targets --initiator-name "$INI" "$@" --read-percent 100 \
         --duration "${SECS}s" --json 2>/dev/null || true)"
     local n
-    n="$(grep -o '"ios": *[0-9]*' <<<"$out" | head -n1 | grep -o '[0-9]*$' || true)"
+    n="$(io_ios <<<"$out")"
     echo $(( ${n:-0} / SECS ))
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
 OUT=bench/results/initiators.md
 mkdir -p bench/results

@@ -30,6 +30,12 @@ fill_lun() {
     cat "$1" > /dev/null
 }
 
+# io_ios: the I/O count in a `portshift io --json` report on standard input (empty if none).
+io_ios() { grep -o '"ios": *[0-9]*' | head -n1 | grep -o '[0-9]*$' || true; }
+
+# median: the median of the numbers on standard input, one per line.
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+
 # CPU time of process PID so far, in clock ticks.
 cputicks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)

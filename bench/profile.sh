@@ -3,13 +3,16 @@
 #   bench/profile.sh [SECONDS]            (default 5 s per measurement)
 #   PERF=1 bench/profile.sh               (also a perf cpu-clock profile of portshift's target)
 #   ONLY=initiators bench/profile.sh      (only the second table: no tgtd, no target table)
+#   CLIENT=io bench/profile.sh            (the targets table driven by `portshift io` instead of
+#                                          iscsi-perf; the initiators table is unchanged)
 #
 # Targets: Debian's tgtd (127.0.0.9) and `portshift target` (127.0.0.1), each with a 1 GiB
 # page-cached file LUN (on /dev/shm when it has room). The target is pinned to CPU 0 and the
 # client to CPU 1 (taskset), so each has its own core.
 #
 # Per target and workload (iscsi-perf 4 KiB random reads at QD32, 1 MiB sequential reads at
-# QD4): IOPS, the target's user and system CPU per I/O (utime and stime of every thread, from
+# QD4; `portshift io` 4 KiB random writes at QD32 and 1 MiB random writes at QD4, since
+# Debian's iscsi-perf only reads): IOPS, the target's user and system CPU per I/O (utime and stime of every thread, from
 # /proc/PID/stat around the run), and its system calls per I/O (`strace -c -f` attached for a
 # second, separate run: strace slows the target, so the I/O count of that run is what the
 # syscalls are divided by).
@@ -24,6 +27,8 @@ cd "$(dirname "$0")/.."
 SECS="${1:-5}"
 ONLY="${ONLY:-}"
 case "$ONLY" in ""|initiators) ;; *) echo "ONLY must be empty or 'initiators'" >&2; exit 1 ;; esac
+CLIENT="${CLIENT:-iscsi-perf}"
+case "$CLIENT" in iscsi-perf|io) ;; *) echo "CLIENT must be 'iscsi-perf' or 'io'" >&2; exit 1 ;; esac
 export PATH="$PATH:/usr/sbin:/sbin"
 for t in tgtd tgtadm iscsi-perf strace taskset; do
     command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y tgt libiscsi-bin strace util-linux)" >&2; exit 1; }
@@ -73,30 +78,53 @@ perf_ios() {
     tr '\r' '\n' <<<"$1" | grep -o 'iops average [0-9]*' | tail -n1 | awk -v s="$SECS" '{ print $3 * s }'
 }
 
+# drive URL ARGS... -> the I/O count of one run of $CLIENT on CPU 1 against URL
+# (iscsi://HOST:PORT/IQN/LUN; ARGS are iscsi-perf's, translated for `portshift io`; a first
+# argument -w makes it a write workload, always run by `portshift io`)
+drive() {
+    local url=$1 out rp=100
+    shift
+    if [ "${1:-}" = -w ]; then rp=0; shift; fi
+    if [ "$CLIENT" = iscsi-perf ] && [ $rp = 100 ]; then
+        out="$(timeout $((SECS + 30)) taskset -c 1 iscsi-perf -t "$SECS" -i "$INI" "$@" "$url" 2>&1)"
+        perf_ios "$out"
+        return
+    fi
+    local rest=${url#iscsi://} bpi=1 qd=1
+    local portal=${rest%%/*}; rest=${rest#*/}
+    local iqn=${rest%%/*} lun=${rest#*/}
+    while [ $# -gt 0 ]; do
+        case $1 in -b) bpi=$2; shift ;; -m) qd=$2; shift ;; esac
+        shift
+    done
+    out="$(timeout $((SECS + 30)) taskset -c 1 "$BIN" io --portal "$portal" --target "$iqn" \
+        --lun "$lun" --no-send-targets --initiator-name "$INI" --blocks-per-io "$bpi" \
+        --queue-depth "$qd" --read-percent "$rp" --duration "${SECS}s" --json 2>&1 || true)"
+    io_ios <<<"$out"
+}
+
 # target_cpu PID URL ARGS... -> "IOPS USER-US/IO SYS-US/IO"
 target_cpu() {
-    local pid=$1 url=$2 u0 s0 u1 s1 out ios
+    local pid=$1 url=$2 u0 s0 u1 s1 ios
     shift 2
     read -r u0 s0 < <(ticks "$pid")
-    out="$(timeout $((SECS + 30)) taskset -c 1 iscsi-perf -t "$SECS" -i "$INI" "$@" "$url" 2>&1)"
+    ios=$(drive "$url" "$@")
     read -r u1 s1 < <(ticks "$pid")
-    ios=$(perf_ios "$out")
-    [ -n "$ios" ] && [ "$ios" -gt 0 ] || { echo "iscsi-perf: no result: $out" >&2; echo "0 0 0"; return; }
+    [ -n "$ios" ] && [ "$ios" -gt 0 ] || { echo "$CLIENT: no result" >&2; echo "0 0 0"; return; }
     awk -v n="$ios" -v s="$SECS" -v u=$((u1 - u0)) -v y=$((s1 - s0)) -v t="$TICK" \
         'BEGIN { printf "%d %.2f %.2f\n", n / s, u / t * 1e6 / n, y / t * 1e6 / n }'
 }
 
 # target_syscalls PID URL ARGS... -> "SYSCALLS/IO TOP" (strace -c -f attached during the run)
 target_syscalls() {
-    local pid=$1 url=$2 out ios calls top
+    local pid=$1 url=$2 ios calls top
     shift 2
     timeout $((SECS + 20)) strace -c -f -q -p "$pid" -o "$DIR/strace.txt" &
     local st=$!
     sleep 0.5
-    out="$(timeout $((SECS + 30)) taskset -c 1 iscsi-perf -t "$SECS" -i "$INI" "$@" "$url" 2>&1)"
+    ios=$(drive "$url" "$@")
     kill -INT "$st" 2>/dev/null || true
     wait "$st" 2>/dev/null || true
-    ios=$(perf_ios "$out")
     calls=$(awk '$NF == "total" { print $(NF-2) + 0 }' "$DIR/strace.txt")
     top=$(awk 'NR > 2 && $1 ~ /^[0-9.]+$/ && $NF != "total" { print $NF ":" ($(NF-1) ~ /^[0-9]+$/ && NF == 6 ? $(NF-2) : $(NF-1)) }' "$DIR/strace.txt" | head -n 4 | paste -sd' ')
     [ -n "$ios" ] && [ "$ios" -gt 0 ] || { echo "0 -"; return; }
@@ -114,14 +142,17 @@ OUT=bench/results/profile.md
 mkdir -p bench/results
 {
 if [ -z "$ONLY" ]; then
-echo "## Targets (iscsi-perf client on CPU 1, target on CPU 0; $SECS s per run)"
+echo "## Targets ($CLIENT client on CPU 1, target on CPU 0; $SECS s per run)"
 echo
-echo "| target | workload | IOPS | user µs/IO | system µs/IO | total µs/IO | syscalls/IO | top syscalls by time: calls in the strace run |"
-echo "|---|---|---|---|---|---|---|---|"
-for wl in randread-4k-qd32 seqread-1m-qd4; do
+echo "| target | workload | client | IOPS | user µs/IO | system µs/IO | total µs/IO | syscalls/IO | top syscalls by time: calls in the strace run |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for wl in randread-4k-qd32 seqread-1m-qd4 randwrite-4k-qd32 randwrite-1m-qd4; do
+    client=$CLIENT
     case $wl in
         randread-4k-qd32) args=(-b 8 -m 32 -r) ;;
         seqread-1m-qd4) args=(-b 2048 -m 4) ;;
+        randwrite-4k-qd32) args=(-w -b 8 -m 32 -r); client=io ;;
+        randwrite-1m-qd4) args=(-w -b 2048 -m 4); client=io ;;
     esac
     for t in tgtd portshift; do
         if [ $t = tgtd ]; then pid=$TGT_PID; url="iscsi://127.0.0.9:$TGT_PORT/$IQN_TGT/1"
@@ -129,7 +160,7 @@ for wl in randread-4k-qd32 seqread-1m-qd4; do
         read -r iops us sy < <(target_cpu "$pid" "$url" "${args[@]}")
         read -r sc top < <(target_syscalls "$pid" "$url" "${args[@]}")
         tot=$(awk -v a="$us" -v b="$sy" 'BEGIN { printf "%.2f", a + b }')
-        echo "| $t | $wl | $iops | $us | $sy | $tot | $sc | $top |"
+        echo "| $t | $wl | $client | $iops | $us | $sy | $tot | $sc | $top |"
         [ $wl = seqread-1m-qd4 ] && last_1m_iops=$iops
     done
 done
@@ -163,11 +194,11 @@ for wl in randread-4k-qd32 seqread-1m-qd4; do
     read -r u s < <(client_run "$BIN" io --portal 127.0.0.1:$PS_PORT --target "$IQN_PS" \
         --no-send-targets --initiator-name "$INI" "${iargs[@]}" --read-percent 100 \
         --duration "${SECS}s" --json)
-    ios=$(grep -o '"ios": *[0-9]*' "$DIR/client.out" | head -n1 | grep -o '[0-9]*$')
+    ios=$(io_ios < "$DIR/client.out")
     strace -c -f -q -o "$DIR/cstrace.txt" timeout $((SECS + 30)) taskset -c 1 "$BIN" io \
         --portal 127.0.0.1:$PS_PORT --target "$IQN_PS" --no-send-targets --initiator-name "$INI" \
         "${iargs[@]}" --read-percent 100 --duration "${SECS}s" --json > "$DIR/cs.out" 2>&1 || true
-    sios=$(grep -o '"ios": *[0-9]*' "$DIR/cs.out" | head -n1 | grep -o '[0-9]*$')
+    sios=$(io_ios < "$DIR/cs.out")
     scalls=$(awk '$NF == "total" { print $(NF-2) + 0 }' "$DIR/cstrace.txt")
     awk -v n="${ios:-0}" -v s="$SECS" -v u="$u" -v y="$s" -v bs="$bs" -v c="${scalls:-0}" -v sn="${sios:-0}" \
         'BEGIN { if (n == 0) n = 1; printf "| portshift io | '"$wl"' | %d | %d | %.2f | %.2f | %.2f |\n", n / s, n * bs / s / 1e6, u * 1e6 / n, y * 1e6 / n, (sn > 0 ? c / sn : 0) }'
@@ -176,11 +207,10 @@ done
 
 if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
     echo
-    echo "## perf (cpu-clock) of portshift's target, randread-4k-qd32: top symbols"
+    echo "## perf (cpu-clock) of portshift's target, randread-4k-qd32 ($CLIENT): top symbols"
     perf record -q -e cpu-clock -F 2000 -g -o "$DIR/perf.data" -p "$PS_PID" -- sleep "$SECS" &
     pr=$!
-    taskset -c 1 iscsi-perf -t "$SECS" -i "$INI" -b 8 -m 32 -r \
-        "iscsi://127.0.0.1:$PS_PORT/$IQN_PS/0" > /dev/null 2>&1 || true
+    drive "iscsi://127.0.0.1:$PS_PORT/$IQN_PS/0" -b 8 -m 32 -r > /dev/null || true
     wait "$pr" || true
     perf report -i "$DIR/perf.data" --stdio --no-children --sort dso,sym 2>/dev/null |
         grep -E '^ +[0-9.]+%' | head -n 25
