@@ -174,6 +174,63 @@ impl PduDecoder {
     }
 }
 
+impl PduDecoder {
+    /// The header of a Data-Out (RFC 7143 §11.7) at the front of `buf` whose data segment is
+    /// not all in `buf` yet, for a receiver that takes the rest of that segment straight from
+    /// the socket into the write's buffer instead of copying it out of `buf`: the PDU (with an
+    /// empty `data`), the bytes its header takes in `buf` (BHS and header digest), and its
+    /// DataSegmentLength. Only a plain case qualifies: no AHS, no data digest, a segment of at
+    /// least `min_data` bytes within the limits and a multiple of 4 (no padding), a header
+    /// digest that matches. Anything else gives `None` and is left to [`PduDecoder::decode`],
+    /// errors included; `buf` is never changed.
+    pub fn data_out_header(&self, buf: &[u8], min_data: usize) -> Option<DataOutHeader> {
+        let head = buf.get(..BHS_LEN)?;
+        let mut raw = [0u8; BHS_LEN];
+        raw.copy_from_slice(head);
+        let bhs = Bhs(raw);
+        let dsl = bhs.data_segment_length();
+        let plain = bhs.opcode_raw() == Opcode::DataOut as u8
+            && bhs.total_ahs_len() == 0
+            && !self.digests.data
+            && dsl <= self.limits.max_recv_data_segment_length
+            && dsl as usize >= min_data.max(1)
+            && dsl.is_multiple_of(4);
+        if !plain {
+            return None;
+        }
+        let header_len = BHS_LEN + if self.digests.header { DIGEST_LEN } else { 0 };
+        let digest = buf.get(BHS_LEN..header_len)?;
+        if self.digests.header {
+            let received = u32::from_le_bytes(digest.try_into().ok()?);
+            if received != crc32c(head) {
+                return None;
+            }
+        }
+        if buf.len() >= header_len + dsl as usize {
+            return None;
+        }
+        match Pdu::from_parts(&bhs, &[], Bytes::new()) {
+            Ok(Pdu::DataOut(pdu)) => Some(DataOutHeader {
+                pdu,
+                header_len,
+                data_len: dsl,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What [`PduDecoder::data_out_header`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataOutHeader {
+    /// The Data-Out, its `data` empty.
+    pub pdu: crate::pdu::DataOut,
+    /// Bytes of the header in the stream (BHS and header digest).
+    pub header_len: usize,
+    /// DataSegmentLength: the bytes that follow the header.
+    pub data_len: u32,
+}
+
 /// Padding and data digest written after a payload (at most 3 + 4 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Trailer {

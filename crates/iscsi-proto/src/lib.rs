@@ -14,7 +14,7 @@ pub mod serial;
 pub mod text;
 
 pub use bhs::{BHS_LEN, Opcode, RESERVED_TAG};
-pub use codec::{COPY_DATA_MAX, Digests, Limits, Payload, PduDecoder, Trailer};
+pub use codec::{COPY_DATA_MAX, DataOutHeader, Digests, Limits, Payload, PduDecoder, Trailer};
 pub use error::{DecodeError, EncodeError, LoginError, TextError};
 pub use login::{
     InitiatorLogin, InitiatorLoginConfig, InitiatorStep, LoggedIn, LoginOutcome, LoginStatus,

@@ -469,4 +469,54 @@ proptest! {
             res
         );
     }
+
+    #[test]
+    fn a_data_out_header_read_ahead_is_what_decode_gives(
+        p in pdu(),
+        header_digest in any::<bool>(),
+        data_digest in any::<bool>(),
+        cut in any::<prop::sample::Index>(),
+        flip in any::<Option<prop::sample::Index>>(),
+    ) {
+        let d = Digests { header: header_digest, data: data_digest };
+        let wire = p.to_bytes(d).unwrap();
+        let mut bad = wire.to_vec();
+        if let Some(i) = &flip {
+            bad[i.index(BHS_LEN)] ^= 0x10;
+        }
+        let mut dec = PduDecoder::new(Limits { max_recv_data_segment_length: 1 << 24 });
+        dec.set_digests(d);
+        let header_len = BHS_LEN + if header_digest { 4 } else { 0 };
+        let held = cut.index(bad.len() + 1);
+        let seen = dec.data_out_header(&bad[..held], 4);
+        let plain = match &p {
+            Pdu::DataOut(o) => !o.data.is_empty() && o.data.len() % 4 == 0 && !data_digest,
+            _ => false,
+        };
+        match seen {
+            // Whatever it returns is the PDU decode gives for the same (possibly altered)
+            // header, short of its data: never a header decode would refuse.
+            Some(h) => {
+                prop_assert!(held >= h.header_len && held < h.header_len + h.data_len as usize);
+                prop_assert_eq!(h.header_len, header_len);
+                let mut whole = BytesMut::from(&bad[..]);
+                let mut dec2 = dec.clone();
+                match dec2.decode(&mut whole) {
+                    Ok(Some(Pdu::DataOut(full))) => {
+                        prop_assert_eq!(h.data_len as usize, full.data.len());
+                        let mut no_data = full.clone();
+                        no_data.data = Bytes::new();
+                        prop_assert_eq!(h.pdu, no_data);
+                    }
+                    // A flipped length may ask for more than the wire holds.
+                    Ok(None) => prop_assert!(flip.is_some()),
+                    other => prop_assert!(false, "read ahead a header decode gives as {:?}", other),
+                }
+            }
+            None => prop_assert!(
+                !plain || flip.is_some() || held < header_len || held >= wire.len(),
+                "a plain Data-Out cut at {held} of {} was not recognised", wire.len()
+            ),
+        }
+    }
 }

@@ -42,6 +42,9 @@ pub struct PortalStats {
     pub bytes_sent: AtomicU64,
     /// Bytes read from them.
     pub bytes_received: AtomicU64,
+    /// Of those, Data-Out payload bytes read straight into their write's buffer (no copy out
+    /// of a read buffer; `Connection::data_out_sink`).
+    pub bytes_received_in_place: AtomicU64,
     /// SCSI commands answered through the portal.
     pub commands: AtomicU64,
     /// Their service times ([`crate::metrics`]).
@@ -60,6 +63,13 @@ impl PortalStats {
     #[inline]
     pub fn received(&self, n: usize) {
         self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `n` of the bytes read as received in place.
+    #[inline]
+    pub fn received_in_place(&self, n: usize) {
+        self.bytes_received_in_place
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Counts `n` commands answered in one feeding pass with a service time of `us`

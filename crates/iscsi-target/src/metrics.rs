@@ -147,6 +147,11 @@ const PORTAL_READ_BYTES: Family = family(
     "Bytes read from the portal's connections.",
     Some(Unit::Bytes),
 );
+const PORTAL_IN_PLACE_BYTES: Family = family(
+    "portshift_target_portal_received_in_place_bytes_total",
+    "Of the bytes read from the portal's connections, the Data-Out payload read straight into its write's buffer.",
+    Some(Unit::Bytes),
+);
 const PORTAL_WRITTEN_BYTES: Family = family(
     "portshift_target_portal_sent_bytes_total",
     "Bytes written to the portal's connections.",
@@ -290,6 +295,7 @@ impl TargetMetrics {
         for f in [
             &PORTAL_COMMANDS,
             &PORTAL_READ_BYTES,
+            &PORTAL_IN_PLACE_BYTES,
             &PORTAL_WRITTEN_BYTES,
             &TARGET_COMMANDS,
             &TARGET_READ_BYTES,
@@ -343,6 +349,11 @@ impl TargetMetrics {
                     &PORTAL_READ_BYTES,
                     portal(),
                     s.bytes_received.load(Ordering::Relaxed),
+                );
+                self.counter(
+                    &PORTAL_IN_PLACE_BYTES,
+                    portal(),
+                    s.bytes_received_in_place.load(Ordering::Relaxed),
                 );
                 self.counter(
                     &PORTAL_WRITTEN_BYTES,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use balancer::PortalId;
 use bytes::{Buf, Bytes, BytesMut};
 use iscsi_proto::{Digests, Pdu};
+use iscsi_target_core::connection::DataOutSink;
 use iscsi_target_core::{CloseReason, Connection};
 use scsi::LentView;
 use scsi::data_in::hold_all;
@@ -289,15 +290,27 @@ async fn serve(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut write_failed = false;
     let mut read_at = Instant::now();
+    // A large Data-Out's data segment being received in place.
+    let mut sink: Option<DataOutSink> = None;
     let why = 'conn: loop {
         let mut read = false;
+        let header_first = match sink {
+            None if rbuf.is_empty() => conn.read_header_first(),
+            _ => None,
+        };
         tokio::select! {
-            r = stream.read_buf(&mut rbuf) => match r {
+            r = receive(&mut stream, &mut rbuf, &mut sink, header_first) => match r {
                 Ok(0) => break CloseReason::Transport("connection closed by the initiator".into()),
                 Ok(n) => {
                     read = true;
                     read_at = Instant::now();
                     shell.received(n);
+                    if sink.is_some() {
+                        shell.received_in_place(n);
+                    }
+                    if let Some(full) = sink.take_if(|s| s.is_full()) {
+                        conn.on_data_out_sink(full, read_at);
+                    }
                 }
                 Err(e) => break CloseReason::Transport(format!("connection lost: read error: {e}")),
             },
@@ -355,6 +368,9 @@ async fn serve(
                 break;
             }
         }
+        if read && sink.is_none() {
+            sink = conn.data_out_sink(&mut rbuf);
+        }
         if read && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
             rbuf.reserve(READ_CHUNK);
         }
@@ -369,6 +385,23 @@ async fn serve(
     tracing::debug!(%portal, %peer, "{why}");
     shell.closed(&mut conn, why);
     shell.peak_queued()
+}
+
+/// One read from the socket: into the open Data-Out sink (its data segment in place), else
+/// into `rbuf` — only `header_first` bytes when set (a PDU header, whose data segment may then
+/// go in place).
+async fn receive(
+    stream: &mut TcpStream,
+    rbuf: &mut BytesMut,
+    sink: &mut Option<DataOutSink>,
+    header_first: Option<usize>,
+) -> std::io::Result<usize> {
+    use bytes::BufMut;
+    match (sink, header_first) {
+        (Some(s), _) => stream.read_buf(&mut s.spare()).await,
+        (None, Some(n)) => stream.read_buf(&mut rbuf.limit(n)).await,
+        (None, None) => stream.read_buf(rbuf).await,
+    }
 }
 
 /// Why a connection whose write failed with `e` is closed.

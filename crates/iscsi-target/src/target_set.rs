@@ -366,6 +366,15 @@ impl<'a> ConnectionShell<'a> {
         }
     }
 
+    /// Counts `n` bytes read from the connection's socket straight into a write's buffer
+    /// (counted by [`ConnectionShell::received`] too).
+    #[inline]
+    pub fn received_in_place(&self, n: usize) {
+        if let Some(p) = self.portal_stats {
+            p.received_in_place(n);
+        }
+    }
+
     /// Counts `n` bytes written to the connection's socket.
     #[inline]
     pub fn sent(&self, n: usize) {

@@ -37,6 +37,7 @@ mod write;
 
 pub use buffers::BufferPool;
 pub use text::send_targets;
+pub use write::{DataOutSink, IN_PLACE_MIN};
 
 /// Commands the initiator may have outstanding: MaxCmdSN = ExpCmdSN + CMD_WINDOW - 1.
 pub const CMD_WINDOW: u32 = 128;

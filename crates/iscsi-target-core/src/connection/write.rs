@@ -6,6 +6,8 @@ use bytes::{Bytes, BytesMut};
 use iscsi_proto::{DataOut, Pdu, R2t, RESERVED_TAG, ScsiCommand, reject_reason};
 use scsi::{Asc, Sense, SenseKey};
 
+use std::time::Instant;
+
 use super::{Connection, MAX_WRITE_EDTL};
 use crate::request::Cdb;
 
@@ -156,51 +158,182 @@ impl Connection {
             return;
         };
         let len = d.data.len() as u32;
-        let offset = d.buffer_offset;
-        let ok = if d.ttt == RESERVED_TAG {
-            let fits = offset == task.unsol_next
-                && d.data_sn == task.unsol_data_sn
-                && offset.checked_add(len).is_some_and(|e| e <= task.unsol_end);
-            if fits {
-                task.unsol_next += len;
-                task.unsol_data_sn += 1;
-            }
-            fits
-        } else {
-            match task.r2ts.iter().position(|r| r.ttt == d.ttt) {
-                Some(i) => {
-                    let r = &mut task.r2ts[i];
-                    let fits = offset == r.offset + r.received
-                        && d.data_sn == r.data_sn
-                        && r.received + len <= r.len;
-                    if fits {
-                        r.received += len;
-                        r.data_sn += 1;
-                        if r.received == r.len {
-                            task.r2ts.remove(i);
-                        }
-                    }
-                    fits
-                }
-                None => false,
-            }
-        };
-        if !ok {
-            // Without SNACK (ERL 0) the data cannot be recovered: the task ends with CHECK
-            // CONDITION, ABORTED COMMAND / DATA PHASE ERROR; its further Data-Out is ignored.
-            tracing::debug!(
-                itt = d.itt,
-                data_sn = d.data_sn,
-                offset,
-                "Data-Out out of sequence; task aborted"
-            );
-            let sense = Sense::new(SenseKey::AbortedCommand, Asc::DATA_PHASE_ERROR);
-            self.pool.give(task.buf);
-            return self.respond_sense(d.itt, sense, task.r2t_sn);
+        if !task.fits(d, len) {
+            return self.data_phase_error(d, task);
         }
-        place(&mut task.buf, offset as usize, &d.data);
+        task.count(d, len);
+        place(&mut task.buf, d.buffer_offset as usize, &d.data);
         task.received += len;
         self.advance_write(task);
+    }
+
+    /// Without SNACK (ERL 0) data out of sequence cannot be recovered: the task ends with
+    /// CHECK CONDITION, ABORTED COMMAND / DATA PHASE ERROR; its further Data-Out is ignored.
+    fn data_phase_error(&mut self, d: &DataOut, task: WriteTask) {
+        tracing::debug!(
+            itt = d.itt,
+            data_sn = d.data_sn,
+            offset = d.buffer_offset,
+            "Data-Out out of sequence; task aborted"
+        );
+        let sense = Sense::new(SenseKey::AbortedCommand, Asc::DATA_PHASE_ERROR);
+        self.pool.give(task.buf);
+        self.respond_sense(d.itt, sense, task.r2t_sn)
+    }
+
+    /// `Some(length of a PDU header)` while a write waits for Data-Out whose segments may be
+    /// [`IN_PLACE_MIN`] bytes or more (an outstanding R2T or unsolicited data that long, and a
+    /// MaxRecvDataSegmentLength that allows it): the shell then reads a header alone when its
+    /// read buffer is empty, so that a large data segment that follows is received in place
+    /// ([`Connection::data_out_sink`]) rather than mostly into the read buffer.
+    pub fn read_header_first(&self) -> Option<usize> {
+        let super::Phase::Full(s) = &self.phase else {
+            return None;
+        };
+        if (s.params.target_max_recv_data_segment_length as usize) < IN_PLACE_MIN {
+            return None;
+        }
+        let waits = s.writes.values().any(|t| {
+            (t.unsol_end - t.unsol_next) as usize >= IN_PLACE_MIN
+                || t.r2ts
+                    .iter()
+                    .any(|r| (r.len - r.received) as usize >= IN_PLACE_MIN)
+        });
+        let digest = if s.digests.header { 4 } else { 0 };
+        waits.then_some(iscsi_proto::BHS_LEN + digest)
+    }
+
+    /// Call when `buf`, fed with [`Connection::on_bytes`] and its work done, holds no whole
+    /// PDU. When it starts with the header of a Data-Out (§11.7) that continues its write in
+    /// order (its Buffer Offset is where the write's data end so far) with a data segment of
+    /// at least [`IN_PLACE_MIN`] bytes not all in `buf` yet: the header is taken from `buf`,
+    /// the part of the data already read is moved into the write's buffer, and the sink
+    /// returned is where the shell receives the rest from the socket before it hands it back
+    /// with [`Connection::on_data_out_sink`]. Received this way the payload is not copied
+    /// out of a read buffer. `None` otherwise, `buf` unchanged.
+    pub fn data_out_sink(&mut self, buf: &mut BytesMut) -> Option<DataOutSink> {
+        if self.closing.is_some() || !self.scsi.is_empty() || !self.events.is_empty() {
+            return None;
+        }
+        let super::Phase::Full(s) = &mut self.phase else {
+            return None;
+        };
+        let h = self.decoder.data_out_header(buf, IN_PLACE_MIN)?;
+        let task = s.writes.get_mut(&h.pdu.itt)?;
+        if task.buf.len() != h.pdu.buffer_offset as usize || !task.fits(&h.pdu, h.data_len) {
+            return None;
+        }
+        let mut dst = std::mem::take(&mut task.buf);
+        let end = dst.len() + h.data_len as usize;
+        dst.reserve(end - dst.len());
+        bytes::Buf::advance(buf, h.header_len);
+        dst.extend_from_slice(buf);
+        buf.clear();
+        Some(DataOutSink {
+            pdu: h.pdu,
+            buf: dst,
+            end,
+        })
+    }
+
+    /// A sink from [`Connection::data_out_sink`] whose data the shell has received: the
+    /// Data-Out is counted in as [`Connection::on_data_out`] would count it (its write goes
+    /// on: more R2Ts, or execution once all its data is in). Time `now`, as for a PDU.
+    pub fn on_data_out_sink(&mut self, sink: DataOutSink, now: Instant) {
+        if self.is_closing() {
+            return;
+        }
+        self.last_rx = now;
+        let DataOutSink { pdu, buf, end } = sink;
+        debug_assert_eq!(buf.len(), end, "a sink handed back before it was full");
+        let Some(s) = self.session() else { return };
+        let len = (end - pdu.buffer_offset as usize) as u32;
+        match s.writes.remove(&pdu.itt) {
+            // The task that lent its buffer (it holds none meanwhile).
+            Some(mut task) if task.buf.is_empty() && buf.len() == end => {
+                task.buf = buf;
+                if !task.fits(&pdu, len) {
+                    return self.data_phase_error(&pdu, task);
+                }
+                task.count(&pdu, len);
+                task.received += len;
+                self.advance_write(task);
+            }
+            Some(task) => {
+                let itt = task.cmd.itt;
+                s.writes.insert(itt, task);
+                self.pool.give(buf);
+            }
+            // The task ended while its data was coming (its session was told to end it).
+            None => self.pool.give(buf),
+        }
+    }
+}
+
+/// Data-Out data segments at least this long are received in place when they can be
+/// ([`Connection::data_out_sink`]).
+pub const IN_PLACE_MIN: usize = 64 * 1024;
+
+/// The rest of a Data-Out's data segment, to be received from the socket straight into its
+/// write's buffer ([`Connection::data_out_sink`]).
+#[derive(Debug)]
+pub struct DataOutSink {
+    pdu: DataOut,
+    buf: BytesMut,
+    end: usize,
+}
+
+impl DataOutSink {
+    /// Bytes still to come.
+    pub fn missing(&self) -> usize {
+        self.end - self.buf.len()
+    }
+
+    /// Where the next bytes from the socket go: at most [`DataOutSink::missing`] of them.
+    pub fn spare(&mut self) -> bytes::buf::Limit<&mut BytesMut> {
+        let n = self.missing();
+        bytes::BufMut::limit(&mut self.buf, n)
+    }
+
+    /// Whether all of the segment is in.
+    pub fn is_full(&self) -> bool {
+        self.missing() == 0
+    }
+}
+
+impl WriteTask {
+    /// Whether `len` bytes of Data-Out `d` come in sequence: unsolicited data continuing at
+    /// the next offset with the next DataSN within FirstBurstLength (§11.7.5), or solicited
+    /// data continuing an outstanding R2T's (§11.7.4, §11.8).
+    fn fits(&self, d: &DataOut, len: u32) -> bool {
+        let offset = d.buffer_offset;
+        if d.ttt == RESERVED_TAG {
+            offset == self.unsol_next
+                && d.data_sn == self.unsol_data_sn
+                && offset.checked_add(len).is_some_and(|e| e <= self.unsol_end)
+        } else {
+            self.r2ts.iter().find(|r| r.ttt == d.ttt).is_some_and(|r| {
+                offset == r.offset + r.received
+                    && d.data_sn == r.data_sn
+                    && r.received + len <= r.len
+            })
+        }
+    }
+
+    /// Counts `len` bytes of Data-Out `d`, which [`WriteTask::fits`]: the next offset and
+    /// DataSN, and the R2T it answers (done once all its data is in).
+    fn count(&mut self, d: &DataOut, len: u32) {
+        if d.ttt == RESERVED_TAG {
+            self.unsol_next += len;
+            self.unsol_data_sn += 1;
+        } else if let Some(i) = self.r2ts.iter().position(|r| r.ttt == d.ttt) {
+            let r = &mut self.r2ts[i];
+            r.received += len;
+            r.data_sn += 1;
+            if r.received == r.len {
+                self.r2ts.remove(i);
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::request::ScsiRequest;
 mod access;
 mod chunks;
 mod full_feature;
+mod in_place;
 mod login_log;
 mod login_timeout;
 mod scsi_io;
