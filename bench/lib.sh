@@ -40,12 +40,14 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] :
 cputicks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-# readperf PID ARGS... URL -> prints "IOPS MBPS CPU-US-PER-IO" (iscsi-perf, SECS seconds)
+# readperf PID ARGS... URL -> prints "IOPS MBPS CPU-US-PER-IO" (iscsi-perf, SECS seconds; on
+# CPU $CLIENT_CPU when that is set)
 readperf() {
-    local pid=$1 out c0 c1 iops mb
+    local pid=$1 out c0 c1 iops mb pin=()
     shift
+    [ -n "${CLIENT_CPU:-}" ] && pin=(taskset -c "$CLIENT_CPU")
     c0=$(cputicks "$pid")
-    out="$(timeout $((SECS + 30)) iscsi-perf -t "$SECS" -i "$INI" "$@" 2>&1 | tr '\r' '\n')"
+    out="$(timeout $((SECS + 30)) "${pin[@]}" iscsi-perf -t "$SECS" -i "$INI" "$@" 2>&1 | tr '\r' '\n')"
     c1=$(cputicks "$pid")
     read -r iops mb < <(echo "$out" | grep -o 'iops average [0-9]* ([0-9]* MB/s)' | tail -n1 |
         sed -E 's/iops average ([0-9]+) \(([0-9]+) MB\/s\)/\1 \2/')
