@@ -368,7 +368,7 @@ async fn serve(
                 break;
             }
         }
-        if read && sink.is_none() {
+        if read && sink.is_none() && !rbuf.is_empty() {
             sink = conn.data_out_sink(&mut rbuf);
         }
         if read && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {

@@ -152,17 +152,25 @@ impl Connection {
 
     pub(super) fn on_data_out(&mut self, d: &DataOut) {
         let Some(s) = self.session() else { return };
-        let Some(mut task) = s.writes.remove(&d.itt) else {
+        let Some(task) = s.writes.remove(&d.itt) else {
             // Data for a task that is gone (aborted, or answered already): ignored.
             tracing::debug!(itt = d.itt, "Data-Out for no outstanding task");
             return;
         };
-        let len = d.data.len() as u32;
+        self.count_data_out(task, d, d.data.len() as u32, Some(&d.data));
+    }
+
+    /// Counts `len` bytes of Data-Out `d` in for `task`, writing `data` into its buffer (None:
+    /// already there, received in place), and lets the write go on; a Data-Out out of
+    /// sequence ends it instead.
+    fn count_data_out(&mut self, mut task: WriteTask, d: &DataOut, len: u32, data: Option<&[u8]>) {
         if !task.fits(d, len) {
             return self.data_phase_error(d, task);
         }
         task.count(d, len);
-        place(&mut task.buf, d.buffer_offset as usize, &d.data);
+        if let Some(data) = data {
+            place(&mut task.buf, d.buffer_offset as usize, data);
+        }
         task.received += len;
         self.advance_write(task);
     }
@@ -252,12 +260,7 @@ impl Connection {
             // The task that lent its buffer (it holds none meanwhile).
             Some(mut task) if task.buf.is_empty() && buf.len() == end => {
                 task.buf = buf;
-                if !task.fits(&pdu, len) {
-                    return self.data_phase_error(&pdu, task);
-                }
-                task.count(&pdu, len);
-                task.received += len;
-                self.advance_write(task);
+                self.count_data_out(task, &pdu, len, None);
             }
             Some(task) => {
                 let itt = task.cmd.itt;
