@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 PEERS=(libiscsi-bin libiscsi-dev gcc open-isns-utils open-isns-server tgt qemu-utils prometheus)
 
+# phase NAME: a heading with the seconds spent so far, so a slow run shows which phase grew.
+phase() { echo "== $* (at ${SECONDS}s)"; }
+
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 export PATH="$PATH:/usr/sbin:/sbin"
 apt_updated=0
@@ -93,12 +96,12 @@ if ! etcd_works; then
     etcd_works || { echo "etcd, etcdctl or protoc still do not run after apt-get install" >&2; exit 1; }
 fi
 
-echo "== cargo fmt --check"
+phase "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== fuzz targets (${FUZZ_SECONDS}s each)"
+phase "fuzz targets (${FUZZ_SECONDS}s each)"
 # cargo-fuzz needs nightly flags; use the nightly toolchain when there is one, else let the stable
 # compiler accept them.
 FUZZ=(cargo fuzz)
@@ -124,8 +127,11 @@ for target in $(cd fuzz && "${FUZZ[@]}" list); do
 done
 unset RUSTC_BOOTSTRAP
 
-echo "== cargo test"
+phase "cargo build --release"
 cargo build --release -p portshift
+phase "cargo test --no-run (building the test binaries)"
+cargo test --workspace --release --no-run
+phase "cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
@@ -133,4 +139,5 @@ cargo test --workspace --release --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary (cargo's own last line is a crate's doc-tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+phase "done"
 exit "$status"
