@@ -127,15 +127,15 @@ for target in $(cd fuzz && "${FUZZ[@]}" list); do
 done
 unset RUSTC_BOOTSTRAP
 
-phase "cargo build --release"
-cargo build --release -p portshift
+# The ci profile (Cargo.toml): release optimisation, no LTO; the tests' binaries (`portshift`
+# included, through CARGO_BIN_EXE_portshift) are built by this one command.
 phase "cargo test --no-run (building the test binaries)"
-cargo test --workspace --release --no-run
+cargo test --workspace --profile ci --no-run
 phase "cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --release --no-fail-fast 2>&1 | tee "$log" || status=$?
+cargo test --workspace --profile ci --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary (cargo's own last line is a crate's doc-tests).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
