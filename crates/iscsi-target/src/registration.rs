@@ -402,6 +402,7 @@ pub async fn keep_registered(
                 }
                 used = Some(server);
                 failing = false;
+                retry_drain_deletions(&registrar, &control).await;
             }
             Err(e) => {
                 if !failing {
@@ -428,6 +429,34 @@ pub async fn keep_registered(
                 }
             }
         }
+    }
+}
+
+/// Sends again the deletions a drain still owes ([`ControlPlane::drain_deletions_owed`]): a
+/// drain whose delete the iSNS server did not answer in time would otherwise leave the drained
+/// portal advertised (hosts sent there are only redirected at login). Called once the server
+/// has answered; each result is recorded as the drain's were.
+///
+/// [`ControlPlane::drain_deletions_owed`]: iscsi_target_core::ControlPlane::drain_deletions_owed
+async fn retry_drain_deletions(registrar: &Registrar, control: &Control) {
+    let owed = control.with_plane(|p, _| p.drain_deletions_owed());
+    for action in owed {
+        let _held = registrar.hold().await;
+        // Still owed once this holds the changes (an operator call may have done it meanwhile)?
+        if !control.with_plane(|p, _| p.drain_deletions_owed().contains(&action)) {
+            continue;
+        }
+        let iscsi_target_core::Action::DeleteRegistration { target, portal } = action else {
+            continue;
+        };
+        let result = registrar
+            .delete_registration(&target, portal)
+            .await
+            .map_err(|e| e.to_string());
+        let reason = format!("retrying the drain of {portal}");
+        control.with_plane(|p, now| {
+            p.operator_registration_changed(&target, portal, true, result, &reason, now)
+        });
     }
 }
 
@@ -626,6 +655,69 @@ mod tests {
         }
         // Everything is at B, the deletion included: only P1 is listed for the target.
         assert_eq!(listed(b.addr, target).await, [p1]);
+        stop.send(true).unwrap();
+        keeper.await.unwrap();
+    }
+
+    /// A drain whose delete the iSNS server did not answer (recorded as failed, the table
+    /// still saying registered) is retried by the keeper once the server answers: iSNS stops
+    /// listing the drained portal and the table records the deletion.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_keeper_retries_a_drain_delete_that_failed() {
+        let target = "iqn.2024-01.test:t1";
+        let control = Arc::new(Control::new(two_portals(), vec![target.into()], None, None));
+        let [p0, p1] = [control.portals()[0].address, control.portals()[1].address];
+        let server = isns::testing::KillableServer::start();
+        let registrar = Arc::new(Registrar::Isns(Box::new(IsnsRegistrar::new(
+            server.addr,
+            control.clone(),
+        ))));
+        let Registrar::Isns(r) = registrar.as_ref() else {
+            unreachable!()
+        };
+        r.register_all().await.unwrap();
+        assert_eq!(listed(server.addr, target).await, [p0, p1]);
+        // The operator drains P0 and the delete times out, as admin_ops.rs records it.
+        control.with_plane(|p, now| {
+            p.drain(PortalId(0)).unwrap();
+            p.operator_registration_changed(
+                target,
+                PortalId(0),
+                true,
+                Err("iSNS server did not answer within 3s".into()),
+                "operator: draining P0",
+                now,
+            );
+        });
+        assert_eq!(listed(server.addr, target).await, [p0, p1]);
+
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let keeper = tokio::spawn(keep_registered(registrar.clone(), control.clone(), rx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while listed(server.addr, target).await != [p1] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the drained portal is still listed: {:?}",
+                control.snapshot().events
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let snap = control.snapshot();
+        assert!(
+            snap.registrations
+                .iter()
+                .all(|row| row.portal != PortalId(0) || !row.registered),
+            "{:?}",
+            snap.registrations
+        );
+        assert!(
+            snap.events.iter().any(|e| matches!(
+                &e.kind,
+                EventKind::RegistrationDeleted { portal, .. } if *portal == PortalId(0)
+            ) && e.reason == "retrying the drain of P0"),
+            "{:?}",
+            snap.events
+        );
         stop.send(true).unwrap();
         keeper.await.unwrap();
     }

@@ -349,8 +349,8 @@ fn drain_empties_a_portal_of_libiscsi_hosts_and_a_verifying_host() {
         snap.table
     );
     // Every registration of P0 is deleted. A deletion the iSNS server did not answer in time
-    // (a loaded machine) is retried every 2 s (a `failed` event, "will retry every 2 s"), so
-    // it may complete after the portal emptied.
+    // (a loaded machine) is sent again by the registration keeper every 2 s once the server
+    // answers (reason "retrying the drain of P0"), so it may complete after the portal emptied.
     let deleted = wait_for(Duration::from_secs(10), || {
         let snap = snapshot(admin);
         snap.registrations

@@ -272,6 +272,21 @@ impl ControlPlane {
         Ok(plan)
     }
 
+    /// The deletions a drain still owes: every registration of a drained portal that the
+    /// table still holds, because its delete failed (an iSNS server that did not answer in
+    /// time). The registration keeper retries them each time the server answers, so a drained
+    /// portal stops being advertised once iSNS is back, not only at the next drain.
+    pub fn drain_deletions_owed(&self) -> Vec<Action> {
+        self.registrations
+            .iter()
+            .filter(|r| r.registered && self.is_drained(r.portal))
+            .map(|r| Action::DeleteRegistration {
+                target: r.target.clone(),
+                portal: r.portal,
+            })
+            .collect()
+    }
+
     /// Sessions still logged in through `portal`.
     pub fn sessions_on(&self, portal: PortalId) -> usize {
         self.sessions

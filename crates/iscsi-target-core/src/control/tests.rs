@@ -647,6 +647,39 @@ fn a_drained_portal_is_emptied_and_takes_nobody_until_undrained() {
     assert!(!b.step(&mut p, 7).is_empty(), "P0 takes sessions again");
 }
 
+/// A drain's delete that failed stays owed (the table still says registered) until a retry
+/// succeeds; an undrain forgives it; a portal that is not drained owes nothing.
+#[test]
+fn a_failed_drain_delete_stays_owed_until_it_succeeds() {
+    let mut p = plane(2);
+    login_all(&mut p, P0, &[1, 2], 0);
+    assert!(p.drain_deletions_owed().is_empty());
+    p.drain(P0).unwrap();
+    p.operator_registration_changed("iqn.t1", P0, true, Ok(()), "drain", 1);
+    p.operator_registration_changed("iqn.t2", P0, true, Err("timeout".into()), "drain", 1);
+    let owed = vec![Action::DeleteRegistration {
+        target: "iqn.t2".into(),
+        portal: P0,
+    }];
+    assert_eq!(p.drain_deletions_owed(), owed);
+    // Still owed after another failure; gone once the retry succeeds.
+    p.operator_registration_changed("iqn.t2", P0, true, Err("timeout".into()), "retry", 2);
+    assert_eq!(p.drain_deletions_owed(), owed);
+    p.operator_registration_changed("iqn.t2", P0, true, Ok(()), "retry", 3);
+    assert!(p.drain_deletions_owed().is_empty());
+    // Undrained before the retry: nothing is owed any more.
+    p.undrain(P0).unwrap();
+    for t in ["iqn.t1", "iqn.t2"] {
+        p.operator_registration_changed(t, P0, false, Ok(()), "undrain", 4);
+    }
+    p.drain(P0).unwrap();
+    p.operator_registration_changed("iqn.t1", P0, true, Err("timeout".into()), "drain", 4);
+    p.operator_registration_changed("iqn.t2", P0, true, Ok(()), "drain", 4);
+    assert_eq!(p.drain_deletions_owed().len(), 1);
+    p.undrain(P0).unwrap();
+    assert!(p.drain_deletions_owed().is_empty());
+}
+
 /// Move: the named host (all its sessions) is placed on the destination and asked to log out;
 /// nobody else is; unknown hosts and drained destinations are refused with nothing changed.
 #[test]
