@@ -378,6 +378,27 @@ async fn on_portal(
     Ok((portal, moves))
 }
 
+/// Sends again the deletions a drain still owes ([`ControlPlane::drain_deletions_owed`]: its
+/// delete was not answered in time), each recorded as the drain's were. The registration keeper
+/// calls it once the iSNS server has answered; it skips the round while an operator call is in
+/// progress (that call deletes what it plans itself), so a registration is not deleted twice.
+pub async fn retry_drain_deletions(c: &Control) {
+    let Ok(_busy) = c.operator.busy.try_lock() else {
+        return;
+    };
+    for action in c.with_plane(|p, _| p.drain_deletions_owed()) {
+        let Action::DeleteRegistration { portal, .. } = &action else {
+            continue;
+        };
+        let reason = format!("retrying the drain of {portal}");
+        let plan = OperatorPlan {
+            actions: vec![action],
+            moves: Vec::new(),
+        };
+        execute(c, plan, &reason).await;
+    }
+}
+
 /// Carries out `plan`'s actions in order and reports each result to the plane.
 async fn execute(c: &Control, plan: OperatorPlan, reason: &str) -> Vec<MoveView> {
     let local = Arc::new(Registrar::Local);

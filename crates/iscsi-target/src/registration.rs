@@ -402,7 +402,7 @@ pub async fn keep_registered(
                 }
                 used = Some(server);
                 failing = false;
-                retry_drain_deletions(&registrar, &control).await;
+                crate::admin_ops::retry_drain_deletions(&control).await;
             }
             Err(e) => {
                 if !failing {
@@ -429,34 +429,6 @@ pub async fn keep_registered(
                 }
             }
         }
-    }
-}
-
-/// Sends again the deletions a drain still owes ([`ControlPlane::drain_deletions_owed`]): a
-/// drain whose delete the iSNS server did not answer in time would otherwise leave the drained
-/// portal advertised (hosts sent there are only redirected at login). Called once the server
-/// has answered; each result is recorded as the drain's were.
-///
-/// [`ControlPlane::drain_deletions_owed`]: iscsi_target_core::ControlPlane::drain_deletions_owed
-async fn retry_drain_deletions(registrar: &Registrar, control: &Control) {
-    let owed = control.with_plane(|p, _| p.drain_deletions_owed());
-    for action in owed {
-        let _held = registrar.hold().await;
-        // Still owed once this holds the changes (an operator call may have done it meanwhile)?
-        if !control.with_plane(|p, _| p.drain_deletions_owed().contains(&action)) {
-            continue;
-        }
-        let iscsi_target_core::Action::DeleteRegistration { target, portal } = action else {
-            continue;
-        };
-        let result = registrar
-            .delete_registration(&target, portal)
-            .await
-            .map_err(|e| e.to_string());
-        let reason = format!("retrying the drain of {portal}");
-        control.with_plane(|p, now| {
-            p.operator_registration_changed(&target, portal, true, result, &reason, now)
-        });
     }
 }
 
@@ -672,6 +644,7 @@ mod tests {
             server.addr,
             control.clone(),
         ))));
+        control.operator.set_registrar(registrar.clone());
         let Registrar::Isns(r) = registrar.as_ref() else {
             unreachable!()
         };
