@@ -37,25 +37,62 @@ pub fn tool(name: &str, package: &str) -> PathBuf {
         })
 }
 
-/// A loopback address `ip:PORT` with a port that was free a moment ago.
+/// A loopback address `ip:PORT` with a port no other test of this binary was given and that
+/// was free a moment ago (see [`next_port`]).
 #[allow(dead_code)]
 pub fn free_addr(ip: &str) -> SocketAddr {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("no free port on {ip}: {e}"))
+    let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+    let port = next_port(|p| TcpListener::bind((ip, p)).is_ok())
+        .unwrap_or_else(|| panic!("no free port on {ip}"));
+    SocketAddr::new(ip, port)
 }
 
-/// A port free on both 127.0.0.1 and 127.0.0.2.
+/// A port free on both 127.0.0.1 and 127.0.0.2 (see [`next_port`]).
 #[allow(dead_code)]
 pub fn free_port_on_both() -> u16 {
-    for _ in 0..50 {
-        let a = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = a.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.2", port)).is_ok() {
-            return port;
-        }
+    next_port(|p| {
+        TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.2", p)).is_ok()
+    })
+    .expect("no port free on both 127.0.0.1 and 127.0.0.2")
+}
+
+/// The next port of this test binary's pool that `free` accepts.
+///
+/// Binding port 0 and closing it, then starting a server there, let two tests running in
+/// parallel be handed the same port (the kernel may give it out again at once), and let a
+/// client's connection take it in between (connect(2) draws its local port from the same
+/// ephemeral range): the second server then failed to bind, and a test could see the other
+/// test's server on the address it waited for (the ECONNREFUSED flakes). So the pool lies
+/// below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), where neither
+/// bind(0) nor connect(2) picks ports, and a counter shared by the binary's test threads
+/// hands each port out once. Test binaries run one after another; each starts at an offset
+/// taken from its process id, so it does not reuse the ports the previous one left in
+/// TIME_WAIT.
+fn next_port(free: impl Fn(u16) -> bool) -> Option<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOW);
+    if span < 1_000 {
+        // No room below the ephemeral range: fall back to the kernel's choice.
+        return (0..50).find_map(|_| {
+            let p = TcpListener::bind("127.0.0.1:0")
+                .ok()?
+                .local_addr()
+                .ok()?
+                .port();
+            free(p).then_some(p)
+        });
     }
-    panic!("no port free on both 127.0.0.1 and 127.0.0.2 after 50 tries");
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    (0..span).find_map(|_| {
+        let p = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        free(p).then_some(p)
+    })
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `limit`.
@@ -91,12 +128,51 @@ pub fn spawn_listening(
         if let Ok(Some(status)) = p.0.try_wait() {
             panic!("{what} exited early ({status}): {}", log_text());
         }
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            .ok()
-            .map(|_| ())
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+        // Something listens; make sure it is this child and not another test's server.
+        listens_on(p.0.id(), addr).then_some(())
     });
     assert!(up.is_some(), "{what} did not listen on {addr} within 15 s");
     p
+}
+
+/// Whether process `pid` holds the socket listening on `addr` (/proc/PID/net/tcp{,6} name
+/// the listening socket's inode, /proc/PID/fd the process's sockets). True when /proc cannot
+/// tell (the connect already succeeded).
+fn listens_on(pid: u32, addr: SocketAddr) -> bool {
+    let table = if addr.is_ipv4() { "tcp" } else { "tcp6" };
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+        return true;
+    };
+    let want_port = format!("{:04X}", addr.port());
+    let want_ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => format!("{:08X}", u32::from_ne_bytes(v4.octets())),
+        std::net::IpAddr::V6(v6) => v6
+            .octets()
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect(),
+    };
+    // Fields: sl local_address rem_address st ... uid timeout inode.
+    let inodes: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (ip, port) = f.get(1)?.split_once(':')?;
+            let any = ip.chars().all(|c| c == '0');
+            (port == want_port && (ip == want_ip || any) && *f.get(3)? == "0A")
+                .then(|| f.get(9).map(|s| format!("socket:[{s}]")))?
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return true;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
 }
 
 /// `portshift ARGS` with stdin closed, stdout to `out` and stderr to `err` (both may be the
