@@ -108,7 +108,12 @@ impl FailoverClient {
     /// `call` and skipped. `Err(NoServer)` once every server was tried. Send the request
     /// through the client, then hand its result to [`FailoverClient::outcome`]:
     ///
-    /// ```ignore
+    /// ```no_run
+    /// # async fn portals(
+    /// #     servers: &mut isns::FailoverClient,
+    /// #     me: &str,
+    /// #     target: &str,
+    /// # ) -> Result<Vec<std::net::SocketAddr>, isns::FailoverError> {
     /// let mut call = servers.call();
     /// let portals = loop {
     ///     let (server, c) = servers.next(&mut call).await?;
@@ -117,6 +122,8 @@ impl FailoverClient {
     ///         break v;
     ///     }
     /// };
+    /// # Ok(portals)
+    /// # }
     /// ```
     pub async fn next(
         &mut self,
