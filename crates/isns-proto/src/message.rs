@@ -6,7 +6,7 @@
 //! attributes in wire order and offers those views.
 
 use crate::attr::{self, Attribute};
-use crate::header::{Flags, Header, ISNSP_VERSION};
+use crate::header::{Flags, HEADER_LEN, Header, ISNSP_VERSION};
 use crate::tag::DELIMITER;
 use crate::{Error, FunctionId, MAX_PDU_PAYLOAD, Status};
 
@@ -14,7 +14,7 @@ use crate::{Error, FunctionId, MAX_PDU_PAYLOAD, Status};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub function: FunctionId,
-    /// Sender, replace and authentication flags; first/last PDU flags are set by [`Message::encode`].
+    /// Sender, replace and authentication flags; first/last PDU flags are set by [`Message::encode_into`].
     pub flags: Flags,
     pub xid: u16,
     /// Status code; present exactly when `function` is a response.
@@ -122,47 +122,60 @@ impl Message {
         out
     }
 
-    /// Encode into one or more PDUs (header + payload each), splitting the
-    /// payload at `MAX_PDU_PAYLOAD` and numbering sequence IDs from 0 (§5.1.6).
-    pub fn encode(&self) -> Vec<Vec<u8>> {
-        let payload = self.payload();
-        let chunks: Vec<&[u8]> = if payload.is_empty() {
-            vec![&[]]
-        } else {
-            payload.chunks(MAX_PDU_PAYLOAD).collect()
-        };
-        let last = chunks.len().saturating_sub(1);
-        let base = Flags(self.flags.0 & !(Flags::FIRST_PDU.0 | Flags::LAST_PDU.0));
-        chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, chunk)| {
-                let mut flags = base;
-                if i == 0 {
-                    flags = flags | Flags::FIRST_PDU;
-                }
-                if i == last {
-                    flags = flags | Flags::LAST_PDU;
-                }
-                let header = Header {
-                    version: ISNSP_VERSION,
-                    function: self.function,
-                    // chunks are at most MAX_PDU_PAYLOAD (< 65536) long
-                    pdu_length: u16::try_from(chunk.len()).unwrap_or(u16::MAX),
-                    flags,
-                    xid: self.xid,
-                    seq: u16::try_from(i).unwrap_or(u16::MAX),
-                };
-                let mut pdu = header.encode().to_vec();
-                pdu.extend_from_slice(chunk);
-                pdu
-            })
-            .collect()
+    /// Appends the message to `out` as one or more PDUs (header + payload each), the payload
+    /// split at `MAX_PDU_PAYLOAD`, sequence IDs from 0, the first and last PDU flagged
+    /// (§5.1.6). The status and attributes are encoded straight after the first header; only
+    /// a message spanning several PDUs is moved once more, to make room for their headers.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + HEADER_LEN, 0);
+        if let Some(s) = self.status {
+            out.extend_from_slice(&s.0.to_be_bytes());
+        }
+        attr::encode_attrs(&self.attrs, out);
+        let len = out.len() - start - HEADER_LEN;
+        if len <= MAX_PDU_PAYLOAD {
+            if let Some(h) = out.get_mut(start..start + HEADER_LEN) {
+                h.copy_from_slice(&self.pdu_header(len, 0, true, true).encode());
+            }
+            return;
+        }
+        let payload = out.split_off(start + HEADER_LEN);
+        out.truncate(start);
+        let count = payload.len().div_ceil(MAX_PDU_PAYLOAD);
+        out.reserve(payload.len() + count * HEADER_LEN);
+        for (i, chunk) in payload.chunks(MAX_PDU_PAYLOAD).enumerate() {
+            let header = self.pdu_header(chunk.len(), i, i == 0, i + 1 == count);
+            out.extend_from_slice(&header.encode());
+            out.extend_from_slice(chunk);
+        }
     }
 
-    /// Encode into one contiguous buffer of PDUs.
+    /// The header of PDU number `seq` of this message, carrying `len` payload bytes.
+    fn pdu_header(&self, len: usize, seq: usize, first: bool, last: bool) -> Header {
+        let mut flags = Flags(self.flags.0 & !(Flags::FIRST_PDU.0 | Flags::LAST_PDU.0));
+        if first {
+            flags = flags | Flags::FIRST_PDU;
+        }
+        if last {
+            flags = flags | Flags::LAST_PDU;
+        }
+        Header {
+            version: ISNSP_VERSION,
+            function: self.function,
+            // At most MAX_PDU_PAYLOAD (< 65536) bytes per PDU.
+            pdu_length: u16::try_from(len).unwrap_or(u16::MAX),
+            flags,
+            xid: self.xid,
+            seq: u16::try_from(seq).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// The message as PDUs in one buffer ([`Message::encode_into`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.encode().concat()
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
     }
 
     /// Decode a complete (reassembled) payload.
@@ -238,9 +251,32 @@ mod tests {
             vec![],
             ops,
         );
-        let pdus = m.encode();
-        assert!(pdus.len() > 1);
-        assert_eq!(decode_all(&pdus.concat()), m);
+        let bytes = m.to_bytes();
+        // Walk the PDUs: full ones but the last, numbered from 0, first and last flagged.
+        let mut at = 0;
+        let mut headers = Vec::new();
+        while at < bytes.len() {
+            let h = Header::decode(&bytes[at..]).unwrap();
+            at += HEADER_LEN + usize::from(h.pdu_length);
+            headers.push(h);
+        }
+        assert_eq!(at, bytes.len());
+        assert!(headers.len() > 1);
+        for (i, h) in headers.iter().enumerate() {
+            let last = i + 1 == headers.len();
+            assert_eq!(usize::from(h.seq), i);
+            assert_eq!(h.flags.0 & Flags::FIRST_PDU.0 != 0, i == 0);
+            assert_eq!(h.flags.0 & Flags::LAST_PDU.0 != 0, last);
+            assert_eq!((h.xid, h.function), (9, FunctionId::DEV_ATTR_REG));
+            if !last {
+                assert_eq!(usize::from(h.pdu_length), MAX_PDU_PAYLOAD);
+            }
+        }
+        assert_eq!(decode_all(&bytes), m);
+        // Appending keeps what the buffer held.
+        let mut out = b"kept".to_vec();
+        m.encode_into(&mut out);
+        assert_eq!((&out[..4], &out[4..]), (&b"kept"[..], &bytes[..]));
     }
 
     proptest! {
