@@ -378,19 +378,29 @@ async fn on_portal(
     Ok((portal, moves))
 }
 
-/// Sends again the deletions a drain still owes ([`ControlPlane::drain_deletions_owed`]: its
-/// delete was not answered in time), each recorded as the drain's were. The registration keeper
-/// calls it once the iSNS server has answered; it skips the round while an operator call is in
-/// progress (that call deletes what it plans itself), so a registration is not deleted twice.
-pub async fn retry_drain_deletions(c: &Control) {
+/// Sends again what a drain or an undrain still owes: the deletes of a drain
+/// ([`ControlPlane::drain_deletions_owed`]) and the restores of an undrain
+/// ([`ControlPlane::undrain_restores_owed`]) that were not answered in time, each recorded as
+/// the operator call's were. The registration keeper calls it once the iSNS server has
+/// answered; it skips the round while an operator call is in progress (that call changes what
+/// it plans itself), so a registration is not changed twice.
+pub async fn retry_owed_registrations(c: &Control) {
     let Ok(_busy) = c.operator.busy.try_lock() else {
         return;
     };
-    for action in c.with_plane(|p, _| p.drain_deletions_owed()) {
-        let Action::DeleteRegistration { portal, .. } = &action else {
-            continue;
+    let owed = c.with_plane(|p, _| {
+        let mut owed = p.drain_deletions_owed();
+        owed.extend(p.undrain_restores_owed());
+        owed
+    });
+    for action in owed {
+        let reason = match &action {
+            Action::DeleteRegistration { portal, .. } => format!("retrying the drain of {portal}"),
+            Action::RestoreRegistration { portal, .. } => {
+                format!("retrying the undrain of {portal}")
+            }
+            _ => continue,
         };
-        let reason = format!("retrying the drain of {portal}");
         let plan = OperatorPlan {
             actions: vec![action],
             moves: Vec::new(),

@@ -402,7 +402,7 @@ pub async fn keep_registered(
                 }
                 used = Some(server);
                 failing = false;
-                crate::admin_ops::retry_drain_deletions(&control).await;
+                crate::admin_ops::retry_owed_registrations(&control).await;
             }
             Err(e) => {
                 if !failing {
@@ -631,14 +631,18 @@ mod tests {
         keeper.await.unwrap();
     }
 
-    /// A drain whose delete the iSNS server did not answer (recorded as failed, the table
-    /// still saying registered) is retried by the keeper once the server answers: iSNS stops
-    /// listing the drained portal and the table records the deletion.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_keeper_retries_a_drain_delete_that_failed() {
-        let target = "iqn.2024-01.test:t1";
+    /// A fresh iSNS server with both portals of `target` registered by a registrar that the
+    /// operator's calls use too: (control, the portals' addresses, server, registrar).
+    async fn registered_for_operator(
+        target: &str,
+    ) -> (
+        Arc<Control>,
+        [SocketAddr; 2],
+        isns::testing::KillableServer,
+        Arc<Registrar>,
+    ) {
         let control = Arc::new(Control::new(two_portals(), vec![target.into()], None, None));
-        let [p0, p1] = [control.portals()[0].address, control.portals()[1].address];
+        let portals = [control.portals()[0].address, control.portals()[1].address];
         let server = isns::testing::KillableServer::start();
         let registrar = Arc::new(Registrar::Isns(Box::new(IsnsRegistrar::new(
             server.addr,
@@ -649,7 +653,65 @@ mod tests {
             unreachable!()
         };
         r.register_all().await.unwrap();
-        assert_eq!(listed(server.addr, target).await, [p0, p1]);
+        assert_eq!(listed(server.addr, target).await, portals);
+        (control, portals, server, registrar)
+    }
+
+    /// Runs the keeper until iSNS lists `want` for `target` (at most 10 s), then checks that
+    /// the table agrees about P0 and that P0's registration change was recorded as `reason`.
+    async fn keep_until_listed(
+        registrar: Arc<Registrar>,
+        control: Arc<Control>,
+        server: SocketAddr,
+        target: &str,
+        want: &[SocketAddr],
+        reason: &str,
+    ) {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let keeper = tokio::spawn(keep_registered(registrar, control.clone(), rx));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while listed(server, target).await != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "iSNS does not list {want:?}: {:?}",
+                control.snapshot().events
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let p0_listed = want.contains(&control.portals()[0].address);
+        let snap = control.snapshot();
+        assert!(
+            snap.registrations
+                .iter()
+                .all(|row| row.portal != PortalId(0) || row.registered == p0_listed),
+            "{:?}",
+            snap.registrations
+        );
+        assert!(
+            snap.events.iter().any(|e| e.reason == reason
+                && match &e.kind {
+                    EventKind::RegistrationDeleted { portal, .. } => {
+                        !p0_listed && *portal == PortalId(0)
+                    }
+                    EventKind::RegistrationRestored { portal, .. } => {
+                        p0_listed && *portal == PortalId(0)
+                    }
+                    _ => false,
+                }),
+            "{:?}",
+            snap.events
+        );
+        stop.send(true).unwrap();
+        keeper.await.unwrap();
+    }
+
+    /// A drain whose delete the iSNS server did not answer (recorded as failed, the table
+    /// still saying registered) is retried by the keeper once the server answers: iSNS stops
+    /// listing the drained portal and the table records the deletion.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_keeper_retries_a_drain_delete_that_failed() {
+        let target = "iqn.2024-01.test:t1";
+        let (control, [p0, p1], server, registrar) = registered_for_operator(target).await;
         // The operator drains P0 and the delete times out, as admin_ops.rs records it.
         control.with_plane(|p, now| {
             p.drain(PortalId(0)).unwrap();
@@ -663,35 +725,38 @@ mod tests {
             );
         });
         assert_eq!(listed(server.addr, target).await, [p0, p1]);
+        let reason = "retrying the drain of P0";
+        keep_until_listed(registrar, control, server.addr, target, &[p1], reason).await;
+    }
 
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let keeper = tokio::spawn(keep_registered(registrar.clone(), control.clone(), rx));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while listed(server.addr, target).await != [p1] {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the drained portal is still listed: {:?}",
-                control.snapshot().events
+    /// An undrain whose restore the iSNS server did not answer (recorded as failed, the table
+    /// still saying deleted) is retried by the keeper once the server answers: iSNS lists the
+    /// portal again and the table records the restore.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_keeper_retries_an_undrain_restore_that_failed() {
+        let target = "iqn.2024-01.test:t1";
+        let (control, [p0, p1], server, registrar) = registered_for_operator(target).await;
+        // P0 was drained (its registration deleted), then undrained, and the restore timed
+        // out, as admin_ops.rs records it.
+        registrar
+            .delete_registration(target, PortalId(0))
+            .await
+            .unwrap();
+        control.with_plane(|p, now| {
+            p.drain(PortalId(0)).unwrap();
+            p.operator_registration_changed(target, PortalId(0), true, Ok(()), "drain", now);
+            p.undrain(PortalId(0)).unwrap();
+            p.operator_registration_changed(
+                target,
+                PortalId(0),
+                false,
+                Err("iSNS server did not answer within 3s".into()),
+                "operator: undraining P0",
+                now,
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let snap = control.snapshot();
-        assert!(
-            snap.registrations
-                .iter()
-                .all(|row| row.portal != PortalId(0) || !row.registered),
-            "{:?}",
-            snap.registrations
-        );
-        assert!(
-            snap.events.iter().any(|e| matches!(
-                &e.kind,
-                EventKind::RegistrationDeleted { portal, .. } if *portal == PortalId(0)
-            ) && e.reason == "retrying the drain of P0"),
-            "{:?}",
-            snap.events
-        );
-        stop.send(true).unwrap();
-        keeper.await.unwrap();
+        });
+        assert_eq!(listed(server.addr, target).await, [p1]);
+        let reason = "retrying the undrain of P0";
+        keep_until_listed(registrar, control, server.addr, target, &[p0, p1], reason).await;
     }
 }

@@ -563,6 +563,10 @@ impl ControlPlane {
     }
 
     fn set_registered(&mut self, target: &str, portal: PortalId, registered: bool) {
+        // Settled either way: an undrain no longer owes this restore.
+        self.operator
+            .restores_owed
+            .retain(|(t, p)| !(t == target && *p == portal));
         for r in self.registrations.iter_mut() {
             if r.target == target && r.portal == portal {
                 r.registered = registered;

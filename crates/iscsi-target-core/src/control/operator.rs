@@ -26,6 +26,10 @@ pub struct OperatorState {
     pub pinned: BTreeSet<String>,
     /// Portals being drained or drained: registrations deleted, logins redirected.
     pub drained: BTreeSet<PortalId>,
+    /// (target, portal) registrations an undrain restores and no answer has settled yet: its
+    /// restore failed or is in progress. Cleared when the registration changes either way
+    /// (restored, or deleted by the balancer) or the portal is drained again.
+    pub restores_owed: BTreeSet<(String, PortalId)>,
 }
 
 /// Why an operator's request was refused (nothing changed).
@@ -230,6 +234,7 @@ impl ControlPlane {
             return Err(OperatorError::LastPortal(portal));
         }
         self.operator.drained.insert(portal);
+        self.operator.restores_owed.retain(|(_, p)| *p != portal);
         let mut plan = OperatorPlan::default();
         for r in self.registrations.iter().filter(|r| r.portal == portal) {
             if r.registered {
@@ -287,6 +292,27 @@ impl ControlPlane {
             .collect()
     }
 
+    /// The restores an undrain still owes: registrations of undrained portals whose restore
+    /// failed (an iSNS server that did not answer in time) and that nothing has changed since.
+    /// The registration keeper retries them with [`ControlPlane::drain_deletions_owed`].
+    pub fn undrain_restores_owed(&self) -> Vec<Action> {
+        self.operator
+            .restores_owed
+            .iter()
+            .filter(|(target, portal)| {
+                !self.is_drained(*portal)
+                    && self
+                        .registrations
+                        .iter()
+                        .any(|r| r.target == *target && r.portal == *portal && !r.registered)
+            })
+            .map(|(target, portal)| Action::RestoreRegistration {
+                target: target.clone(),
+                portal: *portal,
+            })
+            .collect()
+    }
+
     /// Sessions still logged in through `portal`.
     pub fn sessions_on(&self, portal: PortalId) -> usize {
         self.sessions
@@ -302,7 +328,7 @@ impl ControlPlane {
             return Err(OperatorError::UnknownPortal(portal.to_string()));
         }
         self.operator.drained.remove(&portal);
-        let actions = self
+        let actions: Vec<Action> = self
             .registrations
             .iter()
             .filter(|r| r.portal == portal && !r.registered)
@@ -311,6 +337,13 @@ impl ControlPlane {
                 portal,
             })
             .collect();
+        for a in &actions {
+            if let Action::RestoreRegistration { target, portal } = a {
+                self.operator
+                    .restores_owed
+                    .insert((target.clone(), *portal));
+            }
+        }
         Ok(OperatorPlan {
             actions,
             moves: Vec::new(),

@@ -680,6 +680,53 @@ fn a_failed_drain_delete_stays_owed_until_it_succeeds() {
     assert!(p.drain_deletions_owed().is_empty());
 }
 
+/// An undrain's restore that failed stays owed until a restore succeeds, the balancer deletes
+/// the registration itself, or the portal is drained again; one that succeeded is not owed.
+#[test]
+fn a_failed_undrain_restore_stays_owed_until_it_is_settled() {
+    let restore = |t: &str| Action::RestoreRegistration {
+        target: t.into(),
+        portal: P0,
+    };
+    let mut p = plane(2);
+    login_all(&mut p, P0, &[1, 2], 0);
+    p.drain(P0).unwrap();
+    for t in ["iqn.t1", "iqn.t2"] {
+        p.operator_registration_changed(t, P0, true, Ok(()), "drain", 1);
+    }
+    assert!(p.undrain_restores_owed().is_empty());
+    let plan = p.undrain(P0).unwrap();
+    assert_eq!(plan.actions, vec![restore("iqn.t1"), restore("iqn.t2")]);
+    p.operator_registration_changed("iqn.t1", P0, false, Ok(()), "undrain", 2);
+    p.operator_registration_changed("iqn.t2", P0, false, Err("timeout".into()), "undrain", 2);
+    assert_eq!(p.undrain_restores_owed(), vec![restore("iqn.t2")]);
+    p.operator_registration_changed("iqn.t2", P0, false, Err("timeout".into()), "retry", 3);
+    assert_eq!(p.undrain_restores_owed(), vec![restore("iqn.t2")]);
+    p.operator_registration_changed("iqn.t2", P0, false, Ok(()), "retry", 4);
+    assert!(p.undrain_restores_owed().is_empty());
+    assert!(p.is_registered("iqn.t2", P0));
+
+    // Owed again, then settled by the balancer deleting the registration for its own reasons.
+    p.drain(P0).unwrap();
+    p.operator_registration_changed("iqn.t1", P0, true, Ok(()), "drain", 5);
+    p.undrain(P0).unwrap();
+    p.operator_registration_changed("iqn.t1", P0, false, Err("timeout".into()), "undrain", 6);
+    assert_eq!(p.undrain_restores_owed(), vec![restore("iqn.t1")]);
+    p.delete_registration("iqn.t1", P0);
+    assert!(p.undrain_restores_owed().is_empty());
+
+    // Owed again, then the portal is drained again: a drain owes deletes, not restores.
+    p.restore_registration("iqn.t1", P0);
+    p.drain(P0).unwrap();
+    p.operator_registration_changed("iqn.t1", P0, true, Ok(()), "drain", 7);
+    p.operator_registration_changed("iqn.t2", P0, true, Ok(()), "drain", 7);
+    p.undrain(P0).unwrap();
+    p.operator_registration_changed("iqn.t2", P0, false, Err("timeout".into()), "undrain", 8);
+    assert!(!p.undrain_restores_owed().is_empty());
+    p.drain(P0).unwrap();
+    assert!(p.undrain_restores_owed().is_empty());
+}
+
 /// Move: the named host (all its sessions) is placed on the destination and asked to log out;
 /// nobody else is; unknown hosts and drained destinations are refused with nothing changed.
 #[test]
