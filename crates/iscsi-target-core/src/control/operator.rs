@@ -294,7 +294,7 @@ impl ControlPlane {
 
     /// The restores an undrain still owes: registrations of undrained portals whose restore
     /// failed (an iSNS server that did not answer in time) and that nothing has changed since.
-    /// The registration keeper retries them with [`ControlPlane::drain_deletions_owed`].
+    /// The registration keeper retries them alongside [`ControlPlane::drain_deletions_owed`].
     pub fn undrain_restores_owed(&self) -> Vec<Action> {
         self.operator
             .restores_owed
