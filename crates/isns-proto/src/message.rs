@@ -115,11 +115,16 @@ impl Message {
     /// The payload bytes: status (responses) then the attributes.
     pub fn payload(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        self.encode_payload(&mut out);
+        out
+    }
+
+    /// Appends the payload bytes ([`Message::payload`]) to `out`.
+    fn encode_payload(&self, out: &mut Vec<u8>) {
         if let Some(s) = self.status {
             out.extend_from_slice(&s.0.to_be_bytes());
         }
-        crate::attr::encode_attrs(&self.attrs, &mut out);
-        out
+        attr::encode_attrs(&self.attrs, out);
     }
 
     /// Appends the message to `out` as one or more PDUs (header + payload each), the payload
@@ -129,10 +134,7 @@ impl Message {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.resize(start + HEADER_LEN, 0);
-        if let Some(s) = self.status {
-            out.extend_from_slice(&s.0.to_be_bytes());
-        }
-        attr::encode_attrs(&self.attrs, out);
+        self.encode_payload(out);
         let len = out.len() - start - HEADER_LEN;
         if len <= MAX_PDU_PAYLOAD {
             if let Some(h) = out.get_mut(start..start + HEADER_LEN) {
