@@ -28,7 +28,8 @@ pub struct OperatorState {
     pub drained: BTreeSet<PortalId>,
     /// (target, portal) registrations an undrain restores and no answer has settled yet: its
     /// restore failed or is in progress. Cleared when the registration changes either way
-    /// (restored, or deleted by the balancer) or the portal is drained again.
+    /// (restored, or deleted by the balancer); not owed while the portal is drained
+    /// ([`ControlPlane::undrain_restores_owed`]).
     pub restores_owed: BTreeSet<(String, PortalId)>,
 }
 
@@ -234,7 +235,6 @@ impl ControlPlane {
             return Err(OperatorError::LastPortal(portal));
         }
         self.operator.drained.insert(portal);
-        self.operator.restores_owed.retain(|(_, p)| *p != portal);
         let mut plan = OperatorPlan::default();
         for r in self.registrations.iter().filter(|r| r.portal == portal) {
             if r.registered {
@@ -292,8 +292,9 @@ impl ControlPlane {
             .collect()
     }
 
-    /// The restores an undrain still owes: registrations of undrained portals whose restore
-    /// failed (an iSNS server that did not answer in time) and that nothing has changed since.
+    /// The restores an undrain still owes: registrations of portals not drained (again) whose
+    /// restore failed (an iSNS server that did not answer in time), that nothing has changed
+    /// since and whose target is still served.
     /// The registration keeper retries them alongside [`ControlPlane::drain_deletions_owed`].
     pub fn undrain_restores_owed(&self) -> Vec<Action> {
         self.operator
@@ -328,21 +329,19 @@ impl ControlPlane {
             return Err(OperatorError::UnknownPortal(portal.to_string()));
         }
         self.operator.drained.remove(&portal);
-        let actions: Vec<Action> = self
+        let mut actions = Vec::new();
+        for r in self
             .registrations
             .iter()
             .filter(|r| r.portal == portal && !r.registered)
-            .map(|r| Action::RestoreRegistration {
+        {
+            self.operator
+                .restores_owed
+                .insert((r.target.clone(), portal));
+            actions.push(Action::RestoreRegistration {
                 target: r.target.clone(),
                 portal,
-            })
-            .collect();
-        for a in &actions {
-            if let Action::RestoreRegistration { target, portal } = a {
-                self.operator
-                    .restores_owed
-                    .insert((target.clone(), *portal));
-            }
+            });
         }
         Ok(OperatorPlan {
             actions,
