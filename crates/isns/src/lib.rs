@@ -11,6 +11,8 @@
 //!   (conditional transactions, a watch-fed local copy, leases, ESI election).
 //! * [`backend`]: the storage interface over the two (`--etcd` or redb).
 //! * [`server`]: the tokio TCP server: clock, persistence, SCN delivery.
+//! * `fence`: queries answer only from stored registrations (the committer applies a batch
+//!   before it is written; a query that saw it waits, and reads again if it was undone).
 //! * `esi`: the server's Entity Status Inquiry task (sends what
 //!   `registry::esi` decides).
 //! * [`config`]: the server's TOML configuration file (`portshift isns --config`).
@@ -29,6 +31,7 @@ pub mod config;
 mod esi;
 pub mod etcd;
 pub mod failover;
+mod fence;
 pub mod fleet;
 pub mod metrics;
 pub mod object;

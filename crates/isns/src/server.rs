@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Backend, Pending, WriteError};
 use crate::etcd::EtcdStore;
+use crate::fence::{CommitFence, Reading};
 use crate::registry::{
     self, Changes, EsiConfig, Limits, Notification, Outcome, Registry, ScnConnection,
     ScnDestination, scn,
@@ -181,6 +182,8 @@ pub(crate) struct Shared {
     /// The etcd store, when the registry is in etcd (ESI runs only on the
     /// election winner).
     pub(crate) etcd: Option<Arc<EtcdStore>>,
+    /// Which applied batches are stored: what queries may answer from.
+    pub(crate) fence: CommitFence,
 }
 
 impl Shared {
@@ -270,6 +273,7 @@ impl Server {
             scn_conns: Mutex::new(HashMap::new()),
             metrics: crate::metrics::IsnsMetrics::new(),
             etcd: backend.etcd().cloned(),
+            fence: CommitFence::default(),
         };
         Ok(Server {
             listener,
@@ -608,8 +612,9 @@ fn commit_loop(
             let mut merged = Changes::default();
             let mut outcomes = Vec::with_capacity(jobs.len());
             let mut expired = Vec::new();
-            let mut pending = {
+            let (batch_no, mut pending) = {
                 let mut reg = write(&shared.registry);
+                let batch_no = shared.fence.apply();
                 for job in &jobs {
                     tracing::debug!(
                         function = job.msg.function.name(),
@@ -635,10 +640,13 @@ fn commit_loop(
                 }
                 let batch = Batch::from_changes(&reg, &merged);
                 let refreshed = (flush && attempt == 0).then(|| reg.take_refreshed());
-                backend.prepare(&reg, batch, refreshed)
+                (batch_no, backend.prepare(&reg, batch, refreshed))
             };
             let error = match backend.write(&mut pending, rt) {
-                Ok(()) => break (outcomes, expired, Some(pending)),
+                Ok(()) => {
+                    shared.fence.settle(batch_no, false);
+                    break (outcomes, expired, Some(pending));
+                }
                 Err(WriteError::Retry(e)) if attempt < backend.retries() => {
                     attempt += 1;
                     tracing::debug!(attempt, "write refused ({e}); undoing and applying again");
@@ -654,6 +662,9 @@ fn commit_loop(
                     error.or(Some(e))
                 }
             };
+            // Undone, or left as it is when the undo failed too: queries that saw the batch
+            // read again rather than wait for a store that does not answer.
+            shared.fence.settle(batch_no, true);
             abandon_esi(shared, &esi_failed);
             esi_failed.clear();
             if let Some(e) = error {
@@ -785,8 +796,7 @@ async fn serve_connection(
             });
             let (resp, scn) = if Registry::is_read_only(msg.function) {
                 // Queries: shared access, answered here.
-                let outcome = read(&shared.registry).handle_read(&msg, now());
-                (outcome.and_then(|o| o.response), Vec::new())
+                (answer_query(&shared, &msg).await, Vec::new())
             } else {
                 let (reply, answer) = oneshot::channel();
                 let job = Job {
@@ -818,6 +828,33 @@ async fn serve_connection(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Most readings of the registry for one query while batches it saw are undone.
+const QUERY_READS: usize = 8;
+
+/// The answer to query `msg` from stored registrations only ([`crate::fence`]): a reading
+/// that saw a batch not yet stored waits for it, and reads again if it was undone.
+async fn answer_query(shared: &Shared, msg: &Message) -> Option<Message> {
+    for _ in 0..QUERY_READS {
+        let mark = shared.fence.mark();
+        let (outcome, mark) = {
+            let reg = read(&shared.registry);
+            (reg.handle_read(msg, now()), mark.read(&shared.fence))
+        };
+        if mark.is_settled(&shared.fence) || shared.fence.wait(mark).await == Reading::Durable {
+            return outcome.and_then(|o| o.response);
+        }
+    }
+    tracing::warn!(
+        function = msg.function.name(),
+        "a query saw undone registrations {QUERY_READS} times in a row; answering with an error"
+    );
+    Some(Message::error_response(
+        msg.function,
+        msg.xid,
+        Status::INTERNAL_ERROR,
+    ))
 }
 
 /// Where to send one SCN message.
@@ -893,3 +930,7 @@ pub(crate) async fn deliver_scns(scns: Vec<(ScnTarget, Vec<u8>)>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -127,6 +127,17 @@ db_err!(
 /// The registry database.
 pub struct Store {
     db: Database,
+    /// Unit tests only: holds each write until the test lets it through or fails it.
+    #[cfg(test)]
+    pub(crate) gate: std::sync::Mutex<Option<WriteGate>>,
+}
+
+/// A test's hold on [`Store::write`]: each write that has something to store says it arrived
+/// on `arrived`, then waits for `decide` (true: write, false: fail).
+#[cfg(test)]
+pub(crate) struct WriteGate {
+    pub(crate) arrived: tokio::sync::mpsc::UnboundedSender<()>,
+    pub(crate) decide: std::sync::mpsc::Receiver<bool>,
 }
 
 impl Store {
@@ -140,7 +151,11 @@ impl Store {
         txn.open_table(REFRESHED)?;
         txn.open_table(DOMAINS)?;
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            #[cfg(test)]
+            gate: std::sync::Mutex::default(),
+        })
     }
 
     /// Load the registry: entities in registration order, counters.
@@ -192,6 +207,13 @@ impl Store {
     pub fn write(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
+        }
+        #[cfg(test)]
+        if let Some(gate) = self.gate.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = gate.arrived.send(());
+            if !gate.decide.recv().unwrap_or(true) {
+                return Err(StoreError::Db("write failed by the test".into()));
+            }
         }
         let txn = self.db.begin_write()?;
         {
