@@ -30,8 +30,8 @@ case "$ONLY" in ""|initiators) ;; *) echo "ONLY must be empty or 'initiators'" >
 CLIENT="${CLIENT:-iscsi-perf}"
 case "$CLIENT" in iscsi-perf|io) ;; *) echo "CLIENT must be 'iscsi-perf' or 'io'" >&2; exit 1 ;; esac
 export PATH="$PATH:/usr/sbin:/sbin"
-for t in tgtd tgtadm iscsi-perf strace taskset; do
-    command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y tgt libiscsi-bin strace util-linux)" >&2; exit 1; }
+for t in tgtd tgtadm iscsi-perf strace taskset cc; do
+    command -v "$t" >/dev/null || { echo "missing $t (apt-get install -y tgt libiscsi-bin strace util-linux gcc)" >&2; exit 1; }
 done
 [ -x /usr/bin/time ] || { echo "missing /usr/bin/time (apt-get install -y time)" >&2; exit 1; }
 # shellcheck source=bench/lib.sh
@@ -42,6 +42,7 @@ IQN_TGT=iqn.2026-12.org.example:profile-tgt
 IQN_PS=iqn.2026-12.org.example:profile-ps
 TGT_PORT=3296; PS_PORT=3297; ADMIN_PORT=3298; CTL=18
 DIR="$(scratch_dir 3)"
+cc -O2 -Wall -o "$DIR/stream" bench/stream.c
 TGT_PID=""; PS_PID=""
 cleanup() {
     [ -n "$TGT_PID" ] && kill -9 "$TGT_PID" 2>/dev/null || true
@@ -167,8 +168,13 @@ done
 echo
 # The ceiling of a 1 MiB READ stream: one loopback TCP stream with the copies such a READ
 # needs at least (send from a buffer, receive into one), pinned as the target and client are.
-stream=$(python3 bench/stream.py "$SECS" 0 1)
-echo "Loopback TCP stream (bench/stream.py, sender on CPU 0, receiver on CPU 1): $stream GB/s;" \
+# The receiver's buffer size changes the figure twofold here (a 64 KiB buffer stays in the
+# cache, a 1 MiB one does not), so both are measured and the faster is the ceiling.
+s64=$("$DIR/stream" "$SECS" 0 1 65536)
+s1m=$("$DIR/stream" "$SECS" 0 1 1048576)
+stream=$(awk -v a="$s64" -v b="$s1m" 'BEGIN { print (a > b ? a : b) }')
+echo "Loopback TCP stream (bench/stream.c, sender on CPU 0, receiver on CPU 1): $stream GB/s" \
+    "(receiving 64 KiB at a time $s64, 1 MiB at a time $s1m);" \
     "portshift's 1 MiB reads: $(awk -v i="${last_1m_iops:-0}" -v s="$stream" \
     'BEGIN { g = i * 1048576 / 1e9; printf "%.2f GB/s = %.0f%% of it", g, (s > 0 ? 100 * g / s : 0) }')"
 echo
