@@ -100,6 +100,8 @@ phase "cargo fmt --check"
 cargo fmt --all -- --check
 phase "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+phase "cargo doc (broken and private links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 phase "fuzz targets (${FUZZ_SECONDS}s each)"
 # cargo-fuzz needs nightly flags; use the nightly toolchain when there is one, else let the stable

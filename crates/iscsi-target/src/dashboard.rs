@@ -75,7 +75,7 @@ pub struct History {
 }
 
 impl History {
-    /// Adds `s` unless the newest sample is less than [`MIN_SAMPLE_GAP_MS`] older; drops the
+    /// Adds `s` unless the newest sample is less than `MIN_SAMPLE_GAP_MS` older; drops the
     /// oldest beyond [`HISTORY_LEN`].
     pub fn push(&mut self, s: Sample) {
         if let Some(last) = self.samples.back()

@@ -263,7 +263,7 @@ impl IsnsRegistrar {
     /// the first target node (a query, which also refreshes the entity, RFC 4171 §6.2.6) and
     /// registers everything again when the server no longer knows it (restarted with an empty
     /// registry, or the entity expired). When the server in use does not answer, the next one
-    /// gets the full registration ([`IsnsRegistrar::with_client`]). Returns the server.
+    /// gets the full registration (`IsnsRegistrar::with_client`). Returns the server.
     pub async fn ensure_registered(&self) -> Result<SocketAddr, RegistrationError> {
         let _held = self.changes.lock().await;
         self.with_client(Op::Check).await

@@ -1,7 +1,7 @@
 //! The targets this process serves, and the per-connection glue between a sans-IO
 //! [`Connection`] core and the rest of the target: SCSI requests run on the [`LunTable`]s
 //! inline, on the portal thread; events become [`Control`] bookkeeping; login questions go to
-//! [`Control`], the connection cores' [`LoginPolicy`].
+//! [`Control`], the connection cores' [`LoginPolicy`](iscsi_target_core::LoginPolicy).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

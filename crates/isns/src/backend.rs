@@ -3,7 +3,7 @@
 //! `--etcd`: any number of servers on one registry). The registry logic sees
 //! neither: each request yields [`Changes`](crate::registry::Changes), the
 //! committer turns a group of them into a [`Batch`] and the backend writes
-//! it; a failed write is undone in the registry with [`Backend::undo`].
+//! it; a failed write is undone in the registry with `Backend::undo`.
 
 use std::sync::{Arc, RwLock};
 

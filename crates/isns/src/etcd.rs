@@ -510,7 +510,7 @@ impl EtcdStore {
     /// same revisions, read again), then wait until the watch has applied
     /// everything up to now, so the requests can be applied again.
     ///
-    /// The reads are tried again for up to [`UNDO_PATIENCE`] (a member that
+    /// The reads are tried again for up to `UNDO_PATIENCE` (a member that
     /// just died is still chosen for a while): an undo given up would leave
     /// the copy holding changes etcd never took, and applying the requests
     /// again on it would turn their additions into updates (no SCN).

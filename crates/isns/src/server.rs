@@ -6,7 +6,7 @@
 //! refresh of the source's entity (§6.2.6) is an atomic store. Every other
 //! request goes to one committer thread, which applies all requests queued
 //! while its previous commit ran, in arrival order, under the write lock,
-//! then writes their changes to the [`Store`] in one durable transaction
+//! then writes their changes to the [`Store`](crate::store::Store) in one durable transaction
 //! (group commit) and only then sends their responses. If the commit fails,
 //! the registry is reloaded from the store (which holds the state before
 //! the batch) and the batch's changing requests get Internal Error (11).

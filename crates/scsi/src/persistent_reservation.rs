@@ -15,7 +15,7 @@
 //! are no enabled tasks of the preempted nexuses left to abort (SAM-5 §5.6);
 //! commands they send afterwards are refused by the reservation.
 //!
-//! Sans-IO: APTPL state is serialised with [`PersistentReservations::snapshot`]
+//! Sans-IO: APTPL state is serialised with [`PrState::encode`]
 //! and handed to a [`PrStore`] the owner supplies (the target keeps it in
 //! `<LUN file>.pr`, `iscsi_target::pr_store`).
 

@@ -214,7 +214,7 @@ fn copy_aborted(asc: Asc) -> Sense {
 
 /// The results of completed copies a unit's copy manager holds for RECEIVE COPY RESULTS
 /// COPY STATUS, by (I_T nexus, list identifier); the oldest are dropped past
-/// [`HELD_RESULTS`].
+/// `HELD_RESULTS`.
 #[derive(Debug, Default)]
 pub struct HeldResults {
     held: Mutex<VecDeque<((u64, u8), CopyStatus)>>,

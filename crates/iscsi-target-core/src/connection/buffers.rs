@@ -48,7 +48,7 @@ impl BufferPool {
     }
 
     /// Gives back a buffer nobody else refers to: kept while the free list stays within
-    /// [`MAX_FREE`] buffers and [`MAX_FREE_BYTES`], else dropped.
+    /// `MAX_FREE` buffers and `MAX_FREE_BYTES`, else dropped.
     pub fn give(&mut self, mut buf: BytesMut) {
         let free_bytes: usize = self.free.iter().map(BytesMut::capacity).sum();
         if (MIN_POOLED..=MAX_POOLED).contains(&buf.capacity())

@@ -1,7 +1,7 @@
 //! One target connection (RFC 7143) and its single-connection session at ErrorRecoveryLevel 0:
-//! login ([`login`]), then the full feature phase — CmdSN ordering ([`command_window`]), SCSI
-//! commands and their data ([`write`], [`data_in`]), Text/SendTargets ([`text`]), task
-//! management ([`task_mgmt`]), NOP pings and Async Messages ([`async_message`]), Logout and
+//! login (`login`), then the full feature phase — CmdSN ordering (`command_window`), SCSI
+//! commands and their data (`write`, `data_in`), Text/SendTargets (`text`), task
+//! management (`task_mgmt`), NOP pings and Async Messages (`async_message`), Logout and
 //! Reject (here).
 //!
 //! Bytes and time go in; PDUs, SCSI requests and events come out through `poll_*`. Nothing

@@ -245,7 +245,7 @@ impl Connection {
     }
 
     /// A sink from [`Connection::data_out_sink`] whose data the shell has received: the
-    /// Data-Out is counted in as [`Connection::on_data_out`] would count it (its write goes
+    /// Data-Out is counted in as `Connection::on_data_out` would count it (its write goes
     /// on: more R2Ts, or execution once all its data is in). Time `now`, as for a PDU.
     pub fn on_data_out_sink(&mut self, sink: DataOutSink, now: Instant) {
         if self.is_closing() {

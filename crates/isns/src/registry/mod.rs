@@ -374,8 +374,8 @@ impl Clone for RefreshLog {
 ///
 /// Entities live in an ordered map keyed by their registration seq
 /// (registration order without sorting), with hash indexes from iSCSI Name,
-/// Portal and Entity Identifier to the holding entity ([`index`]) and a
-/// queue of expiry deadlines ([`deadline`]); every insertion and removal
+/// Portal and Entity Identifier to the holding entity (`index`) and a
+/// queue of expiry deadlines (`deadline`); every insertion and removal
 /// goes through `put_entity`/`take_entity`, which keep them exact. No
 /// request clones or walks the whole registry unless its key asks for all
 /// objects.

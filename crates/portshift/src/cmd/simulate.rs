@@ -1,5 +1,7 @@
 //! `portshift simulate`: the fleet simulator (crate `fleet`) — the real balancer policy over many
 //! portals and initiators on a virtual clock, policies compared side by side.
+// The options' doc comments are clap's help text: `[...]` there is option syntax, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

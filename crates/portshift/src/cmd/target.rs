@@ -1,4 +1,6 @@
 //! `portshift target`: the multi-portal iSCSI target.
+// The options' doc comments are clap's help text: `[...]` there is option syntax, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
