@@ -10,7 +10,8 @@
 //! (group commit) and only then sends their responses. If the commit fails,
 //! the registry is reloaded from the store (which holds the state before
 //! the batch) and the batch's changing requests get Internal Error (11).
-//! The same thread runs the expiry sweep (a deadline queue, every
+//! A query that read a batch not yet written waits for it, and reads again if
+//! it was undone (`crate::fence`). The same thread runs the expiry sweep (a deadline queue, every
 //! `expiry_check`) and stores the refresh times of the entities refreshed
 //! since the last time, every `refresh_persist_interval`. The registry decides which state change
 //! notifications (§5.6.5.8) go where; this shell delivers them: to the SCN
