@@ -4,7 +4,7 @@
 //! and may still be undone (RFC 4171 §5.6.5 answers describe registered objects, and an
 //! object whose DevAttrReg failed was never registered).
 //!
-//! The committer numbers each batch it applies ([`CommitFence::applied`], under the registry's
+//! The committer numbers each batch it applies ([`CommitFence::apply`], under the registry's
 //! write lock) and settles it once written or undone. A query notes the number it read under
 //! the read lock, waits until that batch is settled, and reads again if a batch it may have
 //! seen was undone.
@@ -38,11 +38,13 @@ pub(crate) enum Reading {
     Undone,
 }
 
-/// A query's place in the sequence: taken with [`CommitFence::mark`] before the read lock,
-/// completed with [`Mark::read`] under it.
+/// What a query's reading of the registry saw: taken with [`CommitFence::mark`] under the read
+/// lock.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mark {
+    /// Every batch up to this one was settled when the query read.
     settled_before: u64,
+    /// The last batch applied when the query read.
     seen: u64,
 }
 
@@ -72,45 +74,29 @@ impl CommitFence {
         });
     }
 
-    /// A query is about to read: before taking the read lock.
+    /// A query reads the registry: call under the read lock. Settling runs outside the lock,
+    /// so an undo finished before this reading but settled after it only makes the query read
+    /// once more.
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             settled_before: self.settled.borrow().upto,
-            seen: 0,
+            seen: self.applied.load(Ordering::Acquire),
         }
     }
 
-    /// Waits until every batch the query may have seen is settled.
+    /// Waits until every batch the query may have seen is settled (at once when it is).
     pub(crate) async fn wait(&self, mark: Mark) -> Reading {
         let mut rx = self.settled.subscribe();
-        let settled = match rx.wait_for(|s| s.upto >= mark.seen).await {
-            Ok(s) => *s,
-            // The committer is gone (the server is stopping): nothing will settle.
-            Err(_) => *self.settled.borrow(),
-        };
+        // Cannot fail: the sender is `self`'s.
+        let settled = rx
+            .wait_for(|s| s.upto >= mark.seen)
+            .await
+            .map_or_else(|_| *self.settled.borrow(), |s| *s);
         if settled.last_undone > mark.settled_before {
             Reading::Undone
         } else {
             Reading::Durable
         }
-    }
-
-    fn applied(&self) -> u64 {
-        self.applied.load(Ordering::Acquire)
-    }
-}
-
-impl Mark {
-    /// The registry is read now: call under the read lock.
-    pub(crate) fn read(mut self, fence: &CommitFence) -> Mark {
-        self.seen = fence.applied();
-        self
-    }
-
-    /// Whether the read saw no batch that is not settled yet (no wait needed).
-    pub(crate) fn is_settled(&self, fence: &CommitFence) -> bool {
-        let s = *fence.settled.borrow();
-        s.upto >= self.seen && s.last_undone <= self.settled_before
     }
 }
 
@@ -119,8 +105,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn read(f: &CommitFence) -> Mark {
-        f.mark().read(f)
+    /// Whether `wait` answers without waiting (the reading saw nothing unsettled).
+    async fn is_settled(f: &CommitFence, m: Mark) -> bool {
+        tokio::time::timeout(Duration::ZERO, f.wait(m)).await == Ok(Reading::Durable)
     }
 
     #[tokio::test]
@@ -128,8 +115,8 @@ mod tests {
         let f = CommitFence::default();
         let b = f.apply();
         f.settle(b, false);
-        let m = read(&f);
-        assert!(m.is_settled(&f));
+        let m = f.mark();
+        assert!(is_settled(&f, m).await);
         assert_eq!(f.wait(m).await, Reading::Durable);
     }
 
@@ -137,8 +124,8 @@ mod tests {
     async fn a_read_waits_for_the_batch_it_saw_and_is_durable_when_written() {
         let f = std::sync::Arc::new(CommitFence::default());
         let b = f.apply();
-        let m = read(&f);
-        assert!(!m.is_settled(&f));
+        let m = f.mark();
+        assert!(!is_settled(&f, m).await);
         let waiting = tokio::spawn({
             let f = f.clone();
             async move { f.wait(m).await }
@@ -156,21 +143,21 @@ mod tests {
     async fn a_read_that_saw_an_undone_batch_reads_again() {
         let f = CommitFence::default();
         let b = f.apply();
-        let m = read(&f);
+        let m = f.mark();
         f.settle(b, true);
         assert_eq!(f.wait(m).await, Reading::Undone);
         // The read after the undo is durable.
-        let again = read(&f);
-        assert!(again.is_settled(&f));
+        let again = f.mark();
+        assert!(is_settled(&f, again).await);
         assert_eq!(f.wait(again).await, Reading::Durable);
     }
 
     #[tokio::test]
     async fn a_batch_applied_after_the_read_is_not_waited_for() {
         let f = CommitFence::default();
-        let m = read(&f);
+        let m = f.mark();
         let later = f.apply();
-        assert!(m.is_settled(&f));
+        assert!(is_settled(&f, m).await);
         assert_eq!(f.wait(m).await, Reading::Durable);
         f.settle(later, true);
     }

@@ -838,12 +838,11 @@ const QUERY_READS: usize = 8;
 /// that saw a batch not yet stored waits for it, and reads again if it was undone.
 async fn answer_query(shared: &Shared, msg: &Message) -> Option<Message> {
     for _ in 0..QUERY_READS {
-        let mark = shared.fence.mark();
         let (outcome, mark) = {
             let reg = read(&shared.registry);
-            (reg.handle_read(msg, now()), mark.read(&shared.fence))
+            (reg.handle_read(msg, now()), shared.fence.mark())
         };
-        if mark.is_settled(&shared.fence) || shared.fence.wait(mark).await == Reading::Durable {
+        if shared.fence.wait(mark).await == Reading::Durable {
             return outcome.and_then(|o| o.response);
         }
     }
