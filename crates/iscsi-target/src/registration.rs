@@ -705,6 +705,19 @@ mod tests {
         keeper.await.unwrap();
     }
 
+    /// Records that the operator's delete (`deleted`) or restore of `target` on P0 got no
+    /// answer from the iSNS server, as admin_ops.rs records it.
+    fn timed_out(
+        p: &mut iscsi_target_core::ControlPlane,
+        target: &str,
+        deleted: bool,
+        reason: &str,
+        now: u64,
+    ) {
+        let no_answer = Err("iSNS server did not answer within 3s".into());
+        p.operator_registration_changed(target, PortalId(0), deleted, no_answer, reason, now);
+    }
+
     /// A drain whose delete the iSNS server did not answer (recorded as failed, the table
     /// still saying registered) is retried by the keeper once the server answers: iSNS stops
     /// listing the drained portal and the table records the deletion.
@@ -715,14 +728,7 @@ mod tests {
         // The operator drains P0 and the delete times out, as admin_ops.rs records it.
         control.with_plane(|p, now| {
             p.drain(PortalId(0)).unwrap();
-            p.operator_registration_changed(
-                target,
-                PortalId(0),
-                true,
-                Err("iSNS server did not answer within 3s".into()),
-                "operator: draining P0",
-                now,
-            );
+            timed_out(p, target, true, "operator: draining P0", now);
         });
         assert_eq!(listed(server.addr, target).await, [p0, p1]);
         let reason = "retrying the drain of P0";
@@ -746,14 +752,7 @@ mod tests {
             p.drain(PortalId(0)).unwrap();
             p.operator_registration_changed(target, PortalId(0), true, Ok(()), "drain", now);
             p.undrain(PortalId(0)).unwrap();
-            p.operator_registration_changed(
-                target,
-                PortalId(0),
-                false,
-                Err("iSNS server did not answer within 3s".into()),
-                "operator: undraining P0",
-                now,
-            );
+            timed_out(p, target, false, "operator: undraining P0", now);
         });
         assert_eq!(listed(server.addr, target).await, [p1]);
         let reason = "retrying the undrain of P0";
